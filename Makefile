@@ -1,0 +1,38 @@
+# btpipe developer targets. `make demo` and `make test` work on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: install test lint pytest demo bench chaos clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: install
+	$(BIN)/ruff check pipeline tests bench
+	$(BIN)/ruff format --check pipeline tests bench
+	$(BIN)/mypy pipeline
+
+pytest: install
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+test: install lint pytest
+
+demo: install
+	$(BIN)/python -m pipeline.demo
+
+bench: install
+	$(BIN)/python -m bench.run
+
+chaos: install
+	$(BIN)/pytest -q -m chaos tests/reliability
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,65 @@
+"""Exceptions btpipe raises on purpose, and the exit code each maps to.
+
+    BtpipeError                 exit 1   the job ran but could not do all it was asked
+    ├── UsageError              exit 2   bad flags, bad config, bad filter, bad input file
+    ├── AuthError               exit 3   missing or wrong API key, permission refused
+    ├── NotFoundError           exit 4   a project, dataset or experiment that does not exist
+    ├── InterruptedRun          exit 5   stopped part way; state saved, re-run to resume
+    └── ApiError                exit 1   the server refused a request we cannot retry
+        └── TransientApiError   exit 1   retries ran out on a transient failure
+
+Low-level failures (aiohttp, OSError, pyarrow) are translated into these where they are
+caught, so a user sees one line that names the problem and where, never a traceback.
+Messages must never contain an API key: build them from names, ids and paths only.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_AUTH = 3
+EXIT_NOT_FOUND = 4
+EXIT_INTERRUPTED = 5
+
+
+class BtpipeError(Exception):
+    """Base class; ``exit_code`` tells the CLI how to exit."""
+
+    exit_code = EXIT_FAILED
+
+
+class UsageError(BtpipeError):
+    """The user asked for something malformed: a flag, a config key, a filter, an input file."""
+
+    exit_code = EXIT_USAGE
+
+
+class AuthError(BtpipeError):
+    """The server rejected the credentials (401) or the permission (403)."""
+
+    exit_code = EXIT_AUTH
+
+
+class NotFoundError(BtpipeError):
+    """A named project, dataset or experiment does not exist (or is not visible to this key)."""
+
+    exit_code = EXIT_NOT_FOUND
+
+
+class InterruptedRun(BtpipeError):
+    """The run stopped part way; its state file lets the next run resume."""
+
+    exit_code = EXIT_INTERRUPTED
+
+
+class ApiError(BtpipeError):
+    """The server answered with an error status we will not retry."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class TransientApiError(ApiError):
+    """A retryable failure (429, 5xx, connection error) that outlasted the retry budget."""

@@ -1,0 +1,185 @@
+"""What every sink shares: the published-file record, the sink interface, and part-file rotation.
+
+A sink turns ``/btql`` pages into numbered part files (``{directory}/{prefix}-{part:05d}{ext}``).
+Each part is written through ``Storage.open_atomic``, so it appears only once complete; the
+``FileInfo`` returned for it is the manifest entry, and everything written before it is durable
+by then. Format-specific sinks subclass ``PartFileSink`` and only encode bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from contextlib import ExitStack
+from dataclasses import dataclass
+from types import TracebackType
+from typing import BinaryIO, Protocol, Self
+
+from pipeline.sinks.storage import Storage
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """One published file; ``path`` is relative to the storage root."""
+
+    path: str
+    rows: int
+    bytes: int
+    sha256: str
+
+
+class Sink(Protocol):
+    """Writes pages to part files; all methods block (the export stage calls them in a thread)."""
+
+    def write_page(self, page: bytes) -> list[FileInfo]: ...
+    def flush(self) -> list[FileInfo]: ...
+    def close(self) -> list[FileInfo]: ...
+
+
+class CountingWriter:
+    """A write-only file object that hashes and counts what reaches storage.
+
+    ``close`` does not close the destination: encoders (pyarrow streams, ParquetWriter) close
+    their sink when they finish, but the atomic file must stay open until it is published.
+    """
+
+    def __init__(self, dest: BinaryIO) -> None:
+        self._dest = dest
+        self._hash = hashlib.sha256()
+        self.bytes = 0
+        self.closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        self._dest.write(data)
+        self._hash.update(data)
+        self.bytes += len(data)
+        return len(data)
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def readable(self) -> bool:
+        return False
+
+    def tell(self) -> int:
+        return self.bytes
+
+    def flush(self) -> None:
+        self._dest.flush()
+
+    def close(self) -> None:
+        self.closed = True
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+
+class _Aborted(Exception):
+    """Thrown into an open atomic write to discard it."""
+
+
+class PartFileSink:
+    """Opens, rotates, publishes and aborts numbered part files; subclasses encode into them.
+
+    Subclasses implement ``_start(out)`` (begin encoding into a fresh part), ``_finish()``
+    (write any trailer; the part must be complete afterwards), optionally ``_abandon()`` and
+    ``_drain()``, and keep ``_part_rows`` up to date.
+    """
+
+    extension = ""
+
+    def __init__(self, storage: Storage, directory: str, *, prefix: str, first_part: int) -> None:
+        self.storage = storage
+        self.directory = directory.strip("/")
+        self.prefix = prefix
+        self._next_part = first_part
+        self._stack: ExitStack | None = None
+        self._out: CountingWriter | None = None
+        self._path = ""
+        self._part_rows = 0
+        self._closed = False
+
+    # -- part lifecycle -------------------------------------------------------------------
+    def _part_path(self, part: int) -> str:
+        name = f"{self.prefix}-{part:05d}{self.extension}"
+        return f"{self.directory}/{name}" if self.directory else name
+
+    def _ensure_open(self) -> CountingWriter:
+        """The current part's writer, opening the next part if none is open."""
+        if self._closed:
+            raise ValueError("sink is closed")
+        if self._out is None:
+            self._path = self._part_path(self._next_part)
+            stack = ExitStack()
+            dest = stack.enter_context(self.storage.open_atomic(self._path))
+            self._stack, self._out, self._part_rows = stack, CountingWriter(dest), 0
+            self._next_part += 1
+            self._start(self._out)
+        return self._out
+
+    def _publish(self) -> list[FileInfo]:
+        """Complete and publish the current part, if it has rows."""
+        if self._out is None or self._stack is None:
+            return []
+        if self._part_rows == 0:
+            self._discard()
+            self._next_part -= 1
+            return []
+        self._finish()
+        out, stack = self._out, self._stack
+        self._out, self._stack = None, None
+        stack.close()
+        return [FileInfo(self._path, self._part_rows, out.bytes, out.hexdigest())]
+
+    def _discard(self) -> None:
+        """Drop the current part without publishing anything."""
+        stack, self._out, self._stack = self._stack, None, None
+        if stack is not None:
+            self._abandon()
+            stack.__exit__(_Aborted, _Aborted(), None)
+
+    # -- format hooks -----------------------------------------------------------------------
+    def _start(self, out: CountingWriter) -> None:
+        raise NotImplementedError
+
+    def _finish(self) -> None:
+        raise NotImplementedError
+
+    def _abandon(self) -> None:
+        """Release encoder state of a part that is being discarded (its bytes are thrown away)."""
+
+    def _drain(self) -> list[FileInfo]:
+        """Write anything buffered into the current part (formats that buffer override this)."""
+        return []
+
+    # -- public interface -------------------------------------------------------------------
+    def flush(self) -> list[FileInfo]:
+        """Publish the current part now (if it has rows); the next page starts a new one."""
+        return self._drain() + self._publish()
+
+    def close(self) -> list[FileInfo]:
+        """Flush and release; a second call does nothing."""
+        if self._closed:
+            return []
+        try:
+            return self.flush()
+        finally:
+            self._closed = True
+
+    def abort(self) -> None:
+        """Discard the unpublished part; files already published stay."""
+        self._discard()
+        self._closed = True
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()

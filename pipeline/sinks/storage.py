@@ -1,0 +1,278 @@
+"""Where exported files live: a local directory or an object-storage prefix, behind one small interface.
+
+Every file is published atomically, so a reader (or a resumed run) never sees half a file:
+
+* local disk writes to a hidden temp name in the destination directory, fsyncs it, renames it
+  into place with ``os.replace`` and fsyncs the directory;
+* object storage (``s3://``, ``gs://`` through ``pyarrow.fs``) spools the bytes to a local temp
+  file and uploads them only when the ``with`` block exits cleanly, so an aborted write never
+  creates an object.
+
+Temp names start with ``.`` and end with ``.tmp``; ``list_files`` never returns them and
+``cleanup_temp`` removes the ones a killed run left behind. Everything here blocks; async callers
+use ``anyio.to_thread.run_sync``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import BinaryIO, Protocol, cast
+from urllib.parse import urlparse
+
+from pipeline.errors import UsageError
+
+TEMP_PREFIX = "."
+TEMP_SUFFIX = ".tmp"
+_COPY_CHUNK = 8 * 1024 * 1024
+
+
+class Storage(Protocol):
+    """A root under which files are published atomically and read back by relative path."""
+
+    url: str
+
+    def open_atomic(self, relpath: str) -> AbstractContextManager[BinaryIO]: ...
+    def write_bytes(self, relpath: str, data: bytes) -> None: ...
+    def read_bytes(self, relpath: str) -> bytes: ...
+    def exists(self, relpath: str) -> bool: ...
+    def list_files(self, prefix: str = "") -> list[str]: ...
+    def delete(self, relpath: str) -> None: ...
+    def open_read(self, relpath: str) -> AbstractContextManager[BinaryIO]: ...
+    def cleanup_temp(self, prefix: str = "") -> list[str]: ...
+
+
+def location(storage: Storage, relpath: str) -> str:
+    """The full, user-facing name of ``relpath`` (for messages; never carries credentials)."""
+    return f"{storage.url.rstrip('/')}/{relpath}" if relpath else storage.url
+
+
+def is_temp_name(relpath: str) -> bool:
+    """True for the hidden names ``open_atomic`` writes before publishing."""
+    name = relpath.rsplit("/", 1)[-1]
+    return name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)
+
+
+def _clean_relpath(relpath: str) -> str:
+    """Refuse paths that could escape the root; normalise separators."""
+    parts = [p for p in relpath.replace("\\", "/").split("/") if p not in ("", ".")]
+    if not parts or ".." in parts:
+        raise UsageError(f"invalid storage path {relpath!r}")
+    return "/".join(parts)
+
+
+def _matches(relpath: str, prefix: str) -> bool:
+    return relpath.startswith(prefix) and not is_temp_name(relpath)
+
+
+class LocalStorage:
+    """Files under a local directory; the directory is created on first write."""
+
+    def __init__(self, root: str) -> None:
+        self.root = os.path.abspath(root)
+        self.url = self.root
+
+    def _path(self, relpath: str) -> str:
+        return os.path.join(self.root, *_clean_relpath(relpath).split("/"))
+
+    @contextmanager
+    def open_atomic(self, relpath: str) -> Iterator[BinaryIO]:
+        final = self._path(relpath)
+        directory = os.path.dirname(final)
+        temp = os.path.join(
+            directory, f"{TEMP_PREFIX}{os.path.basename(final)}.{uuid.uuid4().hex}{TEMP_SUFFIX}"
+        )
+        try:
+            os.makedirs(directory, exist_ok=True)
+            fh = open(temp, "xb")  # noqa: SIM115 - closed below on every path
+        except OSError as exc:
+            raise UsageError(f"cannot write to {directory}: {exc.strerror or exc}") from exc
+        try:
+            yield cast(BinaryIO, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+            fh.close()
+            os.replace(temp, final)
+            _fsync_dir(directory)
+        except BaseException:
+            fh.close()
+            try:
+                os.unlink(temp)
+            except FileNotFoundError:
+                pass
+            raise
+
+    def write_bytes(self, relpath: str, data: bytes) -> None:
+        with self.open_atomic(relpath) as fh:
+            fh.write(data)
+
+    def read_bytes(self, relpath: str) -> bytes:
+        with open(self._path(relpath), "rb") as fh:
+            return fh.read()
+
+    def exists(self, relpath: str) -> bool:
+        return os.path.isfile(self._path(relpath))
+
+    def _walk(self, prefix: str) -> Iterator[str]:
+        """Relative paths of every file (temp names included) whose path starts with ``prefix``."""
+        base_dir = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        start = os.path.join(self.root, *base_dir.split("/")) if base_dir else self.root
+        for dirpath, _dirs, files in os.walk(start):
+            rel_dir = os.path.relpath(dirpath, self.root).replace(os.sep, "/")
+            for name in files:
+                rel = name if rel_dir == "." else f"{rel_dir}/{name}"
+                if rel.startswith(prefix):
+                    yield rel
+
+    def list_files(self, prefix: str = "") -> list[str]:
+        return sorted(p for p in self._walk(prefix) if not is_temp_name(p))
+
+    def delete(self, relpath: str) -> None:
+        os.unlink(self._path(relpath))
+
+    @contextmanager
+    def open_read(self, relpath: str) -> Iterator[BinaryIO]:
+        with open(self._path(relpath), "rb") as fh:
+            yield fh
+
+    def cleanup_temp(self, prefix: str = "") -> list[str]:
+        removed = sorted(p for p in self._walk(prefix) if is_temp_name(p))
+        for rel in removed:
+            try:
+                os.unlink(os.path.join(self.root, *rel.split("/")))
+            except FileNotFoundError:
+                pass
+        return removed
+
+
+def _fsync_dir(directory: str) -> None:
+    """Make a rename durable; some platforms cannot open a directory, which is then a no-op."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class ObjectStorage:
+    """Objects under ``bucket/prefix`` of a ``pyarrow.fs`` filesystem (S3 or GCS)."""
+
+    def __init__(self, url: str, fs: object, base: str) -> None:
+        import pyarrow.fs as pafs
+
+        self.url = url.rstrip("/")
+        self.fs: pafs.FileSystem = cast(pafs.FileSystem, fs)
+        self.base = base.strip("/")
+
+    def _path(self, relpath: str) -> str:
+        return f"{self.base}/{_clean_relpath(relpath)}"
+
+    @contextmanager
+    def open_atomic(self, relpath: str) -> Iterator[BinaryIO]:
+        target = self._path(relpath)
+        with tempfile.TemporaryFile(prefix="btpipe-", suffix=TEMP_SUFFIX) as spool:
+            yield cast(BinaryIO, spool)
+            spool.flush()
+            spool.seek(0)
+            try:
+                with self.fs.open_output_stream(target) as out:
+                    shutil.copyfileobj(spool, out, _COPY_CHUNK)
+            except OSError as exc:
+                raise UsageError(f"cannot write to {location(self, relpath)}: {exc}") from exc
+
+    def write_bytes(self, relpath: str, data: bytes) -> None:
+        with self.open_atomic(relpath) as fh:
+            fh.write(data)
+
+    def read_bytes(self, relpath: str) -> bytes:
+        with self.open_read(relpath) as fh:
+            return fh.read()
+
+    def exists(self, relpath: str) -> bool:
+        import pyarrow.fs as pafs
+
+        return bool(self.fs.get_file_info(self._path(relpath)).type == pafs.FileType.File)
+
+    def list_files(self, prefix: str = "") -> list[str]:
+        import pyarrow.fs as pafs
+
+        base_dir = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        selector = pafs.FileSelector(
+            f"{self.base}/{base_dir}".rstrip("/"), recursive=True, allow_not_found=True
+        )
+        cut = len(self.base) + 1
+        found = (
+            info.path[cut:] for info in self.fs.get_file_info(selector) if info.type == pafs.FileType.File
+        )
+        return sorted(p for p in found if _matches(p, prefix))
+
+    def delete(self, relpath: str) -> None:
+        if not self.exists(relpath):
+            raise FileNotFoundError(location(self, relpath))
+        self.fs.delete_file(self._path(relpath))
+
+    @contextmanager
+    def open_read(self, relpath: str) -> Iterator[BinaryIO]:
+        if not self.exists(relpath):
+            raise FileNotFoundError(location(self, relpath))
+        with self.fs.open_input_file(self._path(relpath)) as fh:
+            yield cast(BinaryIO, fh)
+
+    def cleanup_temp(self, prefix: str = "") -> list[str]:
+        """Nothing to do: object uploads are spooled locally and never leave a partial object."""
+        return []
+
+
+def _s3_filesystem(options: dict[str, object]) -> object:
+    import pyarrow.fs as pafs
+
+    endpoint = (
+        options.get("endpoint_url")
+        or os.environ.get("AWS_ENDPOINT_URL_S3")
+        or os.environ.get("AWS_ENDPOINT_URL")
+    )
+    kwargs: dict[str, object] = {}
+    if endpoint:
+        parsed = urlparse(str(endpoint))
+        kwargs["endpoint_override"] = parsed.netloc or parsed.path
+        kwargs["scheme"] = parsed.scheme or "https"
+    region = options.get("region") or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if region:
+        kwargs["region"] = region
+    for key in ("access_key", "secret_key", "session_token"):
+        if options.get(key):
+            kwargs[key] = options[key]
+    return pafs.S3FileSystem(**kwargs)
+
+
+def _gcs_filesystem(options: dict[str, object]) -> object:
+    import pyarrow.fs as pafs
+
+    kwargs = {k: v for k, v in options.items() if k in ("endpoint_override", "scheme", "project_id")}
+    return pafs.GcsFileSystem(**kwargs)
+
+
+def open_storage(url: str, **options: object) -> Storage:
+    """Storage for a local path, ``file://`` URL, ``s3://bucket/prefix`` or ``gs://bucket/prefix``.
+
+    S3 options (or the usual AWS environment variables): ``endpoint_url``, ``region``,
+    ``access_key``, ``secret_key``, ``session_token``.
+    """
+    parsed = urlparse(url)
+    if parsed.scheme in ("", "file") or len(parsed.scheme) == 1:  # one letter: a Windows drive
+        return LocalStorage(parsed.path if parsed.scheme == "file" else url)
+    if parsed.scheme not in ("s3", "gs"):
+        raise UsageError(f"unsupported storage URL scheme {parsed.scheme!r} in {url}")
+    if not parsed.netloc:
+        raise UsageError(f"storage URL {url} names no bucket")
+    fs = _s3_filesystem(options) if parsed.scheme == "s3" else _gcs_filesystem(options)
+    return ObjectStorage(url, fs, f"{parsed.netloc}/{parsed.path.strip('/')}")

@@ -50,9 +50,7 @@ CONTROL_FIELDS: Final[frozenset[str]] = frozenset(
 )
 
 #: Fields a migration legitimately changes; verify ignores them.
-DESTINATION_FIELDS: Final[frozenset[str]] = (
-    READ_ONLY_FIELDS | ALL_OBJECT_KEY_FIELDS | frozenset({"origin"})
-)
+DESTINATION_FIELDS: Final[frozenset[str]] = READ_ONLY_FIELDS | ALL_OBJECT_KEY_FIELDS | frozenset({"origin"})
 
 
 def writable_event(row: dict[str, object]) -> dict[str, object]:

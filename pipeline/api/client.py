@@ -1,0 +1,264 @@
+"""The one HTTP client every command shares: session, auth, retries, error translation.
+
+Layers, as in httpx: public helpers (``get_json``, ``post_json``, ``post_raw``) -> ``request``
+(the retry loop, the only one in btpipe) -> ``_send`` (one thin aiohttp call). Which failures
+are transient is decided in one place, :meth:`RetryPolicy.is_retryable`; everything else
+becomes an exception from :mod:`pipeline.errors` with a one-line message that never contains
+the API key.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+import anyio
+import orjson
+
+from pipeline import __version__
+from pipeline.errors import ApiError, AuthError, NotFoundError, TransientApiError, UsageError
+
+DEFAULT_API_URL = "https://api.braintrust.dev"
+RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
+    aiohttp.ClientConnectionError,  # refused, reset, dropped, server disconnected
+    aiohttp.ClientPayloadError,  # truncated or corrupt body
+    TimeoutError,
+)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded exponential back-off with full jitter; a server's ``Retry-After`` wins."""
+
+    max_attempts: int = 8
+    base_delay: float = 0.25
+    max_delay: float = 20.0
+    max_retry_after: float = 120.0
+
+    def is_retryable(self, status: int) -> bool:
+        return status in RETRYABLE_STATUSES
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        """Seconds to wait before attempt ``attempt + 1`` (``attempt`` counts from 1)."""
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.max_retry_after)
+        return random.uniform(0, min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect: float = 15.0
+    read: float = 120.0
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """Where to connect and how; ``api_key`` is kept out of ``repr`` so it never gets logged."""
+
+    api_url: str = DEFAULT_API_URL
+    api_key: str = field(default="", repr=False)
+    impersonate_user: str | None = None
+    org_name: str | None = None
+    retry: RetryPolicy = RetryPolicy()
+    timeouts: Timeouts = Timeouts()
+    max_connections: int = 16
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return orjson.loads(self.body) if self.body else None
+
+
+@dataclass(frozen=True)
+class ClientStatistics:
+    requests: int
+    retries: int
+    bytes_received: int
+
+
+class PageTooLargeError(ApiError):
+    """The server failed on a large read (500/504) that a smaller page may cure."""
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """``Retry-After`` as seconds: a number, or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class BraintrustClient:
+    """An async Braintrust API client; use as ``async with BraintrustClient(settings) as c``."""
+
+    def __init__(self, settings: ClientSettings) -> None:
+        if not settings.api_key:
+            raise AuthError("no API key: pass --api-key or set BRAINTRUST_API_KEY")
+        self.settings = settings
+        self.base_url = settings.api_url.rstrip("/")
+        self._session: aiohttp.ClientSession | None = None
+        self._requests = 0
+        self._retries = 0
+        self._bytes = 0
+
+    async def __aenter__(self) -> BraintrustClient:
+        headers = {
+            "Authorization": f"Bearer {self.settings.api_key}",
+            "Accept-Encoding": "gzip",
+            "User-Agent": f"btpipe/{__version__}",
+        }
+        if self.settings.impersonate_user:
+            headers["x-bt-impersonate-user"] = self.settings.impersonate_user
+        if self.settings.org_name:
+            headers["x-bt-org-name"] = self.settings.org_name
+        t = self.settings.timeouts
+        self._session = aiohttp.ClientSession(
+            headers=headers,
+            connector=aiohttp.TCPConnector(limit=self.settings.max_connections),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=t.connect, sock_read=t.read),
+        )
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def statistics(self) -> ClientStatistics:
+        return ClientStatistics(self._requests, self._retries, self._bytes)
+
+    def redact(self, text: str) -> str:
+        """Remove the API key from text that may have echoed it (error bodies, URLs)."""
+        key = self.settings.api_key
+        return text.replace(key, "***") if key else text
+
+    # -- public helpers -------------------------------------------------------------------
+
+    async def get_json(self, path: str, params: Mapping[str, str] | None = None) -> Any:
+        return (await self.request("GET", path, params=params)).json()
+
+    async def post_json(self, path: str, body: Any) -> Any:
+        return (await self.request("POST", path, body=orjson.dumps(body))).json()
+
+    async def post_raw(self, path: str, body: bytes, *, shrink_on: frozenset[int] = frozenset()) -> Response:
+        """POST a pre-encoded JSON body and return the raw response (for pages and batches)."""
+        return await self.request("POST", path, body=body, shrink_on=shrink_on)
+
+    # -- the retry loop -------------------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+        shrink_on: frozenset[int] = frozenset(),
+    ) -> Response:
+        """Send with retries. ``shrink_on`` statuses raise :class:`PageTooLargeError` at once so
+        the caller can retry with a smaller request instead of the same one."""
+        policy = self.settings.retry
+        where = f"{method} {path}"
+        for attempt in range(1, policy.max_attempts + 1):
+            retry_after: float | None = None
+            try:
+                response = await self._send(method, path, params, body)
+            except TRANSPORT_ERRORS as exc:
+                problem = f"{type(exc).__name__}: {self.redact(str(exc)) or 'no detail'}"
+            else:
+                if response.status < 400:
+                    return response
+                if response.status in shrink_on:
+                    raise PageTooLargeError(self._describe(where, response), response.status)
+                if not policy.is_retryable(response.status):
+                    raise self._terminal_error(where, response)
+                problem = self._describe(where, response)
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            if attempt == policy.max_attempts:
+                raise TransientApiError(f"{where}: gave up after {attempt} attempts: {problem}")
+            self._retries += 1
+            await anyio.sleep(policy.delay(attempt, retry_after))
+        raise AssertionError("unreachable")
+
+    async def _send(
+        self, method: str, path: str, params: Mapping[str, str] | None, body: bytes | None
+    ) -> Response:
+        if self._session is None:
+            raise RuntimeError("BraintrustClient used outside 'async with'")
+        self._requests += 1
+        headers = {"Content-Type": "application/json"} if body is not None else None
+        async with self._session.request(
+            method,
+            self.base_url + path,
+            params=params,
+            data=body,
+            headers=headers,
+            allow_redirects=False,
+        ) as resp:
+            if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
+                return await self._follow_redirect(resp.headers["Location"], resp.headers)
+            data = await resp.read()
+            self._bytes += len(data)
+            return Response(resp.status, resp.headers, data)
+
+    async def _follow_redirect(self, location: str, first_headers: Mapping[str, str]) -> Response:
+        """Large results may be served from object storage: fetch them WITHOUT our credentials."""
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_read=120)) as plain,
+            plain.get(location) as resp,
+        ):
+            data = await resp.read()
+            self._bytes += len(data)
+            headers = dict(resp.headers)
+            for name in ("x-bt-cursor", "x-amz-meta-bt_cursor"):
+                if name in first_headers and name not in headers:
+                    headers[name] = first_headers[name]
+            return Response(resp.status, headers, data)
+
+    # -- errors ---------------------------------------------------------------------------
+
+    def _describe(self, where: str, response: Response) -> str:
+        detail = response.body[:300].decode("utf-8", "replace").strip().replace("\n", " ")
+        return self.redact(f"{where} -> HTTP {response.status}" + (f": {detail}" if detail else ""))
+
+    def _terminal_error(self, where: str, response: Response) -> ApiError | AuthError | NotFoundError:
+        message = self._describe(where, response)
+        if response.status == 401:
+            return AuthError(f"the API key was rejected ({message})")
+        if response.status == 403:
+            return AuthError(f"permission denied ({message})")
+        if response.status == 404:
+            return NotFoundError(message)
+        if response.status == 400:
+            return BadRequestError(message, response.status)
+        return ApiError(message, response.status)
+
+
+class BadRequestError(ApiError, UsageError):
+    """The server called our request malformed (400): usually a bad filter or query."""
+
+    exit_code = UsageError.exit_code

@@ -1,0 +1,139 @@
+"""Projects, datasets and experiments: resolve by name or id, list, create when missing."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.api.client import BraintrustClient
+from pipeline.errors import NotFoundError, UsageError
+from pipeline.rows import ObjectType
+
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+#: REST collection for each object kind ("project_logs" rows live on the project).
+_COLLECTION = {"project": "project", "dataset": "dataset", "experiment": "experiment"}
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """One object whose rows can be read or written: project logs, a dataset or an experiment."""
+
+    object_type: ObjectType
+    id: str
+    name: str
+    project_id: str
+    info: dict[str, Any]
+
+    @property
+    def label(self) -> str:
+        return "logs" if self.object_type == "project_logs" else f"{self.object_type}:{self.name}"
+
+    @property
+    def rows_path(self) -> str:
+        """The REST prefix for this object's rows (insert, fetch)."""
+        return f"/v1/{self.object_type}/{self.id}"
+
+
+def is_uuid(value: str) -> bool:
+    return bool(_UUID.match(value))
+
+
+async def _list(client: BraintrustClient, kind: str, params: dict[str, str]) -> AsyncIterator[dict[str, Any]]:
+    """Every object of a list endpoint, following ``starting_after`` pagination."""
+    params = {**params, "limit": "100"}
+    while True:
+        objects = (await client.get_json(f"/v1/{_COLLECTION[kind]}", params))["objects"]
+        for obj in objects:
+            yield obj
+        if len(objects) < 100:
+            return
+        params["starting_after"] = objects[-1]["id"]
+
+
+async def resolve_project(client: BraintrustClient, name_or_id: str) -> dict[str, Any]:
+    """The project called ``name_or_id`` (or with that id); NotFoundError if there is none."""
+    if is_uuid(name_or_id):
+        try:
+            project: dict[str, Any] = await client.get_json(f"/v1/project/{name_or_id}")
+            return project
+        except NotFoundError:
+            pass
+    async for obj in _list(client, "project", {"project_name": name_or_id}):
+        if obj["name"] == name_or_id:
+            return obj
+    raise NotFoundError(f"project {name_or_id!r} not found")
+
+
+async def ensure_project(client: BraintrustClient, name: str) -> dict[str, Any]:
+    """Create the project if it does not exist (the API returns the existing one otherwise)."""
+    project: dict[str, Any] = await client.post_json("/v1/project", {"name": name})
+    return project
+
+
+async def list_objects(
+    client: BraintrustClient, kind: ObjectType, project_id: str
+) -> AsyncIterator[dict[str, Any]]:
+    async for obj in _list(client, kind, {"project_id": project_id}):
+        yield obj
+
+
+async def find_object(
+    client: BraintrustClient, kind: ObjectType, project_id: str, name: str
+) -> dict[str, Any] | None:
+    param = {"dataset": "dataset_name", "experiment": "experiment_name"}[kind]
+    async for obj in _list(client, kind, {"project_id": project_id, param: name}):
+        if obj["name"] == name:
+            return obj
+    return None
+
+
+def logs_ref(project: dict[str, Any]) -> ObjectRef:
+    return ObjectRef("project_logs", project["id"], project["name"], project["id"], project)
+
+
+def object_ref(kind: ObjectType, obj: dict[str, Any]) -> ObjectRef:
+    return ObjectRef(kind, obj["id"], obj["name"], obj["project_id"], obj)
+
+
+async def resolve_selection(
+    client: BraintrustClient, project: dict[str, Any], selection: str
+) -> list[ObjectRef]:
+    """Turn ``--objects`` text into object refs.
+
+    ``logs``, ``datasets`` and ``experiments`` mean the project logs and every dataset or
+    experiment; ``dataset:NAME`` and ``experiment:NAME`` pick one (NotFoundError if absent).
+    """
+    refs: list[ObjectRef] = []
+    for raw in selection.split(","):
+        item = raw.strip()
+        if not item:
+            continue
+        kind, _, name = item.partition(":")
+        if item in ("logs", "project_logs"):
+            refs.append(logs_ref(project))
+        elif item in ("datasets", "experiments"):
+            singular: ObjectType = "dataset" if item == "datasets" else "experiment"
+            refs.extend(
+                [object_ref(singular, o) async for o in list_objects(client, singular, project["id"])]
+            )
+        elif kind in ("dataset", "experiment") and name:
+            typed: ObjectType = "dataset" if kind == "dataset" else "experiment"
+            obj = await find_object(client, typed, project["id"], name)
+            if obj is None:
+                raise NotFoundError(f"{kind} {name!r} not found in project {project['name']!r}")
+            refs.append(object_ref(typed, obj))
+        else:
+            raise UsageError(
+                f"--objects: cannot understand {item!r} "
+                "(expected logs, datasets, experiments, dataset:NAME or experiment:NAME)"
+            )
+    seen: set[tuple[str, str]] = set()
+    unique = []
+    for ref in refs:
+        if (ref.object_type, ref.id) not in seen:
+            seen.add((ref.object_type, ref.id))
+            unique.append(ref)
+    return unique

@@ -1,0 +1,321 @@
+"""The ``btpipe`` command line: parse flags, build a job, run it, print the summary.
+
+Each command is a few lines; the work lives in the library. Library errors become one line on
+stderr and the exit code documented in the README (see :mod:`pipeline.errors`).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import anyio
+import click
+import orjson
+
+from pipeline import __version__
+from pipeline.api.client import DEFAULT_API_URL, BraintrustClient, ClientSettings, RetryPolicy, Timeouts
+from pipeline.errors import EXIT_INTERRUPTED, BtpipeError
+from pipeline.progress import Progress
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Output:
+    quiet: bool
+    json: bool
+
+    def progress(self) -> Progress:
+        return Progress(enabled=False) if self.quiet or self.json else Progress()
+
+    def say(self, text: str) -> None:
+        if not self.quiet and not self.json:
+            click.echo(text, err=True)
+
+
+def api_options(prefix: str = "", env_prefix: str = "BRAINTRUST") -> Callable[[F], F]:
+    """--api-url / --api-key / --impersonate and the retry knobs, shared by every API command."""
+
+    def decorate(fn: F) -> F:
+        options = [
+            click.option(
+                f"--{prefix}api-url",
+                envvar=f"{env_prefix}_API_URL",
+                default=DEFAULT_API_URL,
+                show_default=True,
+                help="Braintrust API base URL (env BRAINTRUST_API_URL).",
+            ),
+            click.option(
+                f"--{prefix}api-key",
+                envvar=f"{env_prefix}_API_KEY",
+                default="",
+                show_default=False,
+                help="API key (env BRAINTRUST_API_KEY). Never printed or stored.",
+            ),
+            click.option(
+                f"--{prefix}impersonate",
+                default=None,
+                metavar="USER",
+                help="Run requests as this user id or email (x-bt-impersonate-user).",
+            ),
+        ]
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return decorate
+
+
+def client_options(fn: F) -> F:
+    for option in reversed(
+        [
+            click.option(
+                "--max-retries", default=8, show_default=True, help="Attempts per request before giving up."
+            ),
+            click.option(
+                "--max-backoff",
+                default=20.0,
+                show_default=True,
+                help="Longest back-off between attempts, seconds.",
+            ),
+            click.option("--timeout", default=120.0, show_default=True, help="Socket read timeout, seconds."),
+            click.option(
+                "--connections", default=16, show_default=True, help="Maximum open HTTP connections."
+            ),
+        ]
+    ):
+        fn = option(fn)
+    return fn
+
+
+def output_options(fn: F) -> F:
+    fn = click.option(
+        "--json", "as_json", is_flag=True, help="Print a machine-readable JSON summary on stdout."
+    )(fn)
+    return click.option("--quiet", "-q", is_flag=True, help="No progress or messages; errors only.")(fn)
+
+
+def make_settings(
+    api_url: str,
+    api_key: str,
+    impersonate: str | None,
+    max_retries: int = 8,
+    max_backoff: float = 20.0,
+    timeout: float = 120.0,
+    connections: int = 16,
+) -> ClientSettings:
+    return ClientSettings(
+        api_url=api_url,
+        api_key=api_key,
+        impersonate_user=impersonate,
+        retry=RetryPolicy(max_attempts=max(1, max_retries), max_delay=max_backoff),
+        timeouts=Timeouts(read=timeout),
+        max_connections=connections,
+    )
+
+
+def run_async(fn: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine, turning btpipe errors into one line and an exit code."""
+    try:
+        return anyio.run(fn)
+    except BtpipeError as exc:
+        click.echo(f"btpipe: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("btpipe: interrupted; state saved, re-run the same command to resume", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+
+
+async def with_client(settings: ClientSettings, body: Callable[[BraintrustClient], Awaitable[T]]) -> T:
+    async with BraintrustClient(settings) as client:
+        return await body(client)
+
+
+def emit_json(data: Any) -> None:
+    click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="btpipe")
+def main() -> None:
+    """Bulk export and import for the Braintrust REST API."""
+
+
+@main.command()
+@api_options()
+@client_options
+@output_options
+@click.option("--project", required=True, help="Project name or id to export from.")
+@click.option(
+    "--objects",
+    default="logs,datasets,experiments",
+    show_default=True,
+    help="Comma list: logs, datasets, experiments, dataset:NAME, experiment:NAME.",
+)
+@click.option(
+    "--out", required=True, help="Output root: a directory, s3://bucket/prefix or gs://bucket/prefix."
+)
+@click.option("--format", "fmt", type=click.Choice(["parquet", "jsonl"]), default="parquet", show_default=True,
+              help="File format.")  # fmt: skip
+@click.option("--compression", type=click.Choice(["none", "gzip", "zstd"]), default=None,
+              help="JSONL: none (default), gzip or zstd. Parquet: zstd (default), gzip or none.")  # fmt: skip
+@click.option(
+    "--filter", "filter_text", default=None, help="BTQL filter, e.g. \"metadata.orgName = 'qawolf'\"."
+)
+@click.option("--shape", type=click.Choice(["spans", "traces", "summary"]), default="spans", show_default=True,
+              help="Row shape: spans, whole traces with a matching span, or one summary row per trace.")  # fmt: skip
+@click.option(
+    "--incremental", is_flag=True, help="Only rows written since the last completed run into --out."
+)
+@click.option("--restart", is_flag=True, help="Discard an unfinished run in --out instead of resuming it.")
+@click.option("--workers", default=4, show_default=True, help="Ranges paged at the same time.")
+@click.option(
+    "--ranges-per-object", default=4, show_default=True, help="Most ranges one object is split into."
+)
+@click.option("--page-limit", default=1000, show_default=True, help="Rows per /btql page (1..1000).")
+@click.option("--prefetch", default=4, show_default=True, help="Pages buffered per range (bounds memory).")
+@click.option(
+    "--file-rows", default=1_000_000, show_default=True, help="Start a new file after this many rows."
+)
+@click.option(
+    "--file-mb", default=256, show_default=True, help="Start a new file after this many MB of JSON."
+)
+def export(
+    api_url: str,
+    api_key: str,
+    impersonate: str | None,
+    max_retries: int,
+    max_backoff: float,
+    timeout: float,
+    connections: int,
+    quiet: bool,
+    as_json: bool,
+    project: str,
+    objects: str,
+    out: str,
+    fmt: str,
+    compression: str | None,
+    filter_text: str | None,
+    shape: str,
+    incremental: bool,
+    restart: bool,
+    workers: int,
+    ranges_per_object: int,
+    page_limit: int,
+    prefetch: int,
+    file_rows: int,
+    file_mb: int,
+) -> None:
+    """Export project logs, datasets and experiments to Parquet or JSONL files."""
+    from pipeline.export.runner import ExportJob, ExportOptions
+
+    if not 1 <= page_limit <= 1000:
+        raise click.BadParameter("must be between 1 and 1000", param_hint="--page-limit")
+    output = Output(quiet, as_json)
+    settings = make_settings(api_url, api_key, impersonate, max_retries, max_backoff, timeout, connections)
+    options = ExportOptions(
+        project=project,
+        out=out,
+        objects=objects,
+        format=fmt,
+        compression=None if compression == "none" else compression,
+        filter=filter_text,
+        shape=shape,
+        incremental=incremental,
+        restart=restart,
+        workers=max(1, workers),
+        ranges_per_object=max(1, ranges_per_object),
+        page_limit=page_limit,
+        prefetch=max(1, prefetch),
+        file_rows=max(1, file_rows),
+        file_bytes=max(1, file_mb) * 2**20,
+    )
+    progress = output.progress()
+
+    async def job(client: BraintrustClient) -> Any:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(progress.redraw_forever)
+            summary = await ExportJob(client, options, progress).run()
+            tg.cancel_scope.cancel()
+        progress.draw()
+        return summary
+
+    summary = run_async(lambda: with_client(settings, job))
+    if as_json:
+        emit_json(summary.to_json())
+    else:
+        output.say(
+            f"exported {summary.rows:,} rows from {len(summary.objects)} objects in {summary.seconds:.1f}s "
+            f"({summary.retries} retries) -> {summary.out}  manifest {summary.manifest}"
+        )
+
+
+@main.command()
+@api_options()
+@client_options
+@click.argument("text")
+@click.option("--all", "page_all", is_flag=True, help="Follow cursors and print every page.")
+@click.option("--table", is_flag=True, help="Print an aligned table instead of JSON lines.")
+@click.option("--version", "version", default=None, help="Pin the query to this _xact_id.")
+def query(
+    api_url: str,
+    api_key: str,
+    impersonate: str | None,
+    max_retries: int,
+    max_backoff: float,
+    timeout: float,
+    connections: int,
+    text: str,
+    page_all: bool,
+    table: bool,
+    version: str | None,
+) -> None:
+    """Run a BTQL or SQL query and print the rows (JSON lines, or --table)."""
+    from pipeline.api.btql import query_pages
+
+    settings = make_settings(api_url, api_key, impersonate, max_retries, max_backoff, timeout, connections)
+    rows: list[dict[str, Any]] = []
+
+    async def job(client: BraintrustClient) -> None:
+        async for page in query_pages(client, text, page_all=page_all, version=version):
+            if table:
+                rows.extend(page)
+            else:
+                for row in page:
+                    click.echo(orjson.dumps(row).decode())
+
+    run_async(lambda: with_client(settings, job))
+    if table:
+        click.echo(format_table(rows))
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """Rows as an aligned text table; nested values shown as compact JSON."""
+    if not rows:
+        return "(no rows)"
+    columns: list[str] = []
+    for row in rows:
+        columns.extend(k for k in row if k not in columns)
+
+    def cell(value: Any) -> str:
+        return value if isinstance(value, str) else orjson.dumps(value).decode()
+
+    cells = [[cell(row.get(c)) for c in columns] for row in rows]
+    widths = [min(60, max(len(c), *(len(r[i]) for r in cells))) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(v[:w].ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(lines)
+
+
+def _mount_optional_commands() -> None:
+    """Commands that live with their own subsystem."""
+    from pipeline.emulator.command import emulator
+
+    main.add_command(emulator)
+
+
+_mount_optional_commands()

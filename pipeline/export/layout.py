@@ -1,0 +1,34 @@
+"""Where an export puts things, relative to the output root.
+
+    object_type=<type>/object_id=<id>/run=<run id>/r<range>-part-<n>.<ext>   data (Hive layout)
+    _manifests/<run id>.json                                                one manifest per run
+    _state/export-<project id>.json                                         resume + incremental state
+
+Partition values are ids and generated run ids, never user-chosen names, so a name holding
+``/`` or ``..`` cannot steer a write outside the output root. DuckDB reads the data with
+``read_parquet('<out>/object_type=*/*/*/*.parquet', hive_partitioning = true)``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    return (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S%fZ")
+
+
+def object_dir(object_type: str, object_id: str, run_id: str) -> str:
+    return f"object_type={object_type}/object_id={object_id}/run={run_id}"
+
+
+def range_prefix(range_index: int) -> str:
+    return f"r{range_index:02d}-part"
+
+
+def state_path(project_id: str) -> str:
+    return f"_state/export-{project_id}.json"
+
+
+def manifest_path(run_id: str) -> str:
+    return f"_manifests/{run_id}.json"

@@ -1,0 +1,407 @@
+"""The export stage: plan a snapshot, page every range concurrently, publish files, checkpoint.
+
+    plan:   resolve objects -> preflight (row count, version) -> split into _xact_id ranges
+    run:    per range, a fetcher task pages /btql into a small bounded stream; a writer drains
+            it into a sink in a worker thread; every published file advances the checkpoint
+    finish: manifest, watermarks for --incremental, the unfinished run cleared
+
+Ranges run at most ``workers`` at a time; each holds at most ``prefetch`` pages in memory, so
+memory stays flat whatever the size of the project.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+import orjson
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from pipeline import __version__
+from pipeline.api.btql import Page, Pager, XactRange, build_query, plan_ranges, snapshot
+from pipeline.api.client import BraintrustClient
+from pipeline.api.objects import ObjectRef, resolve_project, resolve_selection
+from pipeline.errors import UsageError
+from pipeline.export import layout
+from pipeline.export.state import ExportState, ObjectState, RangeState, RunState
+from pipeline.progress import Progress, Task
+from pipeline.querylang.ast import Expr, all_of
+from pipeline.querylang.parse import parse_expression
+from pipeline.sinks.jsonl import JsonlSink
+from pipeline.sinks.manifest import write_manifest
+from pipeline.sinks.parquet import ParquetSink
+from pipeline.sinks.storage import Storage, open_storage
+from pipeline.state import StateStore
+
+#: Sinks never rotate on their own here: the range writer decides, so that every file
+#: boundary is also a checkpoint.
+_NEVER = 2**62
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    project: str
+    out: str
+    objects: str = "logs,datasets,experiments"
+    format: str = "parquet"
+    compression: str | None = None  # None: zstd for parquet, none for jsonl
+    filter: str | None = None
+    shape: str = "spans"
+    incremental: bool = False
+    restart: bool = False
+    workers: int = 4
+    ranges_per_object: int = 4
+    min_rows_per_range: int = 20_000
+    page_limit: int = 1000
+    prefetch: int = 4
+    file_rows: int = 1_000_000
+    file_bytes: int = 256 * 2**20
+    row_group_rows: int = 100_000
+
+    def run_key(self) -> dict[str, Any]:
+        """What must match for an unfinished run to be resumed by this invocation."""
+        return {
+            "objects": self.objects,
+            "format": self.format,
+            "compression": self.compression,
+            "filter": self.filter,
+            "shape": self.shape,
+            "incremental": self.incremental,
+        }
+
+
+@dataclass
+class ObjectSummary:
+    label: str
+    object_type: str
+    id: str
+    rows: int
+    expected_rows: int
+    files: int
+    bytes: int
+    version: str | None
+
+
+@dataclass
+class ExportSummary:
+    run_id: str
+    out: str
+    manifest: str
+    resumed: bool
+    seconds: float
+    requests: int
+    retries: int
+    objects: list[ObjectSummary] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        return sum(o.rows for o in self.objects)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "rows": self.rows}
+
+
+def _watermark_key(obj: ObjectState | ObjectRef, options: ExportOptions) -> str:
+    object_type = obj.object_type
+    return orjson.dumps([object_type, obj.id, options.shape, options.filter or ""]).decode()
+
+
+class ExportJob:
+    """One ``btpipe export`` run against one project."""
+
+    def __init__(self, client: BraintrustClient, options: ExportOptions, progress: Progress) -> None:
+        if options.format not in ("parquet", "jsonl"):
+            raise UsageError(f"--format: expected parquet or jsonl, got {options.format!r}")
+        if options.shape not in ("spans", "traces", "summary"):
+            raise UsageError(f"--shape: expected spans, traces or summary, got {options.shape!r}")
+        self.client = client
+        self.options = options
+        self.progress = progress
+        self.user_filter: Expr | None = parse_expression(options.filter) if options.filter else None
+        self._state_lock = anyio.Lock()
+        self.storage: Storage
+        self.store: StateStore
+        self.state: ExportState
+
+    async def run(self) -> ExportSummary:
+        started = time.monotonic()
+        self.storage = await anyio.to_thread.run_sync(open_storage, self.options.out)
+        project = await resolve_project(self.client, self.options.project)
+        self.store = StateStore(self.storage, layout.state_path(project["id"]))
+        loaded = await anyio.to_thread.run_sync(self.store.load)
+        self.state = ExportState.from_json(loaded) if loaded else ExportState(project_id=project["id"])
+        resumed = await self._adopt_unfinished_run()
+        if self.state.run is None:
+            self.state.run = await self._plan(project)
+            await self._save()
+        run = self.state.run
+        await anyio.to_thread.run_sync(self.storage.cleanup_temp, "")
+        await self._run_ranges(run)
+        manifest = await self._finish(run)
+        stats = self.client.statistics()
+        return ExportSummary(
+            run_id=run.run_id,
+            out=self.storage.url,
+            manifest=manifest,
+            resumed=resumed,
+            seconds=round(time.monotonic() - started, 3),
+            requests=stats.requests,
+            retries=stats.retries,
+            objects=[
+                ObjectSummary(
+                    label=obj.name if obj.object_type == "project_logs" else f"{obj.object_type}:{obj.name}",
+                    object_type=obj.object_type,
+                    id=obj.id,
+                    rows=obj.rows,
+                    expected_rows=obj.expected_rows,
+                    files=sum(len(r.files) for r in obj.ranges),
+                    bytes=sum(f["bytes"] for r in obj.ranges for f in r.files),
+                    version=obj.version,
+                )
+                for obj in run.objects
+            ],
+        )
+
+    # -- planning -------------------------------------------------------------------------
+
+    async def _adopt_unfinished_run(self) -> bool:
+        run = self.state.run
+        if run is None:
+            return False
+        if run.options == self.options.run_key() and not self.options.restart:
+            return True
+        if not self.options.restart:
+            raise UsageError(
+                f"{self.storage.url}: an unfinished export (run {run.run_id}) used other options; "
+                "re-run with the same options to resume it, or pass --restart to discard it"
+            )
+        for obj in run.objects:
+            for rng in obj.ranges:
+                for info in rng.files:
+                    await anyio.to_thread.run_sync(self.storage.delete, info["path"])
+        self.state.run = None
+        await self._save()
+        return False
+
+    async def _plan(self, project: dict[str, Any]) -> RunState:
+        refs = await resolve_selection(self.client, project, self.options.objects)
+        if not refs:
+            raise UsageError(
+                f"--objects {self.options.objects!r} selects nothing in project {project['name']!r}"
+            )
+        limiter = anyio.CapacityLimiter(self.options.workers)
+        planned: dict[int, ObjectState] = {}
+
+        async def plan_one(i: int, ref: ObjectRef) -> None:
+            async with limiter:
+                planned[i] = await self._plan_object(ref)
+
+        async with anyio.create_task_group() as tg:
+            for i, ref in enumerate(refs):
+                tg.start_soon(plan_one, i, ref)
+        return RunState(
+            run_id=layout.new_run_id(),
+            started_at=datetime.now(UTC).isoformat(),
+            options=self.options.run_key(),
+            objects=[planned[i] for i in range(len(refs))],
+        )
+
+    async def _plan_object(self, ref: ObjectRef) -> ObjectState:
+        opts = self.options
+        since = None
+        if opts.incremental:
+            since = self.state.watermarks.get(_watermark_key(ref, opts), {}).get("version")
+        base = build_query(ref.object_type, ref.id, filter_expr=self.user_filter, shape=opts.shape)
+        counted = dict(base)
+        since_filter = all_of(self.user_filter, XactRange(low=since).expr())
+        if since_filter is not None:
+            counted["filter"] = since_filter
+        snap = await snapshot(self.client, counted)
+        if snap.version is None or (since is not None and int(snap.version) <= int(since)):
+            ranges: list[XactRange] = []
+        else:
+            # Whole traces must come from one cursor, or a trace could straddle two ranges.
+            wanted = 1 if opts.shape != "spans" else max(1, snap.rows // opts.min_rows_per_range)
+            ranges = plan_ranges(snap, min(opts.ranges_per_object, wanted), low=since)
+        return ObjectState(
+            object_type=ref.object_type,
+            id=ref.id,
+            name=ref.name,
+            project_id=ref.project_id,
+            version=snap.version if snap.version is not None else since,
+            expected_rows=snap.rows,
+            since=since,
+            ranges=[RangeState(index=i, low=r.low, high=r.high) for i, r in enumerate(ranges)],
+        )
+
+    # -- running --------------------------------------------------------------------------
+
+    async def _run_ranges(self, run: RunState) -> None:
+        limiter = anyio.CapacityLimiter(self.options.workers)
+        async with anyio.create_task_group() as tg:
+            for obj in run.objects:
+                task = self.progress.add(
+                    obj.name if obj.object_type == "project_logs" else f"{obj.object_type}:{obj.name}",
+                    obj.expected_rows,
+                )
+                task.advance(obj.rows)
+                pending = [r for r in obj.ranges if not r.done]
+                if not pending:
+                    task.finish()
+                remaining = [len(pending)]
+                for rng in pending:
+                    tg.start_soon(self._run_range, run, obj, rng, task, limiter, remaining)
+
+    async def _run_range(
+        self,
+        run: RunState,
+        obj: ObjectState,
+        rng: RangeState,
+        task: Task,
+        limiter: anyio.CapacityLimiter,
+        remaining: list[int],
+    ) -> None:
+        async with limiter:
+            query = build_query(
+                obj.object_type,
+                obj.id,
+                filter_expr=all_of(self.user_filter, XactRange(rng.low, rng.high).expr()),
+                shape=self.options.shape,
+            )
+            pager = Pager(
+                self.client,
+                query,
+                version=obj.version,
+                cursor=rng.cursor,
+                max_limit=self.options.page_limit,
+                limit=self.options.page_limit,
+            )
+            send, receive = anyio.create_memory_object_stream[Page](self.options.prefetch)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._fetch, pager, send)
+                await self._write(run, obj, rng, receive, task)
+        remaining[0] -= 1
+        if remaining[0] == 0:
+            task.finish()
+
+    async def _fetch(self, pager: Pager, send: MemoryObjectSendStream[Page]) -> None:
+        async with send:
+            async for page in pager.pages():
+                await send.send(page)
+
+    def _open_sink(self, run: RunState, obj: ObjectState, rng: RangeState) -> JsonlSink | ParquetSink:
+        directory = layout.object_dir(obj.object_type, obj.id, run.run_id)
+        prefix = layout.range_prefix(rng.index)
+        if self.options.format == "jsonl":
+            return JsonlSink(
+                self.storage,
+                directory,
+                prefix=prefix,
+                first_part=rng.next_part,
+                compression=self.options.compression,
+                max_file_bytes=_NEVER,
+            )
+        return ParquetSink(
+            self.storage,
+            directory,
+            obj.object_type,
+            prefix=prefix,
+            first_part=rng.next_part,
+            compression=self.options.compression or "zstd",
+            row_group_rows=self.options.row_group_rows,
+            max_file_rows=_NEVER,
+            max_file_bytes=_NEVER,
+        )
+
+    async def _write(
+        self,
+        run: RunState,
+        obj: ObjectState,
+        rng: RangeState,
+        receive: MemoryObjectReceiveStream[Page],
+        task: Task,
+    ) -> None:
+        """Drain pages into the sink; each published file moves the checkpoint forward."""
+        opts = self.options
+        sink = self._open_sink(run, obj, rng)
+        cursor = rng.cursor
+        pending_rows = pending_bytes = 0
+        with ExitStack() as stack:
+            stack.enter_context(sink)  # aborts the unpublished file if anything below fails
+            async with receive:
+                async for page in receive:
+                    await anyio.to_thread.run_sync(sink.write_page, page.raw)
+                    cursor = page.cursor
+                    pending_rows += page.rows
+                    pending_bytes += len(page.raw)
+                    task.advance(page.rows, len(page.raw))
+                    if pending_rows >= opts.file_rows or pending_bytes >= opts.file_bytes:
+                        published = await anyio.to_thread.run_sync(sink.flush)
+                        await self._checkpoint(rng, published, cursor, done=False)
+                        pending_rows = pending_bytes = 0
+            published = await anyio.to_thread.run_sync(sink.close)
+            await self._checkpoint(rng, published, cursor, done=True)
+
+    async def _checkpoint(
+        self, rng: RangeState, published: list[Any], cursor: str | None, *, done: bool
+    ) -> None:
+        async with self._state_lock:
+            for info in published:
+                rng.files.append(asdict(info))
+                rng.rows += info.rows
+            rng.next_part += len(published)
+            rng.cursor = cursor
+            rng.done = done
+            await self._save_locked()
+
+    async def _save(self) -> None:
+        async with self._state_lock:
+            await self._save_locked()
+
+    async def _save_locked(self) -> None:
+        snapshot_json = self.state.to_json()
+        await anyio.to_thread.run_sync(self.store.save, snapshot_json)
+
+    # -- finishing ------------------------------------------------------------------------
+
+    async def _finish(self, run: RunState) -> str:
+        path = layout.manifest_path(run.run_id)
+        manifest = {
+            "run_id": run.run_id,
+            "tool": "btpipe",
+            "tool_version": __version__,
+            "started_at": run.started_at,
+            "finished_at": datetime.now(UTC).isoformat(),
+            "source": {"api_url": self.client.base_url, "project_id": self.state.project_id},
+            "options": run.options,
+            "filter_expr": self.user_filter,
+            "objects": [
+                {
+                    "object_type": obj.object_type,
+                    "id": obj.id,
+                    "name": obj.name,
+                    "project_id": obj.project_id,
+                    "snapshot_version": obj.version,
+                    "since_version": obj.since,
+                    "expected_rows": obj.expected_rows,
+                    "rows": obj.rows,
+                    "files": [f for r in obj.ranges for f in r.files],
+                }
+                for obj in run.objects
+            ],
+        }
+        await anyio.to_thread.run_sync(write_manifest, self.storage, path, manifest)
+        async with self._state_lock:
+            for obj in run.objects:
+                if obj.version is not None:
+                    self.state.watermarks[_watermark_key(obj, self.options)] = {
+                        "version": obj.version,
+                        "run_id": run.run_id,
+                    }
+            self.state.run = None
+            await self._save_locked()
+        return path

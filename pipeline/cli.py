@@ -6,137 +6,28 @@ stderr and the exit code documented in the README (see :mod:`pipeline.errors`).
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, TypeVar
+import importlib
+from typing import Any
 
 import anyio
 import click
 import orjson
 
 from pipeline import __version__
-from pipeline.api.client import DEFAULT_API_URL, BraintrustClient, ClientSettings, RetryPolicy, Timeouts
-from pipeline.errors import EXIT_INTERRUPTED, BtpipeError
-from pipeline.progress import Progress
+from pipeline.api.client import BraintrustClient
+from pipeline.commandline import (
+    Output,
+    api_options,
+    client_options,
+    emit_json,
+    make_settings,
+    output_options,
+    run_async,
+    with_client,
+)
 
-F = TypeVar("F", bound=Callable[..., Any])
-T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Output:
-    quiet: bool
-    json: bool
-
-    def progress(self) -> Progress:
-        return Progress(enabled=False) if self.quiet or self.json else Progress()
-
-    def say(self, text: str) -> None:
-        if not self.quiet and not self.json:
-            click.echo(text, err=True)
-
-
-def api_options(prefix: str = "", env_prefix: str = "BRAINTRUST") -> Callable[[F], F]:
-    """--api-url / --api-key / --impersonate and the retry knobs, shared by every API command."""
-
-    def decorate(fn: F) -> F:
-        options = [
-            click.option(
-                f"--{prefix}api-url",
-                envvar=f"{env_prefix}_API_URL",
-                default=DEFAULT_API_URL,
-                show_default=True,
-                help="Braintrust API base URL (env BRAINTRUST_API_URL).",
-            ),
-            click.option(
-                f"--{prefix}api-key",
-                envvar=f"{env_prefix}_API_KEY",
-                default="",
-                show_default=False,
-                help="API key (env BRAINTRUST_API_KEY). Never printed or stored.",
-            ),
-            click.option(
-                f"--{prefix}impersonate",
-                default=None,
-                metavar="USER",
-                help="Run requests as this user id or email (x-bt-impersonate-user).",
-            ),
-        ]
-        for option in reversed(options):
-            fn = option(fn)
-        return fn
-
-    return decorate
-
-
-def client_options(fn: F) -> F:
-    for option in reversed(
-        [
-            click.option(
-                "--max-retries", default=8, show_default=True, help="Attempts per request before giving up."
-            ),
-            click.option(
-                "--max-backoff",
-                default=20.0,
-                show_default=True,
-                help="Longest back-off between attempts, seconds.",
-            ),
-            click.option("--timeout", default=120.0, show_default=True, help="Socket read timeout, seconds."),
-            click.option(
-                "--connections", default=16, show_default=True, help="Maximum open HTTP connections."
-            ),
-        ]
-    ):
-        fn = option(fn)
-    return fn
-
-
-def output_options(fn: F) -> F:
-    fn = click.option(
-        "--json", "as_json", is_flag=True, help="Print a machine-readable JSON summary on stdout."
-    )(fn)
-    return click.option("--quiet", "-q", is_flag=True, help="No progress or messages; errors only.")(fn)
-
-
-def make_settings(
-    api_url: str,
-    api_key: str,
-    impersonate: str | None,
-    max_retries: int = 8,
-    max_backoff: float = 20.0,
-    timeout: float = 120.0,
-    connections: int = 16,
-) -> ClientSettings:
-    return ClientSettings(
-        api_url=api_url,
-        api_key=api_key,
-        impersonate_user=impersonate,
-        retry=RetryPolicy(max_attempts=max(1, max_retries), max_delay=max_backoff),
-        timeouts=Timeouts(read=timeout),
-        max_connections=connections,
-    )
-
-
-def run_async(fn: Callable[[], Awaitable[T]]) -> T:
-    """Run a coroutine, turning btpipe errors into one line and an exit code."""
-    try:
-        return anyio.run(fn)
-    except BtpipeError as exc:
-        click.echo(f"btpipe: error: {exc}", err=True)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        click.echo("btpipe: interrupted; state saved, re-run the same command to resume", err=True)
-        sys.exit(EXIT_INTERRUPTED)
-
-
-async def with_client(settings: ClientSettings, body: Callable[[BraintrustClient], Awaitable[T]]) -> T:
-    async with BraintrustClient(settings) as client:
-        return await body(client)
-
-
-def emit_json(data: Any) -> None:
-    click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+#: Modules whose ``COMMANDS`` list is mounted on the ``btpipe`` group.
+COMMAND_MODULES = ("pipeline.emulator.command",)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -311,11 +202,10 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _mount_optional_commands() -> None:
-    """Commands that live with their own subsystem."""
-    from pipeline.emulator.command import emulator
+def _mount_commands() -> None:
+    for name in COMMAND_MODULES:
+        for command in importlib.import_module(name).COMMANDS:
+            main.add_command(command)
 
-    main.add_command(emulator)
 
-
-_mount_optional_commands()
+_mount_commands()

@@ -131,11 +131,12 @@ class PartFileSink:
         out, stack = self._out, self._stack
         self._out, self._stack = None, None
         stack.close()
-        return [FileInfo(self._path, self._part_rows, out.bytes, out.hexdigest())]
+        rows, self._part_rows = self._part_rows, 0
+        return [FileInfo(self._path, rows, out.bytes, out.hexdigest())]
 
     def _discard(self) -> None:
         """Drop the current part without publishing anything."""
-        stack, self._out, self._stack = self._stack, None, None
+        stack, self._out, self._stack, self._part_rows = self._stack, None, None, 0
         if stack is not None:
             self._abandon()
             stack.__exit__(_Aborted, _Aborted(), None)

@@ -1,0 +1,402 @@
+"""Parquet part files, and the one Arrow schema btpipe writes (the only module that knows it).
+
+One schema per object type, built from ``pipeline.rows``: identity fields, the object's keys,
+the server-owned fields and the type's data fields, in that order, then ``_extra``.
+
+==================  =============================  ================================================
+column              Arrow type                     holds
+==================  =============================  ================================================
+id, span_id,        string                         the value when it is a string
+root_span_id,
+_pagination_key,
+org_id, project_id,
+log_id, dataset_id,
+experiment_id,
+dataset_record_id
+_xact_id            string                         the version as its exact decimal text
+created             timestamp(us, UTC)             the parsed time; the text is rebuilt as
+                                                   ``YYYY-MM-DDTHH:MM:SS.mmmZ`` (``.uuuuuuZ`` when
+                                                   there are sub-millisecond digits)
+is_root             bool                           the value when it is a boolean
+span_parents, tags  list<string>                   the value when it is a list of strings
+scores, metrics     map<string, double>            each number as a double (null stays null);
+                                                   read back as an int when integral
+input, output,      string (JSON text)             the value as compact JSON (orjson, key order
+expected, error,                                   kept); ``null`` text for a JSON null
+metadata, context,
+span_attributes,
+origin, facets,
+comments,
+audit_data,
+_async_scoring_state
+_extra              string (JSON object text)      every field the schema does not know, and every
+                                                   field whose typed column cannot reproduce it
+                                                   exactly (a null, another type, an int beyond
+                                                   2**53 in a map, an integral float in a map, a
+                                                   ``created`` in another spelling)
+==================  =============================  ================================================
+
+A null in a typed or JSON column means the field was absent; a present ``null`` is the JSON
+text ``null`` or an ``_extra`` entry, so absent and null stay distinct. ``_extra`` wins over
+the typed columns when decoding, so ``table_to_rows(rows_to_table(rows)) == rows`` exactly,
+while the typed columns still hold the best typed view for analytics. Schema metadata
+``btpipe.schema_version`` and ``btpipe.object_type`` let readers refuse foreign files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from enum import Enum
+from functools import cache
+from typing import Any, Final
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.errors import BtpipeError, UsageError
+from pipeline.rows import (
+    DATA_FIELDS,
+    IDENTITY_FIELDS,
+    OBJECT_KEY_FIELDS,
+    OBJECT_TYPES,
+    READ_ONLY_FIELDS,
+    ObjectType,
+)
+from pipeline.sinks.base import CountingWriter, FileInfo, PartFileSink
+from pipeline.sinks.jsontext import dumps, loads, loads_array, page_lines
+from pipeline.sinks.storage import Storage
+
+SCHEMA_VERSION: Final = "1"
+META_VERSION: Final = b"btpipe.schema_version"
+META_OBJECT_TYPE: Final = b"btpipe.object_type"
+EXTRA_COLUMN: Final = "_extra"
+DEFAULT_MAX_FILE_BYTES = 512 * 1024 * 1024
+
+
+class Kind(Enum):
+    STRING = "string"
+    TIMESTAMP = "timestamp"
+    BOOL = "bool"
+    STRING_LIST = "string_list"
+    NUMBER_MAP = "number_map"
+    JSON = "json"
+
+
+_KINDS: Final[dict[str, Kind]] = {
+    **dict.fromkeys(
+        (
+            "id", "span_id", "root_span_id", "_pagination_key", "org_id", "project_id", "log_id",
+            "dataset_id", "experiment_id", "_xact_id", "dataset_record_id",
+        ),
+        Kind.STRING,
+    ),
+    "created": Kind.TIMESTAMP,
+    "is_root": Kind.BOOL,
+    "span_parents": Kind.STRING_LIST,
+    "tags": Kind.STRING_LIST,
+    "scores": Kind.NUMBER_MAP,
+    "metrics": Kind.NUMBER_MAP,
+}  # fmt: skip
+
+_ARROW_TYPES: Final[dict[Kind, pa.DataType]] = {
+    Kind.STRING: pa.string(),
+    Kind.TIMESTAMP: pa.timestamp("us", tz="UTC"),
+    Kind.BOOL: pa.bool_(),
+    Kind.STRING_LIST: pa.list_(pa.string()),
+    Kind.NUMBER_MAP: pa.map_(pa.string(), pa.float64()),
+    Kind.JSON: pa.string(),
+}
+
+
+def _kind(name: str) -> Kind:
+    return _KINDS.get(name, Kind.JSON)
+
+
+@cache
+def schema_for(object_type: ObjectType) -> pa.Schema:
+    """The Arrow schema of ``object_type`` rows, with btpipe's metadata."""
+    if object_type not in OBJECT_TYPES:
+        raise UsageError(f"unknown object type {object_type!r}")
+    names = dict.fromkeys(
+        (
+            "id", "_xact_id", "created", *OBJECT_KEY_FIELDS[object_type], "org_id", "_pagination_key",
+            *IDENTITY_FIELDS, "is_root", *DATA_FIELDS[object_type], "span_attributes", "origin",
+            *sorted(READ_ONLY_FIELDS),
+        )
+    )  # fmt: skip
+    fields = [pa.field(name, _ARROW_TYPES[_kind(name)]) for name in names]
+    fields.append(pa.field(EXTRA_COLUMN, pa.string()))
+    return pa.schema(fields, metadata={META_VERSION: SCHEMA_VERSION, META_OBJECT_TYPE: object_type})
+
+
+# -- encoding: one column at a time ---------------------------------------------------------------
+_ABSENT: Final = object()
+
+
+def format_created(value: datetime) -> str:
+    """The ISO-8601 spelling ``created`` is rebuilt with (UTC, ``Z``, milli- or microseconds)."""
+    naive = value.astimezone(UTC).replace(tzinfo=None)
+    return naive.isoformat(timespec="microseconds" if value.microsecond % 1000 else "milliseconds") + "Z"
+
+
+def _typed_created(value: Any) -> tuple[datetime | None, bool]:
+    if type(value) is not str:
+        return None, False
+    try:
+        parsed = datetime.fromisoformat(value)
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        parsed = parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None, False
+    return parsed, format_created(parsed) == value
+
+
+def _decoded_number(value: float | None) -> float | int | None:
+    if value is None or not value.is_integer():
+        return value
+    return int(value)
+
+
+def _typed_number_map(value: Any) -> tuple[list[tuple[str, float | None]] | None, bool]:
+    if type(value) is not dict:
+        return None, False
+    entries: list[tuple[str, float | None]] = []
+    exact = True
+    for key, number in value.items():
+        if number is None:
+            entries.append((key, None))
+        elif type(number) is int or type(number) is float:
+            try:
+                as_float = float(number)
+            except OverflowError:
+                return None, False
+            entries.append((key, as_float))
+            exact = exact and type(_decoded_number(as_float)) is type(number) and as_float == number
+        else:
+            return None, False
+    return entries, exact
+
+
+def _simple(expected: type) -> Callable[[Any], tuple[Any, bool]]:
+    def typed(value: Any) -> tuple[Any, bool]:
+        return (value, True) if type(value) is expected else (None, False)
+
+    return typed
+
+
+def _typed_string_list(value: Any) -> tuple[list[str] | None, bool]:
+    if type(value) is list and all(type(item) is str for item in value):
+        return value, True
+    return None, False
+
+
+_TYPERS: Final[dict[Kind, Callable[[Any], tuple[Any, bool]]]] = {
+    Kind.STRING: _simple(str),
+    Kind.BOOL: _simple(bool),
+    Kind.TIMESTAMP: _typed_created,
+    Kind.STRING_LIST: _typed_string_list,
+    Kind.NUMBER_MAP: _typed_number_map,
+}
+
+
+def rows_to_table(rows: list[dict[str, Any]], object_type: ObjectType) -> pa.Table:
+    """Encode row dicts (as parsed from JSON) into a table of ``schema_for(object_type)``."""
+    schema = schema_for(object_type)
+    known = frozenset(schema.names) - {EXTRA_COLUMN}
+    extras: list[dict[str, Any] | None] = [
+        {k: row[k] for k in row if k not in known} if row.keys() - known else None for row in rows
+    ]
+    columns: list[pa.Array] = []
+    for field in schema:
+        if field.name == EXTRA_COLUMN:
+            continue
+        values = [row.get(field.name, _ABSENT) for row in rows]
+        kind = _kind(field.name)
+        if kind is Kind.JSON:
+            typed: list[Any] = [None if v is _ABSENT else dumps(v).decode() for v in values]
+        else:
+            typed = _encode_typed(field.name, values, _TYPERS[kind], extras)
+        columns.append(pa.array(typed, type=field.type))
+    columns.append(pa.array([None if e is None else dumps(e).decode() for e in extras], type=pa.string()))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _encode_typed(
+    name: str,
+    values: list[Any],
+    typer: Callable[[Any], tuple[Any, bool]],
+    extras: list[dict[str, Any] | None],
+) -> list[Any]:
+    """Typed values of one column; values the column cannot reproduce go to ``extras`` as well."""
+    typed: list[Any] = []
+    for i, value in enumerate(values):
+        if value is _ABSENT:
+            typed.append(None)
+            continue
+        converted, exact = typer(value)
+        typed.append(converted)
+        if not exact:
+            extra = extras[i]
+            if extra is None:
+                extra = extras[i] = {}
+            extra[name] = value
+    return typed
+
+
+# -- decoding ---------------------------------------------------------------------------------------
+def _decode_json(column: pa.ChunkedArray) -> list[Any]:
+    texts = column.to_pylist()
+    values = loads_array([b"null" if t is None else t.encode() for t in texts])
+    return [_ABSENT if t is None else v for t, v in zip(texts, values, strict=True)]
+
+
+def _decode_column(name: str, column: pa.ChunkedArray) -> list[Any]:
+    kind = _kind(name)
+    if kind is Kind.JSON:
+        return _decode_json(column)
+    raw = column.to_pylist()
+    if kind is Kind.TIMESTAMP:
+        return [_ABSENT if v is None else format_created(v) for v in raw]
+    if kind is Kind.NUMBER_MAP:
+        return [_ABSENT if v is None else {k: _decoded_number(x) for k, x in v} for v in raw]
+    return [_ABSENT if v is None else v for v in raw]
+
+
+def check_schema(schema: pa.Schema, where: str) -> ObjectType:
+    """The object type of a btpipe Parquet schema; UsageError naming ``where`` for anything else."""
+    meta = schema.metadata or {}
+    version = meta.get(META_VERSION)
+    object_type = meta.get(META_OBJECT_TYPE, b"").decode(errors="replace")
+    if version is None:
+        raise UsageError(f"{where}: not a btpipe Parquet file (no {META_VERSION.decode()} metadata)")
+    if version.decode(errors="replace") != SCHEMA_VERSION:
+        raise UsageError(f"{where}: not a btpipe Parquet file (schema version {version!r})")
+    if object_type not in OBJECT_TYPES:
+        raise UsageError(f"{where}: not a btpipe Parquet file (object type {object_type!r})")
+    return object_type
+
+
+def table_to_rows(
+    table: pa.Table | pa.RecordBatch, object_type: ObjectType | None = None
+) -> list[dict[str, Any]]:
+    """Decode a btpipe table back to exactly the row dicts it was built from."""
+    if object_type is not None and table.schema.metadata:
+        found = table.schema.metadata.get(META_OBJECT_TYPE)
+        if found is not None and found.decode() != object_type:
+            raise UsageError(f"table holds {found.decode()} rows, not {object_type}")
+    rows: list[dict[str, Any]] = [{} for _ in range(table.num_rows)]
+    for name in table.schema.names:
+        if name == EXTRA_COLUMN:
+            continue
+        _fill(rows, name, _decode_column(name, pa.chunked_array(table.column(name))))
+    if EXTRA_COLUMN in table.schema.names:
+        for row, extra in zip(rows, table.column(EXTRA_COLUMN).to_pylist(), strict=True):
+            if extra is not None:
+                row.update(loads(extra.encode()))
+    return rows
+
+
+def _fill(rows: list[dict[str, Any]], name: str, values: Iterable[Any]) -> None:
+    for row, value in zip(rows, values, strict=True):
+        if value is not _ABSENT:
+            row[name] = value
+
+
+# -- the sink ---------------------------------------------------------------------------------------
+def parse_page(page: bytes) -> list[dict[str, Any]]:
+    """The row dicts of one JSONL page, parsed with a single decoder call."""
+    try:
+        rows = loads_array(page_lines(page))
+    except ValueError as exc:
+        raise BtpipeError(f"page is not valid JSONL ({exc})") from exc
+    if not all(type(row) is dict for row in rows):
+        raise BtpipeError("page is not valid JSONL (a line is not a JSON object)")
+    return rows
+
+
+class ParquetSink(PartFileSink):
+    """Writes pages to ``{directory}/{prefix}-{part:05d}.parquet`` in row groups.
+
+    Rows are buffered as Arrow tables until a row group is full; a part is published when it
+    reaches ``max_file_rows`` (exactly) or, after a row group, ``max_file_bytes``.
+    """
+
+    extension = ".parquet"
+
+    def __init__(
+        self,
+        storage: Storage,
+        directory: str,
+        object_type: ObjectType,
+        *,
+        prefix: str = "part",
+        first_part: int = 0,
+        compression: str | None = "zstd",
+        row_group_rows: int = 50_000,
+        max_file_rows: int = 1_000_000,
+        max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    ) -> None:
+        if min(row_group_rows, max_file_rows, max_file_bytes) <= 0:
+            raise UsageError("row_group_rows, max_file_rows and max_file_bytes must be positive")
+        super().__init__(storage, directory, prefix=prefix, first_part=first_part)
+        self.object_type = object_type
+        self.schema = schema_for(object_type)
+        self.compression = compression or "none"
+        self.row_group_rows = row_group_rows
+        self.max_file_rows = max_file_rows
+        self.max_file_bytes = max_file_bytes
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
+        self._writer: pq.ParquetWriter | None = None
+
+    def _start(self, out: CountingWriter) -> None:
+        self._writer = pq.ParquetWriter(out, self.schema, compression=self.compression)
+
+    def _finish(self) -> None:
+        if self._writer is not None:
+            self._writer.close()  # writes the footer; the atomic file stays open
+            self._writer = None
+
+    def _abandon(self) -> None:
+        self._finish()
+
+    def _group_size(self) -> int:
+        return min(self.row_group_rows, self.max_file_rows - self._part_rows)
+
+    def write_page(self, page: bytes) -> list[FileInfo]:
+        rows = parse_page(page)
+        if not rows:
+            return []
+        self._pending.append(rows_to_table(rows, self.object_type))
+        self._pending_rows += len(rows)
+        published: list[FileInfo] = []
+        while self._pending_rows >= self._group_size():
+            published += self._write_group()
+        return published
+
+    def _write_group(self) -> list[FileInfo]:
+        """Write one row group from the buffer; publish the part if it is now full."""
+        size = min(self._group_size(), self._pending_rows)
+        buffered = pa.concat_tables(self._pending)
+        group, rest = buffered.slice(0, size), buffered.slice(size)
+        self._pending = [rest] if rest.num_rows else []
+        self._pending_rows = rest.num_rows
+        out = self._ensure_open()
+        assert self._writer is not None
+        self._writer.write_table(group, row_group_size=size)
+        self._part_rows += size
+        if self._part_rows >= self.max_file_rows or out.bytes >= self.max_file_bytes:
+            return self._publish()
+        return []
+
+    def _drain(self) -> list[FileInfo]:
+        published: list[FileInfo] = []
+        while self._pending_rows:
+            published += self._write_group()
+        return published
+
+    def abort(self) -> None:
+        self._pending, self._pending_rows = [], 0
+        super().abort()

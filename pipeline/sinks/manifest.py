@@ -1,0 +1,106 @@
+"""The run manifest: what one export run wrote, published as ``_manifests/<run_id>.json``.
+
+A manifest is the index a reader or verifier starts from: per object, the snapshot version it
+was read at, how many rows the server reported and how many were written, and every published
+file with its size and SHA-256. It never holds credentials: the API URL is stored without
+user info, query string or fragment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import orjson
+
+from pipeline import __version__
+from pipeline.errors import UsageError
+from pipeline.sinks.base import FileInfo
+from pipeline.sinks.storage import Storage, location
+
+MANIFEST_DIR = "_manifests"
+
+
+@dataclass(frozen=True)
+class ObjectManifest:
+    """One exported object and the files holding its rows."""
+
+    object_type: str
+    object_id: str
+    name: str | None = None
+    snapshot_version: str | None = None
+    rows_expected: int | None = None
+    rows_written: int = 0
+    files: tuple[FileInfo, ...] = ()
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """One export run."""
+
+    run_id: str
+    started_at: str
+    api_url: str
+    finished_at: str | None = None
+    tool_version: str = __version__
+    format: str | None = None
+    query: Any = None
+    objects: tuple[ObjectManifest, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "api_url", public_url(self.api_url))
+
+    @property
+    def relpath(self) -> str:
+        return manifest_path(self.run_id)
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(asdict(self), option=orjson.OPT_INDENT_2)
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Manifest:
+        raw = orjson.loads(data)
+        objects = tuple(
+            ObjectManifest(**{**obj, "files": tuple(FileInfo(**f) for f in obj.get("files", ()))})
+            for obj in raw.pop("objects", ())
+        )
+        return cls(**raw, objects=objects)
+
+
+def public_url(url: str) -> str:
+    """``url`` without user info, query or fragment, the places a credential could hide."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def manifest_path(run_id: str) -> str:
+    return f"{MANIFEST_DIR}/{run_id}.json"
+
+
+def write_manifest(storage: Storage, manifest: Manifest) -> str:
+    """Publish ``manifest`` atomically (replacing an earlier version of the same run)."""
+    storage.write_bytes(manifest.relpath, manifest.to_json())
+    return manifest.relpath
+
+
+def read_manifest(storage: Storage, relpath: str) -> Manifest:
+    """Load one manifest; UsageError naming the file when it is not a manifest."""
+    data = storage.read_bytes(relpath)
+    try:
+        return Manifest.from_json(data)
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise UsageError(f"{location(storage, relpath)}: not a btpipe manifest ({exc})") from exc
+
+
+def list_manifests(storage: Storage) -> list[Manifest]:
+    """Every manifest under the storage root, oldest run first."""
+    manifests = [
+        read_manifest(storage, path)
+        for path in storage.list_files(f"{MANIFEST_DIR}/")
+        if path.endswith(".json")
+    ]
+    return sorted(manifests, key=lambda m: (m.started_at, m.run_id))

@@ -59,7 +59,7 @@ def binary(op: str, left: Expr, right: Expr) -> Expr:
     return {"op": op, "left": left, "right": right}
 
 
-def all_of(*children: Expr) -> Expr | None:
+def all_of(*children: Expr | None) -> Expr | None:
     """AND of the given expressions, dropping ``None``; ``None`` when nothing is left."""
     kept = [c for c in children if c is not None]
     if not kept:
@@ -80,3 +80,25 @@ def from_object(object_type: str, *object_ids: str, shape: str = "spans") -> dic
     if shape != "spans":
         node["shape"] = shape
     return node
+
+
+# Functions a query may call, with their (min, max) argument counts (max ``None``: any).
+# ``includes(a, b)`` is not listed: it is read as the ``includes`` operator.
+AGGREGATE_FUNCTIONS = frozenset({"count", "sum", "avg", "min", "max"})
+FUNCTION_ARITY: dict[str, tuple[int, int | None]] = {
+    "count": (1, 1),
+    "sum": (1, 1),
+    "avg": (1, 1),
+    "min": (1, 1),
+    "max": (1, 1),
+    "coalesce": (1, None),
+    "nullif": (2, 2),
+    "greatest": (1, None),
+    "least": (1, None),
+    "lower": (1, 1),
+    "upper": (1, 1),
+    "length": (1, 1),
+    "concat": (1, None),
+    "abs": (1, 1),
+    "round": (1, 2),
+}

@@ -1,0 +1,252 @@
+"""ParquetSink and the Arrow schema: exact round trips, rotation, typed columns, aborts."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pipeline.errors import BtpipeError, UsageError
+from pipeline.rows import OBJECT_TYPES
+from pipeline.sinks.jsontext import dumps
+from pipeline.sinks.parquet import EXTRA_COLUMN, ParquetSink, rows_to_table, schema_for, table_to_rows
+from pipeline.sinks.storage import open_storage
+from pipeline.sources import iter_rows
+
+# -- row generation (shared with the JSONL tests) ------------------------------------------------
+_edge_ints = st.sampled_from([2**53, 2**53 + 1, 2**63 - 1, 2**63, 2**64 - 1, 2**64, -(2**63) - 1, 2**70])
+_ints = st.integers(min_value=-(2**70), max_value=2**70) | _edge_ints
+_floats = st.floats(allow_nan=False, allow_infinity=False)
+_scalars = st.none() | st.booleans() | _ints | _floats | st.text()
+json_values = st.recursive(
+    _scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+def _created_texts() -> st.SearchStrategy[Any]:
+    moments = st.datetimes(
+        min_value=datetime(1970, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
+    )
+    return st.one_of(
+        moments.map(lambda d: d.isoformat(timespec="milliseconds").replace("+00:00", "Z")),
+        moments.map(lambda d: d.isoformat().replace("+00:00", "Z")),
+        moments.map(lambda d: d.isoformat()),
+        st.text(max_size=10),
+        st.none(),
+        _ints,
+    )
+
+
+_numbers = st.none() | _ints | _floats | st.sampled_from([0, 1, 0.0, 1.0, -0.0, 0.25])
+_number_maps = st.dictionaries(st.text(max_size=8), _numbers, max_size=4) | st.dictionaries(
+    st.text(max_size=4), json_values, max_size=2
+)
+_string_lists = st.lists(st.text(max_size=8), max_size=3) | json_values
+
+_FIELDS: dict[str, st.SearchStrategy[Any]] = {
+    "id": st.text(max_size=12) | json_values,
+    "_xact_id": st.integers(min_value=0, max_value=2**64 - 1).map(str) | json_values,
+    "_pagination_key": st.text(max_size=12),
+    "created": _created_texts(),
+    "org_id": st.text(max_size=8),
+    "project_id": st.uuids().map(str),
+    "log_id": st.just("g"),
+    "dataset_id": st.uuids().map(str),
+    "experiment_id": st.uuids().map(str),
+    "span_id": st.text(max_size=8),
+    "root_span_id": st.text(max_size=8),
+    "span_parents": _string_lists,
+    "is_root": st.booleans() | json_values,
+    "tags": _string_lists,
+    "scores": _number_maps,
+    "metrics": _number_maps,
+    **dict.fromkeys(
+        ("input", "output", "expected", "error", "metadata", "context", "span_attributes", "origin"),
+        json_values,
+    ),
+    "dataset_record_id": st.text(max_size=8) | json_values,
+    "comments": json_values,
+}
+
+rows_strategy = st.builds(
+    lambda known, odd: {**odd, **known},
+    st.fixed_dictionaries({}, optional=_FIELDS),
+    st.dictionaries(st.text(max_size=10), json_values, max_size=3),
+)
+
+
+def canonical(rows: list[dict[str, Any]]) -> list[str]:
+    """A spelling that tells 1 from 1.0 and True from 1, which ``==`` does not."""
+    return [json.dumps(row, sort_keys=True) for row in rows]
+
+
+def page_of(rows: list[dict[str, Any]]) -> bytes:
+    return b"".join(dumps(row) + b"\n" for row in rows)
+
+
+def read_all(storage: Any, paths: list[str]) -> list[dict[str, Any]]:
+    return [source.row for path in paths for batch in iter_rows(storage, path) for source in batch]
+
+
+# -- round trips ---------------------------------------------------------------------------------
+@settings(max_examples=150, deadline=None)
+@given(rows=st.lists(rows_strategy, max_size=6), object_type=st.sampled_from(OBJECT_TYPES))
+def test_table_round_trip_is_exact(rows: list[dict[str, Any]], object_type: Any) -> None:
+    table = rows_to_table(rows, object_type)
+    assert table.schema == schema_for(object_type)
+    decoded = table_to_rows(table, object_type)
+    assert decoded == rows
+    assert canonical(decoded) == canonical(rows)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(pages=st.lists(st.lists(rows_strategy, max_size=5), max_size=4))
+def test_sink_to_source_round_trip(tmp_path: Any, pages: list[list[dict[str, Any]]]) -> None:
+    storage = open_storage(str(tmp_path / uuid.uuid4().hex))
+    published = []
+    with ParquetSink(storage, "logs", "project_logs", row_group_rows=3, max_file_rows=7) as sink:
+        for page in pages:
+            published += sink.write_page(page_of(page))
+        published += sink.close()
+    expected = [row for page in pages for row in page]
+    assert [f.path for f in published] == storage.list_files()
+    assert sum(f.rows for f in published) == len(expected)
+    decoded = read_all(storage, [f.path for f in published])
+    assert canonical(decoded) == canonical(expected)
+
+
+# -- the typed view ------------------------------------------------------------------------------
+def test_typed_columns_hold_analysable_values() -> None:
+    row = {
+        "id": "r1",
+        "_xact_id": "1000192656880881099",
+        "created": "2024-05-01T12:30:00.123Z",
+        "is_root": True,
+        "tags": ["a", "b"],
+        "scores": {"accuracy": 0.5, "missing": None, "count": 3},
+        "metadata": {"n": 2**64 - 1},
+    }
+    table = rows_to_table([row], "experiment")
+    assert table.column("_xact_id").to_pylist() == ["1000192656880881099"]
+    assert table.column("created").to_pylist() == [datetime(2024, 5, 1, 12, 30, 0, 123000, tzinfo=UTC)]
+    assert table.column("scores").to_pylist() == [[("accuracy", 0.5), ("missing", None), ("count", 3.0)]]
+    assert table.column("metadata").to_pylist() == ['{"n":18446744073709551615}']
+    assert table.column(EXTRA_COLUMN).to_pylist() == [None]
+    assert table_to_rows(table) == [row]
+
+
+def test_values_the_typed_column_cannot_reproduce_go_to_extra() -> None:
+    row = {
+        "created": "2024-05-01T12:30:00+00:00",
+        "scores": {"exact": 1.0, "big": 2**60 + 1},
+        "output": None,
+        "custom": {"x": 1},
+    }
+    table = rows_to_table([row], "project_logs")
+    assert table.column("created").to_pylist() == [datetime(2024, 5, 1, 12, 30, tzinfo=UTC)]
+    assert table.column("scores").to_pylist() == [[("exact", 1.0), ("big", float(2**60 + 1))]]
+    assert table.column("output").to_pylist() == ["null"]
+    assert table.column("input").to_pylist() == [None]
+    assert json.loads(table.column(EXTRA_COLUMN)[0].as_py()) == {
+        "custom": {"x": 1},
+        "created": "2024-05-01T12:30:00+00:00",
+        "scores": {"exact": 1.0, "big": 2**60 + 1},
+    }
+    assert canonical(table_to_rows(table)) == canonical([row])
+
+
+def test_schema_metadata_and_dataset_fields() -> None:
+    schema = schema_for("dataset")
+    assert schema.metadata == {b"btpipe.schema_version": b"1", b"btpipe.object_type": b"dataset"}
+    assert "dataset_id" in schema.names
+    assert "scores" not in schema.names  # datasets have none; a stray one lands in _extra
+    assert schema.field("_xact_id").type == pa.string()
+    assert schema.names[-1] == EXTRA_COLUMN
+
+
+def test_table_to_rows_refuses_another_object_type() -> None:
+    with pytest.raises(UsageError, match="holds dataset rows, not experiment"):
+        table_to_rows(rows_to_table([{"id": "a"}], "dataset"), "experiment")
+
+
+# -- files ---------------------------------------------------------------------------------------
+def test_rotation_row_groups_and_numbering(tmp_path: Any) -> None:
+    storage = open_storage(str(tmp_path))
+    rows = [{"id": f"r{i}", "input": i} for i in range(25)]
+    with ParquetSink(
+        storage, "d", "dataset", prefix="rows", first_part=4, row_group_rows=4, max_file_rows=10
+    ) as sink:
+        published = sink.write_page(page_of(rows[:12]))
+        assert [f.path for f in published] == ["d/rows-00004.parquet"]
+        published += sink.write_page(page_of(rows[12:]))
+        published += sink.close()
+    assert [(f.path, f.rows) for f in published] == [
+        ("d/rows-00004.parquet", 10),
+        ("d/rows-00005.parquet", 10),
+        ("d/rows-00006.parquet", 5),
+    ]
+    first = pq.ParquetFile(str(tmp_path / "d" / "rows-00004.parquet"))
+    assert [first.metadata.row_group(i).num_rows for i in range(first.num_row_groups)] == [4, 4, 2]
+    assert read_all(storage, [f.path for f in published]) == rows
+
+
+def test_rotation_by_bytes(tmp_path: Any) -> None:
+    storage = open_storage(str(tmp_path))
+    rows = [{"id": f"r{i}", "input": "x" * 2000 + str(i)} for i in range(6)]
+    with ParquetSink(storage, "d", "dataset", row_group_rows=2, max_file_bytes=1, compression=None) as sink:
+        published = sink.write_page(page_of(rows)) + sink.close()
+    assert [f.rows for f in published] == [2, 2, 2]
+    assert read_all(storage, [f.path for f in published]) == rows
+
+
+def test_file_info_matches_published_bytes(tmp_path: Any) -> None:
+    import hashlib
+
+    storage = open_storage(str(tmp_path))
+    with ParquetSink(storage, "", "project_logs") as sink:
+        sink.write_page(b'{"id":"a"}\n')
+        (info,) = sink.flush()
+        assert sink.flush() == []
+    data = storage.read_bytes(info.path)
+    assert (info.path, info.rows, info.bytes, info.sha256) == (
+        "part-00000.parquet",
+        1,
+        len(data),
+        hashlib.sha256(data).hexdigest(),
+    )
+
+
+def test_abort_publishes_nothing_and_leaves_no_temp(tmp_path: Any) -> None:
+    storage = open_storage(str(tmp_path))
+    with pytest.raises(RuntimeError), ParquetSink(storage, "d", "dataset", row_group_rows=1) as sink:
+        sink.write_page(b'{"id":"a"}\n{"id":"b"}\n')
+        assert storage.list_files() == []  # row groups written, nothing published
+        raise RuntimeError("stop")
+    assert storage.list_files() == []
+    assert list((tmp_path / "d").iterdir()) == []
+    assert sink.close() == []
+
+
+def test_empty_pages_publish_nothing(tmp_path: Any) -> None:
+    storage = open_storage(str(tmp_path))
+    with ParquetSink(storage, "d", "dataset") as sink:
+        assert sink.write_page(b"") == []
+        assert sink.write_page(b"\n") == []
+        assert sink.close() == []
+        assert sink.close() == []
+    assert storage.list_files() == []
+
+
+def test_malformed_page_is_one_line_error(tmp_path: Any) -> None:
+    with ParquetSink(open_storage(str(tmp_path)), "d", "dataset") as sink, pytest.raises(BtpipeError) as info:
+        sink.write_page(b'{"id":"a"}\n[1]\n')
+    assert str(info.value) == "page is not valid JSONL (a line is not a JSON object)"

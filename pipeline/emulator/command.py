@@ -1,0 +1,60 @@
+"""The ``emulator`` click command: run a local Braintrust-compatible server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import click
+
+from pipeline.emulator.app import DEFAULT_MAX_REQUEST_BYTES
+from pipeline.emulator.auth import DEFAULT_KEYS, KeySpec, load_keys_file, parse_key_list, parse_key_spec
+from pipeline.emulator.server import ServerConfig, serve
+
+KEYS_ENV = "BTPIPE_EMULATOR_KEYS"
+
+
+def gather_keys(flags: tuple[str, ...], keys_file: Path | None) -> list[KeySpec]:
+    """Keys from flags, the environment and a TOML file; the defaults when none is given."""
+    try:
+        specs = [parse_key_spec(f) for f in flags]
+        specs += parse_key_list(os.environ.get(KEYS_ENV, ""))
+        if keys_file is not None:
+            specs += load_keys_file(keys_file)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return specs or list(DEFAULT_KEYS)
+
+
+@click.command("emulator")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8000, show_default=True, type=int, help="Port; 0 picks a free one.")
+@click.option("--db", default=":memory:", show_default=True, help="SQLite file, or :memory:.")
+@click.option("--sample", "sample", default=0, type=int, help="Load N sample traces into sample-project.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the sample data.")
+@click.option("--max-request-bytes", default=DEFAULT_MAX_REQUEST_BYTES, show_default=True, type=int,
+              help="Larger request bodies get 413.")  # fmt: skip
+@click.option("--latency-ms", default=0.0, show_default=True, type=float,
+              help="Delay added to every request, to imitate a remote service.")  # fmt: skip
+@click.option("--key", "keys", multiple=True, metavar="KEY=EMAIL@ORG:ROLE",
+              help=f"An API key (repeatable; also ${KEYS_ENV}, comma separated).")  # fmt: skip
+@click.option("--keys-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="TOML file with [[keys]] entries (key, email, org, role, admin).")  # fmt: skip
+def emulator(
+    host: str, port: int, db: str, sample: int, seed: int, max_request_bytes: int, latency_ms: float,
+    keys: tuple[str, ...], keys_file: Path | None,
+) -> None:  # fmt: skip
+    """Run a local server that behaves like the Braintrust API (REST objects, inserts, /btql).
+
+    Without keys, bt-local-key (owner), bt-local-member-key (member) and bt-admin-key work
+    in org "local", and bt-other-org-key in org "other".
+    """
+    config = ServerConfig(
+        host=host, port=port, db=db, keys=gather_keys(keys, keys_file), max_request_bytes=max_request_bytes,
+        latency_ms=latency_ms, sample_traces=sample, seed=seed,
+    )  # fmt: skip
+    try:
+        asyncio.run(serve(config))
+    except KeyboardInterrupt:
+        pass

@@ -1,0 +1,88 @@
+"""The three insert request forms, reduced to one: ``(object_type, object_id, events)`` batches.
+
+``/v1/{type}/{id}/insert`` names one object; ``/v1/insert`` maps type -> id -> events;
+``/logs3`` (the official SDK) tags each row with its object keys. All are validated in
+full before :func:`write_batches` writes them under one transaction id.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from pipeline.emulator.objects import resolve_row_object
+from pipeline.emulator.rowwrite import Target, write_events
+from pipeline.emulator.validate import BadRequest, events_list, fail, validate_event
+from pipeline.rows import ALL_OBJECT_KEY_FIELDS, OBJECT_TYPES, ObjectType
+
+Batch = tuple[ObjectType, str, list[dict[str, Any]]]
+
+#: Bookkeeping the official SDK adds to logs3 rows; accepted and not stored.
+_SDK_ROW_FIELDS = frozenset({"_audit_source", "_audit_metadata"})
+
+
+def object_insert(object_type: ObjectType, object_id: str, body: Any) -> list[Batch]:
+    events = events_list(body)
+    for i, event in enumerate(events):
+        validate_event(object_type, event, f"events[{i}]")
+    return [(object_type, object_id, events)]
+
+
+def cross_object_insert(body: Any) -> list[Batch]:
+    if not isinstance(body, dict):
+        raise BadRequest("request body: expected object")
+    batches: list[Batch] = []
+    for object_type, per_object in body.items():
+        if object_type not in OBJECT_TYPES:
+            raise fail(object_type, f"unknown object type (use {', '.join(OBJECT_TYPES)})")
+        if per_object is None:
+            continue
+        if not isinstance(per_object, dict):
+            raise fail(object_type, "expected an object mapping ids to {events: [...]}")
+        for object_id, entry in per_object.items():
+            where = f"{object_type}.{object_id}"
+            if not isinstance(entry, dict) or set(entry) - {"events", "feedback"}:
+                raise fail(where, "expected {events: [...]}")
+            if entry.get("feedback"):
+                raise fail(f"{where}.feedback", "feedback is not supported")
+            events = entry.get("events") or []
+            if not isinstance(events, list):
+                raise fail(f"{where}.events", "expected array")
+            for i, event in enumerate(events):
+                validate_event(object_type, event, f"{where}.events[{i}]")
+            batches.append((object_type, object_id, events))
+    return batches
+
+
+def _logs3_target(row: dict[str, Any], where: str) -> tuple[ObjectType, str]:
+    if isinstance(row.get("experiment_id"), str):
+        return "experiment", row["experiment_id"]
+    if isinstance(row.get("dataset_id"), str):
+        return "dataset", row["dataset_id"]
+    if isinstance(row.get("project_id"), str) and row.get("log_id") == "g":
+        return "project_logs", row["project_id"]
+    raise fail(where, "row needs experiment_id, dataset_id, or project_id with log_id 'g'")
+
+
+def logs3_insert(body: Any) -> list[Batch]:
+    rows = events_list(body, "rows")
+    grouped: dict[tuple[ObjectType, str], list[dict[str, Any]]] = {}
+    for i, row in enumerate(rows):
+        where = f"rows[{i}]"
+        if not isinstance(row, dict):
+            raise fail(where, "expected object")
+        object_type, object_id = _logs3_target(row, where)
+        event = {k: v for k, v in row.items() if k not in ALL_OBJECT_KEY_FIELDS and k not in _SDK_ROW_FIELDS}
+        validate_event(object_type, event, where)
+        grouped.setdefault((object_type, object_id), []).append(event)
+    return [(t, i, events) for (t, i), events in grouped.items()]
+
+
+def write_batches(conn: sqlite3.Connection, batches: list[Batch], org_ids: Sequence[str]) -> list[list[str]]:
+    """Check every target is visible to the caller, then write all batches in one transaction."""
+    targets = []
+    for object_type, object_id, events in batches:
+        project_id, org_id = resolve_row_object(conn, object_type, object_id, org_ids)
+        targets.append((Target(object_type, object_id, project_id, org_id), events))
+    return write_events(conn, targets)

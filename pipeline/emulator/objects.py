@@ -1,0 +1,200 @@
+"""Projects, datasets and experiments: create (get-or-create), get, list, patch, delete.
+
+Functions take a SQLite connection (run them through ``Store.read``/``Store.write``) and
+the org ids the caller may see; an object of another org is reported exactly like a
+missing one (:class:`NotFound`), so ids never leak across orgs. Each object is stored
+as the JSON the REST API returns, plus indexed columns for lookups.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+import orjson
+
+from pipeline.emulator.rowwrite import now_iso
+
+Kind = Literal["project", "dataset", "experiment"]
+KINDS: Final[tuple[Kind, ...]] = ("project", "dataset", "experiment")
+
+
+class NotFound(LookupError):
+    """No such object visible to the caller; the message is the 404 body."""
+
+
+@dataclass(frozen=True)
+class ListFilter:
+    project_name: str | None = None
+    project_id: str | None = None
+    name: str | None = None  # dataset_name / experiment_name / project_name for projects
+    org_name: str | None = None
+    ids: tuple[str, ...] = ()
+    limit: int | None = None
+    starting_after: str | None = None
+    ending_before: str | None = None
+
+
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+def _load(conn: sqlite3.Connection, kind: Kind, object_id: str, org_ids: Sequence[str]) -> tuple[int, dict[str, Any]]:  # fmt: skip
+    row = conn.execute(
+        f"SELECT seq, data FROM objects WHERE kind = ? AND id = ? AND deleted = 0 AND org_id IN ({_marks(len(org_ids))})",
+        (kind, object_id, *org_ids),
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"{kind} {object_id} not found")
+    return int(row[0]), orjson.loads(row[1])
+
+
+def get_object(conn: sqlite3.Connection, kind: Kind, object_id: str, org_ids: Sequence[str]) -> dict[str, Any]:
+    return _load(conn, kind, object_id, org_ids)[1]
+
+
+def _by_name(conn: sqlite3.Connection, kind: Kind, org_id: str, project_id: str | None, name: str) -> dict[str, Any] | None:  # fmt: skip
+    row = conn.execute(
+        "SELECT data FROM objects WHERE kind = ? AND org_id = ? AND project_id IS ? AND name = ? AND deleted = 0",
+        (kind, org_id, project_id, name),
+    ).fetchone()
+    return None if row is None else orjson.loads(row[0])
+
+
+def _insert(conn: sqlite3.Connection, kind: Kind, obj: dict[str, Any], org_id: str) -> dict[str, Any]:
+    conn.execute(
+        "INSERT INTO objects (kind, id, org_id, project_id, name, data) VALUES (?, ?, ?, ?, ?, ?)",
+        (kind, obj["id"], org_id, obj.get("project_id"), obj["name"], orjson.dumps(obj).decode()),
+    )
+    return obj
+
+
+def create_project(conn: sqlite3.Connection, body: dict[str, Any], org_id: str, user_id: str) -> dict[str, Any]:
+    existing = _by_name(conn, "project", org_id, None, body["name"])
+    if existing is not None:
+        return existing
+    obj = {
+        "id": str(uuid.uuid4()), "org_id": org_id, "name": body["name"],
+        "description": body.get("description"), "created": now_iso(), "deleted_at": None,
+        "user_id": user_id, "settings": None,
+    }  # fmt: skip
+    return _insert(conn, "project", obj, org_id)
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "dataset"
+
+
+def create_dataset(conn: sqlite3.Connection, body: dict[str, Any], org_ids: Sequence[str], user_id: str) -> dict[str, Any]:  # fmt: skip
+    project = get_object(conn, "project", body["project_id"], org_ids)
+    existing = _by_name(conn, "dataset", project["org_id"], project["id"], body["name"])
+    if existing is not None:
+        return existing
+    obj = {
+        "id": str(uuid.uuid4()), "project_id": project["id"], "name": body["name"],
+        "description": body.get("description"), "created": now_iso(), "deleted_at": None,
+        "user_id": user_id, "tags": body.get("tags"), "metadata": body.get("metadata"),
+        "url_slug": _slug(body["name"]),
+    }  # fmt: skip
+    return _insert(conn, "dataset", obj, project["org_id"])
+
+
+_EXPERIMENT_FIELDS: Final = (
+    "description", "repo_info", "base_exp_id", "dataset_id", "dataset_version", "internal_metadata",
+    "parameters_id", "parameters_version", "metadata", "tags",
+)  # fmt: skip
+
+
+def create_experiment(conn: sqlite3.Connection, body: dict[str, Any], org_ids: Sequence[str], user_id: str) -> dict[str, Any]:  # fmt: skip
+    project = get_object(conn, "project", body["project_id"], org_ids)
+    org_id = project["org_id"]
+    name = body.get("name") or "experiment"
+    existing = _by_name(conn, "experiment", org_id, project["id"], name)
+    if existing is not None:
+        if not body.get("ensure_new"):
+            return existing
+        n = 1
+        while _by_name(conn, "experiment", org_id, project["id"], f"{name}-{n}") is not None:
+            n += 1
+        name = f"{name}-{n}"
+    obj = {
+        "id": str(uuid.uuid4()), "project_id": project["id"], "name": name, "created": now_iso(),
+        **{f: body.get(f) for f in _EXPERIMENT_FIELDS},
+        "commit": (body.get("repo_info") or {}).get("commit"), "deleted_at": None,
+        "public": bool(body.get("public") or False), "user_id": user_id,
+    }  # fmt: skip
+    return _insert(conn, "experiment", obj, org_id)
+
+
+def list_objects(conn: sqlite3.Connection, kind: Kind, org_ids: Sequence[str], flt: ListFilter) -> list[dict[str, Any]]:  # fmt: skip
+    """Objects matching ``flt``, newest first, paged by ``starting_after``/``ending_before`` ids."""
+    where = ["o.kind = ?", "o.deleted = 0", f"o.org_id IN ({_marks(len(org_ids))})"]
+    params: list[Any] = [kind, *org_ids]
+    if flt.org_name is not None:
+        where.append("o.org_id = (SELECT id FROM orgs WHERE name = ?)")
+        params.append(flt.org_name)
+    if flt.name is not None:
+        where.append("o.name = ?")
+        params.append(flt.name)
+    if kind != "project":
+        if flt.project_id is not None:
+            where.append("o.project_id = ?")
+            params.append(flt.project_id)
+        if flt.project_name is not None:
+            where.append("o.project_id IN (SELECT id FROM objects WHERE kind = 'project' AND deleted = 0 AND name = ?)")
+            params.append(flt.project_name)
+    if flt.ids:
+        where.append(f"o.id IN ({_marks(len(flt.ids))})")
+        params.extend(flt.ids)
+    order = "DESC"
+    for anchor, op in ((flt.starting_after, "<"), (flt.ending_before, ">")):
+        if anchor is not None:
+            seq, _ = _load(conn, kind, anchor, org_ids)
+            where.append(f"o.seq {op} ?")
+            params.append(seq)
+            order = "ASC" if op == ">" else order
+    sql = f"SELECT data FROM objects o WHERE {' AND '.join(where)} ORDER BY o.seq {order}"
+    if flt.limit is not None:
+        sql += " LIMIT ?"
+        params.append(flt.limit)
+    found = [orjson.loads(r[0]) for r in conn.execute(sql, params)]
+    return found[::-1] if order == "ASC" else found
+
+
+def patch_object(conn: sqlite3.Connection, kind: Kind, object_id: str, org_ids: Sequence[str], body: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    obj = get_object(conn, kind, object_id, org_ids)
+    for key, value in body.items():
+        if key in ("metadata",) and isinstance(value, dict) and isinstance(obj.get(key), dict):
+            obj[key] = {**obj[key], **value}
+        elif value is not None or key != "name":
+            obj[key] = value
+    if kind == "experiment" and "repo_info" in body:
+        obj["commit"] = (body["repo_info"] or {}).get("commit")
+    conn.execute(
+        "UPDATE objects SET name = ?, data = ? WHERE id = ?", (obj["name"], orjson.dumps(obj).decode(), object_id)
+    )
+    return obj
+
+
+def delete_object(conn: sqlite3.Connection, kind: Kind, object_id: str, org_ids: Sequence[str]) -> dict[str, Any]:
+    obj = get_object(conn, kind, object_id, org_ids)
+    obj["deleted_at"] = now_iso()
+    conn.execute("UPDATE objects SET deleted = 1, data = ? WHERE id = ?", (orjson.dumps(obj).decode(), object_id))
+    return obj
+
+
+def resolve_row_object(conn: sqlite3.Connection, object_type: str, object_id: str, org_ids: Sequence[str]) -> tuple[str, str]:  # fmt: skip
+    """``(project_id, org_id)`` of the object that rows of ``object_type``/``object_id`` belong to."""
+    kind = "project" if object_type == "project_logs" else object_type
+    row = conn.execute(
+        f"SELECT coalesce(project_id, id), org_id FROM objects WHERE kind = ? AND id = ? AND deleted = 0"
+        f" AND org_id IN ({_marks(len(org_ids))})",
+        (kind, object_id, *org_ids),
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"{kind} {object_id} not found")
+    return str(row[0]), str(row[1])

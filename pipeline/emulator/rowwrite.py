@@ -1,0 +1,165 @@
+"""Turning validated insert events into stored row versions (upsert, merge, delete).
+
+All events of one request share one new ``_xact_id`` and are written in one transaction.
+Per object and id the request collapses to one version (the last event wins; a
+``_is_merge`` event merges into what came before it, in the request or in the database).
+The stored ``data`` is the row exactly as read back, system fields first, so reads can
+return it without decoding.
+"""
+
+from __future__ import annotations
+
+import copy
+import sqlite3
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from pipeline.emulator.store import next_row_seq, next_xact_id, pagination_key
+from pipeline.rows import (
+    ALL_OBJECT_KEY_FIELDS,
+    CONTROL_FIELDS,
+    IDENTITY_FIELDS,
+    READ_ONLY_FIELDS,
+    ObjectType,
+)
+
+#: Fields of a stored row that are not user data.
+SYSTEM_FIELDS = READ_ONLY_FIELDS | ALL_OBJECT_KEY_FIELDS | frozenset(IDENTITY_FIELDS)
+OBJECT_ID_FIELD: dict[ObjectType, tuple[str, str]] = {
+    "project_logs": ("log_id", "g"),
+    "dataset": ("dataset_id", ""),
+    "experiment": ("experiment_id", ""),
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    """The object a batch of events is written to."""
+
+    object_type: ObjectType
+    object_id: str  # the project id for project_logs
+    project_id: str
+    org_id: str
+
+
+def now_iso() -> str:
+    """Now as ISO-8601 UTC with microseconds and ``Z``, the form rows carry."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any], stop: set[tuple[str, ...]], at: tuple[str, ...] = ()) -> None:  # fmt: skip
+    """Merge ``update`` into ``base`` in place; paths in ``stop`` are replaced, not merged."""
+    for key, value in update.items():
+        path = (*at, key)
+        current = base.get(key)
+        if isinstance(value, dict) and isinstance(current, dict) and path not in stop:
+            deep_merge(current, value, stop, path)
+        else:
+            base[key] = copy.deepcopy(value)
+
+
+def _array_delete(row: dict[str, Any], instructions: list[dict[str, Any]]) -> None:
+    for item in instructions:
+        node: Any = row
+        for part in item["path"][:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+        last = item["path"][-1] if item["path"] else None
+        if isinstance(node, dict) and isinstance(node.get(last), list):
+            node[last] = [v for v in node[last] if v not in item["delete"]]
+
+
+def _resolve(event: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any]:
+    """The user-visible row (no system fields except identity) after applying ``event``."""
+    fields = {k: v for k, v in event.items() if k not in CONTROL_FIELDS}
+    if event.get("_is_merge") and previous is not None:
+        merged = {k: v for k, v in previous.items() if k not in READ_ONLY_FIELDS and k not in ALL_OBJECT_KEY_FIELDS}
+        stop = {tuple(p) for p in event.get("_merge_paths") or ()}
+        deep_merge(merged, fields, stop)
+        fields = merged
+    if event.get("_array_delete"):
+        _array_delete(fields, event["_array_delete"])
+    return fields
+
+
+def stored_row(target: Target, fields: dict[str, Any], xact: int, seq: int) -> dict[str, Any]:
+    span_id = fields.get("span_id") or str(uuid.uuid4())
+    parents = fields.get("span_parents") or None
+    key_name, key_value = OBJECT_ID_FIELD[target.object_type]
+    row: dict[str, Any] = {
+        "id": fields["id"],
+        "_xact_id": str(xact),
+        "_pagination_key": pagination_key(seq),
+        "created": fields.get("created") or now_iso(),
+        "org_id": target.org_id,
+        "project_id": target.project_id,
+        key_name: key_value or target.object_id,
+        "span_id": span_id,
+        "root_span_id": fields.get("root_span_id") or (span_id if parents is None else str(uuid.uuid4())),
+        "span_parents": parents,
+        "is_root": parents is None,
+    }
+    for key, value in fields.items():
+        if key not in SYSTEM_FIELDS:
+            row[key] = value
+    return row
+
+
+def _latest(conn: sqlite3.Connection, target: Target, row_id: str) -> dict[str, Any] | None:
+    found = conn.execute(
+        "SELECT deleted, data FROM rows WHERE object_type = ? AND object_id = ? AND id = ?"
+        " ORDER BY xact_id DESC LIMIT 1",
+        (target.object_type, target.object_id, row_id),
+    ).fetchone()
+    if found is None or found[0]:
+        return None
+    latest: dict[str, Any] = orjson.loads(found[1])
+    return latest
+
+
+def write_events(conn: sqlite3.Connection, batches: Iterable[tuple[Target, list[dict[str, Any]]]]) -> list[list[str]]:  # fmt: skip
+    """Write every batch under one new transaction id; return the row ids per batch.
+
+    Call inside a write transaction (``Store.write``). Events must be validated already.
+    """
+    xact = next_xact_id(conn)
+    pending: dict[tuple[Target, str], dict[str, Any] | None] = {}  # None = delete
+    row_ids: list[list[str]] = []
+    for target, events in batches:
+        ids = []
+        for event in events:
+            row_id = event.get("id") or str(uuid.uuid4())
+            ids.append(row_id)
+            key = (target, row_id)
+            if event.get("_object_delete"):
+                pending[key] = None
+                continue
+            previous = pending[key] if key in pending else _latest(conn, target, row_id)
+            pending[key] = {**_resolve(event, previous), "id": row_id}
+        row_ids.append(ids)
+    seq = next_row_seq(conn)
+    records = []
+    for (target, row_id), fields in pending.items():
+        if fields is None:
+            data = orjson.dumps({"id": row_id, "_xact_id": str(xact), "_object_delete": True})
+            records.append((seq, target.object_type, target.object_id, row_id, xact, 1, None, data.decode()))
+        else:
+            row = stored_row(target, fields, xact, seq)
+            text = orjson.dumps(row).decode()
+            records.append((seq, target.object_type, target.object_id, row_id, xact, 0, row["root_span_id"], text))
+        seq += 1
+    insert_records(conn, records)
+    return row_ids
+
+
+def insert_records(conn: sqlite3.Connection, records: list[tuple[Any, ...]]) -> None:
+    """Append row versions ``(seq, object_type, object_id, id, xact_id, deleted, root_span_id, data)``."""
+    conn.executemany(
+        "INSERT INTO rows (seq, object_type, object_id, id, xact_id, deleted, root_span_id, data)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        records,
+    )

@@ -1,0 +1,184 @@
+"""SQLite storage for the emulator: schema, connections and the transaction id counter.
+
+One writer connection guarded by a lock serialises every write (SQLite allows one writer
+anyway); readers get one connection per thread so, in WAL mode, a long page read never
+waits for an insert. An in-memory database cannot be shared between connections without
+shared-cache locking surprises, so ``:memory:`` uses the single writer connection for
+reads too. Callers on the event loop go through :meth:`Store.read` / :meth:`Store.write`,
+which leave the loop with ``anyio.to_thread.run_sync``.
+
+Row versions live in ``rows`` (see the column comments); the query compiler in
+``query.py`` relies on that layout and on the indexes created here.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+from collections.abc import Callable
+from functools import lru_cache
+from typing import TypeVar
+
+import anyio.to_thread
+
+T = TypeVar("T")
+
+#: First transaction id handed out; 64-bit, strictly increasing, kept in ``meta``.
+FIRST_XACT_ID = 1_000_000_000_000_000_000
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS orgs (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS users (id TEXT PRIMARY KEY, email TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS members (
+    user_id TEXT NOT NULL, org_id TEXT NOT NULL, role TEXT NOT NULL,
+    PRIMARY KEY (user_id, org_id)
+);
+CREATE TABLE IF NOT EXISTS api_keys (
+    key_hash TEXT PRIMARY KEY, user_id TEXT NOT NULL, admin INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS objects (
+    seq INTEGER PRIMARY KEY,          -- creation order; lists are newest first
+    kind TEXT NOT NULL,               -- project | dataset | experiment
+    id TEXT NOT NULL UNIQUE,
+    org_id TEXT NOT NULL,
+    project_id TEXT,                  -- NULL for projects
+    name TEXT NOT NULL,
+    deleted INTEGER NOT NULL DEFAULT 0,
+    data TEXT NOT NULL                -- the object as the REST API returns it
+);
+CREATE INDEX IF NOT EXISTS objects_by_name ON objects (kind, org_id, project_id, name);
+CREATE TABLE IF NOT EXISTS rows (
+    seq INTEGER PRIMARY KEY,          -- global write order; _pagination_key derives from it
+    object_type TEXT NOT NULL,
+    object_id TEXT NOT NULL,          -- the project id for project_logs
+    id TEXT NOT NULL,
+    xact_id INTEGER NOT NULL,
+    deleted INTEGER NOT NULL,
+    root_span_id TEXT,
+    data TEXT NOT NULL                -- the row exactly as read back, serialized JSON
+);
+CREATE INDEX IF NOT EXISTS rows_version ON rows (object_type, object_id, id, xact_id);
+CREATE INDEX IF NOT EXISTS rows_seq ON rows (object_type, object_id, seq);
+CREATE INDEX IF NOT EXISTS rows_trace ON rows (object_type, object_id, root_span_id);
+"""
+
+
+@lru_cache(maxsize=256)
+def _like_regex(pattern: str, ignore_case: bool) -> re.Pattern[str]:
+    parts = ("." if ch == "_" else ".*" if ch == "%" else re.escape(ch) for ch in pattern)
+    return re.compile("".join(parts), re.DOTALL | (re.IGNORECASE if ignore_case else 0))
+
+
+def _bt_like(value: object, pattern: object, ignore_case: int) -> int | None:
+    """SQL LIKE with Unicode-aware case folding (SQLite's own only folds ASCII)."""
+    if value is None or pattern is None:
+        return None
+    return int(_like_regex(str(pattern), bool(ignore_case)).fullmatch(str(value)) is not None)
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    conn.create_function("bt_like", 3, _bt_like, deterministic=True)
+    if path != ":memory:":
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=10000")
+    conn.execute("PRAGMA cache_size=-65536")
+    return conn
+
+
+class Store:
+    """The emulator database. Thread-safe; see the module docstring for the locking model."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._memory = path == ":memory:"
+        self._lock = threading.Lock()
+        self._writer = _connect(path)
+        self._writer.executescript(SCHEMA)
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._closed = False
+
+    # -- synchronous API (call from worker threads) ------------------------------------
+
+    def read_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` with a read connection (inside one read transaction: a snapshot)."""
+        if self._memory:
+            with self._lock:
+                return fn(self._writer)
+        conn = self._reader()
+        conn.execute("BEGIN")
+        try:
+            return fn(conn)
+        finally:
+            conn.execute("COMMIT")
+
+    def write_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` in one write transaction on the writer connection; roll back on error."""
+        with self._lock:
+            conn = self._writer
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+
+    # -- async API (call from the event loop) -------------------------------------------
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await anyio.to_thread.run_sync(self.read_sync, fn)
+
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await anyio.to_thread.run_sync(self.write_sync, fn)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
+        with self._lock:
+            self._writer.close()
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = _connect(self.path)
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+
+def next_xact_id(conn: sqlite3.Connection) -> int:
+    """Allocate the next transaction id; call inside a write transaction."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'xact_id'").fetchone()
+    xact = FIRST_XACT_ID if row is None else int(row[0]) + 1
+    conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('xact_id', ?)", (xact,))
+    return xact
+
+
+def current_xact_id(conn: sqlite3.Connection) -> int:
+    """The newest committed transaction id (``FIRST_XACT_ID - 1`` on an empty database)."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'xact_id'").fetchone()
+    return FIRST_XACT_ID - 1 if row is None else int(row[0])
+
+
+def next_row_seq(conn: sqlite3.Connection) -> int:
+    """The seq the next inserted row version gets; call inside a write transaction."""
+    row = conn.execute("SELECT max(seq) FROM rows").fetchone()
+    return (row[0] or 0) + 1
+
+
+def pagination_key(seq: int) -> str:
+    """A sortable string for a row version's place in the global write order."""
+    return f"p{seq:020d}"

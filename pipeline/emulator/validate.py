@@ -1,0 +1,203 @@
+"""Request validation: insert events (from the spec's Insert*Event schemas) and REST bodies.
+
+Every check raises :class:`BadRequest` with a message naming the field path and the
+problem (``events[3].scores.accuracy: expected number between 0 and 1 or null``), which
+the app turns into a 400. Checks run before anything is written, so a bad request
+writes nothing.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, Final
+
+from pipeline.rows import CONTROL_FIELDS, DATA_FIELDS, IDENTITY_FIELDS, ObjectType
+
+
+class BadRequest(ValueError):
+    """A malformed request; the message is the 400 body."""
+
+
+Check = Callable[[Any, str], None]
+
+SPAN_TYPES: Final = frozenset({"llm", "score", "function", "eval", "task", "tool", "automation", "facet", "preprocessor"})  # fmt: skip
+ORIGIN_TYPES: Final = frozenset({"project_logs", "experiment", "dataset", "prompt", "function", "prompt_session"})  # fmt: skip
+_DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?$")
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    return {str: "string", list: "array", dict: "object"}.get(type(value), type(value).__name__)
+
+
+def fail(where: str, problem: str) -> BadRequest:
+    return BadRequest(f"{where}: {problem}")
+
+
+def any_value(value: Any, where: str) -> None:
+    """Arbitrary JSON."""
+
+
+def nullable(check: Check) -> Check:
+    def run(value: Any, where: str) -> None:
+        if value is not None:
+            check(value, where)
+
+    return run
+
+
+def string(value: Any, where: str) -> None:
+    if not isinstance(value, str):
+        raise fail(where, f"expected string, got {_type_name(value)}")
+
+
+def boolean(value: Any, where: str) -> None:
+    if not isinstance(value, bool):
+        raise fail(where, f"expected boolean, got {_type_name(value)}")
+
+
+def number(value: Any, where: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise fail(where, f"expected number, got {_type_name(value)}")
+
+
+def date_time(value: Any, where: str) -> None:
+    string(value, where)
+    if not _DATE_TIME.match(value):
+        raise fail(where, "expected an ISO-8601 date-time")
+    try:
+        datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise fail(where, "expected an ISO-8601 date-time") from None
+
+
+def uuid_string(value: Any, where: str) -> None:
+    string(value, where)
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        raise fail(where, "expected a uuid") from None
+
+
+def score(value: Any, where: str) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise fail(where, "expected number between 0 and 1 or null")
+
+
+def array_of(item: Check) -> Check:
+    def run(value: Any, where: str) -> None:
+        if not isinstance(value, list):
+            raise fail(where, f"expected array, got {_type_name(value)}")
+        for i, v in enumerate(value):
+            item(v, f"{where}[{i}]")
+
+    return run
+
+
+def object_of(
+    known: dict[str, Check] | None = None, extra: Check | None = any_value, required: tuple[str, ...] = ()
+) -> Check:
+    """An object whose ``known`` fields pass their checks and other fields pass ``extra``
+    (``None`` forbids other fields)."""
+
+    def run(value: Any, where: str) -> None:
+        if not isinstance(value, dict):
+            raise fail(where, f"expected object, got {_type_name(value)}")
+        for name in required:
+            if name not in value:
+                raise fail(f"{where}.{name}", "is required")
+        for name, v in value.items():
+            check = (known or {}).get(name, extra)
+            if check is None:
+                raise fail(f"{where}.{name}", "unknown field")
+            check(v, f"{where}.{name}")
+
+    return run
+
+
+def one_of(choices: frozenset[str]) -> Check:
+    def run(value: Any, where: str) -> None:
+        if value not in choices:
+            raise fail(where, f"expected one of {', '.join(sorted(choices))}")
+
+    return run
+
+
+_EVENT_FIELDS: Final[dict[str, Check]] = {
+    "id": nullable(string),
+    "created": nullable(date_time),
+    "span_id": nullable(string),
+    "root_span_id": nullable(string),
+    "span_parents": nullable(array_of(string)),
+    "input": any_value,
+    "output": any_value,
+    "expected": any_value,
+    "error": any_value,
+    "scores": nullable(object_of(extra=score)),
+    "metadata": nullable(object_of({"model": nullable(string)})),
+    "metrics": nullable(object_of(extra=nullable(number))),
+    "tags": nullable(array_of(string)),
+    "context": nullable(object_of()),
+    "span_attributes": nullable(
+        object_of({"name": nullable(string), "type": nullable(one_of(SPAN_TYPES)), "purpose": any_value})
+    ),
+    "origin": nullable(
+        object_of(
+            {"object_type": one_of(ORIGIN_TYPES), "object_id": uuid_string, "id": string,
+             "_xact_id": nullable(string), "created": nullable(string)},
+            extra=None, required=("object_type", "object_id", "id"),
+        )  # fmt: skip
+    ),
+    "facets": nullable(object_of(extra=nullable(string))),
+    "dataset_record_id": nullable(string),
+    "_object_delete": nullable(boolean),
+    "_is_merge": nullable(boolean),
+    "_merge_paths": nullable(array_of(array_of(string))),
+    "_array_delete": nullable(
+        array_of(object_of({"path": array_of(string), "delete": array_of(any_value)}, extra=None))
+    ),
+    "_parent_id": nullable(string),
+}
+
+#: The fields an insert event may carry, per object type.
+EVENT_FIELDS: Final[dict[ObjectType, frozenset[str]]] = {
+    t: frozenset(DATA_FIELDS[t]) | frozenset(IDENTITY_FIELDS) | CONTROL_FIELDS for t in DATA_FIELDS
+}
+
+
+def validate_event(object_type: ObjectType, event: Any, where: str) -> None:
+    """Check one insert event against the spec's schema for ``object_type``."""
+    if not isinstance(event, dict):
+        raise fail(where, f"expected object, got {_type_name(event)}")
+    allowed = EVENT_FIELDS[object_type]
+    for name, value in event.items():
+        if name not in allowed:
+            raise fail(f"{where}.{name}", f"unknown field for a {object_type} event")
+        _EVENT_FIELDS[name](value, f"{where}.{name}")
+
+
+def events_list(body: Any, key: str = "events") -> list[Any]:
+    """``body[key]`` as a list, or a 400 explaining why not."""
+    if not isinstance(body, dict):
+        raise BadRequest(f"request body: expected object, got {_type_name(body)}")
+    events = body.get(key)
+    if not isinstance(events, list):
+        raise fail(key, f"expected array, got {_type_name(events)}")
+    return events
+
+
+def check_body(body: Any, fields: dict[str, Check], required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Validate a REST body: known fields only, each of the right type."""
+    object_of(fields, extra=None, required=required)(body, "body")
+    result: dict[str, Any] = body
+    return result

@@ -1,0 +1,112 @@
+"""REST objects: projects, datasets, experiments; auth and org isolation."""
+
+from __future__ import annotations
+
+import uuid
+
+from tests.conftest import unique_name
+from tests.emulator.conftest import Api
+
+
+async def test_version_needs_no_key(api: Api) -> None:
+    reply = await api.call("GET", "/version", key=None)
+    assert reply.status == 200
+    assert reply.json["logs3_payload_max_bytes"] == 1024 * 1024
+
+
+async def test_missing_and_unknown_keys_are_401(api: Api) -> None:
+    assert (await api.call("GET", "/v1/project", key=None)).status == 401
+    assert (await api.call("GET", "/v1/project", key="nope")).status == 401
+
+
+async def test_project_create_is_get_or_create(api: Api) -> None:
+    name = unique_name("proj")
+    first = await api.ok("POST", "/v1/project", {"name": name, "description": "d"})
+    again = await api.ok("POST", "/v1/project", {"name": name})
+    assert again == first
+    assert set(first) >= {"id", "org_id", "name", "created", "description", "user_id", "deleted_at"}
+    assert first["created"].endswith("Z")
+    assert await api.ok("GET", f"/v1/project/{first['id']}") == first
+    listed = await api.ok("GET", "/v1/project", params={"project_name": name})
+    assert listed["objects"] == [first]
+
+
+async def test_double_slash_paths(api: Api) -> None:
+    project = await api.project()
+    assert (await api.ok("GET", f"//v1/project/{project['id']}"))["id"] == project["id"]
+
+
+async def test_list_is_newest_first_and_pages_by_id(api: Api) -> None:
+    project = await api.project()
+    made = [await api.dataset(project["id"]) for _ in range(4)]
+    ids = [d["id"] for d in reversed(made)]
+    listed = await api.ok("GET", "/v1/dataset", params={"project_id": project["id"]})
+    assert [d["id"] for d in listed["objects"]] == ids
+    after = await api.ok("GET", "/v1/dataset", params={"project_id": project["id"], "starting_after": ids[0], "limit": "2"})  # fmt: skip
+    assert [d["id"] for d in after["objects"]] == ids[1:3]
+    before = await api.ok("GET", "/v1/dataset", params={"project_id": project["id"], "ending_before": ids[3], "limit": "2"})  # fmt: skip
+    assert [d["id"] for d in before["objects"]] == ids[1:3]
+    by_name = await api.ok("GET", "/v1/dataset", params={"project_name": project["name"], "dataset_name": made[0]["name"]})  # fmt: skip
+    assert by_name["objects"] == [made[0]]
+    by_ids = await api.ok("GET", "/v1/dataset", params={"ids": made[1]["id"]})
+    assert by_ids["objects"] == [made[1]]
+
+
+async def test_experiment_fields_and_ensure_new(api: Api) -> None:
+    project = await api.project()
+    dataset = await api.dataset(project["id"])
+    body = {"project_id": project["id"], "name": "exp", "dataset_id": dataset["id"], "dataset_version": "5"}
+    first = await api.ok("POST", "/v1/experiment", body)
+    assert first["dataset_id"] == dataset["id"] and first["public"] is False and first["base_exp_id"] is None
+    assert (await api.ok("POST", "/v1/experiment", body))["id"] == first["id"]
+    fresh = await api.ok("POST", "/v1/experiment", {**body, "ensure_new": True})
+    assert fresh["name"] == "exp-1" and fresh["id"] != first["id"]
+
+
+async def test_patch_and_delete(api: Api) -> None:
+    project = await api.project()
+    dataset = await api.dataset(project["id"])
+    patched = await api.ok("PATCH", f"/v1/dataset/{dataset['id']}", {"description": "new", "metadata": {"a": 1}})
+    assert patched["description"] == "new" and patched["metadata"] == {"a": 1}
+    deleted = await api.ok("DELETE", f"/v1/dataset/{dataset['id']}")
+    assert deleted["deleted_at"] is not None
+    assert (await api.call("GET", f"/v1/dataset/{dataset['id']}")).status == 404
+
+
+async def test_other_org_gets_404_for_everything(api: Api) -> None:
+    project = await api.project()
+    dataset = await api.dataset(project["id"])
+    other = api.emulator.other_org_key
+    assert (await api.call("GET", f"/v1/project/{project['id']}", key=other)).status == 404
+    assert (await api.call("GET", f"/v1/dataset/{dataset['id']}", key=other)).status == 404
+    assert (await api.call("DELETE", f"/v1/dataset/{dataset['id']}", key=other)).status == 404
+    assert (await api.call("POST", "/v1/dataset", {"project_id": project["id"], "name": "x"}, key=other)).status == 404  # fmt: skip
+    insert = await api.call("POST", f"/v1/dataset/{dataset['id']}/insert", {"events": [{"input": 1}]}, key=other)
+    assert insert.status == 404
+    listed = await api.ok("GET", "/v1/project", params={"project_name": project["name"]}, key=other)
+    assert listed["objects"] == []
+    fetch = await api.call("POST", f"/v1/dataset/{dataset['id']}/fetch", {}, key=other)
+    assert fetch.status == 404
+
+
+async def test_member_key_sees_org_objects(api: Api) -> None:
+    project = await api.project()
+    got = await api.ok("GET", f"/v1/project/{project['id']}", key=api.emulator.member_key)
+    assert got["id"] == project["id"]
+
+
+async def test_malformed_object_requests_are_400(api: Api) -> None:
+    cases = [
+        ("POST", "/v1/project", b"{not json", "invalid JSON"),
+        ("POST", "/v1/project", b"{}", "body.name: is required"),
+        ("POST", "/v1/project", b'{"name": 5}', "body.name: expected string"),
+        ("POST", "/v1/project", b'{"name": "a", "bogus": 1}', "body.bogus: unknown field"),
+        ("POST", "/v1/dataset", b'{"project_id": "nope", "name": "a"}', "body.project_id: expected a uuid"),
+        ("GET", "/v1/project/not-a-uuid", None, "expected a uuid"),
+    ]
+    for method, path, raw, message in cases:
+        reply = await api.call(method, path, raw=raw)
+        assert reply.status == 400, (path, reply.text)
+        assert message in reply.text
+    missing = await api.call("GET", f"/v1/project/{uuid.uuid4()}")
+    assert missing.status == 404

@@ -53,8 +53,13 @@ def unsupported(node: exp.Expr) -> QuerySyntaxError:
 
 
 def _where(node: exp.Expr) -> str:
-    line, col = node.meta.get("line"), node.meta.get("col")
-    return f" at line {line}, column {col}" if line is not None and col is not None else ""
+    """`` at line L, column C`` of the construct's first token, when sqlglot recorded it."""
+    located = [n.meta for n in node.walk() if n.meta.get("start") is not None and n.meta.get("col")]
+    if not located:
+        return ""
+    first = min(located, key=lambda meta: meta["start"])
+    # sqlglot records the column of a token's last character.
+    return f" at line {first['line']}, column {first['col'] - (first['end'] - first['start'])}"
 
 
 def ident_path(node: exp.Expr) -> list[str]:

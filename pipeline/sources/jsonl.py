@@ -49,7 +49,9 @@ def _decode_line(line: bytes, where: str, number: int) -> dict[str, Any]:
     try:
         line.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise UsageError(f"{where}:{number}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from exc
+        raise UsageError(
+            f"{where}:{number}: not valid UTF-8 ({exc.reason} at column {exc.start + 1})"
+        ) from exc
     try:
         value = loads(line)
     except ValueError as exc:

@@ -1,0 +1,90 @@
+"""``btpipe run CONFIG`` and ``btpipe validate CONFIG``: job files from cron, Kubernetes, Airflow."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import anyio
+import click
+
+from pipeline.commandline import Output, emit_json, output_options, run_async
+from pipeline.errors import EXIT_USAGE
+from pipeline.jobs.config import ConfigError, JobFile, load_job_file
+
+
+def _overrides(sets: tuple[str, ...], out: str | None) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--set")
+        pairs[key.strip()] = value
+    if out is not None:
+        pairs["out"] = out
+    return pairs
+
+
+def _load(config: str, only: tuple[str, ...], overrides: dict[str, str]) -> JobFile:
+    try:
+        return load_job_file(config, only=only, overrides=overrides)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(f"btpipe: error: {problem}", err=True)
+        sys.exit(EXIT_USAGE)
+
+
+@click.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--job", "jobs", multiple=True, metavar="NAME", help="Run only this job (repeatable).")
+@click.option("--out", default=None, help="Output root for export jobs (overrides the file and BTPIPE_OUT).")
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a job key (or source.KEY / destination.KEY) for this run.",
+)
+@output_options
+def run(
+    config: str, jobs: tuple[str, ...], out: str | None, sets: tuple[str, ...], quiet: bool, as_json: bool
+) -> None:
+    """Run the jobs of a TOML job file (all of them, or those named by --job)."""
+    from pipeline.jobs.runner import run_jobs
+
+    job_file = _load(config, jobs, _overrides(sets, out))
+    output = Output(quiet, as_json)
+    progress = output.progress()
+
+    async def body() -> Any:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(progress.redraw_forever)
+            results = await run_jobs(job_file, progress)
+            tg.cancel_scope.cancel()
+        progress.draw()
+        return results
+
+    results = run_async(body)
+    if as_json:
+        emit_json([r.to_json() for r in results])
+        return
+    for result in results:
+        for warning in result.warnings:
+            click.echo(f"btpipe: warning: {warning}", err=True)
+        pruned = f", pruned {len(result.pruned_runs)} old runs" if result.pruned_runs else ""
+        output.say(
+            f"job {result.name}: {result.rows:,} rows, {result.files} files in {result.seconds:.1f}s"
+            f"{pruned} -> {result.out or ''}".rstrip(" ->")
+        )
+
+
+@click.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Check with this override applied.")
+def validate(config: str, sets: tuple[str, ...]) -> None:
+    """Check a job file: unknown keys, wrong types, missing environment variables (exit 2)."""
+    job_file = _load(config, (), _overrides(sets, None))
+    click.echo(f"{config}: ok ({len(job_file.jobs)} jobs: {', '.join(job_file.jobs)})")
+
+
+COMMANDS = [run, validate]

@@ -1,0 +1,115 @@
+"""Run the jobs of a job file: exports (with full-run rotation and retention) and migrations.
+
+A scheduled export job runs one :class:`~pipeline.export.runner.ExportJob` per project into
+the same output root, then prunes runs beyond ``keep_runs`` (:mod:`pipeline.jobs.retention`).
+Everything the next run needs (state, manifests) lives in the output root, so a cron job on a
+fresh machine pointed at the same ``s3://`` prefix carries on where the last run stopped.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import anyio
+
+from pipeline.api.client import BraintrustClient
+from pipeline.api.objects import resolve_project
+from pipeline.errors import UsageError
+from pipeline.export import layout
+from pipeline.export.runner import ExportJob, ExportSummary
+from pipeline.jobs import retention
+from pipeline.jobs.config import Connection, ExportJobConfig, JobConfig, JobFile, MigrateJobConfig
+from pipeline.progress import Progress
+from pipeline.sinks.storage import Storage, open_storage
+from pipeline.state import StateStore
+
+
+@dataclass
+class JobResult:
+    """What one job did, for the summary line and ``--json``."""
+
+    name: str
+    kind: str
+    rows: int = 0
+    files: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    out: str | None = None
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    pruned_runs: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+async def _incremental_for(storage: Storage, project_id: str, job: ExportJobConfig) -> bool:
+    """Incremental unless ``full_every`` says this run re-bases; an unfinished run keeps its mode."""
+    if not job.incremental:
+        return False
+    saved = await anyio.to_thread.run_sync(StateStore(storage, layout.state_path(project_id)).load)
+    if saved and saved.get("run"):
+        return bool(saved["run"]["options"].get("incremental", True))
+    runs = await anyio.to_thread.run_sync(retention.project_runs, storage, project_id)
+    return not retention.full_run_due(runs, job.full_every)
+
+
+async def _prune(storage: Storage, project_id: str, job: ExportJobConfig, result: JobResult) -> None:
+    if job.keep_runs is None:
+        return
+    runs = await anyio.to_thread.run_sync(retention.project_runs, storage, project_id)
+    plan = retention.plan_retention(runs, job.keep_runs)
+    if plan.warning:
+        result.warnings.append(f"job.{job.name}: {plan.warning}")
+    await anyio.to_thread.run_sync(retention.prune_runs, storage, plan.prune)
+    result.pruned_runs.extend(r.run_id for r in plan.prune)
+
+
+def _add_export(result: JobResult, summary: ExportSummary) -> None:
+    result.rows += summary.rows
+    result.files += sum(o.files for o in summary.objects)
+    result.bytes += sum(o.bytes for o in summary.objects)
+    result.runs.append(summary.to_json())
+
+
+async def run_export_job(job: ExportJobConfig, source: Connection, progress: Progress) -> JobResult:
+    """Export every project of ``job`` into its output root, then apply retention."""
+    started = time.monotonic()
+    result = JobResult(name=job.name, kind=job.kind, out=job.out)
+    storage = await anyio.to_thread.run_sync(open_storage, job.out)
+    result.out = storage.url
+    async with BraintrustClient(source.client_settings()) as client:
+        for name in job.projects:
+            project = await resolve_project(client, name)
+            incremental = await _incremental_for(storage, project["id"], job)
+            options = job.export_options(project["id"], incremental=incremental)
+            summary = await ExportJob(client, options, progress).run()
+            _add_export(result, summary)
+            await _prune(storage, project["id"], job, result)
+    result.seconds = round(time.monotonic() - started, 3)
+    return result
+
+
+async def run_migrate_job(
+    job: MigrateJobConfig, source: Connection, destination: Connection, progress: Progress
+) -> JobResult:
+    """Copy ``job.project`` to ``job.to_project`` and, with ``verify``, compare the two."""
+    raise UsageError(f"job.{job.name}: migrate jobs need the load stage's migrate entry point")
+
+
+async def run_job(jobs: JobFile, job: JobConfig, progress: Progress) -> JobResult:
+    if jobs.source is None:
+        raise UsageError(f"{jobs.path}: job.{job.name} has no [source] connection")
+    if isinstance(job, ExportJobConfig):
+        return await run_export_job(job, jobs.source, progress)
+    if jobs.destination is None:
+        raise UsageError(f"{jobs.path}: job.{job.name} has no [destination] connection")
+    return await run_migrate_job(job, jobs.source, jobs.destination, progress)
+
+
+async def run_jobs(jobs: JobFile, progress: Progress) -> list[JobResult]:
+    """Every job of ``jobs`` in file order; the first failure stops the rest."""
+    return [await run_job(jobs, job, progress) for job in jobs.jobs.values()]

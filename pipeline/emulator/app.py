@@ -326,6 +326,8 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         raise web.HTTPNotFound(text=str(exc)) from None
     except sqlite3.IntegrityError as exc:
         raise web.HTTPConflict(text=f"conflict: {exc}") from None
+    except sqlite3.OperationalError as exc:  # e.g. a JSON path SQLite cannot evaluate
+        raise web.HTTPBadRequest(text=f"query failed: {exc}") from None
     if isinstance(response, web.Response) and response.body is not None:
         body_len = len(response.body) if isinstance(response.body, bytes) else _COMPRESS_MIN_BYTES
         if body_len >= _COMPRESS_MIN_BYTES and "gzip" in request.headers.get("Accept-Encoding", ""):

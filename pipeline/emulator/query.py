@@ -244,24 +244,20 @@ class _Compiler:
         if not (isinstance(left, dict) and left.get("op") == "ident"):
             return f"(instr({self.expr(left, where + '.left')}, {self.expr(right, where + '.right')}) > 0)"
         path = json_path(_ident_path(left, f"{where}.left"), f"{where}.left")
-        value = self.expr(right, f"{where}.right")
         d = f"{self.alias}.data"
-        return (
-            f"(CASE json_type({d}, {self.bind(path)})"
-            f" WHEN 'array' THEN EXISTS (SELECT 1 FROM json_each({d}, {self.bind(path)}) WHERE value = {value})"
-            f" WHEN 'text' THEN instr(json_extract({d}, {self.bind(path)}), {self.expr(right, where + '.right')}) > 0"
-            " ELSE 0 END)"
-        )
+        # parameters are bound in the order they appear in the SQL text
+        sql = f"(CASE json_type({d}, {self.bind(path)})"
+        sql += f" WHEN 'array' THEN EXISTS (SELECT 1 FROM json_each({d}, {self.bind(path)})"
+        sql += f" WHERE value = {self.expr(right, where + '.right')})"
+        sql += f" WHEN 'text' THEN instr(json_extract({d}, {self.bind(path)}), {self.expr(right, where + '.right')}) > 0"
+        return sql + " ELSE 0 END)"
 
     def _in(self, node: dict[str, Any], where: str, as_json: bool, aggregate: bool) -> str:
         right = node.get("right")
         if not isinstance(right, dict) or right.get("op") != "literal" or not isinstance(right.get("value"), list):
             raise QueryError(f"{where}.right: 'in' needs a list literal")
-        left = self._coerce_xact(node.get("left"), None)
-        left_sql = self.expr(left, f"{where}.left", aggregate=aggregate)
-        values = right["value"]
-        if left == {"op": "ident", "name": ["_xact_id"]} or node.get("left") == {"op": "ident", "name": ["_xact_id"]}:
-            values = [int(v) for v in values]
+        left_sql = self.expr(node.get("left"), f"{where}.left", aggregate=aggregate)
+        values = [self._coerce_xact({"op": "literal", "value": v}, node.get("left"))["value"] for v in right["value"]]
         if not values:
             return "0"
         return f"({left_sql} IN ({', '.join(self.bind(v) for v in values)}))"

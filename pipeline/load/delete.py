@@ -1,0 +1,100 @@
+"""``btpipe delete``: find the rows a filter matches and delete them with ``_object_delete``.
+
+The ids are read through the export pager under one pinned snapshot version, so deleting
+while paging cannot shift the pages; delete events (``{"id": ..., "_object_delete": true}``)
+go through the same batcher and insert pool as an import. ``plan`` (the ``--dry-run``) only
+counts and samples ids. There is no resume state: re-running the same command finds whatever
+still matches, which is exactly what is left to do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import orjson
+
+from pipeline.api.btql import Pager, build_query, snapshot
+from pipeline.api.client import BraintrustClient
+from pipeline.api.objects import ObjectRef
+from pipeline.load.batcher import Batcher, Item
+from pipeline.load.insert import InsertOptions, InsertPool, Ledger, feed, request_limit
+from pipeline.querylang.ast import Expr, ident
+
+SAMPLE_IDS = 10
+
+
+@dataclass
+class DeletePlan:
+    label: str
+    object_id: str
+    version: str | None
+    matched: int
+    sample_ids: list[str] = field(default_factory=list)
+    deleted: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _id_query(ref: ObjectRef, filter_expr: Expr) -> dict[str, Any]:
+    return build_query(
+        ref.object_type, ref.id, filter_expr=filter_expr, select=[{"alias": "id", "expr": ident("id")}]
+    )
+
+
+def _ids(raw: bytes) -> list[str]:
+    return [str(orjson.loads(line)["id"]) for line in raw.splitlines() if line.strip()]
+
+
+async def plan(client: BraintrustClient, ref: ObjectRef, filter_expr: Expr) -> DeletePlan:
+    """How many rows of ``ref`` match, a sample of their ids, and the version pinned."""
+    query = _id_query(ref, filter_expr)
+    snap = await snapshot(client, query)
+    result = DeletePlan(ref.label, ref.id, snap.version, snap.rows)
+    if snap.rows and snap.version is not None:
+        pager = Pager(client, query, version=snap.version, max_limit=SAMPLE_IDS, limit=SAMPLE_IDS)
+        page = await pager.next_page()
+        result.sample_ids = _ids(page.raw)[:SAMPLE_IDS] if page else []
+    return result
+
+
+async def delete(
+    client: BraintrustClient,
+    refs: list[tuple[ObjectRef, DeletePlan]],
+    filter_expr: Expr,
+    options: InsertOptions,
+    *,
+    batch_rows: int = 1000,
+    max_batch_bytes: int | None = None,
+) -> None:
+    """Delete every row each plan matched (at its pinned version); fills ``plan.deleted``."""
+    limit = await request_limit(client, max_batch_bytes)
+    pool = InsertPool(client, options, max_request_bytes=limit)
+
+    async def produce() -> None:
+        for ref, planned in refs:
+            if not planned.matched or planned.version is None:
+                continue
+
+            async def counted(ledger: Ledger, _mark: Any, planned: DeletePlan = planned) -> None:
+                planned.deleted = ledger.rows
+
+            batcher = Batcher(
+                ref.rows_path, max_rows=batch_rows, max_bytes=limit, ledger=Ledger(ref.label, counted)
+            )
+            await feed(pool, batcher, _delete_items(client, ref, filter_expr, planned.version))
+
+    await pool.run(produce)
+
+
+async def _delete_items(
+    client: BraintrustClient, ref: ObjectRef, filter_expr: Expr, version: str
+) -> AsyncIterator[list[Item]]:
+    pager = Pager(client, _id_query(ref, filter_expr), version=version)
+    async for page in pager.pages():
+        yield [
+            Item(orjson.dumps({"id": row_id, "_object_delete": True}), row_id, f"{ref.label} id {row_id}")
+            for row_id in _ids(page.raw)
+        ]

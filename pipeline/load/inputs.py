@@ -1,0 +1,127 @@
+"""What an import reads: the objects in an export's files, found from a path or URL.
+
+``--in`` may name an export root (every run in it, oldest first, so later runs of an
+incremental backup overwrite earlier versions of a row), one run's manifest
+(``<root>/_manifests/<run>.json``), a directory of data files, or one data file. Files are
+grouped into objects by the export's Hive path (``object_type=<t>/object_id=<id>/``); the
+object names come from the manifests. Files outside that layout belong to no known object and
+need ``--to-object``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from pipeline.errors import UsageError
+from pipeline.rows import OBJECT_TYPES, ObjectType
+from pipeline.sinks.manifest import MANIFEST_DIR, Manifest, list_manifests, read_manifest
+from pipeline.sinks.storage import Storage, open_storage
+from pipeline.sources import discover_files, is_data_file
+
+_HIVE = re.compile(r"object_type=([a-z_]+)/object_id=([^/]+)/")
+
+
+@dataclass
+class InputObject:
+    """One source object and its files, in reading order."""
+
+    object_type: ObjectType | None
+    id: str | None
+    name: str | None
+    files: list[str] = field(default_factory=list)
+    rows: int | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.object_type or 'unknown'}:{self.id or '-'}"
+
+    @property
+    def label(self) -> str:
+        if self.object_type == "project_logs":
+            return "logs"
+        return f"{self.object_type or 'file'}:{self.name or self.id or '?'}"
+
+
+def split_input(text: str) -> tuple[str, str]:
+    """(storage root, prefix under it) for an ``--in`` value."""
+    text = text.rstrip("/")
+    marker = f"/{MANIFEST_DIR}/"
+    if text.endswith(".json") and marker in text:
+        root, _, name = text.rpartition(marker)
+        return root, f"{MANIFEST_DIR}/{name}"
+    if is_data_file(text):
+        root, _, name = text.rpartition("/")
+        return root or ".", name
+    return text, ""
+
+
+def open_input(text: str) -> tuple[Storage, str]:
+    root, prefix = split_input(text)
+    return open_storage(root), prefix
+
+
+def _manifests(storage: Storage, prefix: str) -> list[Manifest]:
+    if prefix.endswith(".json"):
+        return [read_manifest(storage, prefix)]
+    if prefix == "" and storage.list_files(f"{MANIFEST_DIR}/"):
+        return list_manifests(storage)
+    return []
+
+
+def find_inputs(storage: Storage, prefix: str) -> list[InputObject]:
+    """The objects under ``prefix``, in first-seen order (blocking: run in a thread)."""
+    manifests = _manifests(storage, prefix)
+    names: dict[str, str] = {}
+    rows: dict[str, int] = {}
+    for manifest in manifests:
+        for obj in manifest.objects:
+            if obj.name:
+                names[obj.object_id] = obj.name
+            rows[obj.object_id] = rows.get(obj.object_id, 0) + obj.rows_written
+    if manifests and not prefix:
+        files = [info.path for m in manifests for obj in m.objects for info in obj.files]
+    else:
+        files = discover_files(storage, prefix)
+    found: dict[tuple[str | None, str | None], InputObject] = {}
+    for path in files:
+        match = _HIVE.search(f"{storage.url.rstrip('/')}/{path}")
+        object_type = match.group(1) if match else None
+        if object_type is not None and object_type not in OBJECT_TYPES:
+            raise UsageError(f"{path}: unknown object type {object_type!r} in the path")
+        object_id = match.group(2) if match else None
+        key = (object_type, object_id)
+        if key not in found:
+            typed: ObjectType | None = object_type
+            found[key] = InputObject(
+                typed, object_id, names.get(object_id or ""), rows=rows.get(object_id or "")
+            )
+        found[key].files.append(path)
+    return list(found.values())
+
+
+def select_inputs(objects: list[InputObject], selection: str | None) -> list[InputObject]:
+    """Filter by ``--objects`` (logs, datasets, experiments, dataset:NAME, experiment:NAME)."""
+    if not selection:
+        return objects
+    chosen: list[InputObject] = []
+    for raw in selection.split(","):
+        item = raw.strip()
+        if not item:
+            continue
+        kind, _, name = item.partition(":")
+        if item in ("logs", "project_logs"):
+            picked = [o for o in objects if o.object_type == "project_logs"]
+        elif item in ("datasets", "experiments"):
+            picked = [o for o in objects if o.object_type == item[:-1]]
+        elif kind in ("dataset", "experiment") and name:
+            picked = [o for o in objects if o.object_type == kind and name in (o.name, o.id)]
+            if not picked:
+                raise UsageError(f"--objects: the input holds no {kind} named {name!r}")
+        else:
+            raise UsageError(
+                f"--objects: cannot understand {item!r} "
+                "(expected logs, datasets, experiments, dataset:NAME or experiment:NAME)"
+            )
+        chosen.extend(o for o in picked if o not in chosen)
+    return chosen

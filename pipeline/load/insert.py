@@ -1,0 +1,249 @@
+"""Insert workers: bounded concurrency, bytes in flight, 413 splitting, oversize events.
+
+    producer --submit()--> bounded stream (``workers`` slots) --> ``workers`` insert tasks
+                                                                   |
+                                        Ledger.finished(batch) <---+ (checkpoint, in order)
+
+``submit`` waits for room twice: for bytes (at most ``max_bytes_in_flight`` encoded bytes
+between the producer and the server; one batch larger than that still goes alone) and for a
+stream slot. Retries on 429/5xx/connection errors are the API client's, the one retry policy.
+A 413 splits the batch in half and sends both halves; a single event the server still refuses,
+or one the batcher already knew was too big, is an *oversize* event: it stops the run with an
+error naming its id, file and position, or with ``--on-error skip`` is written to the error
+file (one JSON line with the event itself, so nothing is silently dropped) and counted.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import anyio
+import orjson
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from pipeline.api.client import BraintrustClient
+from pipeline.errors import ApiError, BtpipeError, UsageError
+from pipeline.load.batcher import Batch, Batcher, Item, request_body
+from pipeline.load.checkpoint import PrefixTracker
+
+OnError = Literal["fail", "skip"]
+PAYLOAD_TOO_LARGE = 413
+#: Used when neither the server (``GET /version``) nor ``--max-batch-bytes`` sets a limit: the
+#: documented ~6 MB request ceiling, with room to spare.
+DEFAULT_REQUEST_BYTES = 5 * 10**6
+
+
+async def request_limit(client: BraintrustClient, flag: int | None) -> int:
+    """Largest request body to build: ``--max-batch-bytes``, capped by the server's
+    ``logs3_payload_max_bytes`` when it reports one."""
+    try:
+        info = await client.get_json("/version")
+    except ApiError:
+        info = None
+    server = info.get("logs3_payload_max_bytes") if isinstance(info, dict) else None
+    limits = [v for v in (flag, server) if isinstance(v, int) and v > 0]
+    return min(limits) if limits else DEFAULT_REQUEST_BYTES
+
+
+@dataclass(frozen=True)
+class InsertOptions:
+    workers: int = 4
+    max_bytes_in_flight: int = 64 * 2**20
+    on_error: OnError = "fail"
+
+
+@dataclass(frozen=True)
+class InsertStatistics:
+    batches: int
+    rows: int
+    splits: int
+    skipped: int
+
+
+class ByteBudget:
+    """A semaphore counted in bytes; a request larger than the budget waits for an empty one."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = max(1, limit)
+        self.in_flight = 0
+        self._changed = anyio.Condition()
+
+    async def acquire(self, nbytes: int) -> None:
+        async with self._changed:
+            while self.in_flight and self.in_flight + nbytes > self.limit:
+                await self._changed.wait()
+            self.in_flight += nbytes
+
+    async def release(self, nbytes: int) -> None:
+        async with self._changed:
+            self.in_flight -= nbytes
+            self._changed.notify_all()
+
+
+class Ledger:
+    """The checkpoint of one destination stream: batches registered in order, finished in any.
+
+    ``on_advance(ledger, mark)`` runs (under a lock, so saves never interleave) whenever the
+    contiguous prefix grows; ``mark`` is the newest durable mark, or None if the batches that
+    completed the prefix carried none.
+    """
+
+    def __init__(self, label: str, on_advance: Callable[[Ledger, Any], Awaitable[None]]) -> None:
+        self.label = label
+        self.tracker = PrefixTracker()
+        self.skipped = 0
+        self._on_advance = on_advance
+        self._lock = anyio.Lock()
+
+    @property
+    def rows(self) -> int:
+        """Rows in the applied prefix (skipped oversize events included)."""
+        return self.tracker.rows
+
+    def register(self, batch: Batch) -> None:
+        self.tracker.register(batch.seq, batch.mark, len(batch.items))
+
+    async def finished(self, batch: Batch) -> None:
+        async with self._lock:
+            advanced, mark = self.tracker.finish(batch.seq)
+            if advanced:
+                await self._on_advance(self, mark)
+
+
+class ErrorLog:
+    """The ``--on-error skip`` file: one JSON line per oversize event, appended as they occur."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.count = 0
+        self._fh: io.BufferedWriter | None = None
+
+    def _append(self, line: bytes) -> None:
+        if self._fh is None:
+            try:
+                self._fh = open(self.path, "ab")  # noqa: SIM115 - closed by close()
+            except OSError as exc:
+                raise UsageError(f"cannot open error file {self.path}: {exc.strerror or exc}") from exc
+        self._fh.write(line)
+        self._fh.flush()
+
+    async def record(self, item: Item, reason: str) -> None:
+        line = orjson.dumps(
+            {
+                "id": item.id,
+                "where": item.where,
+                "bytes": len(item.data),
+                "error": reason,
+                "event": orjson.Fragment(item.data),
+            }
+        )
+        await anyio.to_thread.run_sync(self._append, line + b"\n")
+        self.count += 1
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+class InsertPool:
+    """Runs ``workers`` insert tasks for the duration of ``run(produce)``."""
+
+    def __init__(
+        self,
+        client: BraintrustClient,
+        options: InsertOptions,
+        *,
+        max_request_bytes: int,
+        error_log: ErrorLog | None = None,
+    ) -> None:
+        if options.on_error == "skip" and error_log is None:
+            raise ValueError("--on-error skip needs an error log")
+        self.client = client
+        self.options = options
+        self.max_request_bytes = max_request_bytes
+        self.error_log = error_log
+        self._budget = ByteBudget(options.max_bytes_in_flight)
+        self._send: MemoryObjectSendStream[Batch] | None = None
+        self._batches = self._rows = self._splits = 0
+
+    def statistics(self) -> InsertStatistics:
+        skipped = self.error_log.count if self.error_log else 0
+        return InsertStatistics(self._batches, self._rows, self._splits, skipped)
+
+    async def run(self, produce: Callable[[], Awaitable[None]]) -> None:
+        """Start the workers, run ``produce`` (which calls :meth:`submit`), drain, stop."""
+        send, receive = anyio.create_memory_object_stream[Batch](max(1, self.options.workers))
+        async with anyio.create_task_group() as tg:
+            async with receive:
+                for _ in range(max(1, self.options.workers)):
+                    tg.start_soon(self._worker, receive.clone())
+            async with send:
+                self._send = send
+                try:
+                    await produce()
+                finally:
+                    self._send = None
+
+    async def submit(self, batch: Batch) -> None:
+        """Queue ``batch``; waits while the workers or the byte budget are full."""
+        if self._send is None:
+            raise RuntimeError("submit() outside InsertPool.run()")
+        batch.ledger.register(batch)
+        await self._budget.acquire(batch.nbytes)
+        await self._send.send(batch)
+
+    async def _worker(self, receive: MemoryObjectReceiveStream[Batch]) -> None:
+        async with receive:
+            async for batch in receive:
+                try:
+                    await self._apply(batch)
+                finally:
+                    await self._budget.release(batch.nbytes)
+                await batch.ledger.finished(batch)
+
+    async def _apply(self, batch: Batch) -> None:
+        if batch.oversize:
+            limit = f"the request limit of {self.max_request_bytes:,} bytes"
+            await self._oversize(batch.ledger, batch.items[0], limit)
+        else:
+            await self._insert(batch.ledger, batch.path, batch.items)
+        self._batches += 1
+
+    async def _insert(self, ledger: Ledger, path: str, items: list[Item]) -> None:
+        try:
+            await self.client.post_raw(f"{path}/insert", request_body(items))
+        except ApiError as exc:
+            if exc.status != PAYLOAD_TOO_LARGE:
+                raise
+            if len(items) == 1:
+                await self._oversize(ledger, items[0], "what the server accepts in one request (HTTP 413)")
+                return
+            self._splits += 1
+            half = len(items) // 2
+            await self._insert(ledger, path, items[:half])
+            await self._insert(ledger, path, items[half:])
+            return
+        self._rows += len(items)
+
+    async def _oversize(self, ledger: Ledger, item: Item, limit: str) -> None:
+        reason = f"event {item.id!r} at {item.where} is {len(item.data):,} bytes encoded, more than {limit}"
+        if self.options.on_error != "skip" or self.error_log is None:
+            raise BtpipeError(
+                f"{reason}; re-run with --on-error skip to record it in an error file and go on"
+            )
+        await self.error_log.record(item, reason)
+        ledger.skipped += 1
+
+
+async def feed(pool: InsertPool, batcher: Batcher, chunks: AsyncIterator[list[Item]]) -> None:
+    """Batch every item of ``chunks`` and submit the batches in order, the partial one last."""
+    async for items in chunks:
+        for item in items:
+            for batch in batcher.add(item):
+                await pool.submit(batch)
+    for batch in batcher.flush():
+        await pool.submit(batch)

@@ -1,0 +1,74 @@
+"""Turn a row as read back (from files or ``/btql``) into an event the insert endpoint accepts.
+
+The destination object is named by the insert path (``/v1/<type>/<id>/insert``), so an event
+carries no object keys at all: the source's ``project_id`` / ``log_id`` / ``dataset_id`` /
+``experiment_id`` are dropped with the read-only fields, and the server fills in the
+destination's. ``id``, ``span_id``, ``root_span_id``, ``span_parents`` and ``created`` are
+kept, so traces and timestamps survive and a re-sent event overwrites instead of doubling.
+
+Write-control fields (``_object_delete``, ``_is_merge``, ...) are never copied from data: a
+row read back is a whole row, and a stray ``_object_delete`` in a backup must not turn a
+restore into a delete. Where a row has no ``origin``, it gets one pointing at the row it was
+copied from (provenance; ``verify`` ignores it because it is a destination field).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from pipeline.rows import (
+    ALL_OBJECT_KEY_FIELDS,
+    CONTROL_FIELDS,
+    OBJECT_KEY_FIELDS,
+    READ_ONLY_FIELDS,
+    ObjectType,
+)
+
+_DROPPED = READ_ONLY_FIELDS | ALL_OBJECT_KEY_FIELDS | CONTROL_FIELDS
+
+
+@dataclass(frozen=True)
+class SourceObject:
+    """The object rows were read from; ``id`` may be unknown (a bare file), then the row's own
+    object key is used for ``origin``."""
+
+    object_type: ObjectType
+    id: str | None = None
+
+
+def source_object_id(row: dict[str, Any], source: SourceObject) -> str | None:
+    """The id of the object ``row`` came from: the known one, else the row's own object key."""
+    if source.id is not None:
+        return source.id
+    key = OBJECT_KEY_FIELDS[source.object_type][-1]
+    value = row.get("project_id" if source.object_type == "project_logs" else key)
+    return value if isinstance(value, str) else None
+
+
+def to_event(row: dict[str, Any], source: SourceObject) -> dict[str, Any]:
+    """The insert event for ``row`` (a fresh dict; ``row`` is not modified)."""
+    event = {k: v for k, v in row.items() if k not in _DROPPED}
+    if event.get("origin") is None and "id" in row:
+        object_id = source_object_id(row, source)
+        if object_id is not None:
+            origin: dict[str, Any] = {
+                "object_type": source.object_type,
+                "object_id": object_id,
+                "id": row["id"],
+            }
+            if row.get("_xact_id") is not None:
+                origin["_xact_id"] = str(row["_xact_id"])
+            if row.get("created") is not None:
+                origin["created"] = row["created"]
+            event["origin"] = origin
+        else:
+            event.pop("origin", None)
+    return event
+
+
+def encode_event(event: dict[str, Any]) -> bytes:
+    """Encode an event once; request bodies are built by joining these bytes."""
+    return orjson.dumps(event)

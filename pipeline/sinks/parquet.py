@@ -179,22 +179,16 @@ def _typed_number_map(value: Any) -> tuple[list[tuple[str, float | None]] | None
     return entries, exact
 
 
-def _simple(expected: type) -> Callable[[Any], tuple[Any, bool]]:
-    def typed(value: Any) -> tuple[Any, bool]:
-        return (value, True) if type(value) is expected else (None, False)
-
-    return typed
-
-
 def _typed_string_list(value: Any) -> tuple[list[str] | None, bool]:
     if type(value) is list and all(type(item) is str for item in value):
         return value, True
     return None, False
 
 
+#: Kinds whose typed value is the JSON value itself when its Python type matches.
+_PLAIN: Final[dict[Kind, type]] = {Kind.STRING: str, Kind.BOOL: bool}
+
 _TYPERS: Final[dict[Kind, Callable[[Any], tuple[Any, bool]]]] = {
-    Kind.STRING: _simple(str),
-    Kind.BOOL: _simple(bool),
     Kind.TIMESTAMP: _typed_created,
     Kind.STRING_LIST: _typed_string_list,
     Kind.NUMBER_MAP: _typed_number_map,
@@ -214,13 +208,35 @@ def rows_to_table(rows: list[dict[str, Any]], object_type: ObjectType) -> pa.Tab
             continue
         values = [row.get(field.name, _ABSENT) for row in rows]
         kind = _kind(field.name)
+        if values.count(_ABSENT) == len(values):
+            columns.append(pa.nulls(len(values), field.type))
+            continue
         if kind is Kind.JSON:
-            typed: list[Any] = [None if v is _ABSENT else dumps(v).decode() for v in values]
+            typed: list[Any] = [None if v is _ABSENT else dumps(v) for v in values]
+        elif kind in _PLAIN:
+            typed = _encode_plain(field.name, values, _PLAIN[kind], extras)
         else:
             typed = _encode_typed(field.name, values, _TYPERS[kind], extras)
         columns.append(pa.array(typed, type=field.type))
-    columns.append(pa.array([None if e is None else dumps(e).decode() for e in extras], type=pa.string()))
+    columns.append(pa.array([None if e is None else dumps(e) for e in extras], type=pa.string()))
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _keep_exact(name: str, index: int, value: Any, extras: list[dict[str, Any] | None]) -> None:
+    """Record a value its typed column cannot reproduce in the row's ``_extra``."""
+    extra = extras[index]
+    if extra is None:
+        extra = extras[index] = {}
+    extra[name] = value
+
+
+def _encode_plain(
+    name: str, values: list[Any], expected: type, extras: list[dict[str, Any] | None]
+) -> list[Any]:
+    """Typed values of a string or bool column (the common case, kept to two comprehensions)."""
+    for i in [i for i, v in enumerate(values) if type(v) is not expected and v is not _ABSENT]:
+        _keep_exact(name, i, values[i], extras)
+    return [v if type(v) is expected else None for v in values]
 
 
 def _encode_typed(
@@ -238,10 +254,7 @@ def _encode_typed(
         converted, exact = typer(value)
         typed.append(converted)
         if not exact:
-            extra = extras[i]
-            if extra is None:
-                extra = extras[i] = {}
-            extra[name] = value
+            _keep_exact(name, i, value, extras)
     return typed
 
 
@@ -288,9 +301,10 @@ def table_to_rows(
             raise UsageError(f"table holds {found.decode()} rows, not {object_type}")
     rows: list[dict[str, Any]] = [{} for _ in range(table.num_rows)]
     for name in table.schema.names:
-        if name == EXTRA_COLUMN:
+        column = pa.chunked_array(table.column(name))
+        if name == EXTRA_COLUMN or column.null_count == len(column):
             continue
-        _fill(rows, name, _decode_column(name, pa.chunked_array(table.column(name))))
+        _fill(rows, name, _decode_column(name, column))
     if EXTRA_COLUMN in table.schema.names:
         for row, extra in zip(rows, table.column(EXTRA_COLUMN).to_pylist(), strict=True):
             if extra is not None:

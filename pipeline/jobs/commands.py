@@ -9,8 +9,9 @@ import anyio
 import click
 
 from pipeline.commandline import Output, emit_json, output_options, run_async
-from pipeline.errors import EXIT_USAGE
+from pipeline.errors import EXIT_FAILED, EXIT_USAGE
 from pipeline.jobs.config import ConfigError, JobFile, load_job_file
+from pipeline.jobs.runner import JobResult, run_jobs
 
 
 def _overrides(sets: tuple[str, ...], out: str | None) -> dict[str, str]:
@@ -50,8 +51,6 @@ def run(
     config: str, jobs: tuple[str, ...], out: str | None, sets: tuple[str, ...], quiet: bool, as_json: bool
 ) -> None:
     """Run the jobs of a TOML job file (all of them, or those named by --job)."""
-    from pipeline.jobs.runner import run_jobs
-
     job_file = _load(config, jobs, _overrides(sets, out))
     output = Output(quiet, as_json)
     progress = output.progress()
@@ -67,15 +66,20 @@ def run(
     results = run_async(body)
     if as_json:
         emit_json([r.to_json() for r in results])
-        return
+    else:
+        _report(output, results)
+    if not all(r.ok for r in results):
+        sys.exit(EXIT_FAILED)
+
+
+def _report(output: Output, results: list[JobResult]) -> None:
     for result in results:
         for warning in result.warnings:
             click.echo(f"btpipe: warning: {warning}", err=True)
-        pruned = f", pruned {len(result.pruned_runs)} old runs" if result.pruned_runs else ""
-        output.say(
-            f"job {result.name}: {result.rows:,} rows, {result.files} files in {result.seconds:.1f}s"
-            f"{pruned} -> {result.out or ''}".rstrip(" ->")
-        )
+        line = f"job {result.name}: {result.rows:,} rows, {result.files} files in {result.seconds:.1f}s"
+        if result.pruned_runs:
+            line += f", pruned {len(result.pruned_runs)} old runs"
+        output.say(f"{line} -> {result.out}" if result.out else line)
 
 
 @click.command()

@@ -36,6 +36,7 @@ from pipeline.jobs.fields import BadValue, Kind, boolean, choice, integer, numbe
 
 if TYPE_CHECKING:
     from pipeline.export.runner import ExportOptions
+    from pipeline.load.migrate import MigrateOptions
 
 ENV_PREFIX = "BTPIPE_"
 JOB_KINDS = ("export", "migrate")
@@ -80,7 +81,10 @@ JOB_KEYS: dict[str, dict[str, Kind]] = {
         **_COMMON_JOB_KEYS,
         "project": string(),
         "to_project": string(),
+        "create_project": boolean(),
         "verify": boolean(),
+        "batch_rows": integer(1),
+        "state_dir": string(),
     },
 }
 
@@ -145,7 +149,7 @@ class ExportJobConfig:
     kind: str = "export"
 
     def export_options(self, project: str, *, incremental: bool) -> ExportOptions:
-        from pipeline.export.runner import ExportOptions  # the export stage loads only to run
+        from pipeline.export.runner import ExportOptions  # stages load only when a job runs
 
         return ExportOptions(
             project=project,
@@ -173,10 +177,31 @@ class MigrateJobConfig:
     project: str
     to_project: str
     objects: tuple[str, ...] = ("logs", "datasets", "experiments")
+    create_project: bool = True
     verify: bool = True
     workers: int = 4
     page_limit: int = 1000
+    batch_rows: int = 1000
+    state_dir: str = ".btpipe-state"
     kind: str = "migrate"
+
+    def migrate_options(self) -> MigrateOptions:
+        from pipeline.load.importer import LoadOptions
+        from pipeline.load.insert import InsertOptions
+        from pipeline.load.migrate import MigrateOptions
+
+        return MigrateOptions(
+            from_project=self.project,
+            to_project=self.to_project,
+            objects=",".join(self.objects),
+            create_project=self.create_project,
+            page_limit=self.page_limit,
+            load=LoadOptions(
+                batch_rows=self.batch_rows,
+                insert=InsertOptions(workers=self.workers),
+                state_dir=self.state_dir,
+            ),
+        )
 
 
 JobConfig = ExportJobConfig | MigrateJobConfig
@@ -243,7 +268,7 @@ class _Loader:
             if key == "kind":
                 continue
             name = f"{ENV_PREFIX}{key.upper()}"
-            if env and name in self.environ:
+            if env and self.environ.get(name):  # set and not empty
                 merged[key] = _Value(self.environ[name], f"env {name}", text=True)
         prefix = "" if keypath.startswith("job.") else f"{keypath}."
         for flag_key, text in self.overrides.items():

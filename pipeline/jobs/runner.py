@@ -21,6 +21,7 @@ from pipeline.export import layout
 from pipeline.export.runner import ExportJob, ExportSummary
 from pipeline.jobs import retention
 from pipeline.jobs.config import Connection, ExportJobConfig, JobConfig, JobFile, MigrateJobConfig
+from pipeline.load.migrate import MigrateJob
 from pipeline.progress import Progress
 from pipeline.sinks.storage import Storage, open_storage
 from pipeline.state import StateStore
@@ -41,6 +42,8 @@ class JobResult:
     pruned_runs: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
+    #: False when the job ran but left something undone (skipped events, a verify difference).
+    ok: bool = True
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -96,8 +99,33 @@ async def run_export_job(job: ExportJobConfig, source: Connection, progress: Pro
 async def run_migrate_job(
     job: MigrateJobConfig, source: Connection, destination: Connection, progress: Progress
 ) -> JobResult:
-    """Copy ``job.project`` to ``job.to_project`` and, with ``verify``, compare the two."""
-    raise UsageError(f"job.{job.name}: migrate jobs need the load stage's migrate entry point")
+    """Copy ``job.project`` to ``job.to_project`` and, with ``verify``, compare the two.
+
+    Skipped events or a verify difference leave ``ok`` false (exit code 1, like ``btpipe verify``).
+    """
+    from pipeline.load.verifying import VerifyJob
+
+    started = time.monotonic()
+    result = JobResult(name=job.name, kind=job.kind)
+    async with (
+        BraintrustClient(source.client_settings()) as src,
+        BraintrustClient(destination.client_settings()) as dst,
+    ):
+        summary = await MigrateJob(src, dst, job.migrate_options(), progress).run()
+        result.rows = summary.rows
+        result.details["migrate"] = summary.to_json()
+        if summary.skipped:
+            result.ok = False
+            result.warnings.append(f"job.{job.name}: {summary.skipped:,} events skipped")
+        if job.verify:
+            diffs = await VerifyJob(dst, job.to_project, ",".join(job.objects)).against_project(
+                src, job.project
+            )
+            result.details["verify"] = [d.to_json() for d in diffs]
+            result.warnings.extend(f"job.{job.name}: {d.describe()}" for d in diffs if not d.ok)
+            result.ok = result.ok and all(d.ok for d in diffs)
+    result.seconds = round(time.monotonic() - started, 3)
+    return result
 
 
 async def run_job(jobs: JobFile, job: JobConfig, progress: Progress) -> JobResult:

@@ -17,11 +17,21 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import anyio
 import orjson
 
 from pipeline.api.btql import Pager, build_query, snapshot
 from pipeline.api.client import BraintrustClient
-from pipeline.api.objects import ObjectRef
+from pipeline.api.objects import (
+    ObjectRef,
+    find_object,
+    logs_ref,
+    object_ref,
+    resolve_project,
+    resolve_selection,
+)
+from pipeline.errors import UsageError
+from pipeline.load.inputs import find_inputs, open_input, select_inputs
 from pipeline.rows import DESTINATION_FIELDS
 from pipeline.sinks.storage import Storage
 from pipeline.sources import iter_rows
@@ -115,3 +125,51 @@ def compare(source: Digests, destination: Digests, source_label: str, destinatio
     for ids in (diff.missing_ids, diff.extra_ids, diff.differing_ids):
         ids.sort()
     return diff
+
+
+class VerifyJob:
+    """Pairs source and destination objects by type and name, then compares their digests."""
+
+    def __init__(self, destination: BraintrustClient, to_project: str, objects: str) -> None:
+        self.destination = destination
+        self.to_project = to_project
+        self.objects = objects
+
+    async def _counterpart(
+        self, project: dict[str, Any], object_type: str, name: str | None
+    ) -> ObjectRef | None:
+        if object_type == "project_logs":
+            return logs_ref(project)
+        found = await find_object(self.destination, object_type, project["id"], name or "")  # type: ignore[arg-type]
+        return None if found is None else object_ref(object_type, found)  # type: ignore[arg-type]
+
+    async def _pair(
+        self, project: dict[str, Any], object_type: str, name: str | None, label: str, source: Digests
+    ) -> ObjectDiff:
+        ref = await self._counterpart(project, object_type, name)
+        target = {} if ref is None else await digest_object(self.destination, ref)
+        where = f"{project['name']}/{label}" + ("" if ref is not None else " (missing)")
+        return compare(source, target, label, where)
+
+    async def against_project(self, source: BraintrustClient, project_name: str) -> list[ObjectDiff]:
+        src_project = await resolve_project(source, project_name)
+        dst_project = await resolve_project(self.destination, self.to_project)
+        diffs = []
+        for ref in await resolve_selection(source, src_project, self.objects):
+            digests = await digest_object(source, ref)
+            diffs.append(await self._pair(dst_project, ref.object_type, ref.name, ref.label, digests))
+        return diffs
+
+    async def against_files(self, input_path: str) -> list[ObjectDiff]:
+        storage, prefix = await anyio.to_thread.run_sync(open_input, input_path)
+        inputs = select_inputs(await anyio.to_thread.run_sync(find_inputs, storage, prefix), self.objects)
+        dst_project = await resolve_project(self.destination, self.to_project)
+        diffs = []
+        for obj in inputs:
+            if obj.object_type is None:
+                raise UsageError(f"{obj.files[0]}: not in an export's object_type=/object_id= layout")
+            digests = await anyio.to_thread.run_sync(digest_files, storage, obj.files)
+            diffs.append(
+                await self._pair(dst_project, obj.object_type, obj.name or obj.id, obj.label, digests)
+            )
+        return diffs

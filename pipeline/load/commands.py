@@ -1,0 +1,289 @@
+"""Click commands for the import side: ``import``, ``migrate``, ``delete``, ``verify``.
+
+Each command builds a job from its options and runs it; the logic lives in
+:mod:`pipeline.load` and :mod:`pipeline.verify`. A second destination's key is never a
+command-line value: ``--to-api-key-env VAR`` names the environment variable holding it.
+Exit codes are those of :mod:`pipeline.errors`; ``import`` and ``migrate`` exit 1 when
+events were skipped (``--on-error skip``), ``verify`` exits 1 on any difference.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import anyio
+import click
+
+from pipeline.api.client import BraintrustClient, ClientSettings
+from pipeline.commandline import (
+    Output,
+    api_options,
+    client_options,
+    emit_json,
+    make_settings,
+    output_options,
+    run_async,
+    with_client,
+)
+from pipeline.errors import EXIT_FAILED, AuthError, UsageError
+from pipeline.load.insert import InsertOptions
+from pipeline.load.jobstate import DEFAULT_STATE_DIR
+from pipeline.progress import Progress
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+
+def load_options(fn: F) -> F:
+    """Batching, concurrency and resume flags shared by import and migrate."""
+    for option in reversed(
+        [
+            click.option("--workers", default=4, show_default=True, help="Insert requests in flight at once."),
+            click.option("--batch-rows", default=1000, show_default=True, help="Most events per insert request."),
+            click.option("--max-batch-bytes", type=int, default=None,
+                         help="Largest request body; capped by the server's logs3_payload_max_bytes."),
+            click.option("--max-inflight-mb", default=64, show_default=True,
+                         help="Most encoded MB between reading and the server (bounds memory)."),
+            click.option("--on-error", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
+                         help="An event too big for any request: stop, or record it in --error-file and go on."),
+            click.option("--error-file", default=None, help="Where --on-error skip records events (JSONL)."),
+            click.option("--state-dir", default=DEFAULT_STATE_DIR, show_default=True,
+                         help="Directory for resume state (the input may be read-only)."),
+            click.option("--restart", is_flag=True, help="Ignore saved state and start from the beginning."),
+            click.option("--create-project", is_flag=True, help="Create the destination project if missing."),
+        ]
+    ):  # fmt: skip
+        fn = option(fn)
+    return fn
+
+
+def _load_opts(kw: dict[str, Any]) -> Any:
+    from pipeline.load.importer import LoadOptions
+
+    return LoadOptions(
+        batch_rows=max(1, kw["batch_rows"]),
+        max_batch_bytes=kw["max_batch_bytes"],
+        insert=InsertOptions(
+            workers=max(1, kw["workers"]),
+            max_bytes_in_flight=max(1, kw["max_inflight_mb"]) * 2**20,
+            on_error=kw["on_error"],
+        ),
+        state_dir=kw["state_dir"],
+        restart=kw["restart"],
+        error_file=kw["error_file"],
+    )
+
+
+def _settings(kw: dict[str, Any], prefix: str = "") -> ClientSettings:
+    return make_settings(
+        kw[f"{prefix}api_url"], kw[f"{prefix}api_key"], kw[f"{prefix}impersonate"],
+        kw["max_retries"], kw["max_backoff"], kw["timeout"], kw["connections"],
+    )  # fmt: skip
+
+
+def _destination_settings(kw: dict[str, Any], source: ClientSettings) -> ClientSettings:
+    """The ``--to-`` side: its own URL and key (from ``--to-api-key-env``), else the source's."""
+    from dataclasses import replace
+
+    env = kw["to_api_key_env"]
+    key = source.api_key
+    if env:
+        key = os.environ.get(env, "")
+        if not key:
+            raise AuthError(f"--to-api-key-env: environment variable {env} is not set")
+    return replace(source, api_url=kw["to_api_url"] or source.api_url, api_key=key)
+
+
+def to_options(fn: F) -> F:
+    for option in reversed(
+        [
+            click.option("--to-api-url", default=None, help="Destination API URL (default: same as --api-url)."),
+            click.option("--to-api-key-env", default=None, metavar="VAR",
+                         help="Name of the environment variable holding the destination API key."),
+        ]
+    ):  # fmt: skip
+        fn = option(fn)
+    return fn
+
+
+def _run_with_progress(
+    output: Output, body: Callable[[Progress], Awaitable[T]]
+) -> Callable[[], Awaitable[T]]:
+    progress = output.progress()
+
+    async def job() -> T:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(progress.redraw_forever)
+            result = await body(progress)
+            tg.cancel_scope.cancel()
+        progress.draw()
+        return result
+
+    return job
+
+
+def _report_load(output: Output, summary: Any, verb: str) -> None:
+    if output.json:
+        emit_json(summary.to_json())
+    else:
+        for obj in summary.objects:
+            output.say(f"  {obj.source} -> {obj.destination}: {obj.rows:,} rows" + (
+                f", {obj.skipped:,} skipped" if obj.skipped else "") + (" (created)" if obj.created else ""))  # fmt: skip
+        output.say(f"{verb} {summary.rows:,} rows in {summary.seconds:.1f}s ({summary.retries} retries)")
+        if summary.skipped:
+            output.say(f"{summary.skipped:,} events too big were recorded in {summary.error_file}")
+    if summary.skipped:
+        sys.exit(EXIT_FAILED)
+
+
+@click.command("import")
+@api_options()
+@client_options
+@output_options
+@load_options
+@click.option("--in", "input_path", required=True,
+              help="Export root, a run manifest (_manifests/<run>.json), a directory or a file.")  # fmt: skip
+@click.option("--to-project", required=True, help="Destination project name or id.")
+@click.option("--objects", default=None, help="Only these input objects: logs, datasets, dataset:NAME, ...")
+@click.option(
+    "--to-object", default=None, help="Destination for a single-object input: logs, dataset:NAME, ..."
+)
+def import_command(**kw: Any) -> None:
+    """Insert exported JSONL or Parquet files into a project (resumable)."""
+    from pipeline.load.importer import ImportJob, ImportOptions
+
+    output = Output(kw["quiet"], kw["as_json"])
+    options = ImportOptions(
+        input=kw["input_path"], to_project=kw["to_project"], objects=kw["objects"],
+        to_object=kw["to_object"], create_project=kw["create_project"], load=_load_opts(kw),
+    )  # fmt: skip
+    settings = _settings(kw)
+
+    async def body(progress: Progress) -> Any:
+        return await with_client(settings, lambda c: ImportJob(c, options, progress).run())
+
+    _report_load(output, run_async(_run_with_progress(output, body)), "imported")
+
+
+@click.command("migrate")
+@api_options()
+@client_options
+@output_options
+@load_options
+@to_options
+@click.option("--from-project", required=True, help="Source project name or id.")
+@click.option("--to-project", required=True, help="Destination project name or id.")
+@click.option("--objects", default="logs,datasets,experiments", show_default=True,
+              help="Comma list: logs, datasets, experiments, dataset:NAME, experiment:NAME.")  # fmt: skip
+@click.option("--page-limit", default=1000, show_default=True, help="Rows per /btql page (1..1000).")
+def migrate_command(**kw: Any) -> None:
+    """Copy logs, datasets and experiments to another project, org or API URL (resumable)."""
+    from pipeline.load.migrate import MigrateJob, MigrateOptions
+
+    output = Output(kw["quiet"], kw["as_json"])
+    options = MigrateOptions(
+        from_project=kw["from_project"], to_project=kw["to_project"], objects=kw["objects"],
+        create_project=kw["create_project"], page_limit=min(1000, max(1, kw["page_limit"])), load=_load_opts(kw),
+    )  # fmt: skip
+    source = _settings(kw)
+
+    async def body(progress: Progress) -> Any:
+        destination = _destination_settings(kw, source)
+        async with BraintrustClient(source) as src, BraintrustClient(destination) as dst:
+            return await MigrateJob(src, dst, options, progress).run()
+
+    _report_load(output, run_async(_run_with_progress(output, body)), "migrated")
+
+
+@click.command("delete")
+@api_options()
+@client_options
+@output_options
+@click.option("--project", required=True, help="Project name or id.")
+@click.option("--objects", default="logs", show_default=True,
+              help="Comma list: logs, datasets, experiments, dataset:NAME, experiment:NAME.")  # fmt: skip
+@click.option("--filter", "filter_text", required=True, help="BTQL filter selecting the rows to delete.")
+@click.option("--dry-run", is_flag=True, help="Only count the matching rows and show a sample of ids.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--workers", default=4, show_default=True, help="Delete requests in flight at once.")
+@click.option("--batch-rows", default=1000, show_default=True, help="Most deletes per request.")
+def delete_command(**kw: Any) -> None:
+    """Delete the rows a filter matches (asks first unless --yes)."""
+    from pipeline.api.objects import resolve_project, resolve_selection
+    from pipeline.load import delete as deleting
+    from pipeline.querylang.parse import parse_expression
+
+    output = Output(kw["quiet"], kw["as_json"])
+    settings = _settings(kw)
+
+    async def job(client: BraintrustClient) -> list[deleting.DeletePlan]:
+        filter_expr = parse_expression(kw["filter_text"])
+        project = await resolve_project(client, kw["project"])
+        refs = await resolve_selection(client, project, kw["objects"])
+        plans = [(ref, await deleting.plan(client, ref, filter_expr)) for ref in refs]
+        total = sum(p.matched for _, p in plans)
+        for _, p in plans:
+            output.say(
+                f"{p.label}: {p.matched:,} matching rows"
+                + (f" (e.g. {', '.join(p.sample_ids)})" if p.sample_ids else "")
+            )
+        if kw["dry_run"] or total == 0:
+            return [p for _, p in plans]
+        if not kw["yes"]:
+            if not sys.stdin.isatty():
+                raise UsageError(f"refusing to delete {total:,} rows without --yes (stdin is not a terminal)")
+            if not await anyio.to_thread.run_sync(lambda: click.confirm(f"Delete {total:,} rows?", err=True)):
+                raise UsageError("cancelled; nothing was deleted")
+        await deleting.delete(client, plans, filter_expr, InsertOptions(workers=max(1, kw["workers"])),
+                              batch_rows=max(1, kw["batch_rows"]))  # fmt: skip
+        return [p for _, p in plans]
+
+    plans = run_async(lambda: with_client(settings, job))
+    if kw["as_json"]:
+        emit_json({"dry_run": kw["dry_run"], "objects": [p.to_json() for p in plans],
+                   "matched": sum(p.matched for p in plans), "deleted": sum(p.deleted for p in plans)})  # fmt: skip
+    elif not kw["dry_run"]:
+        output.say(f"deleted {sum(p.deleted for p in plans):,} rows")
+
+
+@click.command("verify")
+@api_options()
+@client_options
+@output_options
+@to_options
+@click.option("--in", "input_path", default=None, help="Source: an export root, manifest, directory or file.")
+@click.option("--project", default=None, help="Source: a project name or id on --api-url.")
+@click.option("--objects", default="logs,datasets,experiments", show_default=True,
+              help="Objects to compare: logs, datasets, experiments, dataset:NAME, experiment:NAME.")  # fmt: skip
+@click.option("--to-project", required=True, help="Destination project name or id.")
+def verify_command(**kw: Any) -> None:
+    """Compare a source (project or export files) with a destination project, row by row."""
+    from pipeline.verify import VerifyJob
+
+    if (kw["input_path"] is None) == (kw["project"] is None):
+        raise click.UsageError("give exactly one source: --in PATH or --project NAME")
+    source = _settings(kw)
+
+    async def body() -> Any:
+        destination = _destination_settings(kw, source)
+        async with BraintrustClient(destination) as dst:
+            job = VerifyJob(dst, kw["to_project"], kw["objects"])
+            if kw["input_path"] is not None:
+                return await job.against_files(kw["input_path"])
+            async with BraintrustClient(source) as src:
+                return await job.against_project(src, kw["project"])
+
+    diffs = run_async(body)
+    if kw["as_json"]:
+        emit_json({"ok": all(d.ok for d in diffs), "objects": [d.to_json() for d in diffs]})
+    else:
+        for diff in diffs:
+            click.echo(diff.describe())
+    if not all(d.ok for d in diffs):
+        sys.exit(EXIT_FAILED)
+
+
+COMMANDS = [import_command, migrate_command, delete_command, verify_command]

@@ -82,7 +82,10 @@ class FaultConfig:
             value = getattr(self, name)
             _check(math.isfinite(value) and value >= 0, f"{name}={value} must be a finite number >= 0")
         if self.rate_limit is not None:
-            _check(math.isfinite(self.rate_limit) and self.rate_limit > 0, f"rate_limit={self.rate_limit} must be > 0")
+            _check(
+                math.isfinite(self.rate_limit) and self.rate_limit > 0,
+                f"rate_limit={self.rate_limit} must be > 0",
+            )
         _check(self.burst >= 1, f"burst={self.burst} must be >= 1")
         if self.max_request_bytes is not None:
             _check(self.max_request_bytes > 0, f"max_request_bytes={self.max_request_bytes} must be > 0")
@@ -116,7 +119,9 @@ class FaultConfig:
     def exempts(self, path: str) -> bool:
         """True for the control endpoint and for ``exempt`` paths or their sub-paths."""
         path = re.sub("/{2,}", "/", path)
-        return path == CONTROL_PATH or any(path == p or path.startswith(p.rstrip("/") + "/") for p in self.exempt)
+        return path == CONTROL_PATH or any(
+            path == p or path.startswith(p.rstrip("/") + "/") for p in self.exempt
+        )
 
 
 def _check(ok: bool, message: str) -> None:
@@ -129,7 +134,10 @@ def _convert(name: str, value: Any) -> Any:
     if name in _LISTS:
         if isinstance(value, str):
             return tuple(item for item in value.split(":") if item)
-        _check(isinstance(value, list) and all(isinstance(v, str) for v in value), f"{name} must be a list of strings")
+        _check(
+            isinstance(value, list) and all(isinstance(v, str) for v in value),
+            f"{name} must be a list of strings",
+        )
         return tuple(value)
     if value is None or value == "none":
         _check(name in _OPTIONAL, f"{name} cannot be empty")
@@ -200,7 +208,9 @@ class _TokenBuckets:
 class FaultInjector:
     """Decides each request's fate from the current :class:`FaultConfig` and counts the outcome."""
 
-    def __init__(self, config: FaultConfig | None = None, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, config: FaultConfig | None = None, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._clock = clock
         self.replace(config or FaultConfig())
 
@@ -325,7 +335,9 @@ def fault_middleware(
         if fault == TOO_LARGE:
             return _refusal(413, verdict, config, f"request body over {config.max_request_bytes} bytes")
         if fault == RATE_LIMITED:
-            return _refusal(429, verdict, config, f"rate limit of {config.rate_limit}/s for this key exceeded")
+            return _refusal(
+                429, verdict, config, f"rate limit of {config.rate_limit}/s for this key exceeded"
+            )
         if fault == "drop":
             return await _dropped(request, handler)
         if fault == "truncate":
@@ -342,7 +354,9 @@ async def _control(
     if request.method not in ("GET", "PUT"):
         return web.Response(status=405, text=f"{CONTROL_PATH}: use GET or PUT", headers={"Allow": "GET, PUT"})
     if not request.headers.get("Authorization", "").startswith("Bearer "):
-        return web.Response(status=401, text=f"{CONTROL_PATH}: missing API key (send Authorization: Bearer <key>)")
+        return web.Response(
+            status=401, text=f"{CONTROL_PATH}: missing API key (send Authorization: Bearer <key>)"
+        )
     if not await is_admin(request):
         return web.Response(status=403, text=f"{CONTROL_PATH}: only an admin key may read or change faults")
     if request.method == "PUT":

@@ -117,11 +117,14 @@ class FaultConfig:
         return {name: list(v) if isinstance(v, tuple) else v for name, v in asdict(self).items()}
 
     def exempts(self, path: str) -> bool:
-        """True for the control endpoint and for ``exempt`` paths or their sub-paths."""
-        path = re.sub("/{2,}", "/", path)
-        return path == CONTROL_PATH or any(
-            path == p or path.startswith(p.rstrip("/") + "/") for p in self.exempt
-        )
+        """True for the ``exempt`` paths and their sub-paths (doubled slashes ignored)."""
+        path = _normal(path)
+        return any(path == p or path.startswith(p.rstrip("/") + "/") for p in self.exempt)
+
+
+def _normal(path: str) -> str:
+    """The path as the emulator routes it: ``//btql`` is ``/btql``."""
+    return re.sub("/{2,}", "/", path)
 
 
 def _check(ok: bool, message: str) -> None:
@@ -311,20 +314,21 @@ async def _dropped(request: web.Request, handler: Handler) -> web.StreamResponse
 
 
 def fault_middleware(
-    injector: FaultInjector, is_admin: Callable[[web.Request], Awaitable[bool]] | None = None
+    injector: FaultInjector, is_admin: Callable[[web.Request], Awaitable[bool]]
 ) -> Middleware:
-    """The middleware applying ``injector``'s verdicts; with ``is_admin`` it also serves the control endpoint.
+    """The middleware applying ``injector``'s verdicts and serving the control endpoint.
 
     The control endpoint is answered here rather than through the router so it works whatever
-    routes (catch-alls included) the application registered first.
+    routes (catch-alls included) the application registered first, and no fault reaches it,
+    so faults can always be switched off.
     """
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if _normal(request.path) == CONTROL_PATH:
+            return await _control(request, injector, is_admin)
         config = injector.config
         if config.exempts(request.path):
-            if is_admin is not None and re.sub("/{2,}", "/", request.path) == CONTROL_PATH:
-                return await _control(request, injector, is_admin)
             return await handler(request)
         verdict = injector.judge(_client_key(request), await _body_bytes(request, config.max_request_bytes))
         if verdict.delay > 0:
@@ -350,7 +354,11 @@ def fault_middleware(
 async def _control(
     request: web.Request, injector: FaultInjector, is_admin: Callable[[web.Request], Awaitable[bool]]
 ) -> web.Response:
-    """``GET`` shows the configuration and counters; ``PUT`` replaces the configuration (admin keys only)."""
+    """``GET`` shows the configuration and counters; ``PUT`` replaces it (admin keys only).
+
+    A PUT body is a whole configuration (missing settings take their defaults, ``{}`` turns
+    everything off) and restarts the numbering, so a seeded run can be replayed at run time.
+    """
     if request.method not in ("GET", "PUT"):
         return web.Response(status=405, text=f"{CONTROL_PATH}: use GET or PUT", headers={"Allow": "GET, PUT"})
     if not request.headers.get("Authorization", "").startswith("Bearer "):

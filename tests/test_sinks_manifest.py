@@ -61,3 +61,14 @@ def test_not_a_manifest_names_the_file(tmp_path: Path) -> None:
     storage.write_bytes("_manifests/x.json", b'{"run_id": "x"}')
     with pytest.raises(UsageError, match=r"^.*/_manifests/x.json: not a btpipe manifest \("):
         read_manifest(storage, "_manifests/x.json")
+
+
+def test_keys_from_a_newer_writer_are_ignored() -> None:
+    data = (
+        b'{"run_id":"r","started_at":"s","api_url":"http://h","objects":[{"object_type":"dataset",'
+        b'"object_id":"d","files":[{"path":"p","rows":1,"bytes":2,"sha256":"x","codec":"z"}],"new":1}],'
+        b'"future":true}'
+    )
+    manifest = Manifest.from_json(data)
+    assert manifest.objects[0].files == (FileInfo("p", 1, 2, "x"),)
+    assert manifest.run_id == "r"

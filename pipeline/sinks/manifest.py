@@ -8,7 +8,7 @@ user info, query string or fragment.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -29,7 +29,9 @@ class ObjectManifest:
     object_type: str
     object_id: str
     name: str | None = None
+    project_id: str | None = None
     snapshot_version: str | None = None
+    since_version: str | None = None
     rows_expected: int | None = None
     rows_written: int = 0
     files: tuple[FileInfo, ...] = ()
@@ -46,6 +48,7 @@ class Manifest:
     tool_version: str = __version__
     format: str | None = None
     query: Any = None
+    options: dict[str, Any] = field(default_factory=dict)
     objects: tuple[ObjectManifest, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
@@ -60,12 +63,22 @@ class Manifest:
 
     @classmethod
     def from_json(cls, data: bytes) -> Manifest:
+        """Parse a manifest; keys this version does not know are ignored (newer writers may add some)."""
         raw = orjson.loads(data)
         objects = tuple(
-            ObjectManifest(**{**obj, "files": tuple(FileInfo(**f) for f in obj.get("files", ()))})
-            for obj in raw.pop("objects", ())
+            ObjectManifest(
+                **_known(ObjectManifest, obj),
+                files=tuple(FileInfo(**_known(FileInfo, f)) for f in obj["files"]),
+            )
+            for obj in raw["objects"]
         )
-        return cls(**raw, objects=objects)
+        return cls(**_known(cls, raw), objects=objects)
+
+
+def _known(cls: type, raw: dict[str, Any]) -> dict[str, Any]:
+    """The entries of ``raw`` that are fields of dataclass ``cls``, nested records excluded."""
+    names = {f.name for f in fields(cls)} - {"objects", "files"}
+    return {k: v for k, v in raw.items() if k in names}
 
 
 def public_url(url: str) -> str:
@@ -92,7 +105,7 @@ def read_manifest(storage: Storage, relpath: str) -> Manifest:
     data = storage.read_bytes(relpath)
     try:
         return Manifest.from_json(data)
-    except (ValueError, TypeError, AttributeError) as exc:
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:
         raise UsageError(f"{location(storage, relpath)}: not a btpipe manifest ({exc})") from exc
 
 

@@ -184,7 +184,8 @@ class ObjectStorage:
             spool.flush()
             spool.seek(0)
             try:
-                with self.fs.open_output_stream(target) as out:
+                # compression=None: pyarrow would otherwise gzip a ".gz" name a second time.
+                with self.fs.open_output_stream(target, compression=None) as out:
                     shutil.copyfileobj(spool, out, _COPY_CHUNK)
             except OSError as exc:
                 raise UsageError(f"cannot write to {location(self, relpath)}: {exc}") from exc

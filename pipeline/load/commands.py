@@ -29,7 +29,7 @@ from pipeline.commandline import (
     with_client,
 )
 from pipeline.errors import EXIT_FAILED, AuthError, UsageError
-from pipeline.load.insert import InsertOptions
+from pipeline.load.insert import InsertOptions, first_error
 from pipeline.load.jobstate import DEFAULT_STATE_DIR
 from pipeline.progress import Progress
 
@@ -115,10 +115,13 @@ def _run_with_progress(
     progress = output.progress()
 
     async def job() -> T:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(progress.redraw_forever)
-            result = await body(progress)
-            tg.cancel_scope.cancel()
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(progress.redraw_forever)
+                result = await body(progress)
+                tg.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            raise first_error(group) from None
         progress.draw()
         return result
 

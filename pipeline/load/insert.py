@@ -176,6 +176,12 @@ class InsertPool:
 
     async def run(self, produce: Callable[[], Awaitable[None]]) -> None:
         """Start the workers, run ``produce`` (which calls :meth:`submit`), drain, stop."""
+        try:
+            await self._run(produce)
+        except BaseExceptionGroup as group:
+            raise first_error(group) from None
+
+    async def _run(self, produce: Callable[[], Awaitable[None]]) -> None:
         send, receive = anyio.create_memory_object_stream[Batch](max(1, self.options.workers))
         async with anyio.create_task_group() as tg:
             async with receive:
@@ -237,6 +243,21 @@ class InsertPool:
             )
         await self.error_log.record(item, reason)
         ledger.skipped += 1
+
+
+def first_error(group: BaseExceptionGroup) -> BaseException:
+    """The error a task group stopped for, so the user sees one line rather than a group."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    return next((e for e in leaves if isinstance(e, BtpipeError)), leaves[0])
 
 
 async def feed(pool: InsertPool, batcher: Batcher, chunks: AsyncIterator[list[Item]]) -> None:

@@ -1,0 +1,302 @@
+"""Import, migrate, delete and verify against the emulator over loopback.
+
+Exports are written here with the sinks (the export stage's own writers) from rows read
+straight from the server, so these tests hold whatever state the export command is in.
+Results are checked by reading the destination back with plain aiohttp (tests.helpers).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anyio
+import orjson
+import pytest
+from click.testing import CliRunner
+
+from pipeline.api.client import BraintrustClient, ClientSettings
+from pipeline.load.batcher import Batcher, Item
+from pipeline.load.commands import delete_command, import_command, migrate_command, verify_command
+from pipeline.load.insert import ErrorLog, InsertOptions, InsertPool, Ledger
+from pipeline.rows import DESTINATION_FIELDS
+from pipeline.sinks.jsonl import JsonlSink
+from pipeline.sinks.manifest import Manifest, ObjectManifest, write_manifest
+from pipeline.sinks.parquet import ParquetSink
+from pipeline.sinks.storage import open_storage
+from tests.conftest import Emulator
+from tests.helpers import all_rows, insert, post, unique
+
+
+def make_project(emu: Emulator, key: str | None = None) -> dict[str, Any]:
+    project: dict[str, Any] = post(emu.url, key or emu.key, "/v1/project", {"name": unique("src")})
+    return project
+
+
+def seed(emu: Emulator, project: dict[str, Any], n: int = 120) -> tuple[dict[str, Any], dict[str, Any]]:
+    logs = [{"id": f"log-{i}", "input": {"q": i, "text": "é" * (i % 5)}, "output": [i, None, 1.5],
+             "metadata": {"user_id": f"u{i % 3}"}, "scores": {"s": (i % 10) / 10}, "span_id": f"s{i}",
+             "root_span_id": f"s{i - i % 4}", "span_parents": [] if i % 4 == 0 else [f"s{i - i % 4}"]}
+            for i in range(n)]  # fmt: skip
+    insert(emu.url, emu.key, "project_logs", project["id"], logs)
+    ds = post(emu.url, emu.key, "/v1/dataset", {"project_id": project["id"], "name": "golden",
+                                                 "description": "the set", "metadata": {"v": 2}})  # fmt: skip
+    insert(
+        emu.url,
+        emu.key,
+        "dataset",
+        ds["id"],
+        [{"id": f"d{i}", "input": i, "expected": {"a": i}} for i in range(30)],
+    )
+    exp = post(
+        emu.url,
+        emu.key,
+        "/v1/experiment",
+        {"project_id": project["id"], "name": "base", "dataset_id": ds["id"]},
+    )
+    insert(
+        emu.url,
+        emu.key,
+        "experiment",
+        exp["id"],
+        [{"id": f"e{i}", "input": i, "output": i * 2} for i in range(20)],
+    )
+    return ds, exp
+
+
+def export(emu: Emulator, out: Path, objects: list[tuple[str, str, str]], fmt: str) -> None:
+    """Write the export layout (data files + manifest) for ``(type, id, name)`` objects."""
+    storage = open_storage(str(out))
+    entries = []
+    for object_type, object_id, name in objects:
+        rows = sorted(
+            all_rows(emu.url, emu.key, object_type, object_id).values(), key=lambda r: r["_xact_id"]
+        )
+        directory = f"object_type={object_type}/object_id={object_id}/run=R1"
+        sink: Any = (
+            ParquetSink(storage, directory, object_type, prefix="r00-part")  # type: ignore[arg-type]
+            if fmt == "parquet"
+            else JsonlSink(storage, directory, prefix="r00-part", compression="gzip")
+        )
+        with sink:
+            sink.write_page(b"\n".join(orjson.dumps(r) for r in rows) + b"\n")
+            files = sink.close()
+        entries.append(
+            ObjectManifest(object_type, object_id, name, rows_written=len(rows), files=tuple(files))
+        )
+    write_manifest(storage, Manifest("R1", "2024-01-01T00:00:00Z", emu.url, objects=tuple(entries)))
+
+
+def visible(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k not in DESTINATION_FIELDS}
+
+
+def run(
+    command: Any, emu: Emulator, *args: str, key: str | None = None, env: dict[str, str] | None = None
+) -> Any:
+    return CliRunner().invoke(
+        command,
+        ["--api-url", emu.url, "--api-key", key or emu.key, "--quiet", *args],
+        env=env,
+        catch_exceptions=False,
+    )
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
+def test_export_then_import_reproduces_every_row_and_verify_agrees(
+    emulator: Emulator, tmp_path: Path, fmt: str
+) -> None:
+    src = make_project(emulator)
+    ds, exp = seed(emulator, src)
+    out = tmp_path / "backup"
+    objects = [
+        ("project_logs", src["id"], src["name"]),
+        ("dataset", ds["id"], "golden"),
+        ("experiment", exp["id"], "base"),
+    ]
+    export(emulator, out, objects, fmt)
+    dest = unique("restored")
+    state = tmp_path / "state"
+    result = run(import_command, emulator, "--in", str(out), "--to-project", dest, "--create-project",
+                 "--state-dir", str(state), "--batch-rows", "7", "--workers", "3", "--json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = orjson.loads(result.stdout)
+    assert summary["rows"] == 170 and summary["skipped"] == 0
+    by_label = {o["source"]: o for o in summary["objects"]}
+    for object_type, object_id, name in objects:
+        label = "logs" if object_type == "project_logs" else f"{object_type}:{name}"
+        original = all_rows(emulator.url, emulator.key, object_type, object_id)
+        copied = all_rows(emulator.url, emulator.key, object_type, by_label[label]["destination_id"])
+        assert {i: visible(r) for i, r in copied.items()} == {i: visible(r) for i, r in original.items()}
+        for row_id, row in copied.items():
+            assert row["origin"]["id"] == row_id and row["origin"]["object_id"] == object_id
+            assert row["created"] == original[row_id]["created"]
+    assert list(state.iterdir()) == []  # a finished job leaves no state behind
+
+    ok = run(verify_command, emulator, "--in", str(out), "--to-project", dest)
+    assert ok.exit_code == 0, ok.output
+    assert ok.stdout.count("identical") == 3
+    post(emulator.url, emulator.key, f"/v1/dataset/{by_label['dataset:golden']['destination_id']}/insert",
+         {"events": [{"id": "d3", "input": "changed"}, {"id": "planted", "input": 1}]})  # fmt: skip
+    bad = run(verify_command, emulator, "--in", str(out), "--to-project", dest, "--json")
+    assert bad.exit_code == 1
+    diffs = {d["source"]: d for d in orjson.loads(bad.stdout)["objects"]}
+    golden = diffs["dataset:golden"]
+    assert (golden["differing_ids"], golden["extra_ids"], golden["missing"]) == (["d3"], ["planted"], 0)
+    assert diffs["logs"]["ok"] and diffs["experiment:base"]["ok"]
+
+
+def test_migrate_between_orgs_remaps_references_then_verify(emulator: Emulator, tmp_path: Path) -> None:
+    src = make_project(emulator)
+    ds, exp = seed(emulator, src, n=50)
+    derived = post(emulator.url, emulator.key, "/v1/experiment",
+                   {"project_id": src["id"], "name": "derived", "base_exp_id": exp["id"], "dataset_id": ds["id"]})  # fmt: skip
+    insert(emulator.url, emulator.key, "experiment", derived["id"], [{"id": "x1", "output": 1}])
+    dest = unique("other")
+    env = {"OTHER_KEY": emulator.other_org_key}
+    args = ["--from-project", src["name"], "--to-project", dest, "--create-project", "--to-api-url", emulator.url,
+            "--to-api-key-env", "OTHER_KEY", "--state-dir", str(tmp_path), "--page-limit", "9", "--json"]  # fmt: skip
+    result = run(migrate_command, emulator, *args, env=env)
+    assert result.exit_code == 0, result.output
+    summary = orjson.loads(result.stdout)
+    assert summary["rows"] == 50 + 30 + 20 + 1
+    ids = {o["source"]: o["destination_id"] for o in summary["objects"]}
+    other = emulator.other_org_key
+    project = post(emulator.url, other, "/v1/project", {"name": dest})
+    experiments = {e["name"]: e for e in _list(emulator, other, "experiment", project["id"])}
+    assert experiments["derived"]["base_exp_id"] == ids["experiment:base"]
+    assert experiments["derived"]["dataset_id"] == experiments["base"]["dataset_id"] == ids["dataset:golden"]
+    datasets = {d["name"]: d for d in _list(emulator, other, "dataset", project["id"])}
+    assert datasets["golden"]["description"] == "the set" and datasets["golden"]["metadata"] == {"v": 2}
+    copied = all_rows(emulator.url, other, "project_logs", project["id"])
+    original = all_rows(emulator.url, emulator.key, "project_logs", src["id"])
+    assert {i: visible(r) for i, r in copied.items()} == {i: visible(r) for i, r in original.items()}
+    check = run(verify_command, emulator, "--project", src["name"], "--to-project", dest, "--to-api-key-env",
+                "OTHER_KEY", env=env)  # fmt: skip
+    assert check.exit_code == 0, check.output
+
+
+def _list(emu: Emulator, key: str, kind: str, project_id: str) -> list[dict[str, Any]]:
+    async def get() -> Any:
+        async with BraintrustClient(ClientSettings(api_url=emu.url, api_key=key)) as client:
+            return (await client.get_json(f"/v1/{kind}", {"project_id": project_id}))["objects"]
+
+    result: list[dict[str, Any]] = anyio.run(get)
+    return result
+
+
+def test_delete_dry_run_then_real(emulator: Emulator) -> None:
+    src = make_project(emulator)
+    seed(emulator, src, n=60)
+    args = ["--project", src["name"], "--filter", "metadata.user_id = 'u1'", "--json"]
+    dry = run(delete_command, emulator, *args, "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    plan = orjson.loads(dry.stdout)
+    assert plan["matched"] == 20 and plan["deleted"] == 0
+    assert set(plan["objects"][0]["sample_ids"]) <= {f"log-{i}" for i in range(1, 60, 3)}
+    assert len(all_rows(emulator.url, emulator.key, "project_logs", src["id"])) == 60
+    refused = run(delete_command, emulator, *args)
+    assert refused.exit_code == 2 and "--yes" in refused.stderr
+    real = run(delete_command, emulator, *args, "--yes", "--batch-rows", "6")
+    assert real.exit_code == 0, real.output
+    assert orjson.loads(real.stdout)["deleted"] == 20
+    left = all_rows(emulator.url, emulator.key, "project_logs", src["id"])
+    assert set(left) == {f"log-{i}" for i in range(60) if i % 3 != 1}
+
+
+def test_413_splits_batches_and_oversize_events_are_reported_or_recorded(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    project = make_project(emulator)
+    big = "x" * 100_000
+    items = [Item(orjson.dumps({"id": f"b{i}", "input": big}), f"b{i}", f"here:{i}") for i in range(25)]
+    huge = Item(orjson.dumps({"id": "huge", "input": "y" * 1_500_000}), "huge", "there:7")
+
+    async def load(on_error: str, with_huge: bool) -> tuple[InsertPool, Ledger]:
+        async def nothing(_ledger: Ledger, _mark: Any) -> None:
+            return None
+
+        ledger = Ledger("logs", nothing)
+        async with BraintrustClient(ClientSettings(api_url=emulator.url, api_key=emulator.key)) as client:
+            log = ErrorLog(str(tmp_path / "errors.jsonl"))
+            pool = InsertPool(client, InsertOptions(workers=2, on_error=on_error), max_request_bytes=10**8,  # type: ignore[arg-type]
+                              error_log=log)  # fmt: skip
+            batcher = Batcher(
+                f"/v1/project_logs/{project['id']}", max_rows=1000, max_bytes=10**8, ledger=ledger
+            )
+
+            async def produce() -> None:
+                for item in [*items, *([huge] if with_huge else [])]:
+                    for batch in batcher.add(item):
+                        await pool.submit(batch)
+                for batch in batcher.flush():
+                    await pool.submit(batch)
+
+            await pool.run(produce)
+            log.close()
+        return pool, ledger
+
+    pool, ledger = anyio.run(load, "skip", False)
+    assert pool.statistics().splits >= 3 and ledger.rows == 25
+    assert set(all_rows(emulator.url, emulator.key, "project_logs", project["id"])) == {
+        f"b{i}" for i in range(25)
+    }
+    with pytest.raises(Exception, match=r"event 'huge' at there:7 is 1,500,0\d\d bytes"):
+        anyio.run(load, "fail", True)
+    pool, ledger = anyio.run(load, "skip", True)
+    assert pool.statistics().skipped == 1 and ledger.skipped == 1 and ledger.rows == 26
+    recorded = orjson.loads((tmp_path / "errors.jsonl").read_bytes().splitlines()[-1])
+    assert (recorded["id"], recorded["where"], len(recorded["event"]["input"])) == (
+        "huge",
+        "there:7",
+        1_500_000,
+    )
+
+
+def test_import_oversize_event_from_a_file_and_error_paths(emulator: Emulator, tmp_path: Path) -> None:
+    src = make_project(emulator)
+    insert(emulator.url, emulator.key, "project_logs", src["id"], [{"id": "ok", "input": 1}])
+    out = tmp_path / "backup"
+    export(emulator, out, [("project_logs", src["id"], src["name"])], "jsonl")
+    data_file = next(out.rglob("*.jsonl.gz"))
+    import gzip
+
+    lines = gzip.decompress(data_file.read_bytes()).splitlines()
+    huge = orjson.dumps({"id": "huge", "project_id": src["id"], "input": "z" * 2_000_000})
+    data_file.write_bytes(gzip.compress(b"\n".join([*lines, huge]) + b"\n"))
+    dest = unique("dst")
+    base = ["--in", str(out), "--to-project", dest, "--create-project", "--state-dir", str(tmp_path / "st")]
+    failed = run(import_command, emulator, *base)
+    assert (
+        failed.exit_code == 1 and "event 'huge'" in failed.stderr and f"{data_file.name}:2" in failed.stderr
+    )
+    skipped = run(
+        import_command,
+        emulator,
+        *base,
+        "--on-error",
+        "skip",
+        "--error-file",
+        str(tmp_path / "e.jsonl"),
+        "--restart",
+    )
+    assert skipped.exit_code == 1
+    assert orjson.loads((tmp_path / "e.jsonl").read_bytes())["id"] == "huge"
+
+    unknown = run(import_command, emulator, "--in", str(out), "--to-project", unique("nope"))
+    assert unknown.exit_code == 4 and "--create-project" in unknown.stderr
+    wrong_key = run(import_command, emulator, "--in", str(out), "--to-project", dest, key="bt-wrong")
+    assert wrong_key.exit_code == 3 and "bt-wrong" not in wrong_key.stderr
+    bad = tmp_path / "bad" / "object_type=dataset" / "object_id=abc" / "run=R"
+    bad.mkdir(parents=True)
+    (bad / "r00-part-00000.jsonl").write_bytes(b'{"id": "a"}\n{"id": \n')
+    malformed = run(import_command, emulator, "--in", str(tmp_path / "bad"), "--to-project", dest,
+                    "--state-dir", str(tmp_path / "st2"))  # fmt: skip
+    assert malformed.exit_code == 2 and "r00-part-00000.jsonl:2: malformed JSON" in malformed.stderr
+    state_files = list((tmp_path / "st2").glob("import-*.json"))
+    assert [orjson.loads(p.read_bytes())["objects"]["dataset:abc"]["rows"] for p in state_files] == [0]
+    (bad / "r00-part-00000.jsonl").unlink()
+    (bad / "r00-part-00000.parquet").write_bytes(b"PAR1 not really")
+    notours = run(import_command, emulator, "--in", str(tmp_path / "bad"), "--to-project", dest, "--restart",
+                  "--state-dir", str(tmp_path / "st2"))  # fmt: skip
+    assert notours.exit_code == 2 and "not a btpipe Parquet file" in notours.stderr

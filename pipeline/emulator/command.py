@@ -58,3 +58,5 @@ def emulator(
         asyncio.run(serve(config))
     except KeyboardInterrupt:
         pass
+
+COMMANDS = [emulator]

@@ -59,7 +59,10 @@ class Source:
 
 @dataclass(frozen=True)
 class Compiled:
-    """SQL returning ``(seq, json_text)`` rows, plus how to page and describe them."""
+    """SQL returning ``(seq, json_bytes)`` rows, plus how to page and describe them.
+
+    The JSON comes back as a BLOB so Python receives the UTF-8 bytes as stored, with no
+    decode to ``str`` and no encode back on the way out."""
 
     sql: str
     params: list[Any]
@@ -386,11 +389,11 @@ def compile_query(query: dict[str, Any], source: Source, version: int, after_seq
     select = query.get("select", [{"op": "star"}])
     columns: tuple[str, ...] | None
     if select == [{"op": "star"}]:
-        payload, columns = "r.data", None
+        payload, columns = "CAST(r.data AS BLOB)", None
     else:
         items = _named_list(select, "query.select")
         pairs = [(i["alias"], c.expr(i["expr"], f"query.select[{n}].expr", as_json=True)) for n, i in enumerate(items)]  # fmt: skip
-        payload, columns = _json_object(pairs), tuple(a for a, _ in pairs)
+        payload, columns = f"CAST({_json_object(pairs)} AS BLOB)", tuple(a for a, _ in pairs)
     where = _where_clause(query, source, version, c)
     sort = query.get("sort")
     if sort is not None:
@@ -437,7 +440,7 @@ def _compile_aggregate(query: dict[str, Any], source: Source, version: int, limi
         (m["alias"], f"m{n}") for n, m in enumerate(measures)
     ]
     order = f" ORDER BY {', '.join(f'd{n}' for n in range(len(dims)))}" if dims else ""
-    sql = f"SELECT 0, {_json_object(pairs)} FROM ({inner}){order} LIMIT {c.bind(limit)}"
+    sql = f"SELECT 0, CAST({_json_object(pairs)} AS BLOB) FROM ({inner}){order} LIMIT {c.bind(limit)}"
     return Compiled(sql, c.params, paged=False, columns=tuple(a for a, _ in pairs))
 
 
@@ -455,5 +458,5 @@ def compile_history(source: Source, version: int, before_seq: int | None, limit:
         where += " AND r.seq < ?"
         params.append(before_seq)
     params.append(limit)
-    sql = f"SELECT r.seq, r.data FROM rows r WHERE {where} ORDER BY r.seq DESC LIMIT ?"
+    sql = f"SELECT r.seq, CAST(r.data AS BLOB) FROM rows r WHERE {where} ORDER BY r.seq DESC LIMIT ?"
     return Compiled(sql, params, paged=True, columns=None)

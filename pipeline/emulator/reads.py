@@ -41,7 +41,7 @@ FORMATS: Final = ("json", "jsonl")
 
 @dataclass(frozen=True)
 class Page:
-    texts: list[str]
+    texts: list[bytes]  # one serialized JSON row each
     cursor: str | None
     columns: tuple[str, ...] | None
 
@@ -132,12 +132,12 @@ def _int_param(value: Any, where: str) -> Any:
 
 
 def render_jsonl(page: Page) -> bytes:
-    return ("\n".join(page.texts) + "\n").encode() if page.texts else b""
+    return b"\n".join(page.texts) + b"\n" if page.texts else b""
 
 
 def render_json(page: Page, key: str = "data") -> bytes:
     """``{"<key>": [...], "schema": ..., "cursor": ...}`` built around the stored texts."""
     names = page.columns if page.columns is not None else ()
     schema = {"type": "array", "items": {"type": "object", "properties": {n: {} for n in names}}}
-    tail = orjson.dumps({"schema": schema, "cursor": page.cursor}).decode()
-    return ('{"' + key + '":[' + ",".join(page.texts) + "]," + tail[1:]).encode()
+    tail = orjson.dumps({"schema": schema, "cursor": page.cursor})
+    return b'{"' + key.encode() + b'":[' + b",".join(page.texts) + b"]," + tail[1:]

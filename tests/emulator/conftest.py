@@ -25,7 +25,7 @@ class Reply:
 
     @property
     def lines(self) -> list[Any]:
-        return [orjson.loads(line) for line in self.text.splitlines() if line]
+        return [orjson.loads(line) for line in self.text.split("\n") if line]  # not splitlines(): U+0085 is data
 
 
 class Api:

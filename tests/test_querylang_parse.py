@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sqlglot.parser import Parser
+from sqlglot.tokens import Tokenizer
 
 from pipeline.errors import UsageError
 from pipeline.querylang.ast import FUNCTION_ARITY, Expr, binary, from_object, function, ident, literal
@@ -428,3 +430,16 @@ def test_to_text_reads_well() -> None:
 def test_to_text_refuses_what_text_cannot_hold(expr: Expr) -> None:
     with pytest.raises(ValueError):
         to_text(expr)
+
+
+def test_keywords_and_function_names_as_field_names_round_trip() -> None:
+    words = {w for w in [*Tokenizer.KEYWORDS, *Parser.FUNCTIONS] if w.replace("_", "").isalnum()}
+    for word in sorted(words | {w.lower() for w in words}):
+        for expr in (
+            binary("eq", ident(word), literal(1)),
+            binary("includes", ident("a", word), ident(word, "b")),
+            unary("isnull", ident(word)),
+            unary("not", ident(word)),
+            function("count", ident(word)),
+        ):
+            assert parse_expression(to_text(expr)) == expr, word

@@ -9,14 +9,16 @@ shape, whatever quotes or backslashes they contain.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
 
+from sqlglot import exp
 from sqlglot.tokens import TokenType
 
 from pipeline.querylang.ast import Expr
-from pipeline.querylang.syntax import QuerySyntaxError, tokenize
+from pipeline.querylang.syntax import QuerySyntaxError, parse_condition, tokenize
 
 # Binding strength, loosest first, mirroring how the parser nests operators.
 _OR, _AND, _NOT, _EQUALITY, _COMPARISON, _RANGE, _TERM, _FACTOR, _UNARY, _ATOM = range(10)
@@ -134,13 +136,20 @@ def _scalar(value: Any) -> str:
 
 def quote_name(part: str) -> str:
     """An identifier part as written in a query: bare if it reads back as itself."""
+    return part if _is_plain_name(part) else '"' + part.replace('"', '""') + '"'
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_plain_name(part: str) -> bool:
+    """Whether ``part`` alone parses as the column ``part`` (not a keyword, number, call...)."""
     try:
         tokens = tokenize(part)
-    except QuerySyntaxError:  # e.g. an unbalanced quote: certainly not a plain name
-        tokens = []
-    if len(tokens) == 1 and tokens[0].token_type == TokenType.VAR and tokens[0].text == part:
-        return part
-    return '"' + part.replace('"', '""') + '"'
+        if len(tokens) != 1 or tokens[0].token_type != TokenType.VAR or tokens[0].text != part:
+            return False
+        node = parse_condition(tokens, part)
+    except QuerySyntaxError:
+        return False
+    return isinstance(node, exp.Column) and len(node.parts) == 1 and node.name == part
 
 
 def _ident(expr: Expr) -> tuple[str, int]:

@@ -52,6 +52,8 @@ class _BtqlParser(Parser):
             if right is None:
                 self.raise_error("Expecting a value after INCLUDES")
             this = self.expression(Includes(this=this, expression=right))
+            # Further range operators (LIKE, IN, IS, ...) may follow.
+            this = super()._parse_range(this, parse_is)
         return this
 
     def parse_tokens(self, method: Callable[[Parser], Any], tokens: list[Token], sql: str) -> Any:

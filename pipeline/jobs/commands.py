@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
 
-import anyio
 import click
 
 from pipeline.commandline import Output, emit_json, output_options, run_async
 from pipeline.errors import EXIT_FAILED, EXIT_USAGE
 from pipeline.jobs.config import ConfigError, JobFile, load_job_file
-from pipeline.jobs.runner import JobResult, run_jobs
+from pipeline.jobs.runner import JobResult, run_jobs, with_progress
 
 
 def _overrides(sets: tuple[str, ...], out: str | None) -> dict[str, str]:
@@ -55,15 +53,7 @@ def run(
     output = Output(quiet, as_json)
     progress = output.progress()
 
-    async def body() -> Any:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(progress.redraw_forever)
-            results = await run_jobs(job_file, progress)
-            tg.cancel_scope.cancel()
-        progress.draw()
-        return results
-
-    results = run_async(body)
+    results = run_async(lambda: with_progress(progress, lambda: run_jobs(job_file, progress)))
     if as_json:
         emit_json([r.to_json() for r in results])
     else:

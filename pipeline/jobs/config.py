@@ -33,6 +33,7 @@ from pipeline.api.client import DEFAULT_API_URL, ClientSettings
 from pipeline.commandline import make_settings
 from pipeline.errors import UsageError
 from pipeline.jobs.fields import BadValue, Kind, boolean, choice, integer, number, show, string, string_list
+from pipeline.load.jobstate import DEFAULT_STATE_DIR
 
 if TYPE_CHECKING:
     from pipeline.export.runner import ExportOptions
@@ -182,7 +183,7 @@ class MigrateJobConfig:
     workers: int = 4
     page_limit: int = 1000
     batch_rows: int = 1000
-    state_dir: str = ".btpipe-state"
+    state_dir: str = DEFAULT_STATE_DIR
     kind: str = "migrate"
 
     def migrate_options(self) -> MigrateOptions:

@@ -16,14 +16,9 @@ warning rather than silently losing old rows.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-import orjson
-
-from pipeline.errors import UsageError
-from pipeline.sinks.storage import Storage, location
-
-MANIFEST_DIR = "_manifests/"
+from pipeline.sinks.manifest import Manifest, list_manifests, manifest_path
+from pipeline.sinks.storage import Storage
 
 
 @dataclass(frozen=True)
@@ -37,39 +32,26 @@ class RunRecord:
     files: tuple[str, ...]
     base: bool
 
-
-def _record(relpath: str, raw: dict[str, Any]) -> RunRecord:
-    objects = raw.get("objects") or []
-    project_ids = {o.get("project_id") for o in objects if o.get("project_id")}
-    project_id = (raw.get("source") or {}).get("project_id") or (
-        project_ids.pop() if len(project_ids) == 1 else None
-    )
-    return RunRecord(
-        run_id=str(raw["run_id"]),
-        started_at=str(raw.get("started_at", "")),
-        project_id=project_id,
-        manifest=relpath,
-        files=tuple(f["path"] for o in objects for f in o.get("files", ())),
-        # A manifest that does not say where an object started from is not treated as a base:
-        # when in doubt, keep more.
-        base=bool(objects) and all("since_version" in o and o["since_version"] is None for o in objects),
-    )
+    @classmethod
+    def from_manifest(cls, manifest: Manifest) -> RunRecord:
+        project_ids = {o.project_id for o in manifest.objects if o.project_id}
+        project_id = manifest.options.get("project_id") or (
+            project_ids.pop() if len(project_ids) == 1 else None
+        )
+        return cls(
+            run_id=manifest.run_id,
+            started_at=manifest.started_at,
+            project_id=project_id,
+            manifest=manifest_path(manifest.run_id),
+            files=tuple(f.path for o in manifest.objects for f in o.files),
+            base=bool(manifest.objects) and all(o.since_version is None for o in manifest.objects),
+        )
 
 
 def project_runs(storage: Storage, project_id: str) -> list[RunRecord]:
     """Finished runs of ``project_id`` under ``storage``, oldest first."""
-    runs = []
-    for relpath in storage.list_files(MANIFEST_DIR):
-        if not relpath.endswith(".json"):
-            continue
-        try:
-            raw = orjson.loads(storage.read_bytes(relpath))
-            record = _record(relpath, raw)
-        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
-            raise UsageError(f"{location(storage, relpath)}: not a btpipe manifest ({exc})") from exc
-        if record.project_id == project_id:
-            runs.append(record)
-    return sorted(runs, key=lambda r: (r.started_at, r.run_id))
+    records = (RunRecord.from_manifest(m) for m in list_manifests(storage))
+    return [r for r in records if r.project_id == project_id]
 
 
 def full_run_due(runs: list[RunRecord], full_every: int | None) -> bool:

@@ -9,8 +9,9 @@ fresh machine pointed at the same ``s3://`` prefix carries on where the last run
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 
@@ -25,6 +26,9 @@ from pipeline.load.migrate import MigrateJob
 from pipeline.progress import Progress
 from pipeline.sinks.storage import Storage, open_storage
 from pipeline.state import StateStore
+from pipeline.verify import VerifyJob
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -103,8 +107,6 @@ async def run_migrate_job(
 
     Skipped events or a verify difference leave ``ok`` false (exit code 1, like ``btpipe verify``).
     """
-    from pipeline.load.verifying import VerifyJob
-
     started = time.monotonic()
     result = JobResult(name=job.name, kind=job.kind)
     async with (
@@ -125,6 +127,16 @@ async def run_migrate_job(
             result.warnings.extend(f"job.{job.name}: {d.describe()}" for d in diffs if not d.ok)
             result.ok = result.ok and all(d.ok for d in diffs)
     result.seconds = round(time.monotonic() - started, 3)
+    return result
+
+
+async def with_progress(progress: Progress, body: Callable[[], Awaitable[T]]) -> T:
+    """Run ``body`` while ``progress`` redraws (``run_async`` unwraps the task group's errors)."""
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(progress.redraw_forever)
+        result = await body()
+        tg.cancel_scope.cancel()
+    progress.draw()
     return result
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
 from pipeline.jobs.retention import RunRecord, full_run_due, plan_retention, project_runs, prune_runs
+from pipeline.sinks.base import FileInfo
+from pipeline.sinks.manifest import Manifest, ObjectManifest, write_manifest
 from pipeline.sinks.storage import LocalStorage
 
 
@@ -56,17 +57,17 @@ def test_full_run_due_counts_runs_since_the_newest_base() -> None:
 
 
 def write_run(storage: LocalStorage, run_id: str, project_id: str, since: str | None) -> list[str]:
-    files = [f"object_type=project_logs/object_id={project_id}/run={run_id}/r00-part-0000{i}.parquet" for i in range(2)]
+    files = [
+        f"object_type=project_logs/object_id={project_id}/run={run_id}/r00-part-0000{i}.parquet"
+        for i in range(2)
+    ]
     for path in files:
         storage.write_bytes(path, b"data")
-    manifest = {
-        "run_id": run_id,
-        "started_at": run_id,
-        "source": {"api_url": "http://x", "project_id": project_id},
-        "objects": [{"object_type": "project_logs", "id": project_id, "project_id": project_id,
-                     "since_version": since, "files": [{"path": p} for p in files]}],
-    }  # fmt: skip
-    storage.write_bytes(f"_manifests/{run_id}.json", orjson.dumps(manifest))
+    obj = ObjectManifest("project_logs", project_id, project_id=project_id, since_version=since,
+                         files=tuple(FileInfo(p, 1, 4, "0" * 64) for p in files))  # fmt: skip
+    write_manifest(
+        storage, Manifest(run_id, run_id, "http://x", options={"project_id": project_id}, objects=(obj,))
+    )
     return files
 
 
@@ -83,5 +84,11 @@ def test_prune_deletes_manifest_and_files_of_old_runs_of_one_project(tmp_path: P
     plan = plan_retention(runs, 2)
     assert prune_runs(storage, plan.prune) == 6
     assert storage.list_files() == sorted(
-        [*kept, *other, "_manifests/2026-01-03.json", "_manifests/2026-01-04.json", "_manifests/2026-01-00.json"]
+        [
+            *kept,
+            *other,
+            "_manifests/2026-01-03.json",
+            "_manifests/2026-01-04.json",
+            "_manifests/2026-01-00.json",
+        ]
     )

@@ -137,7 +137,6 @@ def test_btql_star_sort_cursor_several_ids_and_separators_inside_values() -> Non
         "sort": [{"expr": ident("created"), "dir": "desc"}, {"expr": ident("id"), "dir": "asc"}],
         "limit": 5,
         "cursor": "c1|2",
-        "preview_length": 100,
     }
 
 
@@ -292,6 +291,11 @@ def test_expressions(text: str, expected: Expr) -> None:
         ),
         ("SELECT id FROM project_logs()", "project_logs() needs at least one object id"),
         ("SELECT id", "query has no FROM clause"),
+        ("WITH x AS (SELECT 1) SELECT * FROM x", "unsupported clause 'with'"),
+        (
+            "SELECT count(DISTINCT id) FROM dataset('d')",
+            "unsupported syntax 'DISTINCT id' at line 1, column 23",
+        ),
         ("SELECT id FROM project_logs('p') LIMIT 'ten'", "limit must be a whole number, not \"'ten'\""),
         ("select: id\njoin: dataset('d')", "unsupported clause 'join' at line 2, column 1"),
         ("select: id\nfrom: experiment('e')\nselect: x", "duplicate clause 'select' at line 3, column 1"),
@@ -322,7 +326,7 @@ def test_query_errors(text: str, message: str) -> None:
     [
         ("a = 1 b", "syntax error at line 1, column 7 near 'b'"),
         ("sum(x, y)", "function 'sum' takes 1 argument(s), got 2"),
-        ("nullif(x)", "function 'nullif' takes 2 argument(s), got 1"),
+        ("coalesce()", "function 'coalesce' takes 1 or more argument(s), got 0"),
         ("sum(*)", "'*' is only allowed in count(*), not in sum()"),
         ("x IN (y)", "IN list must hold only literal values, not 'y'"),
         ("a = 1 AND\n  x IS TRUE", "unsupported syntax 'x IS TRUE' at line 2, column 3"),

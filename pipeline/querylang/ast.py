@@ -92,13 +92,8 @@ FUNCTION_ARITY: dict[str, tuple[int, int | None]] = {
     "min": (1, 1),
     "max": (1, 1),
     "coalesce": (1, None),
-    "nullif": (2, 2),
-    "greatest": (1, None),
-    "least": (1, None),
     "lower": (1, 1),
     "upper": (1, 1),
     "length": (1, 1),
-    "concat": (1, None),
     "abs": (1, 1),
-    "round": (1, 2),
 }

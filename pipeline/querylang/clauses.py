@@ -58,21 +58,27 @@ _CLAUSES: dict[str, Callable[[Body, str], Any]] = {
     "measures": _items,
     "preview_length": lambda body, text: parts.limit_value(parse_condition(body, text)),
 }
+# Clauses that only shape how the web UI previews values: checked, then left out.
+_DISPLAY_ONLY = frozenset({"preview_length"})
 
 
 def parse_clauses(tokens: list[Token], text: str) -> Query:
     """The query for BTQL clause text (already tokenized)."""
     query: Query = {}
+    seen: set[str] = set()
     for name_token, body in _split(tokens, text):
         name = name_token.text.lower()
         builder = _CLAUSES.get(name)
         if builder is None:
             raise QuerySyntaxError(f"unsupported clause {name!r} at {token_location(text, name_token)}")
-        if name in query:
+        if name in seen:
             raise QuerySyntaxError(f"duplicate clause {name!r} at {token_location(text, name_token)}")
         if not body:
             raise QuerySyntaxError(f"clause {name!r} is empty at {token_location(text, name_token)}")
-        query[name] = builder(body, text)
+        value = builder(body, text)
+        seen.add(name)
+        if name not in _DISPLAY_ONLY:
+            query[name] = value
     if "from" not in query:
         raise QuerySyntaxError("query has no 'from:' clause")
     return query

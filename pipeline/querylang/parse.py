@@ -3,8 +3,8 @@
 Two syntaxes are accepted, as the ``/btql`` endpoint does: BTQL clauses (``select:``,
 ``from:``, ``filter:`` ... one per line or joined with `` | ``) and SQL (``SELECT ... FROM
 project_logs('<id>', shape => 'traces') WHERE ...``). Both are tokenized and parsed by
-sqlglot (``querylang.syntax``); a text whose first word is SELECT, not followed by a colon,
-is SQL. Every failure is a ``QuerySyntaxError`` (a ``UsageError``) naming what is wrong
+sqlglot (``querylang.syntax``); a text whose first word is SELECT (or WITH), not followed
+by a colon, is SQL. Every failure is a ``QuerySyntaxError`` (a ``UsageError``) naming what is wrong
 and where.
 """
 
@@ -35,7 +35,7 @@ def parse_query(text: str) -> Query:
     tokens = tokenize(text)
     if not tokens:
         raise QuerySyntaxError("empty query")
-    is_sql = tokens[0].token_type == TokenType.SELECT and (
+    is_sql = tokens[0].token_type in (TokenType.SELECT, TokenType.WITH) and (
         len(tokens) == 1 or tokens[1].token_type != TokenType.COLON
     )
     return parse_sql(tokens, text) if is_sql else parse_clauses(tokens, text)

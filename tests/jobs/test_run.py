@@ -1,0 +1,169 @@
+"""``btpipe run`` with each shipped config, end to end against the emulator over loopback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow.dataset as pads
+from click.testing import CliRunner, Result
+
+from pipeline.emulator.sample import generate_traces
+from pipeline.jobs.commands import run
+from tests.helpers import all_rows, insert, post, read_export_files, unique
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def run_config(emulator: Any, name: str, *args: str, env: dict[str, str] | None = None) -> Result:
+    full_env = {
+        "BRAINTRUST_API_URL": emulator.url,
+        "BRAINTRUST_API_KEY": emulator.key,
+        "BTPIPE_OUT": None,
+        **(env or {}),
+    }
+    return CliRunner().invoke(run, [str(CONFIGS / name), "--json", *args], env=full_env)
+
+
+def make_project(emulator: Any, traces: int = 40) -> dict[str, Any]:
+    proj = post(emulator.url, emulator.key, "/v1/project", {"name": unique("jobs")})
+    insert(
+        emulator.url, emulator.key, "project_logs", proj["id"], list(generate_traces(seed=3, n_traces=traces))
+    )
+    ds = post(emulator.url, emulator.key, "/v1/dataset", {"project_id": proj["id"], "name": "golden"})
+    insert(
+        emulator.url,
+        emulator.key,
+        "dataset",
+        ds["id"],
+        [{"id": f"d{i}", "input": i, "expected": -i} for i in range(25)],
+    )
+    exp = post(emulator.url, emulator.key, "/v1/experiment", {"project_id": proj["id"], "name": "exp"})
+    insert(
+        emulator.url,
+        emulator.key,
+        "experiment",
+        exp["id"],
+        [{"id": f"e{i}", "input": i, "scores": {"s": 0.5}} for i in range(15)],
+    )
+    return {"project": proj, "objects": [("project_logs", proj["id"]), ("dataset", ds["id"]), ("experiment", exp["id"])]}  # fmt: skip
+
+
+def ok_json(result: Result) -> list[dict[str, Any]]:
+    assert result.exit_code == 0, result.stderr
+    return orjson.loads(result.stdout)
+
+
+def run_files(root: Path, run_id: str) -> list[Path]:
+    return sorted(p for p in root.glob(f"object_type=*/object_id=*/run={run_id}/*") if p.is_file())
+
+
+def test_nightly_backup_incremental_runs_and_retention(emulator: Any, tmp_path: Path) -> None:
+    setup = make_project(emulator)
+    name, pid = setup["project"]["name"], setup["project"]["id"]
+    server = {obj: all_rows(emulator.url, emulator.key, *obj) for obj in setup["objects"]}
+    # keep_runs=2, full_every=2: runs 1 and 3 are full; after run 4 runs 1 and 2 are pruned.
+    args = (
+        "--set",
+        f"projects={name}",
+        "--out",
+        str(tmp_path),
+        "--set",
+        "keep_runs=2",
+        "--set",
+        "full_every=2",
+    )
+
+    (first,) = ok_json(run_config(emulator, "nightly-backup.toml", *args))
+    assert first["rows"] == sum(len(rows) for rows in server.values())
+    for (object_type, object_id), rows in server.items():
+        exported = {r["id"]: r for r in read_export_files(tmp_path, object_type, object_id)}
+        assert exported == rows
+
+    new_events = list(generate_traces(seed=11, n_traces=6))
+    insert(emulator.url, emulator.key, "project_logs", pid, new_events)
+    (second,) = ok_json(run_config(emulator, "nightly-backup.toml", *args))
+    new_ids = {e["id"] for e in new_events}
+    assert second["rows"] == len(new_ids)
+    second_run = second["runs"][0]["run_id"]
+    logs_now = all_rows(emulator.url, emulator.key, "project_logs", pid)
+    second_rows = [r for r in read_export_files(tmp_path, "project_logs", pid)
+                   if r["id"] in new_ids]  # fmt: skip
+    assert {r["id"] for r in second_rows} == new_ids
+    assert all(f"run={second_run}" in str(p) for p in run_files(tmp_path, second_run))
+    assert {p.parts[-3] for p in run_files(tmp_path, second_run)} == {f"object_id={pid}"}
+
+    (third,) = ok_json(run_config(emulator, "nightly-backup.toml", *args))
+    total = (
+        len(logs_now)
+        + len(server[("dataset", setup["objects"][1][1])])
+        + len(server[("experiment", setup["objects"][2][1])])
+    )
+    assert third["rows"] == total  # a full run: re-based
+    assert third["pruned_runs"] == [] and third["warnings"] == [
+        f"job.nightly-backup: keeping 3 runs instead of 2: the oldest kept runs are incremental and need "
+        f"the full run {first['runs'][0]['run_id']} (set full_every to re-base)"
+    ]
+
+    (fourth,) = ok_json(run_config(emulator, "nightly-backup.toml", *args))
+    assert fourth["rows"] == 0
+    assert fourth["pruned_runs"] == [first["runs"][0]["run_id"], second_run]
+    kept = sorted(r["runs"][0]["run_id"] for r in (third, fourth))
+    assert sorted(p.stem for p in (tmp_path / "_manifests").iterdir()) == kept
+    assert not run_files(tmp_path, first["runs"][0]["run_id"]) and not run_files(tmp_path, second_run)
+    assert {r["id"]: r for r in read_export_files(tmp_path, "project_logs", pid)} == logs_now
+
+
+def test_warehouse_load_is_hive_partitioned_parquet(emulator: Any, tmp_path: Path) -> None:
+    setup = make_project(emulator)
+    pid = setup["project"]["id"]
+    (result,) = ok_json(run_config(emulator, "warehouse-load.toml", "--set", f"project={setup['project']['name']}",
+                                   "--out", str(tmp_path)))  # fmt: skip
+    logs = all_rows(emulator.url, emulator.key, "project_logs", pid)
+    assert result["rows"] == len(logs)
+    # What the README's DuckDB query reads: every Parquet file, partition columns from the path.
+    table = pads.dataset(str(tmp_path), format="parquet", partitioning="hive").to_table()
+    assert sorted(table.column("id").to_pylist()) == sorted(logs)
+    assert set(table.column("object_type").to_pylist()) == {"project_logs"}
+    assert set(table.column("object_id").to_pylist()) == {pid}
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("object_type=")] == [
+        "object_type=project_logs"
+    ]
+
+
+def test_migrate_project_across_orgs_and_verify(emulator: Any, tmp_path: Path) -> None:
+    setup = make_project(emulator)
+    target = unique("copy")
+    env = {"DEST_BRAINTRUST_API_URL": emulator.url, "DEST_BRAINTRUST_API_KEY": emulator.other_org_key}
+    (result,) = ok_json(run_config(
+        emulator, "migrate-project.toml", "--set", f"project={setup['project']['name']}",
+        "--set", f"to_project={target}", "--set", f"state_dir={tmp_path}", env=env,
+    ))  # fmt: skip
+    assert result["ok"] is True and result["warnings"] == []
+    assert [d["ok"] for d in result["details"]["verify"]] == [True, True, True]
+    copies = {o["source"]: o["destination_id"] for o in result["details"]["migrate"]["objects"]}
+    source_logs = all_rows(emulator.url, emulator.key, "project_logs", setup["project"]["id"])
+    copied_logs = all_rows(emulator.url, emulator.other_org_key, "project_logs", copies["logs"])
+    assert sorted(copied_logs) == sorted(source_logs)
+    assert {k: v["input"] for k, v in copied_logs.items()} == {k: v["input"] for k, v in source_logs.items()}
+    assert result["rows"] == sum(len(all_rows(emulator.url, emulator.key, *obj)) for obj in setup["objects"])
+
+
+def test_run_reports_config_errors_and_unknown_jobs(emulator: Any) -> None:
+    result = run_config(emulator, "nightly-backup.toml", "--job", "weekly", "--set", "workers=0")
+    assert result.exit_code == 2
+    path = CONFIGS / "nightly-backup.toml"
+    assert result.stderr.splitlines() == [
+        f'btpipe: error: {path}: no job named "weekly" (jobs: nightly-backup)',
+    ]
+    result = run_config(emulator, "nightly-backup.toml", "--set", "workers=0")
+    assert result.stderr == "btpipe: error: --set workers: expected integer >= 1, got 0\n"
+
+
+def test_run_missing_project_is_not_found(emulator: Any, tmp_path: Path) -> None:
+    result = run_config(
+        emulator, "nightly-backup.toml", "--set", "projects=does-not-exist", "--out", str(tmp_path)
+    )
+    assert result.exit_code == 4, result.stderr
+    assert result.stderr.startswith("btpipe: error: ") and "does-not-exist" in result.stderr

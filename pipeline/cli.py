@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-import anyio
 import click
 import orjson
 
@@ -24,10 +23,12 @@ from pipeline.commandline import (
     output_options,
     run_async,
     with_client,
+    with_progress,
 )
+from pipeline.progress import Progress
 
 #: Modules whose ``COMMANDS`` list is mounted on the ``btpipe`` group.
-COMMAND_MODULES = ("pipeline.emulator.command",)
+COMMAND_MODULES = ("pipeline.emulator.command", "pipeline.load.commands", "pipeline.jobs.commands")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -67,6 +68,8 @@ def main() -> None:
 @click.option(
     "--ranges-per-object", default=4, show_default=True, help="Most ranges one object is split into."
 )
+@click.option("--min-rows-per-range", default=20_000, show_default=True,
+              help="Split an object only when each range gets at least this many rows.")  # fmt: skip
 @click.option("--page-limit", default=1000, show_default=True, help="Rows per /btql page (1..1000).")
 @click.option("--prefetch", default=4, show_default=True, help="Pages buffered per range (bounds memory).")
 @click.option(
@@ -96,6 +99,7 @@ def export(
     restart: bool,
     workers: int,
     ranges_per_object: int,
+    min_rows_per_range: int,
     page_limit: int,
     prefetch: int,
     file_rows: int,
@@ -120,22 +124,17 @@ def export(
         restart=restart,
         workers=max(1, workers),
         ranges_per_object=max(1, ranges_per_object),
+        min_rows_per_range=max(1, min_rows_per_range),
         page_limit=page_limit,
         prefetch=max(1, prefetch),
         file_rows=max(1, file_rows),
         file_bytes=max(1, file_mb) * 2**20,
     )
-    progress = output.progress()
 
-    async def job(client: BraintrustClient) -> Any:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(progress.redraw_forever)
-            summary = await ExportJob(client, options, progress).run()
-            tg.cancel_scope.cancel()
-        progress.draw()
-        return summary
+    async def body(progress: Progress) -> Any:
+        return await with_client(settings, lambda client: ExportJob(client, options, progress).run())
 
-    summary = run_async(lambda: with_client(settings, job))
+    summary = run_async(with_progress(output, body))
     if as_json:
         emit_json(summary.to_json())
     else:

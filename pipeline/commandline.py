@@ -16,7 +16,7 @@ import click
 import orjson
 
 from pipeline.api.client import DEFAULT_API_URL, BraintrustClient, ClientSettings, RetryPolicy, Timeouts
-from pipeline.errors import EXIT_INTERRUPTED, BtpipeError
+from pipeline.errors import EXIT_INTERRUPTED, BtpipeError, first_error
 from pipeline.progress import Progress
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -120,7 +120,10 @@ def make_settings(
 def run_async(fn: Callable[[], Awaitable[T]]) -> T:
     """Run a coroutine, turning btpipe errors into one line and an exit code."""
     try:
-        return anyio.run(fn)
+        try:
+            return anyio.run(fn)
+        except BaseExceptionGroup as group:
+            raise first_error(group) from None
     except BtpipeError as exc:
         click.echo(f"btpipe: error: {exc}", err=True)
         sys.exit(exc.exit_code)
@@ -136,3 +139,21 @@ async def with_client(settings: ClientSettings, body: Callable[[BraintrustClient
 
 def emit_json(data: Any) -> None:
     click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+
+
+def with_progress(output: Output, body: Callable[[Progress], Awaitable[T]]) -> Callable[[], Awaitable[T]]:
+    """Wrap ``body`` so a progress display redraws while it runs and once more at the end."""
+    progress = output.progress()
+
+    async def job() -> T:
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(progress.redraw_forever)
+                result = await body(progress)
+                tg.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            raise first_error(group) from None
+        progress.draw()
+        return result
+
+    return job

@@ -63,3 +63,21 @@ class ApiError(BtpipeError):
 
 class TransientApiError(ApiError):
     """A retryable failure (429, 5xx, connection error) that outlasted the retry budget."""
+
+
+def first_error(group: BaseExceptionGroup) -> BaseException:
+    """The error a task group stopped for, so the user sees one line rather than a group.
+
+    A btpipe error wins over the cancellations and follow-on failures it caused.
+    """
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    return next((e for e in leaves if isinstance(e, BtpipeError)), leaves[0])

@@ -26,6 +26,8 @@ from pipeline.querylang.ast import (
     ident,
     literal,
 )
+from pipeline.querylang.parse import parse_expression
+from pipeline.querylang.syntax import QuerySyntaxError
 
 CURSOR_HEADERS = ("x-bt-cursor", "x-amz-meta-bt_cursor")
 SHRINK_STATUSES = frozenset({500, 504})
@@ -234,3 +236,13 @@ async def query_pages(
         cursor = cursor_of(response) or payload.get("cursor")
         if not page_all or not rows or not cursor:
             return
+
+
+def parse_filter(text: str | None, flag: str = "--filter") -> Expr | None:
+    """A user's filter text as an expression tree; errors name the flag they came from."""
+    if not text:
+        return None
+    try:
+        return parse_expression(text)
+    except QuerySyntaxError as exc:
+        raise QuerySyntaxError(f"{flag}: {exc}") from None

@@ -15,14 +15,13 @@ import time
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, cast
 
 import anyio
 import orjson
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from pipeline import __version__
-from pipeline.api.btql import Page, Pager, XactRange, build_query, plan_ranges, snapshot
+from pipeline.api.btql import Page, Pager, XactRange, build_query, parse_filter, plan_ranges, snapshot
 from pipeline.api.client import BraintrustClient
 from pipeline.api.objects import ObjectRef, resolve_project, resolve_selection
 from pipeline.errors import UsageError
@@ -30,12 +29,15 @@ from pipeline.export import layout
 from pipeline.export.state import ExportState, ObjectState, RangeState, RunState
 from pipeline.progress import Progress, Task
 from pipeline.querylang.ast import Expr, all_of
-from pipeline.querylang.parse import parse_expression
+from pipeline.rows import ObjectType
+from pipeline.sinks.base import FileInfo
 from pipeline.sinks.jsonl import JsonlSink
-from pipeline.sinks.manifest import write_manifest
+from pipeline.sinks.manifest import Manifest, ObjectManifest, write_manifest
 from pipeline.sinks.parquet import ParquetSink
 from pipeline.sinks.storage import Storage, open_storage
 from pipeline.state import StateStore
+
+JsonlCompression = Literal["gzip", "zstd"] | None
 
 #: Sinks never rotate on their own here: the range writer decides, so that every file
 #: boundary is also a checkpoint.
@@ -121,7 +123,7 @@ class ExportJob:
         self.client = client
         self.options = options
         self.progress = progress
-        self.user_filter: Expr | None = parse_expression(options.filter) if options.filter else None
+        self.user_filter: Expr | None = parse_filter(options.filter)
         self._state_lock = anyio.Lock()
         self.storage: Storage
         self.store: StateStore
@@ -302,13 +304,13 @@ class ExportJob:
                 directory,
                 prefix=prefix,
                 first_part=rng.next_part,
-                compression=self.options.compression,
+                compression=cast(JsonlCompression, self.options.compression),
                 max_file_bytes=_NEVER,
             )
         return ParquetSink(
             self.storage,
             directory,
-            obj.object_type,
+            cast(ObjectType, obj.object_type),
             prefix=prefix,
             first_part=rng.next_part,
             compression=self.options.compression or "zstd",
@@ -369,32 +371,30 @@ class ExportJob:
     # -- finishing ------------------------------------------------------------------------
 
     async def _finish(self, run: RunState) -> str:
-        path = layout.manifest_path(run.run_id)
-        manifest = {
-            "run_id": run.run_id,
-            "tool": "btpipe",
-            "tool_version": __version__,
-            "started_at": run.started_at,
-            "finished_at": datetime.now(UTC).isoformat(),
-            "source": {"api_url": self.client.base_url, "project_id": self.state.project_id},
-            "options": run.options,
-            "filter_expr": self.user_filter,
-            "objects": [
-                {
-                    "object_type": obj.object_type,
-                    "id": obj.id,
-                    "name": obj.name,
-                    "project_id": obj.project_id,
-                    "snapshot_version": obj.version,
-                    "since_version": obj.since,
-                    "expected_rows": obj.expected_rows,
-                    "rows": obj.rows,
-                    "files": [f for r in obj.ranges for f in r.files],
-                }
+        manifest = Manifest(
+            run_id=run.run_id,
+            started_at=run.started_at,
+            finished_at=datetime.now(UTC).isoformat(),
+            api_url=self.client.base_url,
+            format=self.options.format,
+            query=self.user_filter,
+            options={**run.options, "project_id": self.state.project_id},
+            objects=tuple(
+                ObjectManifest(
+                    object_type=obj.object_type,
+                    object_id=obj.id,
+                    name=obj.name,
+                    project_id=obj.project_id,
+                    snapshot_version=obj.version,
+                    since_version=obj.since,
+                    rows_expected=obj.expected_rows,
+                    rows_written=obj.rows,
+                    files=tuple(FileInfo(**f) for r in obj.ranges for f in r.files),
+                )
                 for obj in run.objects
-            ],
-        }
-        await anyio.to_thread.run_sync(write_manifest, self.storage, path, manifest)
+            ),
+        )
+        path = await anyio.to_thread.run_sync(write_manifest, self.storage, manifest)
         async with self._state_lock:
             for obj in run.objects:
                 if obj.version is not None:

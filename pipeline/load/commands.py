@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import anyio
@@ -27,9 +27,10 @@ from pipeline.commandline import (
     output_options,
     run_async,
     with_client,
+    with_progress,
 )
 from pipeline.errors import EXIT_FAILED, AuthError, UsageError
-from pipeline.load.insert import InsertOptions, first_error
+from pipeline.load.insert import InsertOptions
 from pipeline.load.jobstate import DEFAULT_STATE_DIR
 from pipeline.progress import Progress
 
@@ -109,25 +110,6 @@ def to_options(fn: F) -> F:
     return fn
 
 
-def _run_with_progress(
-    output: Output, body: Callable[[Progress], Awaitable[T]]
-) -> Callable[[], Awaitable[T]]:
-    progress = output.progress()
-
-    async def job() -> T:
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(progress.redraw_forever)
-                result = await body(progress)
-                tg.cancel_scope.cancel()
-        except BaseExceptionGroup as group:
-            raise first_error(group) from None
-        progress.draw()
-        return result
-
-    return job
-
-
 def _report_load(output: Output, summary: Any, verb: str) -> None:
     if output.json:
         emit_json(summary.to_json())
@@ -168,7 +150,7 @@ def import_command(**kw: Any) -> None:
     async def body(progress: Progress) -> Any:
         return await with_client(settings, lambda c: ImportJob(c, options, progress).run())
 
-    _report_load(output, run_async(_run_with_progress(output, body)), "imported")
+    _report_load(output, run_async(with_progress(output, body)), "imported")
 
 
 @click.command("migrate")
@@ -198,7 +180,7 @@ def migrate_command(**kw: Any) -> None:
         async with BraintrustClient(source) as src, BraintrustClient(destination) as dst:
             return await MigrateJob(src, dst, options, progress).run()
 
-    _report_load(output, run_async(_run_with_progress(output, body)), "migrated")
+    _report_load(output, run_async(with_progress(output, body)), "migrated")
 
 
 @click.command("delete")
@@ -215,15 +197,15 @@ def migrate_command(**kw: Any) -> None:
 @click.option("--batch-rows", default=1000, show_default=True, help="Most deletes per request.")
 def delete_command(**kw: Any) -> None:
     """Delete the rows a filter matches (asks first unless --yes)."""
+    from pipeline.api.btql import parse_filter
     from pipeline.api.objects import resolve_project, resolve_selection
     from pipeline.load import delete as deleting
-    from pipeline.querylang.parse import parse_expression
 
     output = Output(kw["quiet"], kw["as_json"])
     settings = _settings(kw)
 
     async def job(client: BraintrustClient) -> list[deleting.DeletePlan]:
-        filter_expr = parse_expression(kw["filter_text"])
+        filter_expr = parse_filter(kw["filter_text"])
         project = await resolve_project(client, kw["project"])
         refs = await resolve_selection(client, project, kw["objects"])
         plans = [(ref, await deleting.plan(client, ref, filter_expr)) for ref in refs]

@@ -25,7 +25,7 @@ import orjson
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from pipeline.api.client import BraintrustClient
-from pipeline.errors import ApiError, BtpipeError, UsageError
+from pipeline.errors import ApiError, BtpipeError, UsageError, first_error
 from pipeline.load.batcher import Batch, Batcher, Item, request_body
 from pipeline.load.checkpoint import PrefixTracker
 
@@ -243,21 +243,6 @@ class InsertPool:
             )
         await self.error_log.record(item, reason)
         ledger.skipped += 1
-
-
-def first_error(group: BaseExceptionGroup) -> BaseException:
-    """The error a task group stopped for, so the user sees one line rather than a group."""
-    leaves: list[BaseException] = []
-
-    def walk(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for inner in exc.exceptions:
-                walk(inner)
-        else:
-            leaves.append(exc)
-
-    walk(group)
-    return next((e for e in leaves if isinstance(e, BtpipeError)), leaves[0])
 
 
 async def feed(pool: InsertPool, batcher: Batcher, chunks: AsyncIterator[list[Item]]) -> None:

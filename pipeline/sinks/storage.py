@@ -111,8 +111,12 @@ class LocalStorage:
             fh.write(data)
 
     def read_bytes(self, relpath: str) -> bytes:
-        with open(self._path(relpath), "rb") as fh:
-            return fh.read()
+        path = self._path(relpath)
+        try:
+            with open(path, "rb") as fh:
+                return fh.read()
+        except NotADirectoryError as exc:  # a parent is a file: nothing can be stored there
+            raise FileNotFoundError(path) from exc
 
     def exists(self, relpath: str) -> bool:
         return os.path.isfile(self._path(relpath))

@@ -1,0 +1,208 @@
+"""btpipe export against the emulator: exact rows, formats, ranges, resume, incremental, errors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from click.testing import CliRunner
+
+from pipeline.cli import main
+from pipeline.emulator.sample import generate_traces
+from tests.helpers import all_rows, insert, post, read_export_files, unique, visible_files
+
+
+def cli(emulator: Any, *args: str, key: str | None = None) -> Any:
+    env = {"BRAINTRUST_API_URL": emulator.url, "BRAINTRUST_API_KEY": key or emulator.key}
+    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def project(emulator: Any) -> dict[str, Any]:
+    """A project with ~3,000 log spans, a dataset and an experiment."""
+    proj = post(emulator.url, emulator.key, "/v1/project", {"name": unique("export")})
+    events = list(generate_traces(seed=7, n_traces=600))
+    insert(emulator.url, emulator.key, "project_logs", proj["id"], events)
+    ds = post(emulator.url, emulator.key, "/v1/dataset", {"project_id": proj["id"], "name": "golden"})
+    insert(
+        emulator.url,
+        emulator.key,
+        "dataset",
+        ds["id"],
+        [{"id": f"d{i}", "input": {"q": f"question {i} ✓"}, "expected": i, "tags": ["t"]} for i in range(700)],
+    )
+    exp = post(emulator.url, emulator.key, "/v1/experiment", {"project_id": proj["id"], "name": "run-1"})
+    insert(
+        emulator.url,
+        emulator.key,
+        "experiment",
+        exp["id"],
+        [{"id": f"e{i}", "input": i, "output": i * 2, "scores": {"acc": (i % 10) / 10}} for i in range(300)],
+    )
+    return {"project": proj, "dataset": ds, "experiment": exp, "log_count": len({e["id"] for e in events})}
+
+
+def by_id(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    mapped = {r["id"]: r for r in rows}
+    assert len(mapped) == len(rows), "an id was exported twice"
+    return mapped
+
+
+@pytest.mark.parametrize(("fmt", "compression"), [("jsonl", "none"), ("jsonl", "zstd"), ("parquet", None)])
+def test_export_equals_server_rows(emulator: Any, project: dict[str, Any], tmp_path: Path, fmt: str, compression):
+    args = ["export", "--project", project["project"]["name"], "--out", str(tmp_path), "--format", fmt, "--json"]
+    if compression:
+        args += ["--compression", compression]
+    result = cli(emulator, *args)
+    assert result.exit_code == 0, result.output
+    summary = orjson.loads(result.stdout)
+    assert summary["rows"] == project["log_count"] + 700 + 300
+    for kind, obj_id in (
+        ("project_logs", project["project"]["id"]),
+        ("dataset", project["dataset"]["id"]),
+        ("experiment", project["experiment"]["id"]),
+    ):
+        expected = all_rows(emulator.url, emulator.key, kind, obj_id)
+        assert by_id(read_export_files(tmp_path, kind, obj_id)) == expected
+    manifest = orjson.loads((tmp_path / summary["manifest"]).read_bytes())
+    assert sum(o["rows_written"] for o in manifest["objects"]) == summary["rows"]
+    for obj in manifest["objects"]:
+        assert obj["rows_written"] == obj["rows_expected"]
+        for f in obj["files"]:
+            assert (tmp_path / f["path"]).stat().st_size == f["bytes"]
+    assert not [p for p in visible_files(tmp_path) if ".tmp" in p]
+
+
+def test_parallel_ranges_equal_one_range(emulator: Any, project: dict[str, Any], tmp_path: Path):
+    name = project["project"]["name"]
+    one, many = tmp_path / "one", tmp_path / "many"
+    r1 = cli(emulator, "export", "--project", name, "--objects", "logs", "--out", str(one), "--ranges-per-object", "1")
+    assert r1.exit_code == 0, r1.output
+    r2 = cli(emulator, "export", "--project", name, "--objects", "logs", "--out", str(many),
+             "--ranges-per-object", "4", "--workers", "4", "--page-limit", "100", "--min-rows-per-range", "200")  # fmt: skip
+    assert r2.exit_code == 0, r2.output
+    pid = project["project"]["id"]
+    assert by_id(read_export_files(one, "project_logs", pid)) == by_id(read_export_files(many, "project_logs", pid))
+    parts = {Path(p).name.split("-")[0] for p in visible_files(many) if p.endswith(".parquet")}
+    assert len(parts) > 1, "the export was not split into ranges"
+
+
+def test_objects_selection_and_filter(emulator: Any, project: dict[str, Any], tmp_path: Path):
+    name, pid = project["project"]["name"], project["project"]["id"]
+    flt = "metadata.orgName = 'qawolf'"
+    result = cli(emulator, "export", "--project", name, "--objects", "logs", "--filter", flt, "--out", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    rows = by_id(read_export_files(tmp_path, "project_logs", pid))
+    expected = all_rows(
+        emulator.url,
+        emulator.key,
+        "project_logs",
+        pid,
+        {"op": "eq", "left": {"op": "ident", "name": ["metadata", "orgName"]}, "right": {"op": "literal", "value": "qawolf"}},
+    )
+    assert expected and rows == expected
+    assert not (tmp_path / "object_type=dataset").exists()
+
+
+def test_filter_value_with_quotes_keeps_its_meaning(emulator: Any, tmp_path: Path):
+    proj = post(emulator.url, emulator.key, "/v1/project", {"name": unique("quotes")})
+    tricky = "it's' OR '1'='1"
+    insert(emulator.url, emulator.key, "project_logs", proj["id"],
+           [{"id": "a", "metadata": {"who": tricky}}, {"id": "b", "metadata": {"who": "other"}}])  # fmt: skip
+    flt = "metadata.who = 'it''s'' OR ''1''=''1'"
+    result = cli(emulator, "export", "--project", proj["name"], "--objects", "logs", "--filter", flt,
+                 "--format", "jsonl", "--out", str(tmp_path))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert [r["id"] for r in read_export_files(tmp_path, "project_logs", proj["id"])] == ["a"]
+
+
+def test_incremental_fetches_only_changes(emulator: Any, tmp_path: Path):
+    proj = post(emulator.url, emulator.key, "/v1/project", {"name": unique("incr")})
+    insert(emulator.url, emulator.key, "project_logs", proj["id"], [{"id": f"r{i}", "input": i} for i in range(1500)])
+    first = cli(emulator, "export", "--project", proj["name"], "--incremental", "--out", str(tmp_path), "--json")
+    assert first.exit_code == 0, first.output
+    assert orjson.loads(first.stdout)["rows"] == 1500
+    # New rows, updated rows, and nothing else must come back next time.
+    insert(emulator.url, emulator.key, "project_logs", proj["id"],
+           [{"id": f"n{i}", "input": i} for i in range(40)] + [{"id": f"r{i}", "input": -i} for i in range(0, 300, 10)])  # fmt: skip
+    second = cli(emulator, "export", "--project", proj["name"], "--incremental", "--out", str(tmp_path), "--json")
+    assert second.exit_code == 0, second.output
+    summary = orjson.loads(second.stdout)
+    manifest = orjson.loads((tmp_path / summary["manifest"]).read_bytes())
+    run_rows: list[dict[str, Any]] = []
+    for obj in manifest["objects"]:
+        for f in obj["files"]:
+            run_rows.extend(read_export_files_single(tmp_path / f["path"], obj["object_type"]))
+    assert sorted(r["id"] for r in run_rows) == sorted([f"n{i}" for i in range(40)] + [f"r{i}" for i in range(0, 300, 10)])
+    assert all(r["input"] == -int(r["id"][1:]) for r in run_rows if r["id"].startswith("r"))
+    third = cli(emulator, "export", "--project", proj["name"], "--incremental", "--out", str(tmp_path), "--json")
+    assert orjson.loads(third.stdout)["rows"] == 0
+
+
+def read_export_files_single(path: Path, object_type: str) -> list[dict[str, Any]]:
+    import pyarrow.parquet as pq
+
+    from pipeline.sinks.parquet import table_to_rows
+
+    return table_to_rows(pq.read_table(path), object_type)  # type: ignore[arg-type]
+
+
+def test_killed_export_resumes_to_exact_rows(emulator: Any, tmp_path: Path):
+    proj = post(emulator.url, emulator.key, "/v1/project", {"name": unique("resume")})
+    insert(emulator.url, emulator.key, "project_logs", proj["id"],
+           [{"id": f"k{i:05d}", "input": {"text": "x" * 200, "i": i}} for i in range(6000)])  # fmt: skip
+    out = tmp_path / "out"
+    env = {**os.environ, "BRAINTRUST_API_URL": emulator.url, "BRAINTRUST_API_KEY": emulator.key}
+    cmd = [sys.executable, "-m", "pipeline", "export", "--project", proj["name"], "--objects", "logs",
+           "--out", str(out), "--format", "jsonl", "--page-limit", "100", "--file-rows", "500", "--quiet"]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=env)
+    state = out / "_state" / f"export-{proj['id']}.json"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if state.exists() and any(r["files"] for o in orjson.loads(state.read_bytes())["run"]["objects"] for r in o["ranges"]):
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = read_export_files(out, "project_logs", proj["id"])
+    assert 0 < len(partial) < 6000
+    resumed = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert by_id(read_export_files(out, "project_logs", proj["id"])) == all_rows(
+        emulator.url, emulator.key, "project_logs", proj["id"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "key", "code", "message"),
+    [
+        (["--project", "no-such-project"], None, 4, "project 'no-such-project' not found"),
+        (["--filter", "metadata.x = = 1"], None, 2, "filter"),
+        ([], "wrong-key", 3, "API key was rejected"),
+        (["--objects", "dataset:missing"], None, 4, "dataset 'missing' not found"),
+        (["--objects", "bogus"], None, 2, "--objects"),
+    ],
+)
+def test_errors_are_one_line_with_exit_code(emulator, project, tmp_path: Path, args, key, code, message):
+    base = ["export", "--project", project["project"]["name"], "--out", str(tmp_path / "o")]
+    result = cli(emulator, *base, *args, key=key)
+    assert result.exit_code == code, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert "wrong-key" not in result.output
+    assert not (tmp_path / "o").exists() or not [p for p in visible_files(tmp_path / "o") if "object_type=" in p]
+
+
+def test_unwritable_output(emulator: Any, project: dict[str, Any], tmp_path: Path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    result = cli(emulator, "export", "--project", project["project"]["name"], "--out", str(blocker / "sub"))
+    assert result.exit_code == 2, result.output
+    assert "cannot write" in result.stderr

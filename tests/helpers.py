@@ -1,0 +1,114 @@
+"""Test helpers that talk to the emulator with plain aiohttp, independently of btpipe's client."""
+
+from __future__ import annotations
+
+import gzip
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import anyio
+import orjson
+import pyarrow.parquet as pq
+
+from pipeline.sinks.parquet import table_to_rows
+
+
+def unique(name: str) -> str:
+    return f"{name}-{uuid.uuid4().hex[:8]}"
+
+
+async def _post(url: str, key: str, path: str, body: Any) -> Any:
+    async with (
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"}) as session,
+        session.post(url + path, data=orjson.dumps(body), headers={"Content-Type": "application/json"}) as resp,
+    ):
+        data = await resp.read()
+        assert resp.status == 200, f"{path}: HTTP {resp.status}: {data[:300]!r}"
+        return orjson.loads(data)
+
+
+def post(url: str, key: str, path: str, body: Any) -> Any:
+    return anyio.run(_post, url, key, path, body)
+
+
+def insert(
+    url: str, key: str, object_type: str, object_id: str, events: list[dict[str, Any]], max_bytes: int = 900_000
+) -> None:
+    """Insert ``events`` in requests below ``max_bytes`` (the test server's limit is 1 MiB)."""
+    batch: list[dict[str, Any]] = []
+    size = 0
+    for event in events:
+        n = len(orjson.dumps(event))
+        if batch and (size + n > max_bytes or len(batch) >= 500):
+            post(url, key, f"/v1/{object_type}/{object_id}/insert", {"events": batch})
+            batch, size = [], 0
+        batch.append(event)
+        size += n
+    if batch:
+        post(url, key, f"/v1/{object_type}/{object_id}/insert", {"events": batch})
+
+
+async def _all_rows(url: str, key: str, object_type: str, object_id: str, filter_expr: Any) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    cursor = None
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"}) as session:
+        while True:
+            query: dict[str, Any] = {
+                "from": {
+                    "op": "function",
+                    "name": {"op": "ident", "name": [object_type]},
+                    "args": [{"op": "literal", "value": object_id}],
+                },
+                "select": [{"op": "star"}],
+                "limit": 1000,
+            }
+            if filter_expr is not None:
+                query["filter"] = filter_expr
+            if cursor:
+                query["cursor"] = cursor
+            async with session.post(url + "/btql", json={"query": query, "fmt": "json"}) as resp:
+                assert resp.status == 200, await resp.text()
+                payload = orjson.loads(await resp.read())
+            if not payload["data"]:
+                return rows
+            rows.extend(payload["data"])
+            cursor = payload.get("cursor")
+            if not cursor:
+                return rows
+
+
+def all_rows(
+    url: str, key: str, object_type: str, object_id: str, filter_expr: Any = None
+) -> dict[str, dict[str, Any]]:
+    """Every visible row of an object, by id, read straight from the server."""
+    rows = anyio.run(_all_rows, url, key, object_type, object_id, filter_expr)
+    by_id = {r["id"]: r for r in rows}
+    assert len(by_id) == len(rows), "the server returned an id twice"
+    return by_id
+
+
+def read_export_files(root: Path, object_type: str, object_id: str) -> list[dict[str, Any]]:
+    """Every row in the published files of one object, read without btpipe's sources."""
+    rows: list[dict[str, Any]] = []
+    base = root / f"object_type={object_type}" / f"object_id={object_id}"
+    for path in sorted(base.rglob("*")):
+        if not path.is_file():
+            continue
+        if path.suffix == ".parquet":
+            rows.extend(table_to_rows(pq.read_table(path), object_type))  # type: ignore[arg-type]
+            continue
+        data = path.read_bytes()
+        if path.name.endswith(".gz"):
+            data = gzip.decompress(data)
+        elif path.name.endswith(".zst"):
+            import pyarrow as pa
+
+            data = pa.input_stream(pa.py_buffer(data), compression="zstd").read()
+        rows.extend(orjson.loads(line) for line in data.splitlines() if line.strip())
+    return rows
+
+
+def visible_files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())

@@ -59,7 +59,9 @@ def emulator_process(db: Path, *args: str) -> Iterator[str]:
         line = proc.stdout.readline()
         if not line.startswith("emulator listening on "):
             proc.kill()
-            raise RuntimeError(f"emulator did not start: {line!r} {proc.stderr.read() if proc.stderr else ''}")
+            raise RuntimeError(
+                f"emulator did not start: {line!r} {proc.stderr.read() if proc.stderr else ''}"
+            )
         yield line.rsplit(" ", 1)[1].strip()
     finally:
         proc.terminate()

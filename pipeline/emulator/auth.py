@@ -153,8 +153,7 @@ def register_keys(store: Store, specs: list[KeySpec] | tuple[KeySpec, ...]) -> N
 def load_principal(conn: sqlite3.Connection, key: str) -> Principal | None:
     """The principal owning ``key``, or ``None`` for an unknown key."""
     row = conn.execute(
-        "SELECT u.id, u.email, k.admin FROM api_keys k JOIN users u ON u.id = k.user_id"
-        " WHERE k.key_hash = ?",
+        "SELECT u.id, u.email, k.admin FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.key_hash = ?",
         (hash_key(key),),
     ).fetchone()
     if row is None:

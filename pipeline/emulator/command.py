@@ -59,4 +59,5 @@ def emulator(
     except KeyboardInterrupt:
         pass
 
+
 COMMANDS = [emulator]

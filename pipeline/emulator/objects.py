@@ -53,7 +53,9 @@ def _load(conn: sqlite3.Connection, kind: Kind, object_id: str, org_ids: Sequenc
     return int(row[0]), orjson.loads(row[1])
 
 
-def get_object(conn: sqlite3.Connection, kind: Kind, object_id: str, org_ids: Sequence[str]) -> dict[str, Any]:
+def get_object(
+    conn: sqlite3.Connection, kind: Kind, object_id: str, org_ids: Sequence[str]
+) -> dict[str, Any]:
     return _load(conn, kind, object_id, org_ids)[1]
 
 
@@ -73,7 +75,9 @@ def _insert(conn: sqlite3.Connection, kind: Kind, obj: dict[str, Any], org_id: s
     return obj
 
 
-def create_project(conn: sqlite3.Connection, body: dict[str, Any], org_id: str, user_id: str) -> dict[str, Any]:
+def create_project(
+    conn: sqlite3.Connection, body: dict[str, Any], org_id: str, user_id: str
+) -> dict[str, Any]:
     existing = _by_name(conn, "project", org_id, None, body["name"])
     if existing is not None:
         return existing
@@ -145,7 +149,9 @@ def list_objects(conn: sqlite3.Connection, kind: Kind, org_ids: Sequence[str], f
             where.append("o.project_id = ?")
             params.append(flt.project_id)
         if flt.project_name is not None:
-            where.append("o.project_id IN (SELECT id FROM objects WHERE kind = 'project' AND deleted = 0 AND name = ?)")
+            where.append(
+                "o.project_id IN (SELECT id FROM objects WHERE kind = 'project' AND deleted = 0 AND name = ?)"
+            )
             params.append(flt.project_name)
     if flt.ids:
         where.append(f"o.id IN ({_marks(len(flt.ids))})")
@@ -175,15 +181,20 @@ def patch_object(conn: sqlite3.Connection, kind: Kind, object_id: str, org_ids: 
     if kind == "experiment" and "repo_info" in body:
         obj["commit"] = (body["repo_info"] or {}).get("commit")
     conn.execute(
-        "UPDATE objects SET name = ?, data = ? WHERE id = ?", (obj["name"], orjson.dumps(obj).decode(), object_id)
+        "UPDATE objects SET name = ?, data = ? WHERE id = ?",
+        (obj["name"], orjson.dumps(obj).decode(), object_id),
     )
     return obj
 
 
-def delete_object(conn: sqlite3.Connection, kind: Kind, object_id: str, org_ids: Sequence[str]) -> dict[str, Any]:
+def delete_object(
+    conn: sqlite3.Connection, kind: Kind, object_id: str, org_ids: Sequence[str]
+) -> dict[str, Any]:
     obj = get_object(conn, kind, object_id, org_ids)
     obj["deleted_at"] = now_iso()
-    conn.execute("UPDATE objects SET deleted = 1, data = ? WHERE id = ?", (orjson.dumps(obj).decode(), object_id))
+    conn.execute(
+        "UPDATE objects SET deleted = 1, data = ? WHERE id = ?", (orjson.dumps(obj).decode(), object_id)
+    )
     return obj
 
 

@@ -32,7 +32,9 @@ class QueryError(ValueError):
     """A query the emulator cannot run; the message is the 400 body."""
 
 
-QUERY_FIELDS: Final = frozenset({"from", "select", "filter", "sort", "dimensions", "measures", "limit", "cursor"})
+QUERY_FIELDS: Final = frozenset(
+    {"from", "select", "filter", "sort", "dimensions", "measures", "limit", "cursor"}
+)
 #: Identifiers backed by a column of ``rows`` (faster, and ``_xact_id`` compares as an integer).
 COLUMN_IDENTS: Final = {"_xact_id": "xact_id", "id": "id", "root_span_id": "root_span_id"}
 AGGREGATES: Final = frozenset({"count", "sum", "min", "max", "avg"})
@@ -85,7 +87,9 @@ def decode_cursor(cursor: str) -> tuple[int, int]:
         version, last_seq = text.split(":")
         return int(version), int(last_seq)
     except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise QueryError("cursor: malformed cursor (pass back the cursor of the previous page unchanged)") from None
+        raise QueryError(
+            "cursor: malformed cursor (pass back the cursor of the previous page unchanged)"
+        ) from None
 
 
 # -- the query envelope -----------------------------------------------------------------
@@ -124,7 +128,7 @@ def parse_source(query: dict[str, Any]) -> Source:
         raise QueryError(f"query.from.shape: unknown shape {shape!r} (use {', '.join(SHAPES)})")
     if shape == "summary":
         raise QueryError("query.from.shape: shape 'summary' is not supported yet")
-    return Source(object_type, tuple(dict.fromkeys(ids)), shape)  # type: ignore[arg-type]
+    return Source(object_type, tuple(dict.fromkeys(ids)), shape)
 
 
 def parse_limit(value: Any, where: str = "limit") -> int:
@@ -215,12 +219,17 @@ class _Compiler:
     @staticmethod
     def _coerce_xact(node: Any, other: Any) -> Any:
         """A literal compared with ``_xact_id`` compares as an integer (it may come as a string)."""
-        if isinstance(other, dict) and other.get("op") == "ident" and other.get("name") == ["_xact_id"]:
-            if isinstance(node, dict) and node.get("op") == "literal" and isinstance(node.get("value"), str):
-                try:
-                    return {"op": "literal", "value": int(node["value"])}
-                except ValueError:
-                    raise QueryError(f"_xact_id: {node['value']!r} is not a transaction id") from None
+        is_xact = isinstance(other, dict) and other.get("op") == "ident" and other.get("name") == ["_xact_id"]
+        if (
+            is_xact
+            and isinstance(node, dict)
+            and node.get("op") == "literal"
+            and isinstance(node.get("value"), str)
+        ):
+            try:
+                return {"op": "literal", "value": int(node["value"])}
+            except ValueError:
+                raise QueryError(f"_xact_id: {node['value']!r} is not a transaction id") from None
         return node
 
     def _compare(self, node: dict[str, Any], where: str, as_json: bool, aggregate: bool) -> str:
@@ -257,10 +266,17 @@ class _Compiler:
 
     def _in(self, node: dict[str, Any], where: str, as_json: bool, aggregate: bool) -> str:
         right = node.get("right")
-        if not isinstance(right, dict) or right.get("op") != "literal" or not isinstance(right.get("value"), list):
+        if (
+            not isinstance(right, dict)
+            or right.get("op") != "literal"
+            or not isinstance(right.get("value"), list)
+        ):
             raise QueryError(f"{where}.right: 'in' needs a list literal")
         left_sql = self.expr(node.get("left"), f"{where}.left", aggregate=aggregate)
-        values = [self._coerce_xact({"op": "literal", "value": v}, node.get("left"))["value"] for v in right["value"]]
+        values = [
+            self._coerce_xact({"op": "literal", "value": v}, node.get("left"))["value"]
+            for v in right["value"]
+        ]
         if not values:
             return "0"
         return f"({left_sql} IN ({', '.join(self.bind(v) for v in values)}))"

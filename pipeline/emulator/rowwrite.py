@@ -77,7 +77,9 @@ def _resolve(event: dict[str, Any], previous: dict[str, Any] | None) -> dict[str
     """The user-visible row (no system fields except identity) after applying ``event``."""
     fields = {k: v for k, v in event.items() if k not in CONTROL_FIELDS}
     if event.get("_is_merge") and previous is not None:
-        merged = {k: v for k, v in previous.items() if k not in READ_ONLY_FIELDS and k not in ALL_OBJECT_KEY_FIELDS}
+        merged = {
+            k: v for k, v in previous.items() if k not in READ_ONLY_FIELDS and k not in ALL_OBJECT_KEY_FIELDS
+        }
         stop = {tuple(p) for p in event.get("_merge_paths") or ()}
         deep_merge(merged, fields, stop)
         fields = merged
@@ -150,7 +152,9 @@ def write_events(conn: sqlite3.Connection, batches: Iterable[tuple[Target, list[
         else:
             row = stored_row(target, fields, xact, seq)
             text = orjson.dumps(row).decode()
-            records.append((seq, target.object_type, target.object_id, row_id, xact, 0, row["root_span_id"], text))
+            records.append(
+                (seq, target.object_type, target.object_id, row_id, xact, 0, row["root_span_id"], text)
+            )
         seq += 1
     insert_records(conn, records)
     return row_ids

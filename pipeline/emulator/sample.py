@@ -50,7 +50,7 @@ def _uuid(rng: random.Random) -> str:
 
 
 def _text(rng: random.Random, n_words: int) -> str:
-    return " ".join(rng.choice(WORDS) for _ in range(n_words))
+    return " ".join(rng.choices(WORDS, k=n_words))
 
 
 def _created(i: int) -> str:
@@ -59,8 +59,9 @@ def _created(i: int) -> str:
 
 def _output(rng: random.Random) -> str:
     if rng.random() < HUGE_PAYLOAD_RATE:
-        return _text(rng, rng.randint(20_000, 80_000))  # ~100-400 KB
-    return _text(rng, rng.randint(20, 80))
+        block = _text(rng, 1000)  # repeated: cheap to generate, still ~100-400 KB
+        return " ".join([block] * rng.randint(15, 60))
+    return _text(rng, rng.randint(15, 60))
 
 
 def _child(rng: random.Random, root: str, parent: str, t: float, i: int) -> dict[str, Any]:
@@ -127,7 +128,9 @@ def generate_dataset(seed: int, n_records: int) -> Iterator[dict[str, Any]]:
         }  # fmt: skip
 
 
-def generate_experiment(seed: int, dataset_id: str, records: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+def generate_experiment(
+    seed: int, dataset_id: str, records: Iterable[dict[str, Any]]
+) -> Iterator[dict[str, Any]]:
     rng = random.Random(seed + 2)
     for i, record in enumerate(records):
         span = _uuid(rng)
@@ -165,10 +168,13 @@ def bulk_load(db: Store, target: Target, events: Iterable[dict[str, Any]], batch
 
 def _is_empty(db: Store, target: Target) -> bool:
     return db.read_sync(
-        lambda c: c.execute(
-            "SELECT 1 FROM rows WHERE object_type = ? AND object_id = ? LIMIT 1", (target.object_type, target.object_id)
-        ).fetchone()
-        is None
+        lambda c: (
+            c.execute(
+                "SELECT 1 FROM rows WHERE object_type = ? AND object_id = ? LIMIT 1",
+                (target.object_type, target.object_id),
+            ).fetchone()
+            is None
+        )
     )
 
 
@@ -196,7 +202,10 @@ def load_sample(db: Store, org_name: str, email: str, n_traces: int, seed: int =
     loads: list[tuple[Target, Iterable[dict[str, Any]]]] = [
         (Target("project_logs", project_id, project_id, org_id), generate_traces(seed, n_traces)),
         (Target("dataset", ids["dataset_id"], project_id, org_id), records),
-        (Target("experiment", ids["experiment_id"], project_id, org_id), generate_experiment(seed, ids["dataset_id"], records)),  # fmt: skip
+        (
+            Target("experiment", ids["experiment_id"], project_id, org_id),
+            generate_experiment(seed, ids["dataset_id"], records),
+        ),
     ]
     for target, events in loads:
         if _is_empty(db, target):

@@ -35,7 +35,8 @@ def _type_name(value: Any) -> str:
         return "boolean"
     if isinstance(value, int | float):
         return "number"
-    return {str: "string", list: "array", dict: "object"}.get(type(value), type(value).__name__)
+    names: dict[type, str] = {str: "string", list: "array", dict: "object"}
+    return names.get(type(value), type(value).__name__)
 
 
 def fail(where: str, problem: str) -> BadRequest:
@@ -153,10 +154,16 @@ _EVENT_FIELDS: Final[dict[str, Check]] = {
     ),
     "origin": nullable(
         object_of(
-            {"object_type": one_of(ORIGIN_TYPES), "object_id": uuid_string, "id": string,
-             "_xact_id": nullable(string), "created": nullable(string)},
-            extra=None, required=("object_type", "object_id", "id"),
-        )  # fmt: skip
+            {
+                "object_type": one_of(ORIGIN_TYPES),
+                "object_id": uuid_string,
+                "id": string,
+                "_xact_id": nullable(string),
+                "created": nullable(string),
+            },
+            extra=None,
+            required=("object_type", "object_id", "id"),
+        )
     ),
     "facets": nullable(object_of(extra=nullable(string))),
     "dataset_record_id": nullable(string),

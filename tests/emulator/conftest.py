@@ -25,7 +25,9 @@ class Reply:
 
     @property
     def lines(self) -> list[Any]:
-        return [orjson.loads(line) for line in self.text.split("\n") if line]  # not splitlines(): U+0085 is data
+        return [
+            orjson.loads(line) for line in self.text.split("\n") if line
+        ]  # not splitlines(): U+0085 is data
 
 
 class Api:
@@ -54,7 +56,9 @@ class Api:
     async def dataset(self, project_id: str) -> dict[str, Any]:
         return await self.ok("POST", "/v1/dataset", {"project_id": project_id, "name": unique_name("ds")})
 
-    async def insert(self, object_type: str, object_id: str, events: list[dict[str, Any]], **kw: Any) -> list[str]:
+    async def insert(
+        self, object_type: str, object_id: str, events: list[dict[str, Any]], **kw: Any
+    ) -> list[str]:
         body = await self.ok("POST", f"/v1/{object_type}/{object_id}/insert", {"events": events}, **kw)
         row_ids: list[str] = body["row_ids"]
         return row_ids

@@ -9,10 +9,41 @@ from pipeline.querylang.ast import MAX_LIMIT, binary, from_object, function, ide
 from tests.emulator.conftest import Api
 
 EVENTS = [
-    {"id": "1", "span_id": "s1", "root_span_id": "t1", "tags": ["a", "b"], "metadata": {"orgName": "qawolf", "user id": "u1"}, "scores": {"acc": 0.9}, "input": "Hello Wörld"},  # fmt: skip
-    {"id": "2", "span_id": "s2", "root_span_id": "t1", "span_parents": ["s1"], "tags": ["b"], "metadata": {"orgName": "acme"}, "scores": {"acc": 0.2}, "input": "bye"},  # fmt: skip
-    {"id": "3", "span_id": "s3", "root_span_id": "t2", "metadata": {"orgName": "qawolf"}, "scores": {"acc": None}, "input": "hello again"},  # fmt: skip
-    {"id": "4", "span_id": "s4", "root_span_id": "t3", "metadata": {"orgName": "acme"}, "scores": {"acc": 0.5}, "input": {"q": "x"}},  # fmt: skip
+    {
+        "id": "1",
+        "span_id": "s1",
+        "root_span_id": "t1",
+        "tags": ["a", "b"],
+        "metadata": {"orgName": "qawolf", "user id": "u1"},
+        "scores": {"acc": 0.9},
+        "input": "Hello Wörld",
+    },
+    {
+        "id": "2",
+        "span_id": "s2",
+        "root_span_id": "t1",
+        "span_parents": ["s1"],
+        "tags": ["b"],
+        "metadata": {"orgName": "acme"},
+        "scores": {"acc": 0.2},
+        "input": "bye",
+    },
+    {
+        "id": "3",
+        "span_id": "s3",
+        "root_span_id": "t2",
+        "metadata": {"orgName": "qawolf"},
+        "scores": {"acc": None},
+        "input": "hello again",
+    },
+    {
+        "id": "4",
+        "span_id": "s4",
+        "root_span_id": "t3",
+        "metadata": {"orgName": "acme"},
+        "scores": {"acc": 0.5},
+        "input": {"q": "x"},
+    },
 ]
 
 
@@ -23,7 +54,10 @@ async def seeded(api: Api) -> str:
 
 
 async def ids_of(api: Api, pid: str, flt: dict[str, Any] | None, shape: str = "spans") -> set[str]:
-    query: dict[str, Any] = {"from": from_object("project_logs", pid, shape=shape), "select": [{"op": "star"}]}
+    query: dict[str, Any] = {
+        "from": from_object("project_logs", pid, shape=shape),
+        "select": [{"op": "star"}],
+    }
     if flt is not None:
         query["filter"] = flt
     return {r["id"] for r in await api.all_rows(query)}
@@ -45,8 +79,24 @@ async def test_filters(api: Api) -> None:
         (binary("like", ident("input"), literal("Hello%")), {"1"}),
         (binary("ilike", ident("input"), literal("%wÖrld")), {"1"}),
         (binary("in", ident("id"), literal(["2", "3", "9"])), {"2", "3"}),
-        ({"op": "and", "children": [binary("eq", org, literal("acme")), binary("gt", ident("scores", "acc"), literal(0.3))]}, {"4"}),  # fmt: skip
-        ({"op": "or", "left": binary("eq", ident("id"), literal("1")), "right": binary("eq", ident("id"), literal("4"))}, {"1", "4"}),  # fmt: skip
+        (
+            {
+                "op": "and",
+                "children": [
+                    binary("eq", org, literal("acme")),
+                    binary("gt", ident("scores", "acc"), literal(0.3)),
+                ],
+            },
+            {"4"},
+        ),
+        (
+            {
+                "op": "or",
+                "left": binary("eq", ident("id"), literal("1")),
+                "right": binary("eq", ident("id"), literal("4")),
+            },
+            {"1", "4"},
+        ),
         ({"op": "not", "expr": binary("eq", org, literal("acme"))}, {"1", "3"}),
         (binary("eq", ident("input", "q"), literal("x")), {"4"}),
         (binary("eq", ident("is_root"), literal(False)), {"2"}),
@@ -112,7 +162,9 @@ async def test_aggregates(api: Api) -> None:
 async def test_pagination_over_5000_rows_returns_each_once(api: Api) -> None:
     pid = (await api.project())["id"]
     for start in range(0, 5200, 1300):
-        await api.insert("project_logs", pid, [{"id": f"r{i}", "input": i} for i in range(start, start + 1300)])
+        await api.insert(
+            "project_logs", pid, [{"id": f"r{i}", "input": i} for i in range(start, start + 1300)]
+        )
     query = {"from": from_object("project_logs", pid), "limit": 700}
     rows = await api.all_rows(query)
     assert sorted(r["id"] for r in rows) == sorted(f"r{i}" for i in range(5200))
@@ -170,12 +222,20 @@ async def test_query_errors(api: Api) -> None:
         ({"query": {"from": src}, "bogus": 1}, 400, "unknown field 'bogus'"),
         ({"query": {"from": src, "filter": {"op": "zap"}}}, 400, "unknown op 'zap'"),
         ({"query": {"from": src, "filter": function("frob", literal(1))}}, 400, "unknown function 'frob'"),
-        ({"query": {"from": src, "filter": binary("eq", ident("_xact_id"), literal("abc"))}}, 400, "not a transaction id"),  # fmt: skip
+        (
+            {"query": {"from": src, "filter": binary("eq", ident("_xact_id"), literal("abc"))}},
+            400,
+            "not a transaction id",
+        ),
         ({"query": {"from": src, "sort": [{"expr": ident("id")}]}, "cursor": "MTox"}, 400, "need no sort"),
         ({"query": {"from": src}, "cursor": "!!!"}, 400, "malformed cursor"),
         ({"query": "select: *"}, 400, "text queries not supported yet"),
         ({"query": {"from": from_object("nothing", pid)}}, 400, "unknown source"),
-        ({"query": {"from": from_object("project_logs", "00000000-0000-4000-8000-000000000000")}}, 400, "unknown project id"),  # fmt: skip
+        (
+            {"query": {"from": from_object("project_logs", "00000000-0000-4000-8000-000000000000")}},
+            400,
+            "unknown project id",
+        ),
         ({"query": {"from": from_object("project_logs", other["id"])}}, 404, ""),
         ({"query": {"from": src}, "fmt": "xml"}, 400, "fmt"),
     ]

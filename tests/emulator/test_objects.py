@@ -66,7 +66,9 @@ async def test_experiment_fields_and_ensure_new(api: Api) -> None:
 async def test_patch_and_delete(api: Api) -> None:
     project = await api.project()
     dataset = await api.dataset(project["id"])
-    patched = await api.ok("PATCH", f"/v1/dataset/{dataset['id']}", {"description": "new", "metadata": {"a": 1}})
+    patched = await api.ok(
+        "PATCH", f"/v1/dataset/{dataset['id']}", {"description": "new", "metadata": {"a": 1}}
+    )
     assert patched["description"] == "new" and patched["metadata"] == {"a": 1}
     deleted = await api.ok("DELETE", f"/v1/dataset/{dataset['id']}")
     assert deleted["deleted_at"] is not None
@@ -81,7 +83,9 @@ async def test_other_org_gets_404_for_everything(api: Api) -> None:
     assert (await api.call("GET", f"/v1/dataset/{dataset['id']}", key=other)).status == 404
     assert (await api.call("DELETE", f"/v1/dataset/{dataset['id']}", key=other)).status == 404
     assert (await api.call("POST", "/v1/dataset", {"project_id": project["id"], "name": "x"}, key=other)).status == 404  # fmt: skip
-    insert = await api.call("POST", f"/v1/dataset/{dataset['id']}/insert", {"events": [{"input": 1}]}, key=other)
+    insert = await api.call(
+        "POST", f"/v1/dataset/{dataset['id']}/insert", {"events": [{"input": 1}]}, key=other
+    )
     assert insert.status == 404
     listed = await api.ok("GET", "/v1/project", params={"project_name": project["name"]}, key=other)
     assert listed["objects"] == []

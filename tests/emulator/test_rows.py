@@ -24,7 +24,9 @@ async def rows_by_id(api: Api, object_type: str, object_id: str) -> dict[str, di
 async def test_insert_returns_ids_and_rows_carry_system_fields(api: Api) -> None:
     project = await api.project()
     pid = project["id"]
-    ids = await api.insert("project_logs", pid, [{"id": "a", "input": "hi", "scores": {"s": 0.5}}, {"input": 2}])
+    ids = await api.insert(
+        "project_logs", pid, [{"id": "a", "input": "hi", "scores": {"s": 0.5}}, {"input": 2}]
+    )
     assert ids[0] == "a" and len(ids) == 2
     rows = await rows_by_id(api, "project_logs", pid)
     row = rows["a"]
@@ -100,11 +102,17 @@ async def test_validation_messages(api: Api) -> None:
     pid = (await api.project())["id"]
     path = f"/v1/project_logs/{pid}/insert"
     cases = [
-        ({"events": [{}, {}, {}, {"scores": {"accuracy": 2}}]}, "events[3].scores.accuracy: expected number between 0 and 1 or null"),  # fmt: skip
+        (
+            {"events": [{}, {}, {}, {"scores": {"accuracy": 2}}]},
+            "events[3].scores.accuracy: expected number between 0 and 1 or null",
+        ),
         ({"events": [{"tags": "x"}]}, "events[0].tags: expected array, got string"),
         ({"events": [{"bogus": 1}]}, "events[0].bogus: unknown field"),
         ({"events": [{"created": "yesterday"}]}, "events[0].created: expected an ISO-8601 date-time"),
-        ({"events": [{"span_attributes": {"type": "nope"}}]}, "events[0].span_attributes.type: expected one of"),
+        (
+            {"events": [{"span_attributes": {"type": "nope"}}]},
+            "events[0].span_attributes.type: expected one of",
+        ),
         ({"events": "x"}, "events: expected array"),
     ]
     for body, message in cases:

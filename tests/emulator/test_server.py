@@ -82,7 +82,9 @@ def test_load_sample_fills_objects_once() -> None:
         register_keys(db, DEFAULT_KEYS)
         ids = load_sample(db, "local", "owner@local.test", 30, seed=1)
         load_sample(db, "local", "owner@local.test", 30, seed=1)
-        counts = dict(db.read_sync(lambda c: c.execute("SELECT object_type, count(*) FROM rows GROUP BY 1").fetchall()))
+        counts = dict(
+            db.read_sync(lambda c: c.execute("SELECT object_type, count(*) FROM rows GROUP BY 1").fetchall())
+        )
         assert counts["project_logs"] == len(list(generate_traces(1, 30)))
         assert counts["dataset"] == counts["experiment"] == 3
         assert set(ids) == {"org_id", "project_id", "dataset_id", "experiment_id"}

@@ -38,7 +38,7 @@ def unique_name(prefix: str = "test") -> str:
 @pytest.fixture(scope="session")
 def emulator_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     db = tmp_path_factory.mktemp("emulator") / "emulator.db"
-    with RunningServer(ServerConfig(port=0, db=str(db), max_request_bytes=1024 * 1024)) as server:
+    with RunningServer(ServerConfig(port=0, db=str(db))) as server:
         yield server
 
 

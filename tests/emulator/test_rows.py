@@ -9,6 +9,7 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pipeline.emulator.app import DEFAULT_MAX_REQUEST_BYTES
 from pipeline.querylang.ast import from_object
 from tests.emulator.conftest import Api
 
@@ -124,7 +125,7 @@ async def test_validation_messages(api: Api) -> None:
 async def test_413_and_gzip_bodies(api: Api) -> None:
     pid = (await api.project())["id"]
     path = f"/v1/project_logs/{pid}/insert"
-    big = {"events": [{"input": "x" * (1024 * 1024 + 10)}]}
+    big = {"events": [{"input": "x" * DEFAULT_MAX_REQUEST_BYTES}]}
     assert (await api.call("POST", path, big)).status == 413
     body = gzip.compress(orjson.dumps({"events": [{"id": "gz", "input": "zipped"}]}))
     reply = await api.call("POST", path, raw=body, headers={"Content-Encoding": "gzip"})

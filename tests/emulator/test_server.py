@@ -41,8 +41,11 @@ async def test_rows_and_objects_survive_a_restart(tmp_path: Path) -> None:
 
 
 async def test_custom_keys_replace_defaults(tmp_path: Path) -> None:
-    with emulator_process(tmp_path / "k.db", "--key", "k1=me@example.com@acme:member") as url:
+    args = ("--key", "k1=me@example.com@acme:member", "--max-request-bytes", "1234")
+    with emulator_process(tmp_path / "k.db", *args) as url:
         async with aiohttp.ClientSession() as session:
+            async with session.get(f"{url}/version") as resp:
+                assert (await resp.json())["logs3_payload_max_bytes"] == 1234
             async with session.get(f"{url}/v1/project", headers={"Authorization": "Bearer k1"}) as resp:
                 assert resp.status == 200
             async with session.get(f"{url}/v1/project", headers=KEY) as resp:

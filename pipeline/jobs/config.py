@@ -222,7 +222,16 @@ class _Value:
 
     raw: Any
     where: str
-    text: bool = False  # from the environment or a flag: parse, don't check
+    layer: int = 0  # 0 file, 1 environment, 2 flag: the higher wins
+
+    @property
+    def text(self) -> bool:
+        """Values from the environment or a flag are text to parse, not TOML values to check."""
+        return self.layer > 0
+
+
+#: Keys that say the same thing two ways; a higher layer setting one replaces both.
+_ALTERNATIVES = (("project", "projects"),)
 
 
 class _Loader:
@@ -270,13 +279,19 @@ class _Loader:
                 continue
             name = f"{ENV_PREFIX}{key.upper()}"
             if env and self.environ.get(name):  # set and not empty
-                merged[key] = _Value(self.environ[name], f"env {name}", text=True)
+                merged[key] = _Value(self.environ[name], f"env {name}", layer=1)
         prefix = "" if keypath.startswith("job.") else f"{keypath}."
         for flag_key, text in self.overrides.items():
             if prefix and flag_key.startswith(prefix) and flag_key[len(prefix) :] in keys:
-                merged[flag_key[len(prefix) :]] = _Value(text, f"--set {flag_key}", text=True)
+                merged[flag_key[len(prefix) :]] = _Value(text, f"--set {flag_key}", layer=2)
             elif not prefix and flag_key in keys and flag_key != "kind":
-                merged[flag_key] = _Value(text, f"--set {flag_key}", text=True)
+                merged[flag_key] = _Value(text, f"--set {flag_key}", layer=2)
+        for one, other in _ALTERNATIVES:
+            if one in merged and other in merged:
+                if merged[one].layer == merged[other].layer == 0:
+                    self.fail(self.at(f"{keypath}.{one}"), f"give {one} or {other}, not both")
+                elif merged[one].layer != merged[other].layer:
+                    del merged[one if merged[one].layer < merged[other].layer else other]
         checked: dict[str, Any] = {}
         for key, value in merged.items():
             kind = keys[key]
@@ -374,6 +389,12 @@ def load_job_file(
         if name not in jobs_table:
             loader.fail(path, f"no job named {show(name)} (jobs: {', '.join(jobs_table)})")
     selected = [n for n in jobs_table if not only or n in only]
+    settable = {k for keys in JOB_KEYS.values() for k in keys if k != "kind"} | {
+        f"{conn}.{k}" for conn in NEEDS["migrate"] for k in CONNECTION_KEYS
+    }
+    for key in loader.overrides:
+        if key not in settable:
+            loader.fail(f"--set {key}", "unknown key")
     jobs: dict[str, JobConfig] = {}
     for name in selected:
         job = loader.job(name, jobs_table[name])

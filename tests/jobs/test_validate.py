@@ -23,7 +23,11 @@ out = "out"
 def check(tmp_path: Path, text: str, env: dict[str, str] | None = None, *args: str) -> tuple[int, str, str]:
     path = tmp_path / "job.toml"
     path.write_text(text)
-    full_env: dict[str, str | None] = {**{k: None for k in ("BRAINTRUST_API_URL", "BTPIPE_OUT", "BTPIPE_WORKERS")}, **KEYS, **(env or {})}
+    full_env: dict[str, str | None] = {
+        **{k: None for k in ("BRAINTRUST_API_URL", "BTPIPE_OUT", "BTPIPE_WORKERS")},
+        **KEYS,
+        **(env or {}),
+    }
     result = CliRunner().invoke(validate, [str(path), *args], env=full_env)
     return result.exit_code, result.stdout, result.stderr
 
@@ -141,10 +145,36 @@ def test_flag_value_is_checked_and_named(tmp_path: Path) -> None:
     assert stderr == "btpipe: error: --set page_limit: expected integer between 1 and 1000, got 0\n"
 
 
+def test_project_flag_replaces_projects_of_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "job.toml"
+    path.write_text('[job.b]\nprojects = ["a", "b"]\nout = "o"\n')
+    jobs = load_job_file(str(path), environ={"BRAINTRUST_API_KEY": "k"}, overrides={"project": "c"})
+    assert isinstance(jobs.jobs["b"], ExportJobConfig) and jobs.jobs["b"].projects == ("c",)
+    path.write_text('[job.b]\nprojects = ["a"]\nproject = "b"\nout = "o"\n')
+    code, _, stderr = check(tmp_path, path.read_text())
+    assert code == 2
+    assert stderr == f"btpipe: error: {path}:job.b.project: give project or projects, not both\n"
+
+
+def test_unknown_flag_key_is_reported(tmp_path: Path) -> None:
+    code, _, stderr = check(
+        tmp_path, GOOD_EXPORT, None, "--set", "colour=red", "--set", "source.api_url=http://x"
+    )
+    assert code == 2
+    assert stderr == "btpipe: error: --set colour: unknown key\n"
+
+
 def test_precedence_flags_over_environment_over_file_over_defaults(tmp_path: Path) -> None:
     path = tmp_path / "job.toml"
-    path.write_text('[source]\napi_url = "http://file"\n[job.b]\nproject = "p"\nout = "file-out"\nworkers = 2\n')
-    env = {"BRAINTRUST_API_KEY": "sk-9f8e", "BRAINTRUST_API_URL": "http://env", "BTPIPE_OUT": "env-out", "BTPIPE_WORKERS": "3"}
+    path.write_text(
+        '[source]\napi_url = "http://file"\n[job.b]\nproject = "p"\nout = "file-out"\nworkers = 2\n'
+    )
+    env = {
+        "BRAINTRUST_API_KEY": "sk-9f8e",
+        "BRAINTRUST_API_URL": "http://env",
+        "BTPIPE_OUT": "env-out",
+        "BTPIPE_WORKERS": "3",
+    }
     jobs = load_job_file(str(path), environ=env, overrides={"out": "flag-out"})
     job = jobs.jobs["b"]
     assert isinstance(job, ExportJobConfig)

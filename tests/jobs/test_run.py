@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -167,3 +168,23 @@ def test_run_missing_project_is_not_found(emulator: Any, tmp_path: Path) -> None
     )
     assert result.exit_code == 4, result.stderr
     assert result.stderr.startswith("btpipe: error: ") and "does-not-exist" in result.stderr
+
+
+def test_run_prints_one_line_per_job(emulator: Any, tmp_path: Path) -> None:
+    setup = make_project(emulator, traces=5)
+    env = {"BRAINTRUST_API_URL": emulator.url, "BRAINTRUST_API_KEY": emulator.key}
+    args = [
+        str(CONFIGS / "warehouse-load.toml"),
+        "--set",
+        f"project={setup['project']['name']}",
+        "--out",
+        str(tmp_path),
+    ]
+    result = CliRunner().invoke(run, args, env=env)
+    assert result.exit_code == 0, result.stderr
+    rows = len(all_rows(emulator.url, emulator.key, "project_logs", setup["project"]["id"]))
+    assert result.stdout == ""
+    assert re.fullmatch(
+        rf"job warehouse-logs: {rows:,} rows, 1 files in [\d.]+s -> {re.escape(str(tmp_path))}\n",
+        result.stderr,
+    )

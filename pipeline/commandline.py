@@ -144,16 +144,4 @@ def emit_json(data: Any) -> None:
 def with_progress(output: Output, body: Callable[[Progress], Awaitable[T]]) -> Callable[[], Awaitable[T]]:
     """Wrap ``body`` so a progress display redraws while it runs and once more at the end."""
     progress = output.progress()
-
-    async def job() -> T:
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(progress.redraw_forever)
-                result = await body(progress)
-                tg.cancel_scope.cancel()
-        except BaseExceptionGroup as group:
-            raise first_error(group) from None
-        progress.draw()
-        return result
-
-    return job
+    return lambda: progress.around(lambda: body(progress))

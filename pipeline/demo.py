@@ -33,7 +33,7 @@ from pipeline.emulator.auth import DEFAULT_KEYS
 from pipeline.emulator.sample import generate_traces
 from pipeline.errors import BtpipeError
 from pipeline.jobs.config import ExportJobConfig, JobFile, MigrateJobConfig, load_job_file
-from pipeline.jobs.runner import JobResult, run_export_job, run_migrate_job, with_progress
+from pipeline.jobs.runner import JobResult, run_export_job, run_migrate_job
 from pipeline.progress import Progress
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -118,7 +118,7 @@ class DemoRun:
 def _stage(demo: DemoRun, stage: Callable[[], Awaitable[T]]) -> T:
     """Run one step with its own progress display (bars on a terminal, nothing otherwise)."""
     demo.progress = Progress()
-    return run_async(lambda: with_progress(demo.progress, stage))
+    return run_async(lambda: demo.progress.around(stage))
 
 
 def describe(result: JobResult) -> str:

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import TextIO, TypeVar
 
 import anyio
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -76,3 +79,12 @@ class Progress:
         while True:
             self.draw()
             await anyio.sleep(interval)
+
+    async def around(self, body: Callable[[], Awaitable[T]]) -> T:
+        """Run ``body`` while the display redraws; draw the final state once it returns."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self.redraw_forever)
+            result = await body()
+            tg.cancel_scope.cancel()
+        self.draw()
+        return result

@@ -8,18 +8,13 @@ given database file, for tests that restart it.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-from pipeline.emulator.server import RunningServer, ServerConfig
+from pipeline.emulator.server import RunningServer, ServerConfig, spawn_emulator
 
 
 @dataclass(frozen=True)
@@ -29,6 +24,12 @@ class Emulator:
     member_key: str = "bt-local-member-key"
     other_org_key: str = "bt-other-org-key"
     admin_key: str = "bt-admin-key"
+    max_request_bytes: int = 0
+
+
+#: The session emulator's request cap: 1 MiB (the real service allows ~6 MB), so that 413
+#: handling is exercised with small payloads.
+TEST_MAX_REQUEST_BYTES = 2**20
 
 
 def unique_name(prefix: str = "test") -> str:
@@ -38,35 +39,14 @@ def unique_name(prefix: str = "test") -> str:
 @pytest.fixture(scope="session")
 def emulator_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     db = tmp_path_factory.mktemp("emulator") / "emulator.db"
-    with RunningServer(ServerConfig(port=0, db=str(db))) as server:
+    with RunningServer(ServerConfig(port=0, db=str(db), max_request_bytes=TEST_MAX_REQUEST_BYTES)) as server:
         yield server
 
 
 @pytest.fixture(scope="session")
 def emulator(emulator_server: RunningServer) -> Emulator:
-    return Emulator(url=emulator_server.url)
+    return Emulator(url=emulator_server.url, max_request_bytes=TEST_MAX_REQUEST_BYTES)
 
 
-@contextmanager
-def emulator_process(db: Path, *args: str) -> Iterator[str]:
-    """Run ``python -m pipeline.emulator`` on ``db`` (free port); yield its URL; stop it."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.emulator", "--port", "0", "--db", str(db), *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if not line.startswith("emulator listening on "):
-            proc.kill()
-            raise RuntimeError(
-                f"emulator did not start: {line!r} {proc.stderr.read() if proc.stderr else ''}"
-            )
-        yield line.rsplit(" ", 1)[1].strip()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+#: Run the emulator as a subprocess on a database file (for restart tests).
+emulator_process = spawn_emulator

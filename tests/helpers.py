@@ -22,7 +22,9 @@ def unique(name: str) -> str:
 async def _post(url: str, key: str, path: str, body: Any) -> Any:
     async with (
         aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"}) as session,
-        session.post(url + path, data=orjson.dumps(body), headers={"Content-Type": "application/json"}) as resp,
+        session.post(
+            url + path, data=orjson.dumps(body), headers={"Content-Type": "application/json"}
+        ) as resp,
     ):
         data = await resp.read()
         assert resp.status == 200, f"{path}: HTTP {resp.status}: {data[:300]!r}"
@@ -34,7 +36,12 @@ def post(url: str, key: str, path: str, body: Any) -> Any:
 
 
 def insert(
-    url: str, key: str, object_type: str, object_id: str, events: list[dict[str, Any]], max_bytes: int = 900_000
+    url: str,
+    key: str,
+    object_type: str,
+    object_id: str,
+    events: list[dict[str, Any]],
+    max_bytes: int = 900_000,
 ) -> None:
     """Insert ``events`` in requests below ``max_bytes`` (the test server's limit is 1 MiB)."""
     batch: list[dict[str, Any]] = []
@@ -50,7 +57,9 @@ def insert(
         post(url, key, f"/v1/{object_type}/{object_id}/insert", {"events": batch})
 
 
-async def _all_rows(url: str, key: str, object_type: str, object_id: str, filter_expr: Any) -> list[dict[str, Any]]:
+async def _all_rows(
+    url: str, key: str, object_type: str, object_id: str, filter_expr: Any
+) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     cursor = None
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"}) as session:

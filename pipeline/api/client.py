@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import anyio
@@ -69,6 +70,14 @@ class ClientSettings:
     retry: RetryPolicy = RetryPolicy()
     timeouts: Timeouts = Timeouts()
     max_connections: int = 16
+    compress: bool | None = None  # ask for gzip responses; None: yes, except over loopback
+
+    def gzip_responses(self, base_url: str) -> bool:
+        """Compression pays across a network and only costs CPU on both ends over loopback."""
+        if self.compress is not None:
+            return self.compress
+        host = urlsplit(base_url).hostname or ""
+        return not (host == "localhost" or host == "::1" or host.startswith("127."))
 
 
 @dataclass(frozen=True)
@@ -123,7 +132,7 @@ class BraintrustClient:
     async def __aenter__(self) -> BraintrustClient:
         headers = {
             "Authorization": f"Bearer {self.settings.api_key}",
-            "Accept-Encoding": "gzip",
+            "Accept-Encoding": "gzip" if self.settings.gzip_responses(self.base_url) else "identity",
             "User-Agent": f"btpipe/{__version__}",
         }
         if self.settings.impersonate_user:

@@ -9,7 +9,6 @@ Errors become one-line plain-text bodies: 400 (malformed, naming the field), 401
 
 from __future__ import annotations
 
-import asyncio
 import re
 import sqlite3
 import zlib
@@ -24,6 +23,7 @@ from aiohttp import web
 from pipeline import __version__
 from pipeline.emulator import inserts, objects, reads
 from pipeline.emulator.auth import Authenticator, Principal
+from pipeline.emulator.faults import FaultInjector, install
 from pipeline.emulator.objects import KINDS, Kind, ListFilter, NotFound
 from pipeline.emulator.query import QueryError
 from pipeline.emulator.store import Store
@@ -51,7 +51,6 @@ _COMPRESS_MIN_BYTES: Final = 1024
 @dataclass(frozen=True)
 class AppConfig:
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
-    latency_ms: float = 0.0
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -309,10 +308,8 @@ def _route(method: str, path: str) -> tuple[Handler, dict[str, str]]:
 
 
 async def dispatch(request: web.Request) -> web.StreamResponse:
-    """The single aiohttp handler: latency, routing, auth, then the route's handler."""
-    config = request.app[CONFIG_KEY]
-    if config.latency_ms > 0:
-        await asyncio.sleep(config.latency_ms / 1000)
+    """The single aiohttp handler: routing, auth, then the route's handler (latency and
+    faults come first, from the fault middleware)."""
     path = re.sub("/{2,}", "/", request.path)
     handler, params = _route(request.method, path)
     if path not in _PUBLIC:
@@ -357,12 +354,23 @@ async def _maybe_compress(request: web.Request, response: web.Response, body: by
     response.headers["Vary"] = "Accept-Encoding"
 
 
-def create_app(db: Store, config: AppConfig | None = None) -> web.Application:
-    """The aiohttp application serving ``db``; the caller owns (and closes) the store."""
+async def _is_admin(request: web.Request) -> bool:
+    found = await request.app[AUTH_KEY].principal(request.headers.get("Authorization"))
+    return found is not None and found.admin
+
+
+def create_app(
+    db: Store, config: AppConfig | None = None, faults: FaultInjector | None = None
+) -> web.Application:
+    """The aiohttp application serving ``db``; the caller owns (and closes) the store.
+
+    The fault middleware is always installed (off by default) so an admin key can switch
+    faults on at run time through ``/_emulator/faults``."""
     config = config or AppConfig()
     app = web.Application(client_max_size=config.max_request_bytes)
     app[STORE_KEY] = db
     app[CONFIG_KEY] = config
     app[AUTH_KEY] = Authenticator(db)
     app.router.add_route("*", "/{tail:.*}", dispatch)
+    install(app, faults or FaultInjector(), is_admin=_is_admin)
     return app

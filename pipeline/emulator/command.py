@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import click
 
 from pipeline.emulator.app import DEFAULT_MAX_REQUEST_BYTES
 from pipeline.emulator.auth import DEFAULT_KEYS, KeySpec, load_keys_file, parse_key_list, parse_key_spec
+from pipeline.emulator.faults import FaultConfig
 from pipeline.emulator.server import ServerConfig, serve
 
 KEYS_ENV = "BTPIPE_EMULATOR_KEYS"
@@ -37,22 +39,30 @@ def gather_keys(flags: tuple[str, ...], keys_file: Path | None) -> list[KeySpec]
               help="Larger request bodies get 413.")  # fmt: skip
 @click.option("--latency-ms", default=0.0, show_default=True, type=float,
               help="Delay added to every request, to imitate a remote service.")  # fmt: skip
+@click.option("--faults", "faults", default="", metavar="SPEC",
+              help="Fault injection, e.g. rate=0.2,kinds=429:503:drop,seed=7 (off by default; change at "
+                   "run time with PUT /_emulator/faults and an admin key).")  # fmt: skip
 @click.option("--key", "keys", multiple=True, metavar="KEY=EMAIL@ORG:ROLE",
               help=f"An API key (repeatable; also ${KEYS_ENV}, comma separated).")  # fmt: skip
 @click.option("--keys-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="TOML file with [[keys]] entries (key, email, org, role, admin).")  # fmt: skip
 def emulator(
     host: str, port: int, db: str, sample: int, seed: int, max_request_bytes: int, latency_ms: float,
-    keys: tuple[str, ...], keys_file: Path | None,
+    faults: str, keys: tuple[str, ...], keys_file: Path | None,
 ) -> None:  # fmt: skip
     """Run a local server that behaves like the Braintrust API (REST objects, inserts, /btql).
 
     Without keys, bt-local-key (owner), bt-local-member-key (member) and bt-admin-key work
     in org "local", and bt-other-org-key in org "other".
     """
+    try:
+        fault_config = FaultConfig.parse(faults) if faults else FaultConfig()
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--faults") from None
+    fault_config = dataclasses.replace(fault_config, latency_ms=latency_ms or fault_config.latency_ms)
     config = ServerConfig(
         host=host, port=port, db=db, keys=gather_keys(keys, keys_file), max_request_bytes=max_request_bytes,
-        latency_ms=latency_ms, sample_traces=sample, seed=seed,
+        faults=fault_config, sample_traces=sample, seed=seed,
     )  # fmt: skip
     try:
         asyncio.run(serve(config))

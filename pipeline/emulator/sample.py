@@ -42,6 +42,8 @@ WORDS: Final = (
     "assert", "visible", "café", "naïve", "résumé", "東京", "データ", "테스트", "🚀", "✅", "Ωmega",
 )  # fmt: skip
 HUGE_PAYLOAD_RATE: Final = 1 / 200
+#: Mean spans per generated trace (one root, 1-4 children), for sizing a sample by spans.
+SPANS_PER_TRACE: Final = 3.5
 BASE_TIME: Final = datetime(2024, 1, 1, tzinfo=UTC)
 
 

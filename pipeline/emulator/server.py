@@ -8,15 +8,20 @@ Both print nothing themselves except :func:`serve`, which prints the one readine
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import subprocess
+import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from aiohttp import web
 
 from pipeline.emulator.app import DEFAULT_MAX_REQUEST_BYTES, AppConfig, create_app
 from pipeline.emulator.auth import DEFAULT_KEYS, KeySpec, register_keys
+from pipeline.emulator.faults import FaultConfig, FaultInjector
 from pipeline.emulator.sample import load_sample
 from pipeline.emulator.store import Store
 
@@ -28,7 +33,7 @@ class ServerConfig:
     db: str = ":memory:"
     keys: Sequence[KeySpec] = field(default_factory=lambda: DEFAULT_KEYS)
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
-    latency_ms: float = 0.0
+    faults: FaultConfig = field(default_factory=FaultConfig)
     sample_traces: int = 0
     seed: int = 0
 
@@ -43,8 +48,8 @@ def open_store(config: ServerConfig) -> Store:
     return db
 
 
-async def _start(config: ServerConfig, db: Store) -> tuple[web.AppRunner, str]:
-    app = create_app(db, AppConfig(config.max_request_bytes, config.latency_ms))
+async def _start(config: ServerConfig, db: Store, faults: FaultInjector) -> tuple[web.AppRunner, str]:
+    app = create_app(db, AppConfig(config.max_request_bytes), faults)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     sock = socket.create_server((config.host, config.port), reuse_port=False)
@@ -57,7 +62,7 @@ async def _start(config: ServerConfig, db: Store) -> tuple[web.AppRunner, str]:
 async def serve(config: ServerConfig) -> None:
     """Serve until cancelled (Ctrl-C), then close the database."""
     db = open_store(config)
-    runner, url = await _start(config, db)
+    runner, url = await _start(config, db, FaultInjector(config.faults))
     print(f"emulator listening on {url}", flush=True)
     try:
         await asyncio.Event().wait()
@@ -71,6 +76,7 @@ class RunningServer:
 
     def __init__(self, config: ServerConfig) -> None:
         self.store = open_store(config)
+        self.faults = FaultInjector(config.faults)
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._runner: web.AppRunner | None = None
@@ -84,7 +90,7 @@ class RunningServer:
     def _run(self, config: ServerConfig) -> None:
         asyncio.set_event_loop(self._loop)
         try:
-            self._runner, self.url = self._loop.run_until_complete(_start(config, self.store))
+            self._runner, self.url = self._loop.run_until_complete(_start(config, self.store, self.faults))
         finally:
             self._ready.set()
         self._loop.run_forever()
@@ -109,3 +115,30 @@ class RunningServer:
 
 def start_in_thread(config: ServerConfig) -> RunningServer:
     return RunningServer(config)
+
+
+@contextmanager
+def spawn_emulator(db: str | os.PathLike[str], *args: str) -> Iterator[str]:
+    """Run ``python -m pipeline.emulator`` on ``db`` as a separate process on a free port;
+    yield its URL; stop it. For restart tests and benchmarks, where the server must not
+    share a process (or a GIL) with the client."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.emulator", "--port", "0", "--db", str(db), *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line.startswith("emulator listening on "):
+            proc.kill()
+            raise RuntimeError(
+                f"emulator did not start: {line!r} {proc.stderr.read() if proc.stderr else ''}"
+            )
+        yield line.rsplit(" ", 1)[1].strip()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -62,7 +62,7 @@ class ExportOptions:
     prefetch: int = 4
     file_rows: int = 1_000_000
     file_bytes: int = 256 * 2**20
-    row_group_rows: int = 100_000
+    row_group_rows: int = 10_000
 
     def run_key(self) -> dict[str, Any]:
         """What must match for an unfinished run to be resumed by this invocation."""

@@ -9,7 +9,7 @@ import click
 from pipeline.commandline import Output, emit_json, output_options, run_async
 from pipeline.errors import EXIT_FAILED, EXIT_USAGE
 from pipeline.jobs.config import ConfigError, JobFile, load_job_file
-from pipeline.jobs.runner import JobResult, run_jobs, with_progress
+from pipeline.jobs.runner import JobResult, run_jobs
 
 
 def _overrides(sets: tuple[str, ...], out: str | None) -> dict[str, str]:
@@ -53,7 +53,7 @@ def run(
     output = Output(quiet, as_json)
     progress = output.progress()
 
-    results = run_async(lambda: with_progress(progress, lambda: run_jobs(job_file, progress)))
+    results = run_async(lambda: progress.around(lambda: run_jobs(job_file, progress)))
     if as_json:
         emit_json([r.to_json() for r in results])
     else:

@@ -9,7 +9,6 @@ fresh machine pointed at the same ``s3://`` prefix carries on where the last run
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
@@ -127,16 +126,6 @@ async def run_migrate_job(
             result.warnings.extend(f"job.{job.name}: {d.describe()}" for d in diffs if not d.ok)
             result.ok = result.ok and all(d.ok for d in diffs)
     result.seconds = round(time.monotonic() - started, 3)
-    return result
-
-
-async def with_progress(progress: Progress, body: Callable[[], Awaitable[T]]) -> T:
-    """Run ``body`` while ``progress`` redraws (``run_async`` unwraps the task group's errors)."""
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(progress.redraw_forever)
-        result = await body()
-        tg.cancel_scope.cancel()
-    progress.draw()
     return result
 
 

@@ -206,6 +206,8 @@ def delete_command(**kw: Any) -> None:
 
     async def job(client: BraintrustClient) -> list[deleting.DeletePlan]:
         filter_expr = parse_filter(kw["filter_text"])
+        if filter_expr is None:
+            raise UsageError("--filter: an empty filter would match every row; name the rows to delete")
         project = await resolve_project(client, kw["project"])
         refs = await resolve_selection(client, project, kw["objects"])
         plans = [(ref, await deleting.plan(client, ref, filter_expr)) for ref in refs]

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import uuid
 
-from pipeline.emulator.app import DEFAULT_MAX_REQUEST_BYTES
-from tests.conftest import unique_name
+from tests.conftest import TEST_MAX_REQUEST_BYTES, unique_name
 from tests.emulator.conftest import Api
 
 
 async def test_version_needs_no_key(api: Api) -> None:
     reply = await api.call("GET", "/version", key=None)
     assert reply.status == 200
-    assert reply.json["logs3_payload_max_bytes"] == DEFAULT_MAX_REQUEST_BYTES
+    assert reply.json["logs3_payload_max_bytes"] == TEST_MAX_REQUEST_BYTES
 
 
 async def test_missing_and_unknown_keys_are_401(api: Api) -> None:

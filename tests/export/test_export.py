@@ -36,7 +36,10 @@ def project(emulator: Any) -> dict[str, Any]:
         emulator.key,
         "dataset",
         ds["id"],
-        [{"id": f"d{i}", "input": {"q": f"question {i} ✓"}, "expected": i, "tags": ["t"]} for i in range(700)],
+        [
+            {"id": f"d{i}", "input": {"q": f"question {i} ✓"}, "expected": i, "tags": ["t"]}
+            for i in range(700)
+        ],
     )
     exp = post(emulator.url, emulator.key, "/v1/experiment", {"project_id": proj["id"], "name": "run-1"})
     insert(
@@ -56,8 +59,19 @@ def by_id(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 @pytest.mark.parametrize(("fmt", "compression"), [("jsonl", "none"), ("jsonl", "zstd"), ("parquet", None)])
-def test_export_equals_server_rows(emulator: Any, project: dict[str, Any], tmp_path: Path, fmt: str, compression):
-    args = ["export", "--project", project["project"]["name"], "--out", str(tmp_path), "--format", fmt, "--json"]
+def test_export_equals_server_rows(
+    emulator: Any, project: dict[str, Any], tmp_path: Path, fmt: str, compression
+):
+    args = [
+        "export",
+        "--project",
+        project["project"]["name"],
+        "--out",
+        str(tmp_path),
+        "--format",
+        fmt,
+        "--json",
+    ]
     if compression:
         args += ["--compression", compression]
     result = cli(emulator, *args)
@@ -83,13 +97,26 @@ def test_export_equals_server_rows(emulator: Any, project: dict[str, Any], tmp_p
 def test_parallel_ranges_equal_one_range(emulator: Any, project: dict[str, Any], tmp_path: Path):
     name = project["project"]["name"]
     one, many = tmp_path / "one", tmp_path / "many"
-    r1 = cli(emulator, "export", "--project", name, "--objects", "logs", "--out", str(one), "--ranges-per-object", "1")
+    r1 = cli(
+        emulator,
+        "export",
+        "--project",
+        name,
+        "--objects",
+        "logs",
+        "--out",
+        str(one),
+        "--ranges-per-object",
+        "1",
+    )
     assert r1.exit_code == 0, r1.output
     r2 = cli(emulator, "export", "--project", name, "--objects", "logs", "--out", str(many),
              "--ranges-per-object", "4", "--workers", "4", "--page-limit", "100", "--min-rows-per-range", "200")  # fmt: skip
     assert r2.exit_code == 0, r2.output
     pid = project["project"]["id"]
-    assert by_id(read_export_files(one, "project_logs", pid)) == by_id(read_export_files(many, "project_logs", pid))
+    assert by_id(read_export_files(one, "project_logs", pid)) == by_id(
+        read_export_files(many, "project_logs", pid)
+    )
     parts = {Path(p).name.split("-")[0] for p in visible_files(many) if p.endswith(".parquet")}
     assert len(parts) > 1, "the export was not split into ranges"
 
@@ -97,7 +124,9 @@ def test_parallel_ranges_equal_one_range(emulator: Any, project: dict[str, Any],
 def test_objects_selection_and_filter(emulator: Any, project: dict[str, Any], tmp_path: Path):
     name, pid = project["project"]["name"], project["project"]["id"]
     flt = "metadata.orgName = 'qawolf'"
-    result = cli(emulator, "export", "--project", name, "--objects", "logs", "--filter", flt, "--out", str(tmp_path))
+    result = cli(
+        emulator, "export", "--project", name, "--objects", "logs", "--filter", flt, "--out", str(tmp_path)
+    )
     assert result.exit_code == 0, result.output
     rows = by_id(read_export_files(tmp_path, "project_logs", pid))
     expected = all_rows(
@@ -105,7 +134,11 @@ def test_objects_selection_and_filter(emulator: Any, project: dict[str, Any], tm
         emulator.key,
         "project_logs",
         pid,
-        {"op": "eq", "left": {"op": "ident", "name": ["metadata", "orgName"]}, "right": {"op": "literal", "value": "qawolf"}},
+        {
+            "op": "eq",
+            "left": {"op": "ident", "name": ["metadata", "orgName"]},
+            "right": {"op": "literal", "value": "qawolf"},
+        },
     )
     assert expected and rows == expected
     assert not (tmp_path / "object_type=dataset").exists()
@@ -125,14 +158,24 @@ def test_filter_value_with_quotes_keeps_its_meaning(emulator: Any, tmp_path: Pat
 
 def test_incremental_fetches_only_changes(emulator: Any, tmp_path: Path):
     proj = post(emulator.url, emulator.key, "/v1/project", {"name": unique("incr")})
-    insert(emulator.url, emulator.key, "project_logs", proj["id"], [{"id": f"r{i}", "input": i} for i in range(1500)])
-    first = cli(emulator, "export", "--project", proj["name"], "--incremental", "--out", str(tmp_path), "--json")
+    insert(
+        emulator.url,
+        emulator.key,
+        "project_logs",
+        proj["id"],
+        [{"id": f"r{i}", "input": i} for i in range(1500)],
+    )
+    first = cli(
+        emulator, "export", "--project", proj["name"], "--incremental", "--out", str(tmp_path), "--json"
+    )
     assert first.exit_code == 0, first.output
     assert orjson.loads(first.stdout)["rows"] == 1500
     # New rows, updated rows, and nothing else must come back next time.
     insert(emulator.url, emulator.key, "project_logs", proj["id"],
            [{"id": f"n{i}", "input": i} for i in range(40)] + [{"id": f"r{i}", "input": -i} for i in range(0, 300, 10)])  # fmt: skip
-    second = cli(emulator, "export", "--project", proj["name"], "--incremental", "--out", str(tmp_path), "--json")
+    second = cli(
+        emulator, "export", "--project", proj["name"], "--incremental", "--out", str(tmp_path), "--json"
+    )
     assert second.exit_code == 0, second.output
     summary = orjson.loads(second.stdout)
     manifest = orjson.loads((tmp_path / summary["manifest"]).read_bytes())
@@ -140,9 +183,13 @@ def test_incremental_fetches_only_changes(emulator: Any, tmp_path: Path):
     for obj in manifest["objects"]:
         for f in obj["files"]:
             run_rows.extend(read_export_files_single(tmp_path / f["path"], obj["object_type"]))
-    assert sorted(r["id"] for r in run_rows) == sorted([f"n{i}" for i in range(40)] + [f"r{i}" for i in range(0, 300, 10)])
+    assert sorted(r["id"] for r in run_rows) == sorted(
+        [f"n{i}" for i in range(40)] + [f"r{i}" for i in range(0, 300, 10)]
+    )
     assert all(r["input"] == -int(r["id"][1:]) for r in run_rows if r["id"].startswith("r"))
-    third = cli(emulator, "export", "--project", proj["name"], "--incremental", "--out", str(tmp_path), "--json")
+    third = cli(
+        emulator, "export", "--project", proj["name"], "--incremental", "--out", str(tmp_path), "--json"
+    )
     assert orjson.loads(third.stdout)["rows"] == 0
 
 
@@ -166,7 +213,9 @@ def test_killed_export_resumes_to_exact_rows(emulator: Any, tmp_path: Path):
     state = out / "_state" / f"export-{proj['id']}.json"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if state.exists() and any(r["files"] for o in orjson.loads(state.read_bytes())["run"]["objects"] for r in o["ranges"]):
+        if state.exists() and any(
+            r["files"] for o in orjson.loads(state.read_bytes())["run"]["objects"] for r in o["ranges"]
+        ):
             break
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
@@ -197,7 +246,9 @@ def test_errors_are_one_line_with_exit_code(emulator, project, tmp_path: Path, a
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
     assert "wrong-key" not in result.output
-    assert not (tmp_path / "o").exists() or not [p for p in visible_files(tmp_path / "o") if "object_type=" in p]
+    assert not (tmp_path / "o").exists() or not [
+        p for p in visible_files(tmp_path / "o") if "object_type=" in p
+    ]
 
 
 def test_unwritable_output(emulator: Any, project: dict[str, Any], tmp_path: Path):

@@ -1,0 +1,260 @@
+"""``make bench``: btpipe export and import against the emulator, beside a plain script and a ceiling.
+
+Every contender runs as its own process so its CPU seconds and peak RSS are its own
+(``os.wait4``); the emulator runs in another process with a prebuilt sample database
+(cached under ``bench/data/``). Each scenario runs twice: with no added latency (client CPU
+cost shows) and with the emulator adding 100 ms to every request (concurrency shows).
+Results go to stdout and to ``bench/RESULTS.md``.
+
+    python -m bench.run [--spans 200000] [--latencies 0,100] [--rss-spans 100000,1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from pipeline.emulator.auth import DEFAULT_KEYS
+from pipeline.emulator.sample import SPANS_PER_TRACE, generate_dataset
+from pipeline.emulator.server import ServerConfig, open_store, spawn_emulator
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE / "data"
+KEY = DEFAULT_KEYS[0].key
+PY = sys.executable
+
+
+@dataclass(frozen=True)
+class Measured:
+    name: str
+    rows: int
+    seconds: float
+    cpu: float
+    rss_mb: float
+    payload_bytes: int
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows / self.seconds if self.seconds else 0.0
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.payload_bytes / 1e6 / self.seconds if self.seconds else 0.0
+
+    @property
+    def cpu_per_100k(self) -> float:
+        return self.cpu / self.rows * 100_000 if self.rows else 0.0
+
+
+def measure(name: str, cmd: list[str], env: dict[str, str] | None = None) -> tuple[Measured, dict[str, Any]]:
+    """Run ``cmd``; return its wall time, CPU, peak RSS and the JSON it printed last."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=err, env={**os.environ, **(env or {})}, cwd=HERE.parent
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        seconds = time.perf_counter() - started
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if proc.returncode != 0:
+        raise SystemExit(f"{name} failed ({proc.returncode}): {stderr.decode()[-2000:]}")
+    lines = [ln for ln in stdout.splitlines() if ln.strip()]
+    try:
+        summary = orjson.loads(stdout) if stdout.lstrip().startswith(b"{\n") else orjson.loads(lines[-1])
+    except (orjson.JSONDecodeError, IndexError):
+        summary = {}
+    rows = int(summary.get("rows", 0))
+    payload = int(summary.get("bytes", summary.get("payload_bytes", 0)))
+    cpu = usage.ru_utime + usage.ru_stime
+    return Measured(name, rows, seconds, cpu, usage.ru_maxrss / 1024, payload), summary
+
+
+def sample_db(spans: int) -> Path:
+    """A cached emulator database whose sample project has about ``spans`` log spans."""
+    DATA.mkdir(parents=True, exist_ok=True)
+    path = DATA / f"sample-{spans}.db"
+    if not path.exists():
+        started = time.perf_counter()
+        partial = path.with_suffix(".partial")
+        for leftover in DATA.glob(partial.name + "*"):
+            leftover.unlink()
+        store = open_store(
+            ServerConfig(db=str(partial), sample_traces=max(1, round(spans / SPANS_PER_TRACE)))
+        )
+        store.close()
+        partial.rename(path)
+        print(f"built {path.name} in {time.perf_counter() - started:.0f}s", flush=True)
+    return path
+
+
+@contextmanager
+def emulator(db: Path, latency_ms: float) -> Iterator[str]:
+    with spawn_emulator(db, "--latency-ms", str(latency_ms), "--max-request-bytes", str(6 * 2**20)) as url:
+        yield url
+
+
+def project_logs_id(url: str) -> str:
+    out = subprocess.run(
+        [PY, "-m", "pipeline", "query", "--api-url", url, "--api-key", KEY,
+         "SELECT id FROM project_logs('x') LIMIT 0"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    del out  # the query command is exercised elsewhere; ids come from the REST list below
+    import urllib.request
+
+    req = urllib.request.Request(
+        f"{url}/v1/project?project_name=sample-project", headers={"Authorization": f"Bearer {KEY}"}
+    )
+    with urllib.request.urlopen(req) as resp:
+        return str(orjson.loads(resp.read())["objects"][0]["id"])
+
+
+def export_contenders(url: str, project_id: str, work: Path) -> list[Measured]:
+    env = {"BRAINTRUST_API_URL": url, "BRAINTRUST_API_KEY": KEY}
+    results = []
+    ceiling, _ = measure("ceiling (download and discard)", [PY, str(HERE / "ceiling.py"), url, KEY, "project_logs", project_id])  # fmt: skip
+    results.append(ceiling)
+    for fmt in ("jsonl", "parquet"):
+        out = work / f"export-{fmt}"
+        m, summary = measure(
+            f"btpipe export --format {fmt}",
+            [PY, "-m", "pipeline", "export", "--project", "sample-project", "--objects", "logs",
+             "--format", fmt, "--out", str(out), "--json", "--restart"],
+            env,
+        )  # fmt: skip
+        results.append(Measured(m.name, summary["rows"], m.seconds, m.cpu, m.rss_mb, ceiling.payload_bytes))
+    plain_out = work / "plain.jsonl"
+    m, summary = measure("plain script (walkthrough style)", [PY, str(HERE / "plain_export.py"), url, KEY, "project_logs", project_id, str(plain_out)])  # fmt: skip
+    results.append(Measured(m.name, summary["rows"], m.seconds, m.cpu, m.rss_mb, ceiling.payload_bytes))
+    return results
+
+
+def table(results: list[Measured], reference: Measured | None = None, ref_label: str = "") -> str:
+    head = "| contender | rows | seconds | rows/s | MB/s | CPU s / 100k rows | peak RSS MB |"
+    if reference:
+        head += f" vs {ref_label} |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in results:
+        line = (
+            f"| {r.name} | {r.rows:,} | {r.seconds:.1f} | {r.rows_per_s:,.0f} | {r.mb_per_s:,.1f} | "
+            f"{r.cpu_per_100k:.2f} | {r.rss_mb:.0f} |"
+        )
+        if reference:
+            line += f" {r.rows_per_s / reference.rows_per_s:.2f}x |"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def write_dataset_input(root: Path, events: int) -> None:
+    """An export-layout JSONL file of ``events`` dataset records, the import benchmark's input."""
+    directory = root / "object_type=dataset" / "object_id=00000000-0000-4000-8000-000000000000" / "run=bench"
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / "r00-part-00000.jsonl", "wb") as fh:
+        for record in generate_dataset(11, events):
+            fh.write(orjson.dumps(record) + b"\n")
+
+
+def import_contenders(url: str, work: Path, events: int, plain_events: int) -> list[Measured]:
+    env = {"BRAINTRUST_API_URL": url, "BRAINTRUST_API_KEY": KEY}
+    source = work / "import-input"
+    if not source.exists():
+        write_dataset_input(source, events)
+    tag = f"{time.time_ns()}"
+    results = []
+    m, summary = measure(
+        "btpipe import",
+        [PY, "-m", "pipeline", "import", "--in", str(source), "--to-project", f"bench-import-{tag}",
+         "--create-project", "--to-object", "dataset:bench", "--json", "--state-dir", str(work / "state")],
+        env,
+    )  # fmt: skip
+    results.append(Measured(m.name, int(summary.get("rows", 0)), m.seconds, m.cpu, m.rss_mb, 0))
+    sdk, summary = measure("braintrust SDK (init_dataset().insert + flush)", [PY, str(HERE / "sdk_import.py"), url, KEY, str(source), f"bench-sdk-{tag}"])  # fmt: skip
+    results.append(sdk)
+    plain, summary = measure(f"plain script (one insert per event, first {plain_events:,})", [PY, str(HERE / "plain_import.py"), url, KEY, str(source), f"bench-plain-{tag}", str(plain_events)])  # fmt: skip
+    results.append(plain)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--spans", type=int, default=200_000)
+    parser.add_argument("--latencies", default="0,100")
+    parser.add_argument("--rss-spans", default="100000,1000000")
+    parser.add_argument("--import-events", type=int, default=200_000)
+    parser.add_argument("--plain-events", type=int, default=2_000)
+    parser.add_argument("--skip", default="", help="Comma list of sections to skip: export, import, rss")
+    args = parser.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
+    latencies = [float(x) for x in args.latencies.split(",")]
+    report = [
+        "# Benchmark results",
+        "",
+        f"Produced by `make bench` (`python -m bench.run --spans {args.spans} --latencies {args.latencies} "
+        f"--rss-spans {args.rss_spans} --import-events {args.import_events}`) on a 2-core machine; the emulator "
+        "runs on the same machine, so every contender shares the two cores with it.",
+        "",
+    ]
+    with tempfile.TemporaryDirectory(dir=DATA.parent if DATA.parent.exists() else None) as tmp:
+        work = Path(tmp)
+        if "export" not in skip:
+            db = sample_db(args.spans)
+            for latency in latencies:
+                with emulator(db, latency) as url:
+                    results = export_contenders(url, project_logs_id(url), work / f"lat{latency:g}")
+                title = f"## Export of {results[0].rows:,} project-log spans, emulator latency {latency:g} ms"
+                body = table(results, results[0], "ceiling")
+                plain = results[-1]
+                ratios = ", ".join(
+                    f"{r.name}: {r.rows_per_s / plain.rows_per_s:.1f}x plain" for r in results[1:3]
+                )
+                report += [title, "", body, "", ratios, ""]
+                print(title, body, ratios, sep="\n", flush=True)
+        if "rss" not in skip:
+            report += ["## Peak memory of btpipe export by project size (latency 0 ms)", ""]
+            rows_table = []
+            for spans in (int(x) for x in args.rss_spans.split(",")):
+                db = sample_db(spans)
+                with emulator(db, 0) as url:
+                    for fmt in ("jsonl", "parquet"):
+                        m, summary = measure(
+                            f"btpipe export --format {fmt}, {spans:,} spans",
+                            [PY, "-m", "pipeline", "export", "--project", "sample-project", "--objects", "logs",
+                             "--format", fmt, "--out", str(work / f"rss-{spans}-{fmt}"), "--json", "--restart"],
+                            {"BRAINTRUST_API_URL": url, "BRAINTRUST_API_KEY": KEY},
+                        )  # fmt: skip
+                        rows_table.append(Measured(m.name, summary["rows"], m.seconds, m.cpu, m.rss_mb, 0))
+            body = table(rows_table)
+            report += [body, ""]
+            print(body, flush=True)
+        if "import" not in skip:
+            for latency in latencies:
+                db = work / f"import-{latency:g}.db"
+                with emulator(db, latency) as url:
+                    results = import_contenders(url, work, args.import_events, args.plain_events)
+                title = f"## Import of {args.import_events:,} dataset events, emulator latency {latency:g} ms"
+                body = table(results, results[-1], "plain")
+                sdk = results[1]
+                note = f"btpipe vs SDK: {results[0].rows_per_s / sdk.rows_per_s:.1f}x events/s"
+                report += [title, "", body, "", note, ""]
+                print(title, body, note, sep="\n", flush=True)
+    (HERE / "RESULTS.md").write_text("\n".join(report) + "\n")
+
+
+if __name__ == "__main__":
+    main()

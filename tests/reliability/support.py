@@ -1,0 +1,112 @@
+"""Shared pieces of the reliability suite: seeding, running the CLI, comparing results.
+
+Results are compared by content hash per row id: a row's hash covers every field a copy
+must keep (``pipeline.rows.DESTINATION_FIELDS`` are the ones the destination rewrites), so
+"equal" means the same ids with the same content, nothing lost and nothing doubled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from pipeline.emulator.rowwrite import Target
+from pipeline.emulator.sample import bulk_load, generate_traces
+from pipeline.emulator.server import RunningServer
+from pipeline.rows import DESTINATION_FIELDS
+from tests.helpers import post, unique
+
+#: Fault mix used throughout: every kind, 20% of requests, Retry-After of 0 s.
+FAULTS = "rate=0.2,kinds=429:500:502:503:drop:truncate,retry_after=0,latency_ms=1,jitter_ms=4"
+#: Client flags that keep a faulty run fast: short back-off, a generous retry budget.
+RETRY_FLAGS = ("--max-retries", "40", "--max-backoff", "0.05")
+
+
+def seed_logs(server: RunningServer, key: str, n_rows: int, seed: int = 7) -> dict[str, Any]:
+    """A new project whose logs hold the first ``n_rows`` sample spans, written straight
+    into the store (seconds instead of minutes over HTTP)."""
+    project: dict[str, Any] = post(server.url, key, "/v1/project", {"name": unique("rel")})
+    target = Target("project_logs", project["id"], project["id"], project["org_id"])
+    bulk_load(server.store, target, islice(generate_traces(seed, n_rows), n_rows))
+    return project
+
+
+def row_hash(row: Mapping[str, Any]) -> str:
+    """SHA-256 of the fields a copy keeps, keys sorted, so copies and originals compare."""
+    kept = {k: v for k, v in row.items() if k not in DESTINATION_FIELDS}
+    return hashlib.sha256(orjson.dumps(kept, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def hashes(rows: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """Row id -> content hash; an id seen twice is a duplicate and fails at once."""
+    out: dict[str, str] = {}
+    for row in rows:
+        assert row["id"] not in out, f"row {row['id']} appears twice"
+        out[row["id"]] = row_hash(row)
+    return out
+
+
+def cli_env(url: str, key: str, **extra: str) -> dict[str, str]:
+    return {**os.environ, "BRAINTRUST_API_URL": url, "BRAINTRUST_API_KEY": key, **extra}
+
+
+def command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "pipeline", *args]
+
+
+def run_cli(env: Mapping[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run btpipe as a separate process, as a user would."""
+    return subprocess.run(command(*args), env=dict(env), capture_output=True, text=True, timeout=timeout)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def json_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*.json") if p.is_file())
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How big a run is: the default suite's figures, or ``make chaos``'s."""
+
+    fault_rows: int
+    crash_rows: int
+    kills: int
+
+
+DEFAULT = Scale(fault_rows=50_000, crash_rows=12_000, kills=3)
+CHAOS = Scale(fault_rows=500_000, crash_rows=60_000, kills=10)
+
+#: Parametrize a test over both scales; the chaos one carries the marker.
+SCALES = [pytest.param(DEFAULT, id="default"), pytest.param(CHAOS, id="chaos", marks=pytest.mark.chaos)]
+
+
+#: Where tests add their figures for ``tests/reliability/report.py`` (unset: nowhere).
+FIGURES_ENV = "BTPIPE_RELIABILITY_FIGURES"
+
+
+def record(figure: str, amount: int) -> None:
+    """Add ``amount`` to ``figure`` in the figures file, when the report asked for one."""
+    path = os.environ.get(FIGURES_ENV)
+    if not path:
+        return
+    target = Path(path)
+    figures = orjson.loads(target.read_bytes()) if target.exists() else {}
+    figures[figure] = figures.get(figure, 0) + amount
+    target.write_bytes(orjson.dumps(figures, option=orjson.OPT_SORT_KEYS))

@@ -1,9 +1,11 @@
-"""Compiling a parsed ``/btql`` query (see ``pipeline.querylang.ast``) into SQLite SQL.
+"""Compiling a ``/btql`` query (see ``pipeline.querylang.ast``) into SQLite SQL.
 
+Query text (BTQL clauses or SQL) is parsed by ``querylang.parse`` first, so text and
+parsed objects share this one compiler and the function table of ``querylang.ast``.
 The input is the query dict plus the pinned version and the cursor position; the output
 is SQL and parameters over the ``rows`` table of ``store.py``. Visibility at version V:
 per id, the version with the highest ``xact_id <= V``, unless that version is a delete.
-Pages of a spans or traces query are ordered by ``seq`` (the write order behind
+Pages of a spans, traces or summary (see ``summary.py``) query are ordered by ``seq`` (the write order behind
 ``_pagination_key``), so under a pinned version every visible row appears exactly once
 however many rows are written meanwhile.
 
@@ -13,6 +15,8 @@ are compiled in two modes: *scalar* (``json_extract``, for comparisons, sorting 
 aggregate arguments) and *json* (``->``, for values placed in an output row, so objects
 and strings keep their JSON types). User values only ever travel as parameters.
 
+Aggregate queries (``dimensions``/``measures``) group by their dimensions and may sort
+by any output column (by alias or by repeating its expression); they are never paged.
 Errors raise :class:`QueryError` (a 400) naming what is wrong.
 """
 
@@ -24,7 +28,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from pipeline.querylang.ast import ARITHMETIC_OPS, MAX_LIMIT, SHAPES
+from pipeline.emulator.summary import summary_cte
+from pipeline.querylang.ast import AGGREGATE_FUNCTIONS, ARITHMETIC_OPS, FUNCTION_ARITY, MAX_LIMIT, SHAPES
+from pipeline.querylang.parse import QuerySyntaxError, parse_query
 from pipeline.rows import OBJECT_TYPES, ObjectType
 
 
@@ -37,15 +43,6 @@ QUERY_FIELDS: Final = frozenset(
 )
 #: Identifiers backed by a column of ``rows`` (faster, and ``_xact_id`` compares as an integer).
 COLUMN_IDENTS: Final = {"_xact_id": "xact_id", "id": "id", "root_span_id": "root_span_id"}
-AGGREGATES: Final = frozenset({"count", "sum", "min", "max", "avg"})
-SCALAR_FUNCTIONS: Final[dict[str, tuple[str, int, int]]] = {
-    # name: (SQL function, min args, max args)
-    "lower": ("lower", 1, 1),
-    "upper": ("upper", 1, 1),
-    "coalesce": ("coalesce", 1, 32),
-    "length": ("length", 1, 1),
-    "abs": ("abs", 1, 1),
-}
 _COMPARE_SQL: Final = {"eq": "=", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
 _ARITH_SQL: Final = {"add": "+", "sub": "-", "mul": "*", "div": "/", "mod": "%"}
 
@@ -96,11 +93,15 @@ def decode_cursor(cursor: str) -> tuple[int, int]:
 
 
 def check_query(query: Any) -> dict[str, Any]:
-    """Reject anything that is not a parsed query object with known fields."""
+    """The parsed query object: text (BTQL clauses or SQL) goes through the one parser,
+    so text and parsed queries reach the same compiler; unknown fields are refused."""
     if isinstance(query, str):
-        raise QueryError("query: text queries not supported yet; send the parsed query object")
+        try:
+            query = parse_query(query)
+        except QuerySyntaxError as exc:
+            raise QueryError(f"query: {exc}") from None
     if not isinstance(query, dict):
-        raise QueryError("query: expected a parsed query object")
+        raise QueryError("query: expected query text or a parsed query object")
     unknown = sorted(set(query) - QUERY_FIELDS)
     if unknown:
         raise QueryError(f"query: unknown field {unknown[0]!r} (known: {', '.join(sorted(QUERY_FIELDS))})")
@@ -126,8 +127,6 @@ def parse_source(query: dict[str, Any]) -> Source:
     shape = node.get("shape") or "spans"
     if shape not in SHAPES:
         raise QueryError(f"query.from.shape: unknown shape {shape!r} (use {', '.join(SHAPES)})")
-    if shape == "summary":
-        raise QueryError("query.from.shape: shape 'summary' is not supported yet")
     return Source(object_type, tuple(dict.fromkeys(ids)), shape)
 
 
@@ -323,22 +322,22 @@ class _Compiler:
         args = node.get("args") or []
         if not isinstance(args, list):
             raise QueryError(f"{where}.args: expected a list")
-        if name in AGGREGATES:
+        if name not in FUNCTION_ARITY:
+            raise QueryError(f"{where}: unknown function {name!r}")
+        lo, hi = FUNCTION_ARITY[name]
+        if len(args) < lo or (hi is not None and len(args) > hi):
+            wanted = str(lo) if lo == hi else f"{lo} or more" if hi is None else f"{lo} to {hi}"
+            raise QueryError(f"{where}: {name} takes {wanted} argument(s), got {len(args)}")
+        if name in AGGREGATE_FUNCTIONS:
             if not aggregate:
                 raise QueryError(f"{where}: aggregate function {name!r} is only allowed in measures")
-            return self._aggregate(name, args, where)
-        if name not in SCALAR_FUNCTIONS:
-            raise QueryError(f"{where}: unknown function {name!r}")
-        sql_name, lo, hi = SCALAR_FUNCTIONS[name]
-        if not lo <= len(args) <= hi:
-            raise QueryError(f"{where}: {name} takes {lo}{'' if lo == hi else f' to {hi}'} argument(s)")
+            return self._aggregate(name, args[0], where)
         compiled = [self.expr(a, f"{where}.args[{i}]", aggregate=aggregate) for i, a in enumerate(args)]
-        return f"{sql_name}({', '.join(compiled)})"
+        return f"{name}({', '.join(compiled)})"  # every listed scalar function has SQLite's name
 
-    def _aggregate(self, name: str, args: list[Any], where: str) -> str:
-        if len(args) != 1:
-            raise QueryError(f"{where}: {name} takes 1 argument")
-        arg = args[0]
+    def _aggregate(self, name: str, arg: Any, where: str) -> str:
+        if not isinstance(arg, dict):
+            raise QueryError(f"{where}.args[0]: expected an expression object with an 'op'")
         if name == "count" and (arg.get("op") == "star" or (arg.get("op") == "literal" and arg.get("value") is not None)):  # fmt: skip
             return "count(*)"
         inner = self.expr(arg, f"{where}.args[0]")
@@ -380,8 +379,36 @@ def _json_object(pairs: list[tuple[str, str]]) -> str:
     return "json_object(" + ", ".join(f"{_sql_string(alias)}, {sql}" for alias, sql in pairs) + ")"
 
 
+@dataclass(frozen=True)
+class _Scope:
+    """What a query reads: ``rows``, or the ``summary`` table built by a WITH prefix whose
+    parameters (``head``) are bound before any other."""
+
+    prefix: str
+    head: list[Any]
+    table: str
+
+
+def _scope(query: dict[str, Any], source: Source, version: int) -> _Scope:
+    if source.shape != "summary":
+        return _Scope("", [], "rows")
+    head: list[Any] = []
+    filter_node = query.get("filter")
+    trace_filter = None
+    if filter_node is not None:
+
+        def trace_filter() -> str:
+            return _Compiler("m", head).expr(filter_node, "query.filter")
+
+    prefix = summary_cte(lambda alias: visible_sql(alias, source, version, head), trace_filter)
+    return _Scope(prefix, head, "summary")
+
+
 def _where_clause(query: dict[str, Any], source: Source, version: int, c: _Compiler) -> str:
-    """Visibility plus the filter; for ``traces`` the filter picks whole traces."""
+    """Visibility plus the filter; for ``traces`` the filter picks whole traces (for
+    ``summary`` both live in the summary table's definition)."""
+    if source.shape == "summary":
+        return "1"
     visible = visible_sql("r", source, version, c.params)
     filter_node = query.get("filter")
     if filter_node is None:
@@ -399,9 +426,10 @@ def _where_clause(query: dict[str, Any], source: Source, version: int, c: _Compi
 
 def compile_query(query: dict[str, Any], source: Source, version: int, after_seq: int | None, limit: int) -> Compiled:  # fmt: skip
     """SQL for one page of ``query`` at ``version``, continuing after ``after_seq``."""
+    scope = _scope(query, source, version)
     c = _Compiler("r")
     if "measures" in query or "dimensions" in query:
-        return _compile_aggregate(query, source, version, limit, c)
+        return _compile_aggregate(query, source, version, limit, scope, c)
     select = query.get("select", [{"op": "star"}])
     columns: tuple[str, ...] | None
     if select == [{"op": "star"}]:
@@ -418,30 +446,56 @@ def compile_query(query: dict[str, Any], source: Source, version: int, after_seq
         order = "r.seq"
         if after_seq is not None:
             where += f" AND r.seq > {c.bind(after_seq)}"
-    sql = f"SELECT r.seq, {payload} FROM rows r WHERE {where} ORDER BY {order} LIMIT {c.bind(limit)}"
-    return Compiled(sql, c.params, paged=sort is None, columns=columns)
+    sql = f"{scope.prefix}SELECT r.seq, {payload} FROM {scope.table} r WHERE {where} ORDER BY {order} LIMIT {c.bind(limit)}"  # fmt: skip
+    return Compiled(sql, scope.head + c.params, paged=sort is None, columns=columns)
 
 
-def _order_by(sort: Any, c: _Compiler) -> str:
+def _sort_items(sort: Any) -> list[tuple[Any, str]]:
+    """``(expression, ASC|DESC)`` pairs of a ``sort`` list, checked."""
     if not isinstance(sort, list):
         raise QueryError("query.sort: expected a list of {'expr': ..., 'dir': 'asc'|'desc'}")
-    terms = []
+    items = []
     for i, item in enumerate(sort):
         if not isinstance(item, dict) or "expr" not in item or item.get("dir", "asc") not in ("asc", "desc"):
             raise QueryError(f"query.sort[{i}]: expected {{'expr': <expression>, 'dir': 'asc'|'desc'}}")
-        if item["expr"] == {"op": "ident", "name": ["_pagination_key"]}:
-            expr = "r.seq"
+        items.append((item["expr"], item.get("dir", "asc").upper()))
+    return items
+
+
+def _order_by(sort: Any, c: _Compiler) -> str:
+    terms = []
+    for i, (expr, direction) in enumerate(_sort_items(sort)):
+        if expr == {"op": "ident", "name": ["_pagination_key"]}:
+            sql = "r.seq"
         else:
-            expr = c.expr(item["expr"], f"query.sort[{i}].expr")
-        terms.append(f"{expr} {item.get('dir', 'asc').upper()}")
+            sql = c.expr(expr, f"query.sort[{i}].expr")
+        terms.append(f"{sql} {direction}")
     return ", ".join([*terms, "r.seq"])
 
 
-def _compile_aggregate(query: dict[str, Any], source: Source, version: int, limit: int, c: _Compiler) -> Compiled:  # fmt: skip
+def _aggregate_order(sort: Any, outputs: list[tuple[dict[str, Any], str]]) -> list[str]:
+    """ORDER BY terms of an aggregate query: each sort key must name one of its output
+    columns, by alias or by repeating its expression (the rows no longer exist)."""
+    terms = []
+    for i, (expr, direction) in enumerate(_sort_items(sort)):
+        found = None
+        for item, column in outputs:
+            is_alias = expr == {"op": "ident", "name": [item["alias"]]}
+            if is_alias or expr == item["expr"]:
+                found = column
+                break
+        if found is None:
+            raise QueryError(
+                f"query.sort[{i}]: an aggregate query sorts by one of its dimensions or measures"
+                f" ({', '.join(item['alias'] for item, _ in outputs)})"
+            )
+        terms.append(f"{found} {direction}")
+    return terms
+
+
+def _compile_aggregate(query: dict[str, Any], source: Source, version: int, limit: int, scope: _Scope, c: _Compiler) -> Compiled:  # fmt: skip
     if "select" in query:
         raise QueryError("query: use either select or dimensions/measures, not both")
-    if "sort" in query:
-        raise QueryError("query.sort: sorting aggregate results is not supported")
     dims = _named_list(query.get("dimensions", []), "query.dimensions")
     measures = _named_list(query.get("measures", []), "query.measures")
     inner_cols = []
@@ -450,14 +504,17 @@ def _compile_aggregate(query: dict[str, Any], source: Source, version: int, limi
     for n, m in enumerate(measures):
         inner_cols.append(f"{c.expr(m['expr'], f'query.measures[{n}].expr', aggregate=True)} AS m{n}")
     where = _where_clause(query, source, version, c)
-    group = f" GROUP BY {', '.join(f'd{n}' for n in range(len(dims)))}" if dims else ""
-    inner = f"SELECT {', '.join(inner_cols)} FROM rows r WHERE {where}{group}"
+    dim_cols = [f"d{n}" for n in range(len(dims))]
+    group = f" GROUP BY {', '.join(dim_cols)}" if dims else ""
+    inner = f"SELECT {', '.join(inner_cols)} FROM {scope.table} r WHERE {where}{group}"
     pairs = [(d["alias"], f"json(d{n})") for n, d in enumerate(dims)] + [
         (m["alias"], f"m{n}") for n, m in enumerate(measures)
     ]
-    order = f" ORDER BY {', '.join(f'd{n}' for n in range(len(dims)))}" if dims else ""
-    sql = f"SELECT 0, CAST({_json_object(pairs)} AS BLOB) FROM ({inner}){order} LIMIT {c.bind(limit)}"
-    return Compiled(sql, c.params, paged=False, columns=tuple(a for a, _ in pairs))
+    outputs = [*zip(dims, dim_cols, strict=True), *((m, f"m{n}") for n, m in enumerate(measures))]
+    terms = _aggregate_order(query.get("sort") or [], outputs) + dim_cols
+    order = f" ORDER BY {', '.join(terms)}" if terms else ""
+    sql = f"{scope.prefix}SELECT 0, CAST({_json_object(pairs)} AS BLOB) FROM ({inner}){order} LIMIT {c.bind(limit)}"  # fmt: skip
+    return Compiled(sql, scope.head + c.params, paged=False, columns=tuple(a for a, _ in pairs))
 
 
 def compile_history(source: Source, version: int, before_seq: int | None, limit: int) -> Compiled:

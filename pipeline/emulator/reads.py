@@ -58,17 +58,13 @@ def parse_version(value: Any, where: str = "version") -> int | None:
 
 
 def _check_sources(conn: sqlite3.Connection, source: Source, org_ids: Sequence[str]) -> None:
-    """Unknown ids are a 400; ids of another org are a 404 (like every foreign id)."""
+    """Unknown ids and ids of another org are the same 400 (same message), so a caller
+    cannot tell whether an id exists elsewhere."""
     for object_id in source.object_ids:
         try:
             resolve_row_object(conn, source.object_type, object_id, org_ids)
         except NotFound:
             kind = "project" if source.object_type == "project_logs" else source.object_type
-            exists = conn.execute(
-                "SELECT 1 FROM objects WHERE kind = ? AND id = ? AND deleted = 0", (kind, object_id)
-            ).fetchone()
-            if exists:
-                raise
             raise QueryError(f"query.from: unknown {kind} id {object_id!r}") from None
 
 

@@ -229,14 +229,18 @@ async def test_query_errors(api: Api) -> None:
         ),
         ({"query": {"from": src, "sort": [{"expr": ident("id")}]}, "cursor": "MTox"}, 400, "need no sort"),
         ({"query": {"from": src}, "cursor": "!!!"}, 400, "malformed cursor"),
-        ({"query": "select: *"}, 400, "text queries not supported yet"),
+        ({"query": "select: *"}, 400, "query: query has no 'from:' clause"),
         ({"query": {"from": from_object("nothing", pid)}}, 400, "unknown source"),
         (
             {"query": {"from": from_object("project_logs", "00000000-0000-4000-8000-000000000000")}},
             400,
             "unknown project id",
         ),
-        ({"query": {"from": from_object("project_logs", other["id"])}}, 404, ""),
+        (
+            {"query": {"from": from_object("project_logs", other["id"])}},
+            400,
+            f"unknown project id {other['id']!r}",
+        ),
         ({"query": {"from": src}, "fmt": "xml"}, 400, "fmt"),
     ]
     for body, status, message in cases:

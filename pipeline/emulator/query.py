@@ -432,6 +432,7 @@ def compile_query(query: dict[str, Any], source: Source, version: int, after_seq
         return _compile_aggregate(query, source, version, limit, scope, c)
     select = query.get("select", [{"op": "star"}])
     columns: tuple[str, ...] | None
+    items: list[dict[str, Any]] = []
     if select == [{"op": "star"}]:
         payload, columns = "CAST(r.data AS BLOB)", None
     else:
@@ -441,7 +442,7 @@ def compile_query(query: dict[str, Any], source: Source, version: int, after_seq
     where = _where_clause(query, source, version, c)
     sort = query.get("sort")
     if sort is not None:
-        order = _order_by(sort, c)
+        order = _order_by(sort, items, c)
     else:
         order = "r.seq"
         if after_seq is not None:
@@ -462,9 +463,14 @@ def _sort_items(sort: Any) -> list[tuple[Any, str]]:
     return items
 
 
-def _order_by(sort: Any, c: _Compiler) -> str:
+def _order_by(sort: Any, selected: list[dict[str, Any]], c: _Compiler) -> str:
+    """ORDER BY terms; a bare name that is a select alias sorts by that column (as in SQL)."""
+    aliases = {item["alias"]: item["expr"] for item in selected}
     terms = []
     for i, (expr, direction) in enumerate(_sort_items(sort)):
+        name = expr.get("name") if isinstance(expr, dict) and expr.get("op") == "ident" else None
+        if isinstance(name, list) and len(name) == 1 and name[0] in aliases:
+            expr = aliases[name[0]]
         if expr == {"op": "ident", "name": ["_pagination_key"]}:
             sql = "r.seq"
         else:

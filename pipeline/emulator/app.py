@@ -3,8 +3,11 @@
 Routing is done here rather than by aiohttp's router so paths with doubled slashes
 (``//btql``: a base URL ending in ``/`` joined with ``/btql``) reach the same handler.
 Handlers are thin: parse the body, run one store call off the event loop, render.
-Errors become one-line plain-text bodies: 400 (malformed, naming the field), 401, 404
-(also for objects of another org), 413 (body over ``max_request_bytes``).
+Errors become one-line plain-text bodies: 400 (malformed, naming the field; on ``/btql``
+also an unknown object id, whichever org owns it), 401, 403 (impersonation or an ACL
+change not allowed), 404 (also for objects of another org), 413 (body over
+``max_request_bytes``). ``x-bt-impersonate-user`` swaps the request's principal for the
+impersonated user's before any handler runs (rules in ``access.py``).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import orjson
 from aiohttp import web
 
 from pipeline import __version__
-from pipeline.emulator import inserts, objects, reads
+from pipeline.emulator import access, inserts, objects, reads
 from pipeline.emulator.auth import Authenticator, Principal
 from pipeline.emulator.faults import FaultInjector, install
 from pipeline.emulator.objects import KINDS, Kind, ListFilter, NotFound
@@ -250,6 +253,47 @@ async def apikey_login(request: web.Request, params: dict[str, str]) -> web.Resp
     return json_response({"org_info": orgs})
 
 
+async def self_me(request: web.Request, params: dict[str, str]) -> web.Response:
+    return json_response(access.me(principal(request)))
+
+
+def _limit_param(request: web.Request) -> int | None:
+    limit = request.query.get("limit")
+    if limit is not None and (not limit.isdigit() or int(limit) < 1):
+        raise BadRequest("limit: expected a positive integer")
+    return int(limit) if limit else None
+
+
+async def list_roles(request: web.Request, params: dict[str, str]) -> web.Response:
+    q = request.query
+    ids = tuple(q.getall("ids", [])) + tuple(i for v in q.getall("ids[]", []) for i in v.split(","))
+    return json_response({"objects": access.list_roles(q.get("role_name"), ids, _limit_param(request))})
+
+
+async def acls(request: web.Request, params: dict[str, str]) -> web.Response:
+    """``/v1/acl``: list (GET), create (POST), delete by grant (DELETE)."""
+    who = principal(request)
+    db = store(request)
+    if request.method == "GET":
+        q = request.query
+        limit = _limit_param(request)
+        found = await db.read(
+            lambda c: access.list_acls(c, who, q.get("object_type"), q.get("object_id"), limit)
+        )
+        return json_response({"objects": found})
+    body = await json_body(request)
+    change = access.create_acl if request.method == "POST" else access.delete_acl_matching
+    return json_response(await db.write(lambda c: change(c, who, body)))
+
+
+async def acl_by_id(request: web.Request, params: dict[str, str]) -> web.Response:
+    acl_id = _uuid_param(params["id"], "acl id")
+    who = principal(request)
+    if request.method == "GET":
+        return json_response(await store(request).read(lambda c: access.get_acl(c, who, acl_id)))
+    return json_response(await store(request).write(lambda c: access.delete_acl(c, who, acl_id)))
+
+
 # -- routing --------------------------------------------------------------------------------
 
 Route = tuple[str, re.Pattern[str], Handler]
@@ -278,6 +322,14 @@ def _rows(fn: Callable[[web.Request, ObjectType, str], Awaitable[web.Response]])
 ROUTES: Final[list[tuple[str, str, Handler]]] = [
     ("GET", "/version", version),
     ("POST", "/api/apikey/login", apikey_login),
+    ("POST", "/api/self/me", self_me),
+    ("GET", "/api/self/me", self_me),
+    ("GET", "/v1/role", list_roles),
+    ("GET", "/v1/acl", acls),
+    ("POST", "/v1/acl", acls),
+    ("DELETE", "/v1/acl", acls),
+    ("GET", "/v1/acl/(?P<id>[^/]+)", acl_by_id),
+    ("DELETE", "/v1/acl/(?P<id>[^/]+)", acl_by_id),
     ("POST", "/btql", btql),
     ("POST", "/logs3", logs3),
     ("POST", "/v1/insert", cross_insert),
@@ -316,6 +368,13 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         found = await request.app[AUTH_KEY].principal(request.headers.get("Authorization"))
         if found is None:
             raise web.HTTPUnauthorized(text="missing or unknown API key (send Authorization: Bearer <key>)")
+        who = request.headers.get("x-bt-impersonate-user")
+        if who:
+            caller = found
+            try:
+                found = await store(request).read(lambda c: access.impersonate(c, caller, who))
+            except access.Forbidden as exc:
+                raise web.HTTPForbidden(text=str(exc)) from None
         org_name = request.headers.get("x-bt-org-name")
         if org_name:
             narrowed = found.only_org(org_name)
@@ -329,6 +388,8 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         raise web.HTTPBadRequest(text=str(exc)) from None
     except NotFound as exc:
         raise web.HTTPNotFound(text=str(exc)) from None
+    except access.Forbidden as exc:
+        raise web.HTTPForbidden(text=str(exc)) from None
     except sqlite3.IntegrityError as exc:
         raise web.HTTPConflict(text=f"conflict: {exc}") from None
     except sqlite3.OperationalError as exc:  # e.g. a JSON path SQLite cannot evaluate

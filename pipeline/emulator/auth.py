@@ -13,7 +13,7 @@ Keys are given as ``KEY=USER_EMAIL@ORG:ROLE`` (``--key`` flags or the comma sepa
 
 With none given, :data:`DEFAULT_KEYS` apply. Only a SHA-256 of each key is stored, so the
 database never holds a secret. The identity of a request is a :class:`Principal`, kept
-on the request so later features (impersonation) can swap it in one place.
+on the request; impersonation (``access.py``) swaps it for the impersonated user's in one place.
 """
 
 from __future__ import annotations
@@ -150,20 +150,28 @@ def register_keys(store: Store, specs: list[KeySpec] | tuple[KeySpec, ...]) -> N
     store.write_sync(run)
 
 
+def _with_orgs(conn: sqlite3.Connection, user_id: str, email: str, admin: bool) -> Principal:
+    orgs = conn.execute(
+        "SELECT o.id, o.name, m.role FROM members m JOIN orgs o ON o.id = m.org_id"
+        " WHERE m.user_id = ? ORDER BY o.rowid",
+        (user_id,),
+    ).fetchall()
+    return Principal(user_id, email, tuple(OrgMembership(*o) for o in orgs), admin)
+
+
 def load_principal(conn: sqlite3.Connection, key: str) -> Principal | None:
     """The principal owning ``key``, or ``None`` for an unknown key."""
     row = conn.execute(
         "SELECT u.id, u.email, k.admin FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.key_hash = ?",
         (hash_key(key),),
     ).fetchone()
-    if row is None:
-        return None
-    orgs = conn.execute(
-        "SELECT o.id, o.name, m.role FROM members m JOIN orgs o ON o.id = m.org_id"
-        " WHERE m.user_id = ? ORDER BY o.rowid",
-        (row[0],),
-    ).fetchall()
-    return Principal(row[0], row[1], tuple(OrgMembership(*o) for o in orgs), bool(row[2]))
+    return None if row is None else _with_orgs(conn, row[0], row[1], bool(row[2]))
+
+
+def load_user(conn: sqlite3.Connection, who: str) -> Principal | None:
+    """The principal of the user with id or email ``who`` (never an admin), or ``None``."""
+    row = conn.execute("SELECT id, email FROM users WHERE id = ? OR email = ?", (who, who)).fetchone()
+    return None if row is None else _with_orgs(conn, row[0], row[1], False)
 
 
 class Authenticator:

@@ -48,6 +48,19 @@ CREATE TABLE IF NOT EXISTS objects (
     deleted INTEGER NOT NULL DEFAULT 0,
     data TEXT NOT NULL                -- the object as the REST API returns it
 );
+CREATE TABLE IF NOT EXISTS acls (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    org_id TEXT NOT NULL,             -- the org of the object the ACL applies to
+    object_type TEXT NOT NULL,
+    object_id TEXT NOT NULL,
+    user_id TEXT,
+    permission TEXT,
+    role_id TEXT,
+    restrict_object_type TEXT,
+    data TEXT NOT NULL                -- the ACL as the REST API returns it
+);
+CREATE INDEX IF NOT EXISTS acls_by_object ON acls (object_type, object_id);
 CREATE INDEX IF NOT EXISTS objects_by_name ON objects (kind, org_id, project_id, name);
 CREATE TABLE IF NOT EXISTS rows (
     seq INTEGER PRIMARY KEY,          -- global write order; _pagination_key derives from it

@@ -1,6 +1,6 @@
 """The ceiling: download the same pages btpipe reads, as fast as possible, and throw them away.
 
-Same snapshot, same ``_xact_id`` ranges, same concurrency as btpipe's defaults; no parsing,
+Same snapshot, same ``_xact_id`` ranges, same concurrency as btpipe's defaults (8 ranges); no parsing,
 no files. Usage: python bench/ceiling.py URL KEY OBJECT_TYPE OBJECT_ID [RANGES]
 """
 
@@ -32,8 +32,8 @@ def source(object_type: str, object_id: str) -> dict[str, Any]:
 
 async def main() -> None:
     url, key, object_type, object_id = sys.argv[1:5]
-    ranges = int(sys.argv[5]) if len(sys.argv) > 5 else 4
-    headers = {"Authorization": f"Bearer {key}", "Accept-Encoding": "gzip"}
+    ranges = int(sys.argv[5]) if len(sys.argv) > 5 else 8
+    headers = {"Authorization": f"Bearer {key}", "Accept-Encoding": "identity"}
     async with aiohttp.ClientSession(headers=headers) as session:
         agg = {
             "from": source(object_type, object_id),

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -57,14 +58,33 @@ class Measured:
         return self.cpu / self.rows * 100_000 if self.rows else 0.0
 
 
+def peak_rss_mb(pid: int) -> float:
+    """The process's resident high-water mark (VmHWM). Read from /proc while it runs, because
+    ``ru_maxrss`` of a child keeps the forking parent's size across exec."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def measure(name: str, cmd: list[str], env: dict[str, str] | None = None) -> tuple[Measured, dict[str, Any]]:
-    """Run ``cmd``; return its wall time, CPU, peak RSS and the JSON it printed last."""
+    """Run ``cmd``; return its wall time, CPU, peak RSS and the JSON summary it printed."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
         proc = subprocess.Popen(
             cmd, stdout=out, stderr=err, env={**os.environ, **(env or {})}, cwd=HERE.parent
         )
-        _, status, usage = os.wait4(proc.pid, 0)
+        rss = 0.0
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            rss = max(rss, peak_rss_mb(proc.pid))
+            time.sleep(0.02)
         proc.returncode = os.waitstatus_to_exitcode(status)
         seconds = time.perf_counter() - started
         out.seek(0)
@@ -80,7 +100,7 @@ def measure(name: str, cmd: list[str], env: dict[str, str] | None = None) -> tup
     rows = int(summary.get("rows", 0))
     payload = int(summary.get("bytes", summary.get("payload_bytes", 0)))
     cpu = usage.ru_utime + usage.ru_stime
-    return Measured(name, rows, seconds, cpu, usage.ru_maxrss / 1024, payload), summary
+    return Measured(name, rows, seconds, cpu, rss, payload), summary
 
 
 def sample_db(spans: int) -> Path:
@@ -108,14 +128,6 @@ def emulator(db: Path, latency_ms: float) -> Iterator[str]:
 
 
 def project_logs_id(url: str) -> str:
-    out = subprocess.run(
-        [PY, "-m", "pipeline", "query", "--api-url", url, "--api-key", KEY,
-         "SELECT id FROM project_logs('x') LIMIT 0"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    del out  # the query command is exercised elsewhere; ids come from the REST list below
-    import urllib.request
-
     req = urllib.request.Request(
         f"{url}/v1/project?project_name=sample-project", headers={"Authorization": f"Bearer {KEY}"}
     )

@@ -64,14 +64,14 @@ def main() -> None:
     "--incremental", is_flag=True, help="Only rows written since the last completed run into --out."
 )
 @click.option("--restart", is_flag=True, help="Discard an unfinished run in --out instead of resuming it.")
-@click.option("--workers", default=4, show_default=True, help="Ranges paged at the same time.")
+@click.option("--workers", default=8, show_default=True, help="Ranges paged at the same time.")
 @click.option(
-    "--ranges-per-object", default=4, show_default=True, help="Most ranges one object is split into."
+    "--ranges-per-object", default=8, show_default=True, help="Most ranges one object is split into."
 )
-@click.option("--min-rows-per-range", default=20_000, show_default=True,
+@click.option("--min-rows-per-range", default=5_000, show_default=True,
               help="Split an object only when each range gets at least this many rows.")  # fmt: skip
 @click.option("--page-limit", default=1000, show_default=True, help="Rows per /btql page (1..1000).")
-@click.option("--prefetch", default=4, show_default=True, help="Pages buffered per range (bounds memory).")
+@click.option("--prefetch", default=2, show_default=True, help="Pages buffered per range (bounds memory).")
 @click.option(
     "--file-rows", default=1_000_000, show_default=True, help="Start a new file after this many rows."
 )

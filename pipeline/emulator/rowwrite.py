@@ -48,8 +48,8 @@ class Target:
 
 
 def now_iso() -> str:
-    """Now as ISO-8601 UTC with microseconds and ``Z``, the form rows carry."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """Now as ISO-8601 UTC with milliseconds and ``Z``, the form the real API gives rows."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def deep_merge(base: dict[str, Any], update: dict[str, Any], stop: set[tuple[str, ...]], at: tuple[str, ...] = ()) -> None:  # fmt: skip

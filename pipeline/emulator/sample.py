@@ -56,7 +56,7 @@ def _text(rng: random.Random, n_words: int) -> str:
 
 
 def _created(i: int) -> str:
-    return (BASE_TIME + timedelta(seconds=i)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return (BASE_TIME + timedelta(seconds=i)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _output(rng: random.Random) -> str:
@@ -98,7 +98,7 @@ def generate_traces(seed: int, n_traces: int) -> Iterator[dict[str, Any]]:
     i = 0
     for _ in range(n_traces):
         root_span = _uuid(rng)
-        t = (BASE_TIME + timedelta(seconds=i)).timestamp()
+        t = (BASE_TIME + timedelta(seconds=i)).timestamp() + rng.random()  # like time.time()
         yield {
             "id": _uuid(rng), "span_id": root_span, "root_span_id": root_span, "created": _created(i),
             "span_attributes": {"name": "task", "type": "task"},

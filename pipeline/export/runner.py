@@ -55,14 +55,14 @@ class ExportOptions:
     shape: str = "spans"
     incremental: bool = False
     restart: bool = False
-    workers: int = 4
-    ranges_per_object: int = 4
-    min_rows_per_range: int = 20_000
+    workers: int = 8
+    ranges_per_object: int = 8
+    min_rows_per_range: int = 5_000
     page_limit: int = 1000
-    prefetch: int = 4
+    prefetch: int = 2
     file_rows: int = 1_000_000
     file_bytes: int = 256 * 2**20
-    row_group_rows: int = 10_000
+    row_group_rows: int = 5_000
 
     def run_key(self) -> dict[str, Any]:
         """What must match for an unfinished run to be resumed by this invocation."""

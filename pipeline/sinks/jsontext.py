@@ -10,17 +10,43 @@ give the same Python values: ints stay ints, floats round-trip through their sho
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import orjson
 
-_LONG_DIGITS = re.compile(rb"\d{19,}")
+
+def _character_classes() -> bytes:
+    table = bytearray(b"x" * 256)
+    for c in b"0123456789":
+        table[c] = ord("0")
+    for c in b":,[":
+        table[c] = ord(":")
+    table[ord("-")] = ord("-")
+    return bytes(table)
+
+
+#: Every byte mapped to its class: digit -> 0, value separator (``:`` ``,`` ``[``) -> ``:``,
+#: minus stays, anything else -> ``x``; blanks are dropped.
+_CLASSES = _character_classes()
+_BARE_LONG = b":" + b"0" * 19
+_BARE_LONG_NEGATIVE = b":-" + b"0" * 19
+
+
+def _has_long_number(text: bytes) -> bool:
+    """Whether ``text`` may hold a bare integer of 19+ digits (one orjson could not keep exact).
+
+    Long digit runs are common inside strings (every ``_xact_id``), so only a run right after
+    ``:``, ``,`` or ``[`` counts: that is where a bare number starts. Mapped to character
+    classes, that is two substring searches at C speed. A string that happens to contain
+    ``": 1234..."`` is a false positive, which only costs the slower, still exact, path.
+    """
+    classes = b":" + text.translate(_CLASSES, b" \t\r\n")
+    return _BARE_LONG in classes or _BARE_LONG_NEGATIVE in classes
 
 
 def loads(text: bytes) -> Any:
     """Decode one JSON document without losing integer precision."""
-    if _LONG_DIGITS.search(text):
+    if _has_long_number(text):
         return json.loads(text)
     return orjson.loads(text)
 

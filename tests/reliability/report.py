@@ -1,0 +1,49 @@
+"""Run the reliability suite and print the figures table of ``bench/RELIABILITY.md``.
+
+    .venv/bin/python -m tests.reliability.report            # the default-suite figures
+    .venv/bin/python -m tests.reliability.report --chaos    # the make chaos figures
+
+The tests add their figures (faults injected, crashes survived, ...) to a JSON file named
+by ``BTPIPE_RELIABILITY_FIGURES``; rows lost and duplicated are 0 only when every test
+passed, since each one asserts the exact row set and content hash per row.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import orjson
+
+from tests.reliability.support import FIGURES_ENV
+
+ORDER = (
+    "faults injected", "retries under faults", "rows moved under faults", "crashes survived",
+    "rows moved across crashes", "server restarts survived", "rows moved across restarts",
+    "bad inputs tried", "files and console streams scanned for keys",
+)  # fmt: skip
+
+
+def main(argv: list[str]) -> int:
+    chaos = "--chaos" in argv
+    command = [sys.executable, "-m", "pytest", "-q", "tests/reliability", *(["-m", "chaos"] if chaos else [])]
+    with tempfile.TemporaryDirectory() as tmp:
+        figures_file = Path(tmp) / "figures.json"
+        done = subprocess.run(command, env={**os.environ, FIGURES_ENV: str(figures_file)})
+        figures = orjson.loads(figures_file.read_bytes()) if figures_file.exists() else {}
+    shown = "make chaos" if chaos else "make test"
+    how = f"`.venv/bin/python -m tests.reliability.report{' --chaos' if chaos else ''}`"
+    print(f"| figure ({shown}) | value | command |\n|---|---:|---|")
+    for name in ORDER:
+        if name in figures:
+            print(f"| {name} | {figures[name]:,} | {how} |")
+    verdict = "0" if done.returncode == 0 else "unknown (a test failed)"
+    print(f"| rows lost | {verdict} | {how} |\n| rows duplicated | {verdict} | {how} |")
+    return done.returncode
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -66,10 +66,10 @@ class Api:
     async def btql(self, query: dict[str, Any], **body: Any) -> Reply:
         return await self.call("POST", "/btql", {"query": query, **body})
 
-    async def all_rows(self, query: dict[str, Any], **body: Any) -> list[dict[str, Any]]:
-        """Page a query to the end with jsonl; assert the cursor protocol on the way."""
+    async def all_rows(self, query: dict[str, Any], cursor: str | None = None, **body: Any) -> list[dict[str, Any]]:  # fmt: skip
+        """Page a query to the end with jsonl (from ``cursor`` if given); assert the cursor
+        protocol on the way."""
         rows: list[dict[str, Any]] = []
-        cursor = None
         while True:
             extra = {"cursor": cursor} if cursor else {}
             reply = await self.btql(query, fmt="jsonl", **body, **extra)

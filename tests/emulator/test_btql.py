@@ -183,9 +183,11 @@ async def test_pinned_pagination_under_concurrent_writes(api: Api) -> None:
             await api.insert("project_logs", pid, [{"id": f"new{n}"}, {"id": f"r{2999 - n}", "input": -1}, {"id": f"r{n}", "_object_delete": True}])  # fmt: skip
             n += 1
 
+    query = {"from": from_object("project_logs", pid), "limit": 250}
+    first = await api.btql(query, fmt="jsonl")  # pins the version before any concurrent write
     task = asyncio.create_task(writer())
     try:
-        rows = await api.all_rows({"from": from_object("project_logs", pid), "limit": 250})
+        rows = first.lines + await api.all_rows(query, cursor=first.headers["x-bt-cursor"])
     finally:
         stop.set()
         await task

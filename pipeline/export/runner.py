@@ -60,9 +60,11 @@ class ExportOptions:
     min_rows_per_range: int = 5_000
     page_limit: int = 1000
     prefetch: int = 2
+    encoders: int = 2
     file_rows: int = 1_000_000
     file_bytes: int = 256 * 2**20
-    row_group_rows: int = 5_000
+    row_group_rows: int = 100_000
+    row_group_mb: int = 8
 
     def run_key(self) -> dict[str, Any]:
         """What must match for an unfinished run to be resumed by this invocation."""
@@ -125,6 +127,9 @@ class ExportJob:
         self.progress = progress
         self.user_filter: Expr | None = parse_filter(options.filter)
         self._state_lock = anyio.Lock()
+        # Encoding is CPU-bound and mostly holds the GIL: more threads than cores only add
+        # memory (a page being decoded per thread, a malloc arena per thread).
+        self._encoders = anyio.CapacityLimiter(options.encoders)
         self.storage: Storage
         self.store: StateStore
         self.state: ExportState
@@ -315,6 +320,7 @@ class ExportJob:
             first_part=rng.next_part,
             compression=self.options.compression or "zstd",
             row_group_rows=self.options.row_group_rows,
+            row_group_bytes=self.options.row_group_mb * 2**20,
             max_file_rows=_NEVER,
             max_file_bytes=_NEVER,
         )
@@ -336,16 +342,16 @@ class ExportJob:
             stack.enter_context(sink)  # aborts the unpublished file if anything below fails
             async with receive:
                 async for page in receive:
-                    await anyio.to_thread.run_sync(sink.write_page, page.raw)
+                    await anyio.to_thread.run_sync(sink.write_page, page.raw, limiter=self._encoders)
                     cursor = page.cursor
                     pending_rows += page.rows
                     pending_bytes += len(page.raw)
                     task.advance(page.rows, len(page.raw))
                     if pending_rows >= opts.file_rows or pending_bytes >= opts.file_bytes:
-                        published = await anyio.to_thread.run_sync(sink.flush)
+                        published = await anyio.to_thread.run_sync(sink.flush, limiter=self._encoders)
                         await self._checkpoint(rng, published, cursor, done=False)
                         pending_rows = pending_bytes = 0
-            published = await anyio.to_thread.run_sync(sink.close)
+            published = await anyio.to_thread.run_sync(sink.close, limiter=self._encoders)
             await self._checkpoint(rng, published, cursor, done=True)
 
     async def _checkpoint(

@@ -417,7 +417,9 @@ def parse_page(page: bytes) -> list[dict[str, Any]]:
 class ParquetSink(PartFileSink):
     """Writes pages to ``{directory}/{prefix}-{part:05d}.parquet`` in row groups.
 
-    Rows are buffered as Arrow tables until a row group is full; a part is published when it
+    Rows are buffered as Arrow tables until a row group is full (``row_group_rows`` rows or
+    ``row_group_bytes`` of Arrow data, whichever comes first, so wide rows do not make huge
+    groups that every writer must hold in memory); a part is published when it
     reaches ``max_file_rows`` (exactly) or, after a row group, ``max_file_bytes``.
     """
 
@@ -433,20 +435,23 @@ class ParquetSink(PartFileSink):
         first_part: int = 0,
         compression: str | None = "zstd",
         row_group_rows: int = 50_000,
+        row_group_bytes: int = 16 * 1024 * 1024,
         max_file_rows: int = 1_000_000,
         max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     ) -> None:
-        if min(row_group_rows, max_file_rows, max_file_bytes) <= 0:
-            raise UsageError("row_group_rows, max_file_rows and max_file_bytes must be positive")
+        if min(row_group_rows, row_group_bytes, max_file_rows, max_file_bytes) <= 0:
+            raise UsageError("row group and file limits must be positive")
         super().__init__(storage, directory, prefix=prefix, first_part=first_part)
         self.object_type = object_type
         self.schema = schema_for(object_type)
         self.compression = compression or "none"
         self.row_group_rows = row_group_rows
+        self.row_group_bytes = row_group_bytes
         self.max_file_rows = max_file_rows
         self.max_file_bytes = max_file_bytes
         self._pending: list[pa.Table] = []
         self._pending_rows = 0
+        self._pending_bytes = 0
         self._writer: pq.ParquetWriter | None = None
 
     def _start(self, out: CountingWriter) -> None:
@@ -467,10 +472,14 @@ class ParquetSink(PartFileSink):
         rows = parse_page(page)
         if not rows:
             return []
-        self._pending.append(rows_to_table(rows, self.object_type))
+        table = rows_to_table(rows, self.object_type)
+        self._pending.append(table)
         self._pending_rows += len(rows)
+        self._pending_bytes += table.nbytes
         published: list[FileInfo] = []
-        while self._pending_rows >= self._group_size():
+        while self._pending_rows >= self._group_size() or (
+            self._pending_rows and self._pending_bytes >= self.row_group_bytes
+        ):
             published += self._write_group()
         return published
 
@@ -481,6 +490,7 @@ class ParquetSink(PartFileSink):
         group, rest = buffered.slice(0, size), buffered.slice(size)
         self._pending = [rest] if rest.num_rows else []
         self._pending_rows = rest.num_rows
+        self._pending_bytes = rest.nbytes
         out = self._ensure_open()
         assert self._writer is not None
         self._writer.write_table(group, row_group_size=size)
@@ -496,5 +506,5 @@ class ParquetSink(PartFileSink):
         return published
 
     def abort(self) -> None:
-        self._pending, self._pending_rows = [], 0
+        self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
         super().abort()

@@ -15,6 +15,7 @@ import orjson
 from pipeline import __version__
 from pipeline.api.client import BraintrustClient
 from pipeline.commandline import (
+    Btpipe,
     Output,
     api_options,
     client_options,
@@ -31,7 +32,7 @@ from pipeline.progress import Progress
 COMMAND_MODULES = ("pipeline.emulator.command", "pipeline.load.commands", "pipeline.jobs.commands")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=Btpipe, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="btpipe")
 def main() -> None:
     """Bulk export and import for the Braintrust REST API."""

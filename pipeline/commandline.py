@@ -16,7 +16,7 @@ import click
 import orjson
 
 from pipeline.api.client import DEFAULT_API_URL, BraintrustClient, ClientSettings, RetryPolicy, Timeouts
-from pipeline.errors import EXIT_INTERRUPTED, BtpipeError, first_error
+from pipeline.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, BtpipeError, first_error
 from pipeline.progress import Progress
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -145,3 +145,19 @@ def with_progress(output: Output, body: Callable[[Progress], Awaitable[T]]) -> C
     """Wrap ``body`` so a progress display redraws while it runs and once more at the end."""
     progress = output.progress()
     return lambda: progress.around(lambda: body(progress))
+
+
+class Btpipe(click.Group):
+    """The command group; a usage error is one line on stderr and exit 2, like every other
+    btpipe error, instead of click's usage block."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        try:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        except click.UsageError as exc:
+            where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+            click.echo(f"btpipe: error: {exc.format_message()}{where}", err=True)
+            sys.exit(EXIT_USAGE)
+        except click.Abort:
+            click.echo("btpipe: aborted", err=True)
+            sys.exit(EXIT_FAILED)

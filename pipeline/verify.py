@@ -56,7 +56,7 @@ async def digest_object(client: BraintrustClient, ref: ObjectRef) -> Digests:
     digests: Digests = {}
     if snap.version is None:
         return digests
-    async for page in Pager(client, query, version=snap.version).pages():
+    async for page in Pager(client, query, version=snap.read_version).pages():
         digest_rows((orjson.loads(line) for line in page.raw.splitlines() if line.strip()), digests)
     return digests
 

@@ -40,6 +40,17 @@ class Snapshot:
     rows: int
     version: str | None  # highest _xact_id visible now (None for an empty object)
     min_version: str | None
+    pinnable: bool = True  # False when deletes newer than every visible row exist
+
+    @property
+    def read_version(self) -> str | None:
+        """The version reads should pass.
+
+        Normally ``version``. A delete leaves no visible row, so when the newest write to an
+        object was a delete, ``version`` predates it and reading there would resurrect the
+        deleted rows; then reads go unpinned and the server's first-page cursor pins them.
+        """
+        return self.version if self.pinnable else None
 
 
 @dataclass(frozen=True)
@@ -128,9 +139,16 @@ async def snapshot(client: BraintrustClient, base: Query) -> Snapshot:
     hi = row_versions[0].get("hi") if row_versions else None
     lo = row_versions[0].get("lo") if row_versions else None
     pinned = None if hi is None else str(hi)
-    rows = (await run_query(client, counted, version=pinned)).json()["data"]
-    n = int(rows[0].get("n") or 0) if rows else 0
-    return Snapshot(rows=n, version=pinned, min_version=None if lo is None else str(lo))
+    rows = _count(await run_query(client, counted, version=pinned))
+    current = rows if pinned is None else _count(await run_query(client, counted))
+    return Snapshot(
+        rows=current, version=pinned, min_version=None if lo is None else str(lo), pinnable=current == rows
+    )
+
+
+def _count(response: Response) -> int:
+    data = response.json()["data"]
+    return int(data[0].get("n") or 0) if data else 0
 
 
 def plan_ranges(snap: Snapshot, wanted: int, *, low: str | None = None) -> list[XactRange]:
@@ -140,6 +158,8 @@ def plan_ranges(snap: Snapshot, wanted: int, *, low: str | None = None) -> list[
     that spreads evenly for logs written steadily, and is still correct (just less parallel)
     when it does not.
     """
+    if not snap.pinnable:
+        return [XactRange(low=low)]
     if snap.version is None or snap.min_version is None or wanted <= 1:
         return [XactRange(low=low, high=snap.version)]
     start = int(low) if low is not None else int(snap.min_version) - 1

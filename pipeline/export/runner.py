@@ -243,6 +243,7 @@ class ExportJob:
             expected_rows=snap.rows,
             since=since,
             ranges=[RangeState(index=i, low=r.low, high=r.high) for i, r in enumerate(ranges)],
+            pinned=snap.pinnable,
         )
 
     # -- running --------------------------------------------------------------------------
@@ -282,7 +283,7 @@ class ExportJob:
             pager = Pager(
                 self.client,
                 query,
-                version=obj.version,
+                version=obj.read_version,
                 cursor=rng.cursor,
                 max_limit=self.options.page_limit,
                 limit=self.options.page_limit,

@@ -36,6 +36,11 @@ class ObjectState:
     expected_rows: int
     since: str | None
     ranges: list[RangeState]
+    pinned: bool = True  # False: read at the server's current state (see Snapshot.read_version)
+
+    @property
+    def read_version(self) -> str | None:
+        return self.version if self.pinned else None
 
     @property
     def key(self) -> str:

@@ -52,9 +52,9 @@ async def plan(client: BraintrustClient, ref: ObjectRef, filter_expr: Expr) -> D
     """How many rows of ``ref`` match, a sample of their ids, and the version pinned."""
     query = _id_query(ref, filter_expr)
     snap = await snapshot(client, query)
-    result = DeletePlan(ref.label, ref.id, snap.version, snap.rows)
-    if snap.rows and snap.version is not None:
-        pager = Pager(client, query, version=snap.version, max_limit=SAMPLE_IDS, limit=SAMPLE_IDS)
+    result = DeletePlan(ref.label, ref.id, snap.read_version, snap.rows)
+    if snap.rows:
+        pager = Pager(client, query, version=snap.read_version, max_limit=SAMPLE_IDS, limit=SAMPLE_IDS)
         page = await pager.next_page()
         result.sample_ids = _ids(page.raw)[:SAMPLE_IDS] if page else []
     return result
@@ -75,7 +75,7 @@ async def delete(
 
     async def produce() -> None:
         for ref, planned in refs:
-            if not planned.matched or planned.version is None:
+            if not planned.matched:
                 continue
 
             async def counted(ledger: Ledger, _mark: Any, planned: DeletePlan = planned) -> None:
@@ -90,7 +90,7 @@ async def delete(
 
 
 async def _delete_items(
-    client: BraintrustClient, ref: ObjectRef, filter_expr: Expr, version: str
+    client: BraintrustClient, ref: ObjectRef, filter_expr: Expr, version: str | None
 ) -> AsyncIterator[list[Item]]:
     pager = Pager(client, _id_query(ref, filter_expr), version=version)
     async for page in pager.pages():

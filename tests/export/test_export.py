@@ -257,3 +257,25 @@ def test_unwritable_output(emulator: Any, project: dict[str, Any], tmp_path: Pat
     result = cli(emulator, "export", "--project", project["project"]["name"], "--out", str(blocker / "sub"))
     assert result.exit_code == 2, result.output
     assert "cannot write" in result.stderr
+
+
+def test_rows_deleted_by_the_newest_write_stay_deleted(emulator: Any, tmp_path: Path):
+    """A delete leaves no visible row, so the newest visible _xact_id predates it; reading
+    pinned at that version would bring the deleted rows back."""
+    proj = post(emulator.url, emulator.key, "/v1/project", {"name": unique("deleted")})
+    insert(
+        emulator.url,
+        emulator.key,
+        "project_logs",
+        proj["id"],
+        [{"id": f"x{i}", "input": i} for i in range(50)],
+    )
+    insert(emulator.url, emulator.key, "project_logs", proj["id"],
+           [{"id": f"x{i}", "_object_delete": True} for i in range(0, 50, 5)])  # fmt: skip
+    result = cli(emulator, "export", "--project", proj["name"], "--objects", "logs", "--format", "jsonl",
+                 "--out", str(tmp_path), "--json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert sorted(r["id"] for r in read_export_files(tmp_path, "project_logs", proj["id"])) == sorted(
+        f"x{i}" for i in range(50) if i % 5
+    )
+    assert orjson.loads(result.stdout)["rows"] == 40

@@ -73,7 +73,7 @@ def main() -> None:
               help="Split an object only when each range gets at least this many rows.")  # fmt: skip
 @click.option("--page-limit", default=1000, show_default=True, help="Rows per /btql page (1..1000).")
 @click.option("--prefetch", default=2, show_default=True, help="Pages buffered per range (bounds memory).")
-@click.option("--encoders", default=2, show_default=True,
+@click.option("--encoders", default=1, show_default=True,
               help="Threads encoding pages into files at once (bounds CPU and memory).")  # fmt: skip
 @click.option("--row-group-rows", default=100_000, show_default=True, help="Most Parquet rows per row group.")
 @click.option("--row-group-mb", default=8, show_default=True,

@@ -17,6 +17,7 @@ import orjson
 
 from pipeline.api.client import DEFAULT_API_URL, BraintrustClient, ClientSettings, RetryPolicy, Timeouts
 from pipeline.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, BtpipeError, first_error
+from pipeline.memory import keep_memory_flat
 from pipeline.progress import Progress
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -152,6 +153,7 @@ class Btpipe(click.Group):
     btpipe error, instead of click's usage block."""
 
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        keep_memory_flat()
         try:
             return super().main(*args, standalone_mode=False, **kwargs)  # type: ignore[call-overload]
         except click.UsageError as exc:

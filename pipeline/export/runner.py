@@ -60,7 +60,7 @@ class ExportOptions:
     min_rows_per_range: int = 5_000
     page_limit: int = 1000
     prefetch: int = 2
-    encoders: int = 2
+    encoders: int = 1
     file_rows: int = 1_000_000
     file_bytes: int = 256 * 2**20
     row_group_rows: int = 100_000

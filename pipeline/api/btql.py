@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from typing import Any
 
+import anyio
 import orjson
 
 from pipeline.api.client import BraintrustClient, PageTooLargeError, Response
@@ -135,14 +136,25 @@ async def snapshot(client: BraintrustClient, base: Query) -> Snapshot:
             {"alias": "lo", "expr": function("min", ident("_xact_id"))},
         ],
     }
-    row_versions = (await run_query(client, versions)).json()["data"]
+    answers: dict[str, Response] = {}
+
+    async def ask(name: str, query: Query) -> None:
+        answers[name] = await run_query(client, query)
+
+    async with anyio.create_task_group() as tg:  # independent: one round trip, not two
+        tg.start_soon(ask, "versions", versions)
+        tg.start_soon(ask, "current", counted)
+    row_versions = answers["versions"].json()["data"]
     hi = row_versions[0].get("hi") if row_versions else None
     lo = row_versions[0].get("lo") if row_versions else None
     pinned = None if hi is None else str(hi)
-    rows = _count(await run_query(client, counted, version=pinned))
-    current = rows if pinned is None else _count(await run_query(client, counted))
+    current = _count(answers["current"])
+    at_version = current if pinned is None else _count(await run_query(client, counted, version=pinned))
     return Snapshot(
-        rows=current, version=pinned, min_version=None if lo is None else str(lo), pinnable=current == rows
+        rows=current,
+        version=pinned,
+        min_version=None if lo is None else str(lo),
+        pinnable=current == at_version,
     )
 
 

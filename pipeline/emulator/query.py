@@ -356,8 +356,7 @@ def visible_sql(alias: str, source: Source, version: int, params: list[Any]) -> 
     a = alias
     return (
         f"{a}.object_type = ? AND {a}.object_id IN ({marks}) AND {a}.xact_id <= ? AND {a}.deleted = 0"
-        f" AND NOT EXISTS (SELECT 1 FROM rows n WHERE n.object_type = {a}.object_type"
-        f" AND n.object_id = {a}.object_id AND n.id = {a}.id AND n.xact_id > {a}.xact_id AND n.xact_id <= ?)"
+        f" AND ({a}.superseded IS NULL OR {a}.superseded > ?)"
     )
 
 

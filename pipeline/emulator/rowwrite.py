@@ -161,7 +161,13 @@ def write_events(conn: sqlite3.Connection, batches: Iterable[tuple[Target, list[
 
 
 def insert_records(conn: sqlite3.Connection, records: list[tuple[Any, ...]]) -> None:
-    """Append row versions ``(seq, object_type, object_id, id, xact_id, deleted, root_span_id, data)``."""
+    """Append row versions ``(seq, object_type, object_id, id, xact_id, deleted, root_span_id, data)``,
+    marking each id's previous latest version as superseded by the new one."""
+    conn.executemany(
+        "UPDATE rows SET superseded = ? WHERE object_type = ? AND object_id = ? AND id = ?"
+        " AND superseded IS NULL AND xact_id < ?",
+        [(r[4], r[1], r[2], r[3], r[4]) for r in records],
+    )
     conn.executemany(
         "INSERT INTO rows (seq, object_type, object_id, id, xact_id, deleted, root_span_id, data)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

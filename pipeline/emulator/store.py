@@ -70,12 +70,32 @@ CREATE TABLE IF NOT EXISTS rows (
     xact_id INTEGER NOT NULL,
     deleted INTEGER NOT NULL,
     root_span_id TEXT,
-    data TEXT NOT NULL                -- the row exactly as read back, serialized JSON
+    data TEXT NOT NULL,               -- the row exactly as read back, serialized JSON
+    superseded INTEGER                -- xact_id of the id's next version; NULL while latest
 );
 CREATE INDEX IF NOT EXISTS rows_version ON rows (object_type, object_id, id, xact_id);
 CREATE INDEX IF NOT EXISTS rows_seq ON rows (object_type, object_id, seq);
 CREATE INDEX IF NOT EXISTS rows_trace ON rows (object_type, object_id, root_span_id);
 """
+
+#: Visibility at a version is a per-row test on ``superseded`` (no scan of later versions), so
+#: counts and min/max over a big object are answered from this covering index.
+VISIBILITY_INDEX = """
+CREATE INDEX IF NOT EXISTS rows_visible ON rows (object_type, object_id, xact_id, deleted, superseded);
+"""
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a database written before ``superseded`` existed up to date (once)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(rows)")}
+    if "superseded" not in columns:
+        with conn:
+            conn.execute("ALTER TABLE rows ADD COLUMN superseded INTEGER")
+            conn.execute(
+                "UPDATE rows SET superseded = (SELECT min(n.xact_id) FROM rows n WHERE n.object_type ="
+                " rows.object_type AND n.object_id = rows.object_id AND n.id = rows.id AND n.xact_id > rows.xact_id)"
+            )
+    conn.executescript(VISIBILITY_INDEX)
 
 
 @lru_cache(maxsize=256)
@@ -111,6 +131,7 @@ class Store:
         self._lock = threading.Lock()
         self._writer = _connect(path)
         self._writer.executescript(SCHEMA)
+        _migrate(self._writer)
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()

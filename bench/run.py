@@ -209,7 +209,7 @@ def main() -> None:
     parser.add_argument("--latencies", default="0,100")
     parser.add_argument("--rss-spans", default="100000,1000000")
     parser.add_argument("--import-events", type=int, default=200_000)
-    parser.add_argument("--plain-events", type=int, default=2_000)
+    parser.add_argument("--plain-events", type=int, default=1_000)
     parser.add_argument("--skip", default="", help="Comma list of sections to skip: export, import, rss")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -222,7 +222,8 @@ def main() -> None:
         "runs on the same machine, so every contender shares the two cores with it.",
         "",
     ]
-    with tempfile.TemporaryDirectory(dir=DATA.parent if DATA.parent.exists() else None) as tmp:
+    DATA.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=DATA) as tmp:
         work = Path(tmp)
         if "export" not in skip:
             db = sample_db(args.spans)

@@ -51,6 +51,7 @@ from enum import Enum
 from functools import cache
 from typing import Any, Final
 
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -219,7 +220,7 @@ def rows_to_table(rows: list[dict[str, Any]], object_type: ObjectType) -> pa.Tab
         values = [row.get(field.name, _ABSENT) for row in rows]
         kind = _kind(field.name)
         if kind is Kind.JSON:
-            columns.append(pa.array([None if v is _ABSENT else dumps(v) for v in values], type=field.type))
+            columns.append(pa.array(_json_texts(values), type=field.type))
         elif kind in _PLAIN:
             columns.append(pa.array(_encode_plain(field.name, values, _PLAIN[kind], extras), type=field.type))
         else:
@@ -270,22 +271,37 @@ def _exact_number(x: Any) -> bool:
     return x is None or (type(x) is float and not x.is_integer()) or (type(x) is int and -(2**53) < x < 2**53)
 
 
+_NUMBER_TYPES: Final = frozenset({int, float, type(None)})
+
+
 def _fast_number_map(
     name: str, values: list[Any], arrow_type: pa.DataType, extras: list[Any]
 ) -> pa.Array | None:
     """Number maps straight from the dicts; maps with a number that would not decode as
-    itself keep their exact value in ``_extra``. ``None`` for values that are not number maps."""
+    itself (an integral float, an int beyond 2**53) keep their exact value in ``_extra``.
+    ``None`` for values that are not number maps. The exactness test is vectorised."""
     _keep_nulls(name, values, extras)
     maps = [None if v is _ABSENT else v for v in values]
-    if not all(type(m) is dict for m in maps if m is not None):
+    if not {type(m) for m in maps} <= {dict, type(None)}:
+        return None
+    flat = [x for m in maps if m is not None for x in m.values()]
+    if not {type(x) for x in flat} <= _NUMBER_TYPES:
         return None
     try:
         array = pa.array(maps, type=arrow_type)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
         return None
-    for i, m in enumerate(maps):
-        if m is not None and not all(_exact_number(x) for x in m.values()):
-            _keep_exact(name, i, values[i], extras)
+    if flat:
+        numbers = array.items
+        is_float = pa.array([type(x) is float for x in flat], type=pa.bool_())
+        integral = pc.equal(pc.floor(numbers), numbers)
+        huge = pc.greater_equal(pc.abs(numbers), 2.0**53)
+        inexact = pc.fill_null(pc.or_(pc.and_(is_float, integral), pc.and_(pc.invert(is_float), huge)), False)
+        if pc.any(inexact).as_py():
+            as_lists = pa.ListArray.from_arrays(array.offsets, numbers)  # parent indices need a list type
+            parents = pc.take(pc.list_parent_indices(as_lists), pc.indices_nonzero(inexact))
+            for i in pc.unique(parents).to_pylist():
+                _keep_exact(name, i, values[i], extras)
     return array
 
 
@@ -294,7 +310,9 @@ def _fast_string_list(
 ) -> pa.Array | None:
     _keep_nulls(name, values, extras)
     lists = [None if v is _ABSENT else v for v in values]
-    if not all(type(v) is list and all(type(i) is str for i in v) for v in lists if v is not None):
+    if not {type(v) for v in lists} <= {list, type(None)}:
+        return None
+    if not {type(i) for v in lists if v for i in v} <= {str}:
         return None
     return pa.array(lists, type=arrow_type)
 
@@ -304,6 +322,14 @@ _FAST_PATHS: Final[dict[Kind, Callable[[str, list[Any], pa.DataType, list[Any]],
     Kind.NUMBER_MAP: _fast_number_map,
     Kind.STRING_LIST: _fast_string_list,
 }
+
+
+def _json_texts(values: list[Any]) -> list[bytes | None]:
+    """JSON text per value; orjson for the whole column unless a value needs the exact path."""
+    try:
+        return [None if v is _ABSENT else orjson.dumps(v) for v in values]
+    except TypeError:  # an integer beyond 64 bits
+        return [None if v is _ABSENT else dumps(v) for v in values]
 
 
 def _keep_exact(name: str, index: int, value: Any, extras: list[dict[str, Any] | None]) -> None:

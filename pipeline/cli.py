@@ -6,7 +6,6 @@ stderr and the exit code documented in the README (see :mod:`pipeline.errors`).
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 import click
@@ -28,11 +27,23 @@ from pipeline.commandline import (
 )
 from pipeline.progress import Progress
 
-#: Modules whose ``COMMANDS`` list is mounted on the ``btpipe`` group.
-COMMAND_MODULES = ("pipeline.emulator.command", "pipeline.load.commands", "pipeline.jobs.commands")
+#: Commands that live with their subsystem, imported only when invoked (keeps start-up fast).
+LAZY_COMMANDS = {
+    "delete": "pipeline.load.commands:delete_command",
+    "emulator": "pipeline.emulator.command:emulator",
+    "import": "pipeline.load.commands:import_command",
+    "migrate": "pipeline.load.commands:migrate_command",
+    "run": "pipeline.jobs.commands:run",
+    "validate": "pipeline.jobs.commands:validate",
+    "verify": "pipeline.load.commands:verify_command",
+}
 
 
-@click.group(cls=Btpipe, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    cls=Btpipe,
+    lazy_commands=LAZY_COMMANDS,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(__version__, prog_name="btpipe")
 def main() -> None:
     """Bulk export and import for the Braintrust REST API."""
@@ -211,12 +222,3 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
     lines += ["  ".join(v[:w].ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
     return "\n".join(lines)
-
-
-def _mount_commands() -> None:
-    for name in COMMAND_MODULES:
-        for command in importlib.import_module(name).COMMANDS:
-            main.add_command(command)
-
-
-_mount_commands()

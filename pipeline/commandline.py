@@ -6,6 +6,7 @@ Commands live next to their subsystem (export in :mod:`pipeline.cli`, import and
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -150,7 +151,23 @@ def with_progress(output: Output, body: Callable[[Progress], Awaitable[T]]) -> C
 
 class Btpipe(click.Group):
     """The command group; a usage error is one line on stderr and exit 2, like every other
-    btpipe error, instead of click's usage block."""
+    btpipe error, instead of click's usage block. Commands named in ``lazy_commands``
+    (``name -> "module:attribute"``) are imported only when used."""
+
+    def __init__(self, *args: Any, lazy_commands: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy_commands = lazy_commands or {}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy_commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = self.lazy_commands.get(cmd_name)
+        if target is None:
+            return super().get_command(ctx, cmd_name)
+        module, _, attribute = target.partition(":")
+        command: click.Command = getattr(importlib.import_module(module), attribute)
+        return command
 
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
         keep_memory_flat()

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import sys
-
-import pyarrow as pa
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -22,7 +21,12 @@ MMAP_THRESHOLD_BYTES = 1024 * 1024
 
 def keep_memory_flat() -> None:
     """Apply the allocator settings above; a no-op where they do not apply."""
-    pa.set_memory_pool(pa.system_memory_pool())
+    if "pyarrow" in sys.modules:
+        import pyarrow as pa
+
+        pa.set_memory_pool(pa.system_memory_pool())
+    else:  # read when pyarrow first needs a pool; importing it here would slow every start-up
+        os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
     if not sys.platform.startswith("linux"):
         return
     name = ctypes.util.find_library("c")

@@ -27,8 +27,6 @@ from pipeline.querylang.ast import (
     ident,
     literal,
 )
-from pipeline.querylang.parse import parse_expression
-from pipeline.querylang.syntax import QuerySyntaxError
 
 CURSOR_HEADERS = ("x-bt-cursor", "x-amz-meta-bt_cursor")
 SHRINK_STATUSES = frozenset({500, 504})
@@ -274,6 +272,9 @@ def parse_filter(text: str | None, flag: str = "--filter") -> Expr | None:
     """A user's filter text as an expression tree; errors name the flag they came from."""
     if not text:
         return None
+    from pipeline.querylang.parse import parse_expression  # sqlglot loads only for a filter
+    from pipeline.querylang.syntax import QuerySyntaxError
+
     try:
         return parse_expression(text)
     except QuerySyntaxError as exc:

@@ -68,6 +68,3 @@ def emulator(
         asyncio.run(serve(config))
     except KeyboardInterrupt:
         pass
-
-
-COMMANDS = [emulator]

@@ -30,10 +30,9 @@ from pipeline.export.state import ExportState, ObjectState, RangeState, RunState
 from pipeline.progress import Progress, Task
 from pipeline.querylang.ast import Expr, all_of
 from pipeline.rows import ObjectType
-from pipeline.sinks.base import FileInfo
+from pipeline.sinks.base import FileInfo, PartFileSink
 from pipeline.sinks.jsonl import JsonlSink
 from pipeline.sinks.manifest import Manifest, ObjectManifest, write_manifest
-from pipeline.sinks.parquet import ParquetSink
 from pipeline.sinks.storage import Storage, open_storage
 from pipeline.state import StateStore
 
@@ -301,7 +300,7 @@ class ExportJob:
             async for page in pager.pages():
                 await send.send(page)
 
-    def _open_sink(self, run: RunState, obj: ObjectState, rng: RangeState) -> JsonlSink | ParquetSink:
+    def _open_sink(self, run: RunState, obj: ObjectState, rng: RangeState) -> PartFileSink:
         directory = layout.object_dir(obj.object_type, obj.id, run.run_id)
         prefix = layout.range_prefix(rng.index)
         if self.options.format == "jsonl":
@@ -313,6 +312,8 @@ class ExportJob:
                 compression=cast(JsonlCompression, self.options.compression),
                 max_file_bytes=_NEVER,
             )
+        from pipeline.sinks.parquet import ParquetSink  # pyarrow loads only when Parquet is written
+
         return ParquetSink(
             self.storage,
             directory,

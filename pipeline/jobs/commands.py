@@ -79,6 +79,3 @@ def validate(config: str, sets: tuple[str, ...]) -> None:
     """Check a job file: unknown keys, wrong types, missing environment variables (exit 2)."""
     job_file = _load(config, (), _overrides(sets, None))
     click.echo(f"{config}: ok ({len(job_file.jobs)} jobs: {', '.join(job_file.jobs)})")
-
-
-COMMANDS = [run, validate]

@@ -271,6 +271,3 @@ def verify_command(**kw: Any) -> None:
             click.echo(diff.describe())
     if not all(d.ok for d in diffs):
         sys.exit(EXIT_FAILED)
-
-
-COMMANDS = [import_command, migrate_command, delete_command, verify_command]

@@ -9,13 +9,14 @@ split at a line boundary when it would overflow the part.
 
 from __future__ import annotations
 
-from typing import Literal
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, Literal
 
 from pipeline.errors import UsageError
 from pipeline.sinks.base import CountingWriter, FileInfo, PartFileSink
 from pipeline.sinks.storage import Storage
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 Compression = Literal["gzip", "zstd"] | None
 EXTENSIONS: dict[str | None, str] = {None: ".jsonl", "gzip": ".jsonl.gz", "zstd": ".jsonl.zst"}
@@ -49,7 +50,12 @@ class JsonlSink(PartFileSink):
         self._part_bytes = 0
 
     def _start(self, out: CountingWriter) -> None:
-        self._stream = pa.CompressedOutputStream(out, self.compression) if self.compression else out
+        if self.compression:
+            import pyarrow as pa  # only compressed output needs it; plain JSONL starts faster
+
+            self._stream = pa.CompressedOutputStream(out, self.compression)
+        else:
+            self._stream = out
         self._part_bytes = 0
 
     def _finish(self) -> None:

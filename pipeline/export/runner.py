@@ -30,7 +30,7 @@ from pipeline.export.state import ExportState, ObjectState, RangeState, RunState
 from pipeline.progress import Progress, Task
 from pipeline.querylang.ast import Expr, all_of
 from pipeline.rows import ObjectType
-from pipeline.sinks.base import FileInfo, PartFileSink
+from pipeline.sinks.base import FileInfo, Sink
 from pipeline.sinks.jsonl import JsonlSink
 from pipeline.sinks.manifest import Manifest, ObjectManifest, write_manifest
 from pipeline.sinks.storage import Storage, open_storage
@@ -300,7 +300,7 @@ class ExportJob:
             async for page in pager.pages():
                 await send.send(page)
 
-    def _open_sink(self, run: RunState, obj: ObjectState, rng: RangeState) -> PartFileSink:
+    def _open_sink(self, run: RunState, obj: ObjectState, rng: RangeState) -> Sink:
         directory = layout.object_dir(obj.object_type, obj.id, run.run_id)
         prefix = layout.range_prefix(rng.index)
         if self.options.format == "jsonl":

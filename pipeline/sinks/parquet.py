@@ -73,6 +73,11 @@ SCHEMA_VERSION: Final = "1"
 META_VERSION: Final = b"btpipe.schema_version"
 META_OBJECT_TYPE: Final = b"btpipe.object_type"
 EXTRA_COLUMN: Final = "_extra"
+DICTIONARY_COLUMNS: Final = ("org_id", "project_id", "log_id", "dataset_id", "experiment_id", "tags")
+STATISTICS_COLUMNS: Final = (
+    "id", "_xact_id", "created", "_pagination_key", "span_id", "root_span_id", "is_root",
+    "org_id", "project_id", "log_id", "dataset_id", "experiment_id",
+)  # fmt: skip
 DEFAULT_MAX_FILE_BYTES = 512 * 1024 * 1024
 
 
@@ -481,7 +486,15 @@ class ParquetSink(PartFileSink):
         self._writer: pq.ParquetWriter | None = None
 
     def _start(self, out: CountingWriter) -> None:
-        self._writer = pq.ParquetWriter(out, self.schema, compression=self.compression)
+        self._writer = pq.ParquetWriter(
+            out,
+            self.schema,
+            compression=self.compression,
+            # Dictionaries pay only for low-cardinality columns; statistics only where a reader
+            # can prune with them (ids, versions, timestamps). Both cost CPU on wide JSON text.
+            use_dictionary=[n for n in DICTIONARY_COLUMNS if n in self.schema.names],
+            write_statistics=[n for n in STATISTICS_COLUMNS if n in self.schema.names],
+        )
 
     def _finish(self) -> None:
         if self._writer is not None:

@@ -98,38 +98,57 @@ def object_ref(kind: ObjectType, obj: dict[str, Any]) -> ObjectRef:
     return ObjectRef(kind, obj["id"], obj["name"], obj["project_id"], obj)
 
 
-async def resolve_selection(
-    client: BraintrustClient, project: dict[str, Any], selection: str
-) -> list[ObjectRef]:
-    """Turn ``--objects`` text into object refs.
+@dataclass(frozen=True)
+class Selector:
+    """One ``--objects`` item: every object of a kind (``name`` None), or the one called ``name``."""
 
-    ``logs``, ``datasets`` and ``experiments`` mean the project logs and every dataset or
-    experiment; ``dataset:NAME`` and ``experiment:NAME`` pick one (NotFoundError if absent).
-    """
-    refs: list[ObjectRef] = []
-    for raw in selection.split(","):
+    object_type: ObjectType
+    name: str | None = None
+
+
+def parse_selection(text: str) -> list[Selector]:
+    """Parse ``--objects`` text: ``logs``, ``datasets``, ``experiments``, ``dataset:NAME``,
+    ``experiment:NAME``, comma separated; the one place that knows this syntax."""
+    selectors: list[Selector] = []
+    for raw in text.split(","):
         item = raw.strip()
         if not item:
             continue
         kind, _, name = item.partition(":")
         if item in ("logs", "project_logs"):
-            refs.append(logs_ref(project))
+            selectors.append(Selector("project_logs"))
         elif item in ("datasets", "experiments"):
-            singular: ObjectType = "dataset" if item == "datasets" else "experiment"
-            refs.extend(
-                [object_ref(singular, o) async for o in list_objects(client, singular, project["id"])]
-            )
+            selectors.append(Selector("dataset" if item == "datasets" else "experiment"))
         elif kind in ("dataset", "experiment") and name:
-            typed: ObjectType = "dataset" if kind == "dataset" else "experiment"
-            obj = await find_object(client, typed, project["id"], name)
-            if obj is None:
-                raise NotFoundError(f"{kind} {name!r} not found in project {project['name']!r}")
-            refs.append(object_ref(typed, obj))
+            selectors.append(Selector("dataset" if kind == "dataset" else "experiment", name))
         else:
             raise UsageError(
                 f"--objects: cannot understand {item!r} "
                 "(expected logs, datasets, experiments, dataset:NAME or experiment:NAME)"
             )
+    return selectors
+
+
+async def resolve_selection(
+    client: BraintrustClient, project: dict[str, Any], selection: str
+) -> list[ObjectRef]:
+    """Turn ``--objects`` text into object refs, each once.
+
+    ``logs``, ``datasets`` and ``experiments`` mean the project logs and every dataset or
+    experiment; ``dataset:NAME`` and ``experiment:NAME`` pick one (NotFoundError if absent).
+    """
+    refs: list[ObjectRef] = []
+    for selector in parse_selection(selection):
+        kind = selector.object_type
+        if kind == "project_logs":
+            refs.append(logs_ref(project))
+        elif selector.name is None:
+            refs.extend([object_ref(kind, o) async for o in list_objects(client, kind, project["id"])])
+        else:
+            obj = await find_object(client, kind, project["id"], selector.name)
+            if obj is None:
+                raise NotFoundError(f"{kind} {selector.name!r} not found in project {project['name']!r}")
+            refs.append(object_ref(kind, obj))
     seen: set[tuple[str, str]] = set()
     unique = []
     for ref in refs:

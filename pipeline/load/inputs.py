@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from pipeline.api.objects import parse_selection
 from pipeline.errors import UsageError
 from pipeline.rows import OBJECT_TYPES, ObjectType
 from pipeline.sinks.manifest import MANIFEST_DIR, Manifest, list_manifests, read_manifest
@@ -101,27 +102,14 @@ def find_inputs(storage: Storage, prefix: str) -> list[InputObject]:
 
 
 def select_inputs(objects: list[InputObject], selection: str | None) -> list[InputObject]:
-    """Filter by ``--objects`` (logs, datasets, experiments, dataset:NAME, experiment:NAME)."""
+    """Filter by ``--objects`` (see :func:`pipeline.api.objects.parse_selection`)."""
     if not selection:
         return objects
     chosen: list[InputObject] = []
-    for raw in selection.split(","):
-        item = raw.strip()
-        if not item:
-            continue
-        kind, _, name = item.partition(":")
-        if item in ("logs", "project_logs"):
-            picked = [o for o in objects if o.object_type == "project_logs"]
-        elif item in ("datasets", "experiments"):
-            picked = [o for o in objects if o.object_type == item[:-1]]
-        elif kind in ("dataset", "experiment") and name:
-            picked = [o for o in objects if o.object_type == kind and name in (o.name, o.id)]
-            if not picked:
-                raise UsageError(f"--objects: the input holds no {kind} named {name!r}")
-        else:
-            raise UsageError(
-                f"--objects: cannot understand {item!r} "
-                "(expected logs, datasets, experiments, dataset:NAME or experiment:NAME)"
-            )
+    for selector in parse_selection(selection):
+        kind, name = selector.object_type, selector.name
+        picked = [o for o in objects if o.object_type == kind and (name is None or name in (o.name, o.id))]
+        if name is not None and not picked:
+            raise UsageError(f"--objects: the input holds no {kind} named {name!r}")
         chosen.extend(o for o in picked if o not in chosen)
     return chosen

@@ -6,13 +6,16 @@ import random
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pipeline.api.objects import Selector, parse_selection
+from pipeline.errors import UsageError
 from pipeline.load.batcher import ENVELOPE_BYTES, Batcher, Item, body_size, request_body
 from pipeline.load.checkpoint import PrefixTracker
 from pipeline.load.destinations import creation_body, experiments_in_dependency_order
-from pipeline.load.inputs import split_input
+from pipeline.load.inputs import InputObject, select_inputs, split_input
 from pipeline.load.transform import SourceObject, to_event
 from pipeline.rows import READ_ONLY_FIELDS
 
@@ -119,3 +122,20 @@ def test_split_input() -> None:
     assert split_input("out/_manifests/R.json") == ("out", "_manifests/R.json")
     assert split_input("out/x/part-00000.parquet") == ("out/x", "part-00000.parquet")
     assert split_input("s3://b/out/") == ("s3://b/out", "")
+
+
+def test_objects_selection_is_parsed_once_for_projects_and_files() -> None:
+    assert parse_selection(" logs, datasets,,experiment:e 1,dataset:d") == [
+        Selector("project_logs"), Selector("dataset"), Selector("experiment", "e 1"), Selector("dataset", "d")
+    ]  # fmt: skip
+    with pytest.raises(UsageError, match=r"--objects: cannot understand 'dataset:' \(expected logs, "):
+        parse_selection("logs,dataset:")
+    logs = InputObject("project_logs", "P", "proj")
+    d1, d2 = InputObject("dataset", "D1", "one"), InputObject("dataset", "D2", "two")
+    exp = InputObject("experiment", "E1", "exp")
+    inputs = [logs, d1, d2, exp]
+    assert select_inputs(inputs, None) == inputs
+    assert select_inputs(inputs, "dataset:D2,datasets,logs") == [d2, d1, logs]
+    assert select_inputs(inputs, "experiments,experiment:exp") == [exp]
+    with pytest.raises(UsageError, match="the input holds no experiment named 'two'"):
+        select_inputs(inputs, "experiment:two")

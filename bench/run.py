@@ -180,6 +180,35 @@ def write_dataset_input(root: Path, events: int) -> None:
             fh.write(orjson.dumps(record) + b"\n")
 
 
+def _get(url: str, path: str) -> Any:
+    req = urllib.request.Request(url + path, headers={"Authorization": f"Bearer {KEY}"})
+    with urllib.request.urlopen(req) as resp:
+        return orjson.loads(resp.read())
+
+
+def landed_rows(url: str, project: str) -> int:
+    """Rows in the ``bench`` dataset of ``project``: proof a contender's writes arrived."""
+    found = _get(url, f"/v1/dataset?project_name={project}&dataset_name=bench")["objects"]
+    if not found:
+        return 0
+    body = {
+        "query": {
+            "from": {"op": "function", "name": {"op": "ident", "name": ["dataset"]},
+                     "args": [{"op": "literal", "value": found[0]["id"]}]},
+            "measures": [{"alias": "n", "expr": {"op": "function", "name": {"op": "ident", "name": ["count"]},
+                                                  "args": [{"op": "literal", "value": 1}]}}],
+        },
+        "fmt": "json",
+    }  # fmt: skip
+    req = urllib.request.Request(
+        url + "/btql",
+        data=orjson.dumps(body),
+        headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req) as resp:
+        return int(orjson.loads(resp.read())["data"][0]["n"])
+
+
 def import_contenders(url: str, work: Path, events: int, plain_events: int) -> list[Measured]:
     env = {"BRAINTRUST_API_URL": url, "BRAINTRUST_API_KEY": KEY}
     source = work / "import-input"
@@ -198,6 +227,12 @@ def import_contenders(url: str, work: Path, events: int, plain_events: int) -> l
     results.append(sdk)
     plain, summary = measure(f"plain script (one insert per event, first {plain_events:,})", [PY, str(HERE / "plain_import.py"), url, KEY, str(source), f"bench-plain-{tag}", str(plain_events)])  # fmt: skip
     results.append(plain)
+    for result, project in zip(
+        results, (f"bench-import-{tag}", f"bench-sdk-{tag}", f"bench-plain-{tag}"), strict=True
+    ):
+        arrived = landed_rows(url, project)
+        if arrived != result.rows:
+            raise SystemExit(f"{result.name}: {result.rows:,} events sent but {arrived:,} rows arrived")
     return results
 
 

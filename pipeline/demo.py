@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +30,7 @@ from pipeline.api.objects import resolve_project
 from pipeline.commandline import run_async
 from pipeline.emulator.auth import DEFAULT_KEYS
 from pipeline.emulator.sample import generate_traces
+from pipeline.emulator.server import EmulatorStartError, spawn_emulator
 from pipeline.errors import BtpipeError
 from pipeline.jobs.config import ExportJobConfig, JobFile, MigrateJobConfig, load_job_file
 from pipeline.jobs.runner import JobResult, run_export_job, run_migrate_job
@@ -38,7 +38,6 @@ from pipeline.progress import Progress
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 SAMPLE_PROJECT = "sample-project"
-LISTENING = "emulator listening on "
 T = TypeVar("T")
 
 
@@ -48,28 +47,12 @@ def _key(org: str) -> str:
 
 @contextmanager
 def emulator(db: Path, traces: int) -> Iterator[str]:
-    """Run the emulator as a subprocess on a free port; yield its URL; always stop it."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.emulator", "--port", "0", "--db", str(db), "--sample", str(traces)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    """The emulator with ``traces`` sample traces in a subprocess; a failed start is one line."""
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if not line.startswith(LISTENING):
-            problem = proc.stderr.read() if proc.stderr and proc.poll() is not None else line
-            raise click.ClickException(f"the emulator did not start: {problem.strip()[-500:]}")
-        yield line[len(LISTENING) :].strip()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        with spawn_emulator(db, "--sample", str(traces)) as url:
+            yield url
+    except EmulatorStartError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def step(number: int, text: str) -> None:

@@ -25,6 +25,9 @@ from pipeline.emulator.faults import FaultConfig, FaultInjector
 from pipeline.emulator.sample import load_sample
 from pipeline.emulator.store import Store
 
+#: The readiness line :func:`serve` prints, followed by the URL.
+LISTENING = "emulator listening on "
+
 
 @dataclass(frozen=True)
 class ServerConfig:
@@ -63,7 +66,7 @@ async def serve(config: ServerConfig) -> None:
     """Serve until cancelled (Ctrl-C), then close the database."""
     db = open_store(config)
     runner, url = await _start(config, db, FaultInjector(config.faults))
-    print(f"emulator listening on {url}", flush=True)
+    print(f"{LISTENING}{url}", flush=True)
     try:
         await asyncio.Event().wait()
     finally:
@@ -117,11 +120,15 @@ def start_in_thread(config: ServerConfig) -> RunningServer:
     return RunningServer(config)
 
 
+class EmulatorStartError(RuntimeError):
+    """The emulator process exited or printed something else before its readiness line."""
+
+
 @contextmanager
 def spawn_emulator(db: str | os.PathLike[str], *args: str) -> Iterator[str]:
     """Run ``python -m pipeline.emulator`` on ``db`` as a separate process on a free port;
-    yield its URL; stop it. For restart tests and benchmarks, where the server must not
-    share a process (or a GIL) with the client."""
+    yield its URL; always stop it. For the demo, restart tests and benchmarks, where the
+    server must not share a process (or a GIL) with the client."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipeline.emulator", "--port", "0", "--db", str(db), *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -129,12 +136,13 @@ def spawn_emulator(db: str | os.PathLike[str], *args: str) -> Iterator[str]:
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
-        if not line.startswith("emulator listening on "):
+        if not line.startswith(LISTENING):
             proc.kill()
-            raise RuntimeError(
-                f"emulator did not start: {line!r} {proc.stderr.read() if proc.stderr else ''}"
+            output = f"{line}{proc.stderr.read() if proc.stderr else ''}".strip().splitlines()
+            raise EmulatorStartError(
+                f"the emulator did not start: {output[-1][-500:] if output else 'no output'}"
             )
-        yield line.rsplit(" ", 1)[1].strip()
+        yield line[len(LISTENING) :].strip()
     finally:
         proc.terminate()
         try:

@@ -12,6 +12,7 @@ from pipeline.emulator.auth import DEFAULT_KEYS, KeySpec, parse_key_spec, regist
 from pipeline.emulator.command import emulator as emulator_command
 from pipeline.emulator.command import gather_keys
 from pipeline.emulator.sample import generate_traces, load_sample
+from pipeline.emulator.server import EmulatorStartError
 from pipeline.emulator.store import Store
 from pipeline.querylang.ast import from_object
 from tests.conftest import emulator_process
@@ -50,6 +51,14 @@ async def test_custom_keys_replace_defaults(tmp_path: Path) -> None:
                 assert resp.status == 200
             async with session.get(f"{url}/v1/project", headers=KEY) as resp:
                 assert resp.status == 401
+
+
+def test_a_failed_start_is_one_line_naming_the_problem(tmp_path: Path) -> None:
+    with pytest.raises(EmulatorStartError) as failed, emulator_process(tmp_path / "x.db", "--bogus"):
+        pass
+    message = str(failed.value)
+    assert message.startswith("the emulator did not start: Error: No such option '--bogus'.")
+    assert "\n" not in message
 
 
 def test_key_spec_parsing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -187,9 +187,9 @@ class MigrateJobConfig:
     kind: str = "migrate"
 
     def migrate_options(self) -> MigrateOptions:
-        from pipeline.load.importer import LoadOptions
         from pipeline.load.insert import InsertOptions
         from pipeline.load.migrate import MigrateOptions
+        from pipeline.load.run import LoadOptions
 
         return MigrateOptions(
             from_project=self.project,

@@ -62,7 +62,7 @@ def load_options(fn: F) -> F:
 
 
 def _load_opts(kw: dict[str, Any]) -> Any:
-    from pipeline.load.importer import LoadOptions
+    from pipeline.load.run import LoadOptions
 
     return LoadOptions(
         batch_rows=max(1, kw["batch_rows"]),

@@ -13,36 +13,24 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 
 from pipeline.api.client import BraintrustClient
-from pipeline.api.objects import ObjectRef, ensure_project, resolve_project
-from pipeline.errors import NotFoundError, UsageError
-from pipeline.load.batcher import Batcher, Item
+from pipeline.api.objects import ObjectRef
+from pipeline.errors import UsageError
+from pipeline.load.batcher import Item
 from pipeline.load.destinations import ensure_object
 from pipeline.load.inputs import InputObject, find_inputs, open_input, select_inputs
-from pipeline.load.insert import ErrorLog, InsertOptions, InsertPool, Ledger, feed, request_limit
-from pipeline.load.jobstate import DEFAULT_STATE_DIR, JobState
+from pipeline.load.insert import feed
+from pipeline.load.run import LoadOptions, LoadRun, LoadSummary, ObjectResult
 from pipeline.load.transform import SourceObject, encode_event, to_event
-from pipeline.progress import Progress, Task
+from pipeline.progress import Progress
 from pipeline.rows import ObjectType
 from pipeline.sinks.storage import Storage, location
 from pipeline.sources import SourceRow, iter_rows
-
-
-@dataclass(frozen=True)
-class LoadOptions:
-    """Batching and concurrency knobs shared by import, migrate and delete."""
-
-    batch_rows: int = 1000
-    max_batch_bytes: int | None = None
-    insert: InsertOptions = field(default_factory=InsertOptions)
-    state_dir: str = DEFAULT_STATE_DIR
-    restart: bool = False
-    error_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -52,43 +40,7 @@ class ImportOptions:
     objects: str | None = None
     to_object: str | None = None
     create_project: bool = False
-    load: LoadOptions = LoadOptions()
-
-
-@dataclass
-class ObjectResult:
-    source: str
-    destination: str
-    destination_id: str
-    created: bool
-    rows: int
-    skipped: int
-
-
-@dataclass
-class LoadSummary:
-    """What a load (import or migrate) did; ``skipped`` > 0 means exit code 1."""
-
-    seconds: float = 0.0
-    resumed: bool = False
-    requests: int = 0
-    retries: int = 0
-    splits: int = 0
-    request_limit: int = 0
-    error_file: str | None = None
-    state_file: str | None = None
-    objects: list[ObjectResult] = field(default_factory=list)
-
-    @property
-    def rows(self) -> int:
-        return sum(o.rows for o in self.objects)
-
-    @property
-    def skipped(self) -> int:
-        return sum(o.skipped for o in self.objects)
-
-    def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "rows": self.rows, "skipped": self.skipped}
+    load: LoadOptions = field(default_factory=LoadOptions)
 
 
 def parse_to_object(text: str) -> tuple[ObjectType, str | None]:
@@ -101,82 +53,6 @@ def parse_to_object(text: str) -> tuple[ObjectType, str | None]:
     if kind == "experiment" and name:
         return "experiment", name
     raise UsageError(f"--to-object: expected logs, dataset:NAME or experiment:NAME, got {text!r}")
-
-
-async def destination_project(client: BraintrustClient, name: str, create: bool) -> dict[str, Any]:
-    """The destination project; created only when asked, so a typo cannot scatter data."""
-    try:
-        return await resolve_project(client, name)
-    except NotFoundError:
-        if not create:
-            raise NotFoundError(
-                f"destination project {name!r} not found (pass --create-project to create it)"
-            ) from None
-    return await ensure_project(client, name)
-
-
-def open_error_log(options: LoadOptions, state: JobState) -> ErrorLog | None:
-    if options.insert.on_error != "skip":
-        return None
-    if options.error_file:
-        return ErrorLog(options.error_file)
-    return ErrorLog(state.location.removesuffix(".json") + ".errors.jsonl")
-
-
-class LoadRun:
-    """The part import and migrate share: one pool, one ledger per object, the state file."""
-
-    def __init__(self, client: BraintrustClient, options: LoadOptions, state: JobState, progress: Progress):
-        self.client = client
-        self.options = options
-        self.state = state
-        self.progress = progress
-        self.error_log = open_error_log(options, state)
-        self.summary = LoadSummary(state_file=state.location)
-        self.pool: InsertPool
-
-    async def start(self) -> None:
-        limit = await request_limit(self.client, self.options.max_batch_bytes)
-        self.summary.request_limit = limit
-        self.pool = InsertPool(
-            self.client, self.options.insert, max_request_bytes=limit, error_log=self.error_log
-        )
-        self.summary.error_file = self.error_log.path if self.error_log else None
-
-    def batcher(self, record: dict[str, Any], ref: ObjectRef, task: Task) -> Batcher:
-        """A batcher whose ledger writes the mark into ``record`` and saves the state."""
-
-        async def advance(ledger: Ledger, mark: Any) -> None:
-            delta = ledger.rows - record["applied_this_run"]
-            record["applied_this_run"] = ledger.rows
-            record["rows"] += delta
-            record["skipped"] = skipped_before + ledger.skipped
-            task.advance(delta)
-            if mark is not None:
-                record["mark"] = mark
-            await self.state.save()
-
-        record["applied_this_run"] = 0
-        skipped_before = record.setdefault("skipped", 0)
-        ledger = Ledger(ref.label, advance)
-        return Batcher(
-            ref.rows_path,
-            max_rows=self.options.batch_rows,
-            max_bytes=self.summary.request_limit,
-            ledger=ledger,
-        )
-
-    def finish(self, started: float, results: list[ObjectResult]) -> LoadSummary:
-        if self.error_log is not None:
-            self.error_log.close()
-        stats = self.client.statistics()
-        pool = self.pool.statistics()
-        self.summary.seconds = round(time.monotonic() - started, 3)
-        self.summary.requests = stats.requests
-        self.summary.retries = stats.retries
-        self.summary.splits = pool.splits
-        self.summary.objects = results
-        return self.summary
 
 
 class ImportJob:
@@ -207,12 +83,11 @@ class ImportJob:
             "objects": opts.objects,
             "to_object": opts.to_object,
         }
-        state = JobState(opts.load.state_dir, "import", identity)
-        resumed = await state.load(restart=opts.load.restart)
-        project = await destination_project(self.client, opts.to_project, opts.create_project)
-        run = LoadRun(self.client, opts.load, state, self.progress)
-        run.summary.resumed = resumed
-        await run.start()
+        run, project = await LoadRun.begin(
+            self.client, opts.load, self.progress,
+            job="import", identity=identity, to_project=opts.to_project, create_project=opts.create_project,
+        )  # fmt: skip
+        state = run.state
         plans: list[tuple[InputObject, ObjectRef, bool]] = []
         id_map: dict[str, str] = {}
         for obj in inputs:
@@ -244,18 +119,7 @@ class ImportJob:
                 results.append(ObjectResult(obj.label, ref.label, ref.id, created, 0, 0))
                 await state.save()
 
-        try:
-            await run.pool.run(produce)
-        finally:
-            await state.save()
-        for (obj, _ref, _created), result in zip(plans, results, strict=True):
-            record = state.objects[obj.key]
-            record["done"] = True
-            result.rows = record["rows"]
-            result.skipped = record.get("skipped", 0)
-        summary = run.finish(started, results)
-        await state.clear()
-        return summary
+        return await run.complete(produce, started, [obj.key for obj, _ref, _created in plans], results)
 
     async def _chunks(
         self, storage: Storage, obj: InputObject, source: SourceObject, mark: list[Any] | None

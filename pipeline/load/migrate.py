@@ -27,9 +27,8 @@ from pipeline.api.client import BraintrustClient
 from pipeline.api.objects import ObjectRef, resolve_project, resolve_selection
 from pipeline.load.batcher import Item
 from pipeline.load.destinations import ensure_object, experiments_in_dependency_order
-from pipeline.load.importer import LoadOptions, LoadRun, LoadSummary, ObjectResult, destination_project
 from pipeline.load.insert import feed
-from pipeline.load.jobstate import JobState
+from pipeline.load.run import LoadOptions, LoadRun, LoadSummary, ObjectResult
 from pipeline.load.transform import SourceObject, encode_event, to_event
 from pipeline.progress import Progress
 
@@ -94,12 +93,11 @@ class MigrateJob:
             "project": opts.to_project,
             "objects": opts.objects,
         }
-        state = JobState(opts.load.state_dir, "migrate", identity)
-        resumed = await state.load(restart=opts.load.restart)
-        dst_project = await destination_project(self.destination, opts.to_project, opts.create_project)
-        run = LoadRun(self.destination, opts.load, state, self.progress)
-        run.summary.resumed = resumed
-        await run.start()
+        run, dst_project = await LoadRun.begin(
+            self.destination, opts.load, self.progress,
+            job="migrate", identity=identity, to_project=opts.to_project, create_project=opts.create_project,
+        )  # fmt: skip
+        state = run.state
         id_map: dict[str, str] = {src_project["id"]: dst_project["id"]}
         plans: list[tuple[ObjectRef, ObjectRef, bool]] = []
         for ref in refs:
@@ -129,17 +127,8 @@ class MigrateJob:
                 task.finish()
                 results.append(ObjectResult(ref.label, dest.label, dest.id, created, 0, 0))
 
-        try:
-            await run.pool.run(produce)
-        finally:
-            await state.save()
-        for (ref, _dest, _created), result in zip(plans, results, strict=True):
-            record = state.objects[f"{ref.object_type}:{ref.id}"]
-            result.rows = record["rows"]
-            result.skipped = record.get("skipped", 0)
-        summary = run.finish(started, results)
-        await state.clear()
-        return summary
+        keys = [f"{ref.object_type}:{ref.id}" for ref, _dest, _created in plans]
+        return await run.complete(produce, started, keys, results)
 
     async def _chunks(self, ref: ObjectRef, record: dict[str, Any]) -> AsyncIterator[list[Item]]:
         pager = Pager(

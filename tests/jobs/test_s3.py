@@ -21,7 +21,8 @@ from pipeline.api.client import BraintrustClient
 from pipeline.commandline import make_settings
 from pipeline.emulator.sample import generate_traces
 from pipeline.jobs.commands import run
-from pipeline.load.importer import ImportJob, ImportOptions, LoadOptions
+from pipeline.load.importer import ImportJob, ImportOptions
+from pipeline.load.run import LoadOptions
 from pipeline.progress import Progress
 from tests.helpers import all_rows, insert, post, unique
 

@@ -1,0 +1,183 @@
+"""What import and migrate share: their options, their summary, and :class:`LoadRun`, which
+opens a load (state file, destination project, insert pool), makes the per-object batchers
+whose ledgers checkpoint into the state, and closes it (counts, summary, state deleted).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pipeline.api.client import BraintrustClient
+from pipeline.api.objects import ObjectRef, ensure_project, resolve_project
+from pipeline.errors import NotFoundError
+from pipeline.load.batcher import Batcher
+from pipeline.load.insert import ErrorLog, InsertOptions, InsertPool, Ledger, request_limit
+from pipeline.load.jobstate import DEFAULT_STATE_DIR, JobState
+from pipeline.progress import Progress, Task
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """Batching and concurrency knobs shared by import, migrate and delete."""
+
+    batch_rows: int = 1000
+    max_batch_bytes: int | None = None
+    insert: InsertOptions = field(default_factory=InsertOptions)
+    state_dir: str = DEFAULT_STATE_DIR
+    restart: bool = False
+    error_file: str | None = None
+
+
+@dataclass
+class ObjectResult:
+    source: str
+    destination: str
+    destination_id: str
+    created: bool
+    rows: int
+    skipped: int
+
+
+@dataclass
+class LoadSummary:
+    """What a load (import or migrate) did; ``skipped`` > 0 means exit code 1."""
+
+    seconds: float = 0.0
+    resumed: bool = False
+    requests: int = 0
+    retries: int = 0
+    splits: int = 0
+    request_limit: int = 0
+    error_file: str | None = None
+    state_file: str | None = None
+    objects: list[ObjectResult] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        return sum(o.rows for o in self.objects)
+
+    @property
+    def skipped(self) -> int:
+        return sum(o.skipped for o in self.objects)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "rows": self.rows, "skipped": self.skipped}
+
+
+async def destination_project(client: BraintrustClient, name: str, create: bool) -> dict[str, Any]:
+    """The destination project; created only when asked, so a typo cannot scatter data."""
+    try:
+        return await resolve_project(client, name)
+    except NotFoundError:
+        if not create:
+            raise NotFoundError(
+                f"destination project {name!r} not found (pass --create-project to create it)"
+            ) from None
+    return await ensure_project(client, name)
+
+
+def open_error_log(options: LoadOptions, state: JobState) -> ErrorLog | None:
+    if options.insert.on_error != "skip":
+        return None
+    if options.error_file:
+        return ErrorLog(options.error_file)
+    return ErrorLog(state.location.removesuffix(".json") + ".errors.jsonl")
+
+
+class LoadRun:
+    """The part import and migrate share: one pool, one ledger per object, the state file."""
+
+    def __init__(self, client: BraintrustClient, options: LoadOptions, state: JobState, progress: Progress):
+        self.client = client
+        self.options = options
+        self.state = state
+        self.progress = progress
+        self.error_log = open_error_log(options, state)
+        self.summary = LoadSummary(state_file=state.location)
+        self.pool: InsertPool
+
+    @classmethod
+    async def begin(
+        cls,
+        client: BraintrustClient,
+        options: LoadOptions,
+        progress: Progress,
+        *,
+        job: str,
+        identity: dict[str, Any],
+        to_project: str,
+        create_project: bool,
+    ) -> tuple[LoadRun, dict[str, Any]]:
+        """The opening every load shares: load (or, with ``restart``, discard) the state of the
+        ``job`` run that ``identity`` names, find the destination project (created only when
+        ``create_project``), start the insert pool. Returns the run and the project."""
+        state = JobState(options.state_dir, job, identity)
+        resumed = await state.load(restart=options.restart)
+        project = await destination_project(client, to_project, create_project)
+        run = cls(client, options, state, progress)
+        run.summary.resumed = resumed
+        await run.start()
+        return run, project
+
+    async def start(self) -> None:
+        limit = await request_limit(self.client, self.options.max_batch_bytes)
+        self.summary.request_limit = limit
+        self.pool = InsertPool(
+            self.client, self.options.insert, max_request_bytes=limit, error_log=self.error_log
+        )
+        self.summary.error_file = self.error_log.path if self.error_log else None
+
+    def batcher(self, record: dict[str, Any], ref: ObjectRef, task: Task) -> Batcher:
+        """A batcher whose ledger writes the mark into ``record`` and saves the state."""
+
+        async def advance(ledger: Ledger, mark: Any) -> None:
+            delta = ledger.rows - record["applied_this_run"]
+            record["applied_this_run"] = ledger.rows
+            record["rows"] += delta
+            record["skipped"] = skipped_before + ledger.skipped
+            task.advance(delta)
+            if mark is not None:
+                record["mark"] = mark
+            await self.state.save()
+
+        record["applied_this_run"] = 0
+        skipped_before = record.setdefault("skipped", 0)
+        ledger = Ledger(ref.label, advance)
+        return Batcher(
+            ref.rows_path,
+            max_rows=self.options.batch_rows,
+            max_bytes=self.summary.request_limit,
+            ledger=ledger,
+        )
+
+    async def complete(
+        self,
+        produce: Callable[[], Awaitable[None]],
+        started: float,
+        keys: list[str],
+        results: list[ObjectResult],
+    ) -> LoadSummary:
+        """Run ``produce`` through the pool, saving the state whatever happens; then take each
+        result's counts from its state record (``keys[i]`` is the record of ``results[i]``)
+        and delete the state file, since a completed job starts afresh next time."""
+        try:
+            await self.pool.run(produce)
+        finally:
+            await self.state.save()
+        for key, result in zip(keys, results, strict=True):
+            record = self.state.objects[key]
+            result.rows = record["rows"]
+            result.skipped = record.get("skipped", 0)
+        if self.error_log is not None:
+            self.error_log.close()
+        stats = self.client.statistics()
+        self.summary.seconds = round(time.monotonic() - started, 3)
+        self.summary.requests = stats.requests
+        self.summary.retries = stats.retries
+        self.summary.splits = self.pool.statistics().splits
+        self.summary.objects = results
+        await self.state.clear()
+        return self.summary

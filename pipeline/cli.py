@@ -12,14 +12,12 @@ import click
 import orjson
 
 from pipeline import __version__
-from pipeline.api.client import BraintrustClient
+from pipeline.api.client import BraintrustClient, ClientSettings
 from pipeline.commandline import (
     Btpipe,
     Output,
     api_options,
-    client_options,
     emit_json,
-    make_settings,
     output_options,
     run_async,
     with_client,
@@ -50,8 +48,7 @@ def main() -> None:
 
 
 @main.command()
-@api_options()
-@client_options
+@api_options
 @output_options
 @click.option("--project", required=True, help="Project name or id to export from.")
 @click.option(
@@ -96,13 +93,7 @@ def main() -> None:
     "--file-mb", default=256, show_default=True, help="Start a new file after this many MB of JSON."
 )
 def export(
-    api_url: str,
-    api_key: str,
-    impersonate: str | None,
-    max_retries: int,
-    max_backoff: float,
-    timeout: float,
-    connections: int,
+    settings: ClientSettings,
     quiet: bool,
     as_json: bool,
     project: str,
@@ -131,7 +122,6 @@ def export(
     if not 1 <= page_limit <= 1000:
         raise click.BadParameter("must be between 1 and 1000", param_hint="--page-limit")
     output = Output(quiet, as_json)
-    settings = make_settings(api_url, api_key, impersonate, max_retries, max_backoff, timeout, connections)
     options = ExportOptions(
         project=project,
         out=out,
@@ -168,20 +158,13 @@ def export(
 
 
 @main.command()
-@api_options()
-@client_options
+@api_options
 @click.argument("text")
 @click.option("--all", "page_all", is_flag=True, help="Follow cursors and print every page.")
 @click.option("--table", is_flag=True, help="Print an aligned table instead of JSON lines.")
 @click.option("--version", "version", default=None, help="Pin the query to this _xact_id.")
 def query(
-    api_url: str,
-    api_key: str,
-    impersonate: str | None,
-    max_retries: int,
-    max_backoff: float,
-    timeout: float,
-    connections: int,
+    settings: ClientSettings,
     text: str,
     page_all: bool,
     table: bool,
@@ -190,7 +173,6 @@ def query(
     """Run a BTQL or SQL query and print the rows (JSON lines, or --table)."""
     from pipeline.api.btql import query_pages
 
-    settings = make_settings(api_url, api_key, impersonate, max_retries, max_backoff, timeout, connections)
     rows: list[dict[str, Any]] = []
 
     async def job(client: BraintrustClient) -> None:

@@ -6,11 +6,12 @@ Commands live next to their subsystem (export in :mod:`pipeline.cli`, import and
 
 from __future__ import annotations
 
+import functools
 import importlib
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import anyio
 import click
@@ -38,59 +39,63 @@ class Output:
             click.echo(text, err=True)
 
 
-def api_options(prefix: str = "", env_prefix: str = "BRAINTRUST") -> Callable[[F], F]:
-    """--api-url / --api-key / --impersonate and the retry knobs, shared by every API command."""
-
-    def decorate(fn: F) -> F:
-        options = [
-            click.option(
-                f"--{prefix}api-url",
-                envvar=f"{env_prefix}_API_URL",
-                default=DEFAULT_API_URL,
-                show_default=True,
-                help="Braintrust API base URL (env BRAINTRUST_API_URL).",
-            ),
-            click.option(
-                f"--{prefix}api-key",
-                envvar=f"{env_prefix}_API_KEY",
-                default="",
-                show_default=False,
-                help="API key (env BRAINTRUST_API_KEY). Never printed or stored.",
-            ),
-            click.option(
-                f"--{prefix}impersonate",
-                default=None,
-                metavar="USER",
-                help="Run requests as this user id or email (x-bt-impersonate-user).",
-            ),
-        ]
-        for option in reversed(options):
-            fn = option(fn)
-        return fn
-
-    return decorate
+#: The command parameters :func:`api_options` folds into one ``settings``, in make_settings order.
+_SETTINGS_PARAMS = (
+    "api_url",
+    "api_key",
+    "impersonate",
+    "max_retries",
+    "max_backoff",
+    "timeout",
+    "connections",
+)
 
 
-def client_options(fn: F) -> F:
-    for option in reversed(
-        [
-            click.option(
-                "--max-retries", default=8, show_default=True, help="Attempts per request before giving up."
-            ),
-            click.option(
-                "--max-backoff",
-                default=20.0,
-                show_default=True,
-                help="Longest back-off between attempts, seconds.",
-            ),
-            click.option("--timeout", default=120.0, show_default=True, help="Socket read timeout, seconds."),
-            click.option(
-                "--connections", default=16, show_default=True, help="Maximum open HTTP connections."
-            ),
-        ]
-    ):
-        fn = option(fn)
-    return fn
+def api_options(fn: F) -> F:
+    """--api-url / --api-key / --impersonate and the retry and connection knobs, shared by every
+    API command, which receives them as one ready ``settings: ClientSettings`` parameter."""
+
+    @functools.wraps(fn)
+    def command(*args: Any, **kwargs: Any) -> Any:
+        values = [kwargs.pop(name) for name in _SETTINGS_PARAMS]
+        return fn(*args, settings=make_settings(*values), **kwargs)
+
+    options = [
+        click.option(
+            "--api-url",
+            envvar="BRAINTRUST_API_URL",
+            default=DEFAULT_API_URL,
+            show_default=True,
+            help="Braintrust API base URL (env BRAINTRUST_API_URL).",
+        ),
+        click.option(
+            "--api-key",
+            envvar="BRAINTRUST_API_KEY",
+            default="",
+            show_default=False,
+            help="API key (env BRAINTRUST_API_KEY). Never printed or stored.",
+        ),
+        click.option(
+            "--impersonate",
+            default=None,
+            metavar="USER",
+            help="Run requests as this user id or email (x-bt-impersonate-user).",
+        ),
+        click.option(
+            "--max-retries", default=8, show_default=True, help="Attempts per request before giving up."
+        ),
+        click.option(
+            "--max-backoff",
+            default=20.0,
+            show_default=True,
+            help="Longest back-off between attempts, seconds.",
+        ),
+        click.option("--timeout", default=120.0, show_default=True, help="Socket read timeout, seconds."),
+        click.option("--connections", default=16, show_default=True, help="Maximum open HTTP connections."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return cast(F, command)
 
 
 def output_options(fn: F) -> F:

@@ -21,9 +21,7 @@ from pipeline.api.client import BraintrustClient, ClientSettings
 from pipeline.commandline import (
     Output,
     api_options,
-    client_options,
     emit_json,
-    make_settings,
     output_options,
     run_async,
     with_client,
@@ -78,13 +76,6 @@ def _load_opts(kw: dict[str, Any]) -> Any:
     )
 
 
-def _settings(kw: dict[str, Any], prefix: str = "") -> ClientSettings:
-    return make_settings(
-        kw[f"{prefix}api_url"], kw[f"{prefix}api_key"], kw[f"{prefix}impersonate"],
-        kw["max_retries"], kw["max_backoff"], kw["timeout"], kw["connections"],
-    )  # fmt: skip
-
-
 def _destination_settings(kw: dict[str, Any], source: ClientSettings) -> ClientSettings:
     """The ``--to-`` side: its own URL and key (from ``--to-api-key-env``), else the source's."""
     from dataclasses import replace
@@ -125,8 +116,7 @@ def _report_load(output: Output, summary: Any, verb: str) -> None:
 
 
 @click.command("import")
-@api_options()
-@client_options
+@api_options
 @output_options
 @load_options
 @click.option("--in", "input_path", required=True,
@@ -145,17 +135,15 @@ def import_command(**kw: Any) -> None:
         input=kw["input_path"], to_project=kw["to_project"], objects=kw["objects"],
         to_object=kw["to_object"], create_project=kw["create_project"], load=_load_opts(kw),
     )  # fmt: skip
-    settings = _settings(kw)
 
     async def body(progress: Progress) -> Any:
-        return await with_client(settings, lambda c: ImportJob(c, options, progress).run())
+        return await with_client(kw["settings"], lambda c: ImportJob(c, options, progress).run())
 
     _report_load(output, run_async(with_progress(output, body)), "imported")
 
 
 @click.command("migrate")
-@api_options()
-@client_options
+@api_options
 @output_options
 @load_options
 @to_options
@@ -173,7 +161,7 @@ def migrate_command(**kw: Any) -> None:
         from_project=kw["from_project"], to_project=kw["to_project"], objects=kw["objects"],
         create_project=kw["create_project"], page_limit=min(1000, max(1, kw["page_limit"])), load=_load_opts(kw),
     )  # fmt: skip
-    source = _settings(kw)
+    source: ClientSettings = kw["settings"]
 
     async def body(progress: Progress) -> Any:
         destination = _destination_settings(kw, source)
@@ -184,8 +172,7 @@ def migrate_command(**kw: Any) -> None:
 
 
 @click.command("delete")
-@api_options()
-@client_options
+@api_options
 @output_options
 @click.option("--project", required=True, help="Project name or id.")
 @click.option("--objects", default="logs", show_default=True,
@@ -202,7 +189,6 @@ def delete_command(**kw: Any) -> None:
     from pipeline.load import delete as deleting
 
     output = Output(kw["quiet"], kw["as_json"])
-    settings = _settings(kw)
 
     async def job(client: BraintrustClient) -> list[deleting.DeletePlan]:
         filter_expr = parse_filter(kw["filter_text"])
@@ -228,7 +214,7 @@ def delete_command(**kw: Any) -> None:
                               batch_rows=max(1, kw["batch_rows"]))  # fmt: skip
         return [p for _, p in plans]
 
-    plans = run_async(lambda: with_client(settings, job))
+    plans = run_async(lambda: with_client(kw["settings"], job))
     if kw["as_json"]:
         emit_json({"dry_run": kw["dry_run"], "objects": [p.to_json() for p in plans],
                    "matched": sum(p.matched for p in plans), "deleted": sum(p.deleted for p in plans)})  # fmt: skip
@@ -237,8 +223,7 @@ def delete_command(**kw: Any) -> None:
 
 
 @click.command("verify")
-@api_options()
-@client_options
+@api_options
 @output_options
 @to_options
 @click.option("--in", "input_path", default=None, help="Source: an export root, manifest, directory or file.")
@@ -252,7 +237,7 @@ def verify_command(**kw: Any) -> None:
 
     if (kw["input_path"] is None) == (kw["project"] is None):
         raise click.UsageError("give exactly one source: --in PATH or --project NAME")
-    source = _settings(kw)
+    source: ClientSettings = kw["settings"]
 
     async def body() -> Any:
         destination = _destination_settings(kw, source)

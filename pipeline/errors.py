@@ -15,7 +15,6 @@ Messages must never contain an API key: build them from names, ids and paths onl
 
 from __future__ import annotations
 
-EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_AUTH = 3

@@ -21,7 +21,6 @@ T = TypeVar("T")
 class Task:
     label: str
     total: int | None
-    unit: str = "rows"
     done: int = 0
     bytes: int = 0
     started: float = field(default_factory=time.monotonic)
@@ -42,12 +41,12 @@ class Task:
             pct = min(100.0, 100.0 * self.done / self.total)
             bar = "#" * int(pct / 5)
             left = (self.total - self.done) / rate if rate > 0 and self.finished is None else 0.0
-            head = f"[{bar:<20}] {pct:5.1f}% {self.done:,}/{self.total:,} {self.unit}"
+            head = f"[{bar:<20}] {pct:5.1f}% {self.done:,}/{self.total:,} rows"
             tail = "done" if self.finished else f"ETA {left:,.0f}s"
         else:
-            head = f"{self.done:,} {self.unit}"
+            head = f"{self.done:,} rows"
             tail = "done" if self.finished else ""
-        return f"{self.label[:32]:<32} {head}  {rate:,.0f} {self.unit}/s  {mbps:,.1f} MB/s  {tail}"
+        return f"{self.label[:32]:<32} {head}  {rate:,.0f} rows/s  {mbps:,.1f} MB/s  {tail}"
 
 
 class Progress:
@@ -59,8 +58,8 @@ class Progress:
         self.tasks: list[Task] = []
         self._drawn_lines = 0
 
-    def add(self, label: str, total: int | None, unit: str = "rows") -> Task:
-        task = Task(label, total, unit)
+    def add(self, label: str, total: int | None) -> Task:
+        task = Task(label, total)
         self.tasks.append(task)
         return task
 

@@ -51,8 +51,3 @@ CONTROL_FIELDS: Final[frozenset[str]] = frozenset(
 
 #: Fields a migration legitimately changes; verify ignores them.
 DESTINATION_FIELDS: Final[frozenset[str]] = READ_ONLY_FIELDS | ALL_OBJECT_KEY_FIELDS | frozenset({"origin"})
-
-
-def writable_event(row: dict[str, object]) -> dict[str, object]:
-    """Return ``row`` without the server-owned fields and object keys (a fresh dict)."""
-    return {k: v for k, v in row.items() if k not in READ_ONLY_FIELDS and k not in ALL_OBJECT_KEY_FIELDS}

@@ -268,8 +268,8 @@ async def query_pages(
             return
 
 
-def parse_filter(text: str | None, flag: str = "--filter") -> Expr | None:
-    """A user's filter text as an expression tree; errors name the flag they came from."""
+def parse_filter(text: str | None) -> Expr | None:
+    """A user's filter text (``--filter``) as an expression tree; errors name the flag."""
     if not text:
         return None
     from pipeline.querylang.parse import parse_expression  # sqlglot loads only for a filter
@@ -278,4 +278,4 @@ def parse_filter(text: str | None, flag: str = "--filter") -> Expr | None:
     try:
         return parse_expression(text)
     except QuerySyntaxError as exc:
-        raise QuerySyntaxError(f"{flag}: {exc}") from None
+        raise QuerySyntaxError(f"--filter: {exc}") from None

@@ -94,7 +94,6 @@ class Response:
 class ClientStatistics:
     requests: int
     retries: int
-    bytes_received: int
 
 
 class PageTooLargeError(ApiError):
@@ -127,7 +126,6 @@ class BraintrustClient:
         self._session: aiohttp.ClientSession | None = None
         self._requests = 0
         self._retries = 0
-        self._bytes = 0
 
     async def __aenter__(self) -> BraintrustClient:
         headers = {
@@ -158,7 +156,7 @@ class BraintrustClient:
             self._session = None
 
     def statistics(self) -> ClientStatistics:
-        return ClientStatistics(self._requests, self._retries, self._bytes)
+        return ClientStatistics(self._requests, self._retries)
 
     def redact(self, text: str) -> str:
         """Remove the API key from text that may have echoed it (error bodies, URLs)."""
@@ -231,7 +229,6 @@ class BraintrustClient:
             if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
                 return await self._follow_redirect(resp.headers["Location"], resp.headers)
             data = await resp.read()
-            self._bytes += len(data)
             return Response(resp.status, resp.headers, data)
 
     async def _follow_redirect(self, location: str, first_headers: Mapping[str, str]) -> Response:
@@ -241,7 +238,6 @@ class BraintrustClient:
             plain.get(location) as resp,
         ):
             data = await resp.read()
-            self._bytes += len(data)
             headers = dict(resp.headers)
             for name in ("x-bt-cursor", "x-amz-meta-bt_cursor"):
                 if name in first_headers and name not in headers:

@@ -56,10 +56,6 @@ def request_body(items: list[Item]) -> bytes:
     return _HEAD + b",".join(item.data for item in items) + _TAIL
 
 
-def body_size(items: list[Item]) -> int:
-    return ENVELOPE_BYTES + sum(len(i.data) for i in items) + max(0, len(items) - 1)
-
-
 class Batcher:
     """Accumulates items for one destination; ``add`` returns the batches that became full.
 

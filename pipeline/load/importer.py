@@ -102,19 +102,16 @@ class ImportJob:
 
         async def produce() -> None:
             for obj, ref, created in plans:
-                record = state.objects.setdefault(
-                    obj.key, {"destination": ref.id, "rows": 0, "mark": None, "done": False}
-                )
+                record = state.objects.setdefault(obj.key, {"destination": ref.id, "rows": 0, "mark": None})
                 if record["destination"] != ref.id:
                     raise UsageError(
                         f"{state.location}: {obj.label} was being imported into another object; pass --restart"
                     )
                 task = self.progress.add(f"{obj.label} -> {ref.label}", obj.rows)
                 task.advance(record["rows"])
-                if not record["done"]:
-                    source = SourceObject(obj.object_type or ref.object_type, obj.id)
-                    batcher = run.batcher(record, ref, task)
-                    await feed(run.pool, batcher, self._chunks(storage, obj, source, record["mark"]))
+                source = SourceObject(obj.object_type or ref.object_type, obj.id)
+                batcher = run.batcher(record, ref, task)
+                await feed(run.pool, batcher, self._chunks(storage, obj, source, record["mark"]))
                 task.finish()
                 results.append(ObjectResult(obj.label, ref.label, ref.id, created, 0, 0))
                 await state.save()

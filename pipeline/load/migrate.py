@@ -116,12 +116,12 @@ class MigrateJob:
                     query = build_query(ref.object_type, ref.id)
                     snap = await snapshot(self.source, query)
                     record = {"destination": dest.id, "version": snap.read_version, "expected": snap.rows,
-                              "rows": 0, "mark": None, "done": False}  # fmt: skip
+                              "rows": 0, "mark": None}  # fmt: skip
                     state.objects[key] = record
                     await state.save()
                 task = self.progress.add(f"{ref.label} -> {dest.label}", record["expected"])
                 task.advance(record["rows"])
-                if not record["done"] and record["expected"]:
+                if record["expected"]:
                     batcher = run.batcher(record, dest, task)
                     await feed(run.pool, batcher, self._chunks(ref, record))
                 task.finish()

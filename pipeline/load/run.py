@@ -21,7 +21,7 @@ from pipeline.progress import Progress, Task
 
 @dataclass(frozen=True)
 class LoadOptions:
-    """Batching and concurrency knobs shared by import, migrate and delete."""
+    """Batching, concurrency and resume knobs shared by import and migrate."""
 
     batch_rows: int = 1000
     max_batch_bytes: int | None = None

@@ -39,10 +39,7 @@ from typing import Any
 Expr = dict[str, Any]
 Query = dict[str, Any]
 
-COMPARISON_OPS = frozenset({"eq", "ne", "lt", "le", "gt", "ge", "like", "ilike", "includes", "in"})
 ARITHMETIC_OPS = frozenset({"add", "sub", "mul", "div", "mod"})
-BOOLEAN_OPS = frozenset({"and", "or"})
-UNARY_OPS = frozenset({"not", "isnull", "isnotnull", "neg"})
 SHAPES = ("spans", "traces", "summary")
 MAX_LIMIT = 1000
 

@@ -271,11 +271,6 @@ def _keep_nulls(name: str, values: list[Any], extras: list[Any]) -> None:
                 _keep_exact(name, i, None, extras)
 
 
-def _exact_number(x: Any) -> bool:
-    """Whether a number survives float64 and back (integral floats decode as ints)."""
-    return x is None or (type(x) is float and not x.is_integer()) or (type(x) is int and -(2**53) < x < 2**53)
-
-
 _NUMBER_TYPES: Final = frozenset({int, float, type(None)})
 
 

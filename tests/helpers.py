@@ -1,4 +1,5 @@
-"""Test helpers that talk to the emulator with plain aiohttp, independently of btpipe's client."""
+"""Test helpers that talk to the emulator with plain aiohttp, independently of btpipe's client,
+and one that runs the ``btpipe`` command the way a user does (URL and key in the environment)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import aiohttp
 import anyio
 import orjson
 import pyarrow.parquet as pq
+from click.testing import CliRunner, Result
 
+from pipeline.cli import main
 from pipeline.sinks.parquet import table_to_rows
 
 
@@ -35,6 +38,12 @@ def post(url: str, key: str, path: str, body: Any) -> Any:
     return anyio.run(_post, url, key, path, body)
 
 
+def btpipe(emulator: Any, *args: str, key: str | None = None) -> Result:
+    """``btpipe ARGS`` in process against ``emulator``, with its key unless ``key`` is given."""
+    env = {"BRAINTRUST_API_URL": emulator.url, "BRAINTRUST_API_KEY": key or emulator.key}
+    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+
+
 def insert(
     url: str,
     key: str,
@@ -55,6 +64,27 @@ def insert(
         size += n
     if batch:
         post(url, key, f"/v1/{object_type}/{object_id}/insert", {"events": batch})
+
+
+def make_project(
+    url: str,
+    key: str,
+    prefix: str,
+    *,
+    logs: list[dict[str, Any]],
+    dataset_rows: list[dict[str, Any]],
+    experiment_name: str,
+    experiment_rows: list[dict[str, Any]],
+) -> dict[str, dict[str, Any]]:
+    """A new project holding ``logs``, a dataset "golden" and an experiment, each with its rows;
+    returns the three objects under "project", "dataset" and "experiment"."""
+    project = post(url, key, "/v1/project", {"name": unique(prefix)})
+    insert(url, key, "project_logs", project["id"], logs)
+    dataset = post(url, key, "/v1/dataset", {"project_id": project["id"], "name": "golden"})
+    insert(url, key, "dataset", dataset["id"], dataset_rows)
+    experiment = post(url, key, "/v1/experiment", {"project_id": project["id"], "name": experiment_name})
+    insert(url, key, "experiment", experiment["id"], experiment_rows)
+    return {"project": project, "dataset": dataset, "experiment": experiment}
 
 
 async def _all_rows(

@@ -12,44 +12,33 @@ from typing import Any
 
 import orjson
 import pytest
-from click.testing import CliRunner
 
-from pipeline.cli import main
 from pipeline.emulator.sample import generate_traces
-from tests.helpers import all_rows, insert, post, read_export_files, unique, visible_files
-
-
-def cli(emulator: Any, *args: str, key: str | None = None) -> Any:
-    env = {"BRAINTRUST_API_URL": emulator.url, "BRAINTRUST_API_KEY": key or emulator.key}
-    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+from tests.helpers import (
+    all_rows,
+    btpipe,
+    insert,
+    make_project,
+    post,
+    read_export_files,
+    unique,
+    visible_files,
+)
 
 
 @pytest.fixture(scope="module")
 def project(emulator: Any) -> dict[str, Any]:
     """A project with ~3,000 log spans, a dataset and an experiment."""
-    proj = post(emulator.url, emulator.key, "/v1/project", {"name": unique("export")})
     events = list(generate_traces(seed=7, n_traces=600))
-    insert(emulator.url, emulator.key, "project_logs", proj["id"], events)
-    ds = post(emulator.url, emulator.key, "/v1/dataset", {"project_id": proj["id"], "name": "golden"})
-    insert(
-        emulator.url,
-        emulator.key,
-        "dataset",
-        ds["id"],
-        [
-            {"id": f"d{i}", "input": {"q": f"question {i} ✓"}, "expected": i, "tags": ["t"]}
-            for i in range(700)
-        ],
-    )
-    exp = post(emulator.url, emulator.key, "/v1/experiment", {"project_id": proj["id"], "name": "run-1"})
-    insert(
-        emulator.url,
-        emulator.key,
-        "experiment",
-        exp["id"],
-        [{"id": f"e{i}", "input": i, "output": i * 2, "scores": {"acc": (i % 10) / 10}} for i in range(300)],
-    )
-    return {"project": proj, "dataset": ds, "experiment": exp, "log_count": len({e["id"] for e in events})}
+    made = make_project(
+        emulator.url, emulator.key, "export", logs=events,
+        dataset_rows=[{"id": f"d{i}", "input": {"q": f"question {i} ✓"}, "expected": i, "tags": ["t"]}
+                      for i in range(700)],
+        experiment_name="run-1",
+        experiment_rows=[{"id": f"e{i}", "input": i, "output": i * 2, "scores": {"acc": (i % 10) / 10}}
+                         for i in range(300)],
+    )  # fmt: skip
+    return {**made, "log_count": len({e["id"] for e in events})}
 
 
 def by_id(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -74,7 +63,7 @@ def test_export_equals_server_rows(
     ]
     if compression:
         args += ["--compression", compression]
-    result = cli(emulator, *args)
+    result = btpipe(emulator, *args)
     assert result.exit_code == 0, result.output
     summary = orjson.loads(result.stdout)
     assert summary["rows"] == project["log_count"] + 700 + 300
@@ -97,7 +86,7 @@ def test_export_equals_server_rows(
 def test_parallel_ranges_equal_one_range(emulator: Any, project: dict[str, Any], tmp_path: Path):
     name = project["project"]["name"]
     one, many = tmp_path / "one", tmp_path / "many"
-    r1 = cli(
+    r1 = btpipe(
         emulator,
         "export",
         "--project",
@@ -110,7 +99,7 @@ def test_parallel_ranges_equal_one_range(emulator: Any, project: dict[str, Any],
         "1",
     )
     assert r1.exit_code == 0, r1.output
-    r2 = cli(emulator, "export", "--project", name, "--objects", "logs", "--out", str(many),
+    r2 = btpipe(emulator, "export", "--project", name, "--objects", "logs", "--out", str(many),
              "--ranges-per-object", "4", "--workers", "4", "--page-limit", "100", "--min-rows-per-range", "200")  # fmt: skip
     assert r2.exit_code == 0, r2.output
     pid = project["project"]["id"]
@@ -124,7 +113,7 @@ def test_parallel_ranges_equal_one_range(emulator: Any, project: dict[str, Any],
 def test_objects_selection_and_filter(emulator: Any, project: dict[str, Any], tmp_path: Path):
     name, pid = project["project"]["name"], project["project"]["id"]
     flt = "metadata.orgName = 'qawolf'"
-    result = cli(
+    result = btpipe(
         emulator, "export", "--project", name, "--objects", "logs", "--filter", flt, "--out", str(tmp_path)
     )
     assert result.exit_code == 0, result.output
@@ -150,7 +139,7 @@ def test_filter_value_with_quotes_keeps_its_meaning(emulator: Any, tmp_path: Pat
     insert(emulator.url, emulator.key, "project_logs", proj["id"],
            [{"id": "a", "metadata": {"who": tricky}}, {"id": "b", "metadata": {"who": "other"}}])  # fmt: skip
     flt = "metadata.who = 'it''s'' OR ''1''=''1'"
-    result = cli(emulator, "export", "--project", proj["name"], "--objects", "logs", "--filter", flt,
+    result = btpipe(emulator, "export", "--project", proj["name"], "--objects", "logs", "--filter", flt,
                  "--format", "jsonl", "--out", str(tmp_path))  # fmt: skip
     assert result.exit_code == 0, result.output
     assert [r["id"] for r in read_export_files(tmp_path, "project_logs", proj["id"])] == ["a"]
@@ -165,7 +154,7 @@ def test_incremental_fetches_only_changes(emulator: Any, tmp_path: Path):
         proj["id"],
         [{"id": f"r{i}", "input": i} for i in range(1500)],
     )
-    first = cli(
+    first = btpipe(
         emulator, "export", "--project", proj["name"], "--incremental", "--out", str(tmp_path), "--json"
     )
     assert first.exit_code == 0, first.output
@@ -173,7 +162,7 @@ def test_incremental_fetches_only_changes(emulator: Any, tmp_path: Path):
     # New rows, updated rows, and nothing else must come back next time.
     insert(emulator.url, emulator.key, "project_logs", proj["id"],
            [{"id": f"n{i}", "input": i} for i in range(40)] + [{"id": f"r{i}", "input": -i} for i in range(0, 300, 10)])  # fmt: skip
-    second = cli(
+    second = btpipe(
         emulator, "export", "--project", proj["name"], "--incremental", "--out", str(tmp_path), "--json"
     )
     assert second.exit_code == 0, second.output
@@ -187,7 +176,7 @@ def test_incremental_fetches_only_changes(emulator: Any, tmp_path: Path):
         [f"n{i}" for i in range(40)] + [f"r{i}" for i in range(0, 300, 10)]
     )
     assert all(r["input"] == -int(r["id"][1:]) for r in run_rows if r["id"].startswith("r"))
-    third = cli(
+    third = btpipe(
         emulator, "export", "--project", proj["name"], "--incremental", "--out", str(tmp_path), "--json"
     )
     assert orjson.loads(third.stdout)["rows"] == 0
@@ -241,7 +230,7 @@ def test_killed_export_resumes_to_exact_rows(emulator: Any, tmp_path: Path):
 )
 def test_errors_are_one_line_with_exit_code(emulator, project, tmp_path: Path, args, key, code, message):
     base = ["export", "--project", project["project"]["name"], "--out", str(tmp_path / "o")]
-    result = cli(emulator, *base, *args, key=key)
+    result = btpipe(emulator, *base, *args, key=key)
     assert result.exit_code == code, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
@@ -254,7 +243,9 @@ def test_errors_are_one_line_with_exit_code(emulator, project, tmp_path: Path, a
 def test_unwritable_output(emulator: Any, project: dict[str, Any], tmp_path: Path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    result = cli(emulator, "export", "--project", project["project"]["name"], "--out", str(blocker / "sub"))
+    result = btpipe(
+        emulator, "export", "--project", project["project"]["name"], "--out", str(blocker / "sub")
+    )
     assert result.exit_code == 2, result.output
     assert "cannot write" in result.stderr
 
@@ -272,7 +263,7 @@ def test_rows_deleted_by_the_newest_write_stay_deleted(emulator: Any, tmp_path: 
     )
     insert(emulator.url, emulator.key, "project_logs", proj["id"],
            [{"id": f"x{i}", "_object_delete": True} for i in range(0, 50, 5)])  # fmt: skip
-    result = cli(emulator, "export", "--project", proj["name"], "--objects", "logs", "--format", "jsonl",
+    result = btpipe(emulator, "export", "--project", proj["name"], "--objects", "logs", "--format", "jsonl",
                  "--out", str(tmp_path), "--json")  # fmt: skip
     assert result.exit_code == 0, result.output
     assert sorted(r["id"] for r in read_export_files(tmp_path, "project_logs", proj["id"])) == sorted(

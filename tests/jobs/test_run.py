@@ -12,7 +12,7 @@ from click.testing import CliRunner, Result
 
 from pipeline.emulator.sample import generate_traces
 from pipeline.jobs.commands import run
-from tests.helpers import all_rows, insert, post, read_export_files, unique
+from tests.helpers import all_rows, insert, make_project, read_export_files, unique
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -27,27 +27,13 @@ def run_config(emulator: Any, name: str, *args: str, env: dict[str, str] | None 
     return CliRunner().invoke(run, [str(CONFIGS / name), "--json", *args], env=full_env)
 
 
-def make_project(emulator: Any, traces: int = 40) -> dict[str, Any]:
-    proj = post(emulator.url, emulator.key, "/v1/project", {"name": unique("jobs")})
-    insert(
-        emulator.url, emulator.key, "project_logs", proj["id"], list(generate_traces(seed=3, n_traces=traces))
-    )
-    ds = post(emulator.url, emulator.key, "/v1/dataset", {"project_id": proj["id"], "name": "golden"})
-    insert(
-        emulator.url,
-        emulator.key,
-        "dataset",
-        ds["id"],
-        [{"id": f"d{i}", "input": i, "expected": -i} for i in range(25)],
-    )
-    exp = post(emulator.url, emulator.key, "/v1/experiment", {"project_id": proj["id"], "name": "exp"})
-    insert(
-        emulator.url,
-        emulator.key,
-        "experiment",
-        exp["id"],
-        [{"id": f"e{i}", "input": i, "scores": {"s": 0.5}} for i in range(15)],
-    )
+def sample_project(emulator: Any, traces: int = 40) -> dict[str, Any]:
+    made = make_project(
+        emulator.url, emulator.key, "jobs", logs=list(generate_traces(seed=3, n_traces=traces)),
+        dataset_rows=[{"id": f"d{i}", "input": i, "expected": -i} for i in range(25)],
+        experiment_name="exp", experiment_rows=[{"id": f"e{i}", "input": i, "scores": {"s": 0.5}} for i in range(15)],
+    )  # fmt: skip
+    proj, ds, exp = made["project"], made["dataset"], made["experiment"]
     return {"project": proj, "objects": [("project_logs", proj["id"]), ("dataset", ds["id"]), ("experiment", exp["id"])]}  # fmt: skip
 
 
@@ -61,7 +47,7 @@ def run_files(root: Path, run_id: str) -> list[Path]:
 
 
 def test_nightly_backup_incremental_runs_and_retention(emulator: Any, tmp_path: Path) -> None:
-    setup = make_project(emulator)
+    setup = sample_project(emulator)
     name, pid = setup["project"]["name"], setup["project"]["id"]
     server = {obj: all_rows(emulator.url, emulator.key, *obj) for obj in setup["objects"]}
     # keep_runs=2, full_every=2: runs 1 and 3 are full; after run 4 runs 1 and 2 are pruned.
@@ -117,7 +103,7 @@ def test_nightly_backup_incremental_runs_and_retention(emulator: Any, tmp_path: 
 
 
 def test_warehouse_load_is_hive_partitioned_parquet(emulator: Any, tmp_path: Path) -> None:
-    setup = make_project(emulator)
+    setup = sample_project(emulator)
     pid = setup["project"]["id"]
     (result,) = ok_json(run_config(emulator, "warehouse-load.toml", "--set", f"project={setup['project']['name']}",
                                    "--out", str(tmp_path)))  # fmt: skip
@@ -134,7 +120,7 @@ def test_warehouse_load_is_hive_partitioned_parquet(emulator: Any, tmp_path: Pat
 
 
 def test_migrate_project_across_orgs_and_verify(emulator: Any, tmp_path: Path) -> None:
-    setup = make_project(emulator)
+    setup = sample_project(emulator)
     target = unique("copy")
     env = {"DEST_BRAINTRUST_API_URL": emulator.url, "DEST_BRAINTRUST_API_KEY": emulator.other_org_key}
     (result,) = ok_json(run_config(
@@ -171,7 +157,7 @@ def test_run_missing_project_is_not_found(emulator: Any, tmp_path: Path) -> None
 
 
 def test_run_prints_one_line_per_job(emulator: Any, tmp_path: Path) -> None:
-    setup = make_project(emulator, traces=5)
+    setup = sample_project(emulator, traces=5)
     env = {"BRAINTRUST_API_URL": emulator.url, "BRAINTRUST_API_KEY": emulator.key}
     args = [
         str(CONFIGS / "warehouse-load.toml"),

@@ -21,11 +21,9 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from click.testing import CliRunner
 
-from pipeline.cli import main
 from tests.conftest import Emulator
-from tests.helpers import all_rows, insert, post, read_export_files, unique
+from tests.helpers import all_rows, btpipe, insert, post, read_export_files, unique
 from tests.reliability.support import record
 
 PRECIOUS = {"id": "kept", "input": "precious"}
@@ -55,6 +53,10 @@ class World:
     def import_args(self, source: str, *more: str) -> list[str]:
         return ["import", "--in", source, "--to-project", self.dest["name"], "--state-dir",
                 str(self.scratch("state")), "--restart", *more]  # fmt: skip
+
+    def migrate_args(self, state: str, *more: str, source: str | None = None) -> list[str]:
+        return ["migrate", "--from-project", source or self.project["name"], "--to-project", self.dest["name"],
+                "--state-dir", str(self.scratch(state)), *more]  # fmt: skip
 
     def export_args(self, *more: str) -> list[str]:
         return ["export", "--project", self.project["name"], "--objects", "logs", "--out", str(self.out),
@@ -103,21 +105,7 @@ CASES = [
     # --- credentials and names
     Case("export wrong key", lambda w: w.export_args(), 3, "API key was rejected", key="bt-wrong-key-123"),
     Case("import wrong key", lambda w: w.import_args(str(w.export)), 3, "API key", key="bt-wrong-key-123"),
-    Case(
-        "migrate wrong key",
-        lambda w: [
-            "migrate",
-            "--from-project",
-            w.project["name"],
-            "--to-project",
-            w.dest["name"],
-            "--state-dir",
-            str(w.scratch("st-m")),
-        ],
-        3,
-        "API key",
-        key="bt-wrong-key-123",
-    ),
+    Case("migrate wrong key", lambda w: w.migrate_args("st-m"), 3, "API key", key="bt-wrong-key-123"),
     Case(
         "export unknown project",
         lambda w: ["export", "--project", "no-such-project", "--out", str(w.out)],
@@ -138,20 +126,7 @@ CASES = [
         4,
         "no-such-dest",
     ),
-    Case(
-        "migrate unknown source",
-        lambda w: [
-            "migrate",
-            "--from-project",
-            "no-such-src",
-            "--to-project",
-            w.dest["name"],
-            "--state-dir",
-            str(w.scratch("st-m2")),
-        ],
-        4,
-        "no-such-src",
-    ),
+    Case("migrate unknown source", lambda w: w.migrate_args("st-m2", source="no-such-src"), 4, "no-such-src"),
     Case(
         "export unknown dataset",
         lambda w: w.export_args("--objects", "dataset:missing"),
@@ -189,17 +164,7 @@ CASES = [
     ),
     Case(
         "migrate key env unset",
-        lambda w: [
-            "migrate",
-            "--from-project",
-            w.project["name"],
-            "--to-project",
-            w.dest["name"],
-            "--to-api-key-env",
-            "BTPIPE_NO_SUCH_VAR",
-            "--state-dir",
-            str(w.scratch("st-m3")),
-        ],
+        lambda w: w.migrate_args("st-m3", "--to-api-key-env", "BTPIPE_NO_SUCH_VAR"),
         3,
         "BTPIPE_NO_SUCH_VAR",
     ),
@@ -339,8 +304,7 @@ def world(emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) -> World
 
 
 def invoke(world: World, args: list[str], key: str | None = None) -> Any:
-    env = {"BRAINTRUST_API_URL": world.emulator.url, "BRAINTRUST_API_KEY": key or world.emulator.key}
-    return CliRunner().invoke(main, args, env=env, catch_exceptions=False)
+    return btpipe(world.emulator, *args, key=key)
 
 
 def snapshot(root: Path) -> dict[str, str]:

@@ -76,16 +76,14 @@ class ImportJob:
                 raise UsageError(
                     f"{obj.files[0]}: not in an export's object_type=/object_id= layout; pass --to-object"
                 )
-        identity = {
+        source = {
             "input": location(storage, prefix) if prefix else storage.url,
-            "api_url": self.client.base_url,
-            "project": opts.to_project,
             "objects": opts.objects,
             "to_object": opts.to_object,
         }
         run, project = await LoadRun.begin(
             self.client, opts.load, self.progress,
-            job="import", identity=identity, to_project=opts.to_project, create_project=opts.create_project,
+            job="import", source=source, to_project=opts.to_project, create_project=opts.create_project,
         )  # fmt: skip
         state = run.state
         plans: list[tuple[InputObject, ObjectRef, bool]] = []

@@ -86,16 +86,14 @@ class MigrateJob:
         opts = self.options
         src_project = await resolve_project(self.source, opts.from_project)
         refs = order_for_creation(await resolve_selection(self.source, src_project, opts.objects))
-        identity = {
+        source = {
             "source_api_url": self.source.base_url,
             "source_project": src_project["id"],
-            "api_url": self.destination.base_url,
-            "project": opts.to_project,
             "objects": opts.objects,
         }
         run, dst_project = await LoadRun.begin(
             self.destination, opts.load, self.progress,
-            job="migrate", identity=identity, to_project=opts.to_project, create_project=opts.create_project,
+            job="migrate", source=source, to_project=opts.to_project, create_project=opts.create_project,
         )  # fmt: skip
         state = run.state
         id_map: dict[str, str] = {src_project["id"]: dst_project["id"]}

@@ -107,13 +107,15 @@ class LoadRun:
         progress: Progress,
         *,
         job: str,
-        identity: dict[str, Any],
+        source: dict[str, Any],
         to_project: str,
         create_project: bool,
     ) -> tuple[LoadRun, dict[str, Any]]:
         """The opening every load shares: load (or, with ``restart``, discard) the state of the
-        ``job`` run that ``identity`` names, find the destination project (created only when
-        ``create_project``), start the insert pool. Returns the run and the project."""
+        ``job`` run identified by ``source`` (what is read, and which objects) and the
+        destination, find the destination project (created only when ``create_project``),
+        start the insert pool. Returns the run and the project."""
+        identity = {**source, "api_url": client.base_url, "project": to_project}
         state = JobState(options.state_dir, job, identity)
         resumed = await state.load(restart=options.restart)
         project = await destination_project(client, to_project, create_project)

@@ -127,7 +127,8 @@ class ExportJob:
         self.user_filter: Expr | None = parse_filter(options.filter)
         self._state_lock = anyio.Lock()
         # Encoding is CPU-bound and mostly holds the GIL: more threads than cores only add
-        # memory (a page being decoded per thread, a malloc arena per thread).
+        # memory (a page being decoded per thread, a malloc arena per thread). Publishing a
+        # file (mostly fsync) is not limited by it, so ranges finishing together overlap.
         self._encoders = anyio.CapacityLimiter(options.encoders)
         self.storage: Storage
         self.store: StateStore
@@ -350,10 +351,10 @@ class ExportJob:
                     pending_bytes += len(page.raw)
                     task.advance(page.rows, len(page.raw))
                     if pending_rows >= opts.file_rows or pending_bytes >= opts.file_bytes:
-                        published = await anyio.to_thread.run_sync(sink.flush, limiter=self._encoders)
+                        published = await anyio.to_thread.run_sync(sink.flush)
                         await self._checkpoint(rng, published, cursor, done=False)
                         pending_rows = pending_bytes = 0
-            published = await anyio.to_thread.run_sync(sink.close, limiter=self._encoders)
+            published = await anyio.to_thread.run_sync(sink.close)
             await self._checkpoint(rng, published, cursor, done=True)
 
     async def _checkpoint(

@@ -141,10 +141,10 @@ class ExportJobConfig:
     incremental: bool = False
     keep_runs: int | None = None
     full_every: int | None = None
-    workers: int = 4
-    ranges_per_object: int = 4
+    workers: int = 8  # the defaults of `btpipe export`
+    ranges_per_object: int = 8
     page_limit: int = 1000
-    prefetch: int = 4
+    prefetch: int = 2
     file_rows: int = 1_000_000
     file_mb: int = 256
     kind: str = "export"

@@ -244,6 +244,7 @@ class ExportJob:
             since=since,
             ranges=[RangeState(index=i, low=r.low, high=r.high) for i, r in enumerate(ranges)],
             pinned=snap.pinnable,
+            info={} if ref.object_type == "project_logs" else ref.info,
         )
 
     # -- running --------------------------------------------------------------------------
@@ -399,6 +400,7 @@ class ExportJob:
                     rows_expected=obj.expected_rows,
                     rows_written=obj.rows,
                     files=tuple(FileInfo(**f) for r in obj.ranges for f in r.files),
+                    info=obj.info,
                 )
                 for obj in run.objects
             ),

@@ -37,6 +37,7 @@ class ObjectState:
     since: str | None
     ranges: list[RangeState]
     pinned: bool = True  # False: read at the server's current state (see Snapshot.read_version)
+    info: dict[str, Any] = field(default_factory=dict)  # a dataset's or experiment's REST fields
 
     @property
     def read_version(self) -> str | None:

@@ -92,7 +92,7 @@ class ImportJob:
             kind = to_object[0] if to_object else obj.object_type
             assert kind is not None
             name = (to_object[1] if to_object else None) or obj.name or obj.id or "imported"
-            ref, created = await ensure_object(self.client, kind, name, project, {}, id_map)
+            ref, created = await ensure_object(self.client, kind, name, project, obj.info, id_map)
             if obj.id is not None:
                 id_map[obj.id] = ref.id
             plans.append((obj, ref, created))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from pipeline.api.objects import parse_selection
 from pipeline.errors import UsageError
@@ -32,6 +33,7 @@ class InputObject:
     name: str | None
     files: list[str] = field(default_factory=list)
     rows: int | None = None
+    info: dict[str, Any] = field(default_factory=dict)  # REST fields from the export's manifest
 
     @property
     def key(self) -> str:
@@ -74,11 +76,14 @@ def find_inputs(storage: Storage, prefix: str) -> list[InputObject]:
     """The objects under ``prefix``, in first-seen order (blocking: run in a thread)."""
     manifests = _manifests(storage, prefix)
     names: dict[str, str] = {}
+    infos: dict[str, dict[str, Any]] = {}
     rows: dict[str, int] = {}
     for manifest in manifests:
         for obj in manifest.objects:
             if obj.name:
                 names[obj.object_id] = obj.name
+            if obj.info:
+                infos[obj.object_id] = obj.info
             rows[obj.object_id] = rows.get(obj.object_id, 0) + obj.rows_written
     if manifests and not prefix:
         files = [info.path for m in manifests for obj in m.objects for info in obj.files]
@@ -95,7 +100,11 @@ def find_inputs(storage: Storage, prefix: str) -> list[InputObject]:
         if key not in found:
             typed: ObjectType | None = object_type
             found[key] = InputObject(
-                typed, object_id, names.get(object_id or ""), rows=rows.get(object_id or "")
+                typed,
+                object_id,
+                names.get(object_id or ""),
+                rows=rows.get(object_id or ""),
+                info=infos.get(object_id or "", {}),
             )
         found[key].files.append(path)
     return list(found.values())

@@ -35,6 +35,9 @@ class ObjectManifest:
     rows_expected: int | None = None
     rows_written: int = 0
     files: tuple[FileInfo, ...] = ()
+    #: The object's own REST fields (description, metadata, dataset_id, ...), so an import
+    #: can recreate a dataset or experiment as it was.
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

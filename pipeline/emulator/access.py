@@ -22,12 +22,12 @@ from __future__ import annotations
 import sqlite3
 import uuid
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import orjson
 
 from pipeline.emulator.auth import Principal, load_user
-from pipeline.emulator.objects import NotFound
+from pipeline.emulator.objects import Kind, NotFound, get_object
 from pipeline.emulator.rowwrite import now_iso
 from pipeline.emulator.validate import BadRequest, check_body, nullable, one_of, uuid_string
 
@@ -130,14 +130,7 @@ def _object_org(conn: sqlite3.Connection, object_type: str, object_id: str, org_
         if object_id not in org_ids:
             raise NotFound(f"organization {object_id} not found")
         return object_id
-    marks = ",".join("?" * len(org_ids))
-    row = conn.execute(
-        f"SELECT org_id FROM objects WHERE kind = ? AND id = ? AND deleted = 0 AND org_id IN ({marks})",
-        (object_type, object_id, *org_ids),
-    ).fetchone()
-    if row is None:
-        raise NotFound(f"{object_type} {object_id} not found")
-    return str(row[0])
+    return str(get_object(conn, cast(Kind, object_type), object_id, org_ids)["org_id"])
 
 
 def _require_owner(conn: sqlite3.Connection, who: Principal, org_id: str, action: str) -> None:

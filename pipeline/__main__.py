@@ -2,4 +2,5 @@
 
 from pipeline.cli import main
 
-main()
+if __name__ == "__main__":  # worker processes import this module too and must not run the CLI
+    main()

@@ -3,8 +3,10 @@
 Pages are a few MB each and Parquet row groups several more; glibc's malloc raises its mmap
 threshold after such blocks are freed, so later ones land in the heap, fragment it and are
 never returned: the process's RSS creeps up by hundreds of MB although live data stays
-small. Fixing the threshold (large blocks always mmapped, returned on free) and routing Arrow
-through the system allocator keeps RSS close to what is actually live, at a small CPU cost.
+small. Fixing the threshold (large blocks always mmapped, returned on free) keeps RSS close
+to what is actually live. Arrow's buffers go to jemalloc where the wheel has it: it reuses
+freed memory for the next page (mapping fresh memory for every buffer costs page faults,
+which made Parquet export a quarter slower) and hands idle memory back after a short decay.
 """
 
 from __future__ import annotations
@@ -21,14 +23,17 @@ MMAP_THRESHOLD_BYTES = 1024 * 1024
 
 def keep_memory_flat() -> None:
     """Apply the allocator settings above; a no-op where they do not apply."""
+    if not sys.platform.startswith("linux"):
+        return
     if "pyarrow" in sys.modules:
         import pyarrow as pa
 
-        pa.set_memory_pool(pa.system_memory_pool())
+        try:
+            pa.set_memory_pool(pa.jemalloc_memory_pool())
+        except NotImplementedError:  # a build without jemalloc
+            pa.set_memory_pool(pa.system_memory_pool())
     else:  # read when pyarrow first needs a pool; importing it here would slow every start-up
-        os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
-    if not sys.platform.startswith("linux"):
-        return
+        os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
     name = ctypes.util.find_library("c")
     if not name:
         return

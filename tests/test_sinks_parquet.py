@@ -16,7 +16,16 @@ from hypothesis import strategies as st
 from pipeline.errors import BtpipeError, UsageError
 from pipeline.rows import OBJECT_TYPES
 from pipeline.sinks.jsontext import dumps
-from pipeline.sinks.parquet import EXTRA_COLUMN, ParquetSink, rows_to_table, schema_for, table_to_rows
+from pipeline.sinks.parquet import (
+    EXTRA_COLUMN,
+    ParquetSink,
+    fast_page_table,
+    page_to_table,
+    parse_page,
+    rows_to_table,
+    schema_for,
+    table_to_rows,
+)
 from pipeline.sinks.storage import open_storage
 from pipeline.sources import iter_rows
 
@@ -122,6 +131,108 @@ def test_sink_to_source_round_trip(tmp_path: Any, pages: list[list[dict[str, Any
     assert sum(f.rows for f in published) == len(expected)
     decoded = read_all(storage, [f.path for f in published])
     assert canonical(decoded) == canonical(expected)
+
+
+# -- pages: the fast path ------------------------------------------------------------------------
+_canonical_created = st.datetimes(
+    min_value=datetime(1970, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
+).map(
+    lambda d: d.isoformat(timespec="microseconds" if d.microsecond % 1000 else "milliseconds").replace(
+        "+00:00", "Z"
+    )
+)
+_ids = st.text(max_size=12)
+_string_list_or_null = st.none() | st.lists(st.text(max_size=8), max_size=3)
+_plain_numbers = st.integers(-(2**40), 2**40) | st.floats(allow_nan=False, allow_infinity=False)
+_number_map_or_null = st.none() | st.dictionaries(st.text(max_size=8), st.none() | _plain_numbers, max_size=4)
+
+#: Rows as the server writes them: known fields, typed fields of their usual types (maps may
+#: still hold integral floats or ints beyond 2**53, which go to ``_extra``).
+typical_rows = st.fixed_dictionaries(
+    {"id": _ids},
+    optional={
+        "_xact_id": st.integers(min_value=0, max_value=2**64 - 1).map(str),
+        "created": _canonical_created,
+        "project_id": st.uuids().map(str),
+        "log_id": st.just("g"),
+        "org_id": _ids,
+        "_pagination_key": _ids,
+        "span_id": _ids,
+        "root_span_id": _ids,
+        "span_parents": _string_list_or_null,
+        "is_root": st.booleans(),
+        "tags": _string_list_or_null,
+        "scores": _number_map_or_null,
+        "metrics": _number_map_or_null,
+        **dict.fromkeys(
+            ("input", "output", "expected", "error", "metadata", "context", "span_attributes", "origin"),
+            json_values,
+        ),
+    },
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(rows=st.lists(typical_rows, min_size=1, max_size=8), compact=st.booleans())
+def test_typical_pages_take_the_fast_path_and_round_trip_exactly(
+    rows: list[dict[str, Any]], compact: bool
+) -> None:
+    if compact:
+        page = page_of(rows)
+    else:  # spaced JSON, as another server might write it: values still come back exactly
+        page = b"".join(
+            json.dumps(row, indent=None, separators=(", ", " : ")).encode() + b"\r\n" for row in rows
+        )
+    table = fast_page_table(page, "project_logs")
+    assert table is not None
+    assert table.schema == schema_for("project_logs")
+    assert canonical(table_to_rows(table)) == canonical(rows)
+    assert canonical(table_to_rows(table)) == canonical(parse_page(page))
+
+
+@settings(max_examples=100, deadline=None)
+@given(rows=st.lists(rows_strategy, min_size=1, max_size=6), object_type=st.sampled_from(OBJECT_TYPES))
+def test_any_page_round_trips_exactly_whichever_path_it_takes(
+    rows: list[dict[str, Any]], object_type: Any
+) -> None:
+    assert canonical(table_to_rows(page_to_table(page_of(rows), object_type))) == canonical(rows)
+
+
+def test_free_form_fields_keep_the_server_text_and_typed_fields_their_types() -> None:
+    page = (
+        b'{"id":"a","created":"2024-05-01T12:30:00.123Z","input":{"n": 123456789012345678901234567890},'
+        b'"metrics":{"start":1.5,"tokens":7},"span_parents":null,"is_root":true}\n'
+    )
+    table = fast_page_table(page, "project_logs")
+    assert table is not None
+    assert table.column("input").to_pylist() == ['{"n": 123456789012345678901234567890}']
+    assert table.column("metrics").to_pylist() == [[("start", 1.5), ("tokens", 7.0)]]
+    assert table.column("created").to_pylist() == [datetime(2024, 5, 1, 12, 30, 0, 123000, tzinfo=UTC)]
+    assert json.loads(table.column(EXTRA_COLUMN)[0].as_py()) == {"span_parents": None}
+    assert table_to_rows(table) == parse_page(page)
+
+
+@pytest.mark.parametrize(
+    ("line", "why"),
+    [
+        (b'{"id":"a","custom":1}', "a field the schema does not know"),
+        (b'{"id":null}', "an explicit null in a scalar typed field"),
+        (b'{"id":5}', "a typed field of another type"),
+        (b'{"id":"a","tags":[1]}', "a list that is not of strings"),
+        (b'{"id":"a","created":"yesterday"}', "a created text Arrow cannot parse"),
+    ],
+)
+def test_pages_the_fast_path_cannot_hold_take_the_general_path(line: bytes, why: str) -> None:
+    page = line + b"\n"
+    assert fast_page_table(page, "project_logs") is None or why.startswith("a created"), why
+    assert table_to_rows(page_to_table(page, "project_logs")) == parse_page(page)
+
+
+def test_invalid_utf8_in_a_free_form_field_is_a_one_line_error() -> None:
+    page = b'{"id":"a","input":"\xff\xfe"}\n'
+    assert fast_page_table(page, "project_logs") is None
+    with pytest.raises(BtpipeError, match="page is not valid JSONL"):
+        page_to_table(page, "project_logs")
 
 
 # -- the typed view ------------------------------------------------------------------------------

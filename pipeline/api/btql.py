@@ -76,7 +76,7 @@ class Page:
 
 
 def count_jsonl_rows(body: bytes) -> int:
-    if not body.strip():
+    if not body or body.isspace():  # isspace stops at the first other byte; strip would copy
         return 0
     return body.count(b"\n") + (0 if body.endswith(b"\n") else 1)
 

@@ -70,31 +70,32 @@ class JsonlSink(PartFileSink):
 
     def write_page(self, page: bytes) -> list[FileInfo]:
         """Append one page (rows end at newlines; a missing final newline is added)."""
-        if not page.strip():
+        if not page or page.isspace():  # isspace stops at the first other byte; strip would copy
             return []
         data = page if page.endswith(b"\n") else page + b"\n"
         published: list[FileInfo] = []
         while data:
             if self._part_rows and self._part_bytes + len(data) > self.max_file_bytes:
                 published += self._publish()
-            chunk, data = _split_lines(data, self._room())
+            chunk, data, rows = _split_lines(data, self._room())
             self._ensure_open()
             assert self._stream is not None
             self._stream.write(chunk)
-            self._part_rows += chunk.count(b"\n")
+            self._part_rows += rows
             self._part_bytes += len(chunk)
             if self._room() == 0 or self._part_bytes >= self.max_file_bytes:
                 published += self._publish()
         return published
 
 
-def _split_lines(data: bytes, rows: int | None) -> tuple[bytes, bytes]:
-    """The first ``rows`` lines of ``data`` and the rest (all of it when ``rows`` is None)."""
+def _split_lines(data: bytes, rows: int | None) -> tuple[bytes, bytes, int]:
+    """The first ``rows`` lines of ``data`` (all of it when ``rows`` is None), the rest, and
+    how many lines the first part holds."""
     if rows is None:
-        return data, b""
+        return data, b"", data.count(b"\n")
     end = -1
-    for _ in range(rows):
+    for taken in range(rows):
         end = data.find(b"\n", end + 1)
         if end == -1:
-            return data, b""
-    return data[: end + 1], data[end + 1 :]
+            return data, b"", taken
+    return data[: end + 1], data[end + 1 :], rows

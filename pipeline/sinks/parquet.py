@@ -45,12 +45,14 @@ while the typed columns still hold the best typed view for analytics. Schema met
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import itertools
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from enum import Enum
 from functools import cache
 from typing import Any, Final
 
+import msgspec
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -223,18 +225,142 @@ def rows_to_table(rows: list[dict[str, Any]], object_type: ObjectType) -> pa.Tab
             columns.append(pa.nulls(len(rows), field.type))
             continue
         values = [row.get(field.name, _ABSENT) for row in rows]
-        kind = _kind(field.name)
-        if kind is Kind.JSON:
+        if _kind(field.name) is Kind.JSON:
             columns.append(pa.array(_json_texts(values), type=field.type))
-        elif kind in _PLAIN:
-            columns.append(pa.array(_encode_plain(field.name, values, _PLAIN[kind], extras), type=field.type))
         else:
-            fast = _FAST_PATHS[kind](field.name, values, field.type, extras)
-            if fast is None:
-                fast = pa.array(_encode_typed(field.name, values, _TYPERS[kind], extras), type=field.type)
-            columns.append(fast)
+            columns.append(_typed_column(field, values, extras))
+    return _table(schema, columns, extras)
+
+
+def _table(schema: pa.Schema, columns: list[pa.Array], extras: list[dict[str, Any] | None]) -> pa.Table:
     columns.append(pa.array([None if e is None else dumps(e) for e in extras], type=pa.string()))
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _typed_column(field: pa.Field, values: list[Any], extras: list[dict[str, Any] | None]) -> pa.Array:
+    """The Arrow column of a typed field (``_ABSENT`` where a row lacks it); values the column
+    cannot reproduce exactly are also recorded in ``extras``."""
+    kind = _kind(field.name)
+    if kind in _PLAIN:
+        return pa.array(_encode_plain(field.name, values, _PLAIN[kind], extras), type=field.type)
+    fast = _FAST_PATHS[kind](field.name, values, field.type, extras)
+    if fast is None:
+        fast = pa.array(_encode_typed(field.name, values, _TYPERS[kind], extras), type=field.type)
+    return fast
+
+
+# -- pages: one decoder call per page, free-form fields kept as the server's JSON text ------------
+#: How the page decoder reads each typed kind: the Python type the value must have, and what
+#: an absent field becomes. Scalars read absent as None, so their column converts in one call;
+#: an explicit null in one of them fails the decode and that page takes the general path.
+_DECODED: Final[dict[Kind, tuple[Any, Any]]] = {
+    Kind.STRING: (str, None),
+    Kind.TIMESTAMP: (str, None),
+    Kind.BOOL: (bool, None),
+    Kind.STRING_LIST: (list[str] | None, _ABSENT),
+    Kind.NUMBER_MAP: (dict[str, int | float | None] | None, _ABSENT),
+}
+
+
+@cache
+def _page_decoder(object_type: ObjectType) -> msgspec.json.Decoder[Any]:
+    """A decoder of one JSONL line into a struct with one attribute per schema column.
+
+    JSON columns decode as ``msgspec.Raw``: the value's bytes, found without building the
+    value. Typed columns decode as ``_DECODED`` says. A field the schema does not know, or a
+    typed field of another type, fails the decode, and the page takes the general path.
+    """
+    fields: list[tuple[str, Any, Any]] = []
+    for name in schema_for(object_type).names:
+        if name == EXTRA_COLUMN:
+            continue
+        kind = _kind(name)
+        if kind is Kind.JSON:
+            fields.append((f"f_{name}", msgspec.Raw, msgspec.Raw()))
+        else:
+            fields.append((f"f_{name}", *_DECODED[kind]))
+    row = msgspec.defstruct(
+        f"{object_type}_page_row",
+        fields,
+        forbid_unknown_fields=True,
+        rename={attr: attr[2:] for attr, _, _ in fields},
+        gc=False,  # thousands per page, and they never form cycles
+    )
+    return msgspec.json.Decoder(row)
+
+
+def _raw_json_column(values: tuple[msgspec.Raw, ...]) -> pa.Array | None:
+    """A string column straight from the values' JSON bytes (an empty ``Raw`` is absent).
+    ``None`` when the bytes are not valid UTF-8 or too long for one string column."""
+    lengths = list(map(len, values))
+    if not any(lengths):
+        return pa.nulls(len(values), pa.string())
+    data = b"".join(values)
+    if len(data) >= 2**31:
+        return None
+    offsets = pa.array(list(itertools.accumulate(lengths, initial=0)), type=pa.int32())
+    validity = None if all(lengths) else pc.not_equal(pa.array(lengths), 0).buffers()[1]
+    column = pa.StringArray.from_buffers(len(values), offsets.buffers()[1], pa.py_buffer(data), validity)
+    try:
+        column.validate(full=True)  # the decoder skips over these bytes without checking them
+    except pa.ArrowInvalid:
+        return None
+    return column
+
+
+def _fast_column(
+    field: pa.Field, values: tuple[Any, ...], extras: list[dict[str, Any] | None]
+) -> pa.Array | None:
+    """One column of a decoded page (see ``_DECODED``); ``None`` sends the page to the general path."""
+    kind = _kind(field.name)
+    if kind is Kind.JSON:
+        return _raw_json_column(values)
+    if kind in _PLAIN:
+        return pa.array(values, type=field.type)
+    if kind is Kind.TIMESTAMP:
+        stamps = _created_column(field.name, values, field.type, extras)
+        return (
+            stamps
+            if stamps is not None
+            else _typed_column(field, [_ABSENT if v is None else v for v in values], extras)
+        )
+    if all(v is _ABSENT for v in values):
+        return pa.nulls(len(values), field.type)
+    return _typed_column(field, list(values), extras)
+
+
+def fast_page_table(page: bytes, object_type: ObjectType) -> pa.Table | None:
+    """The table of one JSONL page without building a Python value for any free-form field;
+    ``None`` when the page needs the general path (an unknown field, a typed field of another
+    type or an explicit null in a scalar one, invalid JSON or UTF-8).
+
+    The page comes from the server, which writes one object per line; like the JSONL sink,
+    this path does not re-check that (two objects on one line are two rows).
+    """
+    try:
+        decoded = _page_decoder(object_type).decode_lines(page)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    schema = schema_for(object_type)
+    if not decoded:
+        return schema.empty_table()
+    extras: list[dict[str, Any] | None] = [None] * len(decoded)
+    columns: list[pa.Array] = []
+    by_column = zip(*map(msgspec.structs.astuple, decoded), strict=True)
+    for field, values in zip(schema.remove(schema.get_field_index(EXTRA_COLUMN)), by_column, strict=True):
+        column = _fast_column(field, values, extras)
+        if column is None:
+            return None
+        columns.append(column)
+    return _table(schema, columns, extras)
+
+
+def page_to_table(page: bytes, object_type: ObjectType) -> pa.Table:
+    """The table of one JSONL page: the fast path when the page allows, else parsed rows."""
+    if not page or page.isspace():
+        return schema_for(object_type).empty_table()
+    table = fast_page_table(page, object_type)
+    return table if table is not None else rows_to_table(parse_page(page), object_type)
 
 
 def _fast_created(
@@ -246,20 +372,33 @@ def _fast_created(
     texts = [None if v is _ABSENT else v for v in values]
     if not all(type(v) is str for v in texts if v is not None):
         return None
+    return _created_column(name, texts, arrow_type, extras)
+
+
+#: What ``format_created`` writes: a year from 0001, milliseconds, or microseconds whose last
+#: three digits are not all zero, and ``Z``.
+_CANONICAL_CREATED: Final = (
+    r"^([1-9]\d{3}|0[1-9]\d\d|00[1-9]\d|000[1-9])-\d\d-\d\dT\d\d:\d\d:\d\d"
+    r"\.\d{3}(\d\d[1-9]|\d[1-9]\d|[1-9]\d\d)?Z$"
+)
+
+
+def _created_column(
+    name: str, texts: Sequence[str | None], arrow_type: pa.DataType, extras: list[Any]
+) -> pa.Array | None:
+    """Timestamps of ``texts`` (None where absent) cast in Arrow; texts the column would not
+    spell back the same way go to ``_extra``. ``None`` when Arrow cannot parse them."""
     strings = pa.array(texts, type=pa.string())
     try:
         stamps = pc.cast(strings, arrow_type)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
-    full = pc.strftime(stamps, format="%Y-%m-%dT%H:%M:%S", locale="C")  # six fractional digits
-    millis = pc.equal(pc.utf8_slice_codeunits(full, 23, 26), "000")
-    spelled = pc.binary_join_element_wise(
-        pc.if_else(millis, pc.utf8_slice_codeunits(full, 0, 23), full), "Z", ""
-    )
-    same = pc.equal(spelled, strings)
+    # A text that parses and has the canonical shape spells back the same way: the parse
+    # already refused impossible dates and times. Testing the shape is a regex, not a format.
+    same = pc.match_substring_regex(strings, _CANONICAL_CREATED)
     if pc.all(same).as_py() is False:
         for i in pc.indices_nonzero(pc.invert(pc.fill_null(same, True))).to_pylist():
-            _keep_exact(name, i, values[i], extras)
+            _keep_exact(name, i, texts[i], extras)
     return stamps
 
 
@@ -503,12 +642,11 @@ class ParquetSink(PartFileSink):
         return min(self.row_group_rows, self.max_file_rows - self._part_rows)
 
     def write_page(self, page: bytes) -> list[FileInfo]:
-        rows = parse_page(page)
-        if not rows:
+        table = page_to_table(page, self.object_type)
+        if not table.num_rows:
             return []
-        table = rows_to_table(rows, self.object_type)
         self._pending.append(table)
-        self._pending_rows += len(rows)
+        self._pending_rows += table.num_rows
         self._pending_bytes += table.nbytes
         published: list[FileInfo] = []
         while self._pending_rows >= self._group_size() or (

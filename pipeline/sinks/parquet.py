@@ -21,10 +21,10 @@ is_root             bool                           the value when it is a boolea
 span_parents, tags  list<string>                   the value when it is a list of strings
 scores, metrics     map<string, double>            each number as a double (null stays null);
                                                    read back as an int when integral
-input, output,      string (JSON text)             the value as compact JSON (orjson, key order
-expected, error,                                   kept); ``null`` text for a JSON null
-metadata, context,
-span_attributes,
+input, output,      string (JSON text)             the value's JSON text as the server sent it
+expected, error,                                   (compact orjson text, key order kept, when the
+metadata, context,                                 page takes the general path); ``null`` text
+span_attributes,                                   for a JSON null
 origin, facets,
 comments,
 audit_data,

@@ -71,6 +71,18 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every process below it (btpipe's Parquet export runs worker processes)."""
+    found = [pid]
+    for current in found:
+        for children in Path(f"/proc/{current}/task").glob("*/children"):  # per thread
+            try:
+                found += [int(child) for child in children.read_text().split()]
+            except OSError:
+                pass
+    return found
+
+
 def measure(name: str, cmd: list[str], env: dict[str, str] | None = None) -> tuple[Measured, dict[str, Any]]:
     """Run ``cmd``; return its wall time, CPU, peak RSS and the JSON summary it printed."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
@@ -78,13 +90,15 @@ def measure(name: str, cmd: list[str], env: dict[str, str] | None = None) -> tup
         proc = subprocess.Popen(
             cmd, stdout=out, stderr=err, env={**os.environ, **(env or {})}, cwd=HERE.parent
         )
-        rss = 0.0
+        peaks: dict[int, float] = {}  # the peak RSS reported is the sum over the process tree
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
-            rss = max(rss, peak_rss_mb(proc.pid))
+            for member in process_tree(proc.pid):
+                peaks[member] = max(peaks.get(member, 0.0), peak_rss_mb(member))
             time.sleep(0.02)
+        rss = sum(peaks.values())
         proc.returncode = os.waitstatus_to_exitcode(status)
         seconds = time.perf_counter() - started
         out.seek(0)

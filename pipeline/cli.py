@@ -80,11 +80,12 @@ def main() -> None:
 @click.option("--min-rows-per-range", default=5_000, show_default=True,
               help="Split an object only when each range gets at least this many rows.")  # fmt: skip
 @click.option("--page-limit", default=1000, show_default=True, help="Rows per /btql page (1..1000).")
-@click.option("--prefetch", default=2, show_default=True, help="Pages buffered per range (bounds memory).")
+@click.option("--prefetch", default=1, show_default=True, help="Pages buffered per range (bounds memory).")
 @click.option("--encoders", default=1, show_default=True,
-              help="Threads encoding pages into files at once (bounds CPU and memory).")  # fmt: skip
+              help="Parquet: worker processes encoding pages (0: a thread of this process). "
+                   "JSONL: threads writing pages at once.")  # fmt: skip
 @click.option("--row-group-rows", default=100_000, show_default=True, help="Most Parquet rows per row group.")
-@click.option("--row-group-mb", default=8, show_default=True,
+@click.option("--row-group-mb", default=4, show_default=True,
               help="Close a Parquet row group at this many MB of data (bounds writer memory).")  # fmt: skip
 @click.option(
     "--file-rows", default=1_000_000, show_default=True, help="Start a new file after this many rows."
@@ -137,7 +138,7 @@ def export(
         min_rows_per_range=max(1, min_rows_per_range),
         page_limit=page_limit,
         prefetch=max(1, prefetch),
-        encoders=max(1, encoders),
+        encoders=max(0, encoders),
         row_group_rows=max(1, row_group_rows),
         row_group_mb=max(1, row_group_mb),
         file_rows=max(1, file_rows),

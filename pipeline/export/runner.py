@@ -15,6 +15,7 @@ import time
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Literal, cast
 
 import anyio
@@ -34,6 +35,7 @@ from pipeline.sinks.base import FileInfo, Sink
 from pipeline.sinks.jsonl import JsonlSink
 from pipeline.sinks.manifest import Manifest, ObjectManifest, write_manifest
 from pipeline.sinks.storage import Storage, open_storage
+from pipeline.sinks.workers import WorkerPool, parquet_sink
 from pipeline.state import StateStore
 
 JsonlCompression = Literal["gzip", "zstd"] | None
@@ -58,12 +60,12 @@ class ExportOptions:
     ranges_per_object: int = 8
     min_rows_per_range: int = 5_000
     page_limit: int = 1000
-    prefetch: int = 2
+    prefetch: int = 1
     encoders: int = 1
     file_rows: int = 1_000_000
     file_bytes: int = 256 * 2**20
     row_group_rows: int = 100_000
-    row_group_mb: int = 8
+    row_group_mb: int = 4
 
     def run_key(self) -> dict[str, Any]:
         """What must match for an unfinished run to be resumed by this invocation."""
@@ -126,10 +128,13 @@ class ExportJob:
         self.progress = progress
         self.user_filter: Expr | None = parse_filter(options.filter)
         self._state_lock = anyio.Lock()
-        # Encoding is CPU-bound and mostly holds the GIL: more threads than cores only add
-        # memory (a page being decoded per thread, a malloc arena per thread). Publishing a
-        # file (mostly fsync) is not limited by it, so ranges finishing together overlap.
-        self._encoders = anyio.CapacityLimiter(options.encoders)
+        # Parquet encoding is CPU work in Python: it runs in ``encoders`` worker processes
+        # (each kept busy with a second page in flight), so the event loop keeps the GIL for
+        # fetching. JSONL only copies bytes, in as many threads. Publishing a file (mostly
+        # fsync) is not limited by this, so ranges finishing together overlap.
+        self._workers: WorkerPool | None = None
+        in_processes = options.format == "parquet" and options.encoders > 0
+        self._encoders = anyio.CapacityLimiter(max(1, options.encoders * (2 if in_processes else 1)))
         self.storage: Storage
         self.store: StateStore
         self.state: ExportState
@@ -137,6 +142,11 @@ class ExportJob:
     async def run(self) -> ExportSummary:
         started = time.monotonic()
         self.storage = await anyio.to_thread.run_sync(open_storage, self.options.out)
+        if self.options.format == "parquet" and self.options.encoders > 0:
+            # started now, so the workers import pyarrow while the export plans
+            self._workers = await anyio.to_thread.run_sync(
+                WorkerPool, self.options.encoders, self.storage.url
+            )
         project = await resolve_project(self.client, self.options.project)
         self.store = StateStore(self.storage, layout.state_path(project["id"]))
         loaded = await anyio.to_thread.run_sync(self.store.load)
@@ -147,7 +157,11 @@ class ExportJob:
             await self._save()
         run = self.state.run
         await anyio.to_thread.run_sync(self.storage.cleanup_temp, "")
-        await self._run_ranges(run)
+        try:
+            await self._run_ranges(run)
+        finally:
+            if self._workers is not None:
+                await anyio.to_thread.run_sync(self._workers.close)
         manifest = await self._finish(run)
         stats = self.client.statistics()
         return ExportSummary(
@@ -314,12 +328,10 @@ class ExportJob:
                 compression=cast(JsonlCompression, self.options.compression),
                 max_file_bytes=_NEVER,
             )
-        from pipeline.sinks.parquet import ParquetSink  # pyarrow loads only when Parquet is written
-
-        return ParquetSink(
-            self.storage,
-            directory,
-            cast(ObjectType, obj.object_type),
+        factory = partial(
+            parquet_sink,
+            directory=directory,
+            object_type=cast(ObjectType, obj.object_type),
             prefix=prefix,
             first_part=rng.next_part,
             compression=self.options.compression or "zstd",
@@ -328,6 +340,7 @@ class ExportJob:
             max_file_rows=_NEVER,
             max_file_bytes=_NEVER,
         )
+        return factory(self.storage) if self._workers is None else self._workers.open(factory)
 
     async def _write(
         self,
@@ -339,7 +352,7 @@ class ExportJob:
     ) -> None:
         """Drain pages into the sink; each published file moves the checkpoint forward."""
         opts = self.options
-        sink = self._open_sink(run, obj, rng)
+        sink = await anyio.to_thread.run_sync(self._open_sink, run, obj, rng)
         cursor = rng.cursor
         pending_rows = pending_bytes = 0
         with ExitStack() as stack:

@@ -144,7 +144,7 @@ class ExportJobConfig:
     workers: int = 8  # the defaults of `btpipe export`
     ranges_per_object: int = 8
     page_limit: int = 1000
-    prefetch: int = 2
+    prefetch: int = 1
     file_rows: int = 1_000_000
     file_mb: int = 256
     kind: str = "export"

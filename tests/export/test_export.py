@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from pipeline.emulator.sample import generate_traces
+from pipeline.sinks.storage import is_temp_name
 from tests.helpers import (
     all_rows,
     btpipe,
@@ -190,15 +191,41 @@ def read_export_files_single(path: Path, object_type: str) -> list[dict[str, Any
     return table_to_rows(pq.read_table(path), object_type)  # type: ignore[arg-type]
 
 
-def test_killed_export_resumes_to_exact_rows(emulator: Any, tmp_path: Path):
+def _process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (a child belongs to the thread that started it)."""
+    found = [pid]
+    for current in found:
+        for children in Path(f"/proc/{current}/task").glob("*/children"):
+            try:
+                found += [int(c) for c in children.read_text().split()]
+            except OSError:
+                pass
+    return found
+
+
+def _gone(pids: list[int], within: float = 10.0) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if not any(Path(f"/proc/{pid}").exists() for pid in pids):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize(
+    ("fmt", "stop"), [("jsonl", signal.SIGKILL), ("parquet", signal.SIGKILL), ("parquet", signal.SIGINT)]
+)
+def test_stopped_export_resumes_to_exact_rows(emulator: Any, tmp_path: Path, fmt: str, stop: signal.Signals):
+    """kill -9 (or Ctrl-C) once a file is published; a Parquet export's worker processes go
+    with it, and the re-run finishes with every row exactly once."""
     proj = post(emulator.url, emulator.key, "/v1/project", {"name": unique("resume")})
     insert(emulator.url, emulator.key, "project_logs", proj["id"],
            [{"id": f"k{i:05d}", "input": {"text": "x" * 200, "i": i}} for i in range(6000)])  # fmt: skip
     out = tmp_path / "out"
     env = {**os.environ, "BRAINTRUST_API_URL": emulator.url, "BRAINTRUST_API_KEY": emulator.key}
     cmd = [sys.executable, "-m", "pipeline", "export", "--project", proj["name"], "--objects", "logs",
-           "--out", str(out), "--format", "jsonl", "--page-limit", "100", "--file-rows", "500", "--quiet"]  # fmt: skip
-    proc = subprocess.Popen(cmd, env=env)
+           "--out", str(out), "--format", fmt, "--page-limit", "100", "--file-rows", "500", "--quiet"]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE)
     state = out / "_state" / f"export-{proj['id']}.json"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -207,8 +234,16 @@ def test_killed_export_resumes_to_exact_rows(emulator: Any, tmp_path: Path):
         ):
             break
         time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    tree = _process_tree(proc.pid)
+    assert len(tree) > 1 or fmt == "jsonl", "a Parquet export encodes in a worker process"
+    proc.send_signal(stop)
+    _, stderr = proc.communicate(timeout=60)
+    if stop == signal.SIGINT:
+        assert proc.returncode == 5, stderr
+        assert stderr.decode().strip().splitlines() == [
+            "btpipe: interrupted; state saved, re-run the same command to resume"
+        ]
+    assert _gone(tree), "worker processes outlived the export"
     partial = read_export_files(out, "project_logs", proj["id"])
     assert 0 < len(partial) < 6000
     resumed = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -216,6 +251,7 @@ def test_killed_export_resumes_to_exact_rows(emulator: Any, tmp_path: Path):
     assert by_id(read_export_files(out, "project_logs", proj["id"])) == all_rows(
         emulator.url, emulator.key, "project_logs", proj["id"]
     )
+    assert not [p for p in visible_files(out) if is_temp_name(p)]
 
 
 @pytest.mark.parametrize(

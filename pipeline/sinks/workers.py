@@ -1,0 +1,222 @@
+"""Sinks hosted in worker processes, so encoding Parquet does not compete for the GIL.
+
+Decoding a page and building its Arrow columns is CPU work in Python; in the export's own
+process it would take turns with the event loop that fetches the next pages. A
+``WorkerPool`` starts a few processes (``spawn``, so no lock held by another thread is
+inherited) that each host the sinks assigned to them. Every call of a ``RemoteSink`` goes to
+the one process that holds its sink, so one range's pages are written in order. Pages travel
+through shared-memory slots (one copy in, one out; a pipe costs several and wakes both
+processes for every 64 KiB), and only ``FileInfo`` records come back.
+
+Workers ignore Ctrl-C (the main process decides how to stop and aborts the sinks it opened)
+and exit on their own when the main process dies, leaving only temporary files, which the
+next run removes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+from multiprocessing.shared_memory import SharedMemory
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from pipeline.errors import BtpipeError
+from pipeline.sinks.base import FileInfo, Sink
+from pipeline.sinks.storage import Storage, open_storage
+
+#: Builds a sink in the worker from the worker's storage; must pickle (a module-level function,
+#: or ``functools.partial`` of one).
+SinkFactory = Callable[[Storage], Sink]
+T = TypeVar("T")
+_MIN_SLOT_BYTES = 8 * 2**20
+
+
+def parquet_sink(storage: Storage, **options: Any) -> Sink:
+    """A ``ParquetSink``; as a factory it pickles without importing pyarrow in the main process."""
+    from pipeline.sinks.parquet import ParquetSink
+
+    return ParquetSink(storage, **options)
+
+
+# -- the worker side -------------------------------------------------------------------------
+_storage: Storage | None = None
+_sinks: dict[int, Sink] = {}
+_slots: dict[int, SharedMemory] = {}  # slot number -> this worker's mapping of it
+
+
+def _start_worker(storage_url: str, parent: int) -> None:
+    global _storage
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from pipeline.memory import keep_memory_flat
+
+    keep_memory_flat()
+    _storage = open_storage(storage_url)
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
+
+
+def _ready(module: str) -> None:
+    """Import ``module`` now, while the main process is still planning."""
+    __import__(module)
+
+
+def _open(sink_id: int, factory: SinkFactory) -> None:
+    assert _storage is not None
+    _sinks[sink_id] = factory(_storage)
+
+
+def _write_page(sink_id: int, slot: int, name: str, size: int) -> list[FileInfo]:
+    mapped = _slots.get(slot)
+    if mapped is None or mapped.name != name:  # new, or grown (a new block under a new name)
+        if mapped is not None:
+            mapped.close()
+        mapped = _slots[slot] = SharedMemory(name=name)
+    assert mapped.buf is not None
+    return _sinks[sink_id].write_page(bytes(mapped.buf[:size]))
+
+
+def _flush(sink_id: int) -> list[FileInfo]:
+    return _sinks[sink_id].flush()
+
+
+def _close(sink_id: int) -> list[FileInfo]:
+    return _sinks.pop(sink_id).close()
+
+
+def _abort(sink_id: int) -> None:
+    sink = _sinks.pop(sink_id, None)
+    if sink is not None:
+        sink.abort()
+
+
+# -- the main side -----------------------------------------------------------------------------
+class WorkerPool:
+    """``processes`` worker processes for sinks over one storage root."""
+
+    def __init__(self, processes: int, storage_url: str, *, preload: str = "pipeline.sinks.parquet") -> None:
+        if processes < 1:
+            raise ValueError("a worker pool needs at least one process")
+        context = multiprocessing.get_context("spawn")
+        self._executors = [
+            ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=context,
+                initializer=_start_worker,
+                initargs=(storage_url, os.getpid()),
+            )
+            for _ in range(processes)
+        ]
+        self._ids = itertools.count()
+        self._free: list[tuple[int, SharedMemory]] = []
+        self._all: dict[int, SharedMemory] = {}
+        self._slot_lock = threading.Lock()
+        for executor in self._executors:  # start the processes and their imports right away
+            executor.submit(_ready, preload)
+
+    @contextmanager
+    def slot(self, size: int) -> Iterator[tuple[int, SharedMemory]]:
+        """A shared-memory block of at least ``size`` bytes, for one call at a time."""
+        with self._slot_lock:
+            number, block = self._free.pop() if self._free else (len(self._all), None)
+        if block is None or block.size < size:
+            if block is not None:
+                block.close()
+                block.unlink()
+            block = SharedMemory(create=True, size=max(_MIN_SLOT_BYTES, size + size // 4))
+            self._all[number] = block
+        try:
+            yield number, block
+        finally:
+            with self._slot_lock:
+                self._free.append((number, block))
+
+    def open(self, factory: SinkFactory) -> RemoteSink:
+        """A sink built by ``factory`` in the next worker (round robin). Blocks."""
+        sink_id = next(self._ids)
+        executor = self._executors[sink_id % len(self._executors)]
+        sink = RemoteSink(self, executor, sink_id)
+        sink.call(_open, factory)
+        return sink
+
+    def close(self) -> None:
+        for executor in self._executors:
+            executor.shutdown(wait=True, cancel_futures=True)
+        for block in self._all.values():
+            block.close()
+            block.unlink()
+        self._all.clear()
+        self._free.clear()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class RemoteSink:
+    """A ``Sink`` whose calls run in a worker process; every method blocks until it has."""
+
+    def __init__(self, pool: WorkerPool, executor: ProcessPoolExecutor, sink_id: int) -> None:
+        self._pool = pool
+        self._executor = executor
+        self._id = sink_id
+        self._closed = False
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return self._executor.submit(fn, self._id, *args).result()
+        except BrokenProcessPool as exc:
+            raise BtpipeError("a worker process encoding the export stopped unexpectedly") from exc
+
+    def write_page(self, page: bytes) -> list[FileInfo]:
+        with self._pool.slot(len(page)) as (number, block):
+            assert block.buf is not None
+            block.buf[: len(page)] = page
+            return self.call(_write_page, number, block.name, len(page))
+
+    def flush(self) -> list[FileInfo]:
+        return self.call(_flush)
+
+    def close(self) -> list[FileInfo]:
+        if self._closed:
+            return []
+        self._closed = True
+        return self.call(_close)
+
+    def abort(self) -> None:
+        """Discard the unpublished part in the worker; a worker already gone has nothing to discard."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.call(_abort)
+        except (BtpipeError, RuntimeError):  # RuntimeError: the pool was already shut down
+            pass
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()

@@ -107,6 +107,16 @@ def test_flush_publishes_and_next_page_starts_a_new_part(tmp_path: Any) -> None:
     assert storage.list_files() == ["d/part-00000.jsonl", "d/part-00001.jsonl"]
 
 
+@pytest.mark.parametrize("max_file_rows", [None, 2])
+def test_a_row_count_the_caller_knows_is_used_without_recounting(tmp_path: Any, max_file_rows: Any) -> None:
+    storage = open_storage(str(tmp_path))
+    page = b'{"id":"a"}\n{"id":"b"}\n{"id":"c"}'
+    with JsonlSink(storage, "d", max_file_rows=max_file_rows) as sink:
+        published = sink.write_page(page, rows=3) + sink.close()
+    assert [f.rows for f in published] == ([3] if max_file_rows is None else [2, 1])
+    assert b"".join(storage.read_bytes(f.path) for f in published) == page + b"\n"
+
+
 @pytest.mark.parametrize("compression", COMPRESSIONS)
 def test_abort_discards_only_the_open_part(tmp_path: Any, compression: Any) -> None:
     storage = open_storage(str(tmp_path))

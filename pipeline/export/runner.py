@@ -359,7 +359,9 @@ class ExportJob:
             stack.enter_context(sink)  # aborts the unpublished file if anything below fails
             async with receive:
                 async for page in receive:
-                    await anyio.to_thread.run_sync(sink.write_page, page.raw, limiter=self._encoders)
+                    await anyio.to_thread.run_sync(
+                        sink.write_page, page.raw, page.rows, limiter=self._encoders
+                    )
                     cursor = page.cursor
                     pending_rows += page.rows
                     pending_bytes += len(page.raw)

@@ -68,8 +68,9 @@ class JsonlSink(PartFileSink):
     def _room(self) -> int | None:
         return None if self.max_file_rows is None else self.max_file_rows - self._part_rows
 
-    def write_page(self, page: bytes) -> list[FileInfo]:
-        """Append one page (rows end at newlines; a missing final newline is added)."""
+    def write_page(self, page: bytes, rows: int | None = None) -> list[FileInfo]:
+        """Append one page (rows end at newlines; a missing final newline is added). ``rows``
+        is the page's line count when the caller has counted them already."""
         if not page or page.isspace():  # isspace stops at the first other byte; strip would copy
             return []
         data = page if page.endswith(b"\n") else page + b"\n"
@@ -77,11 +78,15 @@ class JsonlSink(PartFileSink):
         while data:
             if self._part_rows and self._part_bytes + len(data) > self.max_file_bytes:
                 published += self._publish()
-            chunk, data, rows = _split_lines(data, self._room())
+            room = self._room()
+            if room is None and rows is not None:
+                chunk, data, taken = data, b"", rows
+            else:
+                chunk, data, taken = _split_lines(data, room)
             self._ensure_open()
             assert self._stream is not None
             self._stream.write(chunk)
-            self._part_rows += rows
+            self._part_rows += taken
             self._part_bytes += len(chunk)
             if self._room() == 0 or self._part_bytes >= self.max_file_bytes:
                 published += self._publish()

@@ -233,7 +233,7 @@ def rows_to_table(rows: list[dict[str, Any]], object_type: ObjectType) -> pa.Tab
 
 
 def _table(schema: pa.Schema, columns: list[pa.Array], extras: list[dict[str, Any] | None]) -> pa.Table:
-    columns.append(pa.array([None if e is None else dumps(e) for e in extras], type=pa.string()))
+    columns.append(pa.array(_json_texts([_ABSENT if e is None else e for e in extras]), type=pa.string()))
     return pa.Table.from_arrays(columns, schema=schema)
 
 
@@ -301,10 +301,11 @@ def _raw_json_column(values: tuple[msgspec.Raw, ...]) -> pa.Array | None:
     offsets = pa.array(list(itertools.accumulate(lengths, initial=0)), type=pa.int32())
     validity = None if all(lengths) else pc.not_equal(pa.array(lengths), 0).buffers()[1]
     column = pa.StringArray.from_buffers(len(values), offsets.buffers()[1], pa.py_buffer(data), validity)
-    try:
-        column.validate(full=True)  # the decoder skips over these bytes without checking them
-    except pa.ArrowInvalid:
-        return None
+    if not data.isascii():  # the decoder skipped over these bytes without checking them
+        try:
+            column.validate(full=True)
+        except pa.ArrowInvalid:
+            return None
     return column
 
 
@@ -641,7 +642,7 @@ class ParquetSink(PartFileSink):
     def _group_size(self) -> int:
         return min(self.row_group_rows, self.max_file_rows - self._part_rows)
 
-    def write_page(self, page: bytes) -> list[FileInfo]:
+    def write_page(self, page: bytes, rows: int | None = None) -> list[FileInfo]:
         table = page_to_table(page, self.object_type)
         if not table.num_rows:
             return []

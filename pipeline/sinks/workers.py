@@ -185,7 +185,7 @@ class RemoteSink:
         except BrokenProcessPool as exc:
             raise BtpipeError("a worker process encoding the export stopped unexpectedly") from exc
 
-    def write_page(self, page: bytes) -> list[FileInfo]:
+    def write_page(self, page: bytes, rows: int | None = None) -> list[FileInfo]:
         with self._pool.slot(len(page)) as (number, block):
             assert block.buf is not None
             block.buf[: len(page)] = page

@@ -37,7 +37,7 @@ from pipeline.sinks.storage import Storage, open_storage
 #: or ``functools.partial`` of one).
 SinkFactory = Callable[[Storage], Sink]
 T = TypeVar("T")
-_MIN_SLOT_BYTES = 8 * 2**20
+_MIN_SLOT_BYTES = 4 * 2**20
 
 
 def parquet_sink(storage: Storage, **options: Any) -> Sink:

@@ -48,9 +48,18 @@ def by_id(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return mapped
 
 
-@pytest.mark.parametrize(("fmt", "compression"), [("jsonl", "none"), ("jsonl", "zstd"), ("parquet", None)])
+@pytest.mark.parametrize(
+    ("fmt", "options"),
+    [
+        ("jsonl", ["--compression", "none"]),
+        ("jsonl", ["--compression", "zstd"]),
+        ("parquet", []),  # encoded in a worker process
+        ("parquet", ["--encoders", "0"]),  # encoded in a thread of the exporting process
+        ("parquet", ["--encoders", "2"]),
+    ],
+)
 def test_export_equals_server_rows(
-    emulator: Any, project: dict[str, Any], tmp_path: Path, fmt: str, compression
+    emulator: Any, project: dict[str, Any], tmp_path: Path, fmt: str, options: list[str]
 ):
     args = [
         "export",
@@ -61,9 +70,8 @@ def test_export_equals_server_rows(
         "--format",
         fmt,
         "--json",
+        *options,
     ]
-    if compression:
-        args += ["--compression", compression]
     result = btpipe(emulator, *args)
     assert result.exit_code == 0, result.output
     summary = orjson.loads(result.stdout)
@@ -252,6 +260,42 @@ def test_stopped_export_resumes_to_exact_rows(emulator: Any, tmp_path: Path, fmt
         emulator.url, emulator.key, "project_logs", proj["id"]
     )
     assert not [p for p in visible_files(out) if is_temp_name(p)]
+
+
+def test_a_worker_process_that_dies_stops_the_export_with_one_line(emulator: Any, tmp_path: Path):
+    proj = post(emulator.url, emulator.key, "/v1/project", {"name": unique("worker")})
+    insert(emulator.url, emulator.key, "project_logs", proj["id"],
+           [{"id": f"w{i:05d}", "input": {"text": "y" * 200, "i": i}} for i in range(6000)])  # fmt: skip
+    out = tmp_path / "out"
+    env = {**os.environ, "BRAINTRUST_API_URL": emulator.url, "BRAINTRUST_API_KEY": emulator.key}
+    cmd = [sys.executable, "-m", "pipeline", "export", "--project", proj["name"], "--objects", "logs",
+           "--out", str(out), "--format", "parquet", "--page-limit", "10", "--file-rows", "200",
+           "--quiet"]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE)
+    state = out / "_state" / f"export-{proj['id']}.json"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if state.exists() and any(
+            r["files"] for o in orjson.loads(state.read_bytes())["run"]["objects"] for r in o["ranges"]
+        ):
+            break
+        time.sleep(0.01)
+    workers = [
+        pid for pid in _process_tree(proc.pid)[1:]
+        if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]  # fmt: skip
+    assert len(workers) == 1
+    os.kill(workers[0], signal.SIGKILL)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 1, stderr
+    assert stderr.decode().strip().splitlines() == [
+        "btpipe: error: a worker process encoding the export stopped unexpectedly"
+    ]
+    resumed = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert by_id(read_export_files(out, "project_logs", proj["id"])) == all_rows(
+        emulator.url, emulator.key, "project_logs", proj["id"]
+    )
 
 
 @pytest.mark.parametrize(

@@ -81,11 +81,33 @@ class CountingWriter:
         return self._hash.hexdigest()
 
 
+class ClosingSink:
+    """``with sink:`` publishes what is pending when the block succeeds and discards the
+    unpublished part when it fails."""
+
+    def close(self) -> list[FileInfo]:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
 class _Aborted(Exception):
     """Thrown into an open atomic write to discard it."""
 
 
-class PartFileSink:
+class PartFileSink(ClosingSink):
     """Opens, rotates, publishes and aborts numbered part files; subclasses encode into them.
 
     Subclasses implement ``_start(out)`` (begin encoding into a fresh part), ``_finish()``
@@ -178,14 +200,3 @@ class PartFileSink:
         """Discard the unpublished part; files already published stay."""
         self._discard()
         self._closed = True
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()

@@ -30,7 +30,7 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from pipeline.errors import BtpipeError
-from pipeline.sinks.base import FileInfo, Sink
+from pipeline.sinks.base import ClosingSink, FileInfo, Sink
 from pipeline.sinks.storage import Storage, open_storage
 
 #: Builds a sink in the worker from the worker's storage; must pickle (a module-level function,
@@ -170,7 +170,7 @@ class WorkerPool:
         self.close()
 
 
-class RemoteSink:
+class RemoteSink(ClosingSink):
     """A ``Sink`` whose calls run in a worker process; every method blocks until it has."""
 
     def __init__(self, pool: WorkerPool, executor: ProcessPoolExecutor, sink_id: int) -> None:
@@ -209,14 +209,3 @@ class RemoteSink:
             self.call(_abort)
         except (BtpipeError, RuntimeError):  # RuntimeError: the pool was already shut down
             pass
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -199,6 +200,17 @@ def read_export_files_single(path: Path, object_type: str) -> list[dict[str, Any
     return table_to_rows(pq.read_table(path), object_type)  # type: ignore[arg-type]
 
 
+def _wait_for_a_published_file(state: Path) -> None:
+    """Until the export's state file records a published file (at most a minute)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if state.exists() and any(
+            r["files"] for o in orjson.loads(state.read_bytes())["run"]["objects"] for r in o["ranges"]
+        ):
+            return
+        time.sleep(0.01)
+
+
 def _process_tree(pid: int) -> list[int]:
     """``pid`` and its descendants (a child belongs to the thread that started it)."""
     found = [pid]
@@ -220,28 +232,50 @@ def _gone(pids: list[int], within: float = 10.0) -> bool:
     return False
 
 
+@dataclass
+class StoppableExport:
+    """A 6,000-row project and the export command a test stops part way and runs again."""
+
+    project: dict[str, Any]
+    out: Path
+    env: dict[str, str]
+    cmd: list[str]
+
+    @classmethod
+    def start(
+        cls, emulator: Any, tmp_path: Path, *flags: str
+    ) -> tuple[StoppableExport, subprocess.Popen[bytes]]:
+        project = post(emulator.url, emulator.key, "/v1/project", {"name": unique("stopped")})
+        insert(emulator.url, emulator.key, "project_logs", project["id"],
+               [{"id": f"k{i:05d}", "input": {"text": "x" * 200, "i": i}} for i in range(6000)])  # fmt: skip
+        out = tmp_path / "out"
+        env = {**os.environ, "BRAINTRUST_API_URL": emulator.url, "BRAINTRUST_API_KEY": emulator.key}
+        cmd = [sys.executable, "-m", "pipeline", "export", "--project", project["name"], "--objects", "logs",
+               "--out", str(out), "--quiet", *flags]  # fmt: skip
+        export = cls(project, out, env, cmd)
+        proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE)
+        _wait_for_a_published_file(out / "_state" / f"export-{project['id']}.json")
+        return export, proc
+
+    def rows(self) -> list[dict[str, Any]]:
+        return read_export_files(self.out, "project_logs", self.project["id"])
+
+    def resume_gives_every_row_once(self, emulator: Any) -> None:
+        resumed = subprocess.run(self.cmd, env=self.env, capture_output=True, text=True)
+        assert resumed.returncode == 0, resumed.stderr
+        assert by_id(self.rows()) == all_rows(emulator.url, emulator.key, "project_logs", self.project["id"])
+        assert not [p for p in visible_files(self.out) if is_temp_name(p)]
+
+
 @pytest.mark.parametrize(
     ("fmt", "stop"), [("jsonl", signal.SIGKILL), ("parquet", signal.SIGKILL), ("parquet", signal.SIGINT)]
 )
 def test_stopped_export_resumes_to_exact_rows(emulator: Any, tmp_path: Path, fmt: str, stop: signal.Signals):
     """kill -9 (or Ctrl-C) once a file is published; a Parquet export's worker processes go
     with it, and the re-run finishes with every row exactly once."""
-    proj = post(emulator.url, emulator.key, "/v1/project", {"name": unique("resume")})
-    insert(emulator.url, emulator.key, "project_logs", proj["id"],
-           [{"id": f"k{i:05d}", "input": {"text": "x" * 200, "i": i}} for i in range(6000)])  # fmt: skip
-    out = tmp_path / "out"
-    env = {**os.environ, "BRAINTRUST_API_URL": emulator.url, "BRAINTRUST_API_KEY": emulator.key}
-    cmd = [sys.executable, "-m", "pipeline", "export", "--project", proj["name"], "--objects", "logs",
-           "--out", str(out), "--format", fmt, "--page-limit", "100", "--file-rows", "500", "--quiet"]  # fmt: skip
-    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE)
-    state = out / "_state" / f"export-{proj['id']}.json"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if state.exists() and any(
-            r["files"] for o in orjson.loads(state.read_bytes())["run"]["objects"] for r in o["ranges"]
-        ):
-            break
-        time.sleep(0.01)
+    export, proc = StoppableExport.start(
+        emulator, tmp_path, "--format", fmt, "--page-limit", "100", "--file-rows", "500"
+    )
     tree = _process_tree(proc.pid)
     assert len(tree) > 1 or fmt == "jsonl", "a Parquet export encodes in a worker process"
     proc.send_signal(stop)
@@ -252,34 +286,14 @@ def test_stopped_export_resumes_to_exact_rows(emulator: Any, tmp_path: Path, fmt
             "btpipe: interrupted; state saved, re-run the same command to resume"
         ]
     assert _gone(tree), "worker processes outlived the export"
-    partial = read_export_files(out, "project_logs", proj["id"])
-    assert 0 < len(partial) < 6000
-    resumed = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr
-    assert by_id(read_export_files(out, "project_logs", proj["id"])) == all_rows(
-        emulator.url, emulator.key, "project_logs", proj["id"]
-    )
-    assert not [p for p in visible_files(out) if is_temp_name(p)]
+    assert 0 < len(export.rows()) < 6000
+    export.resume_gives_every_row_once(emulator)
 
 
 def test_a_worker_process_that_dies_stops_the_export_with_one_line(emulator: Any, tmp_path: Path):
-    proj = post(emulator.url, emulator.key, "/v1/project", {"name": unique("worker")})
-    insert(emulator.url, emulator.key, "project_logs", proj["id"],
-           [{"id": f"w{i:05d}", "input": {"text": "y" * 200, "i": i}} for i in range(6000)])  # fmt: skip
-    out = tmp_path / "out"
-    env = {**os.environ, "BRAINTRUST_API_URL": emulator.url, "BRAINTRUST_API_KEY": emulator.key}
-    cmd = [sys.executable, "-m", "pipeline", "export", "--project", proj["name"], "--objects", "logs",
-           "--out", str(out), "--format", "parquet", "--page-limit", "10", "--file-rows", "200",
-           "--quiet"]  # fmt: skip
-    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE)
-    state = out / "_state" / f"export-{proj['id']}.json"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if state.exists() and any(
-            r["files"] for o in orjson.loads(state.read_bytes())["run"]["objects"] for r in o["ranges"]
-        ):
-            break
-        time.sleep(0.01)
+    export, proc = StoppableExport.start(
+        emulator, tmp_path, "--format", "parquet", "--page-limit", "10", "--file-rows", "200"
+    )
     workers = [
         pid for pid in _process_tree(proc.pid)[1:]
         if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -291,11 +305,7 @@ def test_a_worker_process_that_dies_stops_the_export_with_one_line(emulator: Any
     assert stderr.decode().strip().splitlines() == [
         "btpipe: error: a worker process encoding the export stopped unexpectedly"
     ]
-    resumed = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr
-    assert by_id(read_export_files(out, "project_logs", proj["id"])) == all_rows(
-        emulator.url, emulator.key, "project_logs", proj["id"]
-    )
+    export.resume_gives_every_row_once(emulator)
 
 
 @pytest.mark.parametrize(

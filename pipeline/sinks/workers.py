@@ -121,6 +121,7 @@ class WorkerPool:
             for _ in range(processes)
         ]
         self._ids = itertools.count()
+        self._slot_numbers = itertools.count()
         self._free: list[tuple[int, SharedMemory]] = []
         self._all: dict[int, SharedMemory] = {}
         self._slot_lock = threading.Lock()
@@ -131,13 +132,14 @@ class WorkerPool:
     def slot(self, size: int) -> Iterator[tuple[int, SharedMemory]]:
         """A shared-memory block of at least ``size`` bytes, for one call at a time."""
         with self._slot_lock:
-            number, block = self._free.pop() if self._free else (len(self._all), None)
-        if block is None or block.size < size:
+            number, block = self._free.pop() if self._free else (next(self._slot_numbers), None)
+        if block is None or block.size < size:  # a new slot, or one too small for this page
             if block is not None:
                 block.close()
                 block.unlink()
             block = SharedMemory(create=True, size=max(_MIN_SLOT_BYTES, size + size // 4))
-            self._all[number] = block
+            with self._slot_lock:
+                self._all[number] = block
         try:
             yield number, block
         finally:

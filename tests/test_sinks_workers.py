@@ -1,0 +1,98 @@
+"""Sinks hosted in worker processes: pages in order per sink, exact rows, errors, no leftovers."""
+
+from __future__ import annotations
+
+import os
+import threading
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.errors import BtpipeError
+from pipeline.sinks.storage import is_temp_name, open_storage
+from pipeline.sinks.workers import WorkerPool, parquet_sink
+from tests.test_sinks_parquet import canonical, page_of, read_all
+
+
+def _shared_blocks() -> set[str]:
+    shm = Path("/dev/shm")
+    return {p.name for p in shm.iterdir()} if shm.is_dir() else set()
+
+
+def _rows(sink: int, count: int, width: int) -> list[dict[str, Any]]:
+    return [{"id": f"s{sink}-{i:05d}", "input": {"text": "é" * width, "i": i}} for i in range(count)]
+
+
+def test_concurrent_sinks_in_two_workers_write_every_row_in_order(tmp_path: Path) -> None:
+    before = _shared_blocks()
+    storage = open_storage(str(tmp_path))
+    # sink 3 gets pages of about 6 MB, beyond the first shared-memory slots, so slots grow
+    pages = {
+        sink: [_rows(sink, 40, 20 if sink < 3 else 75_000)[i : i + 10] for i in range(0, 40, 10)]
+        for sink in range(4)
+    }
+    published: dict[int, list[Any]] = {}
+    with WorkerPool(2, storage.url) as pool:
+        sinks = {
+            sink: pool.open(
+                partial(parquet_sink, directory=f"s{sink}", object_type="dataset", row_group_rows=15)
+            )
+            for sink in range(4)
+        }
+
+        def write(sink: int) -> None:
+            with sinks[sink] as remote:
+                files = [info for page in pages[sink] for info in remote.write_page(page_of(page))]
+                published[sink] = files + remote.close()
+
+        threads = [threading.Thread(target=write, args=(sink,)) for sink in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    for sink in range(4):
+        expected = [row for page in pages[sink] for row in page]
+        assert canonical(read_all(storage, [f.path for f in published[sink]])) == canonical(expected)
+    assert not [p for p in storage.list_files() if is_temp_name(p)]
+    assert _shared_blocks() == before
+
+
+def test_errors_in_a_worker_reach_the_caller_and_an_aborted_sink_publishes_nothing(tmp_path: Path) -> None:
+    storage = open_storage(str(tmp_path))
+    with WorkerPool(1, storage.url) as pool:
+        sink = pool.open(partial(parquet_sink, directory="d", object_type="dataset", row_group_rows=2))
+        with pytest.raises(BtpipeError, match="page is not valid JSONL"), sink:
+            sink.write_page(page_of(_rows(0, 3, 5)))
+            sink.write_page(b'{"id":"a"}\n[1]\n')
+        assert sink.close() == []
+    assert storage.list_files() == []
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []  # nor a temporary file
+
+
+def test_workers_leave_with_the_pool(tmp_path: Path) -> None:
+    before = set(_children())
+    pool = WorkerPool(2, open_storage(str(tmp_path)).url)
+    workers = set(_children()) - before
+    assert len(workers) == 2
+    pool.close()
+    assert not workers & set(_children())
+
+
+def _children() -> list[int]:
+    """This process's children, but not multiprocessing's resource tracker (it stays)."""
+    found = []
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        try:
+            found += [int(pid) for pid in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return [pid for pid in found if b"resource_tracker" not in _cmdline(pid)]
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -149,35 +150,48 @@ def project_logs_id(url: str) -> str:
         return str(orjson.loads(resp.read())["objects"][0]["id"])
 
 
-def median_of(
-    runs: int, name: str, cmd: list[str], env: dict[str, str] | None = None
-) -> tuple[Measured, dict[str, Any]]:
-    """The run with the median wall time of ``runs``: this shared machine's timings vary by up
-    to 40% from one run to the next, and one slow or fast run should not decide a ratio."""
-    measured = sorted((measure(name, cmd, env) for _ in range(runs)), key=lambda m: m[0].seconds)
-    return measured[len(measured) // 2]
-
-
-def export_contenders(url: str, project_id: str, work: Path, runs: int = 3) -> list[Measured]:
+def export_contenders(url: str, project_id: str, work: Path, rounds: int = 3) -> list[Measured]:
+    """Ceiling, JSONL and Parquet export, measured in ``rounds`` interleaved rounds (so a slow
+    spell of this shared machine falls on every contender alike), each reported by its median
+    run; then the plain script once (it is slow enough not to need it)."""
     env = {"BRAINTRUST_API_URL": url, "BRAINTRUST_API_KEY": KEY}
-    results = []
-    ceiling_cmd = [PY, str(HERE / "ceiling.py"), url, KEY, "project_logs", project_id]
-    measure("warm-up", ceiling_cmd)  # the emulator's first pass over a database is slower: not measured
-    ceiling, _ = median_of(runs, "ceiling (download and discard)", ceiling_cmd)
-    results.append(ceiling)
+    contenders: dict[str, list[str]] = {
+        "ceiling (download and discard)": [
+            PY,
+            str(HERE / "ceiling.py"),
+            url,
+            KEY,
+            "project_logs",
+            project_id,
+        ],
+    }
     for fmt in ("jsonl", "parquet"):
-        out = work / f"export-{fmt}"
-        m, summary = median_of(
-            runs,
-            f"btpipe export --format {fmt}",
-            [PY, "-m", "pipeline", "export", "--project", "sample-project", "--objects", "logs",
-             "--format", fmt, "--out", str(out), "--json", "--restart"],
-            env,
-        )  # fmt: skip
-        results.append(Measured(m.name, summary["rows"], m.seconds, m.cpu, m.rss_mb, ceiling.payload_bytes))
-    plain_out = work / "plain.jsonl"
-    m, summary = measure("plain script (walkthrough style)", [PY, str(HERE / "plain_export.py"), url, KEY, "project_logs", project_id, str(plain_out)])  # fmt: skip
-    results.append(Measured(m.name, summary["rows"], m.seconds, m.cpu, m.rss_mb, ceiling.payload_bytes))
+        contenders[f"btpipe export --format {fmt}"] = [
+            PY, "-m", "pipeline", "export", "--project", "sample-project", "--objects", "logs",
+            "--format", fmt, "--out", str(work / f"export-{fmt}"), "--json",
+        ]  # fmt: skip
+    measure("warm-up", contenders["ceiling (download and discard)"])  # the emulator's first pass is slower
+    runs: dict[str, list[tuple[Measured, dict[str, Any]]]] = {name: [] for name in contenders}
+    for _ in range(rounds):
+        for name, cmd in contenders.items():
+            shutil.rmtree(work, ignore_errors=True)  # each run writes into an empty directory
+            runs[name].append(measure(name, cmd, env))
+    results = []
+    for name in contenders:
+        m, summary = sorted(runs[name], key=lambda run: run[0].seconds)[len(runs[name]) // 2]
+        results.append(
+            Measured(
+                m.name,
+                int(summary["rows"]),
+                m.seconds,
+                m.cpu,
+                m.rss_mb,
+                results[0].payload_bytes if results else m.payload_bytes,
+            )
+        )
+    work.mkdir(parents=True, exist_ok=True)
+    m, summary = measure("plain script (walkthrough style)", [PY, str(HERE / "plain_export.py"), url, KEY, "project_logs", project_id, str(work / "plain.jsonl")])  # fmt: skip
+    results.append(Measured(m.name, summary["rows"], m.seconds, m.cpu, m.rss_mb, results[0].payload_bytes))
     return results
 
 
@@ -283,7 +297,8 @@ def main() -> None:
         f"Produced by `make bench` (`python -m bench.run --spans {args.spans} --latencies {args.latencies} "
         f"--rss-spans {args.rss_spans} --import-events {args.import_events}`) on a 2-core machine; the emulator "
         "runs on the same machine, so every contender shares the two cores with it. Export figures are "
-        "the median of three runs of each contender, after one unmeasured pass that warms the emulator; "
+        "the median of three interleaved rounds (ceiling, JSONL, Parquet, each into an empty directory), after "
+        "one unmeasured pass that warms the emulator; "
         "peak RSS is summed over the contender's process tree (btpipe's Parquet export encodes in a "
         "worker process).",
         "",

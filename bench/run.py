@@ -12,6 +12,7 @@ Results go to stdout and to ``bench/RESULTS.md``.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import shutil
 import subprocess
@@ -27,6 +28,7 @@ from typing import Any
 
 import orjson
 
+from pipeline.emulator import sample as sample_module
 from pipeline.emulator.auth import DEFAULT_KEYS
 from pipeline.emulator.sample import SPANS_PER_TRACE, generate_dataset
 from pipeline.emulator.server import ServerConfig, open_store, spawn_emulator
@@ -119,9 +121,17 @@ def measure(name: str, cmd: list[str], env: dict[str, str] | None = None) -> tup
 
 
 def sample_db(spans: int) -> Path:
-    """A cached emulator database whose sample project has about ``spans`` log spans."""
+    """A cached emulator database whose sample project has about ``spans`` log spans.
+
+    The file name carries a digest of the sample generator's source, so a database built by an
+    older generator is never measured as if it were today's data; older files are removed."""
     DATA.mkdir(parents=True, exist_ok=True)
-    path = DATA / f"sample-{spans}.db"
+    generator = hashlib.sha256(Path(sample_module.__file__ or "").read_bytes()).hexdigest()[:10]
+    path = DATA / f"sample-{spans}-{generator}.db"
+    for pattern in (f"sample-{spans}.db*", f"sample-{spans}-*.db*"):  # unversioned, or another version
+        for stale in DATA.glob(pattern):
+            if not stale.name.startswith(path.name):
+                stale.unlink()
     if not path.exists():
         started = time.perf_counter()
         partial = path.with_suffix(".partial")

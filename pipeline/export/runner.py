@@ -147,6 +147,13 @@ class ExportJob:
             self._workers = await anyio.to_thread.run_sync(
                 WorkerPool, self.options.encoders, self.storage.url
             )
+        try:
+            return await self._run(started)
+        finally:
+            if self._workers is not None:
+                await anyio.to_thread.run_sync(self._workers.close)
+
+    async def _run(self, started: float) -> ExportSummary:
         project = await resolve_project(self.client, self.options.project)
         self.store = StateStore(self.storage, layout.state_path(project["id"]))
         loaded = await anyio.to_thread.run_sync(self.store.load)
@@ -157,11 +164,7 @@ class ExportJob:
             await self._save()
         run = self.state.run
         await anyio.to_thread.run_sync(self.storage.cleanup_temp, "")
-        try:
-            await self._run_ranges(run)
-        finally:
-            if self._workers is not None:
-                await anyio.to_thread.run_sync(self._workers.close)
+        await self._run_ranges(run)
         manifest = await self._finish(run)
         stats = self.client.statistics()
         return ExportSummary(

@@ -228,11 +228,40 @@ def test_pages_the_fast_path_cannot_hold_take_the_general_path(line: bytes, why:
     assert table_to_rows(page_to_table(page, "project_logs")) == parse_page(page)
 
 
-def test_invalid_utf8_in_a_free_form_field_is_a_one_line_error() -> None:
-    page = b'{"id":"a","input":"\xff\xfe"}\n'
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"id":"a","input":"\xff\xfe"}',  # invalid UTF-8 in a free-form field
+        b'{"id":"\xff"}',  # ... in a typed one
+        b'{"id":"a","tags":["\xff"]}',
+        b'{"id":"a","scores":{"s":1e400}}',  # a typed number beyond the double range
+    ],
+)
+def test_pages_no_path_can_hold_are_one_line_errors(line: bytes) -> None:
+    page = line + b"\n"
     assert fast_page_table(page, "project_logs") is None
     with pytest.raises(BtpipeError, match="page is not valid JSONL"):
         page_to_table(page, "project_logs")
+
+
+def test_deep_nesting_round_trips_in_a_worker_thread_too() -> None:
+    """orjson reads about 1,000 levels; msgspec may give up earlier (RecursionError), and the
+    page then takes the general path rather than failing."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    page = b'{"id":"a","input":' + b"[" * 990 + b"]" * 990 + b"}\n"
+    with ThreadPoolExecutor(1) as pool:
+        table = pool.submit(page_to_table, page, "project_logs").result()
+    assert table.column("input").to_pylist() == ["[" * 990 + "]" * 990]
+    assert table.column("id").to_pylist() == ["a"]
+
+
+def test_a_free_form_number_beyond_doubles_is_kept_as_text_and_named_when_read() -> None:
+    """The server's text is kept; reading it back names the column and row it cannot decode."""
+    table = page_to_table(b'{"id":"a"}\n{"id":"b","input":{"x":1e400}}\n', "project_logs")
+    assert table.column("input").to_pylist() == [None, '{"x":1e400}']
+    with pytest.raises(BtpipeError, match="column 'input', row 1: not JSON"):
+        table_to_rows(table)
 
 
 # -- the typed view ------------------------------------------------------------------------------

@@ -96,3 +96,23 @@ def _cmdline(pid: int) -> bytes:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return b""
+
+
+def test_without_shared_memory_pages_travel_in_the_call(tmp_path: Path, monkeypatch: Any) -> None:
+    """A full or tiny /dev/shm: the slot cannot be reserved, and the page goes by pipe instead."""
+    from pipeline.sinks import workers
+
+    before = _shared_blocks()
+    storage = open_storage(str(tmp_path))
+    small, large = _rows(0, 10, 5), _rows(1, 3, 400_000)  # the second page needs a bigger slot
+    with WorkerPool(1, storage.url) as pool:
+        sink = pool.open(partial(parquet_sink, directory="d", object_type="dataset"))
+        published = sink.write_page(page_of(small))
+
+        def no_room(size: int) -> Any:
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(workers, "_reserved_block", no_room)
+        published += sink.write_page(page_of(large)) + sink.close()
+    assert canonical(read_all(storage, [f.path for f in published])) == canonical(small + large)
+    assert _shared_blocks() == before

@@ -12,10 +12,11 @@ memory stays flat whatever the size of the project.
 from __future__ import annotations
 
 import time
-from contextlib import ExitStack
+from contextlib import AsyncExitStack
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from functools import partial
+from types import TracebackType
 from typing import Any, Literal, cast
 
 import anyio
@@ -108,6 +109,16 @@ class ExportSummary:
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "rows": self.rows}
+
+
+async def _exit_in_thread(
+    sink: Sink, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+) -> bool:
+    """Leave ``sink``'s ``with`` block in a worker thread (closing or aborting may wait on a
+    worker process or on fsync), shielded so that a cancelled range still aborts its file."""
+    with anyio.CancelScope(shield=True):
+        await anyio.to_thread.run_sync(sink.__exit__, exc_type, exc, tb)
+    return False
 
 
 def _watermark_key(obj: ObjectState | ObjectRef, options: ExportOptions) -> str:
@@ -358,8 +369,8 @@ class ExportJob:
         sink = await anyio.to_thread.run_sync(self._open_sink, run, obj, rng)
         cursor = rng.cursor
         pending_rows = pending_bytes = 0
-        with ExitStack() as stack:
-            stack.enter_context(sink)  # aborts the unpublished file if anything below fails
+        async with AsyncExitStack() as stack:
+            stack.push_async_exit(partial(_exit_in_thread, sink))  # on failure: abort the open file
             async with receive:
                 async for page in receive:
                     await anyio.to_thread.run_sync(

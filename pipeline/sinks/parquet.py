@@ -340,7 +340,7 @@ def fast_page_table(page: bytes, object_type: ObjectType) -> pa.Table | None:
     """
     try:
         decoded = _page_decoder(object_type).decode_lines(page)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (ValueError, RecursionError):  # malformed, mistyped, invalid UTF-8, or too deep
         return None
     schema = schema_for(object_type)
     if not decoded:
@@ -509,16 +509,27 @@ def _encode_typed(
 
 
 # -- decoding ---------------------------------------------------------------------------------------
-def _decode_json(column: pa.ChunkedArray) -> list[Any]:
+def _decode_json(name: str, column: pa.ChunkedArray) -> list[Any]:
     texts = column.to_pylist()
-    values = loads_array([b"null" if t is None else t.encode() for t in texts])
+    encoded = [b"null" if t is None else t.encode() for t in texts]
+    try:
+        values = loads_array(encoded)
+    except ValueError:  # say which value: the column keeps the server's text as it came
+        for row, text in enumerate(encoded):
+            try:
+                loads(text)
+            except ValueError as exc:
+                raise BtpipeError(
+                    f"column {name!r}, row {row}: not JSON this reader can decode ({exc})"
+                ) from exc
+        raise
     return [_ABSENT if t is None else v for t, v in zip(texts, values, strict=True)]
 
 
 def _decode_column(name: str, column: pa.ChunkedArray) -> list[Any]:
     kind = _kind(name)
     if kind is Kind.JSON:
-        return _decode_json(column)
+        return _decode_json(name, column)
     raw = column.to_pylist()
     if kind is Kind.TIMESTAMP:
         return [_ABSENT if v is None else format_created(v) for v in raw]

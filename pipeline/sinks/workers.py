@@ -15,16 +15,16 @@ next run removes.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import multiprocessing
 import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
 from multiprocessing.shared_memory import SharedMemory
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -89,6 +89,10 @@ def _write_page(sink_id: int, slot: int, name: str, size: int) -> list[FileInfo]
     return _sinks[sink_id].write_page(bytes(mapped.buf[:size]))
 
 
+def _write_page_bytes(sink_id: int, page: bytes) -> list[FileInfo]:
+    return _sinks[sink_id].write_page(page)
+
+
 def _flush(sink_id: int) -> list[FileInfo]:
     return _sinks[sink_id].flush()
 
@@ -122,29 +126,35 @@ class WorkerPool:
         ]
         self._ids = itertools.count()
         self._slot_numbers = itertools.count()
-        self._free: list[tuple[int, SharedMemory]] = []
+        self._free: list[tuple[int, SharedMemory | None]] = []
         self._all: dict[int, SharedMemory] = {}
         self._slot_lock = threading.Lock()
         for executor in self._executors:  # start the processes and their imports right away
             executor.submit(_ready, preload)
 
-    @contextmanager
-    def slot(self, size: int) -> Iterator[tuple[int, SharedMemory]]:
-        """A shared-memory block of at least ``size`` bytes, for one call at a time."""
+    def take_slot(self, size: int) -> tuple[int, SharedMemory]:
+        """A shared-memory block of at least ``size`` bytes, for one call; ``give_slot`` it back.
+        OSError when no shared memory can be reserved."""
         with self._slot_lock:
             number, block = self._free.pop() if self._free else (next(self._slot_numbers), None)
-        if block is None or block.size < size:  # a new slot, or one too small for this page
-            if block is not None:
-                block.close()
-                block.unlink()
-            block = SharedMemory(create=True, size=max(_MIN_SLOT_BYTES, size + size // 4))
-            with self._slot_lock:
-                self._all[number] = block
         try:
-            yield number, block
-        finally:
-            with self._slot_lock:
-                self._free.append((number, block))
+            if block is None or block.size < size:  # a new slot, or one too small for this page
+                if block is not None:
+                    with self._slot_lock:
+                        del self._all[number]
+                    _release(block)
+                    block = None
+                block = _reserved_block(max(_MIN_SLOT_BYTES, size + size // 4))
+                with self._slot_lock:
+                    self._all[number] = block
+        except BaseException:
+            self.give_slot(number, None)  # the number is reused; its block is made next time
+            raise
+        return number, block
+
+    def give_slot(self, number: int, block: SharedMemory | None) -> None:
+        with self._slot_lock:
+            self._free.append((number, block))
 
     def open(self, factory: SinkFactory) -> RemoteSink:
         """A sink built by ``factory`` in the next worker (round robin). Blocks."""
@@ -158,8 +168,7 @@ class WorkerPool:
         for executor in self._executors:
             executor.shutdown(wait=True, cancel_futures=True)
         for block in self._all.values():
-            block.close()
-            block.unlink()
+            _release(block)
         self._all.clear()
         self._free.clear()
 
@@ -170,6 +179,27 @@ class WorkerPool:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _reserved_block(size: int) -> SharedMemory:
+    """A new shared-memory block whose pages exist now: a block made with ``ftruncate`` alone
+    has them only on paper, and copying into it when the shared-memory filesystem is full
+    kills the process with SIGBUS instead of raising an error."""
+    block = SharedMemory(create=True, size=size)
+    fd = getattr(block, "_fd", -1)
+    if fd >= 0 and hasattr(os, "posix_fallocate"):
+        try:
+            os.posix_fallocate(fd, 0, size)
+        except OSError:
+            _release(block)
+            raise
+    return block
+
+
+def _release(block: SharedMemory) -> None:
+    block.close()
+    with contextlib.suppress(FileNotFoundError):
+        block.unlink()
 
 
 class RemoteSink(ClosingSink):
@@ -188,10 +218,16 @@ class RemoteSink(ClosingSink):
             raise BtpipeError("a worker process encoding the export stopped unexpectedly") from exc
 
     def write_page(self, page: bytes, rows: int | None = None) -> list[FileInfo]:
-        with self._pool.slot(len(page)) as (number, block):
+        try:
+            number, block = self._pool.take_slot(len(page))
+        except OSError:  # no shared memory to be had (a small /dev/shm): send the bytes instead
+            return self.call(_write_page_bytes, page)
+        try:
             assert block.buf is not None
             block.buf[: len(page)] = page
             return self.call(_write_page, number, block.name, len(page))
+        finally:
+            self._pool.give_slot(number, block)
 
     def flush(self) -> list[FileInfo]:
         return self.call(_flush)

@@ -144,8 +144,8 @@ class ExportJob:
         # fetching. JSONL only copies bytes, in as many threads. Publishing a file (mostly
         # fsync) is not limited by this, so ranges finishing together overlap.
         self._workers: WorkerPool | None = None
-        in_processes = options.format == "parquet" and options.encoders > 0
-        self._encoders = anyio.CapacityLimiter(max(1, options.encoders * (2 if in_processes else 1)))
+        self._in_workers = options.format == "parquet" and options.encoders > 0
+        self._encoders = anyio.CapacityLimiter(max(1, options.encoders * (2 if self._in_workers else 1)))
         self.storage: Storage
         self.store: StateStore
         self.state: ExportState
@@ -153,7 +153,7 @@ class ExportJob:
     async def run(self) -> ExportSummary:
         started = time.monotonic()
         self.storage = await anyio.to_thread.run_sync(open_storage, self.options.out)
-        if self.options.format == "parquet" and self.options.encoders > 0:
+        if self._in_workers:
             # started now, so the workers import pyarrow while the export plans
             self._workers = await anyio.to_thread.run_sync(
                 WorkerPool, self.options.encoders, self.storage.url

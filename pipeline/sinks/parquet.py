@@ -263,6 +263,12 @@ _DECODED: Final[dict[Kind, tuple[Any, Any]]] = {
 
 
 @cache
+def _decoded_fields(object_type: ObjectType) -> tuple[pa.Field, ...]:
+    """The schema's fields in the page decoder's attribute order (all but ``_extra``)."""
+    return tuple(field for field in schema_for(object_type) if field.name != EXTRA_COLUMN)
+
+
+@cache
 def _page_decoder(object_type: ObjectType) -> msgspec.json.Decoder[Any]:
     """A decoder of one JSONL line into a struct with one attribute per schema column.
 
@@ -271,14 +277,12 @@ def _page_decoder(object_type: ObjectType) -> msgspec.json.Decoder[Any]:
     typed field of another type, fails the decode, and the page takes the general path.
     """
     fields: list[tuple[str, Any, Any]] = []
-    for name in schema_for(object_type).names:
-        if name == EXTRA_COLUMN:
-            continue
-        kind = _kind(name)
+    for field in _decoded_fields(object_type):
+        kind = _kind(field.name)
         if kind is Kind.JSON:
-            fields.append((f"f_{name}", msgspec.Raw, msgspec.Raw()))
+            fields.append((f"f_{field.name}", msgspec.Raw, msgspec.Raw()))
         else:
-            fields.append((f"f_{name}", *_DECODED[kind]))
+            fields.append((f"f_{field.name}", *_DECODED[kind]))
     row = msgspec.defstruct(
         f"{object_type}_page_row",
         fields,
@@ -348,7 +352,7 @@ def fast_page_table(page: bytes, object_type: ObjectType) -> pa.Table | None:
     extras: list[dict[str, Any] | None] = [None] * len(decoded)
     columns: list[pa.Array] = []
     by_column = zip(*map(msgspec.structs.astuple, decoded), strict=True)
-    for field, values in zip(schema.remove(schema.get_field_index(EXTRA_COLUMN)), by_column, strict=True):
+    for field, values in zip(_decoded_fields(object_type), by_column, strict=True):
         column = _fast_column(field, values, extras)
         if column is None:
             return None

@@ -54,28 +54,21 @@ def test_kill_9_at_random_moments_then_resume_equals_a_clean_run(tmp_path: Path,
         assert hashes(read_export_files(out, "project_logs", project["id"])) == clean
         assert watch.checks and not watch.problems, watch.problems[:5]
 
-        def import_cmd(dest: str, state: Path) -> list[str]:
-            return command("import", "--in", str(tmp_path / "clean"), "--to-project", dest, "--create-project",
-                           "--state-dir", str(state), *LOAD_FLAGS)  # fmt: skip
-
-        seconds = timed_run(import_cmd(unique("rel-clean"), tmp_path / "st-clean"), env)
-        dest, state = unique("rel-import"), tmp_path / "st-import"
-        with Watcher([state]) as watch:
-            killed["import"] = kill_and_resume(import_cmd(dest, state), env, scale.kills, seconds, rng)
-        assert destination_hashes(server, dest) == clean
-        assert watch.checks and not watch.problems, watch.problems[:5]
-
-        def migrate_cmd(dest: str, state: Path) -> list[str]:
+        def load_cmd(name: str, dest: str, state: Path) -> list[str]:
+            if name == "import":
+                return command("import", "--in", str(tmp_path / "clean"), "--to-project", dest,
+                               "--create-project", "--state-dir", str(state), *LOAD_FLAGS)  # fmt: skip
             return command("migrate", "--from-project", project["name"], "--to-project", dest, "--objects",
                            "logs", "--create-project", "--page-limit", "200", "--state-dir", str(state),
                            *LOAD_FLAGS)  # fmt: skip
 
-        seconds = timed_run(migrate_cmd(unique("rel-clean"), tmp_path / "sm-clean"), env)
-        dest, state = unique("rel-migrate"), tmp_path / "sm"
-        with Watcher([state]) as watch:
-            killed["migrate"] = kill_and_resume(migrate_cmd(dest, state), env, scale.kills, seconds, rng)
-        assert destination_hashes(server, dest) == clean
-        assert watch.checks and not watch.problems, watch.problems[:5]
+        for name in ("import", "migrate"):  # each into a fresh project: killed, resumed, compared
+            seconds = timed_run(load_cmd(name, unique("rel-clean"), tmp_path / f"{name}-clean"), env)
+            dest, state = unique(f"rel-{name}"), tmp_path / f"{name}-state"
+            with Watcher([state]) as watch:
+                killed[name] = kill_and_resume(load_cmd(name, dest, state), env, scale.kills, seconds, rng)
+            assert destination_hashes(server, dest) == clean
+            assert watch.checks and not watch.problems, watch.problems[:5]
 
     assert all(killed.values()), killed
     record("crashes survived", sum(killed.values()))

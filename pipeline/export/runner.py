@@ -146,6 +146,11 @@ class ExportJob:
         self._workers: WorkerPool | None = None
         self._in_workers = options.format == "parquet" and options.encoders > 0
         self._encoders = anyio.CapacityLimiter(max(1, options.encoders * (2 if self._in_workers else 1)))
+        # Pages held in memory across all ranges: one fetch in flight per range plus one page
+        # per encoder slot. Without it each range would also hold a fetched page waiting for
+        # its writer and one in its buffer while the encoders are the bottleneck, which is
+        # twice the memory for no more speed.
+        self._page_budget = anyio.Semaphore(options.workers + int(self._encoders.total_tokens))
         self.storage: Storage
         self.store: StateStore
         self.state: ExportState
@@ -326,9 +331,19 @@ class ExportJob:
             task.finish()
 
     async def _fetch(self, pager: Pager, send: MemoryObjectSendStream[Page]) -> None:
+        """Fetch pages into ``send``; each holds a slot of the page budget until it is written."""
         async with send:
-            async for page in pager.pages():
-                await send.send(page)
+            while True:
+                await self._page_budget.acquire()
+                try:
+                    page = await pager.next_page()
+                    if page is None:
+                        self._page_budget.release()
+                        return
+                    await send.send(page)
+                except BaseException:
+                    self._page_budget.release()
+                    raise
 
     def _open_sink(self, run: RunState, obj: ObjectState, rng: RangeState) -> Sink:
         directory = layout.object_dir(obj.object_type, obj.id, run.run_id)
@@ -373,9 +388,12 @@ class ExportJob:
             stack.push_async_exit(partial(_exit_in_thread, sink))  # on failure: abort the open file
             async with receive:
                 async for page in receive:
-                    await anyio.to_thread.run_sync(
-                        sink.write_page, page.raw, page.rows, limiter=self._encoders
-                    )
+                    try:
+                        await anyio.to_thread.run_sync(
+                            sink.write_page, page.raw, page.rows, limiter=self._encoders
+                        )
+                    finally:
+                        self._page_budget.release()
                     cursor = page.cursor
                     pending_rows += page.rows
                     pending_bytes += len(page.raw)

@@ -367,7 +367,7 @@ class ExportJob:
             row_group_rows=self.options.row_group_rows,
             row_group_bytes=self.options.row_group_mb * 2**20,
             max_file_rows=_NEVER,
-            max_file_bytes=_NEVER,
+            max_file_bytes=None,  # the export publishes by rows and bytes of JSON itself
         )
         return factory(self.storage) if self._workers is None else self._workers.open(factory)
 

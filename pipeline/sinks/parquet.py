@@ -45,8 +45,11 @@ while the typed columns still hold the best typed view for analytics. Schema met
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import threading
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from enum import Enum
 from functools import cache
@@ -81,6 +84,7 @@ STATISTICS_COLUMNS: Final = (
     "org_id", "project_id", "log_id", "dataset_id", "experiment_id",
 )  # fmt: skip
 DEFAULT_MAX_FILE_BYTES = 512 * 1024 * 1024
+WRITE_BUFFER_BYTES: Final = 2**20
 
 
 class Kind(Enum):
@@ -595,6 +599,30 @@ def parse_page(page: bytes) -> list[dict[str, Any]]:
     return rows
 
 
+#: Row groups waiting for or in the row-group thread, across a process's sinks: each holds
+#: up to ``row_group_bytes`` of Arrow data.
+ROW_GROUPS_IN_FLIGHT: Final = 2
+_row_group_room = threading.BoundedSemaphore(ROW_GROUPS_IN_FLIGHT)
+_row_group_thread: ThreadPoolExecutor | None = None
+_row_group_lock = threading.Lock()
+
+
+def _write_row_group(writer: pq.ParquetWriter, group: pa.Table) -> Future[None]:
+    """Write ``group`` in the process's row-group thread; blocks while the thread is behind."""
+    global _row_group_thread
+    with _row_group_lock:
+        if _row_group_thread is None:
+            _row_group_thread = ThreadPoolExecutor(1, thread_name_prefix="parquet-row-groups")
+    _row_group_room.acquire()
+    try:
+        writing = _row_group_thread.submit(writer.write_table, group, row_group_size=group.num_rows)
+    except BaseException:
+        _row_group_room.release()
+        raise
+    writing.add_done_callback(lambda _: _row_group_room.release())
+    return writing
+
+
 class ParquetSink(PartFileSink):
     """Writes pages to ``{directory}/{prefix}-{part:05d}.parquet`` in row groups.
 
@@ -602,6 +630,11 @@ class ParquetSink(PartFileSink):
     ``row_group_bytes`` of Arrow data, whichever comes first, so wide rows do not make huge
     groups that every writer must hold in memory); a part is published when it
     reaches ``max_file_rows`` (exactly) or, after a row group, ``max_file_bytes``.
+
+    Row groups are encoded by the process's row-group thread while the caller builds the
+    next page's table: Arrow's Parquet writer releases the GIL, table building mostly holds
+    it, so the two overlap. With ``max_file_bytes`` set, each group is written before the
+    next page, since the part's size must be known; ``None`` sets no byte limit.
     """
 
     extension = ".parquet"
@@ -618,9 +651,9 @@ class ParquetSink(PartFileSink):
         row_group_rows: int = 50_000,
         row_group_bytes: int = 16 * 1024 * 1024,
         max_file_rows: int = 1_000_000,
-        max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+        max_file_bytes: int | None = DEFAULT_MAX_FILE_BYTES,
     ) -> None:
-        if min(row_group_rows, row_group_bytes, max_file_rows, max_file_bytes) <= 0:
+        if min(row_group_rows, row_group_bytes, max_file_rows, max_file_bytes or 1) <= 0:
             raise UsageError("row group and file limits must be positive")
         super().__init__(storage, directory, prefix=prefix, first_part=first_part)
         self.object_type = object_type
@@ -634,10 +667,16 @@ class ParquetSink(PartFileSink):
         self._pending_rows = 0
         self._pending_bytes = 0
         self._writer: pq.ParquetWriter | None = None
+        self._stream: pa.BufferedOutputStream | None = None  # the part's bytes, buffered
+        self._writing: Future[None] | None = None  # the part's row group being written
 
     def _start(self, out: CountingWriter) -> None:
+        # Arrow's writer calls a Python file object, which needs the GIL, once or twice per
+        # data page; while another thread holds the GIL each call waits for it, which made
+        # writing several times slower. Buffering in Arrow calls it about once per MB.
+        self._stream = pa.BufferedOutputStream(pa.PythonFile(out, mode="w"), buffer_size=WRITE_BUFFER_BYTES)
         self._writer = pq.ParquetWriter(
-            out,
+            self._stream,
             self.schema,
             compression=self.compression,
             # Dictionaries pay only for low-cardinality columns; statistics only where a reader
@@ -646,12 +685,24 @@ class ParquetSink(PartFileSink):
             write_statistics=[n for n in STATISTICS_COLUMNS if n in self.schema.names],
         )
 
+    def _settle(self) -> None:
+        """Wait for the row group being written; raise its error."""
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            writing.result()
+
     def _finish(self) -> None:
+        self._settle()
         if self._writer is not None:
-            self._writer.close()  # writes the footer; the atomic file stays open
+            self._writer.close()  # writes the footer
             self._writer = None
+        if self._stream is not None:
+            self._stream.close()  # flushes the buffer; the atomic file stays open
+            self._stream = None
 
     def _abandon(self) -> None:
+        with contextlib.suppress(Exception):  # the part is thrown away; its error was reported
+            self._settle()
         self._finish()
 
     def _group_size(self) -> int:
@@ -679,12 +730,17 @@ class ParquetSink(PartFileSink):
         self._pending = [rest] if rest.num_rows else []
         self._pending_rows = rest.num_rows
         self._pending_bytes = rest.nbytes
-        out = self._ensure_open()
-        assert self._writer is not None
-        self._writer.write_table(group, row_group_size=size)
+        self._ensure_open()
+        assert self._writer is not None and self._stream is not None
+        self._settle()
+        self._writing = _write_row_group(self._writer, group)
         self._part_rows += size
-        if self._part_rows >= self.max_file_rows or out.bytes >= self.max_file_bytes:
+        if self._part_rows >= self.max_file_rows:
             return self._publish()
+        if self.max_file_bytes is not None:
+            self._settle()
+            if self._stream.tell() >= self.max_file_bytes:
+                return self._publish()
         return []
 
     def _drain(self) -> list[FileInfo]:

@@ -292,6 +292,7 @@ def main() -> None:
     parser.add_argument("--rss-spans", default="100000,1000000")
     parser.add_argument("--import-events", type=int, default=200_000)
     parser.add_argument("--plain-events", type=int, default=1_000)
+    parser.add_argument("--rounds", type=int, default=5, help="Interleaved rounds of each export contender.")
     parser.add_argument("--skip", default="", help="Comma list of sections to skip: export, import, rss")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -300,9 +301,10 @@ def main() -> None:
         "# Benchmark results",
         "",
         f"Produced by `make bench` (`python -m bench.run --spans {args.spans} --latencies {args.latencies} "
-        f"--rss-spans {args.rss_spans} --import-events {args.import_events}`) on a 2-core machine; the emulator "
-        "runs on the same machine, so every contender shares the two cores with it. Export figures are "
-        "the median of three interleaved rounds (ceiling, JSONL, Parquet, each into an empty directory), after "
+        f"--rss-spans {args.rss_spans} --import-events {args.import_events} --rounds {args.rounds}`) on a 2-core "
+        "machine; the emulator runs on the same machine, so every contender shares the two cores with it. Export "
+        f"figures are the median of {args.rounds} interleaved rounds (ceiling, JSONL, Parquet, each into an empty "
+        "directory), after "
         "one unmeasured pass that warms the emulator; "
         "peak RSS is summed over the contender's process tree (btpipe's Parquet export encodes in a "
         "worker process).",
@@ -316,7 +318,9 @@ def main() -> None:
             db = sample_db(args.spans)
             for latency in latencies:
                 with emulator(db, latency) as url:
-                    results = export_contenders(url, project_logs_id(url), work / f"lat{latency:g}")
+                    results = export_contenders(
+                        url, project_logs_id(url), work / f"lat{latency:g}", args.rounds
+                    )
                 title = f"## Export of {results[0].rows:,} project-log spans, emulator latency {latency:g} ms"
                 body = table(results, results[0], "ceiling")
                 plain = results[-1]

@@ -78,11 +78,11 @@ def process_tree(pid: int) -> list[int]:
     """``pid`` and every process below it (btpipe's Parquet export runs worker processes)."""
     found = [pid]
     for current in found:
-        for children in Path(f"/proc/{current}/task").glob("*/children"):  # per thread
-            try:
+        try:  # a process or thread may end while it is read
+            for children in Path(f"/proc/{current}/task").glob("*/children"):  # per thread
                 found += [int(child) for child in children.read_text().split()]
-            except OSError:
-                pass
+        except OSError:
+            pass
     return found
 
 

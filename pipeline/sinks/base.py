@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import BinaryIO, Protocol, Self
 
-from pipeline.sinks.storage import Storage
+from pipeline.errors import BtpipeError
+from pipeline.sinks.storage import Storage, location
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,10 @@ class CountingWriter:
 
     ``close`` does not close the destination: encoders (pyarrow streams, ParquetWriter) close
     their sink when they finish, but the atomic file must stay open until it is published.
+
+    A write that fails (a full disk) is kept in ``failure`` and the writes after it are
+    dropped, so an encoder writing through its own buffers (Arrow's) still finishes or is
+    discarded quietly; the sink raises the failure instead of publishing the part.
     """
 
     def __init__(self, dest: BinaryIO) -> None:
@@ -52,9 +57,16 @@ class CountingWriter:
         self._hash = hashlib.sha256()
         self.bytes = 0
         self.closed = False
+        self.failure: OSError | None = None
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
-        self._dest.write(data)
+        if self.failure is not None:
+            return len(data)
+        try:
+            self._dest.write(data)
+        except OSError as exc:
+            self.failure = exc
+            return len(data)
         self._hash.update(data)
         self.bytes += len(data)
         return len(data)
@@ -98,9 +110,19 @@ class ClosingSink:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         if exc_type is None:
-            self.close()
+            close_or_abort(self)
         else:
             self.abort()
+
+
+def close_or_abort(sink: Sink | ClosingSink) -> list[FileInfo]:
+    """``sink.close()``; if that fails (a full disk), ``sink.abort()``, so no half-written
+    part file stays behind, and the error goes on."""
+    try:
+        return sink.close()
+    except BaseException:
+        sink.abort()
+        raise
 
 
 class _Aborted(Exception):
@@ -137,6 +159,7 @@ class PartFileSink(ClosingSink):
         """The current part's writer, opening the next part if none is open."""
         if self._closed:
             raise ValueError("sink is closed")
+        self._check_output()
         if self._out is None:
             self._path = self._part_path(self._next_part)
             stack = ExitStack()
@@ -155,18 +178,27 @@ class PartFileSink(ClosingSink):
             self._next_part -= 1
             return []
         self._finish()
+        self._check_output()
         out, stack = self._out, self._stack
         self._out, self._stack = None, None
         stack.close()
         rows, self._part_rows = self._part_rows, 0
         return [FileInfo(self._path, rows, out.bytes, out.hexdigest())]
 
+    def _check_output(self) -> None:
+        """Raise the failure of a write to the current part, if one failed."""
+        if self._out is not None and self._out.failure is not None:
+            reason = self._out.failure.strerror or str(self._out.failure)
+            raise BtpipeError(f"cannot write {location(self.storage, self._path)}: {reason}")
+
     def _discard(self) -> None:
         """Drop the current part without publishing anything."""
         stack, self._out, self._stack, self._part_rows = self._stack, None, None, 0
         if stack is not None:
-            self._abandon()
-            stack.__exit__(_Aborted, _Aborted(), None)
+            try:
+                self._abandon()
+            finally:  # the temporary file goes whatever the encoder says
+                stack.__exit__(_Aborted, _Aborted(), None)
 
     # -- format hooks -----------------------------------------------------------------------
     def _start(self, out: CountingWriter) -> None:

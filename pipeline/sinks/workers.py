@@ -24,14 +24,14 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.shared_memory import SharedMemory
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from pipeline.errors import BtpipeError
-from pipeline.sinks.base import ClosingSink, FileInfo, Sink
+from pipeline.sinks.base import ClosingSink, FileInfo, Sink, close_or_abort
 from pipeline.sinks.storage import Storage, open_storage
 
 #: Builds a sink in the worker from the worker's storage; must pickle (a module-level function,
@@ -50,28 +50,18 @@ def parquet_sink(storage: Storage, **options: Any) -> Sink:
 
 
 # -- the worker side -------------------------------------------------------------------------
-#: Pages a worker encodes at the same time, each for a different sink, in threads beside the
-#: one that receives calls: the main process hands over the next page while the last is
-#: still being encoded. More than one gains little, since most of the work holds the GIL.
-WORKER_THREADS = 1
-
 _storage: Storage | None = None
 _sinks: dict[int, Sink] = {}
 _slots: dict[int, SharedMemory] = {}  # slot number -> this worker's mapping of it
-_threads: ThreadPoolExecutor | None = None
-_writing: dict[int, Future[list[FileInfo]]] = {}  # sink id -> its page being written
-_room: threading.Semaphore | None = None  # pages accepted but not yet written
 
 
 def _start_worker(storage_url: str, parent: int) -> None:
-    global _storage, _threads, _room
+    global _storage
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from pipeline.memory import keep_memory_flat
 
     keep_memory_flat()
     _storage = open_storage(storage_url)
-    _threads = ThreadPoolExecutor(WORKER_THREADS, thread_name_prefix="encode")
-    _room = threading.Semaphore(WORKER_THREADS)
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
 
 
@@ -99,33 +89,6 @@ def _open(sink_id: int, factory: SinkFactory) -> None:
     _sinks[sink_id] = factory(_storage)
 
 
-def _settle(sink_id: int) -> list[FileInfo]:
-    """Wait for the sink's page in progress; what it published, or the error it raised."""
-    writing = _writing.pop(sink_id, None)
-    return [] if writing is None else writing.result()
-
-
-def _write_in_background(sink_id: int, page: bytes) -> list[FileInfo]:
-    """Hand ``page`` to an encoding thread and return what the sink's previous page published.
-
-    The call returns before the page is written, so the main process can send the next page
-    (of this sink or another) meanwhile; a sink's pages still go one after another. An error
-    writing a page is raised by the sink's next call, and every checkpoint follows a ``flush``
-    or ``close``, which wait for the page first. Blocks while ``WORKER_THREADS`` pages are in
-    progress, which is the backpressure the main process feels."""
-    assert _threads is not None and _room is not None
-    published = _settle(sink_id)
-    _room.acquire()
-    try:
-        writing = _threads.submit(_sinks[sink_id].write_page, page)
-    except BaseException:
-        _room.release()
-        raise
-    writing.add_done_callback(lambda _: _room.release() if _room is not None else None)
-    _writing[sink_id] = writing
-    return published
-
-
 def _write_page(sink_id: int, slot: int, name: str, size: int) -> list[FileInfo]:
     mapped = _slots.get(slot)
     if mapped is None or mapped.name != name:  # new, or grown (a new block under a new name)
@@ -133,30 +96,22 @@ def _write_page(sink_id: int, slot: int, name: str, size: int) -> list[FileInfo]
             mapped.close()
         mapped = _slots[slot] = SharedMemory(name=name)
     assert mapped.buf is not None
-    return _write_in_background(sink_id, bytes(mapped.buf[:size]))  # a copy: the slot is reused
+    return _sinks[sink_id].write_page(bytes(mapped.buf[:size]))
 
 
 def _write_page_bytes(sink_id: int, page: bytes) -> list[FileInfo]:
-    return _write_in_background(sink_id, page)
+    return _sinks[sink_id].write_page(page)
 
 
 def _flush(sink_id: int) -> list[FileInfo]:
-    return _settle(sink_id) + _sinks[sink_id].flush()
+    return _sinks[sink_id].flush()
 
 
 def _close(sink_id: int) -> list[FileInfo]:
-    sink = _sinks.pop(sink_id)
-    try:
-        published = _settle(sink_id)
-    except BaseException:  # the last page failed: nothing of the open part may be published
-        sink.abort()
-        raise
-    return published + sink.close()
+    return close_or_abort(_sinks.pop(sink_id))
 
 
 def _abort(sink_id: int) -> None:
-    with contextlib.suppress(Exception):  # the error was reported by the call that failed
-        _settle(sink_id)
     sink = _sinks.pop(sink_id, None)
     if sink is not None:
         sink.abort()

@@ -84,7 +84,7 @@ STATISTICS_COLUMNS: Final = (
     "org_id", "project_id", "log_id", "dataset_id", "experiment_id",
 )  # fmt: skip
 DEFAULT_MAX_FILE_BYTES = 512 * 1024 * 1024
-WRITE_BUFFER_BYTES: Final = 2**20
+WRITE_BUFFER_BYTES: Final = 256 * 1024
 
 
 class Kind(Enum):
@@ -599,9 +599,9 @@ def parse_page(page: bytes) -> list[dict[str, Any]]:
     return rows
 
 
-#: Row groups waiting for or in the row-group thread, across a process's sinks: each holds
-#: up to ``row_group_bytes`` of Arrow data.
-ROW_GROUPS_IN_FLIGHT: Final = 2
+#: Row groups in the row-group thread at once, across a process's sinks: each holds up to
+#: ``row_group_bytes`` of Arrow data. One is enough to overlap encoding with building tables.
+ROW_GROUPS_IN_FLIGHT: Final = 1
 _row_group_room = threading.BoundedSemaphore(ROW_GROUPS_IN_FLIGHT)
 _row_group_thread: ThreadPoolExecutor | None = None
 _row_group_lock = threading.Lock()
@@ -681,7 +681,8 @@ class ParquetSink(PartFileSink):
     def _start(self, out: CountingWriter) -> None:
         # Arrow's writer calls a Python file object, which needs the GIL, once or twice per
         # data page; while another thread holds the GIL each call waits for it, which made
-        # writing several times slower. Buffering in Arrow calls it about once per MB.
+        # writing several times slower. Buffering in Arrow calls it once per 256 KB (one buffer
+        # per open part, so kept small).
         self._stream = pa.BufferedOutputStream(pa.PythonFile(out, mode="w"), buffer_size=WRITE_BUFFER_BYTES)
         self._writer = pq.ParquetWriter(
             self._stream,

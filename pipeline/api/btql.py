@@ -128,11 +128,14 @@ async def snapshot(client: BraintrustClient, base: Query) -> Snapshot:
     The version comes from the whole object (not the filtered rows) so that every page of the
     export, and the next incremental run's watermark, refer to one point in time.
     """
-    counted = {
-        "from": base["from"],
-        "measures": [{"alias": "n", "expr": function("count", literal(1))}],
-        **({"filter": base["filter"]} if "filter" in base else {}),
-    }
+    snap = await preflight(client, base)
+    return replace(snap, pinnable=await is_pinnable(client, base, snap))
+
+
+async def preflight(client: BraintrustClient, base: Query) -> Snapshot:
+    """The first round trip of ``snapshot``: the row count and the version range; whether
+    reads may be pinned (``is_pinnable``) is left to ask, so a caller can start reading
+    meanwhile."""
     versions = {
         "from": {k: v for k, v in base["from"].items() if k != "shape"},
         "measures": [
@@ -147,19 +150,31 @@ async def snapshot(client: BraintrustClient, base: Query) -> Snapshot:
 
     async with anyio.create_task_group() as tg:  # independent: one round trip, not two
         tg.start_soon(ask, "versions", versions)
-        tg.start_soon(ask, "current", counted)
+        tg.start_soon(ask, "current", _counted(base))
     row_versions = answers["versions"].json()["data"]
     hi = row_versions[0].get("hi") if row_versions else None
     lo = row_versions[0].get("lo") if row_versions else None
-    pinned = None if hi is None else str(hi)
-    current = _count(answers["current"])
-    at_version = current if pinned is None else _count(await run_query(client, counted, version=pinned))
     return Snapshot(
-        rows=current,
-        version=pinned,
+        rows=_count(answers["current"]),
+        version=None if hi is None else str(hi),
         min_version=None if lo is None else str(lo),
-        pinnable=current == at_version,
     )
+
+
+async def is_pinnable(client: BraintrustClient, base: Query, snap: Snapshot) -> bool:
+    """Whether reading at ``snap.version`` sees the rows the server shows now: not when the
+    newest writes were deletes (see ``Snapshot.read_version``)."""
+    if snap.version is None:
+        return True
+    return _count(await run_query(client, _counted(base), version=snap.version)) == snap.rows
+
+
+def _counted(base: Query) -> Query:
+    return {
+        "from": base["from"],
+        "measures": [{"alias": "n", "expr": function("count", literal(1))}],
+        **({"filter": base["filter"]} if "filter" in base else {}),
+    }
 
 
 def _count(response: Response) -> int:

@@ -23,7 +23,16 @@ import anyio
 import orjson
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from pipeline.api.btql import Page, Pager, XactRange, build_query, parse_filter, plan_ranges, snapshot
+from pipeline.api.btql import (
+    Page,
+    Pager,
+    XactRange,
+    build_query,
+    is_pinnable,
+    parse_filter,
+    plan_ranges,
+    preflight,
+)
 from pipeline.api.client import BraintrustClient
 from pipeline.api.objects import ObjectRef, resolve_project, resolve_selection
 from pipeline.errors import UsageError
@@ -151,6 +160,7 @@ class ExportJob:
         # its writer and one in its buffer while the encoders are the bottleneck, which is
         # twice the memory for no more speed.
         self._page_budget = anyio.Semaphore(options.workers + int(self._encoders.total_tokens))
+        self._first_pages: dict[tuple[str, int], tuple[Pager, Page | None]] = {}  # read while planning
         self.storage: Storage
         self.store: StateStore
         self.state: ExportState
@@ -260,14 +270,14 @@ class ExportJob:
         since_filter = all_of(self.user_filter, XactRange(low=since).expr())
         if since_filter is not None:
             counted["filter"] = since_filter
-        snap = await snapshot(self.client, counted)
+        snap = await preflight(self.client, counted)
         if snap.version is None or (since is not None and int(snap.version) <= int(since)):
             ranges: list[XactRange] = []
         else:
             # Whole traces must come from one cursor, or a trace could straddle two ranges.
             wanted = 1 if opts.shape != "spans" else max(1, snap.rows // opts.min_rows_per_range)
             ranges = plan_ranges(snap, min(opts.ranges_per_object, wanted), low=since)
-        return ObjectState(
+        obj = ObjectState(
             object_type=ref.object_type,
             id=ref.id,
             name=ref.name,
@@ -276,8 +286,53 @@ class ExportJob:
             expected_rows=snap.rows,
             since=since,
             ranges=[RangeState(index=i, low=r.low, high=r.high) for i, r in enumerate(ranges)],
-            pinned=snap.pinnable,
             info={} if ref.object_type == "project_logs" else ref.info,
+        )
+        # Whether reads may be pinned takes one more round trip; each range's first page (the
+        # slowest to come) is read pinned meanwhile, and read again if they may not be.
+        async with anyio.create_task_group() as tg:
+            for rng in obj.ranges:
+                tg.start_soon(self._read_first_page, obj, rng)
+            obj.pinned = await is_pinnable(self.client, counted, snap)
+        if not obj.pinned:
+            for rng in obj.ranges:
+                first = self._first_pages.pop((obj.id, rng.index), None)
+                if first is not None and first[1] is not None:
+                    self._page_budget.release()
+        return obj
+
+    async def _read_first_page(self, obj: ObjectState, rng: RangeState) -> None:
+        """Read the range's first page while the plan is finished, if the page budget has room
+        (planning never waits for it); the range starts with it."""
+        try:
+            self._page_budget.acquire_nowait()
+        except anyio.WouldBlock:
+            return
+        pager = self._pager(obj, rng)
+        try:
+            page = await pager.next_page()
+        except BaseException:
+            self._page_budget.release()
+            raise
+        if page is None:
+            self._page_budget.release()
+        self._first_pages[(obj.id, rng.index)] = (pager, page)
+
+    def _pager(self, obj: ObjectState, rng: RangeState) -> Pager:
+        """The pager of one range, from its checkpointed cursor."""
+        query = build_query(
+            obj.object_type,
+            obj.id,
+            filter_expr=all_of(self.user_filter, XactRange(rng.low, rng.high).expr()),
+            shape=self.options.shape,
+        )
+        return Pager(
+            self.client,
+            query,
+            version=obj.read_version,
+            cursor=rng.cursor,
+            max_limit=self.options.page_limit,
+            limit=self.options.page_limit,
         )
 
     # -- running --------------------------------------------------------------------------
@@ -308,31 +363,26 @@ class ExportJob:
         remaining: list[int],
     ) -> None:
         async with limiter:
-            query = build_query(
-                obj.object_type,
-                obj.id,
-                filter_expr=all_of(self.user_filter, XactRange(rng.low, rng.high).expr()),
-                shape=self.options.shape,
-            )
-            pager = Pager(
-                self.client,
-                query,
-                version=obj.read_version,
-                cursor=rng.cursor,
-                max_limit=self.options.page_limit,
-                limit=self.options.page_limit,
-            )
+            read = self._first_pages.pop((obj.id, rng.index), None)
+            pager, first = read if read is not None else (self._pager(obj, rng), None)
             send, receive = anyio.create_memory_object_stream[Page](self.options.prefetch)
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._fetch, pager, send)
+                tg.start_soon(self._fetch, pager, send, first)
                 await self._write(run, obj, rng, receive, task)
         remaining[0] -= 1
         if remaining[0] == 0:
             task.finish()
 
-    async def _fetch(self, pager: Pager, send: MemoryObjectSendStream[Page]) -> None:
-        """Fetch pages into ``send``; each holds a slot of the page budget until it is written."""
+    async def _fetch(self, pager: Pager, send: MemoryObjectSendStream[Page], first: Page | None) -> None:
+        """Fetch pages into ``send``, after ``first`` (read while planning); each holds a slot
+        of the page budget until it is written."""
         async with send:
+            if first is not None:
+                try:
+                    await send.send(first)
+                except BaseException:
+                    self._page_budget.release()
+                    raise
             while True:
                 await self._page_budget.acquire()
                 try:

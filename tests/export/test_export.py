@@ -342,23 +342,23 @@ def test_unwritable_output(emulator: Any, project: dict[str, Any], tmp_path: Pat
     assert "cannot write" in result.stderr
 
 
-def test_rows_deleted_by_the_newest_write_stay_deleted(emulator: Any, tmp_path: Path):
+@pytest.mark.parametrize("ranges", [[], ["--min-rows-per-range", "10", "--page-limit", "3"]])
+def test_rows_deleted_by_the_newest_write_stay_deleted(emulator: Any, tmp_path: Path, ranges: list[str]):
     """A delete leaves no visible row, so the newest visible _xact_id predates it; reading
-    pinned at that version would bring the deleted rows back."""
+    pinned at that version would bring the deleted rows back. Each range's first page, read
+    pinned while that is checked, is read again."""
     proj = post(emulator.url, emulator.key, "/v1/project", {"name": unique("deleted")})
-    insert(
-        emulator.url,
-        emulator.key,
-        "project_logs",
-        proj["id"],
-        [{"id": f"x{i}", "input": i} for i in range(50)],
-    )
+    for start in range(0, 50, 10):  # five writes, so the versions split into ranges
+        insert(emulator.url, emulator.key, "project_logs", proj["id"],
+               [{"id": f"x{i}", "input": i} for i in range(start, start + 10)])  # fmt: skip
     insert(emulator.url, emulator.key, "project_logs", proj["id"],
            [{"id": f"x{i}", "_object_delete": True} for i in range(0, 50, 5)])  # fmt: skip
     result = btpipe(emulator, "export", "--project", proj["name"], "--objects", "logs", "--format", "jsonl",
-                 "--out", str(tmp_path), "--json")  # fmt: skip
+                 "--out", str(tmp_path), "--json", *ranges)  # fmt: skip
     assert result.exit_code == 0, result.output
     assert sorted(r["id"] for r in read_export_files(tmp_path, "project_logs", proj["id"])) == sorted(
         f"x{i}" for i in range(50) if i % 5
     )
     assert orjson.loads(result.stdout)["rows"] == 40
+    files = list((tmp_path / "object_type=project_logs").rglob("r*-part-*.jsonl"))
+    assert len(files) > 1 if ranges else len(files) == 1

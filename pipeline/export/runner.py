@@ -377,23 +377,52 @@ class ExportJob:
         """Fetch pages into ``send``, after ``first`` (read while planning); each holds a slot
         of the page budget until it is written."""
         async with send:
-            if first is not None:
-                try:
-                    await send.send(first)
-                except BaseException:
-                    self._page_budget.release()
-                    raise
-            while True:
-                await self._page_budget.acquire()
-                try:
-                    page = await pager.next_page()
-                    if page is None:
-                        self._page_budget.release()
-                        return
-                    await send.send(page)
-                except BaseException:
-                    self._page_budget.release()
-                    raise
+            page = first if first is not None else await self._fetch_in_budget(pager)
+            while page is not None:
+                if page.rows < pager.limit:  # a short page: most likely the range's last
+                    page = await self._send_and_fetch(send, page, pager)
+                else:
+                    await self._send(send, page)
+                    page = await self._fetch_in_budget(pager)
+
+    async def _fetch_in_budget(self, pager: Pager) -> Page | None:
+        """The next page, once the budget has a slot for it."""
+        await self._page_budget.acquire()
+        try:
+            page = await pager.next_page()
+        except BaseException:
+            self._page_budget.release()
+            raise
+        if page is None:
+            self._page_budget.release()
+        return page
+
+    async def _send(self, send: MemoryObjectSendStream[Page], page: Page) -> None:
+        try:
+            await send.send(page)
+        except BaseException:
+            self._page_budget.release()
+            raise
+
+    async def _send_and_fetch(
+        self, send: MemoryObjectSendStream[Page], page: Page, pager: Pager
+    ) -> Page | None:
+        """Send ``page`` and meanwhile ask for the next one. At a range's end that request,
+        normally answered with no rows, would otherwise wait for the encoders to take
+        ``page``, which with no latency left the ranges' last requests to the very end. A
+        page it does return (one at most per range) waits for a budget slot before it goes on."""
+        fetched: list[Page | None] = []
+
+        async def fetch() -> None:
+            fetched.append(await pager.next_page())
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(fetch)
+            await self._send(send, page)
+        following = fetched[0]
+        if following is not None:
+            await self._page_budget.acquire()
+        return following
 
     def _open_sink(self, run: RunState, obj: ObjectState, rng: RangeState) -> Sink:
         directory = layout.object_dir(obj.object_type, obj.id, run.run_id)

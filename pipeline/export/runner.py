@@ -309,14 +309,7 @@ class ExportJob:
         except anyio.WouldBlock:
             return
         pager = self._pager(obj, rng)
-        try:
-            page = await pager.next_page()
-        except BaseException:
-            self._page_budget.release()
-            raise
-        if page is None:
-            self._page_budget.release()
-        self._first_pages[(obj.id, rng.index)] = (pager, page)
+        self._first_pages[(obj.id, rng.index)] = (pager, await self._fetch_into_slot(pager))
 
     def _pager(self, obj: ObjectState, rng: RangeState) -> Pager:
         """The pager of one range, from its checkpointed cursor."""
@@ -388,6 +381,11 @@ class ExportJob:
     async def _fetch_in_budget(self, pager: Pager) -> Page | None:
         """The next page, once the budget has a slot for it."""
         await self._page_budget.acquire()
+        return await self._fetch_into_slot(pager)
+
+    async def _fetch_into_slot(self, pager: Pager) -> Page | None:
+        """The next page, for a budget slot already taken; the slot is given back unless a
+        page comes."""
         try:
             page = await pager.next_page()
         except BaseException:

@@ -390,3 +390,13 @@ def test_malformed_page_is_one_line_error(tmp_path: Any) -> None:
     with ParquetSink(open_storage(str(tmp_path)), "d", "dataset") as sink, pytest.raises(BtpipeError) as info:
         sink.write_page(b'{"id":"a"}\n[1]\n')
     assert str(info.value) == "page is not valid JSONL (a line is not a JSON object)"
+
+
+@pytest.mark.parametrize("limit", ["row_group_rows", "row_group_bytes", "max_file_rows", "max_file_bytes"])
+def test_limits_must_be_positive_and_the_byte_limit_may_be_none(tmp_path: Any, limit: str) -> None:
+    storage = open_storage(str(tmp_path))
+    with pytest.raises(UsageError, match="must be positive"):
+        ParquetSink(storage, "d", "dataset", **{limit: 0})
+    with ParquetSink(storage, "d", "dataset", max_file_bytes=None) as sink:
+        sink.write_page(page_of([{"id": "a"}]))
+    assert [f.name for f in (tmp_path / "d").iterdir()] == ["part-00000.parquet"]

@@ -653,15 +653,8 @@ class ParquetSink(PartFileSink):
         max_file_rows: int = 1_000_000,
         max_file_bytes: int | None = DEFAULT_MAX_FILE_BYTES,
     ) -> None:
-        if (
-            min(
-                row_group_rows,
-                row_group_bytes,
-                max_file_rows,
-                1 if max_file_bytes is None else max_file_bytes,
-            )
-            <= 0
-        ):
+        limits = (row_group_rows, row_group_bytes, max_file_rows, max_file_bytes)
+        if any(limit is not None and limit <= 0 for limit in limits):
             raise UsageError("row group and file limits must be positive")
         super().__init__(storage, directory, prefix=prefix, first_part=first_part)
         self.object_type = object_type

@@ -326,13 +326,8 @@ def _fast_column(
         return _raw_json_column(values)
     if kind in _PLAIN:
         return pa.array(values, type=field.type)
-    if kind is Kind.TIMESTAMP:
-        stamps = _created_column(field.name, values, field.type, extras)
-        return (
-            stamps
-            if stamps is not None
-            else _typed_column(field, [_ABSENT if v is None else v for v in values], extras)
-        )
+    if kind is Kind.TIMESTAMP:  # decoded absent as None (see _DECODED); the typed path wants _ABSENT
+        values = tuple(_ABSENT if v is None else v for v in values)
     if all(v is _ABSENT for v in values):
         return pa.nulls(len(values), field.type)
     return _typed_column(field, list(values), extras)

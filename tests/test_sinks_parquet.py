@@ -212,6 +212,42 @@ def test_free_form_fields_keep_the_server_text_and_typed_fields_their_types() ->
     assert table_to_rows(table) == parse_page(page)
 
 
+def test_number_maps_keep_in_extra_exactly_the_maps_a_double_cannot_spell_back() -> None:
+    lines = [
+        b'{"id":"a","metrics":{"start":1.5,"tokens":7}}',  # exact: a fraction and a small int
+        b'{"id":"b","metrics":{"start":2.0}}',  # an integral float reads back as an int
+        b'{"id":"c","metrics":{"tokens":9007199254740992}}',  # 2**53 reads back, but as a double
+        b'{"id":"d","metrics":{"start":null,"end":-0.5}}',  # a null inside a map is kept
+        b'{"id":"e","metrics":{}}',
+        b'{"id":"f"}',
+        b'{"id":"g","metrics":null}',  # an explicit null, unlike an absent map
+    ]
+    page = b"\n".join(lines) + b"\n"
+    table = fast_page_table(page, "project_logs")
+    assert table is not None
+    extras = [None if e is None else json.loads(e) for e in table.column(EXTRA_COLUMN).to_pylist()]
+    assert extras == [
+        None,
+        {"metrics": {"start": 2.0}},
+        {"metrics": {"tokens": 9007199254740992}},
+        None,
+        None,
+        None,
+        {"metrics": None},
+    ]
+    assert table.column("metrics").to_pylist()[:5] == [
+        [("start", 1.5), ("tokens", 7.0)],
+        [("start", 2.0)],
+        [("tokens", 9007199254740992.0)],
+        [("start", None), ("end", -0.5)],
+        [],
+    ]
+    assert table.column("metrics").to_pylist()[5:] == [None, None]
+    assert table_to_rows(table) == parse_page(page)
+    beyond = b'{"id":"h","metrics":{"tokens":9007199254740993}}\n'  # Arrow refuses to round it
+    assert table_to_rows(page_to_table(beyond, "project_logs")) == parse_page(beyond)
+
+
 @pytest.mark.parametrize(
     ("line", "why"),
     [

@@ -272,6 +272,11 @@ def _decoded_fields(object_type: ObjectType) -> tuple[pa.Field, ...]:
     return tuple(field for field in schema_for(object_type) if field.name != EXTRA_COLUMN)
 
 
+#: What the page decoder gives a free-form field a row lacks: one shared empty ``Raw``, so a
+#: column no row has is found by identity.
+_NO_TEXT: Final = msgspec.Raw()
+
+
 @cache
 def _page_decoder(object_type: ObjectType) -> msgspec.json.Decoder[Any]:
     """A decoder of one JSONL line into a struct with one attribute per schema column.
@@ -284,7 +289,7 @@ def _page_decoder(object_type: ObjectType) -> msgspec.json.Decoder[Any]:
     for field in _decoded_fields(object_type):
         kind = _kind(field.name)
         if kind is Kind.JSON:
-            fields.append((f"f_{field.name}", msgspec.Raw, msgspec.Raw()))
+            fields.append((f"f_{field.name}", msgspec.Raw, _NO_TEXT))
         else:
             fields.append((f"f_{field.name}", *_DECODED[kind]))
     row = msgspec.defstruct(
@@ -300,9 +305,9 @@ def _page_decoder(object_type: ObjectType) -> msgspec.json.Decoder[Any]:
 def _raw_json_column(values: tuple[msgspec.Raw, ...]) -> pa.Array | None:
     """A string column straight from the values' JSON bytes (an empty ``Raw`` is absent).
     ``None`` when the bytes are not valid UTF-8 or too long for one string column."""
-    lengths = list(map(len, values))
-    if not any(lengths):
+    if values.count(_NO_TEXT) == len(values):
         return pa.nulls(len(values), pa.string())
+    lengths = list(map(len, values))
     data = b"".join(values)
     if len(data) >= 2**31:
         return None
@@ -326,11 +331,16 @@ def _fast_column(
         return _raw_json_column(values)
     if kind in _PLAIN:
         return pa.array(values, type=field.type)
-    if kind is Kind.TIMESTAMP:  # decoded absent as None (see _DECODED); the typed path wants _ABSENT
-        values = tuple(_ABSENT if v is None else v for v in values)
-    if all(v is _ABSENT for v in values):
+    if kind is Kind.TIMESTAMP:  # strings, None where absent
+        return _created_column(field.name, values, field.type, extras)
+    # Lists of strings and number maps, as _DECODED typed them; None is an explicit null.
+    if values.count(_ABSENT) == len(values):
         return pa.nulls(len(values), field.type)
-    return _typed_column(field, list(values), extras)
+    _keep_nulls(field.name, values, extras)
+    present = [None if v is _ABSENT else v for v in values]
+    if kind is Kind.NUMBER_MAP:
+        return _number_map_column(field.name, present, field.type, extras)
+    return pa.array(present, type=field.type)
 
 
 def fast_page_table(page: bytes, object_type: ObjectType) -> pa.Table | None:
@@ -406,7 +416,7 @@ def _created_column(
     return stamps
 
 
-def _keep_nulls(name: str, values: list[Any], extras: list[Any]) -> None:
+def _keep_nulls(name: str, values: Sequence[Any], extras: list[Any]) -> None:
     """An explicit JSON null reads back as absent from a typed column; ``_extra`` keeps it."""
     if None in values:
         for i, value in enumerate(values):
@@ -420,31 +430,47 @@ _NUMBER_TYPES: Final = frozenset({int, float, type(None)})
 def _fast_number_map(
     name: str, values: list[Any], arrow_type: pa.DataType, extras: list[Any]
 ) -> pa.Array | None:
-    """Number maps straight from the dicts; maps with a number that would not decode as
-    itself (an integral float, an int beyond 2**53) keep their exact value in ``_extra``.
-    ``None`` for values that are not number maps. The exactness test is vectorised."""
+    """Number maps of parsed rows (see ``_number_map_column``); ``None`` for values that are
+    not number maps."""
     _keep_nulls(name, values, extras)
     maps = [None if v is _ABSENT else v for v in values]
     if not {type(m) for m in maps} <= {dict, type(None)}:
         return None
-    flat = [x for m in maps if m is not None for x in m.values()]
-    if not {type(x) for x in flat} <= _NUMBER_TYPES:
+    if not {type(x) for m in maps if m is not None for x in m.values()} <= _NUMBER_TYPES:
         return None
+    return _number_map_column(name, maps, arrow_type, extras)
+
+
+def _number_map_column(
+    name: str, maps: list[dict[str, int | float | None] | None], arrow_type: pa.DataType, extras: list[Any]
+) -> pa.Array | None:
+    """The column of ``maps`` (None where null); maps holding a number that would not decode
+    as itself (an integral float, an int beyond 2**53) keep their exact value in ``_extra``.
+    ``None`` when Arrow cannot hold a number."""
+    present = [m for m in maps if m]
+    flat = list(itertools.chain.from_iterable(m.values() for m in present))
     try:
-        array = pa.array(maps, type=arrow_type)
+        numbers = pa.array(flat, type=pa.float64())
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
         return None
-    if flat:
-        numbers = array.items
-        is_float = pa.array([type(x) is float for x in flat], type=pa.bool_())
-        integral = pc.equal(pc.floor(numbers), numbers)
-        huge = pc.greater_equal(pc.abs(numbers), 2.0**53)
-        inexact = pc.fill_null(pc.or_(pc.and_(is_float, integral), pc.and_(pc.invert(is_float), huge)), False)
-        if pc.any(inexact).as_py():
-            as_lists = pa.ListArray.from_arrays(array.offsets, numbers)  # parent indices need a list type
-            parents = pc.take(pc.list_parent_indices(as_lists), pc.indices_nonzero(inexact))
-            for i in pc.unique(parents).to_pylist():
-                _keep_exact(name, i, values[i], extras)
+    offsets = pa.array(list(itertools.accumulate((len(m) if m else 0 for m in maps), initial=0)), pa.int32())
+    keys = pa.array(list(itertools.chain.from_iterable(present)), pa.string())
+    nulls = pa.array([m is None for m in maps]) if None in maps else None
+    array = pa.MapArray.from_arrays(offsets, keys, numbers, type=arrow_type, mask=nulls)
+    types = list(map(type, flat))
+    ints = types.count(int)
+    # Every int is integral as a double, so there are no integral floats when the integral
+    # values are as many as the ints; then only an int's size can make a map inexact.
+    integral = pc.equal(pc.floor(numbers), numbers)
+    if (pc.sum(integral).as_py() or 0) == ints and not (ints and pc.max(pc.abs(numbers)).as_py() >= 2.0**53):
+        return array
+    is_float = pa.array([t is float for t in types], type=pa.bool_())
+    huge = pc.greater_equal(pc.abs(numbers), 2.0**53)
+    inexact = pc.fill_null(pc.or_(pc.and_(is_float, integral), pc.and_(pc.invert(is_float), huge)), False)
+    as_lists = pa.ListArray.from_arrays(array.offsets, numbers)  # parent indices need a list type
+    parents = pc.take(pc.list_parent_indices(as_lists), pc.indices_nonzero(inexact))
+    for i in pc.unique(parents).to_pylist():
+        _keep_exact(name, i, maps[i], extras)
     return array
 
 

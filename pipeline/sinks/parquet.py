@@ -337,10 +337,10 @@ def _fast_column(
     if values.count(_ABSENT) == len(values):
         return pa.nulls(len(values), field.type)
     _keep_nulls(field.name, values, extras)
-    present = [None if v is _ABSENT else v for v in values]
+    nullable = [None if v is _ABSENT else v for v in values]
     if kind is Kind.NUMBER_MAP:
-        return _number_map_column(field.name, present, field.type, extras)
-    return pa.array(present, type=field.type)
+        return _number_map_column(field.name, nullable, field.type, extras)
+    return pa.array(nullable, type=field.type)
 
 
 def fast_page_table(page: bytes, object_type: ObjectType) -> pa.Table | None:

@@ -336,8 +336,7 @@ def _fast_column(
     # Lists of strings and number maps, as _DECODED typed them; None is an explicit null.
     if values.count(_ABSENT) == len(values):
         return pa.nulls(len(values), field.type)
-    _keep_nulls(field.name, values, extras)
-    nullable = [None if v is _ABSENT else v for v in values]
+    nullable = _nullable(field.name, values, extras)
     if kind is Kind.NUMBER_MAP:
         return _number_map_column(field.name, nullable, field.type, extras)
     return pa.array(nullable, type=field.type)
@@ -382,8 +381,7 @@ def _fast_created(
 ) -> pa.Array | None:
     """Timestamps parsed and re-spelled in Arrow; rows whose spelling would not come back
     exactly keep their text in ``_extra``. ``None`` when Arrow cannot parse the column."""
-    _keep_nulls(name, values, extras)
-    texts = [None if v is _ABSENT else v for v in values]
+    texts = _nullable(name, values, extras)
     if not all(type(v) is str for v in texts if v is not None):
         return None
     return _created_column(name, texts, arrow_type, extras)
@@ -416,12 +414,14 @@ def _created_column(
     return stamps
 
 
-def _keep_nulls(name: str, values: Sequence[Any], extras: list[Any]) -> None:
-    """An explicit JSON null reads back as absent from a typed column; ``_extra`` keeps it."""
+def _nullable(name: str, values: Sequence[Any], extras: list[Any]) -> list[Any]:
+    """``values`` with None where a row lacks the field, as Arrow takes them. An explicit JSON
+    null would read back as absent from the typed column, so ``_extra`` keeps it."""
     if None in values:
         for i, value in enumerate(values):
             if value is None:
                 _keep_exact(name, i, None, extras)
+    return [None if v is _ABSENT else v for v in values]
 
 
 _NUMBER_TYPES: Final = frozenset({int, float, type(None)})
@@ -432,8 +432,7 @@ def _fast_number_map(
 ) -> pa.Array | None:
     """Number maps of parsed rows (see ``_number_map_column``); ``None`` for values that are
     not number maps."""
-    _keep_nulls(name, values, extras)
-    maps = [None if v is _ABSENT else v for v in values]
+    maps = _nullable(name, values, extras)
     if not {type(m) for m in maps} <= {dict, type(None)}:
         return None
     if not {type(x) for m in maps if m is not None for x in m.values()} <= _NUMBER_TYPES:
@@ -477,8 +476,7 @@ def _number_map_column(
 def _fast_string_list(
     name: str, values: list[Any], arrow_type: pa.DataType, extras: list[Any]
 ) -> pa.Array | None:
-    _keep_nulls(name, values, extras)
-    lists = [None if v is _ABSENT else v for v in values]
+    lists = _nullable(name, values, extras)
     if not {type(v) for v in lists} <= {list, type(None)}:
         return None
     if not {type(i) for v in lists if v for i in v} <= {str}:

@@ -26,7 +26,7 @@ pytest: install
 test: install lint pytest
 
 demo: install
-	$(BIN)/python -m pipeline.demo
+	$(BIN)/python -m pipeline.cli.demo
 
 bench: install
 	$(BIN)/python -m bench.run

@@ -30,10 +30,10 @@ from pipeline.api.objects import (
     resolve_project,
     resolve_selection,
 )
-from pipeline.errors import UsageError
+from pipeline.common.errors import UsageError
+from pipeline.common.rows import DESTINATION_FIELDS
+from pipeline.common.storage import Storage
 from pipeline.load.inputs import find_inputs, open_input, select_inputs
-from pipeline.rows import DESTINATION_FIELDS
-from pipeline.sinks.storage import Storage
 from pipeline.sources import iter_rows
 
 SAMPLE = 20

@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.api.client import ClientSettings, RetryPolicy, Timeouts
-from pipeline.commandline import api_options
+from pipeline.cli.common import api_options
 
 
 def test_api_options_arrive_as_one_settings_value(monkeypatch: pytest.MonkeyPatch) -> None:

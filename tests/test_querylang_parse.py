@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from sqlglot.parser import Parser
 from sqlglot.tokens import Tokenizer
 
-from pipeline.errors import UsageError
+from pipeline.common.errors import UsageError
 from pipeline.querylang.ast import FUNCTION_ARITY, Expr, binary, from_object, function, ident, literal
 from pipeline.querylang.parse import QuerySyntaxError, parse_expression, parse_query, to_text
 

@@ -10,11 +10,11 @@ from typing import Any, BinaryIO
 
 import pytest
 
-from pipeline.errors import BtpipeError
+from pipeline.common.errors import BtpipeError
+from pipeline.common.storage import Storage, open_storage
 from pipeline.sinks.base import Sink
 from pipeline.sinks.jsonl import JsonlSink
 from pipeline.sinks.parquet import ParquetSink
-from pipeline.sinks.storage import Storage, open_storage
 from tests.test_sinks_parquet import page_of
 
 

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.errors import UsageError
+from pipeline.common.errors import UsageError
+from pipeline.common.storage import open_storage
 from pipeline.sinks.jsonl import JsonlSink
-from pipeline.sinks.storage import open_storage
 from tests.test_sinks_parquet import canonical, page_of, read_all, rows_strategy
 
 COMPRESSIONS = [None, "gzip", "zstd"]

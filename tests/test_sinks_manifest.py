@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from pipeline import __version__
-from pipeline.errors import UsageError
+from pipeline.common.errors import UsageError
+from pipeline.common.manifest import Manifest, ObjectManifest, list_manifests, read_manifest, write_manifest
+from pipeline.common.storage import open_storage
 from pipeline.sinks.base import FileInfo
-from pipeline.sinks.manifest import Manifest, ObjectManifest, list_manifests, read_manifest, write_manifest
-from pipeline.sinks.storage import open_storage
 
 
 def _manifest(run_id: str, started_at: str) -> Manifest:

@@ -10,9 +10,9 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
+from pipeline.common.storage import Storage, open_storage
 from pipeline.sinks.jsonl import JsonlSink
 from pipeline.sinks.parquet import ParquetSink
-from pipeline.sinks.storage import Storage, open_storage
 from pipeline.sources import discover_files, iter_rows
 
 CREDENTIALS = {"access_key": "testing", "secret_key": "testing", "region": "us-east-1"}

@@ -13,9 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.errors import BtpipeError, UsageError
-from pipeline.rows import OBJECT_TYPES
-from pipeline.sinks.jsontext import dumps
+from pipeline.common.errors import BtpipeError, UsageError
+from pipeline.common.jsoncodec import dumps
+from pipeline.common.rows import OBJECT_TYPES
+from pipeline.common.storage import open_storage
 from pipeline.sinks.parquet import (
     EXTRA_COLUMN,
     ParquetSink,
@@ -26,7 +27,6 @@ from pipeline.sinks.parquet import (
     schema_for,
     table_to_rows,
 )
-from pipeline.sinks.storage import open_storage
 from pipeline.sources import iter_rows
 
 # -- row generation (shared with the JSONL tests) ------------------------------------------------

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import UsageError
-from pipeline.sinks.storage import LocalStorage, is_temp_name, location, open_storage
+from pipeline.common.errors import UsageError
+from pipeline.common.storage import LocalStorage, is_temp_name, location, open_storage
 
 
 def test_file_appears_only_when_the_block_exits(tmp_path: Path) -> None:

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.errors import BtpipeError
-from pipeline.sinks.storage import is_temp_name, open_storage
+from pipeline.common.errors import BtpipeError
+from pipeline.common.storage import is_temp_name, open_storage
 from pipeline.sinks.workers import WorkerPool, parquet_sink
 from tests.test_sinks_parquet import canonical, page_of, read_all
 

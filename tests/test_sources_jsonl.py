@@ -8,9 +8,9 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from pipeline.errors import UsageError
+from pipeline.common.errors import UsageError
+from pipeline.common.storage import open_storage
 from pipeline.sinks.jsonl import JsonlSink
-from pipeline.sinks.storage import open_storage
 from pipeline.sources import iter_rows
 
 

@@ -8,11 +8,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.errors import UsageError
+from pipeline.common.errors import UsageError
+from pipeline.common.manifest import Manifest, ObjectManifest, write_manifest
+from pipeline.common.storage import Storage, open_storage
 from pipeline.sinks.jsonl import JsonlSink
-from pipeline.sinks.manifest import Manifest, ObjectManifest, write_manifest
 from pipeline.sinks.parquet import ParquetSink
-from pipeline.sinks.storage import Storage, open_storage
 from pipeline.sources import discover_files, iter_rows
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import UsageError
-from pipeline.sinks.storage import open_storage
-from pipeline.state import StateStore
+from pipeline.common.errors import UsageError
+from pipeline.common.state import StateStore
+from pipeline.common.storage import open_storage
 
 
 def test_save_and_load(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import anyio
 import orjson
 
 from pipeline.api.client import BraintrustClient, PageTooLargeError, Response
-from pipeline.errors import ApiError
+from pipeline.common.errors import ApiError
 from pipeline.querylang.ast import (
     MAX_LIMIT,
     Expr,

@@ -3,7 +3,7 @@
 Layers, as in httpx: public helpers (``get_json``, ``post_json``, ``post_raw``) -> ``request``
 (the retry loop, the only one in btpipe) -> ``_send`` (one thin aiohttp call). Which failures
 are transient is decided in one place, :meth:`RetryPolicy.is_retryable`; everything else
-becomes an exception from :mod:`pipeline.errors` with a one-line message that never contains
+becomes an exception from :mod:`pipeline.common.errors` with a one-line message that never contains
 the API key.
 """
 
@@ -23,7 +23,7 @@ import anyio
 import orjson
 
 from pipeline import __version__
-from pipeline.errors import ApiError, AuthError, NotFoundError, TransientApiError, UsageError
+from pipeline.common.errors import ApiError, AuthError, NotFoundError, TransientApiError, UsageError
 
 DEFAULT_API_URL = "https://api.braintrust.dev"
 RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})

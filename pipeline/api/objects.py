@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.api.client import BraintrustClient
-from pipeline.errors import NotFoundError, UsageError
-from pipeline.rows import ObjectType
+from pipeline.common.errors import NotFoundError, UsageError
+from pipeline.common.rows import ObjectType
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 

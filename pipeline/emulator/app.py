@@ -24,6 +24,7 @@ import orjson
 from aiohttp import web
 
 from pipeline import __version__
+from pipeline.common.rows import ObjectType
 from pipeline.emulator import access, inserts, objects, reads
 from pipeline.emulator.auth import Authenticator, Principal
 from pipeline.emulator.faults import FaultInjector, install
@@ -40,7 +41,6 @@ from pipeline.emulator.validate import (
     string,
     uuid_string,
 )
-from pipeline.rows import ObjectType
 
 Handler = Callable[[web.Request, dict[str, str]], Awaitable[web.StreamResponse]]
 

@@ -11,10 +11,10 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
+from pipeline.common.rows import ALL_OBJECT_KEY_FIELDS, OBJECT_TYPES, ObjectType
 from pipeline.emulator.objects import resolve_row_object
 from pipeline.emulator.rowwrite import Target, write_events
 from pipeline.emulator.validate import BadRequest, events_list, fail, validate_event
-from pipeline.rows import ALL_OBJECT_KEY_FIELDS, OBJECT_TYPES, ObjectType
 
 Batch = tuple[ObjectType, str, list[dict[str, Any]]]
 

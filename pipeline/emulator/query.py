@@ -28,10 +28,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from pipeline.common.rows import OBJECT_TYPES, ObjectType
 from pipeline.emulator.summary import summary_cte
 from pipeline.querylang.ast import AGGREGATE_FUNCTIONS, ARITHMETIC_OPS, FUNCTION_ARITY, MAX_LIMIT, SHAPES
 from pipeline.querylang.parse import QuerySyntaxError, parse_query
-from pipeline.rows import OBJECT_TYPES, ObjectType
 
 
 class QueryError(ValueError):

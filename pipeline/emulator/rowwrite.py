@@ -19,14 +19,14 @@ from typing import Any
 
 import orjson
 
-from pipeline.emulator.store import next_row_seq, next_xact_id, pagination_key
-from pipeline.rows import (
+from pipeline.common.rows import (
     ALL_OBJECT_KEY_FIELDS,
     CONTROL_FIELDS,
     IDENTITY_FIELDS,
     READ_ONLY_FIELDS,
     ObjectType,
 )
+from pipeline.emulator.store import next_row_seq, next_xact_id, pagination_key
 
 #: Fields of a stored row that are not user data.
 SYSTEM_FIELDS = READ_ONLY_FIELDS | ALL_OBJECT_KEY_FIELDS | frozenset(IDENTITY_FIELDS)

@@ -126,11 +126,11 @@ class EmulatorStartError(RuntimeError):
 
 @contextmanager
 def spawn_emulator(db: str | os.PathLike[str], *args: str) -> Iterator[str]:
-    """Run ``python -m pipeline.emulator`` on ``db`` as a separate process on a free port;
+    """Run ``python -m pipeline emulator`` on ``db`` as a separate process on a free port;
     yield its URL; always stop it. For the demo, restart tests and benchmarks, where the
     server must not share a process (or a GIL) with the client."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.emulator", "--port", "0", "--db", str(db), *args],
+        [sys.executable, "-m", "pipeline", "emulator", "--port", "0", "--db", str(db), *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
     try:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Final
 
-from pipeline.rows import CONTROL_FIELDS, DATA_FIELDS, IDENTITY_FIELDS, ObjectType
+from pipeline.common.rows import CONTROL_FIELDS, DATA_FIELDS, IDENTITY_FIELDS, ObjectType
 
 
 class BadRequest(ValueError):

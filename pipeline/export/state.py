@@ -1,6 +1,6 @@
 """The export's durable state: the unfinished run (to resume) and per-object watermarks.
 
-One JSON file per project under the output root (see :mod:`pipeline.export.layout`). A range's
+One JSON file per project under the output root (see :mod:`pipeline.common.layout`). A range's
 ``cursor`` is the cursor of the last page that is inside a published file, so resuming from
 it neither skips nor repeats a row; ``next_part`` keeps file names deterministic across a
 crash, so a file published just before a crash is overwritten, not doubled, on resume.

@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pipeline.api.client import DEFAULT_API_URL, ClientSettings
-from pipeline.commandline import make_settings
-from pipeline.errors import UsageError
+from pipeline.cli.common import make_settings
+from pipeline.common.errors import UsageError
+from pipeline.common.jobstate import DEFAULT_STATE_DIR
 from pipeline.jobs.fields import BadValue, Kind, boolean, choice, integer, number, show, string, string_list
-from pipeline.load.jobstate import DEFAULT_STATE_DIR
 
 if TYPE_CHECKING:
     from pipeline.export.runner import ExportOptions

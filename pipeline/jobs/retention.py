@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.sinks.manifest import Manifest, list_manifests, manifest_path
-from pipeline.sinks.storage import Storage
+from pipeline.common.manifest import Manifest, list_manifests, manifest_path
+from pipeline.common.storage import Storage
 
 
 @dataclass(frozen=True)

@@ -16,15 +16,15 @@ import anyio
 
 from pipeline.api.client import BraintrustClient
 from pipeline.api.objects import resolve_project
-from pipeline.errors import UsageError
-from pipeline.export import layout
+from pipeline.common import layout
+from pipeline.common.errors import UsageError
+from pipeline.common.progress import Progress
+from pipeline.common.state import StateStore
+from pipeline.common.storage import Storage, open_storage
 from pipeline.export.runner import ExportJob, ExportSummary
 from pipeline.jobs import retention
 from pipeline.jobs.config import Connection, ExportJobConfig, JobConfig, JobFile, MigrateJobConfig
 from pipeline.load.migrate import MigrateJob
-from pipeline.progress import Progress
-from pipeline.sinks.storage import Storage, open_storage
-from pipeline.state import StateStore
 from pipeline.verify import VerifyJob
 
 T = TypeVar("T")

@@ -15,7 +15,7 @@ from typing import Any
 
 from pipeline.api.client import BraintrustClient
 from pipeline.api.objects import ObjectRef, find_object, logs_ref, object_ref
-from pipeline.rows import ObjectType
+from pipeline.common.rows import ObjectType
 
 _COPIED_FIELDS: dict[str, tuple[str, ...]] = {
     "dataset": ("description", "metadata", "tags"),

@@ -6,7 +6,7 @@
 Objects are read one after another through one shared pool of insert workers. The checkpoint
 of an object is ``(file, position)`` of the last row of the applied prefix, plus ``rows``;
 a resumed run skips the files before that file without opening them and the rows up to that
-position inside it. See :mod:`pipeline.load.jobstate` for where the state file lives.
+position inside it. See :mod:`pipeline.common.jobstate` for where the state file lives.
 """
 
 from __future__ import annotations
@@ -20,16 +20,16 @@ import anyio
 
 from pipeline.api.client import BraintrustClient
 from pipeline.api.objects import ObjectRef
-from pipeline.errors import UsageError
+from pipeline.common.errors import UsageError
+from pipeline.common.progress import Progress
+from pipeline.common.rows import ObjectType
+from pipeline.common.storage import Storage, location
 from pipeline.load.batcher import Item
 from pipeline.load.destinations import ensure_object
 from pipeline.load.inputs import InputObject, find_inputs, open_input, select_inputs
 from pipeline.load.insert import feed
 from pipeline.load.run import LoadOptions, LoadRun, LoadSummary, ObjectResult
 from pipeline.load.transform import SourceObject, encode_event, to_event
-from pipeline.progress import Progress
-from pipeline.rows import ObjectType
-from pipeline.sinks.storage import Storage, location
 from pipeline.sources import SourceRow, iter_rows
 
 

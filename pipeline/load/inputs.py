@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.api.objects import parse_selection
-from pipeline.errors import UsageError
-from pipeline.rows import OBJECT_TYPES, ObjectType
-from pipeline.sinks.manifest import MANIFEST_DIR, Manifest, list_manifests, read_manifest
-from pipeline.sinks.storage import Storage, open_storage
+from pipeline.common.errors import UsageError
+from pipeline.common.manifest import MANIFEST_DIR, Manifest, list_manifests, read_manifest
+from pipeline.common.rows import OBJECT_TYPES, ObjectType
+from pipeline.common.storage import Storage, open_storage
 from pipeline.sources import discover_files, is_data_file
 
 _HIVE = re.compile(r"object_type=([a-z_]+)/object_id=([^/]+)/")

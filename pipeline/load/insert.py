@@ -25,9 +25,9 @@ import orjson
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from pipeline.api.client import BraintrustClient
-from pipeline.errors import ApiError, BtpipeError, UsageError, first_error
+from pipeline.common.checkpoint import PrefixTracker
+from pipeline.common.errors import ApiError, BtpipeError, UsageError, first_error
 from pipeline.load.batcher import Batch, Batcher, Item, request_body
-from pipeline.load.checkpoint import PrefixTracker
 
 OnError = Literal["fail", "skip"]
 PAYLOAD_TOO_LARGE = 413

@@ -25,12 +25,12 @@ import orjson
 from pipeline.api.btql import Pager, build_query, snapshot
 from pipeline.api.client import BraintrustClient
 from pipeline.api.objects import ObjectRef, resolve_project, resolve_selection
+from pipeline.common.progress import Progress
 from pipeline.load.batcher import Item
 from pipeline.load.destinations import ensure_object, experiments_in_dependency_order
 from pipeline.load.insert import feed
 from pipeline.load.run import LoadOptions, LoadRun, LoadSummary, ObjectResult
 from pipeline.load.transform import SourceObject, encode_event, to_event
-from pipeline.progress import Progress
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,11 @@ from typing import Any
 
 from pipeline.api.client import BraintrustClient
 from pipeline.api.objects import ObjectRef, ensure_project, resolve_project
-from pipeline.errors import NotFoundError
+from pipeline.common.errors import NotFoundError
+from pipeline.common.jobstate import DEFAULT_STATE_DIR, JobState
+from pipeline.common.progress import Progress, Task
 from pipeline.load.batcher import Batcher
 from pipeline.load.insert import ErrorLog, InsertOptions, InsertPool, Ledger, request_limit
-from pipeline.load.jobstate import DEFAULT_STATE_DIR, JobState
-from pipeline.progress import Progress, Task
 
 
 @dataclass(frozen=True)

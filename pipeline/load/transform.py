@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from pipeline.rows import (
+from pipeline.common.rows import (
     ALL_OBJECT_KEY_FIELDS,
     CONTROL_FIELDS,
     OBJECT_KEY_FIELDS,

@@ -20,7 +20,7 @@ from sqlglot.errors import ParseError, TokenError
 from sqlglot.parser import Parser
 from sqlglot.tokens import Token, Tokenizer, TokenType
 
-from pipeline.errors import UsageError
+from pipeline.common.errors import UsageError
 
 
 class QuerySyntaxError(UsageError):

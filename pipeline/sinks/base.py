@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import BinaryIO, Protocol, Self
 
-from pipeline.errors import BtpipeError
-from pipeline.sinks.storage import Storage, location
+from pipeline.common.errors import BtpipeError
+from pipeline.common.storage import Storage, location
 
 
 @dataclass(frozen=True)

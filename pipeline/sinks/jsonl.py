@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from pipeline.errors import UsageError
+from pipeline.common.errors import UsageError
+from pipeline.common.storage import Storage
 from pipeline.sinks.base import CountingWriter, FileInfo, PartFileSink
-from pipeline.sinks.storage import Storage
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -1,6 +1,6 @@
 """Parquet part files, and the one Arrow schema btpipe writes (the only module that knows it).
 
-One schema per object type, built from ``pipeline.rows``: identity fields, the object's keys,
+One schema per object type, built from ``pipeline.common.rows``: identity fields, the object's keys,
 the server-owned fields and the type's data fields, in that order, then ``_extra``.
 
 ==================  =============================  ================================================
@@ -61,8 +61,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.errors import BtpipeError, UsageError
-from pipeline.rows import (
+from pipeline.common.errors import BtpipeError, UsageError
+from pipeline.common.jsoncodec import dumps, loads, loads_array, page_lines
+from pipeline.common.rows import (
     DATA_FIELDS,
     IDENTITY_FIELDS,
     OBJECT_KEY_FIELDS,
@@ -70,9 +71,8 @@ from pipeline.rows import (
     READ_ONLY_FIELDS,
     ObjectType,
 )
+from pipeline.common.storage import Storage
 from pipeline.sinks.base import CountingWriter, FileInfo, PartFileSink
-from pipeline.sinks.jsontext import dumps, loads, loads_array, page_lines
-from pipeline.sinks.storage import Storage
 
 SCHEMA_VERSION: Final = "1"
 META_VERSION: Final = b"btpipe.schema_version"

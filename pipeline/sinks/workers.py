@@ -30,9 +30,9 @@ from multiprocessing.shared_memory import SharedMemory
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from pipeline.errors import BtpipeError
+from pipeline.common.errors import BtpipeError
+from pipeline.common.storage import Storage, open_storage
 from pipeline.sinks.base import ClosingSink, FileInfo, Sink, close_or_abort
-from pipeline.sinks.storage import Storage, open_storage
 
 #: Builds a sink in the worker from the worker's storage; must pickle (a module-level function,
 #: or ``functools.partial`` of one).
@@ -58,7 +58,7 @@ _slots: dict[int, SharedMemory] = {}  # slot number -> this worker's mapping of 
 def _start_worker(storage_url: str, parent: int) -> None:
     global _storage
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from pipeline.memory import keep_memory_flat
+    from pipeline.common.memory import keep_memory_flat
 
     keep_memory_flat()
     _storage = open_storage(storage_url)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from pipeline.errors import UsageError
-from pipeline.sinks.manifest import MANIFEST_DIR, read_manifest
-from pipeline.sinks.storage import Storage, location
+from pipeline.common.errors import UsageError
+from pipeline.common.manifest import MANIFEST_DIR, read_manifest
+from pipeline.common.storage import Storage, location
 from pipeline.sources import jsonl, parquet
 from pipeline.sources.base import SourceRow
 

@@ -13,9 +13,9 @@ from typing import Any, BinaryIO
 
 import pyarrow as pa
 
-from pipeline.errors import UsageError
-from pipeline.sinks.jsontext import loads, loads_array
-from pipeline.sinks.storage import Storage, location
+from pipeline.common.errors import UsageError
+from pipeline.common.jsoncodec import loads, loads_array
+from pipeline.common.storage import Storage, location
 from pipeline.sources.base import SourceRow
 
 CODECS: dict[str, str | None] = {".jsonl": None, ".jsonl.gz": "gzip", ".jsonl.zst": "zstd"}

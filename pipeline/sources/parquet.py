@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.errors import UsageError
+from pipeline.common.errors import UsageError
+from pipeline.common.storage import Storage, location
 from pipeline.sinks.parquet import check_schema, table_to_rows
-from pipeline.sinks.storage import Storage, location
 from pipeline.sources.base import SourceRow
 
 

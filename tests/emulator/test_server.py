@@ -8,9 +8,9 @@ import aiohttp
 import pytest
 from click.testing import CliRunner
 
+from pipeline.cli.emulator import emulator as emulator_command
+from pipeline.cli.emulator import gather_keys
 from pipeline.emulator.auth import DEFAULT_KEYS, KeySpec, parse_key_spec, register_keys
-from pipeline.emulator.command import emulator as emulator_command
-from pipeline.emulator.command import gather_keys
 from pipeline.emulator.sample import generate_traces, load_sample
 from pipeline.emulator.server import EmulatorStartError
 from pipeline.emulator.store import Store
@@ -57,7 +57,7 @@ def test_a_failed_start_is_one_line_naming_the_problem(tmp_path: Path) -> None:
     with pytest.raises(EmulatorStartError) as failed, emulator_process(tmp_path / "x.db", "--bogus"):
         pass
     message = str(failed.value)
-    assert message.startswith("the emulator did not start: Error: No such option '--bogus'.")
+    assert message.startswith("the emulator did not start: btpipe: error: No such option '--bogus'.")
     assert "\n" not in message
 
 

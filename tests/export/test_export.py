@@ -14,8 +14,8 @@ from typing import Any
 import orjson
 import pytest
 
+from pipeline.common.storage import is_temp_name
 from pipeline.emulator.sample import generate_traces
-from pipeline.sinks.storage import is_temp_name
 from tests.helpers import (
     all_rows,
     btpipe,

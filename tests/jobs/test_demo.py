@@ -1,4 +1,4 @@
-"""``python -m pipeline.demo`` (what ``make demo`` runs), as a subprocess with a small sample."""
+"""``python -m pipeline.cli.demo`` (what ``make demo`` runs), as a subprocess with a small sample."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def number(text: str, pattern: str) -> int:
 def test_demo_runs_end_to_end_and_prints_its_summary(tmp_path: Path) -> None:
     env = {**os.environ, "BTPIPE_DEMO_TRACES": "120", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
-        [sys.executable, "-m", "pipeline.demo"],
+        [sys.executable, "-m", "pipeline.cli.demo"],
         cwd=tmp_path,
         env=env,
         capture_output=True,

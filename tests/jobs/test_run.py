@@ -10,8 +10,8 @@ import orjson
 import pyarrow.dataset as pads
 from click.testing import CliRunner, Result
 
+from pipeline.cli.jobs import run
 from pipeline.emulator.sample import generate_traces
-from pipeline.jobs.commands import run
 from tests.helpers import all_rows, insert, make_project, read_export_files, unique
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"

@@ -18,12 +18,12 @@ from click.testing import CliRunner
 from moto.server import ThreadedMotoServer
 
 from pipeline.api.client import BraintrustClient
-from pipeline.commandline import make_settings
+from pipeline.cli.common import make_settings
+from pipeline.cli.jobs import run
+from pipeline.common.progress import Progress
 from pipeline.emulator.sample import generate_traces
-from pipeline.jobs.commands import run
 from pipeline.load.importer import ImportJob, ImportOptions
 from pipeline.load.run import LoadOptions
-from pipeline.progress import Progress
 from tests.helpers import all_rows, insert, post, unique
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "nightly-backup.toml"

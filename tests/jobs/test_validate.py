@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from pipeline.jobs.commands import validate
+from pipeline.cli.jobs import validate
 from pipeline.jobs.config import ExportJobConfig, MigrateJobConfig, load_job_file
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"

@@ -16,14 +16,14 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.api.client import BraintrustClient, ClientSettings
+from pipeline.cli.load import delete_command, import_command, migrate_command, verify_command
+from pipeline.common.manifest import Manifest, ObjectManifest, write_manifest
+from pipeline.common.rows import DESTINATION_FIELDS
+from pipeline.common.storage import open_storage
 from pipeline.load.batcher import Batcher, Item
-from pipeline.load.commands import delete_command, import_command, migrate_command, verify_command
 from pipeline.load.insert import ErrorLog, InsertOptions, InsertPool, Ledger
-from pipeline.rows import DESTINATION_FIELDS
 from pipeline.sinks.jsonl import JsonlSink
-from pipeline.sinks.manifest import Manifest, ObjectManifest, write_manifest
 from pipeline.sinks.parquet import ParquetSink
-from pipeline.sinks.storage import open_storage
 from tests.conftest import Emulator
 from tests.helpers import all_rows, insert, post, unique
 

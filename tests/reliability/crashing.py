@@ -2,7 +2,7 @@
 
 :class:`Watcher` polls directories from a thread while a run is in progress: every file
 visible under its final name must be whole (a data file parses completely, a ``.json``
-file is valid JSON). Temp names (``.name.tmp``, see ``pipeline.sinks.storage``) are the
+file is valid JSON). Temp names (``.name.tmp``, see ``pipeline.common.storage``) are the
 only files allowed to be partial.
 """
 
@@ -22,7 +22,7 @@ from types import TracebackType
 import orjson
 import pyarrow.parquet as pq
 
-from pipeline.sinks.storage import is_temp_name
+from pipeline.common.storage import is_temp_name
 
 
 def check_whole(path: Path) -> str | None:

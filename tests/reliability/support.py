@@ -1,7 +1,7 @@
 """Shared pieces of the reliability suite: seeding, running the CLI, comparing results.
 
 Results are compared by content hash per row id: a row's hash covers every field a copy
-must keep (``pipeline.rows.DESTINATION_FIELDS`` are the ones the destination rewrites), so
+must keep (``pipeline.common.rows.DESTINATION_FIELDS`` are the ones the destination rewrites), so
 "equal" means the same ids with the same content, nothing lost and nothing doubled.
 """
 
@@ -21,10 +21,10 @@ from typing import Any
 import orjson
 import pytest
 
+from pipeline.common.rows import DESTINATION_FIELDS
 from pipeline.emulator.rowwrite import Target
 from pipeline.emulator.sample import bulk_load, generate_traces
 from pipeline.emulator.server import RunningServer
-from pipeline.rows import DESTINATION_FIELDS
 from tests.helpers import post, unique
 
 #: Fault mix used throughout: every kind, 20% of requests, Retry-After of 0 s.

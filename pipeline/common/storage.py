@@ -24,7 +24,7 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import BinaryIO, Protocol, cast
 from urllib.parse import urlparse
 
-from pipeline.errors import UsageError
+from pipeline.common.errors import UsageError
 
 TEMP_PREFIX = "."
 TEMP_SUFFIX = ".tmp"

@@ -27,14 +27,14 @@ import click
 
 from pipeline.api.client import BraintrustClient
 from pipeline.api.objects import resolve_project
-from pipeline.commandline import run_async
+from pipeline.cli.common import run_async
+from pipeline.common.errors import BtpipeError
+from pipeline.common.progress import Progress
 from pipeline.emulator.auth import DEFAULT_KEYS
 from pipeline.emulator.sample import generate_traces
 from pipeline.emulator.server import EmulatorStartError, spawn_emulator
-from pipeline.errors import BtpipeError
 from pipeline.jobs.config import ExportJobConfig, JobFile, MigrateJobConfig, load_job_file
 from pipeline.jobs.runner import JobResult, run_export_job, run_migrate_job
-from pipeline.progress import Progress
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 SAMPLE_PROJECT = "sample-project"

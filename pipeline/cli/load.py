@@ -3,7 +3,7 @@
 Each command builds a job from its options and runs it; the logic lives in
 :mod:`pipeline.load` and :mod:`pipeline.verify`. A second destination's key is never a
 command-line value: ``--to-api-key-env VAR`` names the environment variable holding it.
-Exit codes are those of :mod:`pipeline.errors`; ``import`` and ``migrate`` exit 1 when
+Exit codes are those of :mod:`pipeline.common.errors`; ``import`` and ``migrate`` exit 1 when
 events were skipped (``--on-error skip``), ``verify`` exits 1 on any difference.
 """
 
@@ -18,7 +18,7 @@ import anyio
 import click
 
 from pipeline.api.client import BraintrustClient, ClientSettings
-from pipeline.commandline import (
+from pipeline.cli.common import (
     Output,
     api_options,
     emit_json,
@@ -27,10 +27,10 @@ from pipeline.commandline import (
     with_client,
     with_progress,
 )
-from pipeline.errors import EXIT_FAILED, AuthError, UsageError
+from pipeline.common.errors import EXIT_FAILED, AuthError, UsageError
+from pipeline.common.jobstate import DEFAULT_STATE_DIR
+from pipeline.common.progress import Progress
 from pipeline.load.insert import InsertOptions
-from pipeline.load.jobstate import DEFAULT_STATE_DIR
-from pipeline.progress import Progress
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")

@@ -1,7 +1,7 @@
 """The ``btpipe`` command line: parse flags, build a job, run it, print the summary.
 
 Each command is a few lines; the work lives in the library. Library errors become one line on
-stderr and the exit code documented in the README (see :mod:`pipeline.errors`).
+stderr and the exit code documented in the README (see :mod:`pipeline.common.errors`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import orjson
 
 from pipeline import __version__
 from pipeline.api.client import BraintrustClient, ClientSettings
-from pipeline.commandline import (
+from pipeline.cli.common import (
     Btpipe,
     Output,
     api_options,
@@ -23,17 +23,17 @@ from pipeline.commandline import (
     with_client,
     with_progress,
 )
-from pipeline.progress import Progress
+from pipeline.common.progress import Progress
 
 #: Commands that live with their subsystem, imported only when invoked (keeps start-up fast).
 LAZY_COMMANDS = {
-    "delete": "pipeline.load.commands:delete_command",
-    "emulator": "pipeline.emulator.command:emulator",
-    "import": "pipeline.load.commands:import_command",
-    "migrate": "pipeline.load.commands:migrate_command",
-    "run": "pipeline.jobs.commands:run",
-    "validate": "pipeline.jobs.commands:validate",
-    "verify": "pipeline.load.commands:verify_command",
+    "delete": "pipeline.cli.load:delete_command",
+    "emulator": "pipeline.cli.emulator:emulator",
+    "import": "pipeline.cli.load:import_command",
+    "migrate": "pipeline.cli.load:migrate_command",
+    "run": "pipeline.cli.jobs:run",
+    "validate": "pipeline.cli.jobs:validate",
+    "verify": "pipeline.cli.load:verify_command",
 }
 
 

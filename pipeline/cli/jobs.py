@@ -6,8 +6,8 @@ import sys
 
 import click
 
-from pipeline.commandline import Output, emit_json, output_options, run_async
-from pipeline.errors import EXIT_FAILED, EXIT_USAGE
+from pipeline.cli.common import Output, emit_json, output_options, run_async
+from pipeline.common.errors import EXIT_FAILED, EXIT_USAGE
 from pipeline.jobs.config import ConfigError, JobFile, load_job_file
 from pipeline.jobs.runner import JobResult, run_jobs
 

@@ -15,9 +15,9 @@ from urllib.parse import urlsplit, urlunsplit
 import orjson
 
 from pipeline import __version__
-from pipeline.errors import UsageError
+from pipeline.common.errors import UsageError
+from pipeline.common.storage import Storage, location
 from pipeline.sinks.base import FileInfo
-from pipeline.sinks.storage import Storage, location
 
 MANIFEST_DIR = "_manifests"
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import orjson
 
-from pipeline.errors import UsageError
-from pipeline.sinks.storage import Storage, location
+from pipeline.common.errors import UsageError
+from pipeline.common.storage import Storage, location
 
 _SECRET_KEY = re.compile(
     r"(^|[_-])(api[_-]?key|secret|password|token|authorization|credentials?)$", re.IGNORECASE

@@ -1,7 +1,7 @@
 """Pieces every btpipe command shares: API and output options, settings, error handling.
 
 Commands live next to their subsystem (export in :mod:`pipeline.cli`, import and friends in
-:mod:`pipeline.load.commands`, ...) and all use these, so a flag means the same everywhere.
+:mod:`pipeline.cli.load`, ...) and all use these, so a flag means the same everywhere.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import click
 import orjson
 
 from pipeline.api.client import DEFAULT_API_URL, BraintrustClient, ClientSettings, RetryPolicy, Timeouts
-from pipeline.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, BtpipeError, first_error
-from pipeline.memory import keep_memory_flat
-from pipeline.progress import Progress
+from pipeline.common.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, BtpipeError, first_error
+from pipeline.common.memory import keep_memory_flat
+from pipeline.common.progress import Progress
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")

@@ -17,9 +17,9 @@ from typing import Any
 import anyio
 import orjson
 
-from pipeline.errors import UsageError
-from pipeline.sinks.storage import open_storage
-from pipeline.state import StateStore
+from pipeline.common.errors import UsageError
+from pipeline.common.state import StateStore
+from pipeline.common.storage import open_storage
 
 STATE_FORMAT = 1
 DEFAULT_STATE_DIR = ".btpipe-state"

@@ -1,0 +1,1 @@
+"""Shared plumbing every stage imports: storage, manifests, the JSON codec, state, errors."""

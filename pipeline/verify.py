@@ -33,8 +33,8 @@ from pipeline.api.objects import (
 from pipeline.common.errors import UsageError
 from pipeline.common.rows import DESTINATION_FIELDS
 from pipeline.common.storage import Storage
-from pipeline.load.inputs import find_inputs, open_input, select_inputs
 from pipeline.sources import iter_rows
+from pipeline.sources.inputs import find_inputs, open_input, select_inputs
 
 SAMPLE = 20
 Digests = dict[str, bytes]

@@ -8,7 +8,6 @@ from hypothesis import strategies as st
 from sqlglot.parser import Parser
 from sqlglot.tokens import Tokenizer
 
-from pipeline.common.errors import UsageError
 from pipeline.querylang.ast import FUNCTION_ARITY, Expr, binary, from_object, function, ident, literal
 from pipeline.querylang.parse import QuerySyntaxError, parse_expression, parse_query, to_text
 
@@ -318,7 +317,7 @@ def test_query_errors(text: str, message: str) -> None:
     with pytest.raises(QuerySyntaxError) as caught:
         parse_query(text)
     assert str(caught.value) == message
-    assert isinstance(caught.value, UsageError)
+    assert isinstance(caught.value, ValueError)
 
 
 @pytest.mark.parametrize(

@@ -8,9 +8,15 @@ import pytest
 
 from pipeline import __version__
 from pipeline.common.errors import UsageError
-from pipeline.common.manifest import Manifest, ObjectManifest, list_manifests, read_manifest, write_manifest
+from pipeline.common.manifest import (
+    FileInfo,
+    Manifest,
+    ObjectManifest,
+    list_manifests,
+    read_manifest,
+    write_manifest,
+)
 from pipeline.common.storage import open_storage
-from pipeline.sinks.base import FileInfo
 
 
 def _manifest(run_id: str, started_at: str) -> Manifest:

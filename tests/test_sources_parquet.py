@@ -88,7 +88,7 @@ def test_discover_directory_file_and_manifest(tmp_path: Path) -> None:
 
 
 def test_discover_from_manifest_keeps_its_order(tmp_path: Path) -> None:
-    from pipeline.sinks.base import FileInfo
+    from pipeline.common.manifest import FileInfo
 
     storage, paths = _export(tmp_path)
     files = [FileInfo(p, 1, 0, "") for p in reversed(paths)]

@@ -15,7 +15,7 @@ import anyio
 import orjson
 
 from pipeline.api.client import BraintrustClient, PageTooLargeError, Response
-from pipeline.common.errors import ApiError
+from pipeline.common.errors import ApiError, UsageError
 from pipeline.querylang.ast import (
     MAX_LIMIT,
     Expr,
@@ -299,4 +299,4 @@ def parse_filter(text: str | None) -> Expr | None:
     try:
         return parse_expression(text)
     except QuerySyntaxError as exc:
-        raise QuerySyntaxError(f"--filter: {exc}") from None
+        raise UsageError(f"--filter: {exc}") from None

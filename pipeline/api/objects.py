@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.api.client import BraintrustClient
-from pipeline.common.errors import NotFoundError, UsageError
+from pipeline.common.errors import NotFoundError
 from pipeline.common.rows import ObjectType
+from pipeline.common.selection import parse_selection
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
@@ -96,37 +97,6 @@ def logs_ref(project: dict[str, Any]) -> ObjectRef:
 
 def object_ref(kind: ObjectType, obj: dict[str, Any]) -> ObjectRef:
     return ObjectRef(kind, obj["id"], obj["name"], obj["project_id"], obj)
-
-
-@dataclass(frozen=True)
-class Selector:
-    """One ``--objects`` item: every object of a kind (``name`` None), or the one called ``name``."""
-
-    object_type: ObjectType
-    name: str | None = None
-
-
-def parse_selection(text: str) -> list[Selector]:
-    """Parse ``--objects`` text: ``logs``, ``datasets``, ``experiments``, ``dataset:NAME``,
-    ``experiment:NAME``, comma separated; the one place that knows this syntax."""
-    selectors: list[Selector] = []
-    for raw in text.split(","):
-        item = raw.strip()
-        if not item:
-            continue
-        kind, _, name = item.partition(":")
-        if item in ("logs", "project_logs"):
-            selectors.append(Selector("project_logs"))
-        elif item in ("datasets", "experiments"):
-            selectors.append(Selector("dataset" if item == "datasets" else "experiment"))
-        elif kind in ("dataset", "experiment") and name:
-            selectors.append(Selector("dataset" if kind == "dataset" else "experiment", name))
-        else:
-            raise UsageError(
-                f"--objects: cannot understand {item!r} "
-                "(expected logs, datasets, experiments, dataset:NAME or experiment:NAME)"
-            )
-    return selectors
 
 
 async def resolve_selection(

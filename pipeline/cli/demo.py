@@ -36,7 +36,7 @@ from pipeline.emulator.server import EmulatorStartError, spawn_emulator
 from pipeline.jobs.config import ExportJobConfig, JobFile, MigrateJobConfig, load_job_file
 from pipeline.jobs.runner import JobResult, run_export_job, run_migrate_job
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 SAMPLE_PROJECT = "sample-project"
 T = TypeVar("T")
 

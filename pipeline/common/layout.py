@@ -28,7 +28,3 @@ def range_prefix(range_index: int) -> str:
 
 def state_path(project_id: str) -> str:
     return f"_state/export-{project_id}.json"
-
-
-def manifest_path(run_id: str) -> str:
-    return f"_manifests/{run_id}.json"

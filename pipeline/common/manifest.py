@@ -17,9 +17,18 @@ import orjson
 from pipeline import __version__
 from pipeline.common.errors import UsageError
 from pipeline.common.storage import Storage, location
-from pipeline.sinks.base import FileInfo
 
 MANIFEST_DIR = "_manifests"
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """One published file; ``path`` is relative to the storage root."""
+
+    path: str
+    rows: int
+    bytes: int
+    sha256: str
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,11 @@ import transform cannot drift apart.
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Final
 
-ObjectType = Literal["project_logs", "dataset", "experiment"]
-OBJECT_TYPES: Final[tuple[ObjectType, ...]] = ("project_logs", "dataset", "experiment")
+from pipeline.querylang.ast import OBJECT_TYPES, ObjectType
+
+__all__ = ["OBJECT_TYPES", "ObjectType"]
 
 #: Fields the server assigns on every write; a writer must not send them back.
 READ_ONLY_FIELDS: Final[frozenset[str]] = frozenset(

@@ -37,14 +37,14 @@ from pipeline.api.client import BraintrustClient
 from pipeline.api.objects import ObjectRef, resolve_project, resolve_selection
 from pipeline.common import layout
 from pipeline.common.errors import UsageError
-from pipeline.common.manifest import Manifest, ObjectManifest, write_manifest
+from pipeline.common.manifest import FileInfo, Manifest, ObjectManifest, write_manifest
 from pipeline.common.progress import Progress, Task
 from pipeline.common.rows import ObjectType
 from pipeline.common.state import StateStore
 from pipeline.common.storage import Storage, open_storage
 from pipeline.export.state import ExportState, ObjectState, RangeState, RunState
 from pipeline.querylang.ast import Expr, all_of
-from pipeline.sinks.base import FileInfo, Sink
+from pipeline.sinks.base import Sink
 from pipeline.sinks.jsonl import JsonlSink
 from pipeline.sinks.workers import WorkerPool, parquet_sink
 

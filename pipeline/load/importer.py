@@ -22,15 +22,15 @@ from pipeline.api.client import BraintrustClient
 from pipeline.api.objects import ObjectRef
 from pipeline.common.errors import UsageError
 from pipeline.common.progress import Progress
-from pipeline.common.rows import ObjectType
+from pipeline.common.selection import parse_one_object
 from pipeline.common.storage import Storage, location
 from pipeline.load.batcher import Item
 from pipeline.load.destinations import ensure_object
-from pipeline.load.inputs import InputObject, find_inputs, open_input, select_inputs
 from pipeline.load.insert import feed
 from pipeline.load.run import LoadOptions, LoadRun, LoadSummary, ObjectResult
 from pipeline.load.transform import SourceObject, encode_event, to_event
 from pipeline.sources import SourceRow, iter_rows
+from pipeline.sources.inputs import InputObject, find_inputs, open_input, select_inputs
 
 
 @dataclass(frozen=True)
@@ -41,18 +41,6 @@ class ImportOptions:
     to_object: str | None = None
     create_project: bool = False
     load: LoadOptions = field(default_factory=LoadOptions)
-
-
-def parse_to_object(text: str) -> tuple[ObjectType, str | None]:
-    """``logs`` | ``dataset:NAME`` | ``experiment:NAME``."""
-    kind, _, name = text.partition(":")
-    if text in ("logs", "project_logs"):
-        return "project_logs", None
-    if kind == "dataset" and name:
-        return "dataset", name
-    if kind == "experiment" and name:
-        return "experiment", name
-    raise UsageError(f"--to-object: expected logs, dataset:NAME or experiment:NAME, got {text!r}")
 
 
 class ImportJob:
@@ -68,7 +56,7 @@ class ImportJob:
         inputs = select_inputs(await anyio.to_thread.run_sync(find_inputs, storage, prefix), opts.objects)
         if not inputs:
             raise UsageError(f"{opts.input}: the input holds no objects to import")
-        to_object = parse_to_object(opts.to_object) if opts.to_object else None
+        to_object = parse_one_object(opts.to_object) if opts.to_object else None
         if to_object is not None and len(inputs) > 1:
             raise UsageError(f"--to-object names one destination but the input holds {len(inputs)} objects")
         for obj in inputs:

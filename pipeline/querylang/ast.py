@@ -34,13 +34,18 @@ Expressions (EXPR)::
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final, Literal
 
 Expr = dict[str, Any]
 Query = dict[str, Any]
 
 ARITHMETIC_OPS = frozenset({"add", "sub", "mul", "div", "mod"})
 SHAPES = ("spans", "traces", "summary")
+
+#: The objects whose rows a query reads (the ``from`` functions); every module that names an
+#: object type uses these two, the emulator included.
+ObjectType = Literal["project_logs", "dataset", "experiment"]
+OBJECT_TYPES: Final[tuple[ObjectType, ...]] = ("project_logs", "dataset", "experiment")
 MAX_LIMIT = 1000
 
 

@@ -11,12 +11,10 @@ from typing import Any
 
 from sqlglot import exp
 
-from pipeline.querylang.ast import AGGREGATE_FUNCTIONS, SHAPES, Expr, from_object
+from pipeline.querylang.ast import AGGREGATE_FUNCTIONS, OBJECT_TYPES, SHAPES, Expr, from_object
 from pipeline.querylang.convert import to_expr, unsupported
 from pipeline.querylang.render import to_text
 from pipeline.querylang.syntax import QuerySyntaxError
-
-OBJECT_TYPES = ("project_logs", "experiment", "dataset")
 
 Item = dict[str, Any]
 

@@ -20,11 +20,12 @@ from sqlglot.errors import ParseError, TokenError
 from sqlglot.parser import Parser
 from sqlglot.tokens import Token, Tokenizer, TokenType
 
-from pipeline.common.errors import UsageError
 
+class QuerySyntaxError(ValueError):
+    """A query or filter text that cannot be parsed or uses something unsupported.
 
-class QuerySyntaxError(UsageError):
-    """A query or filter text that cannot be parsed or uses something unsupported."""
+    A plain ``ValueError``: the query language is shared with the emulator, so it knows nothing
+    of btpipe's error tree; the client turns it into a usage error where it parses user text."""
 
 
 class Includes(exp.Expression, exp.Binary, exp.Predicate):

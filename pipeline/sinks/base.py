@@ -10,22 +10,12 @@ from __future__ import annotations
 
 import hashlib
 from contextlib import ExitStack
-from dataclasses import dataclass
 from types import TracebackType
 from typing import BinaryIO, Protocol, Self
 
 from pipeline.common.errors import BtpipeError
+from pipeline.common.manifest import FileInfo
 from pipeline.common.storage import Storage, location
-
-
-@dataclass(frozen=True)
-class FileInfo:
-    """One published file; ``path`` is relative to the storage root."""
-
-    path: str
-    rows: int
-    bytes: int
-    sha256: str
 
 
 class Sink(Protocol):

@@ -12,8 +12,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Literal
 
 from pipeline.common.errors import UsageError
+from pipeline.common.manifest import FileInfo
 from pipeline.common.storage import Storage
-from pipeline.sinks.base import CountingWriter, FileInfo, PartFileSink
+from pipeline.sinks.base import CountingWriter, PartFileSink
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -63,6 +63,7 @@ import pyarrow.parquet as pq
 
 from pipeline.common.errors import BtpipeError, UsageError
 from pipeline.common.jsoncodec import dumps, loads, loads_array, page_lines
+from pipeline.common.manifest import FileInfo
 from pipeline.common.rows import (
     DATA_FIELDS,
     IDENTITY_FIELDS,
@@ -72,7 +73,7 @@ from pipeline.common.rows import (
     ObjectType,
 )
 from pipeline.common.storage import Storage
-from pipeline.sinks.base import CountingWriter, FileInfo, PartFileSink
+from pipeline.sinks.base import CountingWriter, PartFileSink
 
 SCHEMA_VERSION: Final = "1"
 META_VERSION: Final = b"btpipe.schema_version"

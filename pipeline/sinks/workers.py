@@ -31,8 +31,9 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from pipeline.common.errors import BtpipeError
+from pipeline.common.manifest import FileInfo
 from pipeline.common.storage import Storage, open_storage
-from pipeline.sinks.base import ClosingSink, FileInfo, Sink, close_or_abort
+from pipeline.sinks.base import ClosingSink, Sink, close_or_abort
 
 #: Builds a sink in the worker from the worker's storage; must pickle (a module-level function,
 #: or ``functools.partial`` of one).

@@ -7,10 +7,9 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.common.manifest import Manifest, ObjectManifest, write_manifest
+from pipeline.common.manifest import FileInfo, Manifest, ObjectManifest, write_manifest
 from pipeline.common.storage import LocalStorage
 from pipeline.jobs.retention import RunRecord, full_run_due, plan_retention, project_runs, prune_runs
-from pipeline.sinks.base import FileInfo
 
 
 def chain(bases: list[bool]) -> list[RunRecord]:

@@ -10,14 +10,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.api.objects import Selector, parse_selection
 from pipeline.common.checkpoint import PrefixTracker
 from pipeline.common.errors import UsageError
 from pipeline.common.rows import READ_ONLY_FIELDS
+from pipeline.common.selection import Selector, parse_selection
 from pipeline.load.batcher import ENVELOPE_BYTES, Batcher, Item, request_body
 from pipeline.load.destinations import creation_body, experiments_in_dependency_order
-from pipeline.load.inputs import InputObject, select_inputs, split_input
 from pipeline.load.transform import SourceObject, to_event
+from pipeline.sources.inputs import InputObject, select_inputs, split_input
 
 ROW = {
     "id": "r1", "_xact_id": "1000", "_pagination_key": "p", "org_id": "o", "project_id": "P",

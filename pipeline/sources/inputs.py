@@ -14,10 +14,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.api.objects import parse_selection
 from pipeline.common.errors import UsageError
 from pipeline.common.manifest import MANIFEST_DIR, Manifest, list_manifests, read_manifest
 from pipeline.common.rows import OBJECT_TYPES, ObjectType
+from pipeline.common.selection import parse_selection
 from pipeline.common.storage import Storage, open_storage
 from pipeline.sources import discover_files, is_data_file
 
@@ -111,7 +111,7 @@ def find_inputs(storage: Storage, prefix: str) -> list[InputObject]:
 
 
 def select_inputs(objects: list[InputObject], selection: str | None) -> list[InputObject]:
-    """Filter by ``--objects`` (see :func:`pipeline.api.objects.parse_selection`)."""
+    """Filter by ``--objects`` (see :func:`pipeline.common.selection.parse_selection`)."""
     if not selection:
         return objects
     chosen: list[InputObject] = []

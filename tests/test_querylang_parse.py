@@ -271,7 +271,7 @@ def test_expressions(text: str, expected: Expr) -> None:
         ),
         (
             "SELECT id FROM logs('p')",
-            "unknown object type 'logs' (expected one of project_logs, experiment, dataset)",
+            "unknown object type 'logs' (expected one of project_logs, dataset, experiment)",
         ),
         ("SELECT id FROM project_logs('p') JOIN dataset('d') ON 1 = 1", "unsupported clause 'join'"),
         ("SELECT id FROM project_logs('p') LIMIT 5 OFFSET 2", "unsupported clause 'offset'"),

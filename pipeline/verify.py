@@ -18,7 +18,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import anyio
-import orjson
 
 from pipeline.api.btql import Pager, build_query, snapshot
 from pipeline.api.client import BraintrustClient
@@ -30,9 +29,11 @@ from pipeline.api.objects import (
     resolve_project,
     resolve_selection,
 )
+from pipeline.common import jsoncodec
 from pipeline.common.errors import UsageError
 from pipeline.common.rows import DESTINATION_FIELDS
-from pipeline.common.storage import Storage
+from pipeline.common.selection import parse_one_object
+from pipeline.common.storage import Storage, location
 from pipeline.sources import iter_rows
 from pipeline.sources.inputs import find_inputs, open_input, select_inputs
 
@@ -42,7 +43,7 @@ Digests = dict[str, bytes]
 
 def row_digest(row: dict[str, Any]) -> bytes:
     visible = {k: v for k, v in row.items() if k not in DESTINATION_FIELDS and v is not None}
-    return hashlib.blake2b(orjson.dumps(visible, option=orjson.OPT_SORT_KEYS), digest_size=16).digest()
+    return hashlib.blake2b(jsoncodec.canonical(visible), digest_size=16).digest()
 
 
 def digest_rows(rows: Iterable[dict[str, Any]], into: Digests) -> None:
@@ -57,7 +58,7 @@ async def digest_object(client: BraintrustClient, ref: ObjectRef) -> Digests:
     if snap.version is None:
         return digests
     async for page in Pager(client, query, version=snap.read_version).pages():
-        digest_rows((orjson.loads(line) for line in page.raw.splitlines() if line.strip()), digests)
+        digest_rows(jsoncodec.loads_lines(page.raw), digests)
     return digests
 
 
@@ -160,14 +161,34 @@ class VerifyJob:
             diffs.append(await self._pair(dst_project, ref.object_type, ref.name, ref.label, digests))
         return diffs
 
-    async def against_files(self, input_path: str) -> list[ObjectDiff]:
+    async def against_files(self, input_path: str, to_object: str | None = None) -> list[ObjectDiff]:
+        """Compare the objects of an export (or one file, with ``to_object``) with the destination.
+
+        A file outside the export layout names no object, so it needs ``to_object``; a
+        selection that leaves nothing to compare is an error, never an empty success."""
         storage, prefix = await anyio.to_thread.run_sync(open_input, input_path)
-        inputs = select_inputs(await anyio.to_thread.run_sync(find_inputs, storage, prefix), self.objects)
+        found = await anyio.to_thread.run_sync(find_inputs, storage, prefix)
         dst_project = await resolve_project(self.destination, self.to_project)
+        if to_object is not None:
+            object_type, name = parse_one_object(to_object)
+            if len(found) != 1:
+                raise UsageError(
+                    f"--to-object names one destination but {input_path} holds {len(found)} objects"
+                )
+            digests = await anyio.to_thread.run_sync(digest_files, storage, found[0].files)
+            return [await self._pair(dst_project, object_type, name, input_path, digests)]
+        loose = [obj for obj in found if obj.object_type is None]
+        if loose:
+            raise UsageError(
+                f"{location(storage, loose[0].files[0])}: not in an export's object_type=/object_id= layout; "
+                "pass --to-object logs, dataset:NAME or experiment:NAME"
+            )
+        inputs = select_inputs(found, self.objects)
+        if not inputs:
+            raise UsageError(f"{input_path}: nothing to compare (no {self.objects} in the input)")
         diffs = []
         for obj in inputs:
-            if obj.object_type is None:
-                raise UsageError(f"{obj.files[0]}: not in an export's object_type=/object_id= layout")
+            assert obj.object_type is not None
             digests = await anyio.to_thread.run_sync(digest_files, storage, obj.files)
             diffs.append(
                 await self._pair(dst_project, obj.object_type, obj.name or obj.id, obj.label, digests)

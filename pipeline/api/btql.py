@@ -12,9 +12,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import anyio
-import orjson
 
 from pipeline.api.client import BraintrustClient, PageTooLargeError, Response
+from pipeline.common import jsoncodec
 from pipeline.common.errors import ApiError, UsageError
 from pipeline.querylang.ast import (
     MAX_LIMIT,
@@ -119,7 +119,7 @@ async def run_query(
     body: dict[str, Any] = {"query": query, "fmt": fmt}
     if version is not None:
         body["version"] = version
-    return await client.post_raw("/btql", orjson.dumps(body))
+    return await client.post_raw("/btql", jsoncodec.dumps(body))
 
 
 async def snapshot(client: BraintrustClient, base: Query) -> Snapshot:
@@ -238,7 +238,7 @@ class Pager:
                 body["version"] = self.version
             shrink = SHRINK_STATUSES if self.limit > self.min_limit else frozenset()
             try:
-                response = await self.client.post_raw("/btql", orjson.dumps(body), shrink_on=shrink)
+                response = await self.client.post_raw("/btql", jsoncodec.dumps(body), shrink_on=shrink)
             except PageTooLargeError:
                 self.limit = max(self.min_limit, self.limit // 2)
                 self.good_pages = 0
@@ -279,7 +279,7 @@ async def query_pages(
             body["version"] = version
         if cursor is not None:
             body["cursor"] = cursor
-        response = await client.post_raw("/btql", orjson.dumps(body))
+        response = await client.post_raw("/btql", jsoncodec.dumps(body))
         payload = response.json() or {}
         rows = payload.get("data") or []
         if rows:

@@ -20,9 +20,9 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import anyio
-import orjson
 
 from pipeline import __version__
+from pipeline.common import jsoncodec
 from pipeline.common.errors import ApiError, AuthError, NotFoundError, TransientApiError, UsageError
 
 DEFAULT_API_URL = "https://api.braintrust.dev"
@@ -87,7 +87,7 @@ class Response:
     body: bytes
 
     def json(self) -> Any:
-        return orjson.loads(self.body) if self.body else None
+        return jsoncodec.loads(self.body) if self.body else None
 
 
 @dataclass(frozen=True)
@@ -169,7 +169,7 @@ class BraintrustClient:
         return (await self.request("GET", path, params=params)).json()
 
     async def post_json(self, path: str, body: Any) -> Any:
-        return (await self.request("POST", path, body=orjson.dumps(body))).json()
+        return (await self.request("POST", path, body=jsoncodec.dumps(body))).json()
 
     async def post_raw(self, path: str, body: bytes, *, shrink_on: frozenset[int] = frozenset()) -> Response:
         """POST a pre-encoded JSON body and return the raw response (for pages and batches)."""

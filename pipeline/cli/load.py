@@ -231,12 +231,17 @@ def delete_command(**kw: Any) -> None:
 @click.option("--objects", default="logs,datasets,experiments", show_default=True,
               help="Objects to compare: logs, datasets, experiments, dataset:NAME, experiment:NAME.")  # fmt: skip
 @click.option("--to-project", required=True, help="Destination project name or id.")
+@click.option("--to-object", default=None,
+              help="With --in naming one file outside an export's layout: the object it holds "
+                   "(logs, dataset:NAME or experiment:NAME).")  # fmt: skip
 def verify_command(**kw: Any) -> None:
     """Compare a source (project or export files) with a destination project, row by row."""
     from pipeline.verify import VerifyJob
 
     if (kw["input_path"] is None) == (kw["project"] is None):
         raise click.UsageError("give exactly one source: --in PATH or --project NAME")
+    if kw["to_object"] is not None and kw["input_path"] is None:
+        raise click.UsageError("--to-object goes with --in")
     source: ClientSettings = kw["settings"]
 
     async def body() -> Any:
@@ -244,7 +249,7 @@ def verify_command(**kw: Any) -> None:
         async with BraintrustClient(destination) as dst:
             job = VerifyJob(dst, kw["to_project"], kw["objects"])
             if kw["input_path"] is not None:
-                return await job.against_files(kw["input_path"])
+                return await job.against_files(kw["input_path"], kw["to_object"])
             async with BraintrustClient(source) as src:
                 return await job.against_project(src, kw["project"])
 

@@ -1,4 +1,7 @@
-"""Exact JSON text <-> Python values, fast where possible.
+"""The one JSON codec: exact JSON text <-> Python values, fast where possible.
+
+Every client module that decodes or encodes row data, request bodies or responses goes
+through here, so the exact-number rules live in one place.
 
 orjson is the fast path, but it quietly turns an integer beyond the 64-bit range into a float
 and refuses to serialise one. Rows are user data and may carry such numbers, so any text with
@@ -57,6 +60,19 @@ def dumps(value: Any) -> bytes:
         return orjson.dumps(value)
     except TypeError:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def canonical(value: Any) -> bytes:
+    """Compact JSON with sorted keys: equal values give equal bytes (for content hashes)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode()
+
+
+def loads_lines(page: bytes) -> list[Any]:
+    """Every row of a JSONL page, exactly, with one parser call."""
+    return loads_array(page_lines(page))
 
 
 def page_lines(page: bytes) -> list[bytes]:

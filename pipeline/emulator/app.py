@@ -25,7 +25,7 @@ from aiohttp import web
 
 from pipeline import __version__
 from pipeline.common.rows import ObjectType
-from pipeline.emulator import access, inserts, objects, reads
+from pipeline.emulator import access, inserts, jsonvalues, objects, reads
 from pipeline.emulator.auth import Authenticator, Principal
 from pipeline.emulator.faults import FaultInjector, install
 from pipeline.emulator.objects import KINDS, Kind, ListFilter, NotFound
@@ -80,8 +80,8 @@ async def json_body(request: web.Request) -> Any:
     if not raw.strip():
         return {}
     try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
+        return jsonvalues.loads(raw)
+    except ValueError as exc:
         raise BadRequest(f"request body: invalid JSON ({exc})") from None
 
 

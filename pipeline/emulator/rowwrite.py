@@ -26,6 +26,7 @@ from pipeline.common.rows import (
     READ_ONLY_FIELDS,
     ObjectType,
 )
+from pipeline.emulator import jsonvalues
 from pipeline.emulator.store import next_row_seq, next_xact_id, pagination_key
 
 #: Fields of a stored row that are not user data.
@@ -119,7 +120,7 @@ def _latest(conn: sqlite3.Connection, target: Target, row_id: str) -> dict[str, 
     ).fetchone()
     if found is None or found[0]:
         return None
-    latest: dict[str, Any] = orjson.loads(found[1])
+    latest: dict[str, Any] = jsonvalues.loads(found[1])
     return latest
 
 
@@ -151,7 +152,7 @@ def write_events(conn: sqlite3.Connection, batches: Iterable[tuple[Target, list[
             records.append((seq, target.object_type, target.object_id, row_id, xact, 1, None, data.decode()))
         else:
             row = stored_row(target, fields, xact, seq)
-            text = orjson.dumps(row).decode()
+            text = jsonvalues.dumps(row).decode()
             records.append(
                 (seq, target.object_type, target.object_id, row_id, xact, 0, row["root_span_id"], text)
             )

@@ -13,11 +13,10 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import orjson
-
 from pipeline.api.btql import Pager, build_query, snapshot
 from pipeline.api.client import BraintrustClient
 from pipeline.api.objects import ObjectRef
+from pipeline.common import jsoncodec
 from pipeline.load.batcher import Batcher, Item
 from pipeline.load.insert import InsertOptions, InsertPool, Ledger, feed, request_limit
 from pipeline.querylang.ast import Expr, ident
@@ -45,7 +44,7 @@ def _id_query(ref: ObjectRef, filter_expr: Expr) -> dict[str, Any]:
 
 
 def _ids(raw: bytes) -> list[str]:
-    return [str(orjson.loads(line)["id"]) for line in raw.splitlines() if line.strip()]
+    return [str(row["id"]) for row in jsoncodec.loads_lines(raw)]
 
 
 async def plan(client: BraintrustClient, ref: ObjectRef, filter_expr: Expr) -> DeletePlan:
@@ -95,6 +94,6 @@ async def _delete_items(
     pager = Pager(client, _id_query(ref, filter_expr), version=version)
     async for page in pager.pages():
         yield [
-            Item(orjson.dumps({"id": row_id, "_object_delete": True}), row_id, f"{ref.label} id {row_id}")
+            Item(jsoncodec.dumps({"id": row_id, "_object_delete": True}), row_id, f"{ref.label} id {row_id}")
             for row_id in _ids(page.raw)
         ]

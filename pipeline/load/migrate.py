@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-import orjson
 
 from pipeline.api.btql import Pager, build_query, snapshot
 from pipeline.api.client import BraintrustClient
 from pipeline.api.objects import ObjectRef, resolve_project, resolve_selection
+from pipeline.common import jsoncodec
 from pipeline.common.progress import Progress
 from pipeline.load.batcher import Item
 from pipeline.load.destinations import ensure_object, experiments_in_dependency_order
@@ -54,14 +54,10 @@ def order_for_creation(refs: list[ObjectRef]) -> list[ObjectRef]:
 
 def page_items(raw: bytes, source: SourceObject, cursor: str | None, label: str) -> list[Item]:
     """One ``fmt=jsonl`` page as items; the last carries the page cursor as its mark."""
-    items = []
-    for number, line in enumerate(raw.splitlines(), 1):
-        if not line.strip():
-            continue
-        row = orjson.loads(line)
-        items.append(
-            Item(encode_event(to_event(row, source)), str(row.get("id")), f"{label} page row {number}")
-        )
+    items = [
+        Item(encode_event(to_event(row, source)), str(row.get("id")), f"{label} page row {number}")
+        for number, row in enumerate(jsoncodec.loads_lines(raw), 1)
+    ]
     if items:
         last = items[-1]
         items[-1] = Item(last.data, last.id, last.where, cursor)

@@ -17,8 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
+from pipeline.common import jsoncodec
 from pipeline.common.rows import (
     ALL_OBJECT_KEY_FIELDS,
     CONTROL_FIELDS,
@@ -71,4 +70,4 @@ def to_event(row: dict[str, Any], source: SourceObject) -> dict[str, Any]:
 
 def encode_event(event: dict[str, Any]) -> bytes:
     """Encode an event once; request bodies are built by joining these bytes."""
-    return orjson.dumps(event)
+    return jsoncodec.dumps(event)

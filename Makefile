@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install test lint pytest demo bench chaos clean
+.PHONY: install test lint pytest demo docs bench chaos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,8 @@ lint: install
 	$(BIN)/ruff check pipeline tests bench
 	$(BIN)/ruff format --check pipeline tests bench
 	$(BIN)/mypy pipeline
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/cog --check --check-fail-msg='run make docs' docs/*.md
 
 pytest: install
 	$(BIN)/pytest -q $(PYTEST_ARGS)
@@ -27,6 +29,10 @@ test: install lint pytest
 
 demo: install
 	$(BIN)/python -m pipeline.cli.demo
+
+# The generated parts of docs/*.md (the --help blocks of docs/cli.md, ...); `make lint` fails when they are stale.
+docs: install
+	$(BIN)/cog -r docs/*.md
 
 bench: install
 	$(BIN)/python -m bench.run

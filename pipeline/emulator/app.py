@@ -24,7 +24,6 @@ import orjson
 from aiohttp import web
 
 from pipeline import __version__
-from pipeline.common.rows import ObjectType
 from pipeline.emulator import access, inserts, jsonvalues, objects, reads
 from pipeline.emulator.auth import Authenticator, Principal
 from pipeline.emulator.faults import FaultInjector, install
@@ -41,6 +40,7 @@ from pipeline.emulator.validate import (
     string,
     uuid_string,
 )
+from pipeline.querylang.ast import OBJECT_TYPES, ObjectType
 
 Handler = Callable[[web.Request, dict[str, str]], Awaitable[web.StreamResponse]]
 
@@ -297,7 +297,7 @@ async def acl_by_id(request: web.Request, params: dict[str, str]) -> web.Respons
 # -- routing --------------------------------------------------------------------------------
 
 Route = tuple[str, re.Pattern[str], Handler]
-_ROW_TYPES = "project_logs|dataset|experiment"
+_ROW_TYPES = "|".join(OBJECT_TYPES)
 _KIND_RE = "|".join(KINDS)
 
 

@@ -11,10 +11,11 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from pipeline.common.rows import ALL_OBJECT_KEY_FIELDS, OBJECT_TYPES, ObjectType
+from pipeline.emulator import spec
 from pipeline.emulator.objects import resolve_row_object
 from pipeline.emulator.rowwrite import Target, write_events
 from pipeline.emulator.validate import BadRequest, events_list, fail, validate_event
+from pipeline.querylang.ast import OBJECT_TYPES, ObjectType
 
 Batch = tuple[ObjectType, str, list[dict[str, Any]]]
 
@@ -56,6 +57,8 @@ def cross_object_insert(body: Any) -> list[Batch]:
 
 
 def _logs3_target(row: dict[str, Any], where: str) -> tuple[ObjectType, str]:
+    """The object a logs3 row names. ``/logs3`` is the SDK's own route, not in the spec, so how
+    its rows name their object is written here."""
     if isinstance(row.get("experiment_id"), str):
         return "experiment", row["experiment_id"]
     if isinstance(row.get("dataset_id"), str):
@@ -68,12 +71,13 @@ def _logs3_target(row: dict[str, Any], where: str) -> tuple[ObjectType, str]:
 def logs3_insert(body: Any) -> list[Batch]:
     rows = events_list(body, "rows")
     grouped: dict[tuple[ObjectType, str], list[dict[str, Any]]] = {}
+    keys = spec.all_key_fields()
     for i, row in enumerate(rows):
         where = f"rows[{i}]"
         if not isinstance(row, dict):
             raise fail(where, "expected object")
         object_type, object_id = _logs3_target(row, where)
-        event = {k: v for k, v in row.items() if k not in ALL_OBJECT_KEY_FIELDS and k not in _SDK_ROW_FIELDS}
+        event = {k: v for k, v in row.items() if k not in keys and k not in _SDK_ROW_FIELDS}
         validate_event(object_type, event, where)
         grouped.setdefault((object_type, object_id), []).append(event)
     return [(t, i, events) for (t, i), events in grouped.items()]

@@ -28,9 +28,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from pipeline.common.rows import OBJECT_TYPES, ObjectType
 from pipeline.emulator.summary import summary_cte
-from pipeline.querylang.ast import AGGREGATE_FUNCTIONS, ARITHMETIC_OPS, FUNCTION_ARITY, MAX_LIMIT, SHAPES
+from pipeline.querylang.ast import (
+    AGGREGATE_FUNCTIONS,
+    ARITHMETIC_OPS,
+    FUNCTION_ARITY,
+    MAX_LIMIT,
+    OBJECT_TYPES,
+    SHAPES,
+    ObjectType,
+)
 from pipeline.querylang.parse import QuerySyntaxError, parse_query
 
 

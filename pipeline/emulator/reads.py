@@ -15,7 +15,6 @@ from typing import Any, Final
 
 import orjson
 
-from pipeline.common.rows import ObjectType
 from pipeline.emulator.objects import NotFound, resolve_row_object
 from pipeline.emulator.query import (
     Compiled,
@@ -30,6 +29,7 @@ from pipeline.emulator.query import (
     parse_source,
 )
 from pipeline.emulator.store import current_xact_id
+from pipeline.querylang.ast import ObjectType
 
 BTQL_FIELDS: Final = frozenset(
     {"query", "fmt", "version", "cursor", "use_columnstore", "use_brainstore", "brainstore_realtime",

@@ -4,38 +4,58 @@ All events of one request share one new ``_xact_id`` and are written in one tran
 Per object and id the request collapses to one version (the last event wins; a
 ``_is_merge`` event merges into what came before it, in the request or in the database).
 The stored ``data`` is the row exactly as read back, system fields first, so reads can
-return it without decoding.
+return it without decoding. Which fields a row carries is the spec's (``spec.py``).
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import sqlite3
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
-from pipeline.common.rows import (
-    ALL_OBJECT_KEY_FIELDS,
-    CONTROL_FIELDS,
-    IDENTITY_FIELDS,
-    READ_ONLY_FIELDS,
-    ObjectType,
-)
-from pipeline.emulator import jsonvalues
+from pipeline.emulator import jsonvalues, spec
 from pipeline.emulator.store import next_row_seq, next_xact_id, pagination_key
+from pipeline.querylang.ast import ObjectType
 
-#: Fields of a stored row that are not user data.
-SYSTEM_FIELDS = READ_ONLY_FIELDS | ALL_OBJECT_KEY_FIELDS | frozenset(IDENTITY_FIELDS)
-OBJECT_ID_FIELD: dict[ObjectType, tuple[str, str]] = {
-    "project_logs": ("log_id", "g"),
-    "dataset": ("dataset_id", ""),
-    "experiment": ("experiment_id", ""),
-}
+#: The fields :func:`stored_row` fills in itself besides the object keys. The spec says what
+#: they hold, not how a server picks them; each object type keeps those its read rows list.
+STAMPED_FIELDS: Final = (
+    "id", "_xact_id", "_pagination_key", "created", "org_id", "project_id",
+    "span_id", "root_span_id", "span_parents", "is_root",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RowLayout:
+    """How rows of one object type are written, from the spec's tables."""
+
+    insertable: frozenset[str]  # the fields an event may set
+    control: frozenset[str]  # write instructions, never stored
+    data: frozenset[str]  # event fields stored as sent
+    fixed: Mapping[str, str]  # keys with their one value (``log_id: "g"``)
+    object_id_field: str  # the key holding the target's object id
+    unlisted: tuple[str, ...]  # stamped fields the spec's rows of this type do not carry
+
+
+@functools.cache
+def row_layout(object_type: ObjectType) -> RowLayout:
+    fields = spec.row_fields(object_type)
+    stamped = {*STAMPED_FIELDS, *fields.keys}
+    return RowLayout(
+        insertable=fields.insert,
+        control=fields.control,
+        data=frozenset(name for name in fields.read if name in fields.insert and name not in stamped),
+        fixed=fields.fixed,
+        object_id_field=fields.object_id_field,
+        unlisted=tuple(name for name in STAMPED_FIELDS if name not in fields.read),
+    )
 
 
 @dataclass(frozen=True)
@@ -74,13 +94,11 @@ def _array_delete(row: dict[str, Any], instructions: list[dict[str, Any]]) -> No
             node[last] = [v for v in node[last] if v not in item["delete"]]
 
 
-def _resolve(event: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any]:
-    """The user-visible row (no system fields except identity) after applying ``event``."""
-    fields = {k: v for k, v in event.items() if k not in CONTROL_FIELDS}
+def _resolve(layout: RowLayout, event: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any]:
+    """The fields an event could set (data and identity) of the row after applying ``event``."""
+    fields = {k: v for k, v in event.items() if k not in layout.control}
     if event.get("_is_merge") and previous is not None:
-        merged = {
-            k: v for k, v in previous.items() if k not in READ_ONLY_FIELDS and k not in ALL_OBJECT_KEY_FIELDS
-        }
+        merged = {k: v for k, v in previous.items() if k in layout.insertable}
         stop = {tuple(p) for p in event.get("_merge_paths") or ()}
         deep_merge(merged, fields, stop)
         fields = merged
@@ -90,9 +108,9 @@ def _resolve(event: dict[str, Any], previous: dict[str, Any] | None) -> dict[str
 
 
 def stored_row(target: Target, fields: dict[str, Any], xact: int, seq: int) -> dict[str, Any]:
+    layout = row_layout(target.object_type)
     span_id = fields.get("span_id") or str(uuid.uuid4())
     parents = fields.get("span_parents") or None
-    key_name, key_value = OBJECT_ID_FIELD[target.object_type]
     row: dict[str, Any] = {
         "id": fields["id"],
         "_xact_id": str(xact),
@@ -100,14 +118,17 @@ def stored_row(target: Target, fields: dict[str, Any], xact: int, seq: int) -> d
         "created": fields.get("created") or now_iso(),
         "org_id": target.org_id,
         "project_id": target.project_id,
-        key_name: key_value or target.object_id,
+        **layout.fixed,
+        layout.object_id_field: target.object_id,
         "span_id": span_id,
         "root_span_id": fields.get("root_span_id") or (span_id if parents is None else str(uuid.uuid4())),
         "span_parents": parents,
         "is_root": parents is None,
     }
+    for name in layout.unlisted:
+        del row[name]
     for key, value in fields.items():
-        if key not in SYSTEM_FIELDS:
+        if key in layout.data:
             row[key] = value
     return row
 
@@ -133,6 +154,7 @@ def write_events(conn: sqlite3.Connection, batches: Iterable[tuple[Target, list[
     pending: dict[tuple[Target, str], dict[str, Any] | None] = {}  # None = delete
     row_ids: list[list[str]] = []
     for target, events in batches:
+        layout = row_layout(target.object_type)
         ids = []
         for event in events:
             row_id = event.get("id") or str(uuid.uuid4())
@@ -142,7 +164,7 @@ def write_events(conn: sqlite3.Connection, batches: Iterable[tuple[Target, list[
                 pending[key] = None
                 continue
             previous = pending[key] if key in pending else _latest(conn, target, row_id)
-            pending[key] = {**_resolve(event, previous), "id": row_id}
+            pending[key] = {**_resolve(layout, event, previous), "id": row_id}
         row_ids.append(ids)
     seq = next_row_seq(conn)
     records = []

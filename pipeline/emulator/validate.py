@@ -1,4 +1,4 @@
-"""Request validation: insert events (from the spec's Insert*Event schemas) and REST bodies.
+"""Request validation: insert events (by the spec's Insert*Event schemas) and REST bodies.
 
 Every check raises :class:`BadRequest` with a message naming the field path and the
 problem (``events[3].scores.accuracy: expected number between 0 and 1 or null``), which
@@ -8,13 +8,15 @@ writes nothing.
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Final
+from typing import Any
 
-from pipeline.common.rows import CONTROL_FIELDS, DATA_FIELDS, IDENTITY_FIELDS, ObjectType
+from pipeline.emulator import spec
+from pipeline.querylang.ast import ObjectType
 
 
 class BadRequest(ValueError):
@@ -23,8 +25,6 @@ class BadRequest(ValueError):
 
 Check = Callable[[Any, str], None]
 
-SPAN_TYPES: Final = frozenset({"llm", "score", "function", "eval", "task", "tool", "automation", "facet", "preprocessor"})  # fmt: skip
-ORIGIN_TYPES: Final = frozenset({"project_logs", "experiment", "dataset", "prompt", "function", "prompt_session"})  # fmt: skip
 _DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?$")
 
 
@@ -134,63 +134,71 @@ def one_of(choices: frozenset[str]) -> Check:
     return run
 
 
-_EVENT_FIELDS: Final[dict[str, Check]] = {
-    "id": nullable(string),
-    "created": nullable(date_time),
-    "span_id": nullable(string),
-    "root_span_id": nullable(string),
-    "span_parents": nullable(array_of(string)),
-    "input": any_value,
-    "output": any_value,
-    "expected": any_value,
-    "error": any_value,
-    "scores": nullable(object_of(extra=score)),
-    "metadata": nullable(object_of({"model": nullable(string)})),
-    "metrics": nullable(object_of(extra=nullable(number))),
-    "tags": nullable(array_of(string)),
-    "context": nullable(object_of()),
-    "span_attributes": nullable(
-        object_of({"name": nullable(string), "type": nullable(one_of(SPAN_TYPES)), "purpose": any_value})
-    ),
-    "origin": nullable(
-        object_of(
-            {
-                "object_type": one_of(ORIGIN_TYPES),
-                "object_id": uuid_string,
-                "id": string,
-                "_xact_id": nullable(string),
-                "created": nullable(string),
-            },
-            extra=None,
-            required=("object_type", "object_id", "id"),
-        )
-    ),
-    "facets": nullable(object_of(extra=nullable(string))),
-    "dataset_record_id": nullable(string),
-    "_object_delete": nullable(boolean),
-    "_is_merge": nullable(boolean),
-    "_merge_paths": nullable(array_of(array_of(string))),
-    "_array_delete": nullable(
-        array_of(object_of({"path": array_of(string), "delete": array_of(any_value)}, extra=None))
-    ),
-    "_parent_id": nullable(string),
-}
+def _field_checks() -> dict[str, Check]:
+    """The value check of every field an insert event of some object type may carry; the
+    enums (span types, origin object types) are the spec's."""
+    span_types = spec.insert_enum("project_logs", "span_attributes", "type")
+    origin_types = spec.insert_enum("project_logs", "origin", "object_type")
+    return {
+        "id": nullable(string),
+        "created": nullable(date_time),
+        "span_id": nullable(string),
+        "root_span_id": nullable(string),
+        "span_parents": nullable(array_of(string)),
+        "input": any_value,
+        "output": any_value,
+        "expected": any_value,
+        "error": any_value,
+        "scores": nullable(object_of(extra=score)),
+        "metadata": nullable(object_of({"model": nullable(string)})),
+        "metrics": nullable(object_of(extra=nullable(number))),
+        "tags": nullable(array_of(string)),
+        "context": nullable(object_of()),
+        "span_attributes": nullable(
+            object_of({"name": nullable(string), "type": nullable(one_of(span_types)), "purpose": any_value})
+        ),
+        "origin": nullable(
+            object_of(
+                {
+                    "object_type": one_of(origin_types),
+                    "object_id": uuid_string,
+                    "id": string,
+                    "_xact_id": nullable(string),
+                    "created": nullable(string),
+                },
+                extra=None,
+                required=("object_type", "object_id", "id"),
+            )
+        ),
+        "facets": nullable(object_of(extra=nullable(string))),
+        "_object_delete": nullable(boolean),
+        "_is_merge": nullable(boolean),
+        "_merge_paths": nullable(array_of(array_of(string))),
+        "_array_delete": nullable(
+            array_of(object_of({"path": array_of(string), "delete": array_of(any_value)}, extra=None))
+        ),
+        "_parent_id": nullable(string),
+    }
 
-#: The fields an insert event may carry, per object type.
-EVENT_FIELDS: Final[dict[ObjectType, frozenset[str]]] = {
-    t: frozenset(DATA_FIELDS[t]) | frozenset(IDENTITY_FIELDS) | CONTROL_FIELDS for t in DATA_FIELDS
-}
+
+@functools.cache
+def event_checks(object_type: ObjectType) -> dict[str, Check]:
+    """The check of each field the spec lets an insert event of ``object_type`` carry; any
+    other field is unknown."""
+    checks = _field_checks()
+    return {name: checks[name] for name in spec.row_fields(object_type).insert}
 
 
 def validate_event(object_type: ObjectType, event: Any, where: str) -> None:
     """Check one insert event against the spec's schema for ``object_type``."""
     if not isinstance(event, dict):
         raise fail(where, f"expected object, got {_type_name(event)}")
-    allowed = EVENT_FIELDS[object_type]
+    checks = event_checks(object_type)
     for name, value in event.items():
-        if name not in allowed:
+        check = checks.get(name)
+        if check is None:
             raise fail(f"{where}.{name}", f"unknown field for a {object_type} event")
-        _EVENT_FIELDS[name](value, f"{where}.{name}")
+        check(value, f"{where}.{name}")
 
 
 def events_list(body: Any, key: str = "events") -> list[Any]:

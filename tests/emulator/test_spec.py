@@ -1,0 +1,172 @@
+"""The emulator's row tables come from the OpenAPI spec it ships, not from the client.
+
+The expected tables here are read straight from the spec JSON by schema name, written apart
+from ``pipeline.emulator.spec`` (which walks the insert and fetch operations instead), so a
+mistake in the derivation cannot agree with itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import pipeline.emulator
+from pipeline.emulator import spec, validate
+from pipeline.querylang.ast import OBJECT_TYPES, ObjectType, from_object
+from tests.emulator.conftest import Api
+
+SHIPPED = Path(pipeline.emulator.__file__).with_name("openapi.json")
+#: SHA-256 of the reference Braintrust OpenAPI spec the emulator ships; a new spec changes it on purpose.
+REFERENCE_SHA256 = "a9fd391568b7dcd26e02db4d28208ae2470712b1c07359f8dbb43ac7e8133e3b"
+SCHEMAS = {
+    "project_logs": ("InsertProjectLogsEvent", "ProjectLogsEvent"),
+    "dataset": ("InsertDatasetEvent", "DatasetEvent"),
+    "experiment": ("InsertExperimentEvent", "ExperimentEvent"),
+}
+KEYS = {
+    "project_logs": ("project_id", "log_id"),
+    "dataset": ("project_id", "dataset_id"),
+    "experiment": ("project_id", "experiment_id"),
+}
+CONTROL = {"_object_delete", "_is_merge", "_merge_paths", "_array_delete", "_parent_id"}
+#: Read fields the emulator never fills: it has no comments, audit log, async scoring or classifiers.
+NEVER_STAMPED = {"comments", "audit_data", "_async_scoring_state", "classifications"}
+#: A valid value for every data field some insert event schema lists.
+DATA_VALUES: dict[str, Any] = {
+    "input": {"q": 1}, "output": [1, "two"], "expected": "three", "error": "boom",
+    "scores": {"accuracy": 0.5}, "metadata": {"model": "m", "k": [1]}, "tags": ["t"],
+    "metrics": {"start": 1.5, "tokens": 3}, "context": {"caller_lineno": 7},
+    "span_attributes": {"name": "step", "type": "task"},
+    "origin": {"object_type": "dataset", "object_id": str(uuid.uuid4()), "id": "d1"},
+    "facets": {"topic": "x"},
+}  # fmt: skip
+
+
+def raw_spec() -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(SHIPPED.read_bytes())
+    return loaded
+
+
+def schema(name: str) -> dict[str, Any]:
+    found: dict[str, Any] = raw_spec()["components"]["schemas"][name]
+    return found
+
+
+def test_shipped_spec_is_the_reference_and_is_package_data() -> None:
+    assert hashlib.sha256(SHIPPED.read_bytes()).hexdigest() == REFERENCE_SHA256
+    assert spec.spec() == raw_spec()
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    assert "emulator/openapi.json" in pyproject["tool"]["setuptools"]["package-data"]["pipeline"]
+
+
+@pytest.mark.parametrize("object_type", OBJECT_TYPES)
+def test_tables_are_the_specs(object_type: ObjectType) -> None:
+    insert_name, read_name = SCHEMAS[object_type]
+    insert = set(schema(insert_name)["properties"])
+    read = schema(read_name)
+    fields = spec.row_fields(object_type)
+    assert fields.insert == insert
+    assert fields.control == CONTROL and insert >= CONTROL and not CONTROL & set(read["properties"])
+    assert fields.read == tuple(read["properties"])
+    assert fields.server == set(read["properties"]) - insert
+    assert fields.keys == KEYS[object_type] and set(fields.keys) <= set(read["required"])
+    assert f"/v1/{object_type}/{{{fields.object_id_field}}}/insert" in raw_spec()["paths"]
+    assert fields.object_id_field == ("project_id" if object_type == "project_logs" else f"{object_type}_id")
+    if object_type == "project_logs":
+        assert read["properties"]["log_id"]["enum"] == ["g"] and fields.fixed == {"log_id": "g"}
+    else:
+        assert fields.fixed == {}
+    assert set(validate.event_checks(object_type)) == insert
+
+
+def test_enums_and_key_union_are_the_specs() -> None:
+    assert spec.insert_enum("project_logs", "span_attributes", "type") == {
+        v for v in schema("SpanType")["enum"] if v is not None
+    }
+    origin_types = schema("ObjectReferenceNullish")["properties"]["object_type"]["enum"]
+    assert spec.insert_enum("dataset", "origin", "object_type") == set(origin_types)
+    assert spec.all_key_fields() == {"project_id", "log_id", "dataset_id", "experiment_id"}
+
+
+async def _objects(api: Api) -> dict[str, str]:
+    pid = (await api.project())["id"]
+    ds = await api.dataset(pid)
+    exp = await api.ok("POST", "/v1/experiment", {"project_id": pid, "name": "e"})
+    return {"project_logs": pid, "dataset": ds["id"], "experiment": exp["id"]}
+
+
+async def test_rows_carry_exactly_the_fields_the_spec_lists(api: Api) -> None:
+    ids = await _objects(api)
+    for object_type, object_id in ids.items():
+        insert_name, read_name = SCHEMAS[object_type]
+        data = {k: v for k, v in DATA_VALUES.items() if k in schema(insert_name)["properties"]}
+        await api.insert(object_type, object_id, [{"id": "full", **data}])
+        star = {"from": from_object(object_type, object_id), "select": [{"op": "star"}]}
+        (row,) = await api.all_rows(star)
+        (fetched,) = (await api.ok("POST", f"/v1/{object_type}/{object_id}/fetch", {}))["events"]
+        assert fetched == row
+        assert set(row) == set(schema(read_name)["properties"]) - NEVER_STAMPED, object_type
+        assert {k: row[k] for k in data} == data
+        assert [row[k] for k in KEYS[object_type]] == (
+            [object_id, "g"] if object_type == "project_logs" else [ids["project_logs"], object_id]
+        )
+
+
+async def test_dataset_rows_take_span_parents_but_do_not_show_them(api: Api) -> None:
+    ds = (await _objects(api))["dataset"]
+    await api.insert("dataset", ds, [{"id": "c", "span_id": "c", "root_span_id": "r", "span_parents": ["r"]}])
+    (row,) = await api.all_rows({"from": from_object("dataset", ds), "select": [{"op": "star"}]})
+    assert "span_parents" not in row and row["is_root"] is False and row["root_span_id"] == "r"
+
+
+async def test_fields_the_spec_does_not_list_are_refused(api: Api) -> None:
+    ids = await _objects(api)
+    refused = {
+        "dataset": ["output", "error", "scores", "metrics", "context", "span_attributes", "dataset_id"],
+        "experiment": ["dataset_record_id", "log_id", "experiment_id"],
+        "project_logs": ["org_id", "is_root", "_xact_id", "comments", "classifications", "bogus"],
+    }
+    for object_type, names in refused.items():
+        for name in names:
+            path = f"/v1/{object_type}/{ids[object_type]}/insert"
+            reply = await api.call("POST", path, {"events": [{"id": "x", name: None}]})
+            assert reply.status == 400, (object_type, name)
+            assert reply.text == f"events[0].{name}: unknown field for a {object_type} event"
+    reply = await api.call("POST", "/v1/insert", {"dataset": {ids["dataset"]: {"events": [{"output": 1}]}}})
+    assert reply.status == 400 and f"dataset.{ids['dataset']}.events[0].output: unknown field" in reply.text
+    for object_type, object_id in ids.items():
+        assert (
+            await api.all_rows({"from": from_object(object_type, object_id), "select": [{"op": "star"}]})
+            == []
+        )
+
+
+async def test_logs3_drops_object_keys_and_refuses_other_unlisted_fields(api: Api) -> None:
+    ids = await _objects(api)
+    pid, exp = ids["project_logs"], ids["experiment"]
+    rows = [
+        {"id": "k", "project_id": pid, "log_id": "g", "input": 1},
+        {"id": "e", "experiment_id": exp, "project_id": pid, "output": 2, "_audit_source": "sdk"},
+    ]
+    assert (await api.ok("POST", "/logs3", {"rows": rows, "api_version": 2}))["row_ids"] == ["k", "e"]
+    (row,) = await api.all_rows({"from": from_object("experiment", exp), "select": [{"op": "star"}]})
+    assert row["output"] == 2 and row["project_id"] == pid and "_audit_source" not in row
+    bad = {"rows": [{"id": "o", "project_id": pid, "log_id": "g", "org_id": "x"}], "api_version": 2}
+    reply = await api.call("POST", "/logs3", bad)
+    assert reply.status == 400 and reply.text == "rows[0].org_id: unknown field for a project_logs event"
+
+
+async def test_span_types_are_the_specs(api: Api) -> None:
+    pid = (await _objects(api))["project_logs"]
+    await api.insert("project_logs", pid, [{"id": "c", "span_attributes": {"type": "classifier"}}])
+    reply = await api.call(
+        "POST", f"/v1/project_logs/{pid}/insert", {"events": [{"span_attributes": {"type": "nope"}}]}
+    )
+    assert reply.status == 400 and "events[0].span_attributes.type: expected one of" in reply.text
+    assert "classifier" in reply.text and "review" in reply.text

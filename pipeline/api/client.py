@@ -10,13 +10,16 @@ the API key.
 from __future__ import annotations
 
 import email.utils
+import gzip
 import random
+import re
 import time
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 import anyio
@@ -27,6 +30,8 @@ from pipeline.common.errors import ApiError, AuthError, NotFoundError, Transient
 
 DEFAULT_API_URL = "https://api.braintrust.dev"
 RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+GZIP_MAGIC = b"\x1f\x8b"
+RETRY_AFTER_SECONDS = re.compile(r"[0-9]+(\.[0-9]+)?")  # RFC 9110 delay-seconds, and decimals
 TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
     aiohttp.ClientConnectionError,  # refused, reset, dropped, server disconnected
     aiohttp.ClientPayloadError,  # truncated or corrupt body
@@ -101,13 +106,12 @@ class PageTooLargeError(ApiError):
 
 
 def parse_retry_after(value: str | None) -> float | None:
-    """``Retry-After`` as seconds: a number, or an HTTP date."""
+    """``Retry-After`` as seconds: a number, or an HTTP date; ``None`` for anything else
+    (``nan``, ``-5``, ``inf`` included), so the normal back-off applies."""
     if not value:
         return None
-    try:
+    if RETRY_AFTER_SECONDS.fullmatch(value.strip()):
         return float(value)
-    except ValueError:
-        pass
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -206,7 +210,7 @@ class BraintrustClient:
                 problem = self._describe(where, response)
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
             if attempt == policy.max_attempts:
-                raise TransientApiError(f"{where}: gave up after {attempt} attempts: {problem}")
+                raise TransientApiError(self.redact(f"{where}: gave up after {attempt} attempts: {problem}"))
             self._retries += 1
             await anyio.sleep(policy.delay(attempt, retry_after))
         raise AssertionError("unreachable")
@@ -227,27 +231,38 @@ class BraintrustClient:
             allow_redirects=False,
         ) as resp:
             if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
-                return await self._follow_redirect(resp.headers["Location"], resp.headers)
+                location = urljoin(str(resp.url), resp.headers["Location"])  # it may be relative
+                return await self._follow_redirect(location, resp.headers)
             data = await resp.read()
             return Response(resp.status, resp.headers, data)
 
     async def _follow_redirect(self, location: str, first_headers: Mapping[str, str]) -> Response:
-        """Large results may be served from object storage: fetch them WITHOUT our credentials."""
-        async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_read=120)) as plain,
-            plain.get(location) as resp,
-        ):
+        """Large results may be served from object storage: fetch them WITHOUT our credentials.
+
+        The stored object may be a gzip file served without a ``Content-Encoding``; JSON never
+        starts with gzip's magic bytes, so such a body is unpacked here.
+        """
+        t = self.settings.timeouts
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=t.connect, sock_read=t.read)
+        async with aiohttp.ClientSession(timeout=timeout) as plain, plain.get(location) as resp:
             data = await resp.read()
-            headers = dict(resp.headers)
+            headers = resp.headers.copy()  # names stay case-insensitive, as HTTP has them
             for name in ("x-bt-cursor", "x-amz-meta-bt_cursor"):
                 if name in first_headers and name not in headers:
                     headers[name] = first_headers[name]
-            return Response(resp.status, headers, data)
+        if data[:2] == GZIP_MAGIC:
+            try:
+                data = gzip.decompress(data)
+            except (OSError, EOFError, zlib.error) as exc:  # a truncated or corrupt object: retry
+                raise aiohttp.ClientPayloadError(f"bad gzip body from object storage: {exc}") from None
+        return Response(resp.status, headers, data)
 
     # -- errors ---------------------------------------------------------------------------
 
     def _describe(self, where: str, response: Response) -> str:
-        detail = response.body[:300].decode("utf-8", "replace").strip().replace("\n", " ")
+        # Redact before cutting: a cut through an echoed key would leave its first characters.
+        body = self.redact(response.body.decode("utf-8", "replace"))
+        detail = body[:300].strip().replace("\n", " ")
         return self.redact(f"{where} -> HTTP {response.status}" + (f": {detail}" if detail else ""))
 
     def _terminal_error(self, where: str, response: Response) -> ApiError | AuthError | NotFoundError:

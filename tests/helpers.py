@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 from click.testing import CliRunner, Result
 
 from pipeline.cli import main
-from pipeline.sinks.parquet import table_to_rows
+from pipeline.sources.decode import table_to_rows
 
 
 def unique(name: str) -> str:

@@ -51,7 +51,7 @@ class _Filling:
 
 
 def _parquet(storage: Storage) -> Sink:
-    return ParquetSink(storage, "d", "dataset", compression=None, row_group_rows=2, max_file_bytes=None)
+    return ParquetSink(storage, "d", "dataset", compression=None, row_group_rows=2)
 
 
 def _jsonl(storage: Storage) -> Sink:

@@ -1,4 +1,4 @@
-"""JsonlSink: byte-exact pages, compression, rotation, numbering, aborts."""
+"""JsonlSink: byte-exact pages, compression, parts and their numbering, aborts."""
 
 from __future__ import annotations
 
@@ -37,10 +37,12 @@ def test_sink_to_source_round_trip(
 ) -> None:
     storage = open_storage(str(tmp_path / uuid.uuid4().hex))
     published = []
-    with JsonlSink(storage, "logs", compression=compression, max_file_rows=4) as sink:
-        for page in pages:
+    with JsonlSink(storage, "logs", compression=compression) as sink:
+        for i, page in enumerate(pages):
             body = page_of(page)
-            published += sink.write_page(body if trailing_newline else body.rstrip(b"\n"))
+            sink.write_page(body if trailing_newline else body.rstrip(b"\n"))
+            if i % 2:  # the caller ends a part every second page
+                published += sink.flush()
         published += sink.close()
     expected = [row for page in pages for row in page]
     assert [f.path for f in published] == storage.list_files()
@@ -54,7 +56,7 @@ def test_pages_are_written_byte_for_byte(tmp_path: Any, compression: Any) -> Non
     pages = [b'{"id":"a","x": 1.50}\n{"id":"b"}', b'{ "id" : "c" }\n', b""]
     with JsonlSink(storage, "p", compression=compression) as sink:
         for page in pages:
-            assert sink.write_page(page) == []
+            sink.write_page(page)
         (info,) = sink.close()
     suffix = {None: "", "gzip": ".gz", "zstd": ".zst"}[compression]
     assert info.path == f"p/part-00000.jsonl{suffix}"
@@ -65,34 +67,18 @@ def test_pages_are_written_byte_for_byte(tmp_path: Any, compression: Any) -> Non
         assert gzip.decompress(raw).count(b"\n") == 3  # a standard gzip file
 
 
-def test_rotation_by_rows_splits_pages_exactly(tmp_path: Any) -> None:
+def test_parts_end_only_where_the_caller_flushes_and_are_numbered_on(tmp_path: Any) -> None:
     storage = open_storage(str(tmp_path))
     rows = [{"id": str(i)} for i in range(7)]
-    with JsonlSink(storage, "d", prefix="rows", first_part=9, max_file_rows=3) as sink:
-        published = sink.write_page(page_of(rows[:5]))
-        assert [f.path for f in published] == ["d/rows-00009.jsonl"]
-        published += sink.write_page(page_of(rows[5:]))
+    with JsonlSink(storage, "d", prefix="rows", first_part=9) as sink:
+        sink.write_page(page_of(rows[:2]))
+        sink.write_page(page_of(rows[2:5]))
+        assert storage.list_files() == []  # no part ends on its own
+        published = sink.flush()
+        sink.write_page(page_of(rows[5:]))
         published += sink.close()
-    assert [(f.path, f.rows) for f in published] == [
-        ("d/rows-00009.jsonl", 3),
-        ("d/rows-00010.jsonl", 3),
-        ("d/rows-00011.jsonl", 1),
-    ]
+    assert [(f.path, f.rows) for f in published] == [("d/rows-00009.jsonl", 5), ("d/rows-00010.jsonl", 2)]
     assert read_all(storage, [f.path for f in published]) == rows
-
-
-def test_rotation_by_bytes_keeps_pages_whole(tmp_path: Any) -> None:
-    storage = open_storage(str(tmp_path))
-    page = page_of([{"id": "a"}, {"id": "b"}])  # 22 bytes
-    with JsonlSink(storage, "d", max_file_bytes=50) as sink:
-        published = sink.write_page(page) + sink.write_page(page)
-        assert published == []
-        published += sink.write_page(page)  # would pass 50 bytes: the first part is published first
-        published += sink.close()
-    assert [(f.path, f.rows, f.bytes) for f in published] == [
-        ("d/part-00000.jsonl", 4, 44),
-        ("d/part-00001.jsonl", 2, 22),
-    ]
 
 
 def test_flush_publishes_and_next_page_starts_a_new_part(tmp_path: Any) -> None:
@@ -107,14 +93,15 @@ def test_flush_publishes_and_next_page_starts_a_new_part(tmp_path: Any) -> None:
     assert storage.list_files() == ["d/part-00000.jsonl", "d/part-00001.jsonl"]
 
 
-@pytest.mark.parametrize("max_file_rows", [None, 2])
-def test_a_row_count_the_caller_knows_is_used_without_recounting(tmp_path: Any, max_file_rows: Any) -> None:
+@pytest.mark.parametrize("rows", [None, 3])
+def test_rows_are_counted_unless_the_caller_counted_them(tmp_path: Any, rows: int | None) -> None:
     storage = open_storage(str(tmp_path))
     page = b'{"id":"a"}\n{"id":"b"}\n{"id":"c"}'
-    with JsonlSink(storage, "d", max_file_rows=max_file_rows) as sink:
-        published = sink.write_page(page, rows=3) + sink.close()
-    assert [f.rows for f in published] == ([3] if max_file_rows is None else [2, 1])
-    assert b"".join(storage.read_bytes(f.path) for f in published) == page + b"\n"
+    with JsonlSink(storage, "d") as sink:
+        sink.write_page(page, rows=rows)
+        (info,) = sink.close()
+    assert info.rows == 3
+    assert storage.read_bytes(info.path) == page + b"\n"
 
 
 @pytest.mark.parametrize("compression", COMPRESSIONS)
@@ -141,5 +128,3 @@ def test_bad_options_are_usage_errors(tmp_path: Any) -> None:
     storage = open_storage(str(tmp_path))
     with pytest.raises(UsageError, match="unknown JSONL compression 'lz4'"):
         JsonlSink(storage, "d", compression="lz4")  # type: ignore[arg-type]
-    with pytest.raises(UsageError, match="must be positive"):
-        JsonlSink(storage, "d", max_file_rows=0)

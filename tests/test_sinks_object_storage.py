@@ -41,8 +41,11 @@ def storage(endpoint: str) -> Storage:
 
 
 def test_sinks_publish_objects_that_read_back(storage: Storage) -> None:
-    with JsonlSink(storage, "d", compression="gzip", max_file_rows=1) as sink:
-        published = sink.write_page(b'{"id":"a"}\n{"id":"b"}\n') + sink.close()
+    with JsonlSink(storage, "d", compression="gzip") as sink:
+        sink.write_page(b'{"id":"a"}\n')
+        published = sink.flush()
+        sink.write_page(b'{"id":"b"}\n')
+        published += sink.close()
     with ParquetSink(storage, "p", "dataset") as psink:
         psink.write_page(b'{"id":"c","input":{"n":18446744073709551615}}')
         published += psink.close()

@@ -1,4 +1,5 @@
-"""ParquetSink and the Arrow schema: exact round trips, rotation, typed columns, aborts."""
+"""The Arrow schema, its encoders and decoder, and ParquetSink: exact round trips, typed columns,
+row groups, parts, aborts."""
 
 from __future__ import annotations
 
@@ -13,21 +14,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pipeline.common.arrow_schema import EXTRA_COLUMN, schema_for
 from pipeline.common.errors import BtpipeError, UsageError
-from pipeline.common.jsoncodec import dumps
+from pipeline.common.jsoncodec import dumps, parse_page
 from pipeline.common.rows import OBJECT_TYPES
 from pipeline.common.storage import open_storage
-from pipeline.sinks.parquet import (
-    EXTRA_COLUMN,
-    ParquetSink,
-    fast_page_table,
-    page_to_table,
-    parse_page,
-    rows_to_table,
-    schema_for,
-    table_to_rows,
-)
+from pipeline.sinks.encode import fast_page_table, page_to_table, rows_to_table
+from pipeline.sinks.parquet import ParquetSink
 from pipeline.sources import iter_rows
+from pipeline.sources.decode import table_to_rows
 
 # -- row generation (shared with the JSONL tests) ------------------------------------------------
 _edge_ints = st.sampled_from([2**53, 2**53 + 1, 2**63 - 1, 2**63, 2**64 - 1, 2**64, -(2**63) - 1, 2**70])
@@ -122,9 +117,11 @@ def test_table_round_trip_is_exact(rows: list[dict[str, Any]], object_type: Any)
 def test_sink_to_source_round_trip(tmp_path: Any, pages: list[list[dict[str, Any]]]) -> None:
     storage = open_storage(str(tmp_path / uuid.uuid4().hex))
     published = []
-    with ParquetSink(storage, "logs", "project_logs", row_group_rows=3, max_file_rows=7) as sink:
-        for page in pages:
-            published += sink.write_page(page_of(page))
+    with ParquetSink(storage, "logs", "project_logs", row_group_rows=3) as sink:
+        for i, page in enumerate(pages):
+            sink.write_page(page_of(page))
+            if i % 2:  # the caller ends a part every second page
+                published += sink.flush()
         published += sink.close()
     expected = [row for page in pages for row in page]
     assert [f.path for f in published] == storage.list_files()
@@ -355,33 +352,39 @@ def test_table_to_rows_refuses_another_object_type() -> None:
 
 
 # -- files ---------------------------------------------------------------------------------------
-def test_rotation_row_groups_and_numbering(tmp_path: Any) -> None:
+def _row_groups(path: Any) -> list[int]:
+    meta = pq.ParquetFile(str(path)).metadata
+    return [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+
+
+def test_parts_end_only_where_the_caller_flushes(tmp_path: Any) -> None:
     storage = open_storage(str(tmp_path))
     rows = [{"id": f"r{i}", "input": i} for i in range(25)]
-    with ParquetSink(
-        storage, "d", "dataset", prefix="rows", first_part=4, row_group_rows=4, max_file_rows=10
-    ) as sink:
-        published = sink.write_page(page_of(rows[:12]))
-        assert [f.path for f in published] == ["d/rows-00004.parquet"]
-        published += sink.write_page(page_of(rows[12:]))
+    with ParquetSink(storage, "d", "dataset", prefix="rows", first_part=4, row_group_rows=4) as sink:
+        sink.write_page(page_of(rows[:6]))
+        sink.write_page(page_of(rows[6:10]))
+        assert storage.list_files() == []  # full row groups are written, but no part ends on its own
+        published = sink.flush()
+        sink.write_page(page_of(rows[10:]))
         published += sink.close()
     assert [(f.path, f.rows) for f in published] == [
         ("d/rows-00004.parquet", 10),
-        ("d/rows-00005.parquet", 10),
-        ("d/rows-00006.parquet", 5),
+        ("d/rows-00005.parquet", 15),
     ]
-    first = pq.ParquetFile(str(tmp_path / "d" / "rows-00004.parquet"))
-    assert [first.metadata.row_group(i).num_rows for i in range(first.num_row_groups)] == [4, 4, 2]
+    assert _row_groups(tmp_path / "d" / "rows-00004.parquet") == [4, 4, 2]  # the flush wrote the rest
+    assert _row_groups(tmp_path / "d" / "rows-00005.parquet") == [4, 4, 4, 3]
     assert read_all(storage, [f.path for f in published]) == rows
 
 
-def test_rotation_by_bytes(tmp_path: Any) -> None:
+def test_row_groups_end_at_the_byte_limit(tmp_path: Any) -> None:
     storage = open_storage(str(tmp_path))
     rows = [{"id": f"r{i}", "input": "x" * 2000 + str(i)} for i in range(6)]
-    with ParquetSink(storage, "d", "dataset", row_group_rows=2, max_file_bytes=1, compression=None) as sink:
-        published = sink.write_page(page_of(rows)) + sink.close()
-    assert [f.rows for f in published] == [2, 2, 2]
-    assert read_all(storage, [f.path for f in published]) == rows
+    with ParquetSink(storage, "d", "dataset", row_group_bytes=1, compression=None) as sink:
+        sink.write_page(page_of(rows[:2]))
+        sink.write_page(page_of(rows[2:]))
+        (info,) = sink.close()
+    assert _row_groups(tmp_path / info.path) == [2, 4]
+    assert read_all(storage, [info.path]) == rows
 
 
 def test_file_info_matches_published_bytes(tmp_path: Any) -> None:
@@ -415,8 +418,8 @@ def test_abort_publishes_nothing_and_leaves_no_temp(tmp_path: Any) -> None:
 def test_empty_pages_publish_nothing(tmp_path: Any) -> None:
     storage = open_storage(str(tmp_path))
     with ParquetSink(storage, "d", "dataset") as sink:
-        assert sink.write_page(b"") == []
-        assert sink.write_page(b"\n") == []
+        sink.write_page(b"")
+        sink.write_page(b"\n")
         assert sink.close() == []
         assert sink.close() == []
     assert storage.list_files() == []
@@ -428,11 +431,7 @@ def test_malformed_page_is_one_line_error(tmp_path: Any) -> None:
     assert str(info.value) == "page is not valid JSONL (a line is not a JSON object)"
 
 
-@pytest.mark.parametrize("limit", ["row_group_rows", "row_group_bytes", "max_file_rows", "max_file_bytes"])
-def test_limits_must_be_positive_and_the_byte_limit_may_be_none(tmp_path: Any, limit: str) -> None:
-    storage = open_storage(str(tmp_path))
-    with pytest.raises(UsageError, match="must be positive"):
-        ParquetSink(storage, "d", "dataset", **{limit: 0})
-    with ParquetSink(storage, "d", "dataset", max_file_bytes=None) as sink:
-        sink.write_page(page_of([{"id": "a"}]))
-    assert [f.name for f in (tmp_path / "d").iterdir()] == ["part-00000.parquet"]
+@pytest.mark.parametrize("limit", ["row_group_rows", "row_group_bytes"])
+def test_row_group_limits_must_be_positive(tmp_path: Any, limit: str) -> None:
+    with pytest.raises(UsageError, match="row group limits must be positive"):
+        ParquetSink(open_storage(str(tmp_path)), "d", "dataset", **{limit: 0})

@@ -56,8 +56,11 @@ def test_garbage_file_is_refused(tmp_path: Path) -> None:
 
 def _export(tmp_path: Path) -> tuple[Storage, list[str]]:
     storage = open_storage(str(tmp_path))
-    with JsonlSink(storage, "dataset/d1", max_file_rows=1) as sink:
-        files = sink.write_page(b'{"id":"a"}\n{"id":"b"}\n') + sink.close()
+    with JsonlSink(storage, "dataset/d1") as sink:
+        sink.write_page(b'{"id":"a"}\n')
+        files = sink.flush()
+        sink.write_page(b'{"id":"b"}\n')
+        files += sink.close()
     with ParquetSink(storage, "dataset/d2", "dataset") as psink:
         psink.write_page(b'{"id":"c"}\n')
         files += psink.close()

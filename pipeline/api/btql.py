@@ -226,17 +226,19 @@ class Pager:
     def __post_init__(self) -> None:
         self.limit = min(self.limit, self.max_limit)
 
-    async def next_page(self) -> Page | None:
-        """Fetch the next page; ``None`` once the last (empty) page has been seen."""
+    async def next_page(self, at_most: int | None = None) -> Page | None:
+        """Fetch the next page, of at most ``at_most`` rows when given (a caller ending files
+        at exact row counts); ``None`` once the last (empty) page has been seen."""
         if self.done:
             return None
         while True:
-            body: dict[str, Any] = {"query": {**self.query, "limit": self.limit}, "fmt": "jsonl"}
+            limit = self.limit if at_most is None else min(self.limit, at_most)
+            body: dict[str, Any] = {"query": {**self.query, "limit": limit}, "fmt": "jsonl"}
             if self.cursor is not None:
                 body["query"]["cursor"] = self.cursor
             if self.version is not None:
                 body["version"] = self.version
-            shrink = SHRINK_STATUSES if self.limit > self.min_limit else frozenset()
+            shrink = SHRINK_STATUSES if limit > self.min_limit else frozenset()
             try:
                 response = await self.client.post_raw("/btql", jsoncodec.dumps(body), shrink_on=shrink)
             except PageTooLargeError:
@@ -249,7 +251,7 @@ class Pager:
         cursor = cursor_of(response)
         if rows == 0 or cursor is None:
             self.done = True
-        if rows > 0 and cursor is None and rows >= self.limit:
+        if rows > 0 and cursor is None and rows >= limit:
             raise ApiError("the server returned a full page without a cursor; cannot continue paging")
         if rows == 0:
             return None

@@ -17,6 +17,8 @@ from typing import Any
 
 import orjson
 
+from pipeline.common.errors import BtpipeError
+
 
 def _character_classes() -> bytes:
     table = bytearray(b"x" * 256)
@@ -83,3 +85,15 @@ def page_lines(page: bytes) -> list[bytes]:
 def loads_array(items: list[bytes]) -> list[Any]:
     """Decode many JSON documents with one parser call."""
     return loads(b"[" + b",".join(items) + b"]") if items else []
+
+
+def parse_page(page: bytes) -> list[dict[str, Any]]:
+    """The row dicts of one JSONL page, parsed with a single decoder call; BtpipeError if a
+    line is not JSON or not an object."""
+    try:
+        rows = loads_array(page_lines(page))
+    except ValueError as exc:
+        raise BtpipeError(f"page is not valid JSONL ({exc})") from exc
+    if not all(type(row) is dict for row in rows):
+        raise BtpipeError("page is not valid JSONL (a line is not a JSON object)")
+    return rows

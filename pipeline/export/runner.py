@@ -5,14 +5,17 @@
             it into a sink in a worker thread; every published file advances the checkpoint
     finish: manifest, watermarks for --incremental, the unfinished run cleared
 
-Ranges run at most ``workers`` at a time; each holds at most ``prefetch`` pages in memory, so
-memory stays flat whatever the size of the project.
+Ranges run at most ``workers`` at a time, and one page budget (:mod:`pipeline.export.budget`)
+bounds the pages held in memory across them, so memory stays flat whatever the size of the
+project. The runner decides where every file ends (``file_rows``, ``file_bytes``); the sinks
+only write what they are given and publish a file when told.
 """
 
 from __future__ import annotations
 
 import time
-from contextlib import AsyncExitStack
+from collections.abc import Iterator
+from contextlib import AsyncExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -42,6 +45,7 @@ from pipeline.common.progress import Progress, Task
 from pipeline.common.rows import ObjectType
 from pipeline.common.state import StateStore
 from pipeline.common.storage import Storage, open_storage
+from pipeline.export.budget import PageBudget, Slot
 from pipeline.export.state import ExportState, ObjectState, RangeState, RunState
 from pipeline.querylang.ast import Expr, all_of
 from pipeline.sinks.base import Sink
@@ -49,10 +53,6 @@ from pipeline.sinks.jsonl import JsonlSink
 from pipeline.sinks.workers import WorkerPool, parquet_sink
 
 JsonlCompression = Literal["gzip", "zstd"] | None
-
-#: Sinks never rotate on their own here: the range writer decides, so that every file
-#: boundary is also a checkpoint.
-_NEVER = 2**62
 
 
 @dataclass(frozen=True)
@@ -120,6 +120,59 @@ class ExportSummary:
         return {**asdict(self), "rows": self.rows}
 
 
+@dataclass
+class _HeldPage:
+    """A fetched page and the budget slot it holds until its sink has written it;
+    ``ends_file``: the range's current file ends after this page."""
+
+    page: Page
+    slot: Slot
+    ends_file: bool = False
+
+
+class _FileEnds:
+    """Where one range's files end: after ``max_rows`` rows exactly, or after the page that
+    takes the file's JSON to ``max_bytes``.
+
+    The next page is asked for no more rows than the file has ``room`` for, so a file never
+    ends inside a page: every file boundary is a page's cursor, and so also a checkpoint.
+    """
+
+    def __init__(self, max_rows: int, max_bytes: int) -> None:
+        self.max_rows = max_rows
+        self.max_bytes = max_bytes
+        self._rows = self._bytes = 0
+
+    @property
+    def room(self) -> int:
+        """Rows the current file takes before it ends."""
+        return self.max_rows - self._rows
+
+    def ends_after(self, page: Page) -> bool:
+        """Count ``page`` into the current file; True when the file ends after it."""
+        self._rows += page.rows
+        self._bytes += len(page.raw)
+        if self._rows < self.max_rows and self._bytes < self.max_bytes:
+            return False
+        self._rows = self._bytes = 0
+        return True
+
+
+@contextmanager
+def _releasing(receive: MemoryObjectReceiveStream[_HeldPage]) -> Iterator[None]:
+    """Close ``receive`` on the way out, first giving back the slots of the pages still
+    queued in it (a writer that stopped early leaves them there)."""
+    try:
+        yield
+    finally:
+        while True:  # no await until closed: nothing more can be queued meanwhile
+            try:
+                receive.receive_nowait().slot.release()
+            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                break
+        receive.close()
+
+
 async def _exit_in_thread(
     sink: Sink, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
 ) -> bool:
@@ -159,8 +212,8 @@ class ExportJob:
         # per encoder slot. Without it each range would also hold a fetched page waiting for
         # its writer and one in its buffer while the encoders are the bottleneck, which is
         # twice the memory for no more speed.
-        self._page_budget = anyio.Semaphore(options.workers + int(self._encoders.total_tokens))
-        self._first_pages: dict[tuple[str, int], tuple[Pager, Page | None]] = {}  # read while planning
+        self._page_budget = PageBudget(options.workers + int(self._encoders.total_tokens))
+        self._first_pages: dict[tuple[str, int], tuple[Pager, _HeldPage | None]] = {}  # read while planning
         self.storage: Storage
         self.store: StateStore
         self.state: ExportState
@@ -176,6 +229,9 @@ class ExportJob:
         try:
             return await self._run(started)
         finally:
+            for _, first in self._first_pages.values():  # read while planning, never used
+                if first is not None:
+                    first.slot.release()
             if self._workers is not None:
                 await anyio.to_thread.run_sync(self._workers.close)
 
@@ -296,20 +352,23 @@ class ExportJob:
             obj.pinned = await is_pinnable(self.client, counted, snap)
         if not obj.pinned:
             for rng in obj.ranges:
-                first = self._first_pages.pop((obj.id, rng.index), None)
-                if first is not None and first[1] is not None:
-                    self._page_budget.release()
+                read = self._first_pages.pop((obj.id, rng.index), None)
+                if read is not None and read[1] is not None:
+                    read[1].slot.release()
         return obj
 
     async def _read_first_page(self, obj: ObjectState, rng: RangeState) -> None:
         """Read the range's first page while the plan is finished, if the page budget has room
         (planning never waits for it); the range starts with it."""
-        try:
-            self._page_budget.acquire_nowait()
-        except anyio.WouldBlock:
+        slot = self._page_budget.try_acquire()
+        if slot is None:
             return
         pager = self._pager(obj, rng)
-        self._first_pages[(obj.id, rng.index)] = (pager, await self._fetch_into_slot(pager))
+        # a range starts a new file, so its first page may fill one
+        self._first_pages[(obj.id, rng.index)] = (
+            pager,
+            await self._fetch_into(pager, slot, self.options.file_rows),
+        )
 
     def _pager(self, obj: ObjectState, rng: RangeState) -> Pager:
         """The pager of one range, from its checkpointed cursor."""
@@ -358,69 +417,78 @@ class ExportJob:
         async with limiter:
             read = self._first_pages.pop((obj.id, rng.index), None)
             pager, first = read if read is not None else (self._pager(obj, rng), None)
-            send, receive = anyio.create_memory_object_stream[Page](self.options.prefetch)
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._fetch, pager, send, first)
-                await self._write(run, obj, rng, receive, task)
+            send, receive = anyio.create_memory_object_stream[_HeldPage](self.options.prefetch)
+            try:
+                with _releasing(receive):
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(self._fetch, pager, send, first)
+                        await self._write(run, obj, rng, receive, task)
+            finally:
+                if first is not None:  # a no-op unless the fetcher was cancelled before it ran
+                    first.slot.release()
         remaining[0] -= 1
         if remaining[0] == 0:
             task.finish()
 
-    async def _fetch(self, pager: Pager, send: MemoryObjectSendStream[Page], first: Page | None) -> None:
-        """Fetch pages into ``send``, after ``first`` (read while planning); each holds a slot
-        of the page budget until it is written."""
-        async with send:
-            page = first if first is not None else await self._fetch_in_budget(pager)
-            while page is not None:
-                if page.rows < pager.limit:  # a short page: most likely the range's last
-                    page = await self._send_and_fetch(send, page, pager)
-                else:
-                    await self._send(send, page)
-                    page = await self._fetch_in_budget(pager)
-
-    async def _fetch_in_budget(self, pager: Pager) -> Page | None:
-        """The next page, once the budget has a slot for it."""
-        await self._page_budget.acquire()
-        return await self._fetch_into_slot(pager)
-
-    async def _fetch_into_slot(self, pager: Pager) -> Page | None:
-        """The next page, for a budget slot already taken; the slot is given back unless a
-        page comes."""
+    async def _fetch(
+        self, pager: Pager, send: MemoryObjectSendStream[_HeldPage], first: _HeldPage | None
+    ) -> None:
+        """Fetch pages into ``send``, after ``first`` (read while planning), each marked with
+        whether its file ends after it. A page holds a slot of the page budget until it is
+        written; one this task still holds when it stops (failed, cancelled) it gives back."""
+        ends = _FileEnds(self.options.file_rows, self.options.file_bytes)
+        held = first
         try:
-            page = await pager.next_page()
-        except BaseException:
-            self._page_budget.release()
-            raise
-        if page is None:
-            self._page_budget.release()
-        return page
+            async with send:
+                if held is None:
+                    held = await self._fetch_next(pager, ends.room)
+                while held is not None:
+                    short = held.page.rows < min(pager.limit, ends.room)  # most likely the last
+                    held.ends_file = ends.ends_after(held.page)
+                    if short:
+                        held = await self._send_and_fetch(send, held, pager, ends.room)
+                    else:
+                        await send.send(held)
+                        held = None
+                        held = await self._fetch_next(pager, ends.room)
+        finally:
+            # Not sent; or sent just as this task failed: then the writer releases it too, and
+            # only the first release counts.
+            if held is not None:
+                held.slot.release()
 
-    async def _send(self, send: MemoryObjectSendStream[Page], page: Page) -> None:
+    async def _fetch_next(self, pager: Pager, at_most: int) -> _HeldPage | None:
+        """The next page of at most ``at_most`` rows, once the budget has a slot for it."""
+        return await self._fetch_into(pager, await self._page_budget.acquire(), at_most)
+
+    async def _fetch_into(self, pager: Pager, slot: Slot, at_most: int) -> _HeldPage | None:
+        """The next page of at most ``at_most`` rows, holding ``slot``; the slot is given back
+        unless a page comes."""
+        page = None
         try:
-            await send.send(page)
-        except BaseException:
-            self._page_budget.release()
-            raise
+            page = await pager.next_page(at_most)
+        finally:
+            if page is None:
+                slot.release()
+        return None if page is None else _HeldPage(page, slot)
 
     async def _send_and_fetch(
-        self, send: MemoryObjectSendStream[Page], page: Page, pager: Pager
-    ) -> Page | None:
-        """Send ``page`` and meanwhile ask for the next one. At a range's end that request,
+        self, send: MemoryObjectSendStream[_HeldPage], held: _HeldPage, pager: Pager, at_most: int
+    ) -> _HeldPage | None:
+        """Send ``held`` and meanwhile ask for the next page. At a range's end that request,
         normally answered with no rows, would otherwise wait for the encoders to take
-        ``page``, which with no latency left the ranges' last requests to the very end. A
-        page it does return (one at most per range) waits for a budget slot before it goes on."""
+        ``held``, which with no latency left the ranges' last requests to the very end. A
+        page it does return waits for a budget slot before it goes on."""
         fetched: list[Page | None] = []
 
         async def fetch() -> None:
-            fetched.append(await pager.next_page())
+            fetched.append(await pager.next_page(at_most))
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(fetch)
-            await self._send(send, page)
+            await send.send(held)
         following = fetched[0]
-        if following is not None:
-            await self._page_budget.acquire()
-        return following
+        return None if following is None else _HeldPage(following, await self._page_budget.acquire())
 
     def _open_sink(self, run: RunState, obj: ObjectState, rng: RangeState) -> Sink:
         directory = layout.object_dir(obj.object_type, obj.id, run.run_id)
@@ -432,7 +500,6 @@ class ExportJob:
                 prefix=prefix,
                 first_part=rng.next_part,
                 compression=cast(JsonlCompression, self.options.compression),
-                max_file_bytes=_NEVER,
             )
         factory = partial(
             parquet_sink,
@@ -443,8 +510,6 @@ class ExportJob:
             compression=self.options.compression or "zstd",
             row_group_rows=self.options.row_group_rows,
             row_group_bytes=self.options.row_group_mb * 2**20,
-            max_file_rows=_NEVER,
-            max_file_bytes=None,  # the export publishes by rows and bytes of JSON itself
         )
         return factory(self.storage) if self._workers is None else self._workers.open(factory)
 
@@ -453,32 +518,26 @@ class ExportJob:
         run: RunState,
         obj: ObjectState,
         rng: RangeState,
-        receive: MemoryObjectReceiveStream[Page],
+        receive: MemoryObjectReceiveStream[_HeldPage],
         task: Task,
     ) -> None:
-        """Drain pages into the sink; each published file moves the checkpoint forward."""
-        opts = self.options
+        """Drain pages into the sink, publishing a file where the fetcher marked its end; each
+        published file moves the checkpoint forward."""
         sink = await anyio.to_thread.run_sync(self._open_sink, run, obj, rng)
         cursor = rng.cursor
-        pending_rows = pending_bytes = 0
         async with AsyncExitStack() as stack:
             stack.push_async_exit(partial(_exit_in_thread, sink))  # on failure: abort the open file
-            async with receive:
-                async for page in receive:
-                    try:
-                        await anyio.to_thread.run_sync(
-                            sink.write_page, page.raw, page.rows, limiter=self._encoders
-                        )
-                    finally:
-                        self._page_budget.release()
-                    cursor = page.cursor
-                    pending_rows += page.rows
-                    pending_bytes += len(page.raw)
-                    task.advance(page.rows, len(page.raw))
-                    if pending_rows >= opts.file_rows or pending_bytes >= opts.file_bytes:
-                        published = await anyio.to_thread.run_sync(sink.flush)
-                        await self._checkpoint(rng, published, cursor, done=False)
-                        pending_rows = pending_bytes = 0
+            async for held in receive:
+                page = held.page
+                with held.slot:
+                    await anyio.to_thread.run_sync(
+                        sink.write_page, page.raw, page.rows, limiter=self._encoders
+                    )
+                cursor = page.cursor
+                task.advance(page.rows, len(page.raw))
+                if held.ends_file:
+                    published = await anyio.to_thread.run_sync(sink.flush)
+                    await self._checkpoint(rng, published, cursor, done=False)
             published = await anyio.to_thread.run_sync(sink.close)
             await self._checkpoint(rng, published, cursor, done=True)
 

@@ -1,9 +1,10 @@
-"""What every sink shares: the published-file record, the sink interface, and part-file rotation.
+"""What every sink shares: the sink interface and numbered part files.
 
 A sink turns ``/btql`` pages into numbered part files (``{directory}/{prefix}-{part:05d}{ext}``).
 Each part is written through ``Storage.open_atomic``, so it appears only once complete; the
 ``FileInfo`` returned for it is the manifest entry, and everything written before it is durable
-by then. Format-specific sinks subclass ``PartFileSink`` and only encode bytes.
+by then. A sink never ends a part on its own: its caller decides where each file ends and
+calls ``flush`` there. Format-specific sinks subclass ``PartFileSink`` and only encode bytes.
 """
 
 from __future__ import annotations
@@ -19,9 +20,13 @@ from pipeline.common.storage import Storage, location
 
 
 class Sink(Protocol):
-    """Writes pages to part files; all methods block (the export stage calls them in a thread)."""
+    """Writes pages to part files; all methods block (the export stage calls them in a thread).
 
-    def write_page(self, page: bytes, rows: int | None = None) -> list[FileInfo]: ...
+    ``write_page`` adds a page to the open part (``rows`` is its line count, when the caller
+    knows it); ``flush`` publishes that part, ``close`` flushes and releases, ``abort``
+    discards the unpublished part."""
+
+    def write_page(self, page: bytes, rows: int | None = None) -> None: ...
     def flush(self) -> list[FileInfo]: ...
     def close(self) -> list[FileInfo]: ...
     def abort(self) -> None: ...
@@ -120,7 +125,7 @@ class _Aborted(Exception):
 
 
 class PartFileSink(ClosingSink):
-    """Opens, rotates, publishes and aborts numbered part files; subclasses encode into them.
+    """Opens, publishes and aborts numbered part files; subclasses encode into them.
 
     Subclasses implement ``_start(out)`` (begin encoding into a fresh part), ``_finish()``
     (write any trailer; the part must be complete afterwards), optionally ``_abandon()`` and
@@ -200,14 +205,14 @@ class PartFileSink(ClosingSink):
     def _abandon(self) -> None:
         """Release encoder state of a part that is being discarded (its bytes are thrown away)."""
 
-    def _drain(self) -> list[FileInfo]:
+    def _drain(self) -> None:
         """Write anything buffered into the current part (formats that buffer override this)."""
-        return []
 
     # -- public interface -------------------------------------------------------------------
     def flush(self) -> list[FileInfo]:
         """Publish the current part now (if it has rows); the next page starts a new one."""
-        return self._drain() + self._publish()
+        self._drain()
+        return self._publish()
 
     def close(self) -> list[FileInfo]:
         """Flush and release; a second call does nothing."""

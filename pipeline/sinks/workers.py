@@ -6,7 +6,7 @@ process it would take turns with the event loop that fetches the next pages. A
 inherited) that each host the sinks assigned to them. Every call of a ``RemoteSink`` goes to
 the one process that holds its sink, so one range's pages are written in order. Pages travel
 through shared-memory slots (one copy in, one out; a pipe costs several and wakes both
-processes for every 64 KiB), and only ``FileInfo`` records come back.
+processes for every 64 KiB), and only the ``FileInfo`` records of published files come back.
 
 Workers ignore Ctrl-C (the main process decides how to stop and aborts the sinks it opened)
 and exit on their own when the main process dies, leaving only temporary files, which the
@@ -90,18 +90,18 @@ def _open(sink_id: int, factory: SinkFactory) -> None:
     _sinks[sink_id] = factory(_storage)
 
 
-def _write_page(sink_id: int, slot: int, name: str, size: int) -> list[FileInfo]:
+def _write_page(sink_id: int, slot: int, name: str, size: int) -> None:
     mapped = _slots.get(slot)
     if mapped is None or mapped.name != name:  # new, or grown (a new block under a new name)
         if mapped is not None:
             mapped.close()
         mapped = _slots[slot] = SharedMemory(name=name)
     assert mapped.buf is not None
-    return _sinks[sink_id].write_page(bytes(mapped.buf[:size]))
+    _sinks[sink_id].write_page(bytes(mapped.buf[:size]))
 
 
-def _write_page_bytes(sink_id: int, page: bytes) -> list[FileInfo]:
-    return _sinks[sink_id].write_page(page)
+def _write_page_bytes(sink_id: int, page: bytes) -> None:
+    _sinks[sink_id].write_page(page)
 
 
 def _flush(sink_id: int) -> list[FileInfo]:
@@ -228,15 +228,16 @@ class RemoteSink(ClosingSink):
         except BrokenProcessPool as exc:
             raise BtpipeError("a worker process encoding the export stopped unexpectedly") from exc
 
-    def write_page(self, page: bytes, rows: int | None = None) -> list[FileInfo]:
+    def write_page(self, page: bytes, rows: int | None = None) -> None:
         try:
             number, block = self._pool.take_slot(len(page))
         except OSError:  # no shared memory to be had (a small /dev/shm): send the bytes instead
-            return self.call(_write_page_bytes, page)
+            self.call(_write_page_bytes, page)
+            return
         try:
             assert block.buf is not None
             block.buf[: len(page)] = page
-            return self.call(_write_page, number, block.name, len(page))
+            self.call(_write_page, number, block.name, len(page))
         finally:
             self._pool.give_slot(number, block)
 

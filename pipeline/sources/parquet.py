@@ -10,10 +10,11 @@ from collections.abc import Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.common.arrow_schema import check_schema
 from pipeline.common.errors import UsageError
 from pipeline.common.storage import Storage, location
-from pipeline.sinks.parquet import check_schema, table_to_rows
 from pipeline.sources.base import SourceRow
+from pipeline.sources.decode import table_to_rows
 
 
 def iter_rows(storage: Storage, relpath: str, batch_rows: int = 1000) -> Iterator[list[SourceRow]]:

@@ -195,7 +195,7 @@ def test_incremental_fetches_only_changes(emulator: Any, tmp_path: Path):
 def read_export_files_single(path: Path, object_type: str) -> list[dict[str, Any]]:
     import pyarrow.parquet as pq
 
-    from pipeline.sinks.parquet import table_to_rows
+    from pipeline.sources.decode import table_to_rows
 
     return table_to_rows(pq.read_table(path), object_type)  # type: ignore[arg-type]
 

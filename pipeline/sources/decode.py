@@ -1,0 +1,82 @@
+"""Decoding: Arrow tables of the btpipe schema back to exactly the rows they were built from.
+
+``_extra`` wins over the typed columns, which is what makes the round trip exact (see
+:mod:`pipeline.common.arrow_schema`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Final
+
+import pyarrow as pa
+
+from pipeline.common.arrow_schema import (
+    EXTRA_COLUMN,
+    META_OBJECT_TYPE,
+    Kind,
+    column_kind,
+    decoded_number,
+    format_created,
+)
+from pipeline.common.errors import BtpipeError, UsageError
+from pipeline.common.jsoncodec import loads, loads_array
+from pipeline.common.rows import ObjectType
+
+_ABSENT: Final = object()
+
+
+def _decode_json(name: str, column: pa.ChunkedArray) -> list[Any]:
+    texts = column.to_pylist()
+    encoded = [b"null" if t is None else t.encode() for t in texts]
+    try:
+        values = loads_array(encoded)
+    except ValueError:  # say which value: the column keeps the server's text as it came
+        for row, text in enumerate(encoded):
+            try:
+                loads(text)
+            except ValueError as exc:
+                raise BtpipeError(
+                    f"column {name!r}, row {row}: not JSON this reader can decode ({exc})"
+                ) from exc
+        raise
+    return [_ABSENT if t is None else v for t, v in zip(texts, values, strict=True)]
+
+
+def _decode_column(name: str, column: pa.ChunkedArray) -> list[Any]:
+    kind = column_kind(name)
+    if kind is Kind.JSON:
+        return _decode_json(name, column)
+    raw = column.to_pylist()
+    if kind is Kind.TIMESTAMP:
+        return [_ABSENT if v is None else format_created(v) for v in raw]
+    if kind is Kind.NUMBER_MAP:
+        return [_ABSENT if v is None else {k: decoded_number(x) for k, x in v} for v in raw]
+    return [_ABSENT if v is None else v for v in raw]
+
+
+def table_to_rows(
+    table: pa.Table | pa.RecordBatch, object_type: ObjectType | None = None
+) -> list[dict[str, Any]]:
+    """Decode a btpipe table back to exactly the row dicts it was built from."""
+    if object_type is not None and table.schema.metadata:
+        found = table.schema.metadata.get(META_OBJECT_TYPE)
+        if found is not None and found.decode() != object_type:
+            raise UsageError(f"table holds {found.decode()} rows, not {object_type}")
+    rows: list[dict[str, Any]] = [{} for _ in range(table.num_rows)]
+    for name in table.schema.names:
+        column = pa.chunked_array(table.column(name))
+        if name == EXTRA_COLUMN or column.null_count == len(column):
+            continue
+        _fill(rows, name, _decode_column(name, column))
+    if EXTRA_COLUMN in table.schema.names:
+        for row, extra in zip(rows, table.column(EXTRA_COLUMN).to_pylist(), strict=True):
+            if extra is not None:
+                row.update(loads(extra.encode()))
+    return rows
+
+
+def _fill(rows: list[dict[str, Any]], name: str, values: Iterable[Any]) -> None:
+    for row, value in zip(rows, values, strict=True):
+        if value is not _ABSENT:
+            row[name] = value

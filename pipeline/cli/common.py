@@ -18,6 +18,7 @@ import click
 import orjson
 
 from pipeline.api.client import DEFAULT_API_URL, BraintrustClient, ClientSettings, RetryPolicy, Timeouts
+from pipeline.cli.display import Display, for_stream
 from pipeline.common.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, BtpipeError, first_error
 from pipeline.common.memory import keep_memory_flat
 from pipeline.common.progress import Progress
@@ -28,15 +29,24 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Output:
+    """What a command prints besides its results. ``--json``: the summary on stdout and no
+    progress; ``--quiet``: stderr holds only errors and the warnings that need action."""
+
     quiet: bool
     json: bool
 
-    def progress(self) -> Progress:
-        return Progress(enabled=False) if self.quiet or self.json else Progress()
+    def display(self) -> Display:
+        """Progress on stderr (live on a terminal, a line now and then otherwise), or none."""
+        return Display() if self.quiet or self.json else for_stream(sys.stderr)
 
     def say(self, text: str) -> None:
+        """A message for a person watching; dropped under --quiet and --json."""
         if not self.quiet and not self.json:
             click.echo(text, err=True)
+
+    def warn(self, text: str) -> None:
+        """Something the user should act on: printed whatever the flags."""
+        click.echo(f"btpipe: warning: {text}", err=True)
 
 
 #: The command parameters :func:`api_options` folds into one ``settings``, in make_settings order.
@@ -102,7 +112,12 @@ def output_options(fn: F) -> F:
     fn = click.option(
         "--json", "as_json", is_flag=True, help="Print a machine-readable JSON summary on stdout."
     )(fn)
-    return click.option("--quiet", "-q", is_flag=True, help="No progress or messages; errors only.")(fn)
+    return click.option(
+        "--quiet",
+        "-q",
+        is_flag=True,
+        help="No progress or messages: only errors and warnings that need action.",
+    )(fn)
 
 
 def make_settings(
@@ -149,9 +164,15 @@ def emit_json(data: Any) -> None:
 
 
 def with_progress(output: Output, body: Callable[[Progress], Awaitable[T]]) -> Callable[[], Awaitable[T]]:
-    """Wrap ``body`` so a progress display redraws while it runs and once more at the end."""
-    progress = output.progress()
-    return lambda: progress.around(lambda: body(progress))
+    """Wrap ``body`` so it counts into a fresh :class:`Progress` that ``output``'s display
+    shows while it runs and once at the end. The display is chosen inside the run, so a bad
+    ``$BTPIPE_PROGRESS_INTERVAL`` is one error line like any other."""
+
+    async def run() -> T:
+        progress = Progress()
+        return await output.display().around(progress, lambda: body(progress))
+
+    return run
 
 
 class Btpipe(click.Group):

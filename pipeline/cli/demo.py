@@ -27,7 +27,7 @@ import click
 
 from pipeline.api.client import BraintrustClient
 from pipeline.api.objects import resolve_project
-from pipeline.cli.common import run_async
+from pipeline.cli.common import Output, run_async, with_progress
 from pipeline.common.errors import BtpipeError
 from pipeline.common.progress import Progress
 from pipeline.emulator.auth import DEFAULT_KEYS
@@ -99,9 +99,13 @@ class DemoRun:
 
 
 def _stage(demo: DemoRun, stage: Callable[[], Awaitable[T]]) -> T:
-    """Run one step with its own progress display (bars on a terminal, nothing otherwise)."""
-    demo.progress = Progress()
-    return run_async(lambda: demo.progress.around(stage))
+    """Run one step with its own progress display (live on a terminal, plain lines otherwise)."""
+
+    async def body(progress: Progress) -> T:
+        demo.progress = progress
+        return await stage()
+
+    return run_async(with_progress(Output(quiet=False, json=False), body))
 
 
 def describe(result: JobResult) -> str:

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from pipeline.cli.common import Output, emit_json, output_options, run_async
+from pipeline.cli.common import Output, emit_json, output_options, run_async, with_progress
 from pipeline.common.errors import EXIT_FAILED, EXIT_USAGE
 from pipeline.jobs.config import ConfigError, JobFile, load_job_file
 from pipeline.jobs.runner import JobResult, run_jobs
@@ -51,9 +51,7 @@ def run(
     """Run the jobs of a TOML job file (all of them, or those named by --job)."""
     job_file = _load(config, jobs, _overrides(sets, out))
     output = Output(quiet, as_json)
-    progress = output.progress()
-
-    results = run_async(lambda: progress.around(lambda: run_jobs(job_file, progress)))
+    results = run_async(with_progress(output, lambda progress: run_jobs(job_file, progress)))
     if as_json:
         emit_json([r.to_json() for r in results])
     else:
@@ -65,7 +63,7 @@ def run(
 def _report(output: Output, results: list[JobResult]) -> None:
     for result in results:
         for warning in result.warnings:
-            click.echo(f"btpipe: warning: {warning}", err=True)
+            output.warn(warning)
         line = f"job {result.name}: {result.rows:,} rows, {result.files} files in {result.seconds:.1f}s"
         if result.pruned_runs:
             line += f", pruned {len(result.pruned_runs)} old runs"

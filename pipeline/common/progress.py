@@ -1,89 +1,146 @@
-"""Progress on long work: one line per task on stderr, redrawn twice a second.
+"""Counters for long work: rows, bytes and retries per task, read as small frozen snapshots.
 
-Drawn only when stderr is a terminal and ``--quiet`` is off; otherwise the counters are still
-kept (the ``--json`` summary reads them) and nothing is printed.
+A stage counts (``task = progress.add(label, total)``, then ``task.advance(rows, nbytes)`` and
+``task.finish()``); displays and tests read :meth:`Progress.statistics`. Nothing here draws or
+prints: the command line decides whether and how to show the counters
+(:mod:`pipeline.cli.display`), so a stage runs the same under a terminal, cron or a test, and
+the ``--json`` summary and the display can never disagree about what was counted.
+
+Counters are only touched from the event loop, so they need no lock.
 """
 
 from __future__ import annotations
 
-import sys
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import TextIO, TypeVar
-
-import anyio
-
-T = TypeVar("T")
+from dataclasses import dataclass
+from typing import Protocol
 
 
-@dataclass
-class Task:
+@dataclass(frozen=True)
+class TaskStatistics:
+    """One task at one moment. ``resumed`` rows were done by an earlier run: they count in
+    ``done`` but not in the rate, so a resumed run's ETA is not flattered by them."""
+
     label: str
     total: int | None
-    done: int = 0
-    bytes: int = 0
-    started: float = field(default_factory=time.monotonic)
-    finished: float | None = None
+    done: int
+    resumed: int
+    bytes: int
+    seconds: float
+    finished: bool
 
-    def advance(self, count: int, nbytes: int = 0) -> None:
-        self.done += count
-        self.bytes += nbytes
+    @property
+    def rate(self) -> float:
+        """Rows per second done by this run, since the task was added."""
+        return (self.done - self.resumed) / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def fraction(self) -> float | None:
+        """Share of ``total`` done (at most 1), or None when the total is unknown."""
+        if self.total is None:
+            return None
+        return min(1.0, self.done / self.total) if self.total else 1.0
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left at the current rate; None when finished, without a total or a rate."""
+        rate = self.rate
+        if self.finished or self.total is None or rate <= 0:
+            return None
+        return max(0, self.total - self.done) / rate
+
+
+@dataclass(frozen=True)
+class ProgressStatistics:
+    """Every task at one moment, plus the retries of the clients being watched."""
+
+    tasks: tuple[TaskStatistics, ...]
+    retries: int
+    seconds: float
+
+    @property
+    def rows(self) -> int:
+        return sum(t.done for t in self.tasks)
+
+    @property
+    def bytes(self) -> int:
+        return sum(t.bytes for t in self.tasks)
+
+    @property
+    def active(self) -> tuple[TaskStatistics, ...]:
+        return tuple(t for t in self.tasks if not t.finished)
+
+    @property
+    def finished(self) -> int:
+        return sum(t.finished for t in self.tasks)
+
+
+class Task:
+    """Counters of one unit of work (an object being exported or loaded)."""
+
+    def __init__(self, label: str, total: int | None, done: int = 0) -> None:
+        self.label = label
+        self.total = total
+        self._done = self._resumed = done
+        self._bytes = 0
+        self._started = time.monotonic()
+        self._finished: float | None = None
+
+    def advance(self, rows: int, nbytes: int = 0) -> None:
+        self._done += rows
+        self._bytes += nbytes
 
     def finish(self) -> None:
-        self.finished = time.monotonic()
+        """Mark the task done; the first call fixes its duration."""
+        if self._finished is None:
+            self._finished = time.monotonic()
 
-    def render(self) -> str:
-        elapsed = max((self.finished or time.monotonic()) - self.started, 1e-6)
-        rate = self.done / elapsed
-        mbps = self.bytes / elapsed / 1e6
-        if self.total:
-            pct = min(100.0, 100.0 * self.done / self.total)
-            bar = "#" * int(pct / 5)
-            left = (self.total - self.done) / rate if rate > 0 and self.finished is None else 0.0
-            head = f"[{bar:<20}] {pct:5.1f}% {self.done:,}/{self.total:,} rows"
-            tail = "done" if self.finished else f"ETA {left:,.0f}s"
-        else:
-            head = f"{self.done:,} rows"
-            tail = "done" if self.finished else ""
-        return f"{self.label[:32]:<32} {head}  {rate:,.0f} rows/s  {mbps:,.1f} MB/s  {tail}"
+    def statistics(self) -> TaskStatistics:
+        end = self._finished if self._finished is not None else time.monotonic()
+        return TaskStatistics(
+            label=self.label,
+            total=self.total,
+            done=self._done,
+            resumed=self._resumed,
+            bytes=self._bytes,
+            seconds=end - self._started,
+            finished=self._finished is not None,
+        )
+
+
+class _Retries(Protocol):
+    @property
+    def retries(self) -> int: ...
+
+
+class RetryCounting(Protocol):
+    """Anything whose ``statistics()`` counts retries, such as the API client."""
+
+    def statistics(self) -> _Retries: ...
 
 
 class Progress:
-    """A set of tasks and an optional redraw loop; use ``async with progress.running():``."""
+    """The tasks of one command, and the clients whose retries it reports."""
 
-    def __init__(self, *, enabled: bool | None = None, stream: TextIO | None = None) -> None:
-        self.stream = stream or sys.stderr
-        self.enabled = self.stream.isatty() if enabled is None else enabled
-        self.tasks: list[Task] = []
-        self._drawn_lines = 0
+    def __init__(self) -> None:
+        self._tasks: list[Task] = []
+        self._clients: list[RetryCounting] = []
+        self._started = time.monotonic()
 
-    def add(self, label: str, total: int | None) -> Task:
-        task = Task(label, total)
-        self.tasks.append(task)
+    def add(self, label: str, total: int | None, *, done: int = 0) -> Task:
+        """A new task; ``done`` rows were already done by an earlier run (a resume)."""
+        task = Task(label, total, done)
+        self._tasks.append(task)
         return task
 
-    def draw(self) -> None:
-        if not self.enabled:
-            return
-        out = self.stream
-        if self._drawn_lines:
-            out.write(f"\x1b[{self._drawn_lines}F")
-        for task in self.tasks:
-            out.write("\x1b[2K" + task.render() + "\n")
-        out.flush()
-        self._drawn_lines = len(self.tasks)
+    def watch_retries(self, client: RetryCounting) -> None:
+        """Count ``client``'s retries in :meth:`statistics` (a client is counted once)."""
+        if not any(c is client for c in self._clients):
+            self._clients.append(client)
 
-    async def redraw_forever(self, interval: float = 0.5) -> None:
-        while True:
-            self.draw()
-            await anyio.sleep(interval)
-
-    async def around(self, body: Callable[[], Awaitable[T]]) -> T:
-        """Run ``body`` while the display redraws; draw the final state once it returns."""
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self.redraw_forever)
-            result = await body()
-            tg.cancel_scope.cancel()
-        self.draw()
-        return result
+    def statistics(self) -> ProgressStatistics:
+        return ProgressStatistics(
+            tasks=tuple(t.statistics() for t in self._tasks),
+            retries=sum(c.statistics().retries for c in self._clients),
+            seconds=time.monotonic() - self._started,
+        )

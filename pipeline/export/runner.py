@@ -199,6 +199,7 @@ class ExportJob:
         self.client = client
         self.options = options
         self.progress = progress
+        progress.watch_retries(client)
         self.user_filter: Expr | None = parse_filter(options.filter)
         self._state_lock = anyio.Lock()
         # Parquet encoding is CPU work in Python: it runs in ``encoders`` worker processes
@@ -396,8 +397,8 @@ class ExportJob:
                 task = self.progress.add(
                     obj.name if obj.object_type == "project_logs" else f"{obj.object_type}:{obj.name}",
                     obj.expected_rows,
+                    done=obj.rows,
                 )
-                task.advance(obj.rows)
                 pending = [r for r in obj.ranges if not r.done]
                 if not pending:
                     task.finish()

@@ -93,8 +93,7 @@ class ImportJob:
                     raise UsageError(
                         f"{state.location}: {obj.label} was being imported into another object; pass --restart"
                     )
-                task = self.progress.add(f"{obj.label} -> {ref.label}", obj.rows)
-                task.advance(record["rows"])
+                task = self.progress.add(f"{obj.label} -> {ref.label}", obj.rows, done=record["rows"])
                 source = SourceObject(obj.object_type or ref.object_type, obj.id)
                 batcher = run.batcher(record, ref, task)
                 await feed(run.pool, batcher, self._chunks(storage, obj, source, record["mark"]))

@@ -76,6 +76,7 @@ class MigrateJob:
         self.destination = destination
         self.options = options
         self.progress = progress
+        progress.watch_retries(source)
 
     async def run(self) -> LoadSummary:
         started = time.monotonic()
@@ -113,8 +114,9 @@ class MigrateJob:
                               "rows": 0, "mark": None}  # fmt: skip
                     state.objects[key] = record
                     await state.save()
-                task = self.progress.add(f"{ref.label} -> {dest.label}", record["expected"])
-                task.advance(record["rows"])
+                task = self.progress.add(
+                    f"{ref.label} -> {dest.label}", record["expected"], done=record["rows"]
+                )
                 if record["expected"]:
                     batcher = run.batcher(record, dest, task)
                     await feed(run.pool, batcher, self._chunks(ref, record))

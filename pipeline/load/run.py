@@ -95,6 +95,7 @@ class LoadRun:
         self.options = options
         self.state = state
         self.progress = progress
+        progress.watch_retries(client)
         self.error_log = open_error_log(options, state)
         self.summary = LoadSummary(state_file=state.location)
         self.pool: InsertPool

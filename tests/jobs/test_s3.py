@@ -78,7 +78,7 @@ def import_back(emulator: Any, source: str, to_project: str, state_dir: Path) ->
 
     async def body() -> None:
         async with BraintrustClient(make_settings(emulator.url, emulator.key, None)) as client:
-            await ImportJob(client, options, Progress(enabled=False)).run()
+            await ImportJob(client, options, Progress()).run()
 
     anyio.run(body)
 

@@ -25,10 +25,9 @@ import aiohttp
 import anyio
 
 from pipeline import __version__
-from pipeline.common import jsoncodec
+from pipeline.common import defaults, jsoncodec
 from pipeline.common.errors import ApiError, AuthError, NotFoundError, TransientApiError, UsageError
 
-DEFAULT_API_URL = "https://api.braintrust.dev"
 RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 GZIP_MAGIC = b"\x1f\x8b"
 RETRY_AFTER_SECONDS = re.compile(r"[0-9]+(\.[0-9]+)?")  # RFC 9110 delay-seconds, and decimals
@@ -43,9 +42,9 @@ TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
 class RetryPolicy:
     """Bounded exponential back-off with full jitter; a server's ``Retry-After`` wins."""
 
-    max_attempts: int = 8
+    max_attempts: int = defaults.MAX_RETRIES.default
     base_delay: float = 0.25
-    max_delay: float = 20.0
+    max_delay: float = defaults.MAX_BACKOFF.default
     max_retry_after: float = 120.0
 
     def is_retryable(self, status: int) -> bool:
@@ -61,21 +60,44 @@ class RetryPolicy:
 @dataclass(frozen=True)
 class Timeouts:
     connect: float = 15.0
-    read: float = 120.0
+    read: float = defaults.READ_TIMEOUT.default
 
 
 @dataclass(frozen=True)
 class ClientSettings:
     """Where to connect and how; ``api_key`` is kept out of ``repr`` so it never gets logged."""
 
-    api_url: str = DEFAULT_API_URL
+    api_url: str = defaults.API_URL.default
     api_key: str = field(default="", repr=False)
     impersonate_user: str | None = None
     org_name: str | None = None
     retry: RetryPolicy = RetryPolicy()
     timeouts: Timeouts = Timeouts()
-    max_connections: int = 16
+    max_connections: int = defaults.CONNECTIONS.default
     compress: bool | None = None  # ask for gzip responses; None: yes, except over loopback
+
+    @classmethod
+    def from_options(
+        cls,
+        *,
+        api_url: str = defaults.API_URL.default,
+        api_key: str = "",
+        impersonate: str | None = None,
+        max_retries: int = defaults.MAX_RETRIES.default,
+        max_backoff: float = defaults.MAX_BACKOFF.default,
+        timeout: float = defaults.READ_TIMEOUT.default,
+        connections: int = defaults.CONNECTIONS.default,
+    ) -> ClientSettings:
+        """Settings from the flat option names the command line and job files share (see
+        :mod:`pipeline.common.defaults`); the values were checked where they were read."""
+        return cls(
+            api_url=api_url,
+            api_key=api_key,
+            impersonate_user=impersonate,
+            retry=RetryPolicy(max_attempts=max_retries, max_delay=max_backoff),
+            timeouts=Timeouts(read=timeout),
+            max_connections=connections,
+        )
 
     def gzip_responses(self, base_url: str) -> bool:
         """Compression pays across a network and only costs CPU on both ends over loopback."""

@@ -1,7 +1,8 @@
 """Pieces every btpipe command shares: API and output options, settings, error handling.
 
-Commands live next to their subsystem (export in :mod:`pipeline.cli`, import and friends in
-:mod:`pipeline.cli.load`, ...) and all use these, so a flag means the same everywhere.
+Each command lives in a module of its own (:mod:`pipeline.cli.export`, import and friends in
+:mod:`pipeline.cli.load`, ...) and all use these, so a flag means the same everywhere. Flags
+with a default are built from :mod:`pipeline.common.defaults` (:mod:`pipeline.cli.options`).
 """
 
 from __future__ import annotations
@@ -11,17 +12,37 @@ import importlib
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import anyio
 import click
 import orjson
 
-from pipeline.api.client import DEFAULT_API_URL, BraintrustClient, ClientSettings, RetryPolicy, Timeouts
 from pipeline.cli.display import Display, for_stream
+from pipeline.cli.options import setting_option, setting_options
+from pipeline.common.defaults import (
+    API_KEY_ENV,
+    API_URL,
+    BATCH_ROWS,
+    CONNECTIONS,
+    CREATE_PROJECT,
+    ERROR_FILE,
+    IMPERSONATE,
+    LOAD_WORKERS,
+    MAX_BACKOFF,
+    MAX_BATCH_BYTES,
+    MAX_INFLIGHT_MB,
+    MAX_RETRIES,
+    ON_ERROR,
+    READ_TIMEOUT,
+    STATE_DIR,
+)
 from pipeline.common.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, BtpipeError, first_error
 from pipeline.common.memory import keep_memory_flat
 from pipeline.common.progress import Progress
+
+if TYPE_CHECKING:
+    from pipeline.api.client import BraintrustClient, ClientSettings
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -49,16 +70,9 @@ class Output:
         click.echo(f"btpipe: warning: {text}", err=True)
 
 
-#: The command parameters :func:`api_options` folds into one ``settings``, in make_settings order.
-_SETTINGS_PARAMS = (
-    "api_url",
-    "api_key",
-    "impersonate",
-    "max_retries",
-    "max_backoff",
-    "timeout",
-    "connections",
-)
+#: The settings :func:`api_options` folds into one ``settings``, as ``ClientSettings.from_options``
+#: names them; the key is an option of its own, never a setting with a default.
+_CLIENT_SETTINGS = (API_URL, IMPERSONATE, MAX_RETRIES, MAX_BACKOFF, READ_TIMEOUT, CONNECTIONS)
 
 
 def api_options(fn: F) -> F:
@@ -67,42 +81,19 @@ def api_options(fn: F) -> F:
 
     @functools.wraps(fn)
     def command(*args: Any, **kwargs: Any) -> Any:
-        values = [kwargs.pop(name) for name in _SETTINGS_PARAMS]
-        return fn(*args, settings=make_settings(*values), **kwargs)
+        from pipeline.api.client import ClientSettings  # loads the HTTP stack only when a command runs
 
-    options = [
-        click.option(
-            "--api-url",
-            envvar="BRAINTRUST_API_URL",
-            default=DEFAULT_API_URL,
-            show_default=True,
-            help="Braintrust API base URL (env BRAINTRUST_API_URL).",
-        ),
-        click.option(
-            "--api-key",
-            envvar="BRAINTRUST_API_KEY",
-            default="",
-            show_default=False,
-            help="API key (env BRAINTRUST_API_KEY). Never printed or stored.",
-        ),
-        click.option(
-            "--impersonate",
-            default=None,
-            metavar="USER",
-            help="Run requests as this user id or email (x-bt-impersonate-user).",
-        ),
-        click.option(
-            "--max-retries", default=8, show_default=True, help="Attempts per request before giving up."
-        ),
-        click.option(
-            "--max-backoff",
-            default=20.0,
-            show_default=True,
-            help="Longest back-off between attempts, seconds.",
-        ),
-        click.option("--timeout", default=120.0, show_default=True, help="Socket read timeout, seconds."),
-        click.option("--connections", default=16, show_default=True, help="Maximum open HTTP connections."),
-    ]
+        values = {name: kwargs.pop(name) for name in ("api_key", *(s.name for s in _CLIENT_SETTINGS))}
+        return fn(*args, settings=ClientSettings.from_options(**values), **kwargs)
+
+    api_key = click.option(
+        "--api-key",
+        envvar=API_KEY_ENV.default,
+        default="",
+        show_default=False,
+        help=f"API key (env {API_KEY_ENV.default}). Never printed or stored.",
+    )
+    options = [setting_option(API_URL), api_key, *(setting_option(s) for s in _CLIENT_SETTINGS[1:])]
     for option in reversed(options):
         command = option(command)
     return cast(F, command)
@@ -120,23 +111,21 @@ def output_options(fn: F) -> F:
     )(fn)
 
 
-def make_settings(
-    api_url: str,
-    api_key: str,
-    impersonate: str | None,
-    max_retries: int = 8,
-    max_backoff: float = 20.0,
-    timeout: float = 120.0,
-    connections: int = 16,
-) -> ClientSettings:
-    return ClientSettings(
-        api_url=api_url,
-        api_key=api_key,
-        impersonate_user=impersonate,
-        retry=RetryPolicy(max_attempts=max(1, max_retries), max_delay=max_backoff),
-        timeouts=Timeouts(read=timeout),
-        max_connections=connections,
-    )
+def load_options(fn: F) -> F:
+    """Batching, concurrency and resume flags shared by import and migrate."""
+    fn = setting_option(CREATE_PROJECT)(fn)
+    fn = click.option("--restart", is_flag=True, help="Ignore saved state and start from the beginning.")(fn)
+    settings = (LOAD_WORKERS, BATCH_ROWS, MAX_BATCH_BYTES, MAX_INFLIGHT_MB, ON_ERROR, ERROR_FILE, STATE_DIR)
+    return setting_options(*settings)(fn)
+
+
+def to_options(fn: F) -> F:
+    """The destination's URL and the name of the variable holding its key (migrate, verify)."""
+    fn = click.option("--to-api-key-env", default=None, metavar="VAR",
+                      help="Name of the environment variable holding the destination API key.")(fn)  # fmt: skip
+    return click.option(
+        "--to-api-url", default=None, help="Destination API URL (default: same as --api-url)."
+    )(fn)
 
 
 def run_async(fn: Callable[[], Awaitable[T]]) -> T:
@@ -155,6 +144,8 @@ def run_async(fn: Callable[[], Awaitable[T]]) -> T:
 
 
 async def with_client(settings: ClientSettings, body: Callable[[BraintrustClient], Awaitable[T]]) -> T:
+    from pipeline.api.client import BraintrustClient
+
     async with BraintrustClient(settings) as client:
         return await body(client)
 

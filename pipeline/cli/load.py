@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
 import click
@@ -22,53 +21,28 @@ from pipeline.cli.common import (
     Output,
     api_options,
     emit_json,
+    load_options,
     output_options,
     run_async,
+    to_options,
     with_client,
     with_progress,
 )
+from pipeline.cli.options import setting_option, setting_options
+from pipeline.common.defaults import BATCH_ROWS, DELETE_OBJECTS, LOAD_WORKERS, MB, OBJECTS, PAGE_LIMIT
 from pipeline.common.errors import EXIT_FAILED, AuthError, UsageError
-from pipeline.common.jobstate import DEFAULT_STATE_DIR
 from pipeline.common.progress import Progress
 from pipeline.load.insert import InsertOptions
-
-F = TypeVar("F", bound=Callable[..., Any])
-T = TypeVar("T")
+from pipeline.load.run import LoadOptions
 
 
-def load_options(fn: F) -> F:
-    """Batching, concurrency and resume flags shared by import and migrate."""
-    for option in reversed(
-        [
-            click.option("--workers", default=4, show_default=True, help="Insert requests in flight at once."),
-            click.option("--batch-rows", default=1000, show_default=True, help="Most events per insert request."),
-            click.option("--max-batch-bytes", type=int, default=None,
-                         help="Largest request body; capped by the server's logs3_payload_max_bytes."),
-            click.option("--max-inflight-mb", default=64, show_default=True,
-                         help="Most encoded MB between reading and the server (bounds memory)."),
-            click.option("--on-error", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
-                         help="An event too big for any request: stop, or record it in --error-file and go on."),
-            click.option("--error-file", default=None, help="Where --on-error skip records events (JSONL)."),
-            click.option("--state-dir", default=DEFAULT_STATE_DIR, show_default=True,
-                         help="Directory for resume state (the input may be read-only)."),
-            click.option("--restart", is_flag=True, help="Ignore saved state and start from the beginning."),
-            click.option("--create-project", is_flag=True, help="Create the destination project if missing."),
-        ]
-    ):  # fmt: skip
-        fn = option(fn)
-    return fn
-
-
-def _load_opts(kw: dict[str, Any]) -> Any:
-    from pipeline.load.run import LoadOptions
-
+def _load_opts(kw: dict[str, Any]) -> LoadOptions:
+    """The :func:`~pipeline.cli.common.load_options` flags as the library's ``LoadOptions``."""
     return LoadOptions(
-        batch_rows=max(1, kw["batch_rows"]),
+        batch_rows=kw["batch_rows"],
         max_batch_bytes=kw["max_batch_bytes"],
         insert=InsertOptions(
-            workers=max(1, kw["workers"]),
-            max_bytes_in_flight=max(1, kw["max_inflight_mb"]) * 2**20,
-            on_error=kw["on_error"],
+            workers=kw["workers"], max_bytes_in_flight=kw["max_inflight_mb"] * MB, on_error=kw["on_error"]
         ),
         state_dir=kw["state_dir"],
         restart=kw["restart"],
@@ -87,18 +61,6 @@ def _destination_settings(kw: dict[str, Any], source: ClientSettings) -> ClientS
         if not key:
             raise AuthError(f"--to-api-key-env: environment variable {env} is not set")
     return replace(source, api_url=kw["to_api_url"] or source.api_url, api_key=key)
-
-
-def to_options(fn: F) -> F:
-    for option in reversed(
-        [
-            click.option("--to-api-url", default=None, help="Destination API URL (default: same as --api-url)."),
-            click.option("--to-api-key-env", default=None, metavar="VAR",
-                         help="Name of the environment variable holding the destination API key."),
-        ]
-    ):  # fmt: skip
-        fn = option(fn)
-    return fn
 
 
 def _report_load(output: Output, summary: Any, verb: str) -> None:
@@ -149,9 +111,7 @@ def import_command(**kw: Any) -> None:
 @to_options
 @click.option("--from-project", required=True, help="Source project name or id.")
 @click.option("--to-project", required=True, help="Destination project name or id.")
-@click.option("--objects", default="logs,datasets,experiments", show_default=True,
-              help="Comma list: logs, datasets, experiments, dataset:NAME, experiment:NAME.")  # fmt: skip
-@click.option("--page-limit", default=1000, show_default=True, help="Rows per /btql page (1..1000).")
+@setting_options(OBJECTS, PAGE_LIMIT)
 def migrate_command(**kw: Any) -> None:
     """Copy logs, datasets and experiments to another project, org or API URL (resumable)."""
     from pipeline.load.migrate import MigrateJob, MigrateOptions
@@ -159,7 +119,7 @@ def migrate_command(**kw: Any) -> None:
     output = Output(kw["quiet"], kw["as_json"])
     options = MigrateOptions(
         from_project=kw["from_project"], to_project=kw["to_project"], objects=kw["objects"],
-        create_project=kw["create_project"], page_limit=min(1000, max(1, kw["page_limit"])), load=_load_opts(kw),
+        create_project=kw["create_project"], page_limit=kw["page_limit"], load=_load_opts(kw),
     )  # fmt: skip
     source: ClientSettings = kw["settings"]
 
@@ -175,13 +135,12 @@ def migrate_command(**kw: Any) -> None:
 @api_options
 @output_options
 @click.option("--project", required=True, help="Project name or id.")
-@click.option("--objects", default="logs", show_default=True,
-              help="Comma list: logs, datasets, experiments, dataset:NAME, experiment:NAME.")  # fmt: skip
+@setting_options(DELETE_OBJECTS)
 @click.option("--filter", "filter_text", required=True, help="BTQL filter selecting the rows to delete.")
 @click.option("--dry-run", is_flag=True, help="Only count the matching rows and show a sample of ids.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-@click.option("--workers", default=4, show_default=True, help="Delete requests in flight at once.")
-@click.option("--batch-rows", default=1000, show_default=True, help="Most deletes per request.")
+@setting_option(LOAD_WORKERS, help="Delete requests in flight at once")
+@setting_option(BATCH_ROWS, help="Most deletes per request")
 def delete_command(**kw: Any) -> None:
     """Delete the rows a filter matches (asks first unless --yes)."""
     from pipeline.api.btql import parse_filter
@@ -210,8 +169,8 @@ def delete_command(**kw: Any) -> None:
                 raise UsageError(f"refusing to delete {total:,} rows without --yes (stdin is not a terminal)")
             if not await anyio.to_thread.run_sync(lambda: click.confirm(f"Delete {total:,} rows?", err=True)):
                 raise UsageError("cancelled; nothing was deleted")
-        await deleting.delete(client, plans, filter_expr, InsertOptions(workers=max(1, kw["workers"])),
-                              batch_rows=max(1, kw["batch_rows"]))  # fmt: skip
+        await deleting.delete(client, plans, filter_expr, InsertOptions(workers=kw["workers"]),
+                              batch_rows=kw["batch_rows"])  # fmt: skip
         return [p for _, p in plans]
 
     plans = run_async(lambda: with_client(kw["settings"], job))
@@ -228,8 +187,9 @@ def delete_command(**kw: Any) -> None:
 @to_options
 @click.option("--in", "input_path", default=None, help="Source: an export root, manifest, directory or file.")
 @click.option("--project", default=None, help="Source: a project name or id on --api-url.")
-@click.option("--objects", default="logs,datasets,experiments", show_default=True,
-              help="Objects to compare: logs, datasets, experiments, dataset:NAME, experiment:NAME.")  # fmt: skip
+@setting_option(
+    OBJECTS, help="Objects to compare: logs, datasets, experiments, dataset:NAME, experiment:NAME"
+)
 @click.option("--to-project", required=True, help="Destination project name or id.")
 @click.option("--to-object", default=None,
               help="With --in naming one file outside an export's layout: the object it holds "

@@ -22,7 +22,6 @@ from pipeline.common.state import StateStore
 from pipeline.common.storage import open_storage
 
 STATE_FORMAT = 1
-DEFAULT_STATE_DIR = ".btpipe-state"
 
 
 def job_key(kind: str, identity: dict[str, Any]) -> str:

@@ -38,7 +38,7 @@ from pipeline.api.btql import (
 )
 from pipeline.api.client import BraintrustClient
 from pipeline.api.objects import ObjectRef, resolve_project, resolve_selection
-from pipeline.common import layout
+from pipeline.common import defaults, layout
 from pipeline.common.errors import UsageError
 from pipeline.common.manifest import FileInfo, Manifest, ObjectManifest, write_manifest
 from pipeline.common.progress import Progress, Task
@@ -59,23 +59,23 @@ JsonlCompression = Literal["gzip", "zstd"] | None
 class ExportOptions:
     project: str
     out: str
-    objects: str = "logs,datasets,experiments"
-    format: str = "parquet"
-    compression: str | None = None  # None: zstd for parquet, none for jsonl
-    filter: str | None = None
-    shape: str = "spans"
-    incremental: bool = False
+    objects: str = defaults.OBJECTS.default
+    format: str = defaults.FORMAT.default
+    compression: str | None = defaults.COMPRESSION.default  # None: zstd for parquet, none for jsonl
+    filter: str | None = defaults.FILTER.default
+    shape: str = defaults.SHAPE.default
+    incremental: bool = defaults.INCREMENTAL.default
     restart: bool = False
-    workers: int = 8
-    ranges_per_object: int = 8
-    min_rows_per_range: int = 5_000
-    page_limit: int = 1000
-    prefetch: int = 1
-    encoders: int = 1
-    file_rows: int = 1_000_000
-    file_bytes: int = 256 * 2**20
-    row_group_rows: int = 100_000
-    row_group_mb: int = 4
+    workers: int = defaults.EXPORT_WORKERS.default
+    ranges_per_object: int = defaults.RANGES_PER_OBJECT.default
+    min_rows_per_range: int = defaults.MIN_ROWS_PER_RANGE.default
+    page_limit: int = defaults.PAGE_LIMIT.default
+    prefetch: int = defaults.PREFETCH.default
+    encoders: int = defaults.ENCODERS.default
+    file_rows: int = defaults.FILE_ROWS.default
+    file_bytes: int = defaults.FILE_MB.default * defaults.MB
+    row_group_rows: int = defaults.ROW_GROUP_ROWS.default
+    row_group_mb: int = defaults.ROW_GROUP_MB.default
 
     def run_key(self) -> dict[str, Any]:
         """What must match for an unfinished run to be resumed by this invocation."""

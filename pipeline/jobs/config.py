@@ -27,13 +27,52 @@ import os
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from pipeline.api.client import DEFAULT_API_URL, ClientSettings
-from pipeline.cli.common import make_settings
+from pipeline.api.client import ClientSettings
+from pipeline.common.defaults import (
+    API_KEY_ENV,
+    API_URL,
+    API_URL_ENV,
+    BATCH_ROWS,
+    COMPRESSION,
+    CONNECTIONS,
+    CREATE_PROJECT,
+    ENCODERS,
+    ERROR_FILE,
+    EXPORT_WORKERS,
+    FILE_MB,
+    FILE_ROWS,
+    FILTER,
+    FORMAT,
+    FULL_EVERY,
+    IMPERSONATE,
+    INCREMENTAL,
+    KEEP_RUNS,
+    LOAD_WORKERS,
+    MAX_BACKOFF,
+    MAX_BATCH_BYTES,
+    MAX_INFLIGHT_MB,
+    MAX_RETRIES,
+    MB,
+    MIN_ROWS_PER_RANGE,
+    OBJECTS,
+    ON_ERROR,
+    PAGE_LIMIT,
+    PREFETCH,
+    RANGES_PER_OBJECT,
+    READ_TIMEOUT,
+    ROW_GROUP_MB,
+    ROW_GROUP_ROWS,
+    SHAPE,
+    STATE_DIR,
+    VERIFY,
+    BadValue,
+    Setting,
+    show,
+)
 from pipeline.common.errors import UsageError
-from pipeline.common.jobstate import DEFAULT_STATE_DIR
-from pipeline.jobs.fields import BadValue, Kind, boolean, choice, integer, number, show, string, string_list
+from pipeline.jobs.fields import Kind, choice, setting, string, string_list
 
 if TYPE_CHECKING:
     from pipeline.export.runner import ExportOptions
@@ -42,51 +81,33 @@ if TYPE_CHECKING:
 ENV_PREFIX = "BTPIPE_"
 JOB_KINDS = ("export", "migrate")
 
-CONNECTION_KEYS: dict[str, Kind] = {
-    "api_url": string(),
-    "api_url_env": string(),
-    "api_key_env": string(),
-    "impersonate": string(),
-    "max_retries": integer(1),
-    "max_backoff": number(),
-    "timeout": number(),
-    "connections": integer(1),
-}
+#: The tunable settings each table takes; their keys, types, ranges and defaults are the
+#: records' (:mod:`pipeline.common.defaults`), the same the command line uses.
+CONNECTION_SETTINGS = (API_URL, API_URL_ENV, API_KEY_ENV, IMPERSONATE, MAX_RETRIES, MAX_BACKOFF, READ_TIMEOUT,
+                       CONNECTIONS)  # fmt: skip
+EXPORT_SETTINGS = (FORMAT, COMPRESSION, FILTER, SHAPE, INCREMENTAL, KEEP_RUNS, FULL_EVERY, EXPORT_WORKERS,
+                   RANGES_PER_OBJECT, MIN_ROWS_PER_RANGE, PAGE_LIMIT, PREFETCH, ENCODERS, ROW_GROUP_ROWS,
+                   ROW_GROUP_MB, FILE_ROWS, FILE_MB)  # fmt: skip
+MIGRATE_SETTINGS = (PAGE_LIMIT, LOAD_WORKERS, BATCH_ROWS, MAX_BATCH_BYTES, MAX_INFLIGHT_MB, ON_ERROR, ERROR_FILE,
+                    STATE_DIR, CREATE_PROJECT, VERIFY)  # fmt: skip
 
+
+def _keys(settings: tuple[Setting[Any], ...]) -> dict[str, Kind]:
+    return {s.key: setting(s) for s in settings if s.key}
+
+
+CONNECTION_KEYS: dict[str, Kind] = _keys(CONNECTION_SETTINGS)
+
+#: ``objects`` is the OBJECTS setting, but a file may also give it as an array.
 _COMMON_JOB_KEYS: dict[str, Kind] = {
     "kind": choice(*JOB_KINDS),
     "objects": string_list(),
-    "workers": integer(1),
-    "page_limit": integer(1, 1000),
+    "project": string(),
 }
 
 JOB_KEYS: dict[str, dict[str, Kind]] = {
-    "export": {
-        **_COMMON_JOB_KEYS,
-        "project": string(),
-        "projects": string_list(),
-        "out": string(),
-        "format": choice("parquet", "jsonl"),
-        "compression": choice("none", "gzip", "zstd"),
-        "filter": string(),
-        "shape": choice("spans", "traces", "summary"),
-        "incremental": boolean(),
-        "keep_runs": integer(1),
-        "full_every": integer(1),
-        "ranges_per_object": integer(1),
-        "prefetch": integer(1),
-        "file_rows": integer(1),
-        "file_mb": integer(1),
-    },
-    "migrate": {
-        **_COMMON_JOB_KEYS,
-        "project": string(),
-        "to_project": string(),
-        "create_project": boolean(),
-        "verify": boolean(),
-        "batch_rows": integer(1),
-        "state_dir": string(),
-    },
+    "export": {**_COMMON_JOB_KEYS, "projects": string_list(), "out": string(), **_keys(EXPORT_SETTINGS)},
+    "migrate": {**_COMMON_JOB_KEYS, "to_project": string(), **_keys(MIGRATE_SETTINGS)},
 }
 
 #: Which connections each kind of job talks to.
@@ -108,22 +129,25 @@ class Connection:
     api_url: str
     api_key_env: str
     api_key: str = field(repr=False)
-    impersonate: str | None = None
-    max_retries: int = 8
-    max_backoff: float = 20.0
-    timeout: float = 120.0
-    connections: int = 16
+    impersonate: str | None = IMPERSONATE.default
+    max_retries: int = MAX_RETRIES.default
+    max_backoff: float = MAX_BACKOFF.default
+    timeout: float = READ_TIMEOUT.default
+    connections: int = CONNECTIONS.default
 
     def client_settings(self) -> ClientSettings:
-        return make_settings(
-            self.api_url,
-            self.api_key,
-            self.impersonate,
-            self.max_retries,
-            self.max_backoff,
-            self.timeout,
-            self.connections,
+        return ClientSettings.from_options(
+            api_url=self.api_url,
+            api_key=self.api_key,
+            impersonate=self.impersonate,
+            max_retries=self.max_retries,
+            max_backoff=self.max_backoff,
+            timeout=self.timeout,
+            connections=self.connections,
         )
+
+
+_OBJECTS = tuple(OBJECTS.default.split(","))
 
 
 @dataclass(frozen=True)
@@ -133,20 +157,24 @@ class ExportJobConfig:
     name: str
     projects: tuple[str, ...]
     out: str
-    objects: tuple[str, ...] = ("logs", "datasets", "experiments")
-    format: str = "parquet"
-    compression: str | None = None
-    filter: str | None = None
-    shape: str = "spans"
-    incremental: bool = False
-    keep_runs: int | None = None
-    full_every: int | None = None
-    workers: int = 8  # the defaults of `btpipe export`
-    ranges_per_object: int = 8
-    page_limit: int = 1000
-    prefetch: int = 1
-    file_rows: int = 1_000_000
-    file_mb: int = 256
+    objects: tuple[str, ...] = _OBJECTS
+    format: str = FORMAT.default
+    compression: str | None = COMPRESSION.default
+    filter: str | None = FILTER.default
+    shape: str = SHAPE.default
+    incremental: bool = INCREMENTAL.default
+    keep_runs: int | None = KEEP_RUNS.default
+    full_every: int | None = FULL_EVERY.default
+    workers: int = EXPORT_WORKERS.default
+    ranges_per_object: int = RANGES_PER_OBJECT.default
+    min_rows_per_range: int = MIN_ROWS_PER_RANGE.default
+    page_limit: int = PAGE_LIMIT.default
+    prefetch: int = PREFETCH.default
+    encoders: int = ENCODERS.default
+    row_group_rows: int = ROW_GROUP_ROWS.default
+    row_group_mb: int = ROW_GROUP_MB.default
+    file_rows: int = FILE_ROWS.default
+    file_mb: int = FILE_MB.default
     kind: str = "export"
 
     def export_options(self, project: str, *, incremental: bool) -> ExportOptions:
@@ -163,10 +191,14 @@ class ExportJobConfig:
             incremental=incremental,
             workers=self.workers,
             ranges_per_object=self.ranges_per_object,
+            min_rows_per_range=self.min_rows_per_range,
             page_limit=self.page_limit,
             prefetch=self.prefetch,
+            encoders=self.encoders,
+            row_group_rows=self.row_group_rows,
+            row_group_mb=self.row_group_mb,
             file_rows=self.file_rows,
-            file_bytes=self.file_mb * 2**20,
+            file_bytes=self.file_mb * MB,
         )
 
 
@@ -177,13 +209,17 @@ class MigrateJobConfig:
     name: str
     project: str
     to_project: str
-    objects: tuple[str, ...] = ("logs", "datasets", "experiments")
-    create_project: bool = True
-    verify: bool = True
-    workers: int = 4
-    page_limit: int = 1000
-    batch_rows: int = 1000
-    state_dir: str = DEFAULT_STATE_DIR
+    objects: tuple[str, ...] = _OBJECTS
+    create_project: bool = CREATE_PROJECT.default
+    verify: bool = VERIFY.default
+    workers: int = LOAD_WORKERS.default
+    page_limit: int = PAGE_LIMIT.default
+    batch_rows: int = BATCH_ROWS.default
+    max_batch_bytes: int | None = MAX_BATCH_BYTES.default
+    max_inflight_mb: int = MAX_INFLIGHT_MB.default
+    on_error: Literal["fail", "skip"] = ON_ERROR.default
+    error_file: str | None = ERROR_FILE.default
+    state_dir: str = STATE_DIR.default
     kind: str = "migrate"
 
     def migrate_options(self) -> MigrateOptions:
@@ -199,8 +235,14 @@ class MigrateJobConfig:
             page_limit=self.page_limit,
             load=LoadOptions(
                 batch_rows=self.batch_rows,
-                insert=InsertOptions(workers=self.workers),
+                max_batch_bytes=self.max_batch_bytes,
+                insert=InsertOptions(
+                    workers=self.workers,
+                    max_bytes_in_flight=self.max_inflight_mb * MB,
+                    on_error=self.on_error,
+                ),
                 state_dir=self.state_dir,
+                error_file=self.error_file,
             ),
         )
 
@@ -319,11 +361,11 @@ class _Loader:
                 self.fail(self.at(name), f"required table missing ({needed_by} needs it)")
                 return None
         values = self.values(table, name, CONNECTION_KEYS, env=False)
-        api_url = values.pop("api_url", DEFAULT_API_URL)
-        url_env = values.pop("api_url_env", "BRAINTRUST_API_URL" if name == "source" else None)
+        api_url = values.pop("api_url", API_URL.default)
+        url_env = values.pop("api_url_env", API_URL_ENV.default if name == "source" else None)
         if url_env and self.environ.get(url_env) and f"{name}.api_url" not in self.overrides:
             api_url = self.environ[url_env]
-        key_env = values.pop("api_key_env", "BRAINTRUST_API_KEY")
+        key_env = values.pop("api_key_env", API_KEY_ENV.default)
         api_key = self.environ.get(key_env, "")
         if not api_key:
             self.fail(

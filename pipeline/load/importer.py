@@ -20,6 +20,7 @@ import anyio
 
 from pipeline.api.client import BraintrustClient
 from pipeline.api.objects import ObjectRef
+from pipeline.common import defaults
 from pipeline.common.errors import UsageError
 from pipeline.common.progress import Progress
 from pipeline.common.selection import parse_one_object
@@ -39,7 +40,7 @@ class ImportOptions:
     to_project: str
     objects: str | None = None
     to_object: str | None = None
-    create_project: bool = False
+    create_project: bool = defaults.CREATE_PROJECT.default
     load: LoadOptions = field(default_factory=LoadOptions)
 
 

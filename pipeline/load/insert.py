@@ -25,15 +25,13 @@ import orjson
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from pipeline.api.client import BraintrustClient
+from pipeline.common import defaults
 from pipeline.common.checkpoint import PrefixTracker
 from pipeline.common.errors import ApiError, BtpipeError, UsageError, first_error
 from pipeline.load.batcher import Batch, Batcher, Item, request_body
 
 OnError = Literal["fail", "skip"]
 PAYLOAD_TOO_LARGE = 413
-#: Used when neither the server (``GET /version``) nor ``--max-batch-bytes`` sets a limit: the
-#: documented ~6 MB request ceiling, with room to spare.
-DEFAULT_REQUEST_BYTES = 5 * 10**6
 
 
 async def request_limit(client: BraintrustClient, flag: int | None) -> int:
@@ -45,14 +43,14 @@ async def request_limit(client: BraintrustClient, flag: int | None) -> int:
         info = None
     server = info.get("logs3_payload_max_bytes") if isinstance(info, dict) else None
     limits = [v for v in (flag, server) if isinstance(v, int) and v > 0]
-    return min(limits) if limits else DEFAULT_REQUEST_BYTES
+    return min(limits) if limits else defaults.FALLBACK_REQUEST_BYTES
 
 
 @dataclass(frozen=True)
 class InsertOptions:
-    workers: int = 4
-    max_bytes_in_flight: int = 64 * 2**20
-    on_error: OnError = "fail"
+    workers: int = defaults.LOAD_WORKERS.default
+    max_bytes_in_flight: int = defaults.MAX_INFLIGHT_MB.default * defaults.MB
+    on_error: OnError = defaults.ON_ERROR.default
 
 
 @dataclass(frozen=True)

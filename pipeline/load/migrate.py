@@ -24,7 +24,7 @@ import anyio
 from pipeline.api.btql import Pager, build_query, snapshot
 from pipeline.api.client import BraintrustClient
 from pipeline.api.objects import ObjectRef, resolve_project, resolve_selection
-from pipeline.common import jsoncodec
+from pipeline.common import defaults, jsoncodec
 from pipeline.common.progress import Progress
 from pipeline.load.batcher import Item
 from pipeline.load.destinations import ensure_object, experiments_in_dependency_order
@@ -37,9 +37,9 @@ from pipeline.load.transform import SourceObject, encode_event, to_event
 class MigrateOptions:
     from_project: str
     to_project: str
-    objects: str = "logs,datasets,experiments"
-    create_project: bool = False
-    page_limit: int = 1000
+    objects: str = defaults.OBJECTS.default
+    create_project: bool = defaults.CREATE_PROJECT.default
+    page_limit: int = defaults.PAGE_LIMIT.default
     load: LoadOptions = field(default_factory=LoadOptions)
 
 

@@ -12,8 +12,9 @@ from typing import Any
 
 from pipeline.api.client import BraintrustClient
 from pipeline.api.objects import ObjectRef, ensure_project, resolve_project
+from pipeline.common import defaults
 from pipeline.common.errors import NotFoundError
-from pipeline.common.jobstate import DEFAULT_STATE_DIR, JobState
+from pipeline.common.jobstate import JobState
 from pipeline.common.progress import Progress, Task
 from pipeline.load.batcher import Batcher
 from pipeline.load.insert import ErrorLog, InsertOptions, InsertPool, Ledger, request_limit
@@ -23,12 +24,12 @@ from pipeline.load.insert import ErrorLog, InsertOptions, InsertPool, Ledger, re
 class LoadOptions:
     """Batching, concurrency and resume knobs shared by import and migrate."""
 
-    batch_rows: int = 1000
-    max_batch_bytes: int | None = None
+    batch_rows: int = defaults.BATCH_ROWS.default
+    max_batch_bytes: int | None = defaults.MAX_BATCH_BYTES.default
     insert: InsertOptions = field(default_factory=InsertOptions)
-    state_dir: str = DEFAULT_STATE_DIR
+    state_dir: str = defaults.STATE_DIR.default
     restart: bool = False
-    error_file: str | None = None
+    error_file: str | None = defaults.ERROR_FILE.default
 
 
 @dataclass

@@ -20,7 +20,7 @@ def test_api_options_arrive_as_one_settings_value(monkeypatch: pytest.MonkeyPatc
         seen.append((settings, other))
 
     monkeypatch.setenv("BRAINTRUST_API_KEY", "key-from-env")
-    flags = ["--api-url", "http://h:1", "--impersonate", "u@x", "--max-retries", "0", "--max-backoff", "3",
+    flags = ["--api-url", "http://h:1", "--impersonate", "u@x", "--max-retries", "1", "--max-backoff", "3",
              "--timeout", "5", "--connections", "2", "--other", "o"]  # fmt: skip
     result = CliRunner().invoke(command, flags)
     assert result.exit_code == 0, result.output
@@ -30,3 +30,17 @@ def test_api_options_arrive_as_one_settings_value(monkeypatch: pytest.MonkeyPatc
     )  # fmt: skip
     assert seen == [(expected, "o")]
     assert "--api-key TEXT" in CliRunner().invoke(command, ["--help"]).output
+
+
+def test_without_flags_the_settings_are_the_library_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[ClientSettings] = []
+
+    @click.command()
+    @api_options
+    def command(settings: ClientSettings) -> None:
+        seen.append(settings)
+
+    monkeypatch.delenv("BRAINTRUST_API_URL", raising=False)
+    monkeypatch.setenv("BRAINTRUST_API_KEY", "k")
+    assert CliRunner().invoke(command, []).exit_code == 0
+    assert seen == [ClientSettings(api_key="k")]

@@ -17,8 +17,7 @@ import pytest
 from click.testing import CliRunner
 from moto.server import ThreadedMotoServer
 
-from pipeline.api.client import BraintrustClient
-from pipeline.cli.common import make_settings
+from pipeline.api.client import BraintrustClient, ClientSettings
 from pipeline.cli.jobs import run
 from pipeline.common.progress import Progress
 from pipeline.emulator.sample import generate_traces
@@ -77,7 +76,7 @@ def import_back(emulator: Any, source: str, to_project: str, state_dir: Path) ->
                             load=LoadOptions(state_dir=str(state_dir)))  # fmt: skip
 
     async def body() -> None:
-        async with BraintrustClient(make_settings(emulator.url, emulator.key, None)) as client:
+        async with BraintrustClient(ClientSettings(api_url=emulator.url, api_key=emulator.key)) as client:
             await ImportJob(client, options, Progress()).run()
 
     anyio.run(body)

@@ -49,9 +49,10 @@ BAD = [
     pytest.param(
         '[job.b]\nproject = "p"\nout = "o"\ncolour = "red"\n',
         [
-            "{f}:job.b.colour: unknown key (expected one of: compression, file_mb, file_rows, filter, "
-            "format, full_every, incremental, keep_runs, kind, objects, out, page_limit, prefetch, "
-            "project, projects, ranges_per_object, shape, workers)"
+            "{f}:job.b.colour: unknown key (expected one of: compression, encoders, file_mb, file_rows, "
+            "filter, format, full_every, incremental, keep_runs, kind, min_rows_per_range, objects, out, "
+            "page_limit, prefetch, project, projects, ranges_per_object, row_group_mb, row_group_rows, "
+            "shape, workers)"
         ],
         id="unknown-job-key",
     ),
@@ -79,6 +80,15 @@ BAD = [
         '[job.b]\nproject = "p"\nout = "o"\npage_limit = 5000\n',
         ["{f}:job.b.page_limit: expected integer between 1 and 1000, got 5000"],
         id="out-of-range",
+    ),
+    pytest.param(
+        '[job.m]\nkind = "migrate"\nproject = "a"\nto_project = "b"\nmax_inflight_mb = 0\non_error = "drop"\n'
+        '[destination]\napi_key_env = "DEST_BRAINTRUST_API_KEY"\n',
+        [
+            "{f}:job.m.max_inflight_mb: expected integer >= 1, got 0",
+            '{f}:job.m.on_error: expected one of "fail", "skip", got "drop"',
+        ],
+        id="migrate-load-keys",
     ),
     pytest.param(
         '[job.b]\nproject = "p"\nout = "o"\nkeep_runs = 0\n',
@@ -198,3 +208,40 @@ def test_only_selected_jobs_need_their_connections(tmp_path: Path) -> None:
     migrate = full.jobs["m"]
     assert isinstance(migrate, MigrateJobConfig) and migrate.verify is True
     assert full.destination is not None and full.destination.api_key == "d"
+
+
+def test_every_export_and_migrate_key_reaches_the_options(tmp_path: Path) -> None:
+    path = tmp_path / "job.toml"
+    path.write_text(
+        '[job.b]\nproject = "p"\nout = "o"\nencoders = 0\nmin_rows_per_range = 10\nrow_group_rows = 7\n'
+        'row_group_mb = 2\nfile_mb = 3\ncompression = "none"\nformat = "jsonl"\n'
+        '[destination]\napi_key_env = "DEST_KEY"\n'
+        '[job.m]\nkind = "migrate"\nproject = "a"\nto_project = "b"\nmax_batch_bytes = 900\n'
+        'max_inflight_mb = 2\non_error = "skip"\nerror_file = "e.jsonl"\n'
+    )
+    jobs = load_job_file(str(path), environ={"BRAINTRUST_API_KEY": "k", "DEST_KEY": "d"})
+    export, migrate = jobs.jobs["b"], jobs.jobs["m"]
+    assert isinstance(export, ExportJobConfig) and isinstance(migrate, MigrateJobConfig)
+    options = export.export_options("p", incremental=False)
+    assert (options.encoders, options.min_rows_per_range, options.row_group_rows, options.row_group_mb) == (
+        0, 10, 7, 2)  # fmt: skip
+    assert (options.file_bytes, options.compression, options.format) == (3 * 2**20, None, "jsonl")
+    load = migrate.migrate_options().load
+    assert (load.max_batch_bytes, load.error_file) == (900, "e.jsonl")
+    assert (load.insert.max_bytes_in_flight, load.insert.on_error) == (2 * 2**20, "skip")
+
+
+def test_migrate_creates_the_destination_project_only_when_asked(tmp_path: Path) -> None:
+    """The default is the command line's (``--create-project`` is off unless given)."""
+    path = tmp_path / "job.toml"
+    path.write_text(
+        '[destination]\napi_key_env = "D"\n[job.m]\nkind = "migrate"\nproject = "a"\nto_project = "b"\n'
+    )
+    jobs = load_job_file(str(path), environ={"BRAINTRUST_API_KEY": "k", "D": "d"})
+    assert (
+        isinstance(jobs.jobs["m"], MigrateJobConfig)
+        and jobs.jobs["m"].migrate_options().create_project is False
+    )
+    shipped = load_job_file(str(CONFIGS / "migrate-project.toml"), environ={**KEYS})
+    shipped_job = shipped.jobs["migrate"]
+    assert isinstance(shipped_job, MigrateJobConfig) and shipped_job.migrate_options().create_project is True

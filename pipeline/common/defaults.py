@@ -1,0 +1,368 @@
+"""Every tunable default of btpipe, declared once, with its bounds and its one-line help.
+
+A :class:`Setting` record holds everything about one knob: its default, the type and range of
+the values it takes, its help, its command-line flag and its job-file key. Everything else is
+derived from these records, so nothing can drift apart:
+
+- the click options (:mod:`pipeline.cli.options`),
+- the job-file keys and their checks (:mod:`pipeline.jobs.config`),
+- the field defaults of the library's options dataclasses (``ExportOptions``,
+  ``LoadOptions``, ``InsertOptions``, ``ClientSettings``, ...),
+- the documentation table (:func:`defaults_table_markdown`).
+
+One rule checks a value wherever it comes from (a flag, a job file, an environment
+variable): a value of the wrong type or outside the range is refused, never clamped, with the
+same words, e.g. ``expected integer between 1 and 1000, got 0``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import KW_ONLY, dataclass
+from typing import Any, Generic, Literal, TypeVar, cast
+
+T = TypeVar("T")
+
+#: Settings given in MB are multiplied by this to get bytes.
+MB = 2**20
+
+#: Request body limit when neither the server (``logs3_payload_max_bytes`` from
+#: ``GET /version``) nor ``--max-batch-bytes`` sets one: the documented ~6 MB request
+#: ceiling, with room to spare.
+FALLBACK_REQUEST_BYTES = 5 * 10**6
+
+#: Sections of the documentation table, in order.
+EXPORT = "export"
+LOAD = "import, migrate"
+CLIENT = "API connection"
+JOB = "job files"
+DELETE = "delete"
+
+
+class BadValue(ValueError):
+    """A value of the wrong type or outside its range; ``expected`` says what would do."""
+
+    def __init__(self, expected: str, value: Any) -> None:
+        super().__init__(f"expected {expected}, got {show(value)}")
+        self.expected = expected
+
+
+def show(value: Any) -> str:
+    """A value as a user would write it in TOML: strings quoted, booleans lower case."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+@dataclass(frozen=True)
+class Setting(Generic[T]):
+    """One tunable knob. ``value_type`` is the type of a value given (``int``, ``float``,
+    ``str`` or ``bool``); a default of None means "not set" and ``shown`` says what that does.
+    ``min`` and ``max`` bound an integer (inclusive); ``above`` bounds a number (exclusive)."""
+
+    name: str
+    default: T
+    value_type: type
+    _: KW_ONLY
+    help: str
+    section: str
+    flag: str | None = None
+    key: str | None = None
+    min: int | None = None
+    max: int | None = None
+    above: float | None = None
+    choices: tuple[str, ...] = ()
+    envvar: str | None = None
+    shown: str | None = None
+    metavar: str | None = None
+
+    @property
+    def base(self) -> str:
+        """What any value must be, before its range."""
+        if self.choices:
+            return "one of " + ", ".join(f'"{c}"' for c in self.choices)
+        return {int: "integer", float: "number", bool: "true or false"}.get(
+            self.value_type, "a non-empty string"
+        )
+
+    @property
+    def expected(self) -> str:
+        """What a value must be, range included, as messages say it."""
+        if self.min is not None and self.max is not None:
+            return f"{self.base} between {self.min} and {self.max}"
+        if self.min is not None:
+            return f"{self.base} >= {self.min}"
+        if self.above is not None:
+            return f"{self.base} > {self.above:g}"
+        return self.base
+
+    @property
+    def allowed(self) -> str:
+        """The range or the choices, short, for help texts and the documentation table."""
+        if self.choices:
+            return ", ".join(self.choices)
+        if self.value_type is bool:
+            return "true, false"
+        if self.min is not None and self.max is not None:
+            return f"{self.min}..{self.max}"
+        if self.min is not None:
+            return f">= {self.min}"
+        if self.above is not None:
+            return f"> {self.above:g}"
+        return ""
+
+    @property
+    def default_text(self) -> str:
+        """The default as documentation shows it."""
+        if self.shown is not None:
+            return self.shown
+        return show(self.default) if self.value_type is bool else str(self.default)
+
+    def check(self, value: object) -> T:
+        """``value`` (typed, as in TOML) if it is allowed, else :class:`BadValue`."""
+        if self.value_type is bool:
+            if not isinstance(value, bool):
+                raise BadValue(self.base, value)
+        elif self.value_type in (int, float):
+            number = int if self.value_type is int else (int, float)
+            if isinstance(value, bool) or not isinstance(value, number):
+                raise BadValue(self.base, value)
+            if not self._in_range(value):
+                raise BadValue(self.expected, value)
+            value = self.value_type(value)
+        elif not isinstance(value, str) or not value or (self.choices and value not in self.choices):
+            raise BadValue(self.base, value)
+        return cast(T, value)
+
+    def _in_range(self, value: float) -> bool:
+        return (
+            (self.min is None or value >= self.min)
+            and (self.max is None or value <= self.max)
+            and (self.above is None or value > self.above)
+        )
+
+    def parse(self, text: str) -> T:
+        """A value given as text (a flag, an environment variable, ``--set``), checked."""
+        value: object = text
+        if self.value_type in (int, float):
+            try:
+                value = self.value_type(text.strip())
+            except ValueError:
+                raise BadValue(self.base, text) from None
+        elif self.value_type is bool:
+            lowered = text.strip().lower()
+            if lowered not in _TRUE | _FALSE:
+                raise BadValue(self.base, text)
+            value = lowered in _TRUE
+        return self.check(value)
+
+
+# --- export ------------------------------------------------------------------------------
+
+OBJECTS: Setting[str] = Setting(
+    "objects", "logs,datasets,experiments", str, flag="--objects", key="objects",
+    help="Comma list: logs, datasets, experiments, dataset:NAME, experiment:NAME",
+    section="export, migrate, verify",
+)  # fmt: skip
+FORMAT: Setting[str] = Setting(
+    "format", "parquet", str, choices=("parquet", "jsonl"), flag="--format", key="format",
+    help="File format", section=EXPORT,
+)  # fmt: skip
+COMPRESSION: Setting[str | None] = Setting(
+    "compression", None, str, choices=("none", "gzip", "zstd"), flag="--compression", key="compression",
+    help="Compression of the data files", shown="zstd for Parquet, none for JSONL", section=EXPORT,
+)  # fmt: skip
+FILTER: Setting[str | None] = Setting(
+    "filter", None, str, flag="--filter", key="filter",
+    help="BTQL filter, e.g. \"metadata.orgName = 'qawolf'\"", shown="every row", section=EXPORT,
+)  # fmt: skip
+SHAPE: Setting[str] = Setting(
+    "shape", "spans", str, choices=("spans", "traces", "summary"), flag="--shape", key="shape",
+    help="Row shape: spans, whole traces with a matching span, or one summary row per trace", section=EXPORT,
+)  # fmt: skip
+INCREMENTAL: Setting[bool] = Setting(
+    "incremental", False, bool, flag="--incremental", key="incremental",
+    help="Only rows written since the last completed run into the same output", section=EXPORT,
+)  # fmt: skip
+EXPORT_WORKERS: Setting[int] = Setting(
+    "workers", 8, int, min=1, flag="--workers", key="workers",
+    help="Ranges paged at the same time", section=EXPORT,
+)  # fmt: skip
+RANGES_PER_OBJECT: Setting[int] = Setting(
+    "ranges_per_object", 8, int, min=1, flag="--ranges-per-object", key="ranges_per_object",
+    help="Most ranges one object is split into", section=EXPORT,
+)  # fmt: skip
+MIN_ROWS_PER_RANGE: Setting[int] = Setting(
+    "min_rows_per_range", 5_000, int, min=1, flag="--min-rows-per-range", key="min_rows_per_range",
+    help="Split an object only when each range gets at least this many rows", section=EXPORT,
+)  # fmt: skip
+PAGE_LIMIT: Setting[int] = Setting(
+    "page_limit", 1000, int, min=1, max=1000, flag="--page-limit", key="page_limit",
+    help="Rows per /btql page", section="export, migrate",
+)  # fmt: skip
+PREFETCH: Setting[int] = Setting(
+    "prefetch", 1, int, min=1, flag="--prefetch", key="prefetch",
+    help="Pages buffered per range (bounds memory)", section=EXPORT,
+)  # fmt: skip
+ENCODERS: Setting[int] = Setting(
+    "encoders", 1, int, min=0, flag="--encoders", key="encoders",
+    help="Parquet: worker processes encoding pages (0: a thread of this process). "
+    "JSONL: threads writing pages at once", section=EXPORT,
+)  # fmt: skip
+ROW_GROUP_ROWS: Setting[int] = Setting(
+    "row_group_rows", 100_000, int, min=1, flag="--row-group-rows", key="row_group_rows",
+    help="Most Parquet rows per row group", section=EXPORT,
+)  # fmt: skip
+ROW_GROUP_MB: Setting[int] = Setting(
+    "row_group_mb", 4, int, min=1, flag="--row-group-mb", key="row_group_mb",
+    help="Close a Parquet row group at this many MB of data (bounds writer memory)", section=EXPORT,
+)  # fmt: skip
+FILE_ROWS: Setting[int] = Setting(
+    "file_rows", 1_000_000, int, min=1, flag="--file-rows", key="file_rows",
+    help="Start a new file after this many rows", section=EXPORT,
+)  # fmt: skip
+FILE_MB: Setting[int] = Setting(
+    "file_mb", 256, int, min=1, flag="--file-mb", key="file_mb",
+    help="Start a new file after this many MB of JSON", section=EXPORT,
+)  # fmt: skip
+
+# --- import, migrate ---------------------------------------------------------------------
+
+LOAD_WORKERS: Setting[int] = Setting(
+    "workers", 4, int, min=1, flag="--workers", key="workers",
+    help="Insert requests in flight at once", section=LOAD,
+)  # fmt: skip
+BATCH_ROWS: Setting[int] = Setting(
+    "batch_rows", 1000, int, min=1, flag="--batch-rows", key="batch_rows",
+    help="Most events per insert request", section=LOAD,
+)  # fmt: skip
+MAX_BATCH_BYTES: Setting[int | None] = Setting(
+    "max_batch_bytes", None, int, min=1, flag="--max-batch-bytes", key="max_batch_bytes",
+    help="Largest request body; capped by the server's logs3_payload_max_bytes",
+    shown=f"the server's limit, else {FALLBACK_REQUEST_BYTES}", section=LOAD,
+)  # fmt: skip
+MAX_INFLIGHT_MB: Setting[int] = Setting(
+    "max_inflight_mb", 64, int, min=1, flag="--max-inflight-mb", key="max_inflight_mb",
+    help="Most encoded MB between reading and the server (bounds memory)", section=LOAD,
+)  # fmt: skip
+ON_ERROR: Setting[Literal["fail", "skip"]] = Setting(
+    "on_error", "fail", str, choices=("fail", "skip"), flag="--on-error", key="on_error",
+    help="An event too big for any request: stop, or record it in the error file and go on", section=LOAD,
+)  # fmt: skip
+ERROR_FILE: Setting[str | None] = Setting(
+    "error_file", None, str, flag="--error-file", key="error_file",
+    help="Where --on-error skip records events (JSONL)", shown="beside the state file", section=LOAD,
+)  # fmt: skip
+STATE_DIR: Setting[str] = Setting(
+    "state_dir", ".btpipe-state", str, flag="--state-dir", key="state_dir",
+    help="Directory for resume state (the input may be read-only)", section=LOAD,
+)  # fmt: skip
+CREATE_PROJECT: Setting[bool] = Setting(
+    "create_project", False, bool, flag="--create-project", key="create_project",
+    help="Create the destination project if missing", section=LOAD,
+)  # fmt: skip
+
+# --- the API connection ------------------------------------------------------------------
+
+API_KEY_ENV: Setting[str] = Setting(
+    "api_key_env", "BRAINTRUST_API_KEY", str, key="api_key_env",
+    help="Name of the environment variable holding the API key", section=CLIENT,
+)  # fmt: skip
+API_URL_ENV: Setting[str] = Setting(
+    "api_url_env", "BRAINTRUST_API_URL", str, key="api_url_env",
+    help="Name of an environment variable that, when set, replaces api_url",
+    shown="BRAINTRUST_API_URL for [source], none for [destination]", section=CLIENT,
+)  # fmt: skip
+API_URL: Setting[str] = Setting(
+    "api_url", "https://api.braintrust.dev", str, flag="--api-url", key="api_url", envvar=API_URL_ENV.default,
+    help="Braintrust API base URL", section=CLIENT,
+)  # fmt: skip
+IMPERSONATE: Setting[str | None] = Setting(
+    "impersonate", None, str, flag="--impersonate", key="impersonate", metavar="USER",
+    help="Run requests as this user id or email (x-bt-impersonate-user)", shown="the key's own user",
+    section=CLIENT,
+)  # fmt: skip
+MAX_RETRIES: Setting[int] = Setting(
+    "max_retries", 8, int, min=1, flag="--max-retries", key="max_retries",
+    help="Attempts per request before giving up", section=CLIENT,
+)  # fmt: skip
+MAX_BACKOFF: Setting[float] = Setting(
+    "max_backoff", 20.0, float, above=0, flag="--max-backoff", key="max_backoff",
+    help="Longest back-off between attempts, seconds", section=CLIENT,
+)  # fmt: skip
+READ_TIMEOUT: Setting[float] = Setting(
+    "timeout", 120.0, float, above=0, flag="--timeout", key="timeout",
+    help="Socket read timeout, seconds", section=CLIENT,
+)  # fmt: skip
+CONNECTIONS: Setting[int] = Setting(
+    "connections", 16, int, min=1, flag="--connections", key="connections",
+    help="Maximum open HTTP connections", section=CLIENT,
+)  # fmt: skip
+
+# --- job files only ----------------------------------------------------------------------
+
+KEEP_RUNS: Setting[int | None] = Setting(
+    "keep_runs", None, int, min=1, key="keep_runs",
+    help="Export jobs: prune runs beyond this many (never one a kept run builds on)",
+    shown="keep every run", section=JOB,
+)  # fmt: skip
+FULL_EVERY: Setting[int | None] = Setting(
+    "full_every", None, int, min=1, key="full_every",
+    help="Incremental export jobs: every Nth run is a full export, so old chains can be pruned",
+    shown="never", section=JOB,
+)  # fmt: skip
+VERIFY: Setting[bool] = Setting(
+    "verify", True, bool, key="verify",
+    help="Migrate jobs: compare the copy with the source row by row afterwards", section=JOB,
+)  # fmt: skip
+
+# --- delete ------------------------------------------------------------------------------
+
+DELETE_OBJECTS: Setting[str] = Setting(
+    "objects", "logs", str, flag="--objects",
+    help="Comma list: logs, datasets, experiments, dataset:NAME, experiment:NAME", section=DELETE,
+)  # fmt: skip
+
+#: Every setting, in the order of the documentation table.
+SETTINGS: tuple[Setting[Any], ...] = (
+    OBJECTS, FORMAT, COMPRESSION, FILTER, SHAPE, INCREMENTAL, EXPORT_WORKERS, RANGES_PER_OBJECT,
+    MIN_ROWS_PER_RANGE, PAGE_LIMIT, PREFETCH, ENCODERS, ROW_GROUP_ROWS, ROW_GROUP_MB, FILE_ROWS, FILE_MB,
+    LOAD_WORKERS, BATCH_ROWS, MAX_BATCH_BYTES, MAX_INFLIGHT_MB, ON_ERROR, ERROR_FILE, STATE_DIR,
+    CREATE_PROJECT,
+    API_URL, API_URL_ENV, API_KEY_ENV, IMPERSONATE, MAX_RETRIES, MAX_BACKOFF, READ_TIMEOUT, CONNECTIONS,
+    KEEP_RUNS, FULL_EVERY, VERIFY,
+    DELETE_OBJECTS,
+)  # fmt: skip
+
+
+def _code(text: str | None) -> str:
+    return f"`{text}`" if text else ""
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def defaults_table_markdown() -> str:
+    """Every setting as one Markdown table (section, flag, job-file key, default, allowed
+    values, meaning), for the documentation, which embeds it so it cannot go stale."""
+    lines = [
+        "| for | flag | job-file key | default | allowed | meaning |",
+        "|---|---|---|---|---|---|",
+    ]
+    for s in SETTINGS:
+        flag = _code(s.flag) + (f" (env `{s.envvar}`)" if s.envvar else "")
+        default = s.shown if s.shown is not None else _code(s.default_text)
+        cells = (s.section, flag, _code(s.key), default, s.allowed, s.help)
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,14 +1,15 @@
 """Roles, ACLs, org ownership and impersonation.
 
-Roles are the three built-in system roles (``org_id`` null, as the spec's Role schema
-says of system roles): Owner, Engineer, Viewer, with fixed ids so they read the same
-on every emulator. ACLs are stored as the spec's Acl objects; this emulator understands
-``organization``, ``project``, ``experiment`` and ``dataset`` objects and grants to users
-(not groups).
+Roles are in ``roles.py``: the built-in system roles and each org's custom roles. ACLs are
+stored as the spec's Acl objects; this emulator understands ``organization``, ``project``,
+``experiment`` and ``dataset`` objects and grants to users (not groups). ACL lists are newest
+first and page like every list (``listing.py``).
 
 Ownership: a user holds the Owner role on an org when its membership role is ``owner``
-or an ACL grants it the Owner role on that organization. Creating or deleting an ACL
-needs the Owner role on the ACL's org (the real ``create_acls`` permission).
+or an ACL grants it the Owner role on that organization. Creating or deleting an ACL, and
+changing the org's roles or settings, needs the Owner role on that org (the real
+``create_acls`` permission); listing every ACL of an org needs it too (``read_acls`` at the
+organization level, as the spec says of ``/v1/acl/list_org``).
 
 Impersonation (``x-bt-impersonate-user``: a user id or email) is allowed only when the
 caller holds the Owner role on every org the impersonated user belongs to. Everything
@@ -21,64 +22,26 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final, cast
 
 import orjson
 
+from pipeline.emulator import bodies, listing
 from pipeline.emulator.auth import Principal, load_user
+from pipeline.emulator.listing import Paging
 from pipeline.emulator.objects import Kind, NotFound, get_object
+from pipeline.emulator.roles import OWNER_ROLE_ID, grantable
 from pipeline.emulator.rowwrite import now_iso
-from pipeline.emulator.validate import BadRequest, check_body, nullable, one_of, uuid_string
+from pipeline.emulator.validate import BadRequest
 
 
 class Forbidden(PermissionError):
     """The caller may not do this; the message is the 403 body."""
 
 
-_ROLE_NAMESPACE: Final = uuid.UUID("6c1d3f0e-5b7a-4c2e-9f1d-2a8b4e6c0d13")
-_PERMISSIONS: Final = ("create", "read", "update", "delete", "create_acls", "read_acls", "update_acls", "delete_acls")  # fmt: skip
-_ROLE_PERMISSIONS: Final[dict[str, tuple[str, ...]]] = {
-    "Owner": _PERMISSIONS,
-    "Engineer": ("create", "read", "update", "delete"),
-    "Viewer": ("read",),
-}
-_ROLE_DESCRIPTIONS: Final = {
-    "Owner": "Unrestricted access to the organization, its data, and its settings",
-    "Engineer": "Can access, create, update, and delete projects and their objects",
-    "Viewer": "Can read projects and their objects",
-}
-ROLES: Final[tuple[dict[str, Any], ...]] = tuple(
-    {
-        "id": str(uuid.uuid5(_ROLE_NAMESPACE, name)), "org_id": None, "user_id": None,
-        "created": "2024-01-01T00:00:00.000Z", "name": name, "description": _ROLE_DESCRIPTIONS[name],
-        "deleted_at": None,
-        "member_permissions": [{"permission": p, "restrict_object_type": None} for p in permissions],
-        "member_roles": None,
-    }
-    for name, permissions in _ROLE_PERMISSIONS.items()
-)  # fmt: skip
-OWNER_ROLE_ID: Final = next(r["id"] for r in ROLES if r["name"] == "Owner")
 ACL_OBJECT_TYPES: Final = frozenset({"organization", "project", "experiment", "dataset"})
-_ALL_ACL_OBJECT_TYPES: Final = frozenset({
-    "organization", "project", "experiment", "dataset", "prompt", "prompt_session", "group", "role",
-    "org_member", "project_log", "org_project", "org_audit_logs",
-})  # fmt: skip
-_ACL_FIELDS: Final = {
-    "object_type": one_of(_ALL_ACL_OBJECT_TYPES), "object_id": uuid_string, "user_id": nullable(uuid_string),
-    "group_id": nullable(uuid_string), "permission": nullable(one_of(frozenset(_PERMISSIONS))),
-    "role_id": nullable(uuid_string), "restrict_object_type": nullable(one_of(_ALL_ACL_OBJECT_TYPES)),
-}  # fmt: skip
-
-
-# -- roles --------------------------------------------------------------------------------
-
-
-def list_roles(role_name: str | None, ids: Sequence[str], limit: int | None) -> list[dict[str, Any]]:
-    found = [
-        r for r in ROLES if (role_name is None or r["name"] == role_name) and (not ids or r["id"] in ids)
-    ]
-    return found[:limit] if limit is not None else found
+_ACL_ITEM: Final = {"$ref": "#/components/schemas/AclItem"}
 
 
 # -- ownership and impersonation ------------------------------------------------------------
@@ -138,20 +101,21 @@ def _require_owner(conn: sqlite3.Connection, who: Principal, org_id: str, action
         raise Forbidden(f"{action} ACLs needs the Owner role on the organization")
 
 
-def _check_grant(body: dict[str, Any]) -> None:
+def _check_grant(conn: sqlite3.Connection, body: dict[str, Any], org_id: str, where: str) -> None:
     if (body.get("user_id") is None) == (body.get("group_id") is None):
-        raise BadRequest("body: give exactly one of user_id and group_id")
+        raise BadRequest(f"{where}: give exactly one of user_id and group_id")
     if body.get("group_id") is not None:
-        raise BadRequest("body.group_id: group ACLs are not supported here; grant to a user_id")
+        raise BadRequest(f"{where}.group_id: group ACLs are not supported here; grant to a user_id")
     if (body.get("permission") is None) == (body.get("role_id") is None):
-        raise BadRequest("body: give exactly one of permission and role_id")
+        raise BadRequest(f"{where}: give exactly one of permission and role_id")
     if body.get("role_id") is not None:
         if body.get("restrict_object_type") is not None:
-            raise BadRequest("body.restrict_object_type: cannot be set alongside role_id")
-        if body["role_id"] not in {r["id"] for r in ROLES}:
-            raise BadRequest(f"body.role_id: unknown role {body['role_id']!r} (see GET /v1/role)")
+            raise BadRequest(f"{where}.restrict_object_type: cannot be set alongside role_id")
+        if not grantable(conn, body["role_id"], org_id):
+            raise BadRequest(f"{where}.role_id: unknown role {body['role_id']!r} (see GET /v1/role)")
 
 
+#: The fields that make two ACLs the same grant, and the filters of the ACL lists.
 _MATCH_COLUMNS: Final = (
     "object_type",
     "object_id",
@@ -160,6 +124,7 @@ _MATCH_COLUMNS: Final = (
     "role_id",
     "restrict_object_type",
 )
+FILTERS: Final = (*_MATCH_COLUMNS, "group_id")
 
 
 def _find_same(conn: sqlite3.Connection, body: dict[str, Any]) -> dict[str, Any] | None:
@@ -170,17 +135,21 @@ def _find_same(conn: sqlite3.Connection, body: dict[str, Any]) -> dict[str, Any]
     return None if row is None else orjson.loads(row[0])
 
 
-def create_acl(conn: sqlite3.Connection, who: Principal, raw: Any) -> dict[str, Any]:
-    """Grant (idempotent: an identical ACL is returned as is)."""
-    body = check_body(raw, _ACL_FIELDS, ("object_type", "object_id"))
+def _grant(conn: sqlite3.Connection, who: Principal, body: dict[str, Any], action: str, where: str) -> str:
+    """Check one grant (an AclItem already checked against the spec) and that the caller may
+    change the ACLs of its object; the org of the object."""
     org_id = _object_org(conn, body["object_type"], body["object_id"], who.org_ids)
-    _require_owner(conn, who, org_id, "creating")
-    _check_grant(body)
+    _require_owner(conn, who, org_id, action)
+    _check_grant(conn, body, org_id, where)
+    return org_id
+
+
+def _add(conn: sqlite3.Connection, body: dict[str, Any], org_id: str, where: str) -> dict[str, Any]:
     member = conn.execute(
         "SELECT 1 FROM members WHERE user_id = ? AND org_id = ?", (body["user_id"], org_id)
     ).fetchone()
     if member is None:
-        raise BadRequest("body.user_id: not a member of the object's organization")
+        raise BadRequest(f"{where}.user_id: not a member of the object's organization")
     existing = _find_same(conn, body)
     if existing is not None:
         return existing
@@ -196,15 +165,44 @@ def create_acl(conn: sqlite3.Connection, who: Principal, raw: Any) -> dict[str, 
     return acl
 
 
-def list_acls(conn: sqlite3.Connection, who: Principal, object_type: str | None, object_id: str | None, limit: int | None) -> list[dict[str, Any]]:  # fmt: skip
-    """The ACLs on one object (``object_type`` and ``object_id`` are required, as in the spec)."""
+def create_acl(conn: sqlite3.Connection, who: Principal, raw: Any) -> dict[str, Any]:
+    """Grant (idempotent: an identical ACL is returned as is)."""
+    body = bodies.checked(_ACL_ITEM, raw)
+    return _add(conn, body, _grant(conn, who, body, "creating", "body"), "body")
+
+
+def _newest_first(conn: sqlite3.Connection, where: str, params: Sequence[Any]) -> list[dict[str, Any]]:
+    sql = f"SELECT data FROM acls WHERE {where} ORDER BY seq DESC"
+    return [orjson.loads(r[0]) for r in conn.execute(sql, params)]
+
+
+def _matches(filters: dict[str, str]) -> Callable[[dict[str, Any]], bool]:
+    def keep(acl: dict[str, Any]) -> bool:
+        return all(acl.get(name) == value for name, value in filters.items())
+
+    return keep
+
+
+def list_acls(conn: sqlite3.Connection, who: Principal, filters: dict[str, str], paging: Paging) -> list[dict[str, Any]]:  # fmt: skip
+    """``GET /v1/acl``: the ACLs on one object (``object_type`` and ``object_id`` are required,
+    as in the spec), newest first."""
+    object_type, object_id = filters.get("object_type"), filters.get("object_id")
     if object_type is None or object_id is None:
         raise BadRequest("object_type and object_id: both are required to list ACLs")
-    uuid_string(object_id, "object_id")
     _object_org(conn, object_type, object_id, who.org_ids)
-    sql = "SELECT data FROM acls WHERE object_type = ? AND object_id = ? ORDER BY seq"
-    found = [orjson.loads(r[0]) for r in conn.execute(sql, (object_type, object_id))]
-    return found[:limit] if limit is not None else found
+    found = _newest_first(conn, "object_type = ? AND object_id = ?", (object_type, object_id))
+    return listing.page(found, paging, "acl", _matches(filters))
+
+
+def list_org_acls(conn: sqlite3.Connection, who: Principal, org_name: str | None, filters: dict[str, str], paging: Paging) -> list[dict[str, Any]]:  # fmt: skip
+    """``GET /v1/acl/list_org``: every ACL of the caller's org (needs the Owner role on it)."""
+    org = who.default_org(org_name)
+    if org is None:
+        raise NotFound(f"organization {org_name!r} not found")
+    if not is_owner(conn, who.user_id, org.org_id):
+        raise Forbidden("listing the ACLs of an organization needs the Owner role on it")
+    found = _newest_first(conn, "org_id = ?", (org.org_id,))
+    return listing.page(found, paging, "acl", _matches(filters))
 
 
 def get_acl(conn: sqlite3.Connection, who: Principal, acl_id: str) -> dict[str, Any]:
@@ -227,10 +225,28 @@ def delete_acl(conn: sqlite3.Connection, who: Principal, acl_id: str) -> dict[st
 
 def delete_acl_matching(conn: sqlite3.Connection, who: Principal, raw: Any) -> dict[str, Any]:
     """``DELETE /v1/acl`` with the grant in the body."""
-    body = check_body(raw, _ACL_FIELDS, ("object_type", "object_id"))
-    _object_org(conn, body["object_type"], body["object_id"], who.org_ids)
-    _check_grant(body)
+    body = bodies.checked(_ACL_ITEM, raw)
+    _grant(conn, who, body, "deleting", "body")
     existing = _find_same(conn, body)
     if existing is None:
         raise NotFound("acl not found")
     return delete_acl(conn, who, existing["id"])
+
+
+def batch_update(conn: sqlite3.Connection, who: Principal, raw: Any) -> dict[str, list[dict[str, Any]]]:
+    """``POST /v1/acl/batch_update``: add and remove grants in one transaction. Idempotent, as the
+    spec says: adding a grant that exists returns it unchanged, removing one that does not
+    exist does nothing."""
+    body = bodies.checked({"$ref": "#/components/schemas/AclBatchUpdateRequest"}, raw)
+    added = []
+    for i, item in enumerate(body.get("add_acls") or ()):
+        where = f"body.add_acls[{i}]"
+        added.append(_add(conn, item, _grant(conn, who, item, "creating", where), where))
+    removed = []
+    for i, item in enumerate(body.get("remove_acls") or ()):
+        _grant(conn, who, item, "deleting", f"body.remove_acls[{i}]")
+        existing = _find_same(conn, item)
+        if existing is not None:
+            conn.execute("DELETE FROM acls WHERE id = ?", (existing["id"],))
+            removed.append(existing)
+    return {"added_acls": added, "removed_acls": removed}

@@ -20,34 +20,45 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import anyio.to_thread
-import orjson
 from aiohttp import web
 
 from pipeline import __version__
-from pipeline.emulator import access, inserts, jsonvalues, objects, reads
-from pipeline.emulator.auth import Authenticator, Principal
+from pipeline.emulator import (
+    access,
+    acl_routes,
+    app_routes,
+    bodies,
+    feedback,
+    inserts,
+    listing,
+    objects,
+    organizations,
+    overflow,
+    reads,
+    role_routes,
+    summaries,
+    users,
+)
+from pipeline.emulator.auth import Authenticator
 from pipeline.emulator.faults import FaultInjector, install
 from pipeline.emulator.objects import KINDS, Kind, ListFilter, NotFound
 from pipeline.emulator.query import QueryError
-from pipeline.emulator.store import Store
-from pipeline.emulator.validate import (
-    BadRequest,
-    array_of,
-    boolean,
-    check_body,
-    nullable,
-    object_of,
-    string,
-    uuid_string,
+from pipeline.emulator.rest import (
+    AUTH_KEY,
+    PRINCIPAL,
+    STORE_KEY,
+    Handler,
+    json_body,
+    json_response,
+    principal,
+    store,
 )
+from pipeline.emulator.rest import uuid_param as _uuid_param
+from pipeline.emulator.store import Store
+from pipeline.emulator.validate import BadRequest
 from pipeline.querylang.ast import OBJECT_TYPES, ObjectType
 
-Handler = Callable[[web.Request, dict[str, str]], Awaitable[web.StreamResponse]]
-
 DEFAULT_MAX_REQUEST_BYTES: Final = 6 * 1024 * 1024
-STORE_KEY: Final = web.AppKey("store", Store)
-AUTH_KEY: Final = web.AppKey("auth", Authenticator)
-PRINCIPAL: Final = web.RequestKey("principal", Principal)
 _COMPRESS_MIN_BYTES: Final = 1024
 
 
@@ -62,69 +73,11 @@ class AppConfig:
 CONFIG_KEY: Final = web.AppKey("config", AppConfig)
 
 
-def principal(request: web.Request) -> Principal:
-    found: Principal = request[PRINCIPAL]
-    return found
-
-
-def store(request: web.Request) -> Store:
-    return request.app[STORE_KEY]
-
-
-def json_response(value: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(value), status=status, content_type="application/json")
-
-
-async def json_body(request: web.Request) -> Any:
-    raw = await request.read()
-    if not raw.strip():
-        return {}
-    try:
-        return jsonvalues.loads(raw)
-    except ValueError as exc:
-        raise BadRequest(f"request body: invalid JSON ({exc})") from None
-
-
-def _uuid_param(value: str, where: str) -> str:
-    uuid_string(value, where)
-    return value
-
-
 # -- objects ------------------------------------------------------------------------------
-
-_CREATE_FIELDS: Final[dict[Kind, dict[str, Any]]] = {
-    "project": {"name": string, "description": nullable(string), "org_name": nullable(string)},
-    "dataset": {
-        "project_id": uuid_string, "name": string, "description": nullable(string),
-        "tags": nullable(array_of(string)), "metadata": nullable(object_of()),
-    },
-    "experiment": {
-        "project_id": uuid_string, "name": nullable(string), "description": nullable(string),
-        "repo_info": nullable(object_of()), "base_exp_id": nullable(uuid_string),
-        "dataset_id": nullable(uuid_string), "dataset_version": nullable(string),
-        "internal_metadata": nullable(object_of()), "parameters_id": nullable(uuid_string),
-        "parameters_version": nullable(string), "public": nullable(boolean),
-        "metadata": nullable(object_of()), "tags": nullable(array_of(string)), "ensure_new": nullable(boolean),
-    },
-}  # fmt: skip
-_REQUIRED: Final[dict[Kind, tuple[str, ...]]] = {
-    "project": ("name",),
-    "dataset": ("project_id", "name"),
-    "experiment": ("project_id",),
-}
-_PATCH_FIELDS: Final[dict[Kind, dict[str, Any]]] = {
-    "project": {"name": nullable(string), "description": nullable(string), "settings": nullable(object_of())},
-    "dataset": {k: v for k, v in _CREATE_FIELDS["dataset"].items() if k != "project_id"},
-    "experiment": {
-        k: v for k, v in _CREATE_FIELDS["experiment"].items() if k not in ("project_id", "ensure_new")
-    },
-}
 
 
 async def create_object(request: web.Request, kind: Kind) -> web.Response:
-    body = check_body(await json_body(request), _CREATE_FIELDS[kind], _REQUIRED[kind])
-    if body.get("name") == "":
-        raise BadRequest("body.name: must not be empty")
+    body = bodies.create_body(f"/v1/{kind}", await json_body(request))
     who = principal(request)
     if kind == "project":
         org = who.default_org(body.get("org_name"))
@@ -139,28 +92,19 @@ async def create_object(request: web.Request, kind: Kind) -> web.Response:
 
 def _list_filter(request: web.Request, kind: Kind) -> ListFilter:
     q = request.query
-    limit = q.get("limit")
-    if limit is not None and (not limit.isdigit() or int(limit) < 1):
-        raise BadRequest("limit: expected a positive integer")
-    name_param = {"project": "project_name", "dataset": "dataset_name", "experiment": "experiment_name"}[kind]
-    ids = tuple(q.getall("ids", [])) + tuple(i for v in q.getall("ids[]", []) for i in v.split(","))
-    for i in ids:
-        uuid_string(i, "ids")
-    for anchor in ("starting_after", "ending_before", "project_id"):
-        if anchor in q:
-            uuid_string(q[anchor], anchor)
+    paging = listing.parse(q)
+    if "project_id" in q:
+        _uuid_param(q["project_id"], "project_id")
     return ListFilter(
         project_name=q.get("project_name") if kind != "project" else None,
-        project_id=q.get("project_id"), name=q.get(name_param), org_name=q.get("org_name"), ids=ids,
-        limit=int(limit) if limit else None, starting_after=q.get("starting_after"),
-        ending_before=q.get("ending_before"),
+        project_id=q.get("project_id"), name=q.get(f"{kind}_name"), org_name=q.get("org_name"),
+        ids=paging.ids, limit=paging.limit, starting_after=paging.starting_after,
+        ending_before=paging.ending_before,
     )  # fmt: skip
 
 
 async def list_objects(request: web.Request, kind: Kind) -> web.Response:
     flt = _list_filter(request, kind)
-    if flt.starting_after and flt.ending_before:
-        raise BadRequest("starting_after and ending_before cannot be combined")
     org_ids = principal(request).org_ids
     found = await store(request).read(lambda c: objects.list_objects(c, kind, org_ids, flt))
     return json_response({"objects": found})
@@ -173,7 +117,9 @@ async def object_by_id(request: web.Request, kind: Kind, object_id: str) -> web.
     if request.method == "GET":
         obj = await db.read(lambda c: objects.get_object(c, kind, object_id, org_ids))
     elif request.method == "PATCH":
-        body = check_body(await json_body(request), _PATCH_FIELDS[kind])
+        body = bodies.checked(
+            bodies.request_schema("PATCH", f"/v1/{kind}/{{{kind}_id}}"), await json_body(request)
+        )
         obj = await db.write(lambda c: objects.patch_object(c, kind, object_id, org_ids, body))
     else:
         obj = await db.write(lambda c: objects.delete_object(c, kind, object_id, org_ids))
@@ -205,8 +151,12 @@ async def cross_insert(request: web.Request, params: dict[str, str]) -> web.Resp
 
 
 async def logs3(request: web.Request, params: dict[str, str]) -> web.Response:
-    batches = inserts.logs3_insert(await json_body(request))
-    results = await _write(request, batches)
+    body = await json_body(request)
+    reference = inserts.overflow_reference(body)
+    if reference is not None:
+        row_ids = await overflow.apply_reference(store(request), reference, principal(request))
+        return json_response({"row_ids": row_ids})
+    results = await _write(request, inserts.logs3_insert(body))
     return json_response({"row_ids": [i for ids in results for i in ids]})
 
 
@@ -238,6 +188,11 @@ async def btql(request: web.Request, params: dict[str, str]) -> web.Response:
 # -- misc ---------------------------------------------------------------------------------
 
 
+async def hello(request: web.Request, params: dict[str, str]) -> web.Response:
+    """``GET /v1``: the API root, which answers without a key (the spec's ``getIndex``)."""
+    return web.Response(text="Hello, World!")
+
+
 async def version(request: web.Request, params: dict[str, str]) -> web.Response:
     limit = request.app[CONFIG_KEY].max_request_bytes
     return json_response({"version": __version__, "logs3_payload_max_bytes": limit})
@@ -255,43 +210,6 @@ async def apikey_login(request: web.Request, params: dict[str, str]) -> web.Resp
 
 async def self_me(request: web.Request, params: dict[str, str]) -> web.Response:
     return json_response(access.me(principal(request)))
-
-
-def _limit_param(request: web.Request) -> int | None:
-    limit = request.query.get("limit")
-    if limit is not None and (not limit.isdigit() or int(limit) < 1):
-        raise BadRequest("limit: expected a positive integer")
-    return int(limit) if limit else None
-
-
-async def list_roles(request: web.Request, params: dict[str, str]) -> web.Response:
-    q = request.query
-    ids = tuple(q.getall("ids", [])) + tuple(i for v in q.getall("ids[]", []) for i in v.split(","))
-    return json_response({"objects": access.list_roles(q.get("role_name"), ids, _limit_param(request))})
-
-
-async def acls(request: web.Request, params: dict[str, str]) -> web.Response:
-    """``/v1/acl``: list (GET), create (POST), delete by grant (DELETE)."""
-    who = principal(request)
-    db = store(request)
-    if request.method == "GET":
-        q = request.query
-        limit = _limit_param(request)
-        found = await db.read(
-            lambda c: access.list_acls(c, who, q.get("object_type"), q.get("object_id"), limit)
-        )
-        return json_response({"objects": found})
-    body = await json_body(request)
-    change = access.create_acl if request.method == "POST" else access.delete_acl_matching
-    return json_response(await db.write(lambda c: change(c, who, body)))
-
-
-async def acl_by_id(request: web.Request, params: dict[str, str]) -> web.Response:
-    acl_id = _uuid_param(params["id"], "acl id")
-    who = principal(request)
-    if request.method == "GET":
-        return json_response(await store(request).read(lambda c: access.get_acl(c, who, acl_id)))
-    return json_response(await store(request).write(lambda c: access.delete_acl(c, who, acl_id)))
 
 
 # -- routing --------------------------------------------------------------------------------
@@ -324,14 +242,36 @@ ROUTES: Final[list[tuple[str, str, Handler]]] = [
     ("POST", "/api/apikey/login", apikey_login),
     ("POST", "/api/self/me", self_me),
     ("GET", "/api/self/me", self_me),
-    ("GET", "/v1/role", list_roles),
-    ("GET", "/v1/acl", acls),
-    ("POST", "/v1/acl", acls),
-    ("DELETE", "/v1/acl", acls),
-    ("GET", "/v1/acl/(?P<id>[^/]+)", acl_by_id),
-    ("DELETE", "/v1/acl/(?P<id>[^/]+)", acl_by_id),
+    ("GET", "/v1", hello),
+    ("GET", "/v1/role", role_routes.list_roles),
+    ("POST", "/v1/role", role_routes.create_role),
+    ("PUT", "/v1/role", role_routes.create_role),
+    ("GET", "/v1/role/(?P<id>[^/]+)", role_routes.role_by_id),
+    ("PATCH", "/v1/role/(?P<id>[^/]+)", role_routes.role_by_id),
+    ("DELETE", "/v1/role/(?P<id>[^/]+)", role_routes.role_by_id),
+    ("GET", "/v1/acl", acl_routes.acls),
+    ("POST", "/v1/acl", acl_routes.acls),
+    ("DELETE", "/v1/acl", acl_routes.acls),
+    ("GET", "/v1/acl/list_org", acl_routes.list_org),
+    ("POST", "/v1/acl/batch_update", acl_routes.batch_update),
+    ("POST", "/v1/acl/batch-update", acl_routes.batch_update),  # the generated client's spelling
+    ("GET", "/v1/acl/(?P<id>[^/]+)", acl_routes.acl_by_id),
+    ("DELETE", "/v1/acl/(?P<id>[^/]+)", acl_routes.acl_by_id),
+    ("GET", "/v1/user", users.list_users),
+    ("GET", "/v1/user/(?P<id>[^/]+)", users.get_user),
+    ("GET", "/v1/organization", organizations.list_orgs),
+    ("GET", "/v1/organization/(?P<id>[^/]+)", organizations.org_by_id),
+    ("PATCH", "/v1/organization/(?P<id>[^/]+)", organizations.org_by_id),
+    ("POST", f"/v1/(?P<type>{_ROW_TYPES})/(?P<id>[^/]+)/feedback", _rows(feedback.feedback)),
     ("POST", "/btql", btql),
     ("POST", "/logs3", logs3),
+    ("POST", "/logs3/overflow", overflow.request_upload),
+    ("PUT", overflow.UPLOAD_PREFIX + "(?P<token>[A-Za-z0-9_-]+)", overflow.receive_upload),
+    ("POST", "/api/(?P<kind>project|dataset|experiment)/register", app_routes.register),
+    ("POST", "/api/base_experiment/get_id", summaries.base_experiment_id),
+    ("GET", "/experiment-comparison2", summaries.experiment_comparison),
+    ("GET", "/v1/experiment/(?P<id>[^/]+)/summarize", summaries.summarize_experiment),
+    ("GET", "/v1/dataset/(?P<id>[^/]+)/summarize", summaries.summarize_dataset),
     ("POST", "/v1/insert", cross_insert),
     ("POST", f"/v1/(?P<type>{_ROW_TYPES})/(?P<id>[^/]+)/insert", _rows(insert_rows)),
     ("GET", f"/v1/(?P<type>{_ROW_TYPES})/(?P<id>[^/]+)/fetch", _rows(fetch_rows)),
@@ -343,7 +283,7 @@ ROUTES: Final[list[tuple[str, str, Handler]]] = [
     ("DELETE", f"/v1/(?P<kind>{_KIND_RE})/(?P<id>[^/]+)", _by_id),
 ]
 _COMPILED: Final[list[Route]] = [(m, re.compile(p + "/?$"), h) for m, p, h in ROUTES]
-_PUBLIC: Final = frozenset({"/version"})
+_PUBLIC: Final = frozenset({"/version", "/v1", "/v1/"})
 
 
 def _route(method: str, path: str) -> tuple[Handler, dict[str, str]]:
@@ -364,7 +304,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     faults come first, from the fault middleware)."""
     path = re.sub("/{2,}", "/", request.path)
     handler, params = _route(request.method, path)
-    if path not in _PUBLIC:
+    if path not in _PUBLIC and not path.startswith(overflow.UPLOAD_PREFIX):  # the upload's token is its key
         found = await request.app[AUTH_KEY].principal(request.headers.get("Authorization"))
         if found is None:
             raise web.HTTPUnauthorized(text="missing or unknown API key (send Authorization: Bearer <key>)")

@@ -175,7 +175,8 @@ def load_user(conn: sqlite3.Connection, who: str) -> Principal | None:
 
 
 class Authenticator:
-    """Resolves bearer keys to principals, caching hits (keys do not change at run time)."""
+    """Resolves bearer keys to principals, caching hits (keys do not change at run time; an
+    org rename calls :meth:`forget`, since a principal holds its orgs' names)."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -193,3 +194,7 @@ class Authenticator:
         if found is not None:
             self._cache[digest] = found
         return found
+
+    def forget(self) -> None:
+        """Drop every cached principal."""
+        self._cache.clear()

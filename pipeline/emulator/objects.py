@@ -1,4 +1,5 @@
-"""Projects, datasets and experiments: create (get-or-create), get, list, patch, delete.
+"""Projects, datasets and experiments: create (get-or-create), get, list, patch, delete; and the
+storage of every REST object kept in the ``objects`` table (custom roles too, see ``roles.py``).
 
 Functions take a SQLite connection (run them through ``Store.read``/``Store.write``) and
 the org ids the caller may see; an object of another org is reported exactly like a
@@ -21,6 +22,9 @@ from pipeline.emulator.rowwrite import now_iso
 
 Kind = Literal["project", "dataset", "experiment"]
 KINDS: Final[tuple[Kind, ...]] = ("project", "dataset", "experiment")
+#: Every kind kept in the ``objects`` table: the REST kinds above, org-level custom roles, and
+#: the settings of an org (``organizations.py``).
+StoredKind = Literal["project", "dataset", "experiment", "role", "organization"]
 
 
 class NotFound(LookupError):
@@ -43,7 +47,7 @@ def _marks(n: int) -> str:
     return ",".join("?" * n)
 
 
-def _load(conn: sqlite3.Connection, kind: Kind, object_id: str, org_ids: Sequence[str]) -> tuple[int, dict[str, Any]]:  # fmt: skip
+def _load(conn: sqlite3.Connection, kind: StoredKind, object_id: str, org_ids: Sequence[str]) -> tuple[int, dict[str, Any]]:  # fmt: skip
     row = conn.execute(
         f"SELECT seq, data FROM objects WHERE kind = ? AND id = ? AND deleted = 0 AND org_id IN ({_marks(len(org_ids))})",
         (kind, object_id, *org_ids),
@@ -54,12 +58,12 @@ def _load(conn: sqlite3.Connection, kind: Kind, object_id: str, org_ids: Sequenc
 
 
 def get_object(
-    conn: sqlite3.Connection, kind: Kind, object_id: str, org_ids: Sequence[str]
+    conn: sqlite3.Connection, kind: StoredKind, object_id: str, org_ids: Sequence[str]
 ) -> dict[str, Any]:
     return _load(conn, kind, object_id, org_ids)[1]
 
 
-def _by_name(conn: sqlite3.Connection, kind: Kind, org_id: str, project_id: str | None, name: str) -> dict[str, Any] | None:  # fmt: skip
+def by_name(conn: sqlite3.Connection, kind: StoredKind, org_id: str, project_id: str | None, name: str) -> dict[str, Any] | None:  # fmt: skip
     row = conn.execute(
         "SELECT data FROM objects WHERE kind = ? AND org_id = ? AND project_id IS ? AND name = ? AND deleted = 0",
         (kind, org_id, project_id, name),
@@ -67,7 +71,9 @@ def _by_name(conn: sqlite3.Connection, kind: Kind, org_id: str, project_id: str 
     return None if row is None else orjson.loads(row[0])
 
 
-def _insert(conn: sqlite3.Connection, kind: Kind, obj: dict[str, Any], org_id: str) -> dict[str, Any]:
+def insert_object(
+    conn: sqlite3.Connection, kind: StoredKind, obj: dict[str, Any], org_id: str
+) -> dict[str, Any]:
     conn.execute(
         "INSERT INTO objects (kind, id, org_id, project_id, name, data) VALUES (?, ?, ?, ?, ?, ?)",
         (kind, obj["id"], org_id, obj.get("project_id"), obj["name"], orjson.dumps(obj).decode()),
@@ -78,15 +84,15 @@ def _insert(conn: sqlite3.Connection, kind: Kind, obj: dict[str, Any], org_id: s
 def create_project(
     conn: sqlite3.Connection, body: dict[str, Any], org_id: str, user_id: str
 ) -> dict[str, Any]:
-    existing = _by_name(conn, "project", org_id, None, body["name"])
+    existing = by_name(conn, "project", org_id, None, body["name"])
     if existing is not None:
         return existing
     obj = {
         "id": str(uuid.uuid4()), "org_id": org_id, "name": body["name"],
         "description": body.get("description"), "created": now_iso(), "deleted_at": None,
-        "user_id": user_id, "settings": None,
+        "user_id": user_id, "settings": body.get("settings"),
     }  # fmt: skip
-    return _insert(conn, "project", obj, org_id)
+    return insert_object(conn, "project", obj, org_id)
 
 
 def _slug(name: str) -> str:
@@ -95,7 +101,7 @@ def _slug(name: str) -> str:
 
 def create_dataset(conn: sqlite3.Connection, body: dict[str, Any], org_ids: Sequence[str], user_id: str) -> dict[str, Any]:  # fmt: skip
     project = get_object(conn, "project", body["project_id"], org_ids)
-    existing = _by_name(conn, "dataset", project["org_id"], project["id"], body["name"])
+    existing = by_name(conn, "dataset", project["org_id"], project["id"], body["name"])
     if existing is not None:
         return existing
     obj = {
@@ -104,7 +110,7 @@ def create_dataset(conn: sqlite3.Connection, body: dict[str, Any], org_ids: Sequ
         "user_id": user_id, "tags": body.get("tags"), "metadata": body.get("metadata"),
         "url_slug": _slug(body["name"]),
     }  # fmt: skip
-    return _insert(conn, "dataset", obj, project["org_id"])
+    return insert_object(conn, "dataset", obj, project["org_id"])
 
 
 _EXPERIMENT_FIELDS: Final = (
@@ -117,12 +123,12 @@ def create_experiment(conn: sqlite3.Connection, body: dict[str, Any], org_ids: S
     project = get_object(conn, "project", body["project_id"], org_ids)
     org_id = project["org_id"]
     name = body.get("name") or "experiment"
-    existing = _by_name(conn, "experiment", org_id, project["id"], name)
+    existing = by_name(conn, "experiment", org_id, project["id"], name)
     if existing is not None:
         if not body.get("ensure_new"):
             return existing
         n = 1
-        while _by_name(conn, "experiment", org_id, project["id"], f"{name}-{n}") is not None:
+        while by_name(conn, "experiment", org_id, project["id"], f"{name}-{n}") is not None:
             n += 1
         name = f"{name}-{n}"
     obj = {
@@ -131,10 +137,10 @@ def create_experiment(conn: sqlite3.Connection, body: dict[str, Any], org_ids: S
         "commit": (body.get("repo_info") or {}).get("commit"), "deleted_at": None,
         "public": bool(body.get("public") or False), "user_id": user_id,
     }  # fmt: skip
-    return _insert(conn, "experiment", obj, org_id)
+    return insert_object(conn, "experiment", obj, org_id)
 
 
-def list_objects(conn: sqlite3.Connection, kind: Kind, org_ids: Sequence[str], flt: ListFilter) -> list[dict[str, Any]]:  # fmt: skip
+def list_objects(conn: sqlite3.Connection, kind: StoredKind, org_ids: Sequence[str], flt: ListFilter) -> list[dict[str, Any]]:  # fmt: skip
     """Objects matching ``flt``, newest first, paged by ``starting_after``/``ending_before`` ids."""
     where = ["o.kind = ?", "o.deleted = 0", f"o.org_id IN ({_marks(len(org_ids))})"]
     params: list[Any] = [kind, *org_ids]
@@ -180,15 +186,20 @@ def patch_object(conn: sqlite3.Connection, kind: Kind, object_id: str, org_ids: 
             obj[key] = value
     if kind == "experiment" and "repo_info" in body:
         obj["commit"] = (body["repo_info"] or {}).get("commit")
+    return save_object(conn, obj)
+
+
+def save_object(conn: sqlite3.Connection, obj: dict[str, Any]) -> dict[str, Any]:
+    """Store a changed object (found by its id) as is."""
     conn.execute(
         "UPDATE objects SET name = ?, data = ? WHERE id = ?",
-        (obj["name"], orjson.dumps(obj).decode(), object_id),
+        (obj["name"], orjson.dumps(obj).decode(), obj["id"]),
     )
     return obj
 
 
 def delete_object(
-    conn: sqlite3.Connection, kind: Kind, object_id: str, org_ids: Sequence[str]
+    conn: sqlite3.Connection, kind: StoredKind, object_id: str, org_ids: Sequence[str]
 ) -> dict[str, Any]:
     obj = get_object(conn, kind, object_id, org_ids)
     obj["deleted_at"] = now_iso()

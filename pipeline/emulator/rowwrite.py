@@ -32,6 +32,11 @@ STAMPED_FIELDS: Final = (
 )  # fmt: skip
 
 
+#: Read fields no event sets that a row keeps from version to version: the comments and audit
+#: entries feedback attaches to it (``feedback.py``).
+KEPT_FIELDS: Final = ("comments", "audit_data")
+
+
 @dataclass(frozen=True)
 class RowLayout:
     """How rows of one object type are written, from the spec's tables."""
@@ -42,6 +47,7 @@ class RowLayout:
     fixed: Mapping[str, str]  # keys with their one value (``log_id: "g"``)
     object_id_field: str  # the key holding the target's object id
     unlisted: tuple[str, ...]  # stamped fields the spec's rows of this type do not carry
+    kept: tuple[str, ...]  # KEPT_FIELDS the spec's rows of this type carry
 
 
 @functools.cache
@@ -55,6 +61,7 @@ def row_layout(object_type: ObjectType) -> RowLayout:
         fixed=fields.fixed,
         object_id_field=fields.object_id_field,
         unlisted=tuple(name for name in STAMPED_FIELDS if name not in fields.read),
+        kept=tuple(name for name in KEPT_FIELDS if name in fields.read),
     )
 
 
@@ -104,6 +111,9 @@ def _resolve(layout: RowLayout, event: dict[str, Any], previous: dict[str, Any] 
         fields = merged
     if event.get("_array_delete"):
         _array_delete(fields, event["_array_delete"])
+    for name in layout.kept:
+        if name not in fields and previous is not None and name in previous:
+            fields[name] = previous[name]
     return fields
 
 
@@ -128,7 +138,7 @@ def stored_row(target: Target, fields: dict[str, Any], xact: int, seq: int) -> d
     for name in layout.unlisted:
         del row[name]
     for key, value in fields.items():
-        if key in layout.data:
+        if key in layout.data or key in layout.kept:
             row[key] = value
     return row
 

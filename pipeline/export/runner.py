@@ -43,10 +43,17 @@ from pipeline.common.errors import UsageError
 from pipeline.common.manifest import FileInfo, Manifest, ObjectManifest, write_manifest
 from pipeline.common.progress import Progress, Task
 from pipeline.common.rows import ObjectType
-from pipeline.common.state import StateStore
+from pipeline.common.state import (
+    ExportState,
+    ObjectState,
+    RangeState,
+    RunState,
+    StateStore,
+    Watermark,
+    export_store,
+)
 from pipeline.common.storage import Storage, open_storage
 from pipeline.export.budget import PageBudget, Slot
-from pipeline.export.state import ExportState, ObjectState, RangeState, RunState
 from pipeline.querylang.ast import Expr, all_of
 from pipeline.sinks.base import Sink
 from pipeline.sinks.jsonl import JsonlSink
@@ -216,7 +223,7 @@ class ExportJob:
         self._page_budget = PageBudget(options.workers + int(self._encoders.total_tokens))
         self._first_pages: dict[tuple[str, int], tuple[Pager, _HeldPage | None]] = {}  # read while planning
         self.storage: Storage
-        self.store: StateStore
+        self.store: StateStore[ExportState]
         self.state: ExportState
 
     async def run(self) -> ExportSummary:
@@ -238,9 +245,9 @@ class ExportJob:
 
     async def _run(self, started: float) -> ExportSummary:
         project = await resolve_project(self.client, self.options.project)
-        self.store = StateStore(self.storage, layout.state_path(project["id"]))
+        self.store = export_store(self.storage, project["id"])
         loaded = await anyio.to_thread.run_sync(self.store.load)
-        self.state = ExportState.from_json(loaded) if loaded else ExportState(project_id=project["id"])
+        self.state = loaded or ExportState(project_id=project["id"])
         resumed = await self._adopt_unfinished_run()
         if self.state.run is None:
             self.state.run = await self._plan(project)
@@ -266,7 +273,7 @@ class ExportJob:
                     rows=obj.rows,
                     expected_rows=obj.expected_rows,
                     files=sum(len(r.files) for r in obj.ranges),
-                    bytes=sum(f["bytes"] for r in obj.ranges for f in r.files),
+                    bytes=sum(f.bytes for r in obj.ranges for f in r.files),
                     version=obj.version,
                 )
                 for obj in run.objects
@@ -289,7 +296,7 @@ class ExportJob:
         for obj in run.objects:
             for rng in obj.ranges:
                 for info in rng.files:
-                    await anyio.to_thread.run_sync(self.storage.delete, info["path"])
+                    await anyio.to_thread.run_sync(self.storage.delete, info.path)
         self.state.run = None
         await self._save()
         return False
@@ -321,7 +328,7 @@ class ExportJob:
         opts = self.options
         since = None
         if opts.incremental:
-            since = self.state.watermarks.get(_watermark_key(ref, opts), {}).get("version")
+            since = self.state.since(_watermark_key(ref, opts))
         base = build_query(ref.object_type, ref.id, filter_expr=self.user_filter, shape=opts.shape)
         counted = dict(base)
         since_filter = all_of(self.user_filter, XactRange(low=since).expr())
@@ -543,15 +550,10 @@ class ExportJob:
             await self._checkpoint(rng, published, cursor, done=True)
 
     async def _checkpoint(
-        self, rng: RangeState, published: list[Any], cursor: str | None, *, done: bool
+        self, rng: RangeState, published: list[FileInfo], cursor: str | None, *, done: bool
     ) -> None:
         async with self._state_lock:
-            for info in published:
-                rng.files.append(asdict(info))
-                rng.rows += info.rows
-            rng.next_part += len(published)
-            rng.cursor = cursor
-            rng.done = done
+            rng.advance(published, cursor, done=done)
             await self._save_locked()
 
     async def _save(self) -> None:
@@ -559,8 +561,7 @@ class ExportJob:
             await self._save_locked()
 
     async def _save_locked(self) -> None:
-        snapshot_json = self.state.to_json()
-        await anyio.to_thread.run_sync(self.store.save, snapshot_json)
+        await self.store.save_async(self.state)
 
     # -- finishing ------------------------------------------------------------------------
 
@@ -583,7 +584,7 @@ class ExportJob:
                     since_version=obj.since,
                     rows_expected=obj.expected_rows,
                     rows_written=obj.rows,
-                    files=tuple(FileInfo(**f) for r in obj.ranges for f in r.files),
+                    files=tuple(f for r in obj.ranges for f in r.files),
                     info=obj.info,
                 )
                 for obj in run.objects
@@ -593,10 +594,8 @@ class ExportJob:
         async with self._state_lock:
             for obj in run.objects:
                 if obj.version is not None:
-                    self.state.watermarks[_watermark_key(obj, self.options)] = {
-                        "version": obj.version,
-                        "run_id": run.run_id,
-                    }
+                    key = _watermark_key(obj, self.options)
+                    self.state.watermarks[key] = Watermark(obj.version, run.run_id)
             self.state.run = None
             await self._save_locked()
         return path

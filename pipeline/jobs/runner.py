@@ -16,10 +16,9 @@ import anyio
 
 from pipeline.api.client import BraintrustClient
 from pipeline.api.objects import resolve_project
-from pipeline.common import layout
 from pipeline.common.errors import UsageError
 from pipeline.common.progress import Progress
-from pipeline.common.state import StateStore
+from pipeline.common.state import export_store
 from pipeline.common.storage import Storage, open_storage
 from pipeline.export.runner import ExportJob, ExportSummary
 from pipeline.jobs import retention
@@ -56,9 +55,9 @@ async def _incremental_for(storage: Storage, project_id: str, job: ExportJobConf
     """Incremental unless ``full_every`` says this run re-bases; an unfinished run keeps its mode."""
     if not job.incremental:
         return False
-    saved = await anyio.to_thread.run_sync(StateStore(storage, layout.state_path(project_id)).load)
-    if saved and saved.get("run"):
-        return bool(saved["run"]["options"].get("incremental", True))
+    saved = await anyio.to_thread.run_sync(export_store(storage, project_id).load)
+    if saved is not None and saved.run is not None:
+        return saved.run.incremental
     runs = await anyio.to_thread.run_sync(retention.project_runs, storage, project_id)
     return not retention.full_run_due(runs, job.full_every)
 

@@ -13,10 +13,11 @@ from typing import Any
 from pipeline.emulator.access import OWNER_ROLE_ID
 from pipeline.emulator.app import ROUTES
 from pipeline.querylang.ast import from_object
+from tests.conftest import unique_name
 from tests.emulator.conftest import Api
 
 #: Routes that hold no org data (checked separately below or not at all).
-_NO_ORG_DATA = {("GET", "/version"), ("GET", "/v1/role")}
+_NO_ORG_DATA = {("GET", "/version"), ("GET", "/v1")}
 
 
 async def snapshot(api: Api, ids: dict[str, str]) -> Any:
@@ -46,6 +47,8 @@ async def test_other_org_cannot_read_or_write(api: Api) -> None:
     await api.insert("dataset", dataset["id"], [{"id": "ds1", "input": "secret"}])
     await api.insert("experiment", experiment["id"], [{"id": "ex1", "input": "secret"}])
     acl = await api.ok("POST", "/v1/acl", {"object_type": "project", "object_id": pid, "user_id": member["id"], "role_id": OWNER_ROLE_ID})  # fmt: skip
+    role = await api.ok("POST", "/v1/role", {"name": unique_name("role"), "member_roles": [OWNER_ROLE_ID]})
+    org_a = owner["organizations"][0]
     before = await snapshot(api, ids)
 
     grant = {"object_type": "project", "object_id": pid, "user_id": member["id"], "role_id": OWNER_ROLE_ID}
@@ -86,6 +89,37 @@ async def test_other_org_cannot_read_or_write(api: Api) -> None:
         ("DELETE", "/v1/acl", grant, None, 404),
         ("GET", f"/v1/acl/{acl['id']}", None, None, 404),
         ("DELETE", f"/v1/acl/{acl['id']}", None, None, 404),
+        ("GET", "/v1/acl/list_org", None, {"org_name": org_a["name"]}, 404),
+        (
+            "POST",
+            "/v1/acl/batch_update",
+            {"add_acls": [{**grant, "permission": "read", "role_id": None}]},
+            None,
+            404,
+        ),
+        ("POST", "/v1/acl/batch-update", {"remove_acls": [grant]}, None, 404),
+        ("POST", "/v1/role", {"name": "intruder", "org_name": org_a["name"]}, None, 404),
+        ("PUT", "/v1/role", {"name": role["name"], "org_name": org_a["name"]}, None, 404),
+        ("GET", f"/v1/role/{role['id']}", None, None, 404),
+        ("PATCH", f"/v1/role/{role['id']}", {"description": "owned"}, None, 404),
+        ("DELETE", f"/v1/role/{role['id']}", None, None, 404),
+        ("GET", f"/v1/user/{owner['id']}", None, None, 404),
+        ("GET", f"/v1/organization/{org_a['id']}", None, None, 404),
+        ("PATCH", f"/v1/organization/{org_a['id']}", {"name": "owned"}, None, 404),
+        (
+            "POST",
+            f"/v1/project_logs/{pid}/feedback",
+            {"feedback": [{"id": "log1", "scores": {"s": 1}}]},
+            None,
+            404,
+        ),
+        (
+            "POST",
+            f"/v1/dataset/{dataset['id']}/feedback",
+            {"feedback": [{"id": "ds1", "comment": "x"}]},
+            None,
+            404,
+        ),
     ]
     for method, path, body, params, status in cases:
         reply = await api.call(method, path, body, key=api.emulator.other_org_key, params=params)
@@ -100,11 +134,15 @@ async def test_other_org_cannot_read_or_write(api: Api) -> None:
         ("POST", "/api/apikey/login", None),
         ("POST", "/api/self/me", None),
         ("GET", "/api/self/me", None),
+        ("GET", "/v1/role", None),
+        ("GET", "/v1/acl/list_org", None),
+        ("GET", "/v1/user", None),
+        ("GET", "/v1/organization", None),
     ]
     for method, path, params in listed:
         reply = await api.call(method, path, key=api.emulator.other_org_key, params=params)
         assert reply.status == 200, (path, reply.text)
-        for secret in (pid, dataset["id"], experiment["id"], owner["organizations"][0]["id"]):
+        for secret in (pid, dataset["id"], experiment["id"], org_a["id"], owner["id"], role["id"], acl["id"]):
             assert secret not in reply.text, (path, reply.text)
         cases.append((method, path, None, params, 200))
 
@@ -113,6 +151,9 @@ async def test_other_org_cannot_read_or_write(api: Api) -> None:
     assert reply.status == 403
 
     assert await snapshot(api, ids) == before
+    assert await api.ok("GET", f"/v1/role/{role['id']}") == role
+    assert (await api.ok("GET", f"/v1/organization/{org_a['id']}"))["name"] == org_a["name"]
+    await api.ok("DELETE", f"/v1/role/{role['id']}")
     covered = {(m, re.sub("/{2,}", "/", p)) for m, p, *_ in cases}
     for method, pattern, _ in ROUTES:
         if (method, pattern) in _NO_ORG_DATA:

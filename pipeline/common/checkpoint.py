@@ -3,14 +3,19 @@
 Insert workers finish batches out of order. A mark (file position, page cursor) is durable
 only when the batch carrying it and every batch before it have been applied, so
 :class:`PrefixTracker` keeps the finished-but-not-contiguous sequence numbers and hands back
-the newest mark the prefix has passed. A resumed run starts after that mark; batches after it
-that happened to finish are sent again, which is harmless because events keep their ids and
-the insert endpoint upserts by id.
+the newest mark the prefix has passed, and :class:`Ledger` moves an object's
+:class:`~pipeline.common.state.ObjectProgress` to it and saves the state. A resumed run starts
+after that mark; batches after it that happened to finish are sent again, which is harmless
+because events keep their ids and the insert endpoint upserts by id.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+
+import anyio
+
+from pipeline.common.state import Mark, ObjectProgress
 
 
 class PrefixTracker:
@@ -19,16 +24,16 @@ class PrefixTracker:
     def __init__(self) -> None:
         self.applied = 0  # batches in the contiguous prefix
         self.rows = 0  # rows in those batches
-        self._marks: dict[int, Any] = {}
+        self._marks: dict[int, Mark | None] = {}
         self._rows: dict[int, int] = {}
         self._finished: set[int] = set()
 
-    def register(self, seq: int, mark: Any, rows: int) -> None:
+    def register(self, seq: int, mark: Mark | None, rows: int) -> None:
         """Note a batch as it is created (before any worker can finish it)."""
         self._marks[seq] = mark
         self._rows[seq] = rows
 
-    def finish(self, seq: int) -> tuple[bool, Any]:
+    def finish(self, seq: int) -> tuple[bool, Mark | None]:
         """Mark batch ``seq`` applied; return (prefix advanced, newest mark passed or None)."""
         self._finished.add(seq)
         newest = None
@@ -48,3 +53,53 @@ class PrefixTracker:
     def pending(self) -> int:
         """Registered batches not yet in the prefix."""
         return len(self._marks)
+
+
+class Ledger:
+    """The checkpoint of one object of a load: batches registered in order, finished in any.
+
+    Whenever the contiguous prefix grows, ``progress`` takes the rows and skipped events of
+    this run so far on top of those it held at the start, and the newest mark the prefix
+    passed (kept when the batches that completed it carried none); then ``on_rows`` hears how
+    many rows were added and ``save`` writes the state. That runs under a lock, so each save
+    holds a longer prefix than the one before.
+    """
+
+    def __init__(
+        self,
+        progress: ObjectProgress,
+        *,
+        save: Callable[[], Awaitable[None]] | None = None,
+        on_rows: Callable[[int], object] | None = None,
+    ) -> None:
+        self.progress = progress
+        self.tracker = PrefixTracker()
+        self.skipped = 0  # oversize events skipped by this run
+        self._rows_before = progress.rows
+        self._skipped_before = progress.skipped
+        self._save = save
+        self._on_rows = on_rows
+        self._lock = anyio.Lock()
+
+    @property
+    def rows(self) -> int:
+        """Rows this run applied in the prefix (skipped oversize events included)."""
+        return self.tracker.rows
+
+    def register(self, seq: int, mark: Mark | None, rows: int) -> None:
+        self.tracker.register(seq, mark, rows)
+
+    async def finished(self, seq: int) -> None:
+        async with self._lock:
+            before = self.tracker.rows
+            advanced, mark = self.tracker.finish(seq)
+            if not advanced:
+                return
+            self.progress.rows = self._rows_before + self.tracker.rows
+            self.progress.skipped = self._skipped_before + self.skipped
+            if mark is not None:
+                self.progress.mark = mark
+            if self._on_rows is not None:
+                self._on_rows(self.tracker.rows - before)
+            if self._save is not None:
+                await self._save()

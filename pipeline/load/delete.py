@@ -17,8 +17,10 @@ from pipeline.api.btql import Pager, build_query, snapshot
 from pipeline.api.client import BraintrustClient
 from pipeline.api.objects import ObjectRef
 from pipeline.common import jsoncodec
+from pipeline.common.checkpoint import Ledger
+from pipeline.common.state import ObjectProgress
 from pipeline.load.batcher import Batcher, Item
-from pipeline.load.insert import InsertOptions, InsertPool, Ledger, feed, request_limit
+from pipeline.load.insert import InsertOptions, InsertPool, feed, request_limit
 from pipeline.querylang.ast import Expr, ident
 
 SAMPLE_IDS = 10
@@ -71,21 +73,20 @@ async def delete(
     """Delete every row each plan matched (at its pinned version); fills ``plan.deleted``."""
     limit = await request_limit(client, max_batch_bytes)
     pool = InsertPool(client, options, max_request_bytes=limit)
+    ledgers: list[tuple[DeletePlan, Ledger]] = []
 
     async def produce() -> None:
         for ref, planned in refs:
             if not planned.matched:
                 continue
-
-            async def counted(ledger: Ledger, _mark: Any, planned: DeletePlan = planned) -> None:
-                planned.deleted = ledger.rows
-
-            batcher = Batcher(
-                ref.rows_path, max_rows=batch_rows, max_bytes=limit, ledger=Ledger(ref.label, counted)
-            )
+            ledger = Ledger(ObjectProgress(destination=ref.id))
+            ledgers.append((planned, ledger))
+            batcher = Batcher(ref.rows_path, max_rows=batch_rows, max_bytes=limit, ledger=ledger)
             await feed(pool, batcher, _delete_items(client, ref, filter_expr, planned.version))
 
     await pool.run(produce)
+    for planned, ledger in ledgers:
+        planned.deleted = ledger.rows
 
 
 async def _delete_items(

@@ -6,7 +6,8 @@
 Objects are read one after another through one shared pool of insert workers. The checkpoint
 of an object is ``(file, position)`` of the last row of the applied prefix, plus ``rows``;
 a resumed run skips the files before that file without opening them and the rows up to that
-position inside it. See :mod:`pipeline.common.jobstate` for where the state file lives.
+position inside it (:class:`~pipeline.common.state.FilePosition`). See
+:mod:`pipeline.common.jobstate` for where the state file lives.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import anyio
 
@@ -24,6 +24,7 @@ from pipeline.common import defaults
 from pipeline.common.errors import UsageError
 from pipeline.common.progress import Progress
 from pipeline.common.selection import parse_one_object
+from pipeline.common.state import FilePosition, ObjectProgress
 from pipeline.common.storage import Storage, location
 from pipeline.load.batcher import Item
 from pipeline.load.destinations import ensure_object
@@ -89,15 +90,15 @@ class ImportJob:
 
         async def produce() -> None:
             for obj, ref, created in plans:
-                record = state.objects.setdefault(obj.key, {"destination": ref.id, "rows": 0, "mark": None})
-                if record["destination"] != ref.id:
+                record = state.objects.setdefault(obj.key, ObjectProgress(destination=ref.id))
+                if record.destination != ref.id:
                     raise UsageError(
                         f"{state.location}: {obj.label} was being imported into another object; pass --restart"
                     )
-                task = self.progress.add(f"{obj.label} -> {ref.label}", obj.rows, done=record["rows"])
+                task = self.progress.add(f"{obj.label} -> {ref.label}", obj.rows, done=record.rows)
                 source = SourceObject(obj.object_type or ref.object_type, obj.id)
                 batcher = run.batcher(record, ref, task)
-                await feed(run.pool, batcher, self._chunks(storage, obj, source, record["mark"]))
+                await feed(run.pool, batcher, self._chunks(storage, obj, source, record.position))
                 task.finish()
                 results.append(ObjectResult(obj.label, ref.label, ref.id, created, 0, 0))
                 await state.save()
@@ -105,16 +106,16 @@ class ImportJob:
         return await run.complete(produce, started, [obj.key for obj, _ref, _created in plans], results)
 
     async def _chunks(
-        self, storage: Storage, obj: InputObject, source: SourceObject, mark: list[Any] | None
+        self, storage: Storage, obj: InputObject, source: SourceObject, mark: FilePosition | None
     ) -> AsyncIterator[list[Item]]:
         files = obj.files
         start_file, after = 0, -1
         if mark is not None:
-            if mark[0] not in files:
+            if mark.path not in files:
                 raise UsageError(
-                    f"{mark[0]}: in the saved state but not in the input any more; pass --restart"
+                    f"{mark.path}: in the saved state but not in the input any more; pass --restart"
                 )
-            start_file, after = files.index(mark[0]), int(mark[1])
+            start_file, after = files.index(mark.path), mark.position
         for index in range(start_file, len(files)):
             path = files[index]
             skip_to = after if index == start_file else -1
@@ -143,5 +144,5 @@ def _next_items(
         if not isinstance(event_id, str):
             raise UsageError(f"{location(storage, path)}:{position}: row has no string id")
         where = f"{location(storage, path)}:{position}"
-        items.append(Item(encode_event(event), event_id, where, (path, position)))
+        items.append(Item(encode_event(event), event_id, where, FilePosition(path, position)))
     return items

@@ -18,7 +18,7 @@ from __future__ import annotations
 import io
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import anyio
 import orjson
@@ -26,7 +26,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from pipeline.api.client import BraintrustClient
 from pipeline.common import defaults
-from pipeline.common.checkpoint import PrefixTracker
+from pipeline.common.checkpoint import Ledger
 from pipeline.common.errors import ApiError, BtpipeError, UsageError, first_error
 from pipeline.load.batcher import Batch, Batcher, Item, request_body
 
@@ -79,36 +79,6 @@ class ByteBudget:
         async with self._changed:
             self.in_flight -= nbytes
             self._changed.notify_all()
-
-
-class Ledger:
-    """The checkpoint of one destination stream: batches registered in order, finished in any.
-
-    ``on_advance(ledger, mark)`` runs (under a lock, so saves never interleave) whenever the
-    contiguous prefix grows; ``mark`` is the newest durable mark, or None if the batches that
-    completed the prefix carried none.
-    """
-
-    def __init__(self, label: str, on_advance: Callable[[Ledger, Any], Awaitable[None]]) -> None:
-        self.label = label
-        self.tracker = PrefixTracker()
-        self.skipped = 0
-        self._on_advance = on_advance
-        self._lock = anyio.Lock()
-
-    @property
-    def rows(self) -> int:
-        """Rows in the applied prefix (skipped oversize events included)."""
-        return self.tracker.rows
-
-    def register(self, batch: Batch) -> None:
-        self.tracker.register(batch.seq, batch.mark, len(batch.items))
-
-    async def finished(self, batch: Batch) -> None:
-        async with self._lock:
-            advanced, mark = self.tracker.finish(batch.seq)
-            if advanced:
-                await self._on_advance(self, mark)
 
 
 class ErrorLog:
@@ -196,7 +166,7 @@ class InsertPool:
         """Queue ``batch``; waits while the workers or the byte budget are full."""
         if self._send is None:
             raise RuntimeError("submit() outside InsertPool.run()")
-        batch.ledger.register(batch)
+        batch.ledger.register(batch.seq, batch.mark, len(batch.items))
         await self._budget.acquire(batch.nbytes)
         await self._send.send(batch)
 
@@ -207,7 +177,7 @@ class InsertPool:
                     await self._apply(batch)
                 finally:
                     await self._budget.release(batch.nbytes)
-                await batch.ledger.finished(batch)
+                await batch.ledger.finished(batch.seq)
 
     async def _apply(self, batch: Batch) -> None:
         if batch.oversize:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import anyio
 
@@ -26,6 +25,7 @@ from pipeline.api.client import BraintrustClient
 from pipeline.api.objects import ObjectRef, resolve_project, resolve_selection
 from pipeline.common import defaults, jsoncodec
 from pipeline.common.progress import Progress
+from pipeline.common.state import ObjectProgress
 from pipeline.load.batcher import Item
 from pipeline.load.destinations import ensure_object, experiments_in_dependency_order
 from pipeline.load.insert import feed
@@ -107,17 +107,16 @@ class MigrateJob:
             for ref, dest, created in plans:
                 key = f"{ref.object_type}:{ref.id}"
                 record = state.objects.get(key)
-                if record is None or record["destination"] != dest.id:
+                if record is None or record.destination != dest.id:
                     query = build_query(ref.object_type, ref.id)
                     snap = await snapshot(self.source, query)
-                    record = {"destination": dest.id, "version": snap.read_version, "expected": snap.rows,
-                              "rows": 0, "mark": None}  # fmt: skip
+                    record = ObjectProgress(
+                        destination=dest.id, version=snap.read_version, expected=snap.rows
+                    )
                     state.objects[key] = record
                     await state.save()
-                task = self.progress.add(
-                    f"{ref.label} -> {dest.label}", record["expected"], done=record["rows"]
-                )
-                if record["expected"]:
+                task = self.progress.add(f"{ref.label} -> {dest.label}", record.expected, done=record.rows)
+                if record.expected:
                     batcher = run.batcher(record, dest, task)
                     await feed(run.pool, batcher, self._chunks(ref, record))
                 task.finish()
@@ -126,12 +125,12 @@ class MigrateJob:
         keys = [f"{ref.object_type}:{ref.id}" for ref, _dest, _created in plans]
         return await run.complete(produce, started, keys, results)
 
-    async def _chunks(self, ref: ObjectRef, record: dict[str, Any]) -> AsyncIterator[list[Item]]:
+    async def _chunks(self, ref: ObjectRef, record: ObjectProgress) -> AsyncIterator[list[Item]]:
         pager = Pager(
             self.source,
             build_query(ref.object_type, ref.id),
-            version=record["version"],
-            cursor=record["mark"],
+            version=record.version,
+            cursor=record.cursor,
             max_limit=self.options.page_limit,
             limit=self.options.page_limit,
         )

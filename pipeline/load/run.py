@@ -1,6 +1,7 @@
 """What import and migrate share: their options, their summary, and :class:`LoadRun`, which
 opens a load (state file, destination project, insert pool), makes the per-object batchers
-whose ledgers checkpoint into the state, and closes it (counts, summary, state deleted).
+whose ledgers checkpoint each object's progress into the state, and closes it (counts,
+summary, state deleted).
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ from typing import Any
 from pipeline.api.client import BraintrustClient
 from pipeline.api.objects import ObjectRef, ensure_project, resolve_project
 from pipeline.common import defaults
+from pipeline.common.checkpoint import Ledger
 from pipeline.common.errors import NotFoundError
 from pipeline.common.jobstate import JobState
 from pipeline.common.progress import Progress, Task
+from pipeline.common.state import ObjectProgress
 from pipeline.load.batcher import Batcher
-from pipeline.load.insert import ErrorLog, InsertOptions, InsertPool, Ledger, request_limit
+from pipeline.load.insert import ErrorLog, InsertOptions, InsertPool, request_limit
 
 
 @dataclass(frozen=True)
@@ -134,22 +137,9 @@ class LoadRun:
         )
         self.summary.error_file = self.error_log.path if self.error_log else None
 
-    def batcher(self, record: dict[str, Any], ref: ObjectRef, task: Task) -> Batcher:
-        """A batcher whose ledger writes the mark into ``record`` and saves the state."""
-
-        async def advance(ledger: Ledger, mark: Any) -> None:
-            delta = ledger.rows - record["applied_this_run"]
-            record["applied_this_run"] = ledger.rows
-            record["rows"] += delta
-            record["skipped"] = skipped_before + ledger.skipped
-            task.advance(delta)
-            if mark is not None:
-                record["mark"] = mark
-            await self.state.save()
-
-        record["applied_this_run"] = 0
-        skipped_before = record.setdefault("skipped", 0)
-        ledger = Ledger(ref.label, advance)
+    def batcher(self, progress: ObjectProgress, ref: ObjectRef, task: Task) -> Batcher:
+        """A batcher into ``ref`` whose ledger advances ``progress`` and saves the state."""
+        ledger = Ledger(progress, save=self.state.save, on_rows=task.advance)
         return Batcher(
             ref.rows_path,
             max_rows=self.options.batch_rows,
@@ -165,16 +155,16 @@ class LoadRun:
         results: list[ObjectResult],
     ) -> LoadSummary:
         """Run ``produce`` through the pool, saving the state whatever happens; then take each
-        result's counts from its state record (``keys[i]`` is the record of ``results[i]``)
+        result's counts from its progress record (``keys[i]`` is the record of ``results[i]``)
         and delete the state file, since a completed job starts afresh next time."""
         try:
             await self.pool.run(produce)
         finally:
             await self.state.save()
         for key, result in zip(keys, results, strict=True):
-            record = self.state.objects[key]
-            result.rows = record["rows"]
-            result.skipped = record.get("skipped", 0)
+            progress = self.state.objects[key]
+            result.rows = progress.rows
+            result.skipped = progress.skipped
         if self.error_log is not None:
             self.error_log.close()
         stats = self.client.statistics()

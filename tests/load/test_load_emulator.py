@@ -17,11 +17,13 @@ from click.testing import CliRunner
 
 from pipeline.api.client import BraintrustClient, ClientSettings
 from pipeline.cli.load import delete_command, import_command, migrate_command, verify_command
+from pipeline.common.checkpoint import Ledger
 from pipeline.common.manifest import Manifest, ObjectManifest, write_manifest
 from pipeline.common.rows import DESTINATION_FIELDS
+from pipeline.common.state import ObjectProgress
 from pipeline.common.storage import open_storage
 from pipeline.load.batcher import Batcher, Item
-from pipeline.load.insert import ErrorLog, InsertOptions, InsertPool, Ledger
+from pipeline.load.insert import ErrorLog, InsertOptions, InsertPool
 from pipeline.sinks.jsonl import JsonlSink
 from pipeline.sinks.parquet import ParquetSink
 from tests.conftest import Emulator
@@ -213,10 +215,7 @@ def test_413_splits_batches_and_oversize_events_are_reported_or_recorded(
     huge = Item(orjson.dumps({"id": "huge", "input": "y" * 1_500_000}), "huge", "there:7")
 
     async def load(on_error: str, with_huge: bool) -> tuple[InsertPool, Ledger]:
-        async def nothing(_ledger: Ledger, _mark: Any) -> None:
-            return None
-
-        ledger = Ledger("logs", nothing)
+        ledger = Ledger(ObjectProgress(destination=project["id"]))
         async with BraintrustClient(ClientSettings(api_url=emulator.url, api_key=emulator.key)) as client:
             log = ErrorLog(str(tmp_path / "errors.jsonl"))
             pool = InsertPool(client, InsertOptions(workers=2, on_error=on_error), max_request_bytes=10**8,  # type: ignore[arg-type]

@@ -1,15 +1,17 @@
 """The three insert request forms, reduced to one: ``(object_type, object_id, events)`` batches.
 
 ``/v1/{type}/{id}/insert`` names one object; ``/v1/insert`` maps type -> id -> events;
-``/logs3`` (the official SDK) tags each row with its object keys. All are validated in
-full before :func:`write_batches` writes them under one transaction id.
+``/logs3`` (the official SDK) tags each row with its object keys, or names a batch uploaded
+through the overflow path (:func:`overflow_reference`, applied by ``overflow.py``). All are
+validated in full before :func:`write_batches` writes them under one transaction id.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Final
 
 from pipeline.emulator import spec
 from pipeline.emulator.objects import resolve_row_object
@@ -21,6 +23,14 @@ Batch = tuple[ObjectType, str, list[dict[str, Any]]]
 
 #: Bookkeeping the official SDK adds to logs3 rows; accepted and not stored.
 _SDK_ROW_FIELDS = frozenset({"_audit_source", "_audit_metadata"})
+#: ``rows.type`` of a ``/logs3`` body that names an overflow upload instead of carrying rows.
+OVERFLOW_REFERENCE_TYPE: Final = "logs3_overflow"
+
+
+@dataclass(frozen=True)
+class OverflowReference:
+    key: str
+    size_bytes: int | None  # the JavaScript SDK leaves it out
 
 
 def object_insert(object_type: ObjectType, object_id: str, body: Any) -> list[Batch]:
@@ -56,9 +66,9 @@ def cross_object_insert(body: Any) -> list[Batch]:
     return batches
 
 
-def _logs3_target(row: dict[str, Any], where: str) -> tuple[ObjectType, str]:
-    """The object a logs3 row names. ``/logs3`` is the SDK's own route, not in the spec, so how
-    its rows name their object is written here."""
+def logs3_target(row: dict[str, Any], where: str) -> tuple[ObjectType, str]:
+    """The object a logs3 row (or an overflow row's ``object_ids``) names. ``/logs3`` is the
+    SDK's own route, not in the spec, so how its rows name their object is written here."""
     if isinstance(row.get("experiment_id"), str):
         return "experiment", row["experiment_id"]
     if isinstance(row.get("dataset_id"), str):
@@ -66,6 +76,22 @@ def _logs3_target(row: dict[str, Any], where: str) -> tuple[ObjectType, str]:
     if isinstance(row.get("project_id"), str) and row.get("log_id") == "g":
         return "project_logs", row["project_id"]
     raise fail(where, "row needs experiment_id, dataset_id, or project_id with log_id 'g'")
+
+
+def overflow_reference(body: Any) -> OverflowReference | None:
+    """The upload a ``/logs3`` body names (``{"rows": {"type": "logs3_overflow", "key", "size_bytes"}}``),
+    or ``None`` for an ordinary body."""
+    rows = body.get("rows") if isinstance(body, dict) else None
+    if not isinstance(rows, dict):
+        return None
+    if rows.get("type") != OVERFLOW_REFERENCE_TYPE:
+        raise fail("rows.type", f"expected {OVERFLOW_REFERENCE_TYPE!r} (or rows as an array)")
+    key, size = rows.get("key"), rows.get("size_bytes")
+    if not isinstance(key, str) or not key:
+        raise fail("rows.key", "expected the key /logs3/overflow answered")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int)):
+        raise fail("rows.size_bytes", "expected an integer")
+    return OverflowReference(key, size)
 
 
 def logs3_insert(body: Any) -> list[Batch]:
@@ -76,7 +102,7 @@ def logs3_insert(body: Any) -> list[Batch]:
         where = f"rows[{i}]"
         if not isinstance(row, dict):
             raise fail(where, "expected object")
-        object_type, object_id = _logs3_target(row, where)
+        object_type, object_id = logs3_target(row, where)
         event = {k: v for k, v in row.items() if k not in keys and k not in _SDK_ROW_FIELDS}
         validate_event(object_type, event, where)
         grouped.setdefault((object_type, object_id), []).append(event)

@@ -76,6 +76,16 @@ CREATE TABLE IF NOT EXISTS rows (
 CREATE INDEX IF NOT EXISTS rows_version ON rows (object_type, object_id, id, xact_id);
 CREATE INDEX IF NOT EXISTS rows_seq ON rows (object_type, object_id, seq);
 CREATE INDEX IF NOT EXISTS rows_trace ON rows (object_type, object_id, root_span_id);
+CREATE TABLE IF NOT EXISTS overflow_uploads (  -- logs3 batches sent beside the API (overflow.py)
+    key TEXT PRIMARY KEY,
+    token_hash TEXT NOT NULL UNIQUE,  -- sha256 of the signed URL's token
+    user_id TEXT NOT NULL,            -- who asked for the upload; only they may apply it
+    size_bytes INTEGER NOT NULL,
+    row_count INTEGER NOT NULL,
+    expires REAL NOT NULL,            -- unix time after which the upload is gone
+    payload BLOB,                     -- NULL until uploaded
+    row_ids TEXT                      -- JSON list of the written row ids once applied
+);
 """
 
 #: Visibility at a version is a per-row test on ``superseded`` (no scan of later versions), so

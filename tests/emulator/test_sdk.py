@@ -19,8 +19,9 @@ from tests.conftest import Emulator, unique_name
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
-@pytest.fixture
-def sdk_env(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+def point_sdk_at(monkeypatch: pytest.MonkeyPatch, url: str, key: str) -> None:
+    """Send the SDK to the emulator at ``url`` and nowhere else: its environment names the
+    emulator, and resolving any other host name fails."""
     resolve = socket.getaddrinfo
 
     def loopback_only(host: Any, *args: Any, **kwargs: Any) -> Any:
@@ -30,10 +31,15 @@ def sdk_env(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(socket, "getaddrinfo", loopback_only)
     for name in ("BRAINTRUST_APP_URL", "BRAINTRUST_API_URL"):
-        monkeypatch.setenv(name, emulator.url)
-    monkeypatch.setenv("BRAINTRUST_API_KEY", emulator.key)
+        monkeypatch.setenv(name, url)
+    monkeypatch.setenv("BRAINTRUST_API_KEY", key)
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "BRAINTRUST_ORG_NAME"):
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def sdk_env(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    point_sdk_at(monkeypatch, emulator.url, emulator.key)
 
 
 def btql(emulator: Emulator, query: str) -> list[dict[str, Any]]:

@@ -35,7 +35,10 @@ def _events(big: int) -> bytes:
 
 async def _raw(url: str, key: str, method: str, path: str, body: bytes) -> bytes:
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-    async with aiohttp.ClientSession() as session, session.request(method, url + path, data=body, headers=headers) as resp:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, url + path, data=body, headers=headers) as resp,
+    ):
         data = await resp.read()
         assert resp.status == 200, f"{path}: HTTP {resp.status}: {data[:300]!r}"
         return data

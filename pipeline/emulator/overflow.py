@@ -181,7 +181,9 @@ def _apply(conn: sqlite3.Connection, key: str, batches: list[inserts.Batch], org
         applied: list[str] = orjson.loads(done[0])
         return applied
     row_ids = [i for ids in inserts.write_batches(conn, batches, org_ids) for i in ids]
-    conn.execute("UPDATE overflow_uploads SET row_ids = ? WHERE key = ?", (orjson.dumps(row_ids), key))
+    conn.execute(
+        "UPDATE overflow_uploads SET row_ids = ? WHERE key = ?", (orjson.dumps(row_ids).decode(), key)
+    )
     return row_ids
 
 

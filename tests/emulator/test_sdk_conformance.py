@@ -1,0 +1,218 @@
+"""The official Python SDK doing its normal work against the emulator, checked by reading back
+what the emulator stored: nested spans, a row over the request limit (the overflow path),
+dataset pages and pinned versions, experiment and dataset summaries, and ``Eval``.
+
+Every test starts the SDK afresh (its global state caches the login and the server's
+request limit), fenced to loopback, with synchronous flushes so a failed write raises
+instead of being dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import braintrust
+import pytest
+import requests
+from braintrust import logger as sdk_logger
+
+from pipeline.emulator.server import RunningServer, ServerConfig
+from tests.conftest import Emulator, unique_name
+from tests.emulator.test_sdk import point_sdk_at
+
+#: The dedicated emulator's request limit: small, so a modest row takes the overflow path.
+SMALL_LIMIT = 64 * 1024
+
+
+def _fresh_sdk(monkeypatch: pytest.MonkeyPatch, emulator: Emulator) -> None:
+    point_sdk_at(monkeypatch, emulator.url, emulator.key)
+    monkeypatch.setenv("BRAINTRUST_SYNC_FLUSH", "1")
+    monkeypatch.setenv("BRAINTRUST_DISABLE_ATEXIT_FLUSH", "1")
+    sdk_logger._internal_reset_global_state()
+
+
+@pytest.fixture
+def sdk(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
+    _fresh_sdk(monkeypatch, emulator)
+    yield emulator
+    sdk_logger._internal_reset_global_state()
+
+
+@pytest.fixture(scope="module")
+def small_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    db = tmp_path_factory.mktemp("overflow") / "emulator.db"
+    with RunningServer(ServerConfig(port=0, db=str(db), max_request_bytes=SMALL_LIMIT)) as server:
+        yield server
+
+
+def read_rows(emulator: Emulator, object_type: str, object_id: str) -> list[dict[str, Any]]:
+    """Every row of an object, paged through ``/btql`` as the SDK's own fetcher does."""
+    rows: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        query = {
+            "select": [{"op": "star"}],
+            "from": {"op": "function", "name": {"op": "ident", "name": [object_type]},
+                     "args": [{"op": "literal", "value": object_id}]},
+            "limit": 500, "cursor": cursor,
+        }  # fmt: skip
+        resp = requests.post(f"{emulator.url}/btql", json={"query": query}, headers={"Authorization": f"Bearer {emulator.key}"}, timeout=30)  # fmt: skip
+        assert resp.ok, resp.text
+        body = resp.json()
+        rows.extend(body["data"])
+        cursor = body.get("cursor")
+        if not cursor or not body["data"]:
+            return rows
+
+
+def test_nested_spans_keep_their_tree(sdk: Emulator) -> None:
+    logger = braintrust.init_logger(project=unique_name("py-spans"))
+    with logger.start_span(name="root", input={"q": "why"}) as root:
+        with root.start_span(name="child", input="sub") as child:
+            with child.start_span(name="grandchild", type="llm") as grand:
+                grand.log(output="leaf", scores={"leafy": 0.25}, metrics={"tokens": 7})
+            child.log(output="sub answer")
+        root.log(output="answer", metadata={"k": [1, 2]})
+    logger.flush()
+
+    spans = {r["span_attributes"]["name"]: r for r in read_rows(sdk, "project_logs", logger.project.id)}
+    assert set(spans) == {"root", "child", "grandchild"}
+    assert {name: row["id"] for name, row in spans.items()} == {
+        "root": root.id, "child": child.id, "grandchild": grand.id,
+    }  # fmt: skip
+    assert spans["root"]["span_id"] == root.span_id
+    assert (spans["root"]["span_parents"], spans["root"]["is_root"]) == (None, True)
+    assert (spans["child"]["span_parents"], spans["child"]["is_root"]) == ([root.span_id], False)
+    assert spans["grandchild"]["span_parents"] == [child.span_id]
+    assert {row["root_span_id"] for row in spans.values()} == {root.root_span_id}
+    assert (spans["root"]["input"], spans["root"]["output"], spans["root"]["metadata"]) == ({"q": "why"}, "answer", {"k": [1, 2]})  # fmt: skip
+    assert (spans["grandchild"]["output"], spans["grandchild"]["scores"]) == ("leaf", {"leafy": 0.25})
+    assert spans["grandchild"]["metrics"]["tokens"] == 7
+    assert spans["grandchild"]["span_attributes"]["type"] == "llm"
+
+
+def test_a_row_over_the_request_limit_goes_through_overflow(small_server: RunningServer, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    emulator = Emulator(url=small_server.url, max_request_bytes=SMALL_LIMIT)
+    _fresh_sdk(monkeypatch, emulator)
+    logger = braintrust.init_logger(project=unique_name("py-overflow"))
+    big = {"text": "é\u2028" * (SMALL_LIMIT // 2), "n": list(range(100))}  # ~3 bytes a pair over the cap
+    with logger.start_span(name="big", input=big) as big_span:
+        big_span.log(output="ok", metadata={"size": "large"})
+    with logger.start_span(name="small", input="tiny") as small_span:
+        pass
+    logger.flush()
+
+    rows = {r["id"]: r for r in read_rows(emulator, "project_logs", logger.project.id)}
+    assert set(rows) == {big_span.id, small_span.id}
+    assert (rows[big_span.id]["input"], rows[big_span.id]["output"]) == (big, "ok")
+    assert rows[big_span.id]["metadata"] == {"size": "large"}
+    assert rows[small_span.id]["input"] == "tiny"
+    applied = "SELECT row_ids FROM overflow_uploads WHERE row_ids LIKE ?"
+    uploads = small_server.store.read_sync(lambda c: c.execute(applied, (f'%"{big_span.id}"%',)).fetchall())
+    assert [u[0] for u in uploads] == [f'["{big_span.id}"]']
+    sdk_logger._internal_reset_global_state()
+
+
+def test_dataset_pages_versions_and_summary(sdk: Emulator) -> None:
+    project, name = unique_name("py-ds"), "paged"
+    dataset = braintrust.init_dataset(project=project, name=name)
+    records = {dataset.insert(input={"n": n}, expected=n % 7, metadata={"k": n}): n for n in range(1050)}
+    dataset.flush()
+    first_version = dataset.version
+
+    def check(rows: list[dict[str, Any]], expected: dict[str, int]) -> None:
+        assert len(rows) == len(expected)
+        for row in rows:
+            n = expected[row["id"]]
+            assert (row["input"], row["expected"], row["metadata"]) == ({"n": n}, n % 7, {"k": n})
+
+    check(list(braintrust.init_dataset(project=project, name=name)), records)  # pages of 1000
+    check(list(braintrust.init_dataset(project=project, name=name).fetch(batch_size=150)), records)
+
+    ids = list(records)
+    dataset.delete(ids[0])
+    dataset.insert(id=ids[1], input={"n": 10_000}, expected=10_000 % 7, metadata={"k": 10_000})
+    added = dataset.insert(input={"n": 20_000}, expected=20_000 % 7, metadata={"k": 20_000})
+    dataset.flush()
+
+    latest = {i: n for i, n in records.items() if i != ids[0]} | {ids[1]: 10_000, added: 20_000}
+    check(list(braintrust.init_dataset(project=project, name=name).fetch(batch_size=400)), latest)
+    pinned = braintrust.init_dataset(project=project, name=name, version=first_version)
+    check(list(pinned.fetch(batch_size=400)), records)
+
+    summary = braintrust.init_dataset(project=project, name=name).summarize()
+    assert summary.data_summary is not None
+    assert (summary.project_name, summary.dataset_name, summary.data_summary.total_records) == (
+        project,
+        name,
+        1050,
+    )
+
+
+def _run_cases(experiment: Any, cases: list[tuple[str, float, float, int]]) -> None:
+    """One trace per case: input, score ``acc``, duration in seconds, tokens."""
+    for text, acc, duration, tokens in cases:
+        span = experiment.start_span(name="case", start_time=1000.0, input={"case": text})
+        span.log(output=text.upper(), scores={"acc": acc}, metrics={"tokens": tokens})
+        span.end(end_time=1000.0 + duration)
+
+
+def test_experiment_summary_against_its_base(sdk: Emulator) -> None:
+    project = unique_name("py-exp")
+    base = braintrust.init_experiment(project=project, experiment="base")
+    _run_cases(base, [("a", 0.5, 2.0, 10), ("b", 1.0, 2.0, 10), ("c", 0.0, 2.0, 10)])
+    base.flush()
+    current = braintrust.init_experiment(project=project, experiment="current")
+    _run_cases(current, [("a", 1.0, 1.0, 10), ("b", 0.5, 3.0, 20), ("c", 0.0, 2.0, 10), ("d", 1.0, 2.0, 10)])
+
+    summary = current.summarize()
+    assert (summary.experiment_name, summary.comparison_experiment_name) == ("current", "base")
+    comparison = summary.comparison
+    assert isinstance(comparison, sdk_logger.SummarySuccess)
+    acc = comparison.scores["acc"]
+    assert (acc.score, acc.diff, acc.improvements, acc.regressions) == (0.625, 0.125, 1, 1)
+    assert set(comparison.metrics) == {"duration", "tokens"}
+    duration, tokens = comparison.metrics["duration"], comparison.metrics["tokens"]
+    assert (duration.metric, duration.unit, duration.diff, duration.improvements, duration.regressions) == (2.0, "s", 0.0, 1, 1)  # fmt: skip
+    assert (tokens.metric, tokens.unit, tokens.diff, tokens.improvements, tokens.regressions) == (12.5, "tok", 0.25, 0, 1)  # fmt: skip
+
+    alone = base.summarize()  # nothing older in the project: no comparison
+    assert alone.comparison_experiment_name is None
+    assert isinstance(alone.comparison, sdk_logger.SummarySuccess)
+    assert alone.comparison.scores["acc"].score == 0.5
+    assert (alone.comparison.scores["acc"].diff, alone.comparison.scores["acc"].improvements) == (None, 0)
+
+
+def exact_match(input: int, output: int, expected: int) -> float:
+    return 1.0 if output == expected else 0.0
+
+
+def test_eval_runs_a_scorer_end_to_end(sdk: Emulator) -> None:
+    project = unique_name("py-eval")
+    result = braintrust.Eval(
+        project,
+        data=lambda: [braintrust.EvalCase(input=n, expected=n * 2) for n in range(5)],
+        task=lambda input: 0 if input == 3 else input * 2,
+        scores=[exact_match],
+        experiment_name="doubling",
+    )
+    summary = result.summary
+    assert summary.experiment_name == "doubling"
+    assert isinstance(summary.comparison, sdk_logger.SummarySuccess)
+    assert summary.comparison.scores["exact_match"].score == 0.8
+
+    assert summary.experiment_id is not None
+    rows = read_rows(sdk, "experiment", summary.experiment_id)
+    roots = {r["root_span_id"]: r for r in rows if r["is_root"]}
+    assert sorted((r["input"], r["output"], r["expected"]) for r in roots.values()) == [
+        (n, 0 if n == 3 else n * 2, n * 2) for n in range(5)
+    ]
+    scored = {
+        roots[r["root_span_id"]]["input"]: r["scores"]
+        for r in rows
+        if r["span_attributes"]["type"] == "score"
+    }
+    assert scored == {n: {"exact_match": 0.0 if n == 3 else 1.0} for n in range(5)}
+    for row in rows:
+        assert row["is_root"] or row["span_parents"] == [roots[row["root_span_id"]]["span_id"]]

@@ -2,7 +2,7 @@
 
     producer --submit()--> bounded stream (``workers`` slots) --> ``workers`` insert tasks
                                                                    |
-                                        Ledger.finished(batch) <---+ (checkpoint, in order)
+                                   batch.ledger.finished(seq) <---+ (checkpoint, in order)
 
 ``submit`` waits for room twice: for bytes (at most ``max_bytes_in_flight`` encoded bytes
 between the producer and the server; one batch larger than that still goes alone) and for a

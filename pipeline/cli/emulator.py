@@ -12,6 +12,7 @@ import click
 from pipeline.emulator.app import DEFAULT_MAX_REQUEST_BYTES
 from pipeline.emulator.auth import DEFAULT_KEYS, KeySpec, load_keys_file, parse_key_list, parse_key_spec
 from pipeline.emulator.faults import FaultConfig
+from pipeline.emulator.profiles import PROFILES
 from pipeline.emulator.server import ServerConfig, serve
 
 KEYS_ENV = "BTPIPE_EMULATOR_KEYS"
@@ -46,9 +47,15 @@ def gather_keys(flags: tuple[str, ...], keys_file: Path | None) -> list[KeySpec]
               help=f"An API key (repeatable; also ${KEYS_ENV}, comma separated).")  # fmt: skip
 @click.option("--keys-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="TOML file with [[keys]] entries (key, email, org, role, admin).")  # fmt: skip
+@click.option("--profile", type=click.Choice(PROFILES), default="default", show_default=True,
+              help="conservative: /btql answers 400 to what no official client sends (aggregates over "
+                   "_xact_id, comparisons on _xact_id, aggregates at a pinned version).")  # fmt: skip
+@click.option("--query-timeout-rows", type=click.IntRange(min=0), default=None, metavar="N",
+              help="/btql answers 504 to a query whose scan would read more than N rows, as a busy "
+                   "deployment times out (off by default).")  # fmt: skip
 def emulator(
     host: str, port: int, db: str, sample: int, seed: int, max_request_bytes: int, latency_ms: float,
-    faults: str, keys: tuple[str, ...], keys_file: Path | None,
+    faults: str, keys: tuple[str, ...], keys_file: Path | None, profile: str, query_timeout_rows: int | None,
 ) -> None:  # fmt: skip
     """Run a local server that behaves like the Braintrust API (REST objects, inserts, /btql).
 
@@ -62,7 +69,8 @@ def emulator(
     fault_config = dataclasses.replace(fault_config, latency_ms=latency_ms or fault_config.latency_ms)
     config = ServerConfig(
         host=host, port=port, db=db, keys=gather_keys(keys, keys_file), max_request_bytes=max_request_bytes,
-        faults=fault_config, sample_traces=sample, seed=seed,
+        faults=fault_config, sample_traces=sample, seed=seed, profile=profile,
+        query_timeout_rows=query_timeout_rows,
     )  # fmt: skip
     try:
         asyncio.run(serve(config))

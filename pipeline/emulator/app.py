@@ -6,7 +6,8 @@ Handlers are thin: parse the body, run one store call off the event loop, render
 Errors become one-line plain-text bodies: 400 (malformed, naming the field; on ``/btql``
 also an unknown object id, whichever org owns it), 401, 403 (impersonation or an ACL
 change not allowed), 404 (also for objects of another org), 413 (body over
-``max_request_bytes``). ``x-bt-impersonate-user`` swaps the request's principal for the
+``max_request_bytes``), 504 (a ``/btql`` query over its budget, ``scanlimit.py``).
+``x-bt-impersonate-user`` swaps the request's principal for the
 impersonated user's before any handler runs (rules in ``access.py``).
 """
 
@@ -16,7 +17,7 @@ import re
 import sqlite3
 import zlib
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import anyio.to_thread
@@ -31,6 +32,7 @@ from pipeline.emulator import (
     feedback,
     inserts,
     listing,
+    nesting,
     objects,
     organizations,
     overflow,
@@ -42,6 +44,7 @@ from pipeline.emulator import (
 from pipeline.emulator.auth import Authenticator
 from pipeline.emulator.faults import FaultInjector, install
 from pipeline.emulator.objects import KINDS, Kind, ListFilter, NotFound
+from pipeline.emulator.profiles import ReadPolicy
 from pipeline.emulator.query import QueryError
 from pipeline.emulator.rest import (
     AUTH_KEY,
@@ -54,6 +57,7 @@ from pipeline.emulator.rest import (
     store,
 )
 from pipeline.emulator.rest import uuid_param as _uuid_param
+from pipeline.emulator.scanlimit import QueryTimeout
 from pipeline.emulator.store import Store
 from pipeline.emulator.validate import BadRequest
 from pipeline.querylang.ast import OBJECT_TYPES, ObjectType
@@ -65,6 +69,7 @@ _COMPRESS_MIN_BYTES: Final = 1024
 @dataclass(frozen=True)
 class AppConfig:
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    reads: ReadPolicy = field(default_factory=ReadPolicy)  # the /btql profile and row-scan timeout
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -136,13 +141,15 @@ async def _write(request: web.Request, batches: list[inserts.Batch]) -> list[lis
 
 async def insert_rows(request: web.Request, object_type: ObjectType, object_id: str) -> web.Response:
     _uuid_param(object_id, f"{object_type} id")
-    batches = inserts.object_insert(object_type, object_id, await json_body(request))
+    body = nesting.decode_rows_body(await request.read(), envelope=2)  # {"events": [row]}
+    batches = inserts.object_insert(object_type, object_id, body)
     (row_ids,) = await _write(request, batches)
     return json_response({"row_ids": row_ids})
 
 
 async def cross_insert(request: web.Request, params: dict[str, str]) -> web.Response:
-    batches = inserts.cross_object_insert(await json_body(request))
+    body = nesting.decode_rows_body(await request.read(), envelope=4)  # {type: {id: {"events": [row]}}}
+    batches = inserts.cross_object_insert(body)
     results = await _write(request, batches)
     out: dict[str, dict[str, Any]] = {}
     for (object_type, object_id, _), row_ids in zip(batches, results, strict=True):
@@ -151,7 +158,7 @@ async def cross_insert(request: web.Request, params: dict[str, str]) -> web.Resp
 
 
 async def logs3(request: web.Request, params: dict[str, str]) -> web.Response:
-    body = await json_body(request)
+    body = nesting.decode_rows_body(await request.read(), envelope=2)  # {"rows": [row]}
     reference = inserts.overflow_reference(body)
     if reference is not None:
         row_ids = await overflow.apply_reference(store(request), reference, principal(request))
@@ -173,10 +180,12 @@ async def fetch_rows(request: web.Request, object_type: ObjectType, object_id: s
 async def btql(request: web.Request, params: dict[str, str]) -> web.Response:
     body = await json_body(request)
     org_ids = principal(request).org_ids
-    page = await store(request).read(lambda c: reads.btql_page(c, body, org_ids))
-    fmt = body.get("fmt", "json")
-    if fmt not in reads.FORMATS:
-        raise BadRequest(f"fmt: {fmt!r} is not supported (use {' or '.join(reads.FORMATS)})")
+    policy = request.app[CONFIG_KEY].reads
+    try:
+        page = await store(request).read(lambda c: reads.btql_page(c, body, org_ids, policy))
+    except QueryTimeout as exc:
+        raise web.HTTPGatewayTimeout(text=str(exc)) from None
+    fmt = body.get("fmt") or "json"  # checked by btql_page
     headers = {"x-bt-cursor": page.cursor} if page.cursor else {}
     if fmt == "jsonl":
         return web.Response(

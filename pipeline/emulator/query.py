@@ -7,13 +7,17 @@ is SQL and parameters over the ``rows`` table of ``store.py``. Visibility at ver
 per id, the version with the highest ``xact_id <= V``, unless that version is a delete.
 Pages of a spans, traces or summary (see ``summary.py``) query are ordered by ``seq`` (the write order behind
 ``_pagination_key``), so under a pinned version every visible row appears exactly once
-however many rows are written meanwhile.
+however many rows are written meanwhile. A cursor continues such a query, also when it sorts
+on ``_pagination_key`` alone (either direction); a ``_pagination_key`` compared with a key
+this server wrote compares as its ``seq``, so keyset paging reads only its page.
 
 A ``select *`` page selects the stored JSON text as is: no decode/encode per row.
 Projections and aggregates build their JSON in SQLite with ``json_object``. Identifiers
 are compiled in two modes: *scalar* (``json_extract``, for comparisons, sorting and
 aggregate arguments) and *json* (``->``, for values placed in an output row, so objects
-and strings keep their JSON types). User values only ever travel as parameters.
+and strings keep their JSON types). User values only ever travel as parameters. In scalar
+mode ``created`` is a time: its key of ``timestamps.py``, which literals facing it are
+turned into whatever their ISO-8601 spelling.
 
 Aggregate queries (``dimensions``/``measures``) group by their dimensions and may sort
 by any output column (by alias or by repeating its expression); they are never paged.
@@ -24,11 +28,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from pipeline.emulator.scanlimit import SCAN_FUNCTION
 from pipeline.emulator.summary import summary_cte
+from pipeline.emulator.timestamps import canonical_from_key_sql, key_sql, time_key
 from pipeline.querylang.ast import (
     AGGREGATE_FUNCTIONS,
     ARITHMETIC_OPS,
@@ -51,6 +58,10 @@ QUERY_FIELDS: Final = frozenset(
 #: Identifiers backed by a column of ``rows`` (faster, and ``_xact_id`` compares as an integer).
 COLUMN_IDENTS: Final = {"_xact_id": "xact_id", "id": "id", "root_span_id": "root_span_id"}
 _COMPARE_SQL: Final = {"eq": "=", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
+_CREATED: Final = {"op": "ident", "name": ["created"]}
+_PAGINATION_KEY: Final = {"op": "ident", "name": ["_pagination_key"]}
+#: A ``_pagination_key`` this server wrote (``store.pagination_key``): compares as its seq.
+_OWN_PAGINATION_KEY: Final = re.compile(r"p(\d{20})")
 _ARITH_SQL: Final = {"add": "+", "sub": "-", "mul": "*", "div": "/", "mod": "%"}
 
 
@@ -79,18 +90,48 @@ class Compiled:
 # -- cursors ----------------------------------------------------------------------------
 
 
+def _encode(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def _decode(cursor: str, parts: int) -> list[str]:
+    try:
+        found = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().split(":", parts - 1)
+    except (binascii.Error, UnicodeDecodeError):
+        found = []
+    if len(found) != parts:
+        raise QueryError("cursor: malformed cursor (pass back the cursor of the previous page unchanged)")
+    return found
+
+
 def encode_cursor(version: int, last_seq: int) -> str:
-    """An opaque cursor: the pinned version and the last row's seq."""
-    return base64.urlsafe_b64encode(f"{version}:{last_seq}".encode()).decode().rstrip("=")
+    """An opaque ``/btql`` cursor: the pinned version and the last row's seq."""
+    return _encode(f"{version}:{last_seq}")
 
 
 def decode_cursor(cursor: str) -> tuple[int, int]:
     """``(version, last_seq)`` of a cursor made by :func:`encode_cursor`."""
+    version, last_seq = _decode(cursor, 2)
     try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        version, last_seq = text.split(":")
         return int(version), int(last_seq)
-    except (binascii.Error, UnicodeDecodeError, ValueError):
+    except ValueError:
+        raise QueryError(
+            "cursor: malformed cursor (pass back the cursor of the previous page unchanged)"
+        ) from None
+
+
+def encode_history_cursor(version: int, xact_id: int, root_span_id: str) -> str:
+    """An opaque legacy-fetch cursor: the pinned version and the page's last
+    ``(_xact_id, root_span_id)``, the pair the old ``max_*`` cursor names."""
+    return _encode(f"{version}:{xact_id}:{root_span_id}")
+
+
+def decode_history_cursor(cursor: str) -> tuple[int, tuple[int, str]]:
+    """``(version, (xact_id, root_span_id))`` of a cursor made by :func:`encode_history_cursor`."""
+    version, xact_id, root_span_id = _decode(cursor, 3)
+    try:
+        return int(version), (int(xact_id), root_span_id)
+    except ValueError:
         raise QueryError(
             "cursor: malformed cursor (pass back the cursor of the previous page unchanged)"
         ) from None
@@ -210,40 +251,55 @@ class _Compiler:
             return f"({self.alias}.data -> {self.bind(json_path(name, where))})"
         if len(name) == 1 and name[0] in COLUMN_IDENTS:
             return f"{self.alias}.{COLUMN_IDENTS[name[0]]}"
-        return f"json_extract({self.alias}.data, {self.bind(json_path(name, where))})"
+        extracted = f"json_extract({self.alias}.data, {self.bind(json_path(name, where))})"
+        return key_sql(extracted) if node == _CREATED else extracted  # created is a time value
 
-    def _operands(self, node: dict[str, Any], where: str, aggregate: bool) -> tuple[str, str]:
+    def _operands(self, node: dict[str, Any], where: str, aggregate: bool, times: bool = True) -> tuple[str, str]:  # fmt: skip
+        """Both sides compiled; a literal facing ``_xact_id`` becomes an integer and, when
+        ``times``, one facing ``created`` becomes a time key (see ``timestamps.py``); without
+        ``times`` (patterns) ``created`` is its stored text."""
         left, right = node.get("left"), node.get("right")
         if left is None or right is None:
             raise QueryError(f"{where}: {node['op']} needs 'left' and 'right'")
-        left, right = self._coerce_xact(left, right), self._coerce_xact(right, left)
         return (
-            self.expr(left, f"{where}.left", aggregate=aggregate),
-            self.expr(right, f"{where}.right", aggregate=aggregate),
+            self._side(left, right, f"{where}.left", aggregate, times),
+            self._side(right, left, f"{where}.right", aggregate, times),
         )
 
+    def _side(self, node: Any, other: Any, where: str, aggregate: bool, times: bool) -> str:
+        if node == _CREATED and not times:
+            return f"json_extract({self.alias}.data, {self.bind('$.created')})"  # the stored text
+        return self.expr(self._coerce(node, other, where, times), where, aggregate=aggregate)
+
     @staticmethod
-    def _coerce_xact(node: Any, other: Any) -> Any:
-        """A literal compared with ``_xact_id`` compares as an integer (it may come as a string)."""
-        is_xact = isinstance(other, dict) and other.get("op") == "ident" and other.get("name") == ["_xact_id"]
-        if (
-            is_xact
-            and isinstance(node, dict)
-            and node.get("op") == "literal"
-            and isinstance(node.get("value"), str)
-        ):
+    def _coerce(node: Any, other: Any, where: str, times: bool = True) -> Any:
+        """A literal compared with ``_xact_id`` compares as an integer (it may come as a
+        string); one compared with ``created`` as a time, whatever its ISO-8601 spelling."""
+        if not (isinstance(node, dict) and node.get("op") == "literal" and node.get("value") is not None):
+            return node
+        value = node["value"]
+        if other == {"op": "ident", "name": ["_xact_id"]} and isinstance(value, str):
             try:
-                return {"op": "literal", "value": int(node["value"])}
+                return {"op": "literal", "value": int(value)}
             except ValueError:
-                raise QueryError(f"_xact_id: {node['value']!r} is not a transaction id") from None
+                raise QueryError(f"_xact_id: {value!r} is not a transaction id") from None
+        if other == _CREATED and times:
+            try:
+                return {"op": "literal", "value": time_key(value)}
+            except (TypeError, ValueError):
+                raise QueryError(f"{where}: created compares with ISO-8601 times, not {value!r}") from None
         return node
 
     def _compare(self, node: dict[str, Any], where: str, as_json: bool, aggregate: bool) -> str:
         op = node["op"]
-        right = node.get("right")
+        left, right = node.get("left"), node.get("right")
         if op in ("eq", "ne") and isinstance(right, dict) and right.get("op") == "literal" and right.get("value") is None:  # fmt: skip
-            left = self.expr(node.get("left"), f"{where}.left", aggregate=aggregate)
-            return f"({left} IS {'NOT ' if op == 'ne' else ''}NULL)"
+            left_sql = self.expr(left, f"{where}.left", aggregate=aggregate)
+            return f"({left_sql} IS {'NOT ' if op == 'ne' else ''}NULL)"
+        if left == _PAGINATION_KEY and (seq := _own_seq(right)) is not None:
+            return f"({self.alias}.seq {_COMPARE_SQL[op]} {self.bind(seq)})"  # keyset paging on the index
+        if right == _PAGINATION_KEY and (seq := _own_seq(left)) is not None:
+            return f"({self.bind(seq)} {_COMPARE_SQL[op]} {self.alias}.seq)"
         left_sql, right_sql = self._operands(node, where, aggregate)
         return f"({left_sql} {_COMPARE_SQL[op]} {right_sql})"
 
@@ -252,7 +308,7 @@ class _Compiler:
         return f"({left_sql} {_ARITH_SQL[node['op']]} {right_sql})"
 
     def _like(self, node: dict[str, Any], where: str, as_json: bool, aggregate: bool) -> str:
-        left_sql, right_sql = self._operands(node, where, aggregate)
+        left_sql, right_sql = self._operands(node, where, aggregate, times=False)  # a pattern is text
         return f"bt_like({left_sql}, {right_sql}, {int(node['op'] == 'ilike')})"
 
     def _includes(self, node: dict[str, Any], where: str, as_json: bool, aggregate: bool) -> str:
@@ -280,7 +336,7 @@ class _Compiler:
             raise QueryError(f"{where}.right: 'in' needs a list literal")
         left_sql = self.expr(node.get("left"), f"{where}.left", aggregate=aggregate)
         values = [
-            self._coerce_xact({"op": "literal", "value": v}, node.get("left"))["value"]
+            self._coerce({"op": "literal", "value": v}, node.get("left"), f"{where}.right")["value"]
             for v in right["value"]
         ]
         if not values:
@@ -350,21 +406,50 @@ class _Compiler:
         inner = self.expr(arg, f"{where}.args[0]")
         if name in ("min", "max") and arg == {"op": "ident", "name": ["_xact_id"]}:
             return f"CAST({name}({inner}) AS TEXT)"  # versions travel as decimal strings
+        if name in ("min", "max") and arg == _CREATED:
+            return canonical_from_key_sql(f"{name}({inner})")  # the time key back to its spelling
         return f"{name}({inner})"
+
+
+def _own_seq(node: Any) -> int | None:
+    """The seq behind a ``_pagination_key`` literal this server wrote, else None (other
+    texts compare as text)."""
+    if isinstance(node, dict) and node.get("op") == "literal" and isinstance(node.get("value"), str):
+        found = _OWN_PAGINATION_KEY.fullmatch(node["value"])
+        if found:
+            return int(found.group(1))
+    return None
 
 
 # -- whole queries --------------------------------------------------------------------------
 
 
-def visible_sql(alias: str, source: Source, version: int, params: list[Any]) -> str:
-    """Rows of ``source`` visible at ``version`` (latest version per id, not deleted)."""
-    params.extend([source.object_type, *source.object_ids, version, version])
-    marks = ",".join("?" * len(source.object_ids))
-    a = alias
-    return (
-        f"{a}.object_type = ? AND {a}.object_id IN ({marks}) AND {a}.xact_id <= ? AND {a}.deleted = 0"
-        f" AND ({a}.superseded IS NULL OR {a}.superseded > ?)"
-    )
+@dataclass(frozen=True)
+class Visibility:
+    """Which row versions a query sees: those of ``source`` visible at ``version``, each read
+    counted by ``bt_scan`` when ``counted`` (see ``scanlimit.py``)."""
+
+    source: Source
+    version: int
+    counted: bool = False
+
+    def sql(self, alias: str, params: list[Any], in_seq_order: bool = False) -> str:
+        """Latest version per id at ``version``, not deleted. The scan counter comes right
+        after the terms the indexes answer, so every row the scan reads is counted.
+
+        ``in_seq_order``: the rows are read in seq order up to a limit, so the version bound
+        is kept from the planner (``+``): without statistics it would rather range over
+        ``rows_visible`` and sort the whole object than walk ``rows_seq`` and stop after
+        the page."""
+        params.extend([self.source.object_type, *self.source.object_ids, self.version, self.version])
+        marks = ",".join("?" * len(self.source.object_ids))
+        a = alias
+        counter = f" AND {SCAN_FUNCTION}({a}.seq)" if self.counted else ""
+        bound = f"+{a}.xact_id" if in_seq_order else f"{a}.xact_id"
+        return (
+            f"{a}.object_type = ? AND {a}.object_id IN ({marks}){counter} AND {bound} <= ?"
+            f" AND {a}.deleted = 0 AND ({a}.superseded IS NULL OR {a}.superseded > ?)"
+        )
 
 
 def _named_list(value: Any, where: str) -> list[dict[str, Any]]:
@@ -395,8 +480,8 @@ class _Scope:
     table: str
 
 
-def _scope(query: dict[str, Any], source: Source, version: int) -> _Scope:
-    if source.shape != "summary":
+def _scope(query: dict[str, Any], seen: Visibility) -> _Scope:
+    if seen.source.shape != "summary":
         return _Scope("", [], "rows")
     head: list[Any] = []
     filter_node = query.get("filter")
@@ -406,22 +491,23 @@ def _scope(query: dict[str, Any], source: Source, version: int) -> _Scope:
         def trace_filter() -> str:
             return _Compiler("m", head).expr(filter_node, "query.filter")
 
-    prefix = summary_cte(lambda alias: visible_sql(alias, source, version, head), trace_filter)
+    prefix = summary_cte(lambda alias: seen.sql(alias, head), trace_filter)
     return _Scope(prefix, head, "summary")
 
 
-def _where_clause(query: dict[str, Any], source: Source, version: int, c: _Compiler) -> str:
+def _where_clause(query: dict[str, Any], seen: Visibility, c: _Compiler, in_seq_order: bool = False) -> str:  # fmt: skip
     """Visibility plus the filter; for ``traces`` the filter picks whole traces (for
     ``summary`` both live in the summary table's definition)."""
-    if source.shape == "summary":
+    if seen.source.shape == "summary":
         return "1"
-    visible = visible_sql("r", source, version, c.params)
     filter_node = query.get("filter")
+    # A lookup by id is best served by the id index, whatever the order (see Visibility.sql).
+    visible = seen.sql("r", c.params, in_seq_order and not _looks_up_ids(filter_node))
     if filter_node is None:
         return visible
-    if source.shape == "traces":
+    if seen.source.shape == "traces":
         inner = _Compiler("m", c.params)
-        m_visible = visible_sql("m", source, version, c.params)
+        m_visible = seen.sql("m", c.params)
         m_filter = inner.expr(filter_node, "query.filter")
         return (
             f"{visible} AND r.root_span_id IN (SELECT m.root_span_id FROM rows m"
@@ -430,12 +516,23 @@ def _where_clause(query: dict[str, Any], source: Source, version: int, c: _Compi
     return f"{visible} AND {c.expr(filter_node, 'query.filter')}"
 
 
-def compile_query(query: dict[str, Any], source: Source, version: int, after_seq: int | None, limit: int) -> Compiled:  # fmt: skip
-    """SQL for one page of ``query`` at ``version``, continuing after ``after_seq``."""
-    scope = _scope(query, source, version)
+def _looks_up_ids(node: Any) -> bool:
+    """Whether a filter pins ``id`` to given values (``id = x``, ``id in [...]``, or such a
+    term among the children of an ``and``)."""
+    if not isinstance(node, dict):
+        return False
+    if node.get("op") == "and":
+        children = node.get("children") or [node.get("left"), node.get("right")]
+        return isinstance(children, list) and any(_looks_up_ids(child) for child in children)
+    return node.get("op") in ("eq", "in") and {"op": "ident", "name": ["id"]} in (node.get("left"), node.get("right"))  # fmt: skip
+
+
+def compile_query(query: dict[str, Any], seen: Visibility, after_seq: int | None, limit: int) -> Compiled:
+    """SQL for one page of ``query``, continuing after the row ``after_seq`` of a cursor."""
+    scope = _scope(query, seen)
     c = _Compiler("r")
     if "measures" in query or "dimensions" in query:
-        return _compile_aggregate(query, source, version, limit, scope, c)
+        return _compile_aggregate(query, seen, limit, scope, c)
     select = query.get("select", [{"op": "star"}])
     columns: tuple[str, ...] | None
     items: list[dict[str, Any]] = []
@@ -445,16 +542,27 @@ def compile_query(query: dict[str, Any], source: Source, version: int, after_seq
         items = _named_list(select, "query.select")
         pairs = [(i["alias"], c.expr(i["expr"], f"query.select[{n}].expr", as_json=True)) for n, i in enumerate(items)]  # fmt: skip
         payload, columns = f"CAST({_json_object(pairs)} AS BLOB)", tuple(a for a, _ in pairs)
-    where = _where_clause(query, source, version, c)
-    sort = query.get("sort")
-    if sort is not None:
-        order = _order_by(sort, items, c)
+    direction = paging_direction(query.get("sort"))
+    where = _where_clause(query, seen, c, in_seq_order=direction is not None)
+    if direction is None:
+        order = _order_by(query["sort"], items, c)
     else:
-        order = "r.seq"
+        order = f"r.seq {direction}"
         if after_seq is not None:
-            where += f" AND r.seq > {c.bind(after_seq)}"
+            where += f" AND r.seq {'>' if direction == 'ASC' else '<'} {c.bind(after_seq)}"
     sql = f"{scope.prefix}SELECT r.seq, {payload} FROM {scope.table} r WHERE {where} ORDER BY {order} LIMIT {c.bind(limit)}"  # fmt: skip
-    return Compiled(sql, scope.head + c.params, paged=sort is None, columns=columns)
+    return Compiled(sql, scope.head + c.params, paged=direction is not None, columns=columns)
+
+
+def paging_direction(sort: Any) -> str | None:
+    """``ASC`` or ``DESC`` when a query reads in the write order a cursor continues (no sort,
+    or a sort on ``_pagination_key`` alone, as ``bt sync`` sends); None for any other sort."""
+    if sort is None:
+        return "ASC"
+    items = _sort_items(sort)
+    if len(items) == 1 and items[0][0] == _PAGINATION_KEY:
+        return items[0][1]
+    return None
 
 
 def _sort_items(sort: Any) -> list[tuple[Any, str]]:
@@ -477,10 +585,7 @@ def _order_by(sort: Any, selected: list[dict[str, Any]], c: _Compiler) -> str:
         name = expr.get("name") if isinstance(expr, dict) and expr.get("op") == "ident" else None
         if isinstance(name, list) and len(name) == 1 and name[0] in aliases:
             expr = aliases[name[0]]
-        if expr == {"op": "ident", "name": ["_pagination_key"]}:
-            sql = "r.seq"
-        else:
-            sql = c.expr(expr, f"query.sort[{i}].expr")
+        sql = "r.seq" if expr == _PAGINATION_KEY else c.expr(expr, f"query.sort[{i}].expr")
         terms.append(f"{sql} {direction}")
     return ", ".join([*terms, "r.seq"])
 
@@ -505,7 +610,7 @@ def _aggregate_order(sort: Any, outputs: list[tuple[dict[str, Any], str]]) -> li
     return terms
 
 
-def _compile_aggregate(query: dict[str, Any], source: Source, version: int, limit: int, scope: _Scope, c: _Compiler) -> Compiled:  # fmt: skip
+def _compile_aggregate(query: dict[str, Any], seen: Visibility, limit: int, scope: _Scope, c: _Compiler) -> Compiled:  # fmt: skip
     if "select" in query:
         raise QueryError("query: use either select or dimensions/measures, not both")
     dims = _named_list(query.get("dimensions", []), "query.dimensions")
@@ -515,7 +620,7 @@ def _compile_aggregate(query: dict[str, Any], source: Source, version: int, limi
         inner_cols.append(f"{c.expr(d['expr'], f'query.dimensions[{n}].expr', as_json=True)} AS d{n}")
     for n, m in enumerate(measures):
         inner_cols.append(f"{c.expr(m['expr'], f'query.measures[{n}].expr', aggregate=True)} AS m{n}")
-    where = _where_clause(query, source, version, c)
+    where = _where_clause(query, seen, c)
     dim_cols = [f"d{n}" for n in range(len(dims))]
     group = f" GROUP BY {', '.join(dim_cols)}" if dims else ""
     inner = f"SELECT {', '.join(inner_cols)} FROM {scope.table} r WHERE {where}{group}"
@@ -529,19 +634,32 @@ def _compile_aggregate(query: dict[str, Any], source: Source, version: int, limi
     return Compiled(sql, scope.head + c.params, paged=False, columns=tuple(a for a, _ in pairs))
 
 
-def compile_history(source: Source, version: int, before_seq: int | None, limit: int) -> Compiled:
-    """The legacy fetch: every stored version of the live rows at ``version``, newest first."""
+def compile_history(source: Source, version: int, before: tuple[int, str] | None, traces: int) -> Compiled:
+    """The legacy fetch: every stored version of the rows live at ``version``, newest first.
+
+    The spec pages it by ``(_xact_id, root_span_id)``, from latest to earliest, and its
+    ``limit`` counts traces: a page holds every row version of ``traces`` such pairs (a
+    trace written in one request is one pair; one written over several requests is read
+    back one transaction at a time, as the spec's history walk does), continuing below
+    ``before``. The rows come back as ``(seq, json, xact_id, root_span_id)``."""
     params: list[Any] = []
-    live = visible_sql("v", source, version, params)
+    live = Visibility(source, version).sql("v", params)
     marks = ",".join("?" * len(source.object_ids))
     params.extend([source.object_type, *source.object_ids, version])
     where = (
         f"r.id IN (SELECT v.id FROM rows v WHERE {live}) AND r.object_type = ? AND r.object_id IN ({marks})"
         " AND r.xact_id <= ? AND r.deleted = 0"
     )
-    if before_seq is not None:
-        where += " AND r.seq < ?"
-        params.append(before_seq)
-    params.append(limit)
-    sql = f"SELECT r.seq, CAST(r.data AS BLOB) FROM rows r WHERE {where} ORDER BY r.seq DESC LIMIT ?"
+    if before is not None:
+        where += " AND (r.xact_id, r.root_span_id) < (?, ?)"
+        params.extend(before)
+    params.append(traces)
+    sql = (
+        f"WITH history AS (SELECT r.seq, r.xact_id, r.root_span_id, r.data FROM rows r WHERE {where}),"
+        " page AS (SELECT DISTINCT xact_id, root_span_id FROM history"
+        " ORDER BY xact_id DESC, root_span_id DESC LIMIT ?)"
+        " SELECT h.seq, CAST(h.data AS BLOB), h.xact_id, h.root_span_id FROM history h"
+        " JOIN page p ON p.xact_id = h.xact_id AND p.root_span_id = h.root_span_id"
+        " ORDER BY h.xact_id DESC, h.root_span_id DESC, h.seq DESC"
+    )
     return Compiled(sql, params, paged=True, columns=None)

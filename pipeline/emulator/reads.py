@@ -9,34 +9,68 @@ by joining those texts (the hot path of every export: keep it free of per-row wo
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
 
 from pipeline.emulator.objects import NotFound, resolve_row_object
+from pipeline.emulator.profiles import ReadPolicy, check_profile
 from pipeline.emulator.query import (
     Compiled,
     QueryError,
     Source,
+    Visibility,
     check_query,
     compile_history,
     compile_query,
     decode_cursor,
+    decode_history_cursor,
     encode_cursor,
+    encode_history_cursor,
+    paging_direction,
     parse_limit,
     parse_source,
 )
+from pipeline.emulator.scanlimit import budget, enforced
 from pipeline.emulator.store import current_xact_id
 from pipeline.querylang.ast import ObjectType
 
-BTQL_FIELDS: Final = frozenset(
-    {"query", "fmt", "version", "cursor", "use_columnstore", "use_brainstore", "brainstore_realtime",
-     "query_source", "tz_offset", "audit_log"}
-)  # fmt: skip
-FETCH_FIELDS: Final = frozenset({"limit", "cursor", "version", "max_xact_id", "max_root_span_id"})
 FORMATS: Final = ("json", "jsonl")
+
+
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, bool)
+
+
+def _is_text(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+#: Body fields of ``/btql`` beside ``query``, as the official clients send them, with the
+#: check each gets (null is always accepted) and what it expects. Those without a meaning
+#: here are accepted and ignored: the emulator is always realtime (``brainstore_realtime``)
+#: and has one store (``use_columnstore``, ``use_brainstore``).
+BTQL_FIELDS: Final[dict[str, tuple[Callable[[Any], bool], str]]] = {
+    "fmt": (lambda v: v in FORMATS, f"{' or '.join(FORMATS)} (parquet is not supported)"),
+    "version": (lambda v: True, "a transaction id"),  # checked by parse_version
+    "cursor": (_is_text, "a cursor string"),
+    "query_timeout_seconds": (lambda v: _is_number(v) and v > 0, "a number of seconds above 0"),
+    "use_columnstore": (_is_bool, "a boolean"),
+    "use_brainstore": (_is_bool, "a boolean"),
+    "brainstore_realtime": (_is_bool, "a boolean"),
+    "audit_log": (_is_bool, "a boolean"),
+    "query_source": (_is_text, "a string"),
+    "client_version": (_is_text, "a string"),
+    "api_version": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    "tz_offset": (_is_number, "a number of minutes"),
+}
+FETCH_FIELDS: Final = frozenset({"limit", "cursor", "version", "max_xact_id", "max_root_span_id"})
 
 
 @dataclass(frozen=True)
@@ -47,8 +81,10 @@ class Page:
 
 
 def parse_version(value: Any, where: str = "version") -> int | None:
-    if value is None:
-        return None
+    return None if value is None else parse_xact(value, where)
+
+
+def parse_xact(value: Any, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise QueryError(f"{where}: expected a transaction id (decimal string or integer)")
     try:
@@ -74,47 +110,84 @@ def _run(conn: sqlite3.Connection, compiled: Compiled, version: int) -> Page:
     return Page([r[1] for r in rows], cursor, compiled.columns)
 
 
-def btql_page(conn: sqlite3.Connection, body: Any, org_ids: Sequence[str]) -> Page:
-    """One page of a ``POST /btql`` request (body already parsed from JSON)."""
+def _check_body(body: Any) -> dict[str, Any]:
+    """The body of a ``POST /btql``: an object with a ``query`` and the known fields, each
+    of the type it takes (a 400 naming the field otherwise)."""
     if not isinstance(body, dict):
         raise QueryError("request body: expected an object with a 'query'")
-    unknown = sorted(set(body) - BTQL_FIELDS)
-    if unknown:
-        raise QueryError(f"request body: unknown field {unknown[0]!r}")
+    for name, value in body.items():
+        if name == "query":
+            continue
+        if name not in BTQL_FIELDS:
+            raise QueryError(f"request body: unknown field {name!r}")
+        check, expected = BTQL_FIELDS[name]
+        if value is not None and not check(value):
+            raise QueryError(f"{name}: expected {expected}, got {value!r}")
+    return body
+
+
+def btql_page(conn: sqlite3.Connection, body: Any, org_ids: Sequence[str], policy: ReadPolicy) -> Page:  # fmt: skip
+    """One page of a ``POST /btql`` request (body already parsed from JSON).
+
+    The cursor may come inside the query (the SDKs; ``cursor:`` in BTQL text) or beside it
+    (older callers); it pins the version it was made under."""
+    body = _check_body(body)
     query = check_query(body.get("query"))
     source = parse_source(query)
     limit = parse_limit(query.get("limit"), "query.limit")
     version = parse_version(body.get("version"))
+    check_profile(policy, query, pinned=version is not None)
     cursor = body.get("cursor") or query.get("cursor")
     after_seq = None
     if cursor is not None:
         if not isinstance(cursor, str):
             raise QueryError("cursor: expected a string")
-        if query.get("sort") is not None:
-            raise QueryError("cursor: cursors page in the server's own order and need no sort; drop 'sort'")
+        if paging_direction(query.get("sort")) is None:
+            raise QueryError(
+                "cursor: cursors page in the server's own order and need no sort other than"
+                " _pagination_key; drop 'sort'"
+            )
         version, after_seq = decode_cursor(cursor)
     _check_sources(conn, source, org_ids)
     if version is None:
         version = current_xact_id(conn)
-    return _run(conn, compile_query(query, source, version, after_seq, limit), version)
+    limits = budget(policy.query_timeout_rows, body.get("query_timeout_seconds"))
+    seen = Visibility(source, version, counted=limits.rows is not None)
+    compiled = compile_query(query, seen, after_seq, limit)
+    with enforced(conn, limits):
+        return _run(conn, compiled, version)
 
 
 def fetch_page(conn: sqlite3.Connection, object_type: ObjectType, object_id: str, params: dict[str, Any], org_ids: Sequence[str]) -> Page:  # fmt: skip
-    """One page of the legacy ``/v1/{type}/{id}/fetch`` (version history, newest first)."""
+    """One page of the legacy ``/v1/{type}/{id}/fetch``: the version history, newest first,
+    ``limit`` traces a page (see ``query.compile_history``). It continues after the opaque
+    ``cursor`` of the previous page or, the deprecated form, below the pair
+    ``max_xact_id`` + ``max_root_span_id`` (the earliest pair of the previous page)."""
     unknown = sorted(set(params) - FETCH_FIELDS)
     if unknown:
         raise QueryError(f"request body: unknown field {unknown[0]!r}")
     limit = parse_limit(_int_param(params.get("limit"), "limit"))
-    version = parse_version(params.get("version")) or parse_version(params.get("max_xact_id"), "max_xact_id")
-    before_seq = None
+    version = parse_version(params.get("version"))
+    before = None
+    max_xact, max_root = params.get("max_xact_id"), params.get("max_root_span_id")
     if params.get("cursor") is not None:
         if not isinstance(params["cursor"], str):
             raise QueryError("cursor: expected a string")
-        version, before_seq = decode_cursor(params["cursor"])
+        version, before = decode_history_cursor(params["cursor"])
+    elif max_xact is not None or max_root is not None:
+        if max_xact is None or not isinstance(max_root, str):
+            raise QueryError(
+                "max_xact_id, max_root_span_id: pass both (together they form the old cursor: the"
+                " earliest _xact_id and root_span_id of the previous page)"
+            )
+        before = (parse_xact(max_xact, "max_xact_id"), max_root)
     resolve_row_object(conn, object_type, object_id, org_ids)
     if version is None:
         version = current_xact_id(conn)
-    return _run(conn, compile_history(Source(object_type, (object_id,), "spans"), version, before_seq, limit), version)  # fmt: skip
+    compiled = compile_history(Source(object_type, (object_id,), "spans"), version, before, limit)
+    rows = conn.execute(compiled.sql, compiled.params).fetchall()
+    cursor = encode_history_cursor(version, rows[-1][2], rows[-1][3]) if rows else None
+    return Page([r[1] for r in rows], cursor, None)
 
 
 def _int_param(value: Any, where: str) -> Any:

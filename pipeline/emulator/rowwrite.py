@@ -22,6 +22,7 @@ import orjson
 
 from pipeline.emulator import jsonvalues, spec
 from pipeline.emulator.store import next_row_seq, next_xact_id, pagination_key
+from pipeline.emulator.timestamps import canonical_time
 from pipeline.querylang.ast import ObjectType
 
 #: The fields :func:`stored_row` fills in itself besides the object keys. The spec says what
@@ -125,7 +126,7 @@ def stored_row(target: Target, fields: dict[str, Any], xact: int, seq: int) -> d
         "id": fields["id"],
         "_xact_id": str(xact),
         "_pagination_key": pagination_key(seq),
-        "created": fields.get("created") or now_iso(),
+        "created": canonical_time(fields["created"]) if fields.get("created") else now_iso(),
         "org_id": target.org_id,
         "project_id": target.project_id,
         **layout.fixed,

@@ -22,6 +22,7 @@ from aiohttp import web
 from pipeline.emulator.app import DEFAULT_MAX_REQUEST_BYTES, AppConfig, create_app
 from pipeline.emulator.auth import DEFAULT_KEYS, KeySpec, register_keys
 from pipeline.emulator.faults import FaultConfig, FaultInjector
+from pipeline.emulator.profiles import ReadPolicy
 from pipeline.emulator.sample import load_sample
 from pipeline.emulator.store import Store
 
@@ -39,6 +40,14 @@ class ServerConfig:
     faults: FaultConfig = field(default_factory=FaultConfig)
     sample_traces: int = 0
     seed: int = 0
+    profile: str = "default"  # "conservative": refuse /btql features no official client uses
+    query_timeout_rows: int | None = None  # /btql answers 504 past this many rows scanned
+
+    def __post_init__(self) -> None:
+        self.reads()  # an unknown profile or a negative limit fails here, not in the server thread
+
+    def reads(self) -> ReadPolicy:
+        return ReadPolicy(self.profile, self.query_timeout_rows)
 
 
 def open_store(config: ServerConfig) -> Store:
@@ -52,7 +61,7 @@ def open_store(config: ServerConfig) -> Store:
 
 
 async def _start(config: ServerConfig, db: Store, faults: FaultInjector) -> tuple[web.AppRunner, str]:
-    app = create_app(db, AppConfig(config.max_request_bytes), faults)
+    app = create_app(db, AppConfig(config.max_request_bytes, config.reads()), faults)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     sock = socket.create_server((config.host, config.port), reuse_port=False)

@@ -12,10 +12,10 @@ import functools
 import re
 import uuid
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 from pipeline.emulator import spec
+from pipeline.emulator.timestamps import parse_time
 from pipeline.querylang.ast import ObjectType
 
 
@@ -75,7 +75,7 @@ def date_time(value: Any, where: str) -> None:
     if not _DATE_TIME.match(value):
         raise fail(where, "expected an ISO-8601 date-time")
     try:
-        datetime.fromisoformat(value.replace("Z", "+00:00"))
+        parse_time(value)  # also refuses times that leave the calendar once moved to UTC
     except ValueError:
         raise fail(where, "expected an ISO-8601 date-time") from None
 

@@ -55,7 +55,7 @@ async def test_merge_and_merge_paths(api: Api) -> None:
     row = (await rows_by_id(api, "project_logs", pid))["m"]
     assert row["input"] == {"a": 1, "b": {"x": 1, "y": 2}}
     assert row["metadata"] == {"k": {"p": 9}}
-    assert row["created"] == "2024-05-01T00:00:00Z"
+    assert row["created"] == "2024-05-01T00:00:00.000Z"  # the canonical spelling of the time sent
     assert "_is_merge" not in row and "_merge_paths" not in row
 
 

@@ -31,6 +31,7 @@ from pipeline.common.jsoncodec import dumps, parse_page
 from pipeline.common.rows import ObjectType
 
 # -- one column at a time -------------------------------------------------------------------------
+#: A field the row lacks, as opposed to one whose value is null.
 _ABSENT: Final = object()
 
 

@@ -23,6 +23,7 @@ from pipeline.common.errors import BtpipeError, UsageError
 from pipeline.common.jsoncodec import loads, loads_array
 from pipeline.common.rows import ObjectType
 
+#: What a decoded column holds for a row that lacks the field (a null in the column).
 _ABSENT: Final = object()
 
 

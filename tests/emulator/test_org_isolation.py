@@ -52,6 +52,12 @@ async def test_other_org_cannot_read_or_write(api: Api) -> None:
     before = await snapshot(api, ids)
 
     grant = {"object_type": "project", "object_id": pid, "user_id": member["id"], "role_id": OWNER_ROLE_ID}
+    overflow_row = {
+        "object_ids": {"project_id": pid, "log_id": "g"},
+        "is_delete": False,
+        "input_row": {"byte_size": 5},
+    }
+    overflow = {"content_type": "application/json", "size_bytes": 10, "rows": [overflow_row]}
     cases: list[tuple[str, str, Any, dict[str, str] | None, int]] = [
         ("POST", "/btql", {"query": {"from": from_object("project_logs", pid)}}, None, 400),
         ("POST", "/btql", {"query": f"SELECT * FROM dataset('{dataset['id']}')"}, None, 400),
@@ -120,6 +126,22 @@ async def test_other_org_cannot_read_or_write(api: Api) -> None:
             None,
             404,
         ),
+        # The SDKs' overflow path, app routes and summaries.
+        ("POST", "/logs3/overflow", overflow, None, 404),
+        ("PUT", "/_emulator/overflow/forged-token", {"rows": []}, None, 403),
+        (
+            "POST",
+            "/api/project/register",
+            {"project_name": project["name"], "org_id": org_a["id"]},
+            None,
+            404,
+        ),
+        ("POST", "/api/dataset/register", {"project_id": pid, "dataset_name": "intruder"}, None, 404),
+        ("POST", "/api/experiment/register", {"project_id": pid, "experiment_name": "intruder"}, None, 404),
+        ("POST", "/api/base_experiment/get_id", {"id": experiment["id"]}, None, 404),
+        ("GET", "/experiment-comparison2", None, {"experiment_id": experiment["id"]}, 404),
+        ("GET", f"/v1/experiment/{experiment['id']}/summarize", None, {"summarize_scores": "true"}, 404),
+        ("GET", f"/v1/dataset/{dataset['id']}/summarize", None, {"summarize_data": "true"}, 404),
     ]
     for method, path, body, params, status in cases:
         reply = await api.call(method, path, body, key=api.emulator.other_org_key, params=params)

@@ -60,7 +60,7 @@ def export(settings: ClientSettings, quiet: bool, as_json: bool, **kw: Any) -> N
     """Export project logs, datasets and experiments to Parquet or JSONL files."""
     output = Output(quiet, as_json)
     compression, file_mb = kw.pop("compression"), kw.pop("file_mb")
-    options = ExportOptions(**kw, compression=None if compression == "none" else compression,
+    options = ExportOptions(**kw, compression=compression,
                             file_bytes=file_mb * MB)  # fmt: skip
 
     async def body(progress: Progress) -> Any:

@@ -68,7 +68,9 @@ class ExportOptions:
     out: str
     objects: str = defaults.OBJECTS.default
     format: str = defaults.FORMAT.default
-    compression: str | None = defaults.COMPRESSION.default  # None: zstd for parquet, none for jsonl
+    compression: str | None = (
+        defaults.COMPRESSION.default
+    )  # None: zstd for parquet, none for jsonl; "none": none
     filter: str | None = defaults.FILTER.default
     shape: str = defaults.SHAPE.default
     incremental: bool = defaults.INCREMENTAL.default
@@ -507,7 +509,9 @@ class ExportJob:
                 directory,
                 prefix=prefix,
                 first_part=rng.next_part,
-                compression=cast(JsonlCompression, self.options.compression),
+                compression=cast(
+                    JsonlCompression, None if self.options.compression == "none" else self.options.compression
+                ),
             )
         factory = partial(
             parquet_sink,

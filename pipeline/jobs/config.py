@@ -185,7 +185,7 @@ class ExportJobConfig:
             out=self.out,
             objects=",".join(self.objects),
             format=self.format,
-            compression=None if self.compression == "none" else self.compression,
+            compression=self.compression,
             filter=self.filter,
             shape=self.shape,
             incremental=incremental,

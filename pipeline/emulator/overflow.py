@@ -88,14 +88,13 @@ def parse_request(body: Any) -> OverflowRequest:
     rows = body.get("rows")
     if not isinstance(rows, list) or not rows:
         raise fail("rows", "expected a non-empty array")
-    targets = set()
+    targets: set[tuple[str, str]] = set()
     for i, row in enumerate(rows):
         where = f"rows[{i}]"
         if not isinstance(row, dict) or not isinstance(row.get("object_ids"), dict):
             raise fail(where, "expected {object_ids, is_delete, input_row: {byte_size}}")
-        if not isinstance(row.get("is_delete", False), bool) or not isinstance(
-            row.get("has_comment", False), bool
-        ):
+        flags = (row.get("is_delete", False), row.get("has_comment", False))  # JS leaves has_comment out
+        if not all(isinstance(flag, bool) for flag in flags):
             raise fail(where, "is_delete and has_comment must be booleans")
         input_row = row.get("input_row")
         if not isinstance(input_row, dict):

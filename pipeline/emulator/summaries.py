@@ -40,7 +40,7 @@ from pipeline.emulator.rest import json_body, json_response, principal, store, u
 from pipeline.emulator.summary import summary_cte
 from pipeline.emulator.validate import BadRequest, fail, uuid_string
 
-#: Metrics whose smaller values are better are all of them; scores are better when larger.
+#: Which way is better: larger scores, smaller metrics (durations, tokens, cost).
 _HIGHER_IS_BETTER: Final = {"scores": True, "metrics": False}
 
 

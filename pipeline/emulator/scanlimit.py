@@ -63,7 +63,7 @@ class _Scan:
     def __call__(self, row: object) -> int:
         self.count += 1
         if self.count > self.limit:
-            raise OverflowError("scan budget exceeded")
+            raise RuntimeError("scan budget exceeded")  # SQLite stops the query: OperationalError
         return 1
 
 

@@ -58,5 +58,6 @@ def key_sql(canonical: str) -> str:
 
 
 def canonical_from_key_sql(key: str) -> str:
-    """SQL turning a :func:`time_key` back into the canonical spelling (for ``min``/``max``)."""
-    return f"(CASE WHEN substr({key}, 24) = '000' THEN substr({key}, 1, 23) ELSE {key} END || 'Z')"
+    """SQL turning a :func:`time_key` back into the canonical spelling (for ``min``/``max``);
+    it names ``key`` once, as the expression may hold a parameter."""
+    return f"replace({key} || 'Z', '000Z', 'Z')"

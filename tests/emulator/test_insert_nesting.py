@@ -3,13 +3,16 @@ deeper rows get a 400 naming the limit (never a 500), and nothing is written."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from pipeline.emulator.nesting import MAX_NESTING_DEPTH
+from pipeline.emulator.nesting import MAX_NESTING_DEPTH, nests_deeper_than
 from pipeline.querylang.ast import from_object
 from tests.emulator.conftest import Api
 
@@ -83,3 +86,27 @@ async def test_brackets_inside_strings_are_data(api: Api) -> None:
     events = [{"id": "s", "input": text, "metadata": {"k": "]}" * 300}}]
     await api.insert("project_logs", pid, events)
     assert await stored(api, pid) == {"s": text}
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict | list):
+        children = value.values() if isinstance(value, dict) else value
+        return 1 + max((_depth(child) for child in children), default=0)
+    return 0
+
+
+_tricky_text = st.text(alphabet='[]{}"\\:,a\n\u2028', max_size=6)
+_json = st.recursive(
+    st.none() | st.integers() | _tricky_text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_tricky_text, inner, max_size=3),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=_json, spaced=st.booleans())
+def test_the_byte_level_depth_matches_the_decoded_depth(value: Any, spaced: bool) -> None:
+    raw = json.dumps(value, separators=(", ", ": ") if spaced else (",", ":"), ensure_ascii=spaced).encode()
+    depth = _depth(value)
+    for levels in range(max(depth - 2, 0), depth + 2):
+        assert nests_deeper_than(raw, levels) == (depth > levels), (raw, levels)

@@ -19,7 +19,7 @@ from typing import Any
 
 import anyio
 
-from pipeline.api.btql import Pager, build_query, snapshot
+from pipeline.api.btql import Pager, build_query
 from pipeline.api.client import BraintrustClient
 from pipeline.api.objects import (
     ObjectRef,
@@ -29,6 +29,7 @@ from pipeline.api.objects import (
     resolve_project,
     resolve_selection,
 )
+from pipeline.api.snapshot import pin_read
 from pipeline.common import jsoncodec
 from pipeline.common.errors import UsageError
 from pipeline.common.rows import DESTINATION_FIELDS
@@ -53,11 +54,11 @@ def digest_rows(rows: Iterable[dict[str, Any]], into: Digests) -> None:
 
 async def digest_object(client: BraintrustClient, ref: ObjectRef) -> Digests:
     query = build_query(ref.object_type, ref.id)
-    snap = await snapshot(client, query)
+    snap = await pin_read(client, query)
     digests: Digests = {}
     if snap.version is None:
         return digests
-    async for page in Pager(client, query, version=snap.read_version).pages():
+    async for page in Pager(client, query, version=snap.version).pages():
         digest_rows(jsoncodec.loads_lines(page.raw), digests)
     return digests
 

@@ -171,16 +171,30 @@ def test_an_export_state_file_from_before_loads_and_saves_the_same(tmp_path: Pat
     store = export_store(storage, "p1")
     state = store.load()
     assert state is not None and state.run is not None and state.run.incremental
-    assert state.since('["dataset","d1","spans",""]') == "900" and state.since("other") is None
+    mark = state.watermark('["dataset","d1","spans",""]')
+    assert mark is not None and (mark.version, mark.key) == ("900", None) and state.watermark("other") is None
     obj = state.run.objects[0]
-    assert (obj.read_version, obj.rows, obj.key) == (None, 7, "dataset:d1")
+    assert (obj.pinned, obj.rows, obj.key) == (False, 7, "dataset:d1")
+    assert (obj.since, obj.since_field, obj.newest_key) == ("900", "_xact_id", None)
+    assert [r.by for r in obj.ranges] == ["_xact_id", "_xact_id"]
     first, second = obj.ranges
     assert first.files == [
         FileInfo("object_type=dataset/object_id=d1/run=R1/r00-part-00000.parquet", 7, 1234, "ab")
     ]
     assert (first.cursor, first.next_part, second.cursor, second.low) == ("c2", 1, None, "1000")
     store.save(state)
-    assert orjson.loads(storage.read_bytes("_state/export-p1.json")) == orjson.loads(EXPORT_FILE)
+    saved = orjson.loads(storage.read_bytes("_state/export-p1.json"))
+    old = orjson.loads(EXPORT_FILE)
+    # what the file held is kept; fields added since are written with their defaults
+    assert saved["watermarks"] == {k: {**w, "key": None} for k, w in old["watermarks"].items()}
+    (saved_obj,), (old_obj,) = saved["run"]["objects"], old["run"]["objects"]
+    assert {k: saved_obj[k] for k in old_obj if k != "ranges"} == {
+        k: v for k, v in old_obj.items() if k != "ranges"
+    }
+    assert [
+        {k: r[k] for k in o} for r, o in zip(saved_obj["ranges"], old_obj["ranges"], strict=True)
+    ] == old_obj["ranges"]
+    assert store.load() == state
 
 
 def test_load_state_files_from_before_load(tmp_path: Path) -> None:

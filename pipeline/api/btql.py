@@ -8,11 +8,10 @@ change the meaning of the query around it.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
-import anyio
-
+from pipeline import __version__
 from pipeline.api.client import BraintrustClient, PageTooLargeError, Response
 from pipeline.common import jsoncodec
 from pipeline.common.errors import ApiError, UsageError
@@ -20,52 +19,11 @@ from pipeline.querylang.ast import (
     MAX_LIMIT,
     Expr,
     Query,
-    all_of,
-    binary,
     from_object,
-    function,
-    ident,
-    literal,
 )
 
 CURSOR_HEADERS = ("x-bt-cursor", "x-amz-meta-bt_cursor")
 SHRINK_STATUSES = frozenset({500, 504})
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """What the preflight learned about one object: row count and the version range."""
-
-    rows: int
-    version: str | None  # highest _xact_id visible now (None for an empty object)
-    min_version: str | None
-    pinnable: bool = True  # False when deletes newer than every visible row exist
-
-    @property
-    def read_version(self) -> str | None:
-        """The version reads should pass.
-
-        Normally ``version``. A delete leaves no visible row, so when the newest write to an
-        object was a delete, ``version`` predates it and reading there would resurrect the
-        deleted rows; then reads go unpinned and the server's first-page cursor pins them.
-        """
-        return self.version if self.pinnable else None
-
-
-@dataclass(frozen=True)
-class XactRange:
-    """A slice of one object by ``_xact_id``: ``low < _xact_id <= high`` (bounds optional)."""
-
-    low: str | None = None
-    high: str | None = None
-
-    def expr(self) -> Expr | None:
-        parts = []
-        if self.low is not None:
-            parts.append(binary("gt", ident("_xact_id"), literal(self.low)))
-        if self.high is not None:
-            parts.append(binary("le", ident("_xact_id"), literal(self.high)))
-        return all_of(*parts)
 
 
 @dataclass(frozen=True)
@@ -113,96 +71,46 @@ def build_query(
     return query
 
 
+#: Who asks, in ``query_source`` as the official SDKs name themselves there.
+QUERY_SOURCE = f"btpipe_{__version__}"
+#: Attempts at a page whose body does not end in a whole row (cut short in transit).
+PAGE_ATTEMPTS = 4
+
+
+def request_body(query: Query | str, *, fmt: str, version: str | None = None) -> bytes:
+    """A ``/btql`` body as the official SDKs send it: ``version`` beside the query (the
+    cursor, if any, is inside it), reads that see rows written just before
+    (``brainstore_realtime``), from the row store, and who asks."""
+    body: dict[str, Any] = {
+        "query": query,
+        "fmt": fmt,
+        "brainstore_realtime": True,
+        "use_columnstore": False,
+        "query_source": QUERY_SOURCE,
+    }
+    if version is not None:
+        body["version"] = version
+    return jsoncodec.dumps(body)
+
+
 async def run_query(
     client: BraintrustClient, query: Query | str, *, version: str | None = None, fmt: str = "json"
 ) -> Response:
-    body: dict[str, Any] = {"query": query, "fmt": fmt}
-    if version is not None:
-        body["version"] = version
-    return await client.post_raw("/btql", jsoncodec.dumps(body))
+    return await client.post_raw("/btql", request_body(query, fmt=fmt, version=version))
 
 
-async def snapshot(client: BraintrustClient, base: Query) -> Snapshot:
-    """Count the rows ``base`` selects and find the object's current version.
-
-    The version comes from the whole object (not the filtered rows) so that every page of the
-    export, and the next incremental run's watermark, refer to one point in time.
-    """
-    snap = await preflight(client, base)
-    return replace(snap, pinnable=await is_pinnable(client, base, snap))
-
-
-async def preflight(client: BraintrustClient, base: Query) -> Snapshot:
-    """The first round trip of ``snapshot``: the row count and the version range; whether
-    reads may be pinned (``is_pinnable``) is left to ask, so a caller can start reading
-    meanwhile."""
-    versions = {
-        "from": {k: v for k, v in base["from"].items() if k != "shape"},
-        "measures": [
-            {"alias": "hi", "expr": function("max", ident("_xact_id"))},
-            {"alias": "lo", "expr": function("min", ident("_xact_id"))},
-        ],
-    }
-    answers: dict[str, Response] = {}
-
-    async def ask(name: str, query: Query) -> None:
-        answers[name] = await run_query(client, query)
-
-    async with anyio.create_task_group() as tg:  # independent: one round trip, not two
-        tg.start_soon(ask, "versions", versions)
-        tg.start_soon(ask, "current", _counted(base))
-    row_versions = answers["versions"].json()["data"]
-    hi = row_versions[0].get("hi") if row_versions else None
-    lo = row_versions[0].get("lo") if row_versions else None
-    return Snapshot(
-        rows=_count(answers["current"]),
-        version=None if hi is None else str(hi),
-        min_version=None if lo is None else str(lo),
-    )
-
-
-async def is_pinnable(client: BraintrustClient, base: Query, snap: Snapshot) -> bool:
-    """Whether reading at ``snap.version`` sees the rows the server shows now: not when the
-    newest writes were deletes (see ``Snapshot.read_version``)."""
-    if snap.version is None:
+def whole_rows(body: bytes) -> bool:
+    """Whether a JSONL body ends in a whole row: a body cut short in transit (with a
+    Content-Length that matches the cut) ends in a line that does not parse."""
+    tail = body.rstrip()
+    if not tail:
         return True
-    return _count(await run_query(client, _counted(base), version=snap.version)) == snap.rows
-
-
-def _counted(base: Query) -> Query:
-    return {
-        "from": base["from"],
-        "measures": [{"alias": "n", "expr": function("count", literal(1))}],
-        **({"filter": base["filter"]} if "filter" in base else {}),
-    }
-
-
-def _count(response: Response) -> int:
-    data = response.json()["data"]
-    return int(data[0].get("n") or 0) if data else 0
-
-
-def plan_ranges(snap: Snapshot, wanted: int, *, low: str | None = None) -> list[XactRange]:
-    """Split ``(low or min, version]`` into up to ``wanted`` equal ``_xact_id`` intervals.
-
-    Transaction ids grow with time, so equal intervals are equal slices of write history;
-    that spreads evenly for logs written steadily, and is still correct (just less parallel)
-    when it does not.
-    """
-    if not snap.pinnable:
-        return [XactRange(low=low)]
-    if snap.version is None or snap.min_version is None or wanted <= 1:
-        return [XactRange(low=low, high=snap.version)]
-    start = int(low) if low is not None else int(snap.min_version) - 1
-    end = int(snap.version)
-    span = end - start
-    if span <= 1:
-        return [XactRange(low=low, high=snap.version)]
-    count = min(wanted, span)
-    bounds = [start + (span * i) // count for i in range(count + 1)]
-    ranges = [XactRange(low=str(bounds[i]), high=str(bounds[i + 1])) for i in range(count)]
-    # The first range keeps the caller's lower bound exactly (None means "from the start").
-    return [replace(ranges[0], low=low), *ranges[1:]]
+    last = tail[tail.rfind(b"\n") + 1 :]
+    try:
+        jsoncodec.loads(last)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass
@@ -211,6 +119,12 @@ class Pager:
 
     The page size halves when the server fails on a big page (500/504) and grows back after
     a run of good pages, within ``[min_limit, max_limit]``.
+
+    Every page is checked before it is handed on, because a cursor is only as good as the
+    page it came with: a body that does not end in a whole row is asked for again; a page
+    shorter than its limit that still carries a cursor (a server's last page, or a page cut
+    at a line boundary) is asked for again until two answers agree, keeping the longer; a
+    full page without a cursor is an error (paging could not go on).
     """
 
     client: BraintrustClient
@@ -231,32 +145,55 @@ class Pager:
         at exact row counts); ``None`` once the last (empty) page has been seen."""
         if self.done:
             return None
+        limit, page = await self._fetch(at_most)
+        if 0 < page.rows < limit and page.cursor is not None:
+            page = await self._confirm_short(page, limit)
+        self._grow()
+        if page.rows == 0 or page.cursor is None:
+            self.done = True
+        if page.rows > 0 and page.cursor is None and page.rows >= limit:
+            raise ApiError("the server returned a full page without a cursor; cannot continue paging")
+        if page.rows > limit:
+            raise ApiError(f"the server returned {page.rows} rows for a page of at most {limit}")
+        if page.rows == 0:
+            return None
+        self.cursor = page.cursor
+        return page
+
+    async def _fetch(self, at_most: int | None, limit: int | None = None) -> tuple[int, Page]:
+        """One page at the current cursor: (the limit asked for, the page)."""
+        bad_bodies = 0
         while True:
-            limit = self.limit if at_most is None else min(self.limit, at_most)
-            body: dict[str, Any] = {"query": {**self.query, "limit": limit}, "fmt": "jsonl"}
+            if limit is None or limit > self.limit:
+                limit = self.limit if at_most is None else min(self.limit, at_most)
+            query = {**self.query, "limit": limit}
             if self.cursor is not None:
-                body["query"]["cursor"] = self.cursor
-            if self.version is not None:
-                body["version"] = self.version
+                query["cursor"] = self.cursor
             shrink = SHRINK_STATUSES if limit > self.min_limit else frozenset()
             try:
-                response = await self.client.post_raw("/btql", jsoncodec.dumps(body), shrink_on=shrink)
+                response = await self.client.post_raw(
+                    "/btql", request_body(query, fmt="jsonl", version=self.version), shrink_on=shrink
+                )
             except PageTooLargeError:
                 self.limit = max(self.min_limit, self.limit // 2)
                 self.good_pages = 0
+                limit = None
                 continue
-            break
-        self._grow()
-        rows = count_jsonl_rows(response.body)
-        cursor = cursor_of(response)
-        if rows == 0 or cursor is None:
-            self.done = True
-        if rows > 0 and cursor is None and rows >= limit:
-            raise ApiError("the server returned a full page without a cursor; cannot continue paging")
-        if rows == 0:
-            return None
-        self.cursor = cursor
-        return Page(response.body, rows, cursor)
+            if not whole_rows(response.body):
+                bad_bodies += 1
+                if bad_bodies >= PAGE_ATTEMPTS:
+                    raise ApiError(f"/btql: {bad_bodies} answers in a row ended in a partial row")
+                continue
+            return limit, Page(response.body, count_jsonl_rows(response.body), cursor_of(response))
+
+    async def _confirm_short(self, page: Page, limit: int) -> Page:
+        for _ in range(PAGE_ATTEMPTS - 1):
+            _, again = await self._fetch(None, limit)
+            if again.rows == page.rows and again.cursor == page.cursor:
+                return page
+            if again.rows > page.rows:
+                page = again
+        return page
 
     def _grow(self) -> None:
         self.good_pages += 1
@@ -272,16 +209,14 @@ class Pager:
 async def query_pages(
     client: BraintrustClient, text: str, *, page_all: bool, version: str | None = None
 ) -> AsyncIterator[list[dict[str, Any]]]:
-    """Run a text query (BTQL or SQL) as the server parses it; with ``page_all``, follow
-    cursors until the last page. The first page's snapshot pins the rest."""
-    cursor: str | None = None
+    """Run a text query (BTQL or SQL); with ``page_all``, follow cursors until the last page.
+
+    The text is parsed here and sent as a query object, the cursor inside it, as the SDKs
+    page; a query with ``sort`` or aggregates is one page. Unless ``version`` pins it, the
+    first page's ``_xact_id`` values cannot pin the rest, so pages read the latest state."""
+    query = parse_text(text)
     while True:
-        body: dict[str, Any] = {"query": text, "fmt": "json"}
-        if version is not None:
-            body["version"] = version
-        if cursor is not None:
-            body["cursor"] = cursor
-        response = await client.post_raw("/btql", jsoncodec.dumps(body))
+        response = await run_query(client, query, version=version)
         payload = response.json() or {}
         rows = payload.get("data") or []
         if rows:
@@ -289,6 +224,18 @@ async def query_pages(
         cursor = cursor_of(response) or payload.get("cursor")
         if not page_all or not rows or not cursor:
             return
+        query = {**query, "cursor": cursor}
+
+
+def parse_text(text: str) -> Query:
+    """A user's query text (BTQL or SQL) as a query object; errors are usage errors."""
+    from pipeline.querylang.parse import parse_query  # sqlglot loads only for a text query
+    from pipeline.querylang.syntax import QuerySyntaxError
+
+    try:
+        return parse_query(text)
+    except QuerySyntaxError as exc:
+        raise UsageError(f"query: {exc}") from None
 
 
 def parse_filter(text: str | None) -> Expr | None:

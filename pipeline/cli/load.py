@@ -156,18 +156,19 @@ def delete_command(**kw: Any) -> None:
         project = await resolve_project(client, kw["project"])
         refs = await resolve_selection(client, project, kw["objects"])
         plans = [(ref, await deleting.plan(client, ref, filter_expr)) for ref in refs]
-        total = sum(p.matched for _, p in plans)
+        counts = [p.matched for _, p in plans]
+        total = None if None in counts else sum(c or 0 for c in counts)
         for _, p in plans:
             output.say(
-                f"{p.label}: {p.matched:,} matching rows"
+                f"{p.label}: {'an uncounted number of' if p.matched is None else format(p.matched, ',')} matching rows"
                 + (f" (e.g. {', '.join(p.sample_ids)})" if p.sample_ids else "")
             )
         if kw["dry_run"] or total == 0:
             return [p for _, p in plans]
         if not kw["yes"]:
             if not sys.stdin.isatty():
-                raise UsageError(f"refusing to delete {total:,} rows without --yes (stdin is not a terminal)")
-            if not await anyio.to_thread.run_sync(lambda: click.confirm(f"Delete {total:,} rows?", err=True)):
+                raise UsageError(f"refusing to delete {_rows(total)} without --yes (stdin is not a terminal)")
+            if not await anyio.to_thread.run_sync(lambda: click.confirm(f"Delete {_rows(total)}?", err=True)):
                 raise UsageError("cancelled; nothing was deleted")
         await deleting.delete(client, plans, filter_expr, InsertOptions(workers=kw["workers"]),
                               batch_rows=kw["batch_rows"])  # fmt: skip
@@ -176,7 +177,7 @@ def delete_command(**kw: Any) -> None:
     plans = run_async(lambda: with_client(kw["settings"], job))
     if kw["as_json"]:
         emit_json({"dry_run": kw["dry_run"], "objects": [p.to_json() for p in plans],
-                   "matched": sum(p.matched for p in plans), "deleted": sum(p.deleted for p in plans)})  # fmt: skip
+                   "matched": sum(p.matched or 0 for p in plans), "deleted": sum(p.deleted for p in plans)})  # fmt: skip
     elif not kw["dry_run"]:
         output.say(f"deleted {sum(p.deleted for p in plans):,} rows")
 
@@ -221,3 +222,7 @@ def verify_command(**kw: Any) -> None:
             click.echo(diff.describe())
     if not all(d.ok for d in diffs):
         sys.exit(EXIT_FAILED)
+
+
+def _rows(count: int | None) -> str:
+    return "the matching rows (the server could not count them)" if count is None else f"{count:,} rows"

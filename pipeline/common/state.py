@@ -53,7 +53,8 @@ def _check_format(data: dict[str, Any], expected: int) -> None:
 
 @dataclass
 class RangeState:
-    """One ``_xact_id`` range of an object. ``cursor`` is that of the last page inside a
+    """One range of an object: ``low < _xact_id <= high`` or ``low <= created < high`` (by
+    ``by``; a missing bound is open). ``cursor`` is that of the last page inside a
     published file, so resuming from it neither skips nor repeats a row; ``next_part`` keeps
     file names deterministic across a crash, so a file published just before a crash is
     overwritten, not doubled, on resume."""
@@ -61,6 +62,7 @@ class RangeState:
     index: int
     low: str | None
     high: str | None
+    by: str = "_xact_id"
     cursor: str | None = None
     next_part: int = 0
     rows: int = 0
@@ -82,22 +84,25 @@ class RangeState:
 
 @dataclass
 class ObjectState:
-    """One object of a run, as planned: its snapshot version, row count and ranges."""
+    """One object of a run, as planned: the snapshot version every read pins to, the rows
+    that snapshot holds (``expected_rows``, when the server could count them at the version;
+    ``estimate`` otherwise, for progress only), the ranges, and what an incremental run
+    reads after (``since`` compared by ``since_field``: ``_xact_id`` or ``_pagination_key``).
+    ``newest_key`` is the ``_pagination_key`` of the snapshot's newest row."""
 
     object_type: str
     id: str
     name: str
     project_id: str
     version: str | None
-    expected_rows: int
+    expected_rows: int | None
     since: str | None
     ranges: list[RangeState]
-    pinned: bool = True  # False: read at the server's current state (see Snapshot.read_version)
+    since_field: str | None = None
+    newest_key: str | None = None
+    estimate: int | None = None
+    pinned: bool = True  # False: read without a version (see the export's _read_unpinned)
     info: dict[str, Any] = field(default_factory=dict)  # a dataset's or experiment's REST fields
-
-    @property
-    def read_version(self) -> str | None:
-        return self.version if self.pinned else None
 
     @property
     def key(self) -> str:
@@ -109,7 +114,10 @@ class ObjectState:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ObjectState:
-        return cls(**{**data, "ranges": [RangeState.from_json(r) for r in data["ranges"]]})
+        fields = dict(data)
+        if fields.get("since") is not None and "since_field" not in fields:
+            fields["since_field"] = "_xact_id"
+        return cls(**{**fields, "ranges": [RangeState.from_json(r) for r in data["ranges"]]})
 
 
 @dataclass
@@ -137,10 +145,12 @@ class RunState:
 
 @dataclass(frozen=True)
 class Watermark:
-    """The snapshot version the last completed run read an object at."""
+    """The snapshot the last completed run read an object at: its version and the
+    ``_pagination_key`` of its newest row (None in files of older versions)."""
 
     version: str
     run_id: str
+    key: str | None = None
 
 
 @dataclass
@@ -151,10 +161,9 @@ class ExportState:
     watermarks: dict[str, Watermark] = field(default_factory=dict)
     run: RunState | None = None
 
-    def since(self, key: str) -> str | None:
-        """The version an incremental read of ``key`` starts after (None: read everything)."""
-        mark = self.watermarks.get(key)
-        return mark.version if mark is not None else None
+    def watermark(self, key: str) -> Watermark | None:
+        """Where an incremental read of ``key`` starts after (None: read everything)."""
+        return self.watermarks.get(key)
 
     def to_json(self) -> dict[str, Any]:
         return {"format": EXPORT_FORMAT, **asdict(self)}

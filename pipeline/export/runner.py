@@ -26,20 +26,21 @@ import anyio
 import orjson
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from pipeline.api.btql import (
-    Page,
-    Pager,
-    XactRange,
-    build_query,
-    is_pinnable,
-    parse_filter,
-    plan_ranges,
-    preflight,
-)
+from pipeline.api.btql import Page, Pager, build_query, parse_filter
+from pipeline.api.capabilities import Capabilities, capabilities
 from pipeline.api.client import BraintrustClient
 from pipeline.api.objects import ObjectRef, resolve_project, resolve_selection
+from pipeline.api.snapshot import (
+    Range,
+    RangeField,
+    Since,
+    count_now_and_at,
+    plan_ranges,
+    since_expr,
+    take_snapshot,
+)
 from pipeline.common import defaults, layout
-from pipeline.common.errors import UsageError
+from pipeline.common.errors import BtpipeError, UsageError
 from pipeline.common.manifest import FileInfo, Manifest, ObjectManifest, write_manifest
 from pipeline.common.progress import Progress, Task
 from pipeline.common.rows import ObjectType
@@ -54,12 +55,16 @@ from pipeline.common.state import (
 )
 from pipeline.common.storage import Storage, open_storage
 from pipeline.export.budget import PageBudget, Slot
-from pipeline.querylang.ast import Expr, all_of
+from pipeline.querylang.ast import Expr, all_of, from_object
 from pipeline.sinks.base import Sink
 from pipeline.sinks.jsonl import JsonlSink
 from pipeline.sinks.workers import WorkerPool, parquet_sink
 
 JsonlCompression = Literal["gzip", "zstd"] | None
+
+
+class IncompleteExport(BtpipeError):
+    """The rows written differ from the rows the snapshot holds: the run proved nothing."""
 
 
 @dataclass(frozen=True)
@@ -104,7 +109,7 @@ class ObjectSummary:
     object_type: str
     id: str
     rows: int
-    expected_rows: int
+    expected_rows: int | None  # None: the server could not count the snapshot
     files: int
     bytes: int
     version: str | None
@@ -276,7 +281,7 @@ class ExportJob:
                     expected_rows=obj.expected_rows,
                     files=sum(len(r.files) for r in obj.ranges),
                     bytes=sum(f.bytes for r in obj.ranges for f in r.files),
-                    version=obj.version,
+                    version=obj.version if obj.pinned else None,
                 )
                 for obj in run.objects
             ],
@@ -304,7 +309,15 @@ class ExportJob:
         return False
 
     async def _plan(self, project: dict[str, Any]) -> RunState:
-        refs = await resolve_selection(self.client, project, self.options.objects)
+        found: dict[str, Any] = {}
+
+        async def probe() -> None:
+            found["caps"] = await capabilities(self.client, from_object("project_logs", project["id"]))
+
+        async with anyio.create_task_group() as tg:  # the probe rides along with the listing
+            tg.start_soon(probe)
+            refs = await resolve_selection(self.client, project, self.options.objects)
+        caps: Capabilities = found["caps"]
         if not refs:
             raise UsageError(
                 f"--objects {self.options.objects!r} selects nothing in project {project['name']!r}"
@@ -314,7 +327,7 @@ class ExportJob:
 
         async def plan_one(i: int, ref: ObjectRef) -> None:
             async with limiter:
-                planned[i] = await self._plan_object(ref)
+                planned[i] = await self._plan_object(ref, caps)
 
         async with anyio.create_task_group() as tg:
             for i, ref in enumerate(refs):
@@ -326,46 +339,68 @@ class ExportJob:
             objects=[planned[i] for i in range(len(refs))],
         )
 
-    async def _plan_object(self, ref: ObjectRef) -> ObjectState:
+    async def _plan_object(self, ref: ObjectRef, caps: Capabilities) -> ObjectState:
+        """Snapshot the object and split it into ranges (one round trip), then read each
+        range's first page while the server counts the snapshot's rows, where it can."""
         opts = self.options
-        since = None
-        if opts.incremental:
-            since = self.state.since(_watermark_key(ref, opts))
-        base = build_query(ref.object_type, ref.id, filter_expr=self.user_filter, shape=opts.shape)
-        counted = dict(base)
-        since_filter = all_of(self.user_filter, XactRange(low=since).expr())
-        if since_filter is not None:
-            counted["filter"] = since_filter
-        snap = await preflight(self.client, counted)
-        if snap.version is None or (since is not None and int(snap.version) <= int(since)):
-            ranges: list[XactRange] = []
-        else:
+        mark = self.state.watermark(_watermark_key(ref, opts)) if opts.incremental else None
+        since = Since() if mark is None else Since(mark.version, mark.key)
+        since_field, since_value = since.bound(caps)
+        source = from_object(ref.object_type, ref.id, shape=opts.shape)
+        selected = all_of(self.user_filter, since.expr(caps))
+        snap = await take_snapshot(self.client, source, selected)
+        nothing_new = snap.version is None or (
+            since.version is not None and int(snap.version) <= int(since.version)
+        )
+        ranges: list[Range] = []
+        if not nothing_new:
             # Whole traces must come from one cursor, or a trace could straddle two ranges.
-            wanted = 1 if opts.shape != "spans" else max(1, snap.rows // opts.min_rows_per_range)
-            ranges = plan_ranges(snap, min(opts.ranges_per_object, wanted), low=since)
+            if opts.shape != "spans":
+                wanted = 1
+            elif snap.estimate is None:
+                wanted = opts.ranges_per_object
+            else:
+                wanted = max(1, snap.estimate // opts.min_rows_per_range)
+            ranges = plan_ranges(snap, min(opts.ranges_per_object, wanted), caps, since)
         obj = ObjectState(
             object_type=ref.object_type,
             id=ref.id,
             name=ref.name,
             project_id=ref.project_id,
-            version=snap.version if snap.version is not None else since,
-            expected_rows=snap.rows,
-            since=since,
-            ranges=[RangeState(index=i, low=r.low, high=r.high) for i, r in enumerate(ranges)],
+            version=snap.version if snap.version is not None else since.version,
+            expected_rows=0 if not ranges else None,
+            since=since_value,
+            since_field=since_field,
+            newest_key=snap.newest_key if snap.newest_key is not None else since.key,
+            estimate=snap.estimate,
+            ranges=[RangeState(index=i, low=r.low, high=r.high, by=r.by) for i, r in enumerate(ranges)],
             info={} if ref.object_type == "project_logs" else ref.info,
         )
-        # Whether reads may be pinned takes one more round trip; each range's first page (the
-        # slowest to come) is read pinned meanwhile, and read again if they may not be.
+        counts: list[int] = []
         async with anyio.create_task_group() as tg:
             for rng in obj.ranges:
                 tg.start_soon(self._read_first_page, obj, rng)
-            obj.pinned = await is_pinnable(self.client, counted, snap)
-        if not obj.pinned:
-            for rng in obj.ranges:
-                read = self._first_pages.pop((obj.id, rng.index), None)
-                if read is not None and read[1] is not None:
-                    read[1].slot.release()
+            if obj.ranges and caps.count_at_version and obj.version is not None:
+                counts = await count_now_and_at(self.client, source, selected, obj.version)
+        if counts:
+            now, obj.expected_rows = counts
+            if now < obj.expected_rows:
+                self._read_unpinned(obj)
         return obj
+
+    def _read_unpinned(self, obj: ObjectState) -> None:
+        """The newest writes were deletes: they leave no visible row, so the version of the
+        newest row predates them and a read pinned there would bring the deleted rows back.
+        Such an object is read as one range without a version, which the server pins at the
+        first page (the walkthrough's read); its first pages, read pinned, are dropped, and
+        its row count is not known."""
+        for rng in obj.ranges:
+            read = self._first_pages.pop((obj.id, rng.index), None)
+            if read is not None and read[1] is not None:
+                read[1].slot.release()
+        obj.pinned = False
+        obj.expected_rows = None
+        obj.ranges = [RangeState(index=0, low=None, high=None, by=obj.ranges[0].by)]
 
     async def _read_first_page(self, obj: ObjectState, rng: RangeState) -> None:
         """Read the range's first page while the plan is finished, if the page budget has room
@@ -385,13 +420,17 @@ class ExportJob:
         query = build_query(
             obj.object_type,
             obj.id,
-            filter_expr=all_of(self.user_filter, XactRange(rng.low, rng.high).expr()),
+            filter_expr=all_of(
+                self.user_filter,
+                since_expr(obj.since_field, obj.since),
+                Range(cast(RangeField, rng.by), rng.low, rng.high).expr(),
+            ),
             shape=self.options.shape,
         )
         return Pager(
             self.client,
             query,
-            version=obj.read_version,
+            version=obj.version if obj.pinned else None,
             cursor=rng.cursor,
             max_limit=self.options.page_limit,
             limit=self.options.page_limit,
@@ -405,7 +444,7 @@ class ExportJob:
             for obj in run.objects:
                 task = self.progress.add(
                     obj.name if obj.object_type == "project_logs" else f"{obj.object_type}:{obj.name}",
-                    obj.expected_rows,
+                    obj.expected_rows if obj.expected_rows is not None else obj.estimate,
                     done=obj.rows,
                 )
                 pending = [r for r in obj.ranges if not r.done]
@@ -570,6 +609,14 @@ class ExportJob:
     # -- finishing ------------------------------------------------------------------------
 
     async def _finish(self, run: RunState) -> str:
+        for obj in run.objects:
+            if obj.expected_rows is not None and obj.rows != obj.expected_rows:
+                label = obj.name if obj.object_type == "project_logs" else f"{obj.object_type}:{obj.name}"
+                raise IncompleteExport(
+                    f"{label}: wrote {obj.rows:,} rows but the snapshot at version {obj.version} holds "
+                    f"{obj.expected_rows:,}; nothing was published for this run (pass --restart to "
+                    "read it again)"
+                )
         manifest = Manifest(
             run_id=run.run_id,
             started_at=run.started_at,
@@ -599,7 +646,7 @@ class ExportJob:
             for obj in run.objects:
                 if obj.version is not None:
                     key = _watermark_key(obj, self.options)
-                    self.state.watermarks[key] = Watermark(obj.version, run.run_id)
+                    self.state.watermarks[key] = Watermark(obj.version, run.run_id, obj.newest_key)
             self.state.run = None
             await self._save_locked()
         return path

@@ -13,9 +13,10 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pipeline.api.btql import Pager, build_query, snapshot
+from pipeline.api.btql import Pager, build_query
 from pipeline.api.client import BraintrustClient
 from pipeline.api.objects import ObjectRef
+from pipeline.api.snapshot import pin_read
 from pipeline.common import jsoncodec
 from pipeline.common.checkpoint import Ledger
 from pipeline.common.state import ObjectProgress
@@ -31,7 +32,7 @@ class DeletePlan:
     label: str
     object_id: str
     version: str | None
-    matched: int
+    matched: int | None  # None: the server could not count them (a scan too big)
     sample_ids: list[str] = field(default_factory=list)
     deleted: int = 0
 
@@ -52,10 +53,10 @@ def _ids(raw: bytes) -> list[str]:
 async def plan(client: BraintrustClient, ref: ObjectRef, filter_expr: Expr) -> DeletePlan:
     """How many rows of ``ref`` match, a sample of their ids, and the version pinned."""
     query = _id_query(ref, filter_expr)
-    snap = await snapshot(client, query)
-    result = DeletePlan(ref.label, ref.id, snap.read_version, snap.rows)
-    if snap.rows:
-        pager = Pager(client, query, version=snap.read_version, max_limit=SAMPLE_IDS, limit=SAMPLE_IDS)
+    snap = await pin_read(client, query)
+    result = DeletePlan(ref.label, ref.id, snap.version, snap.rows)
+    if snap.rows != 0:
+        pager = Pager(client, query, version=snap.version, max_limit=SAMPLE_IDS, limit=SAMPLE_IDS)
         page = await pager.next_page()
         result.sample_ids = _ids(page.raw)[:SAMPLE_IDS] if page else []
     return result
@@ -77,7 +78,7 @@ async def delete(
 
     async def produce() -> None:
         for ref, planned in refs:
-            if not planned.matched:
+            if planned.matched == 0:
                 continue
             ledger = Ledger(ObjectProgress(destination=ref.id))
             ledgers.append((planned, ledger))

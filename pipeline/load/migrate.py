@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 
 import anyio
 
-from pipeline.api.btql import Pager, build_query, snapshot
+from pipeline.api.btql import Pager, build_query
 from pipeline.api.client import BraintrustClient
 from pipeline.api.objects import ObjectRef, resolve_project, resolve_selection
+from pipeline.api.snapshot import pin_read
 from pipeline.common import defaults, jsoncodec
 from pipeline.common.progress import Progress
 from pipeline.common.state import ObjectProgress
@@ -109,14 +110,14 @@ class MigrateJob:
                 record = state.objects.get(key)
                 if record is None or record.destination != dest.id:
                     query = build_query(ref.object_type, ref.id)
-                    snap = await snapshot(self.source, query)
+                    snap = await pin_read(self.source, query)
                     record = ObjectProgress(
-                        destination=dest.id, version=snap.read_version, expected=snap.rows
+                        destination=dest.id, version=snap.version, expected=snap.rows if snap.exact else None
                     )
                     state.objects[key] = record
                     await state.save()
                 task = self.progress.add(f"{ref.label} -> {dest.label}", record.expected, done=record.rows)
-                if record.expected:
+                if record.expected != 0:
                     batcher = run.batcher(record, dest, task)
                     await feed(run.pool, batcher, self._chunks(ref, record))
                 task.finish()

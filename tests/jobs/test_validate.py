@@ -225,7 +225,7 @@ def test_every_export_and_migrate_key_reaches_the_options(tmp_path: Path) -> Non
     options = export.export_options("p", incremental=False)
     assert (options.encoders, options.min_rows_per_range, options.row_group_rows, options.row_group_mb) == (
         0, 10, 7, 2)  # fmt: skip
-    assert (options.file_bytes, options.compression, options.format) == (3 * 2**20, None, "jsonl")
+    assert (options.file_bytes, options.compression, options.format) == (3 * 2**20, "none", "jsonl")
     load = migrate.migrate_options().load
     assert (load.max_batch_bytes, load.error_file) == (900, "e.jsonl")
     assert (load.insert.max_bytes_in_flight, load.insert.on_error) == (2 * 2**20, "skip")

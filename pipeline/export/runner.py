@@ -40,6 +40,7 @@ from pipeline.api.snapshot import (
     take_snapshot,
 )
 from pipeline.common import defaults, layout
+from pipeline.common.clock import seconds_since_start
 from pipeline.common.errors import BtpipeError, UsageError
 from pipeline.common.manifest import FileInfo, Manifest, ObjectManifest, write_manifest
 from pipeline.common.progress import Progress, Task
@@ -125,6 +126,7 @@ class ExportSummary:
     requests: int
     retries: int
     objects: list[ObjectSummary] = field(default_factory=list)
+    first_row_seconds: float | None = None  # process start to the first page written
 
     @property
     def rows(self) -> int:
@@ -228,6 +230,7 @@ class ExportJob:
         # its writer and one in its buffer while the encoders are the bottleneck, which is
         # twice the memory for no more speed.
         self._page_budget = PageBudget(options.workers + int(self._encoders.total_tokens))
+        self._first_row_seconds: float | None = None
         self._first_pages: dict[tuple[str, int], tuple[Pager, _HeldPage | None]] = {}  # read while planning
         self.storage: Storage
         self.store: StateStore[ExportState]
@@ -272,6 +275,7 @@ class ExportJob:
             seconds=round(time.monotonic() - started, 3),
             requests=stats.requests,
             retries=stats.retries,
+            first_row_seconds=self._first_row_seconds,
             objects=[
                 ObjectSummary(
                     label=obj.name if obj.object_type == "project_logs" else f"{obj.object_type}:{obj.name}",
@@ -584,6 +588,8 @@ class ExportJob:
                     await anyio.to_thread.run_sync(
                         sink.write_page, page.raw, page.rows, limiter=self._encoders
                     )
+                if self._first_row_seconds is None:
+                    self._first_row_seconds = seconds_since_start()
                 cursor = page.cursor
                 task.advance(page.rows, len(page.raw))
                 if held.ends_file:

@@ -1,7 +1,8 @@
 """The ceiling: download the same pages btpipe reads, as fast as possible, and throw them away.
 
-Same snapshot, same ``_xact_id`` ranges, same concurrency as btpipe's defaults (8 ranges); no parsing,
-no files. Usage: python bench/ceiling.py URL KEY OBJECT_TYPE OBJECT_ID [RANGES]
+Same snapshot, same ranges (planned by btpipe's own planner, so under a conservative server
+they split by ``created`` as btpipe's do), same concurrency as btpipe's defaults (8 ranges);
+no parsing, no files. Usage: python bench/ceiling.py URL KEY OBJECT_TYPE OBJECT_ID [RANGES]
 """
 
 from __future__ import annotations
@@ -13,61 +14,43 @@ from typing import Any
 
 import aiohttp
 
-
-def ident(name: str) -> dict[str, Any]:
-    return {"op": "ident", "name": [name]}
-
-
-def call(name: str, arg: dict[str, Any]) -> dict[str, Any]:
-    return {"op": "function", "name": ident(name), "args": [arg]}
+from pipeline.api.capabilities import capabilities
+from pipeline.api.client import BraintrustClient, ClientSettings
+from pipeline.api.snapshot import Range, Since, plan_ranges, take_snapshot
+from pipeline.querylang.ast import from_object
 
 
-def compare(op: str, value: int) -> dict[str, Any]:
-    return {"op": op, "left": ident("_xact_id"), "right": {"op": "literal", "value": str(value)}}
-
-
-def source(object_type: str, object_id: str) -> dict[str, Any]:
-    return {"op": "function", "name": ident(object_type), "args": [{"op": "literal", "value": object_id}]}
+async def plan(
+    url: str, key: str, object_type: str, object_id: str, wanted: int
+) -> tuple[str | None, list[Range]]:
+    source = from_object(object_type, object_id)
+    async with BraintrustClient(ClientSettings(api_url=url, api_key=key)) as client:
+        caps, snap = await asyncio.gather(capabilities(client, source), take_snapshot(client, source, None))
+    return snap.version, plan_ranges(snap, wanted, caps, Since())
 
 
 async def main() -> None:
     url, key, object_type, object_id = sys.argv[1:5]
-    ranges = int(sys.argv[5]) if len(sys.argv) > 5 else 8
+    wanted = int(sys.argv[5]) if len(sys.argv) > 5 else 8
+    version, ranges = await plan(url, key, object_type, object_id, wanted)
     headers = {"Authorization": f"Bearer {key}", "Accept-Encoding": "identity"}
+    totals = [0, 0]
     async with aiohttp.ClientSession(headers=headers) as session:
-        agg = {
-            "from": source(object_type, object_id),
-            "measures": [
-                {"alias": "hi", "expr": call("max", ident("_xact_id"))},
-                {"alias": "lo", "expr": call("min", ident("_xact_id"))},
-            ],
-        }
-        async with session.post(url + "/btql", json={"query": agg, "fmt": "json"}) as resp:
-            row = (await resp.json())["data"][0]
-        lo, hi = int(row["lo"]) - 1, int(row["hi"])
-        bounds = [lo + (hi - lo) * i // ranges for i in range(ranges + 1)]
-        totals = [0, 0]
 
-        async def page_range(low: int, high: int) -> None:
+        async def page_range(rng: Range) -> None:
             cursor = None
-            flt = {
-                "op": "and",
-                "children": [
-                    compare("gt", low),
-                    compare("le", high),
-                ],
-            }
             while True:
-                query = {
-                    "from": source(object_type, object_id),
+                query: dict[str, Any] = {
+                    "from": from_object(object_type, object_id),
                     "select": [{"op": "star"}],
-                    "filter": flt,
                     "limit": 1000,
                 }
+                if (flt := rng.expr()) is not None:
+                    query["filter"] = flt
                 if cursor:
                     query["cursor"] = cursor
                 async with session.post(
-                    url + "/btql", json={"query": query, "fmt": "jsonl", "version": str(hi)}
+                    url + "/btql", json={"query": query, "fmt": "jsonl", "version": version}
                 ) as resp:
                     body = await resp.read()
                     cursor = resp.headers.get("x-bt-cursor")
@@ -77,7 +60,7 @@ async def main() -> None:
                 if rows == 0 or not cursor:
                     return
 
-        await asyncio.gather(*(page_range(bounds[i], bounds[i + 1]) for i in range(ranges)))
+        await asyncio.gather(*(page_range(rng) for rng in ranges))
     print(json.dumps({"rows": totals[0], "bytes": totals[1]}))
 
 

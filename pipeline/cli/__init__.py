@@ -15,6 +15,7 @@ from pipeline.cli.common import Btpipe
 #: Every command, as ``name -> "module:attribute"``, imported only when used.
 LAZY_COMMANDS = {
     "delete": "pipeline.cli.load:delete_command",
+    "doctor": "pipeline.cli.doctor:doctor",
     "emulator": "pipeline.cli.emulator:emulator",
     "export": "pipeline.cli.export:export",
     "import": "pipeline.cli.load:import_command",

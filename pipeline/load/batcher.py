@@ -4,9 +4,9 @@ Each event is encoded once (:func:`pipeline.load.transform.encode_event`); a req
 ``{"events":[`` + the encoded events joined by ``,`` + ``]}``, so nothing is encoded twice and
 the size of a body is known exactly before it is built. The byte bound is the request size
 (``logs3_payload_max_bytes`` from ``GET /version``, or ``--max-batch-bytes``). An event whose
-body alone would exceed it comes out as a batch of its own marked ``oversize``: it is never
-sent, and the insert workers report it (or record it with ``--on-error skip``) in order, so
-the checkpoint treats it like any other finished batch.
+body alone would exceed it comes out as a batch of its own marked ``oversize``: never sent
+to the insert endpoint, it goes through the overflow route (:mod:`pipeline.load.overflow`), so
+only one such event is held per batch, and the checkpoint treats it like any other batch.
 
 Every item may carry a checkpoint ``mark`` (for files: the file and position of the row; for
 a migration: the page cursor, on the last row of each page). A batch's mark is the last mark

@@ -7,10 +7,13 @@
 ``submit`` waits for room twice: for bytes (at most ``max_bytes_in_flight`` encoded bytes
 between the producer and the server; one batch larger than that still goes alone) and for a
 stream slot. Retries on 429/5xx/connection errors are the API client's, the one retry policy.
-A 413 splits the batch in half and sends both halves; a single event the server still refuses,
-or one the batcher already knew was too big, is an *oversize* event: it stops the run with an
-error naming its id, file and position, or with ``--on-error skip`` is written to the error
-file (one JSON line with the event itself, so nothing is silently dropped) and counted.
+A 413 splits the batch in half and sends both halves. A single event the server still
+refuses, or one the batcher already knew was too big, is an *oversize* event: it goes alone
+through the overflow route the official SDKs use (:mod:`pipeline.load.overflow`), as one
+batch like any other for the checkpoint. Where the server has no such route (or refuses the
+event there), it stops the run with an error naming its id, size and the limit, or with
+``--on-error skip`` is written to the error file (one JSON line with the event itself, so
+nothing is silently dropped) and counted.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from pipeline.common import defaults
 from pipeline.common.checkpoint import Ledger
 from pipeline.common.errors import ApiError, BtpipeError, UsageError, first_error
 from pipeline.load.batcher import Batch, Batcher, Item, request_body
+from pipeline.load.overflow import OverflowRefused, OverflowSender
 
 OnError = Literal["fail", "skip"]
 PAYLOAD_TOO_LARGE = 413
@@ -59,6 +63,7 @@ class InsertStatistics:
     rows: int
     splits: int
     skipped: int
+    overflowed: int  # oversize events written through the overflow route
 
 
 class ByteBudget:
@@ -135,12 +140,13 @@ class InsertPool:
         self.max_request_bytes = max_request_bytes
         self.error_log = error_log
         self._budget = ByteBudget(options.max_bytes_in_flight)
+        self._overflow = OverflowSender(client)
         self._send: MemoryObjectSendStream[Batch] | None = None
         self._batches = self._rows = self._splits = 0
 
     def statistics(self) -> InsertStatistics:
         skipped = self.error_log.count if self.error_log else 0
-        return InsertStatistics(self._batches, self._rows, self._splits, skipped)
+        return InsertStatistics(self._batches, self._rows, self._splits, skipped, self._overflow.sent)
 
     async def run(self, produce: Callable[[], Awaitable[None]]) -> None:
         """Start the workers, run ``produce`` (which calls :meth:`submit`), drain, stop."""
@@ -182,7 +188,7 @@ class InsertPool:
     async def _apply(self, batch: Batch) -> None:
         if batch.oversize:
             limit = f"the request limit of {self.max_request_bytes:,} bytes"
-            await self._oversize(batch.ledger, batch.items[0], limit)
+            await self._oversize(batch.ledger, batch.path, batch.items[0], limit)
         else:
             await self._insert(batch.ledger, batch.path, batch.items)
         self._batches += 1
@@ -194,7 +200,9 @@ class InsertPool:
             if exc.status != PAYLOAD_TOO_LARGE:
                 raise
             if len(items) == 1:
-                await self._oversize(ledger, items[0], "what the server accepts in one request (HTTP 413)")
+                await self._oversize(
+                    ledger, path, items[0], "what the server accepts in one request (HTTP 413)"
+                )
                 return
             self._splits += 1
             half = len(items) // 2
@@ -203,8 +211,19 @@ class InsertPool:
             return
         self._rows += len(items)
 
-    async def _oversize(self, ledger: Ledger, item: Item, limit: str) -> None:
-        reason = f"event {item.id!r} at {item.where} is {len(item.data):,} bytes encoded, more than {limit}"
+    async def _oversize(self, ledger: Ledger, path: str, item: Item, limit: str) -> None:
+        """Send ``item`` through the overflow route; where it cannot go, fail or skip it."""
+        try:
+            await self._overflow.send(path, item.data)
+        except OverflowRefused as refused:
+            why = refused.reason
+        else:
+            self._rows += 1
+            return
+        reason = (
+            f"event {item.id!r} at {item.where} is {len(item.data):,} bytes encoded, more than {limit}, "
+            f"and {why}"
+        )
         if self.options.on_error != "skip" or self.error_log is None:
             raise BtpipeError(
                 f"{reason}; re-run with --on-error skip to record it in an error file and go on"

@@ -54,6 +54,7 @@ class LoadSummary:
     requests: int = 0
     retries: int = 0
     splits: int = 0
+    overflowed: int = 0  # events over the request limit written through the overflow route
     request_limit: int = 0
     error_file: str | None = None
     state_file: str | None = None
@@ -172,6 +173,7 @@ class LoadRun:
         self.summary.requests = stats.requests
         self.summary.retries = stats.retries
         self.summary.splits = self.pool.statistics().splits
+        self.summary.overflowed = self.pool.statistics().overflowed
         self.summary.objects = results
         await self.state.clear()
         return self.summary

@@ -206,7 +206,7 @@ def test_delete_dry_run_then_real(emulator: Emulator) -> None:
     assert set(left) == {f"log-{i}" for i in range(60) if i % 3 != 1}
 
 
-def test_413_splits_batches_and_oversize_events_are_reported_or_recorded(
+def test_413_splits_batches_and_an_event_the_server_refuses_goes_through_overflow(
     emulator: Emulator, tmp_path: Path
 ) -> None:
     project = make_project(emulator)
@@ -240,15 +240,11 @@ def test_413_splits_batches_and_oversize_events_are_reported_or_recorded(
     assert set(all_rows(emulator.url, emulator.key, "project_logs", project["id"])) == {
         f"b{i}" for i in range(25)
     }
-    with pytest.raises(Exception, match=r"event 'huge' at there:7 is 1,500,0\d\d bytes"):
-        anyio.run(load, "fail", True)
-    pool, ledger = anyio.run(load, "skip", True)
-    assert pool.statistics().skipped == 1 and ledger.skipped == 1 and ledger.rows == 26
-    recorded = orjson.loads((tmp_path / "errors.jsonl").read_bytes().splitlines()[-1])
-    assert (recorded["id"], recorded["where"], len(recorded["event"]["input"])) == (
-        "huge",
-        "there:7",
-        1_500_000,
+    pool, ledger = anyio.run(load, "fail", True)  # 413 alone: sent through the overflow route
+    assert pool.statistics().overflowed == 1 and ledger.skipped == 0 and ledger.rows == 26
+    assert (
+        all_rows(emulator.url, emulator.key, "project_logs", project["id"])["huge"]["input"]
+        == "y" * 1_500_000
     )
 
 
@@ -265,22 +261,9 @@ def test_import_oversize_event_from_a_file_and_error_paths(emulator: Emulator, t
     data_file.write_bytes(gzip.compress(b"\n".join([*lines, huge]) + b"\n"))
     dest = unique("dst")
     base = ["--in", str(out), "--to-project", dest, "--create-project", "--state-dir", str(tmp_path / "st")]
-    failed = run(import_command, emulator, *base)
-    assert (
-        failed.exit_code == 1 and "event 'huge'" in failed.stderr and f"{data_file.name}:2" in failed.stderr
-    )
-    skipped = run(
-        import_command,
-        emulator,
-        *base,
-        "--on-error",
-        "skip",
-        "--error-file",
-        str(tmp_path / "e.jsonl"),
-        "--restart",
-    )
-    assert skipped.exit_code == 1
-    assert orjson.loads((tmp_path / "e.jsonl").read_bytes())["id"] == "huge"
+    restored = run(import_command, emulator, *base, "--json")  # over the limit: the overflow route
+    assert restored.exit_code == 0, restored.output
+    assert (orjson.loads(restored.stdout)["overflowed"], orjson.loads(restored.stdout)["rows"]) == (1, 2)
 
     unknown = run(import_command, emulator, "--in", str(out), "--to-project", unique("nope"))
     assert unknown.exit_code == 4 and "--create-project" in unknown.stderr

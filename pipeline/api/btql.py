@@ -152,9 +152,13 @@ class Pager:
         if page.rows == 0 or page.cursor is None:
             self.done = True
         if page.rows > 0 and page.cursor is None and page.rows >= limit:
-            raise ApiError("the server returned a full page without a cursor; cannot continue paging")
+            raise ApiError(
+                self.client.sided("the server returned a full page without a cursor; cannot continue paging")
+            )
         if page.rows > limit:
-            raise ApiError(f"the server returned {page.rows} rows for a page of at most {limit}")
+            raise ApiError(
+                self.client.sided(f"the server returned {page.rows} rows for a page of at most {limit}")
+            )
         if page.rows == 0:
             return None
         self.cursor = page.cursor
@@ -182,7 +186,9 @@ class Pager:
             if not whole_rows(response.body):
                 bad_bodies += 1
                 if bad_bodies >= PAGE_ATTEMPTS:
-                    raise ApiError(f"/btql: {bad_bodies} answers in a row ended in a partial row")
+                    raise ApiError(
+                        self.client.sided(f"/btql: {bad_bodies} answers in a row ended in a partial row")
+                    )
                 continue
             return limit, Page(response.body, count_jsonl_rows(response.body), cursor_of(response))
 

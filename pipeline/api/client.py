@@ -1,10 +1,18 @@
-"""The one HTTP client every command shares: session, auth, retries, error translation.
+"""The one HTTP client every command shares: session, auth, retries, rate limits, error translation.
 
 Layers, as in httpx: public helpers (``get_json``, ``post_json``, ``post_raw``) -> ``request``
 (the retry loop, the only one in btpipe) -> ``_send`` (one thin aiohttp call). Which failures
 are transient is decided in one place, :meth:`RetryPolicy.is_retryable`; everything else
 becomes an exception from :mod:`pipeline.common.errors` with a one-line message that never contains
-the API key.
+the API key, and that starts with the client's side (``source: ``, ``destination: ``) when a
+command talks to two deployments.
+
+Rate limits: every request of a client takes a slot of one :class:`AdaptiveLimit` (a 429
+halves the slots, a run of successes adds one back), every wait is jittered, a server's
+``Retry-After`` included, and a 429 is waited out without spending the attempt budget while
+some request of the client succeeded within ``RetryPolicy.throttle_patience`` seconds. So a
+key limited to a few requests a second slows the run down instead of failing it, and a
+deployment answering nothing but 429 still fails after a bounded time.
 """
 
 from __future__ import annotations
@@ -15,8 +23,10 @@ import random
 import re
 import time
 import zlib
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from time import monotonic
 from types import TracebackType
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -40,20 +50,27 @@ TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Bounded exponential back-off with full jitter; a server's ``Retry-After`` wins."""
+    """Bounded exponential back-off with full jitter; a server's ``Retry-After`` wins, plus a
+    random extra of up to ``retry_after_jitter`` of it, so clients told the same delay do not
+    come back in step. ``throttle_patience``: see :meth:`BraintrustClient.request`."""
 
     max_attempts: int = defaults.MAX_RETRIES.default
     base_delay: float = 0.25
     max_delay: float = defaults.MAX_BACKOFF.default
     max_retry_after: float = 120.0
+    retry_after_jitter: float = defaults.RETRY_JITTER.default
+    throttle_patience: float = defaults.THROTTLE_PATIENCE.default
 
     def is_retryable(self, status: int) -> bool:
         return status in RETRYABLE_STATUSES
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
-        """Seconds to wait before attempt ``attempt + 1`` (``attempt`` counts from 1)."""
+        """Seconds to wait before attempt ``attempt + 1`` (``attempt`` counts from 1). A
+        ``Retry-After`` is honoured up to ``max_retry_after``, never shortened; its extra is
+        scaled by at least ``base_delay``, so ``Retry-After: 0`` is spread out too."""
         if retry_after is not None:
-            return min(max(retry_after, 0.0), self.max_retry_after)
+            wait = min(max(retry_after, 0.0), self.max_retry_after)
+            return wait + random.uniform(0, self.retry_after_jitter * max(wait, self.base_delay))
         return random.uniform(0, min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))
 
 
@@ -71,6 +88,7 @@ class ClientSettings:
     api_key: str = field(default="", repr=False)
     impersonate_user: str | None = None
     org_name: str | None = None
+    side: str | None = None  # "source" or "destination" when a command talks to two deployments
     retry: RetryPolicy = RetryPolicy()
     timeouts: Timeouts = Timeouts()
     max_connections: int = defaults.CONNECTIONS.default
@@ -85,16 +103,25 @@ class ClientSettings:
         impersonate: str | None = None,
         max_retries: int = defaults.MAX_RETRIES.default,
         max_backoff: float = defaults.MAX_BACKOFF.default,
+        throttle_patience: float = defaults.THROTTLE_PATIENCE.default,
+        retry_jitter: float = defaults.RETRY_JITTER.default,
         timeout: float = defaults.READ_TIMEOUT.default,
         connections: int = defaults.CONNECTIONS.default,
     ) -> ClientSettings:
         """Settings from the flat option names the command line and job files share (see
-        :mod:`pipeline.common.defaults`); the values were checked where they were read."""
+        :mod:`pipeline.common.defaults`); the values were checked where they were read, the URL
+        and key here (:func:`check_endpoint`), so a bad one is one line before any request."""
+        check_endpoint(api_url, api_key)
         return cls(
             api_url=api_url,
             api_key=api_key,
             impersonate_user=impersonate,
-            retry=RetryPolicy(max_attempts=max_retries, max_delay=max_backoff),
+            retry=RetryPolicy(
+                max_attempts=max_retries,
+                max_delay=max_backoff,
+                retry_after_jitter=retry_jitter,
+                throttle_patience=throttle_patience,
+            ),
             timeouts=Timeouts(read=timeout),
             max_connections=connections,
         )
@@ -105,6 +132,38 @@ class ClientSettings:
             return self.compress
         host = urlsplit(base_url).hostname or ""
         return not (host == "localhost" or host == "::1" or host.startswith("127."))
+
+
+def check_endpoint(api_url: str, api_key: str, *, url_name: str = "--api-url", key_name: str = "the API key") -> None:
+    """Refuse an API URL or key that could only fail later, as a traceback or a leak.
+
+    The URL must be ``http(s)://host[:port][/path]``: without a scheme every request would
+    fail inside aiohttp; user info (``https://user:pass@host``) would clash with the bearer
+    header and could be echoed, so it is refused without printing the URL. A key with a line
+    break or other control character (read from a file with its newline) cannot go in a
+    header. Messages never hold the key, and the URL only when it carries no credentials.
+    """
+    text = api_url
+    if not text or any(c.isspace() or not c.isprintable() for c in text):
+        raise UsageError(f"{url_name}: the API URL is empty or holds a space or control character")
+    try:
+        parts = urlsplit(text)
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        raise UsageError(f"{url_name}: the API URL is malformed") from None
+    if "@" in parts.netloc:
+        raise UsageError(
+            f"{url_name}: a URL with a user name or password is refused (host {parts.hostname or '?'}); "
+            "pass the key with --api-key or BRAINTRUST_API_KEY"
+        )
+    if parts.scheme not in ("http", "https"):
+        raise UsageError(f"{url_name} {text!r}: needs http:// or https:// (e.g. https://api.braintrust.dev)")
+    if not parts.hostname or not port_ok:
+        raise UsageError(f"{url_name} {text!r}: names no host, or an invalid port")
+    if parts.query or parts.fragment:
+        raise UsageError(f"{url_name} {text!r}: an API URL takes no query or fragment")
+    if any(not c.isprintable() or c.isspace() for c in api_key):
+        raise UsageError(f"{key_name} holds a line break, space or other control character; set it without one")
 
 
 @dataclass(frozen=True)
@@ -119,8 +178,57 @@ class Response:
 
 @dataclass(frozen=True)
 class ClientStatistics:
+    """Counts since the client opened: ``retries`` are waits that spent the attempt budget
+    (failures), ``throttled`` the 429s waited out for free while other requests succeeded.
+    ``concurrency`` is the limit on requests in flight at the time of asking: a reading, not a
+    count, so equality leaves it out."""
+
     requests: int
     retries: int
+    throttled: int = 0
+    concurrency: int = field(default=0, compare=False)
+
+
+class AdaptiveLimit:
+    """How many requests of one client may be in flight: additive increase, multiplicative decrease.
+
+    A 429 halves the limit (never below 1), once per round: a 429 to a request sent before
+    the last cut answers the traffic that cut already paid for, so a burst of them is one
+    signal, not several. A run of successes as long as the limit adds one, up to ``maximum``.
+    A lowered limit lets requests already in flight finish; new ones wait for a free slot.
+    """
+
+    def __init__(self, maximum: int) -> None:
+        self.maximum = maximum
+        self._slots = anyio.CapacityLimiter(maximum)
+        self._round = 0
+        self._successes = 0
+
+    @property
+    def limit(self) -> int:
+        return int(self._slots.total_tokens)
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[int]:
+        """Hold a slot while a request is on the wire; yields the round it was sent in."""
+        holder = object()  # one task may hold a slot of two clients, or two of one across tasks
+        await self._slots.acquire_on_behalf_of(holder)
+        try:
+            yield self._round
+        finally:
+            self._slots.release_on_behalf_of(holder)
+
+    def throttled(self, sent_in_round: int) -> None:
+        self._successes = 0
+        if sent_in_round == self._round:
+            self._round += 1
+            self._slots.total_tokens = max(1, self.limit // 2)
+
+    def succeeded(self) -> None:
+        self._successes += 1
+        if self._successes >= self.limit and self.limit < self.maximum:
+            self._successes = 0
+            self._slots.total_tokens = self.limit + 1
 
 
 class PageTooLargeError(ApiError):
@@ -145,13 +253,16 @@ class BraintrustClient:
     """An async Braintrust API client; use as ``async with BraintrustClient(settings) as c``."""
 
     def __init__(self, settings: ClientSettings) -> None:
-        if not settings.api_key:
-            raise AuthError("no API key: pass --api-key or set BRAINTRUST_API_KEY")
         self.settings = settings
+        if not settings.api_key:
+            raise AuthError(self.sided("no API key: pass --api-key or set BRAINTRUST_API_KEY"))
         self.base_url = settings.api_url.rstrip("/")
         self._session: aiohttp.ClientSession | None = None
+        self._limit = AdaptiveLimit(settings.max_connections)
+        self._last_success: float | None = None  # monotonic time of the newest answer below 400
         self._requests = 0
         self._retries = 0
+        self._throttled = 0
 
     async def __aenter__(self) -> BraintrustClient:
         headers = {
@@ -182,7 +293,11 @@ class BraintrustClient:
             self._session = None
 
     def statistics(self) -> ClientStatistics:
-        return ClientStatistics(self._requests, self._retries)
+        return ClientStatistics(self._requests, self._retries, self._throttled, self._limit.limit)
+
+    def sided(self, message: str) -> str:
+        """``message`` naming the side this client talks to, when it has one."""
+        return f"{self.settings.side}: {message}" if self.settings.side else message
 
     def redact(self, text: str) -> str:
         """Remove the API key from text that may have echoed it (error bodies, URLs)."""
@@ -213,29 +328,58 @@ class BraintrustClient:
         shrink_on: frozenset[int] = frozenset(),
     ) -> Response:
         """Send with retries. ``shrink_on`` statuses raise :class:`PageTooLargeError` at once so
-        the caller can retry with a smaller request instead of the same one."""
+        the caller can retry with a smaller request instead of the same one.
+
+        A failure spends one of ``max_attempts``, except a 429 while the client is making
+        progress (some request succeeded within ``throttle_patience`` seconds): that one is
+        waited out for free, however many it takes, since the run is only going slower. With no
+        success that recent (a key that never gets through), 429s spend attempts like any
+        failure, so the request gives up after about ``throttle_patience`` plus its budget.
+        """
         policy = self.settings.retry
         where = f"{method} {path}"
-        for attempt in range(1, policy.max_attempts + 1):
+        attempts = waits = 0
+        while True:
             retry_after: float | None = None
+            throttled = False
             try:
-                response = await self._send(method, path, params, body)
+                async with self._limit.slot() as sent_in_round:
+                    response = await self._send(method, path, params, body)
             except TRANSPORT_ERRORS as exc:
                 problem = f"{type(exc).__name__}: {self.redact(str(exc)) or 'no detail'}"
             else:
                 if response.status < 400:
+                    self._last_success = monotonic()
+                    self._limit.succeeded()
                     return response
                 if response.status in shrink_on:
-                    raise PageTooLargeError(self._describe(where, response), response.status)
+                    raise PageTooLargeError(self.sided(self._describe(where, response)), response.status)
                 if not policy.is_retryable(response.status):
                     raise self._terminal_error(where, response)
                 problem = self._describe(where, response)
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            if attempt == policy.max_attempts:
-                raise TransientApiError(self.redact(f"{where}: gave up after {attempt} attempts: {problem}"))
-            self._retries += 1
-            await anyio.sleep(policy.delay(attempt, retry_after))
-        raise AssertionError("unreachable")
+                if response.status == 429:
+                    self._limit.throttled(sent_in_round)
+                    throttled = self._making_progress()
+            waits += 1
+            if throttled:
+                self._throttled += 1
+            else:
+                attempts += 1
+                if attempts == policy.max_attempts:
+                    free = f" and {waits - attempts} waits on 429" if waits > attempts else ""
+                    raise TransientApiError(
+                        self.redact(
+                            self.sided(f"{where}: gave up after {attempts} attempts{free}: {problem}")
+                        )
+                    )
+                self._retries += 1
+            await anyio.sleep(policy.delay(waits, retry_after))
+
+    def _making_progress(self) -> bool:
+        """Whether some request of this client succeeded within the throttle patience."""
+        patience = self.settings.retry.throttle_patience
+        return self._last_success is not None and monotonic() - self._last_success <= patience
 
     async def _send(
         self, method: str, path: str, params: Mapping[str, str] | None, body: bytes | None
@@ -290,14 +434,14 @@ class BraintrustClient:
     def _terminal_error(self, where: str, response: Response) -> ApiError | AuthError | NotFoundError:
         message = self._describe(where, response)
         if response.status == 401:
-            return AuthError(f"the API key was rejected ({message})")
+            return AuthError(self.sided(f"the API key was rejected ({message})"))
         if response.status == 403:
-            return AuthError(f"permission denied ({message})")
+            return AuthError(self.sided(f"permission denied ({message})"))
         if response.status == 404:
-            return NotFoundError(message)
+            return NotFoundError(self.sided(message))
         if response.status == 400:
-            return BadRequestError(message, response.status)
-        return ApiError(message, response.status)
+            return BadRequestError(self.sided(message), response.status)
+        return ApiError(self.sided(message), response.status)
 
 
 class BadRequestError(ApiError, UsageError):

@@ -65,7 +65,7 @@ async def resolve_project(client: BraintrustClient, name_or_id: str) -> dict[str
     async for obj in _list(client, "project", {"project_name": name_or_id}):
         if obj["name"] == name_or_id:
             return obj
-    raise NotFoundError(f"project {name_or_id!r} not found")
+    raise NotFoundError(client.sided(f"project {name_or_id!r} not found"))
 
 
 async def ensure_project(client: BraintrustClient, name: str) -> dict[str, Any]:
@@ -117,7 +117,9 @@ async def resolve_selection(
         else:
             obj = await find_object(client, kind, project["id"], selector.name)
             if obj is None:
-                raise NotFoundError(f"{kind} {selector.name!r} not found in project {project['name']!r}")
+                raise NotFoundError(
+                    client.sided(f"{kind} {selector.name!r} not found in project {project['name']!r}")
+                )
             refs.append(object_ref(kind, obj))
     seen: set[tuple[str, str]] = set()
     unique = []

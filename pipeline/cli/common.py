@@ -35,7 +35,10 @@ from pipeline.common.defaults import (
     MAX_RETRIES,
     ON_ERROR,
     READ_TIMEOUT,
+    RETRY_JITTER,
     STATE_DIR,
+    THROTTLE_PATIENCE,
+    TO_IMPERSONATE,
 )
 from pipeline.common.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, BtpipeError, first_error
 from pipeline.common.memory import keep_memory_flat
@@ -72,7 +75,9 @@ class Output:
 
 #: The settings :func:`api_options` folds into one ``settings``, as ``ClientSettings.from_options``
 #: names them; the key is an option of its own, never a setting with a default.
-_CLIENT_SETTINGS = (API_URL, IMPERSONATE, MAX_RETRIES, MAX_BACKOFF, READ_TIMEOUT, CONNECTIONS)
+_CLIENT_SETTINGS = (
+    API_URL, IMPERSONATE, MAX_RETRIES, MAX_BACKOFF, THROTTLE_PATIENCE, RETRY_JITTER, READ_TIMEOUT, CONNECTIONS,
+)  # fmt: skip
 
 
 def api_options(fn: F) -> F:
@@ -120,7 +125,9 @@ def load_options(fn: F) -> F:
 
 
 def to_options(fn: F) -> F:
-    """The destination's URL and the name of the variable holding its key (migrate, verify)."""
+    """The destination's URL, the name of the variable holding its key and the user it acts as
+    (migrate, verify); ``--impersonate`` is the source's only."""
+    fn = setting_option(TO_IMPERSONATE)(fn)
     fn = click.option("--to-api-key-env", default=None, metavar="VAR",
                       help="Name of the environment variable holding the destination API key.")(fn)  # fmt: skip
     return click.option(
@@ -194,6 +201,9 @@ class Btpipe(click.Group):
             where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
             click.echo(f"btpipe: error: {exc.format_message()}{where}", err=True)
             sys.exit(EXIT_USAGE)
+        except BtpipeError as exc:  # raised while the options were turned into settings
+            click.echo(f"btpipe: error: {exc}", err=True)
+            sys.exit(exc.exit_code)
         except click.Abort:
             click.echo("btpipe: aborted", err=True)
             sys.exit(EXIT_FAILED)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import replace
 from typing import Any
 
 import anyio
@@ -50,17 +51,29 @@ def _load_opts(kw: dict[str, Any]) -> LoadOptions:
     )
 
 
-def _destination_settings(kw: dict[str, Any], source: ClientSettings) -> ClientSettings:
-    """The ``--to-`` side: its own URL and key (from ``--to-api-key-env``), else the source's."""
-    from dataclasses import replace
+def _source_settings(kw: dict[str, Any]) -> ClientSettings:
+    """The API options of a two-sided command, naming their side in every error."""
+    source: ClientSettings = kw["settings"]
+    return replace(source, side="source")
 
+
+def _destination_settings(kw: dict[str, Any], source: ClientSettings) -> ClientSettings:
+    """The ``--to-`` side: its own URL and key (from ``--to-api-key-env``), else the source's,
+    and only its own ``--to-impersonate``: the source's user may not exist at the destination,
+    and acting as it there would write under an identity nobody asked for."""
     env = kw["to_api_key_env"]
     key = source.api_key
     if env:
         key = os.environ.get(env, "")
         if not key:
-            raise AuthError(f"--to-api-key-env: environment variable {env} is not set")
-    return replace(source, api_url=kw["to_api_url"] or source.api_url, api_key=key)
+            raise AuthError(f"destination: environment variable {env} (--to-api-key-env) is not set")
+    return replace(
+        source,
+        api_url=kw["to_api_url"] or source.api_url,
+        api_key=key,
+        impersonate_user=kw["to_impersonate"],
+        side="destination",
+    )
 
 
 def _report_load(output: Output, summary: Any, verb: str) -> None:
@@ -121,7 +134,7 @@ def migrate_command(**kw: Any) -> None:
         from_project=kw["from_project"], to_project=kw["to_project"], objects=kw["objects"],
         create_project=kw["create_project"], page_limit=kw["page_limit"], load=_load_opts(kw),
     )  # fmt: skip
-    source: ClientSettings = kw["settings"]
+    source = _source_settings(kw)
 
     async def body(progress: Progress) -> Any:
         destination = _destination_settings(kw, source)
@@ -203,7 +216,7 @@ def verify_command(**kw: Any) -> None:
         raise click.UsageError("give exactly one source: --in PATH or --project NAME")
     if kw["to_object"] is not None and kw["input_path"] is None:
         raise click.UsageError("--to-object goes with --in")
-    source: ClientSettings = kw["settings"]
+    source = _source_settings(kw)
 
     async def body() -> Any:
         destination = _destination_settings(kw, source)

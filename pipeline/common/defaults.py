@@ -289,8 +289,13 @@ API_URL: Setting[str] = Setting(
 )  # fmt: skip
 IMPERSONATE: Setting[str | None] = Setting(
     "impersonate", None, str, flag="--impersonate", key="impersonate", metavar="USER",
-    help="Run requests as this user id or email (x-bt-impersonate-user)", shown="the key's own user",
-    section=CLIENT,
+    help="Run requests as this user id or email (x-bt-impersonate-user); migrate and verify: the source's only",
+    shown="the key's own user", section=CLIENT,
+)  # fmt: skip
+TO_IMPERSONATE: Setting[str | None] = Setting(
+    "to_impersonate", None, str, flag="--to-impersonate", metavar="USER",
+    help="Run the destination's requests as this user id or email (in job files: [destination] impersonate)",
+    shown="the destination key's own user", section="migrate, verify",
 )  # fmt: skip
 MAX_RETRIES: Setting[int] = Setting(
     "max_retries", 8, int, min=1, flag="--max-retries", key="max_retries",
@@ -300,13 +305,24 @@ MAX_BACKOFF: Setting[float] = Setting(
     "max_backoff", 20.0, float, above=0, flag="--max-backoff", key="max_backoff",
     help="Longest back-off between attempts, seconds", section=CLIENT,
 )  # fmt: skip
+THROTTLE_PATIENCE: Setting[float] = Setting(
+    "throttle_patience", 60.0, float, above=0, flag="--throttle-patience", key="throttle_patience",
+    help="A 429 is waited out without spending --max-retries while some request succeeded in the last "
+    "this many seconds", section=CLIENT,
+)  # fmt: skip
+RETRY_JITTER: Setting[float] = Setting(
+    "retry_jitter", 0.5, float, min=0, flag="--retry-jitter", key="retry_jitter",
+    help="Random extra wait on top of a server's Retry-After, as a fraction of it (0.5: up to half again), "
+    "so clients do not retry in step", section=CLIENT,
+)  # fmt: skip
 READ_TIMEOUT: Setting[float] = Setting(
     "timeout", 120.0, float, above=0, flag="--timeout", key="timeout",
     help="Socket read timeout, seconds", section=CLIENT,
 )  # fmt: skip
 CONNECTIONS: Setting[int] = Setting(
     "connections", 16, int, min=1, flag="--connections", key="connections",
-    help="Maximum open HTTP connections", section=CLIENT,
+    help="Maximum open HTTP connections and requests in flight (each 429 halves the requests in flight, "
+    "successes grow them back)", section=CLIENT,
 )  # fmt: skip
 
 # --- job files only ----------------------------------------------------------------------
@@ -339,7 +355,8 @@ SETTINGS: tuple[Setting[Any], ...] = (
     MIN_ROWS_PER_RANGE, PAGE_LIMIT, PREFETCH, ENCODERS, ROW_GROUP_ROWS, ROW_GROUP_MB, FILE_ROWS, FILE_MB,
     LOAD_WORKERS, BATCH_ROWS, MAX_BATCH_BYTES, MAX_INFLIGHT_MB, ON_ERROR, ERROR_FILE, STATE_DIR,
     CREATE_PROJECT,
-    API_URL, API_URL_ENV, API_KEY_ENV, IMPERSONATE, MAX_RETRIES, MAX_BACKOFF, READ_TIMEOUT, CONNECTIONS,
+    API_URL, API_URL_ENV, API_KEY_ENV, IMPERSONATE, TO_IMPERSONATE, MAX_RETRIES, MAX_BACKOFF, THROTTLE_PATIENCE,
+    RETRY_JITTER, READ_TIMEOUT, CONNECTIONS,
     KEEP_RUNS, FULL_EVERY, VERIFY,
     DELETE_OBJECTS,
 )  # fmt: skip

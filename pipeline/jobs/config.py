@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from pipeline.api.client import ClientSettings
@@ -62,10 +62,12 @@ from pipeline.common.defaults import (
     PREFETCH,
     RANGES_PER_OBJECT,
     READ_TIMEOUT,
+    RETRY_JITTER,
     ROW_GROUP_MB,
     ROW_GROUP_ROWS,
     SHAPE,
     STATE_DIR,
+    THROTTLE_PATIENCE,
     VERIFY,
     BadValue,
     Setting,
@@ -83,8 +85,8 @@ JOB_KINDS = ("export", "migrate")
 
 #: The tunable settings each table takes; their keys, types, ranges and defaults are the
 #: records' (:mod:`pipeline.common.defaults`), the same the command line uses.
-CONNECTION_SETTINGS = (API_URL, API_URL_ENV, API_KEY_ENV, IMPERSONATE, MAX_RETRIES, MAX_BACKOFF, READ_TIMEOUT,
-                       CONNECTIONS)  # fmt: skip
+CONNECTION_SETTINGS = (API_URL, API_URL_ENV, API_KEY_ENV, IMPERSONATE, MAX_RETRIES, MAX_BACKOFF, THROTTLE_PATIENCE,
+                       RETRY_JITTER, READ_TIMEOUT, CONNECTIONS)  # fmt: skip
 EXPORT_SETTINGS = (FORMAT, COMPRESSION, FILTER, SHAPE, INCREMENTAL, KEEP_RUNS, FULL_EVERY, EXPORT_WORKERS,
                    RANGES_PER_OBJECT, MIN_ROWS_PER_RANGE, PAGE_LIMIT, PREFETCH, ENCODERS, ROW_GROUP_ROWS,
                    ROW_GROUP_MB, FILE_ROWS, FILE_MB)  # fmt: skip
@@ -124,27 +126,38 @@ class ConfigError(UsageError):
 
 @dataclass(frozen=True)
 class Connection:
-    """An API endpoint and the key read from the environment variable the file names."""
+    """An API endpoint and the key read from the environment variable the file names.
+
+    ``side`` is the table it came from (``source`` or ``destination``): each table's settings,
+    ``impersonate`` included, apply to its own side only, and every error of a migrate job's
+    client names its side."""
 
     api_url: str
     api_key_env: str
     api_key: str = field(repr=False)
+    side: str = "source"
     impersonate: str | None = IMPERSONATE.default
     max_retries: int = MAX_RETRIES.default
     max_backoff: float = MAX_BACKOFF.default
+    throttle_patience: float = THROTTLE_PATIENCE.default
+    retry_jitter: float = RETRY_JITTER.default
     timeout: float = READ_TIMEOUT.default
     connections: int = CONNECTIONS.default
 
-    def client_settings(self) -> ClientSettings:
-        return ClientSettings.from_options(
+    def client_settings(self, *, name_side: bool = False) -> ClientSettings:
+        """The client settings of this side; ``name_side`` when the job talks to both sides."""
+        settings = ClientSettings.from_options(
             api_url=self.api_url,
             api_key=self.api_key,
             impersonate=self.impersonate,
             max_retries=self.max_retries,
             max_backoff=self.max_backoff,
+            throttle_patience=self.throttle_patience,
+            retry_jitter=self.retry_jitter,
             timeout=self.timeout,
             connections=self.connections,
         )
+        return replace(settings, side=self.side) if name_side else settings
 
 
 _OBJECTS = tuple(OBJECTS.default.split(","))
@@ -372,7 +385,7 @@ class _Loader:
                 self.at(f"{name}.api_key_env"),
                 f"environment variable {key_env} is not set (it must hold the API key)",
             )
-        return Connection(api_url=api_url, api_key_env=key_env, api_key=api_key, **values)
+        return Connection(api_url=api_url, api_key_env=key_env, api_key=api_key, side=name, **values)
 
     def job(self, name: str, table: Any) -> JobConfig | None:
         keypath = f"job.{name}"

@@ -108,8 +108,8 @@ async def run_migrate_job(
     started = time.monotonic()
     result = JobResult(name=job.name, kind=job.kind)
     async with (
-        BraintrustClient(source.client_settings()) as src,
-        BraintrustClient(destination.client_settings()) as dst,
+        BraintrustClient(source.client_settings(name_side=True)) as src,
+        BraintrustClient(destination.client_settings(name_side=True)) as dst,
     ):
         summary = await MigrateJob(src, dst, job.migrate_options(), progress).run()
         result.rows = summary.rows

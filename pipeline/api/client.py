@@ -134,7 +134,9 @@ class ClientSettings:
         return not (host == "localhost" or host == "::1" or host.startswith("127."))
 
 
-def check_endpoint(api_url: str, api_key: str, *, url_name: str = "--api-url", key_name: str = "the API key") -> None:
+def check_endpoint(
+    api_url: str, api_key: str, *, url_name: str = "--api-url", key_name: str = "the API key"
+) -> None:
     """Refuse an API URL or key that could only fail later, as a traceback or a leak.
 
     The URL must be ``http(s)://host[:port][/path]``: without a scheme every request would
@@ -163,7 +165,9 @@ def check_endpoint(api_url: str, api_key: str, *, url_name: str = "--api-url", k
     if parts.query or parts.fragment:
         raise UsageError(f"{url_name} {text!r}: an API URL takes no query or fragment")
     if any(not c.isprintable() or c.isspace() for c in api_key):
-        raise UsageError(f"{key_name} holds a line break, space or other control character; set it without one")
+        raise UsageError(
+            f"{key_name} holds a line break, space or other control character; set it without one"
+        )
 
 
 @dataclass(frozen=True)

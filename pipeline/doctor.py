@@ -412,7 +412,7 @@ class Doctor:
             self.fail(name, BtpipeError("the cursor of page 1 read page 1 again"))
             return
         self._needed(
-            name, second, f"served; page 2 read through the cursor of page 1 ({len(second.rows)} row)"
+            name, second, f"served; page 2 read through the cursor of page 1 ({_rows(len(second.rows))})"
         )
 
     def _needed(self, name: str, answer: Answer, served: str) -> None:
@@ -490,7 +490,13 @@ class Doctor:
         return True
 
     def rate_limits(self) -> None:
+        """The rate-limit headers seen on any answer, and the waits they caused."""
         seen = self.client.rate_limit_headers
-        retries = self.client.statistics().retries
+        stats = self.client.statistics()
         answer = "; ".join(f"{k}: {v}" for k, v in seen.items()) if seen else "none seen"
-        self.note("rate limits", "ok", f"{answer}; {retries} retries")
+        waits = f"{stats.throttled} waits on 429 while other requests went through"
+        self.note("rate limits", "ok", f"{answer}; {stats.retries} retries, {waits}")
+
+
+def _rows(n: int) -> str:
+    return f"{n:,} row" if n == 1 else f"{n:,} rows"

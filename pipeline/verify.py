@@ -8,6 +8,10 @@ are sorted, and a field whose value is null counts as absent (the API reports mi
 as null). Only ``id -> digest`` maps are held, never rows, so memory is ~100 bytes per row.
 When an export root holds several runs, a later version of an id replaces an earlier one, as
 an import would.
+
+The files a manifest lists are first checked against it (:mod:`pipeline.common.integrity`);
+an object with a file changed, cut short or missing since the export is not compared (its
+rows are not known) but reported as a difference naming each such file and what is wrong.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from pipeline.common.rows import DESTINATION_FIELDS
 from pipeline.common.selection import parse_one_object
 from pipeline.common.storage import Storage, location
 from pipeline.sources import iter_rows
-from pipeline.sources.inputs import find_inputs, open_input, select_inputs
+from pipeline.sources.inputs import InputObject, find_damaged, find_inputs, open_input, select_inputs
 
 SAMPLE = 20
 Digests = dict[str, bytes]
@@ -84,15 +88,20 @@ class ObjectDiff:
     missing_ids: list[str] = field(default_factory=list)
     extra_ids: list[str] = field(default_factory=list)
     differing_ids: list[str] = field(default_factory=list)
+    #: Source files that differ from their manifest: the object was not compared.
+    damaged: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not (self.missing or self.extra or self.differing)
+        return not (self.missing or self.extra or self.differing or self.damaged)
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "ok": self.ok}
 
     def describe(self) -> str:
+        if self.damaged:
+            files = "".join(f"\n  damaged: {line}" for line in self.damaged)
+            return f"{self.source} -> {self.destination}: not compared, the source files are damaged{files}"
         head = f"{self.source} -> {self.destination}: {self.source_rows:,} vs {self.destination_rows:,} rows"
         if self.ok:
             return f"{head}: identical"
@@ -176,8 +185,7 @@ class VerifyJob:
                 raise UsageError(
                     f"--to-object names one destination but {input_path} holds {len(found)} objects"
                 )
-            digests = await anyio.to_thread.run_sync(digest_files, storage, found[0].files)
-            return [await self._pair(dst_project, object_type, name, input_path, digests)]
+            return [await self._pair_files(dst_project, storage, found[0], object_type, name, input_path)]
         loose = [obj for obj in found if obj.object_type is None]
         if loose:
             raise UsageError(
@@ -190,8 +198,26 @@ class VerifyJob:
         diffs = []
         for obj in inputs:
             assert obj.object_type is not None
-            digests = await anyio.to_thread.run_sync(digest_files, storage, obj.files)
             diffs.append(
-                await self._pair(dst_project, obj.object_type, obj.name or obj.id, obj.label, digests)
+                await self._pair_files(
+                    dst_project, storage, obj, obj.object_type, obj.name or obj.id, obj.label
+                )
             )
         return diffs
+
+    async def _pair_files(
+        self,
+        project: dict[str, Any],
+        storage: Storage,
+        obj: InputObject,
+        object_type: str,
+        name: str | None,
+        label: str,
+    ) -> ObjectDiff:
+        """The diff of one input object, or, when a file of it is damaged, a difference
+        listing the damaged files instead of a comparison."""
+        damaged = await find_damaged(storage, obj)
+        if damaged:
+            return ObjectDiff(label, f"{project['name']}/{label}", 0, 0, damaged=[str(d) for d in damaged])
+        digests = await anyio.to_thread.run_sync(digest_files, storage, obj.files)
+        return await self._pair(project, object_type, name, label, digests)

@@ -67,6 +67,8 @@ def export(settings: ClientSettings, quiet: bool, as_json: bool, **kw: Any) -> N
         return await with_client(settings, lambda client: ExportJob(client, options, progress).run())
 
     summary = run_async(with_progress(output, body))
+    for damaged in summary.repaired:
+        output.warn(f"{damaged}; its range was exported again")
     if as_json:
         emit_json(summary.to_json())
     else:

@@ -4,7 +4,8 @@ Each command builds a job from its options and runs it; the logic lives in
 :mod:`pipeline.load` and :mod:`pipeline.verify`. A second destination's key is never a
 command-line value: ``--to-api-key-env VAR`` names the environment variable holding it.
 Exit codes are those of :mod:`pipeline.common.errors`; ``import`` and ``migrate`` exit 1 when
-events were skipped (``--on-error skip``), ``verify`` exits 1 on any difference.
+events were skipped (``--on-error skip``) or files left out (``--skip-damaged``), ``verify``
+exits 1 on any difference.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import anyio
 import click
 
-from pipeline.api.client import BraintrustClient, ClientSettings, check_endpoint
+from pipeline.api.client import BraintrustClient, ClientSettings
 from pipeline.cli.common import (
     Output,
     api_options,
@@ -68,8 +69,6 @@ def _destination_settings(kw: dict[str, Any], source: ClientSettings) -> ClientS
         if not key:
             raise AuthError(f"destination: environment variable {env} (--to-api-key-env) is not set")
     return replace(
-    check_endpoint(kw["to_api_url"] or source.api_url, key, url_name="destination: --to-api-url",
-                   key_name=f"destination: the key in {env}" if env else "the API key")  # fmt: skip
         source,
         api_url=kw["to_api_url"] or source.api_url,
         api_key=key,
@@ -88,7 +87,9 @@ def _report_load(output: Output, summary: Any, verb: str) -> None:
         output.say(f"{verb} {summary.rows:,} rows in {summary.seconds:.1f}s ({summary.retries} retries)")
         if summary.skipped:
             output.say(f"{summary.skipped:,} events too big were recorded in {summary.error_file}")
-    if summary.skipped:
+        for damaged in summary.damaged:
+            output.warn(f"not imported: {damaged}")
+    if summary.skipped or summary.damaged:
         sys.exit(EXIT_FAILED)
 
 
@@ -103,6 +104,10 @@ def _report_load(output: Output, summary: Any, verb: str) -> None:
 @click.option(
     "--to-object", default=None, help="Destination for a single-object input: logs, dataset:NAME, ..."
 )
+@click.option("--skip-damaged", is_flag=True,
+              help="Import the objects whose files match their manifest, list the files that do not "
+                   "(changed, cut short or missing) and exit 1; without it such a file stops the "
+                   "import before any row is sent.")  # fmt: skip
 def import_command(**kw: Any) -> None:
     """Insert exported JSONL or Parquet files into a project (resumable)."""
     from pipeline.load.importer import ImportJob, ImportOptions
@@ -110,7 +115,8 @@ def import_command(**kw: Any) -> None:
     output = Output(kw["quiet"], kw["as_json"])
     options = ImportOptions(
         input=kw["input_path"], to_project=kw["to_project"], objects=kw["objects"],
-        to_object=kw["to_object"], create_project=kw["create_project"], load=_load_opts(kw),
+        to_object=kw["to_object"], create_project=kw["create_project"], skip_damaged=kw["skip_damaged"],
+        load=_load_opts(kw),
     )  # fmt: skip
 
     async def body(progress: Progress) -> Any:

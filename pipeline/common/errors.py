@@ -5,6 +5,7 @@
     ├── AuthError               exit 3   missing or wrong API key, permission refused
     ├── NotFoundError           exit 4   a project, dataset or experiment that does not exist
     ├── InterruptedRun          exit 5   stopped part way; state saved, re-run to resume
+    ├── DamagedFileError        exit 1   a file differs from its manifest entry
     └── ApiError                exit 1   the server refused a request we cannot retry
         └── TransientApiError   exit 1   retries ran out on a transient failure
 
@@ -50,6 +51,10 @@ class InterruptedRun(BtpipeError):
     """The run stopped part way; its state file lets the next run resume."""
 
     exit_code = EXIT_INTERRUPTED
+
+
+class DamagedFileError(BtpipeError):
+    """A file differs from what its manifest says was written: changed, cut short or missing."""
 
 
 class ApiError(BtpipeError):

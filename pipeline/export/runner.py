@@ -42,6 +42,7 @@ from pipeline.api.snapshot import (
 from pipeline.common import defaults, layout
 from pipeline.common.clock import seconds_since_start
 from pipeline.common.errors import BtpipeError, UsageError
+from pipeline.common.integrity import find_damage
 from pipeline.common.manifest import FileInfo, Manifest, ObjectManifest, write_manifest
 from pipeline.common.progress import Progress, Task
 from pipeline.common.rows import ObjectType
@@ -127,6 +128,8 @@ class ExportSummary:
     retries: int
     objects: list[ObjectSummary] = field(default_factory=list)
     first_row_seconds: float | None = None  # process start to the first page written
+    #: Files of the resumed run found missing or changed; their ranges were read again.
+    repaired: list[str] = field(default_factory=list)
 
     @property
     def rows(self) -> int:
@@ -231,6 +234,7 @@ class ExportJob:
         # twice the memory for no more speed.
         self._page_budget = PageBudget(options.workers + int(self._encoders.total_tokens))
         self._first_row_seconds: float | None = None
+        self._repaired: list[str] = []  # files of a resumed run found damaged (_check_published)
         self._first_pages: dict[tuple[str, int], tuple[Pager, _HeldPage | None]] = {}  # read while planning
         self.storage: Storage
         self.store: StateStore[ExportState]
@@ -276,6 +280,7 @@ class ExportJob:
             requests=stats.requests,
             retries=stats.retries,
             first_row_seconds=self._first_row_seconds,
+            repaired=self._repaired,
             objects=[
                 ObjectSummary(
                     label=obj.name if obj.object_type == "project_logs" else f"{obj.object_type}:{obj.name}",
@@ -298,6 +303,7 @@ class ExportJob:
         if run is None:
             return False
         if run.options == self.options.run_key() and not self.options.restart:
+            await self._check_published(run)
             return True
         if not self.options.restart:
             raise UsageError(
@@ -307,10 +313,36 @@ class ExportJob:
         for obj in run.objects:
             for rng in obj.ranges:
                 for info in rng.files:
-                    await anyio.to_thread.run_sync(self.storage.delete, info.path)
+                    await anyio.to_thread.run_sync(self._delete_if_there, info.path)
         self.state.run = None
         await self._save()
         return False
+
+    async def _check_published(self, run: RunState) -> None:
+        """Before resuming, check every file the state says was published (exists, size,
+        sha256). A range with a file missing or changed since is read again from its start,
+        rather than the run finishing with a hole or a manifest entry that lies: its files are
+        deleted, its checkpoint reset, and it publishes them anew. That is safe because the
+        range reads again at the object's pinned version (an unpinned object has one range,
+        which reads afresh), so each row still lands once, and its part numbers restart at 0."""
+        for obj in run.objects:
+            for rng in obj.ranges:
+                damaged = await find_damage(self.storage, rng.files)
+                if not damaged:
+                    continue
+                directory = layout.object_dir(obj.object_type, obj.id, run.run_id)
+                prefix = f"{directory}/{layout.range_prefix(rng.index)}-"
+                for path in await anyio.to_thread.run_sync(self.storage.list_files, prefix):
+                    await anyio.to_thread.run_sync(self._delete_if_there, path)
+                rng.cursor, rng.next_part, rng.rows, rng.done, rng.files = None, 0, 0, False, []
+                await self._save()
+                self._repaired.extend(str(d) for d in damaged)
+
+    def _delete_if_there(self, relpath: str) -> None:
+        try:
+            self.storage.delete(relpath)
+        except FileNotFoundError:
+            pass
 
     async def _plan(self, project: dict[str, Any]) -> RunState:
         found: dict[str, Any] = {}

@@ -8,6 +8,11 @@ of an object is ``(file, position)`` of the last row of the applied prefix, plus
 a resumed run skips the files before that file without opening them and the rows up to that
 position inside it (:class:`~pipeline.common.state.FilePosition`). See
 :mod:`pipeline.common.jobstate` for where the state file lives.
+
+Before anything is sent, every file still to be read that a manifest lists is checked against
+its manifest entry (:mod:`pipeline.common.integrity`): a damaged one stops the import before
+its first row (:class:`~pipeline.common.errors.DamagedFileError`), or, with
+``skip_damaged``, leaves out the objects holding one, whole, and lists them in the summary.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ import anyio
 from pipeline.api.client import BraintrustClient
 from pipeline.api.objects import ObjectRef
 from pipeline.common import defaults
-from pipeline.common.errors import UsageError
+from pipeline.common.errors import DamagedFileError, UsageError
+from pipeline.common.integrity import Damage
 from pipeline.common.progress import Progress
 from pipeline.common.selection import parse_one_object
 from pipeline.common.state import FilePosition, ObjectProgress
@@ -32,7 +38,7 @@ from pipeline.load.insert import feed
 from pipeline.load.run import LoadOptions, LoadRun, LoadSummary, ObjectResult
 from pipeline.load.transform import SourceObject, encode_event, to_event
 from pipeline.sources import SourceRow, iter_rows
-from pipeline.sources.inputs import InputObject, find_inputs, open_input, select_inputs
+from pipeline.sources.inputs import InputObject, find_damaged, find_inputs, open_input, select_inputs
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,7 @@ class ImportOptions:
     objects: str | None = None
     to_object: str | None = None
     create_project: bool = defaults.CREATE_PROJECT.default
+    skip_damaged: bool = False  # import the objects whose files all check out, list the others
     load: LoadOptions = field(default_factory=LoadOptions)
 
 
@@ -76,6 +83,16 @@ class ImportJob:
             job="import", source=source, to_project=opts.to_project, create_project=opts.create_project,
         )  # fmt: skip
         state = run.state
+        damaged = await self._damaged(storage, inputs, state.objects)
+        if damaged and not opts.skip_damaged:
+            others = len(damaged) - 1
+            more = f" ({others} more damaged file{'s' if others > 1 else ''})" if others else ""
+            raise DamagedFileError(
+                f"{damaged[0]}{more}; no rows were sent (--skip-damaged imports the other objects)"
+            )
+        run.summary.damaged = [str(d) for d in damaged]
+        broken = {d.path for d in damaged}
+        inputs = [obj for obj in inputs if broken.isdisjoint(obj.files)]
         plans: list[tuple[InputObject, ObjectRef, bool]] = []
         id_map: dict[str, str] = {}
         for obj in inputs:
@@ -104,6 +121,20 @@ class ImportJob:
                 await state.save()
 
         return await run.complete(produce, started, [obj.key for obj, _ref, _created in plans], results)
+
+    @staticmethod
+    async def _damaged(
+        storage: Storage, inputs: list[InputObject], progress: dict[str, ObjectProgress]
+    ) -> list[Damage]:
+        """The input files still to be read (from a resumed object's mark on) that differ from
+        their manifest entry."""
+        damaged: list[Damage] = []
+        for obj in inputs:
+            record = progress.get(obj.key)
+            mark = record.position if record is not None else None
+            start = obj.files.index(mark.path) if mark is not None and mark.path in obj.files else 0
+            damaged += await find_damaged(storage, obj, start)
+        return damaged
 
     async def _chunks(
         self, storage: Storage, obj: InputObject, source: SourceObject, mark: FilePosition | None

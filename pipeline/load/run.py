@@ -47,7 +47,7 @@ class ObjectResult:
 
 @dataclass
 class LoadSummary:
-    """What a load (import or migrate) did; ``skipped`` > 0 means exit code 1."""
+    """What a load (import or migrate) did; ``skipped`` > 0 or ``damaged`` means exit code 1."""
 
     seconds: float = 0.0
     resumed: bool = False
@@ -59,6 +59,8 @@ class LoadSummary:
     error_file: str | None = None
     state_file: str | None = None
     objects: list[ObjectResult] = field(default_factory=list)
+    #: Input files that differ from their manifest; the objects holding them were not loaded.
+    damaged: list[str] = field(default_factory=list)
 
     @property
     def rows(self) -> int:

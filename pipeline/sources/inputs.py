@@ -6,6 +6,10 @@ incremental backup overwrite earlier versions of a row), one run's manifest
 grouped into objects by the export's Hive path (``object_type=<t>/object_id=<id>/``); the
 object names come from the manifests. Files outside that layout belong to no known object and
 need ``--to-object``.
+
+A file a manifest lists keeps its manifest entry (``InputObject.listed``), which readers check
+it against before using it (:func:`find_damaged`, :mod:`pipeline.common.integrity`); a loose
+file or directory has no manifest, so nothing to check it against.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.common.errors import UsageError
-from pipeline.common.manifest import MANIFEST_DIR, Manifest, list_manifests, read_manifest
+from pipeline.common.integrity import Damage, find_damage
+from pipeline.common.manifest import MANIFEST_DIR, FileInfo, Manifest, list_manifests, read_manifest
 from pipeline.common.rows import OBJECT_TYPES, ObjectType
 from pipeline.common.selection import parse_selection
 from pipeline.common.storage import Storage, open_storage
@@ -34,6 +39,7 @@ class InputObject:
     files: list[str] = field(default_factory=list)
     rows: int | None = None
     info: dict[str, Any] = field(default_factory=dict)  # REST fields from the export's manifest
+    listed: dict[str, FileInfo] = field(default_factory=dict)  # manifest entries, by path
 
     @property
     def key(self) -> str:
@@ -85,10 +91,8 @@ def find_inputs(storage: Storage, prefix: str) -> list[InputObject]:
             if obj.info:
                 infos[obj.object_id] = obj.info
             rows[obj.object_id] = rows.get(obj.object_id, 0) + obj.rows_written
-    if manifests and not prefix:
-        files = [info.path for m in manifests for obj in m.objects for info in obj.files]
-    else:
-        files = discover_files(storage, prefix)
+    listed = {info.path: info for m in manifests for obj in m.objects for info in obj.files}
+    files = list(listed) if manifests else discover_files(storage, prefix)
     found: dict[tuple[str | None, str | None], InputObject] = {}
     for path in files:
         match = _HIVE.search(f"{storage.url.rstrip('/')}/{path}")
@@ -107,7 +111,15 @@ def find_inputs(storage: Storage, prefix: str) -> list[InputObject]:
                 info=infos.get(object_id or "", {}),
             )
         found[key].files.append(path)
+        if path in listed:
+            found[key].listed[path] = listed[path]
     return list(found.values())
+
+
+async def find_damaged(storage: Storage, obj: InputObject, start: int = 0) -> list[Damage]:
+    """The files of ``obj`` from ``files[start]`` on that differ from their manifest entry
+    (files outside a manifest are not checked)."""
+    return await find_damage(storage, [obj.listed[p] for p in obj.files[start:] if p in obj.listed])
 
 
 def select_inputs(objects: list[InputObject], selection: str | None) -> list[InputObject]:

@@ -107,7 +107,10 @@ def test_default_profile_serves_everything(emulator: Emulator) -> None:
     assert lines["probe: xact_filters"] == ("ok", "served")
     assert lines["probe: count_at_version"] == ("ok", "served")
     assert lines["realtime reads"][0] == "ok"
-    assert lines["rate limits"] == ("ok", "none seen; 0 retries")
+    assert lines["rate limits"] == (
+        "ok",
+        "none seen; 0 retries, 0 waits on 429 while other requests went through",
+    )
     assert_key_hidden(result, emulator.key)
 
 
@@ -206,7 +209,9 @@ def test_quiet_prints_nothing_when_all_is_well(emulator: Emulator) -> None:
 
 def test_rate_limit_headers_are_reported(version_limited: Emulator) -> None:
     project = project_with_rows(version_limited)
-    result = btpipe(version_limited, "doctor", "--project", project["name"], "--max-retries", "2", "--json")
+    # a short patience: 429s soon spend attempts, though other requests went through
+    flags = ["--max-retries", "2", "--throttle-patience", "0.01", "--json"]
+    result = btpipe(version_limited, "doctor", "--project", project["name"], *flags)
     assert result.exit_code == 0, result.stderr
     found = report(result)
     assert found["rate_limit_headers"] == {"Retry-After": "0 (HTTP 429 to GET /version)"}
@@ -216,4 +221,5 @@ def test_rate_limit_headers_are_reported(version_limited: Emulator) -> None:
         "ok",
         "requests of at most 5,000,000 bytes (btpipe's fallback: the server reports no limit) and 1,000 rows",
     )
-    assert lines["rate limits"] == ("ok", "Retry-After: 0 (HTTP 429 to GET /version); 1 retries")
+    assert lines["rate limits"][0] == "ok"
+    assert lines["rate limits"][1].startswith("Retry-After: 0 (HTTP 429 to GET /version); 1 retries, ")

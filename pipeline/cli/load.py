@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 import click
 
-from pipeline.api.client import BraintrustClient, ClientSettings
+from pipeline.api.client import BraintrustClient, ClientSettings, check_endpoint
 from pipeline.cli.common import (
     Output,
     api_options,
@@ -68,6 +68,8 @@ def _destination_settings(kw: dict[str, Any], source: ClientSettings) -> ClientS
         key = os.environ.get(env, "")
         if not key:
             raise AuthError(f"destination: environment variable {env} (--to-api-key-env) is not set")
+    check_endpoint(kw["to_api_url"] or source.api_url, key, url_name="destination: --to-api-url",
+                   key_name=f"destination: the key in {env}" if env else "the API key")  # fmt: skip
     return replace(
         source,
         api_url=kw["to_api_url"] or source.api_url,

@@ -18,6 +18,14 @@ import pytest
 from tests.conftest import Emulator
 from tests.helpers import btpipe, post, unique
 
+
+@pytest.fixture(scope="module")
+def emulator(profiled_emulator: Emulator) -> Emulator:
+    """Every test here runs against both profiles: the default one and the conservative one,
+    where btpipe must take its proven fallbacks."""
+    return profiled_emulator
+
+
 BIG = 123456789012345678901234567890
 NEGATIVE = -98765432109876543210
 TEXT_LIKE = 18446744073709551616  # 2**64: one past the unsigned 64-bit range

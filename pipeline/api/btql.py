@@ -73,8 +73,8 @@ def build_query(
 
 #: Who asks, in ``query_source`` as the official SDKs name themselves there.
 QUERY_SOURCE = f"btpipe_{__version__}"
-#: Attempts at a page whose body does not end in a whole row (cut short in transit).
-PAGE_ATTEMPTS = 4
+#: Answers in a row that may not be trusted (cut short in transit) before a read gives up.
+PAGE_ATTEMPTS = 8
 
 
 def request_body(query: Query | str, *, fmt: str, version: str | None = None) -> bytes:
@@ -120,11 +120,16 @@ class Pager:
     The page size halves when the server fails on a big page (500/504) and grows back after
     a run of good pages, within ``[min_limit, max_limit]``.
 
-    Every page is checked before it is handed on, because a cursor is only as good as the
-    page it came with: a body that does not end in a whole row is asked for again; a page
-    shorter than its limit that still carries a cursor (a server's last page, or a page cut
-    at a line boundary) is asked for again until two answers agree, keeping the longer; a
-    full page without a cursor is an error (paging could not go on).
+    A cursor is only as good as the page it came with: a page cut short in transit, yet
+    framed as whole, still carries the cursor of the whole page, and following it would
+    skip the rows cut off. So a page is handed on only when it can be trusted: it ends in a
+    whole row and is either full (as many rows as asked for, which no cut can fake) or the
+    last (no cursor). Any other answer (a partial last row, or fewer rows than asked for
+    with a cursor: the server's last rows, or a cut) is asked again for just the whole
+    rows it holds, so that the answer is full and its cursor right for them; the rows after
+    them come with the next page. A server's genuine last page so costs one request more,
+    and a cut page loses nothing, wherever it was cut. A full page without a cursor is an
+    error (paging could not go on).
     """
 
     client: BraintrustClient
@@ -145,28 +150,38 @@ class Pager:
         at exact row counts); ``None`` once the last (empty) page has been seen."""
         if self.done:
             return None
-        limit, page = await self._fetch(at_most)
-        if 0 < page.rows < limit and page.cursor is not None:
-            page = await self._confirm_short(page, limit)
+        page = await self._trusted(at_most)
         self._grow()
         if page.rows == 0 or page.cursor is None:
             self.done = True
-        if page.rows > 0 and page.cursor is None and page.rows >= limit:
-            raise ApiError(
-                self.client.sided("the server returned a full page without a cursor; cannot continue paging")
-            )
-        if page.rows > limit:
-            raise ApiError(
-                self.client.sided(f"the server returned {page.rows} rows for a page of at most {limit}")
-            )
         if page.rows == 0:
             return None
         self.cursor = page.cursor
         return page
 
-    async def _fetch(self, at_most: int | None, limit: int | None = None) -> tuple[int, Page]:
-        """One page at the current cursor: (the limit asked for, the page)."""
-        bad_bodies = 0
+    async def _trusted(self, at_most: int | None) -> Page:
+        """The page at the current cursor, asked for again until it can be trusted."""
+        limit: int | None = None
+        for _ in range(PAGE_ATTEMPTS):
+            limit, page = await self._fetch(at_most, limit)
+            if page.rows > limit:
+                raise ApiError(f"the server returned {page.rows} rows for a page of at most {limit}")
+            whole = whole_rows(page.raw)
+            if whole and page.cursor is None:
+                if 0 < page.rows == limit:
+                    raise ApiError("the server returned a full page without a cursor; cannot continue paging")
+                return page
+            if whole and page.rows == limit:
+                return page
+            limit = (page.rows if whole else page.rows - 1) or limit  # ask for the whole rows only
+        raise ApiError(
+            f"/btql: {PAGE_ATTEMPTS} answers in a row were cut short (a partial last row, or fewer "
+            "rows than asked for with a cursor)"
+        )
+
+    async def _fetch(self, at_most: int | None, limit: int | None) -> tuple[int, Page]:
+        """One answer at the current cursor, of at most ``limit`` rows (else the page size):
+        (the limit asked for, the answer)."""
         while True:
             if limit is None or limit > self.limit:
                 limit = self.limit if at_most is None else min(self.limit, at_most)
@@ -183,23 +198,7 @@ class Pager:
                 self.good_pages = 0
                 limit = None
                 continue
-            if not whole_rows(response.body):
-                bad_bodies += 1
-                if bad_bodies >= PAGE_ATTEMPTS:
-                    raise ApiError(
-                        self.client.sided(f"/btql: {bad_bodies} answers in a row ended in a partial row")
-                    )
-                continue
             return limit, Page(response.body, count_jsonl_rows(response.body), cursor_of(response))
-
-    async def _confirm_short(self, page: Page, limit: int) -> Page:
-        for _ in range(PAGE_ATTEMPTS - 1):
-            _, again = await self._fetch(None, limit)
-            if again.rows == page.rows and again.cursor == page.cursor:
-                return page
-            if again.rows > page.rows:
-                page = again
-        return page
 
     def _grow(self) -> None:
         self.good_pages += 1

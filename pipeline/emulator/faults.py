@@ -19,7 +19,12 @@ What each fault does
     once, the handler never runs. ``drop``: the handler runs (the write happens), then the
     connection is closed without an answer, the hardest case for a retrying client.
     ``truncate``: the handler runs, the headers announce the whole body, half of it is sent
-    and the connection is closed. Checked before those: a body over ``max_request_bytes``
+    and the connection is closed. Two more are not in the default mix and change only a
+    ``/btql`` JSONL answer (any other answer passes unchanged): a page cut short yet framed
+    as whole, which no transport error reveals. ``cut_rows`` keeps the first half of the
+    lines (none of one), ``cut_line`` stops inside the line holding the middle byte; both
+    keep every header, the cursor among them (still that of the whole page), with a
+    Content-Length (and gzip encoding, if any) matching the cut body. Checked before those: a body over ``max_request_bytes``
     gets 413, and a key over its ``rate_limit`` (token bucket of ``burst`` requests, keyed
     by the Authorization header) gets 429 with the seconds until its next token. The added
     latency (``latency_ms`` plus up to ``jitter_ms``) precedes every answer of a
@@ -34,6 +39,7 @@ import math
 import random
 import re
 import time
+import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Final
@@ -43,7 +49,11 @@ import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+#: The default mix of faults.
 KINDS: Final = ("429", "500", "502", "503", "drop", "truncate")
+#: Faults that cut a ``/btql`` JSONL page short (see the module docstring); named only on purpose.
+CUT_KINDS: Final = ("cut_rows", "cut_line")
+ALL_KINDS: Final = KINDS + CUT_KINDS
 CONTROL_PATH: Final = "/_emulator/faults"
 RATE_LIMITED: Final = "rate_limited"
 TOO_LARGE: Final = "413"
@@ -74,9 +84,9 @@ class FaultConfig:
 
     def __post_init__(self) -> None:
         _check(0.0 <= self.rate <= 1.0, f"rate={self.rate} must be between 0 and 1")
-        _check(bool(self.kinds), "kinds must name at least one of " + ":".join(KINDS))
+        _check(bool(self.kinds), "kinds must name at least one of " + ":".join(ALL_KINDS))
         for kind in self.kinds:
-            _check(kind in KINDS, f"kinds: unknown fault {kind!r} (expected {':'.join(KINDS)})")
+            _check(kind in ALL_KINDS, f"kinds: unknown fault {kind!r} (expected {':'.join(ALL_KINDS)})")
         _check(self.retry_after >= 0, f"retry_after={self.retry_after} must be >= 0")
         for name in ("latency_ms", "jitter_ms"):
             value = getattr(self, name)
@@ -303,6 +313,44 @@ async def _truncated(request: web.Request, handler: Handler) -> web.StreamRespon
     return response
 
 
+async def _cut(request: web.Request, handler: Handler, kind: str) -> web.StreamResponse:
+    """Run the handler; a ``/btql`` JSONL answer comes back cut short (``kind``) but framed as
+    whole, every header kept; anything else comes back unchanged."""
+    response: web.StreamResponse = await handler(request)
+    body = response.body if isinstance(response, web.Response) else None
+    if (
+        _normal(request.path) != "/btql"
+        or response.status != 200
+        or response.content_type != "application/x-jsonlines"
+        or not isinstance(body, bytes)
+    ):
+        return response
+    gzipped = response.headers.get("Content-Encoding") == "gzip"
+    plain = zlib.decompress(body, wbits=31) if gzipped else body
+    cut = _cut_rows(plain) if kind == "cut_rows" else _cut_line(plain)
+    if gzipped:
+        compressor = zlib.compressobj(wbits=31)
+        cut = compressor.compress(cut) + compressor.flush()
+    headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
+    return web.Response(status=response.status, headers=headers, body=cut)
+
+
+def _cut_rows(body: bytes) -> bytes:
+    """The first half of the lines (rounded down)."""
+    lines = body.splitlines(keepends=True)
+    return b"".join(lines[: len(lines) // 2])
+
+
+def _cut_line(body: bytes) -> bytes:
+    """Everything before the middle of the line that holds the middle byte, so the body
+    ends inside a row (an empty body has no line to cut)."""
+    middle = len(body.rstrip(b"\n")) // 2
+    start = body.rfind(b"\n", 0, middle) + 1
+    end = body.find(b"\n", start)
+    end = len(body) if end == -1 else end
+    return body[: start + max(1, (end - start) // 2)] if end > start else body
+
+
 async def _dropped(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Run the handler (its effects stay), then close the connection without answering."""
     try:
@@ -346,6 +394,8 @@ def fault_middleware(
             return await _dropped(request, handler)
         if fault == "truncate":
             return await _truncated(request, handler)
+        if fault in CUT_KINDS:
+            return await _cut(request, handler, fault)
         return _refusal(int(fault), verdict, config, f"injected fault: HTTP {fault}")
 
     return middleware

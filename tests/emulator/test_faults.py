@@ -144,8 +144,9 @@ def test_parse_command_line() -> None:
     [
         ("rate=2", "faults: rate=2.0 must be between 0 and 1"),
         ("rate=nan", "faults: rate=nan must be between 0 and 1"),
-        ("kinds=429:404", "faults: kinds: unknown fault '404' (expected 429:500:502:503:drop:truncate)"),
-        ("kinds=", "faults: kinds must name at least one of 429:500:502:503:drop:truncate"),
+        ("kinds=429:404", "faults: kinds: unknown fault '404' (expected 429:500:502:503:drop:truncate:"
+         "cut_rows:cut_line)"),
+        ("kinds=", "faults: kinds must name at least one of 429:500:502:503:drop:truncate:cut_rows:cut_line"),
         ("seed=abc", "faults: seed='abc' is not an integer"),
         ("seed=none", "faults: seed cannot be empty"),
         ("latency_ms=-1", "faults: latency_ms=-1.0 must be a finite number >= 0"),

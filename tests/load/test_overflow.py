@@ -462,6 +462,18 @@ def test_without_the_route_on_error_skip_records_each_event_over_the_limit_and_l
         assert content(copied) == {i: c for i, c in content(original).items() if i not in source.big_ids}
 
 
+def test_without_the_route_an_error_file_that_cannot_be_written_stops_the_run(
+    proxy: Proxy, source: Source, backup: Path, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    failed = load(through(proxy, "missing"), "import", source, backup, tmp_path, "--on-error", "skip",
+                  "--error-file", str(blocker / "e.jsonl"))  # fmt: skip
+    assert failed.exit_code == 2
+    [line] = failed.stderr.strip().splitlines()
+    assert "cannot open error file" in line and "e.jsonl" in line
+
+
 def test_delete_is_unaffected(server: RunningServer, proxy: Proxy, source: Source, backup: Path, tmp_path: Path) -> None:  # fmt: skip
     name = unique("ovf-del")
     restored = load(through(proxy), "import", source, backup, tmp_path, dest=name)

@@ -85,10 +85,6 @@ def other_schema() -> bytes:
     return bytes(sink.getvalue().to_pybytes())
 
 
-def huge_event() -> bytes:
-    return orjson.dumps({"id": "huge", "input": "z" * 50_000_000})
-
-
 def write(world: World, name: str, text: str) -> str:
     path = world.scratch("files") / name
     path.write_text(text)
@@ -230,30 +226,12 @@ CASES = [
         "weird",
     ),
     Case("broken manifest", lambda w: w.import_args(write(w, "m.json", "{not json")), 2, "m.json"),
-    Case(
-        "50 MB single event",
-        lambda w: w.import_args(w.import_dir("big", "p.jsonl", jsonl(huge_event()))),
-        1,
-        "event 'huge'",
-    ),
     # --- outputs
     Case(
         "output parent is a file",
         lambda w: ["export", "--project", w.project["name"], "--out", write(w, "blocker", "x") + "/sub"],
         2,
         "cannot write",
-    ),
-    Case(
-        "error file parent is a file",
-        lambda w: w.import_args(
-            w.import_dir("ef", "p.jsonl", jsonl(huge_event())),
-            "--on-error",
-            "skip",
-            "--error-file",
-            write(w, "blk2", "x") + "/e.jsonl",
-        ),
-        2,
-        "e.jsonl",
     ),
     # --- job files
     Case("job file missing", lambda w: ["run", str(w.root / "nope.toml")], 2, "nope.toml"),

@@ -15,13 +15,14 @@ SDKs send a batch bigger than that in three steps, and so does an event bigger t
 The payload is the document ``/logs3`` takes, ``{"rows": [row], "api_version": 2}``, the row
 being the encoded event with the destination's object ids in front (``project_id`` +
 ``log_id: "g"``, ``dataset_id`` or ``experiment_id``), spliced in as bytes so the event is
-neither decoded into the payload nor encoded again (:func:`build_payload`).
+not encoded again (:func:`build_payload`).
 
 Every step may be repeated: the event keeps its id, so applying it again overwrites. As in
-the SDKs, a refused upload starts over with a fresh URL (an attempt whose answer was lost may
-have used the first one up), up to the client's number of attempts. A server without the route (404 or 405 on step 1), or one refusing the
-event there (400, 413), raises :class:`OverflowRefused`, and the insert pool treats the event
-as it did before the route existed; after a missing route it does not ask again.
+the SDKs, a refused upload starts over with a fresh URL (an attempt whose answer was lost
+may have used the first one up), up to the client's number of attempts. A server without
+the route (404 or 405 on step 1), or one refusing the event there (400, 413), raises
+:class:`OverflowRefused`, and the insert pool treats the event as it did before the route
+existed; after a missing route it does not ask again.
 """
 
 from __future__ import annotations
@@ -116,20 +117,23 @@ class Upload:
             raise ApiError("POST /logs3/overflow: the answer is not a JSON object")
         method, url, key = answer.get("method"), answer.get("signedUrl"), answer.get("key")
         headers, fields = answer.get("headers"), answer.get("fields")
-        container = headers if method == "PUT" else fields
+        needed = "headers" if method == "PUT" else "fields"
         if method not in ("PUT", "POST") or not isinstance(url, str) or not isinstance(key, str):
             raise ApiError("POST /logs3/overflow: the answer lacks method (PUT or POST), signedUrl or key")
-        if not isinstance(container, dict):
-            raise ApiError(f"POST /logs3/overflow: a {method} upload needs {'headers' if method == 'PUT' else 'fields'}")  # fmt: skip
-        headers = {str(k): str(v) for k, v in (headers or {}).items()}
+        if not isinstance(answer.get(needed), dict):
+            raise ApiError(f"POST /logs3/overflow: a {method} upload needs {needed}")
+        sent = {str(k): str(v) for k, v in headers.items()} if isinstance(headers, dict) else {}
         if method == "PUT" and "blob.core.windows.net" in url:
-            headers["x-ms-blob-type"] = "BlockBlob"  # Azure refuses a signed PUT without it
-        return cls(method, url, headers, {str(k): str(v) for k, v in (fields or {}).items()}, key)
+            sent["x-ms-blob-type"] = "BlockBlob"  # Azure refuses a signed PUT without it
+        form = {str(k): str(v) for k, v in fields.items()} if isinstance(fields, dict) else {}
+        return cls(method, url, sent, form, key)
 
     @property
     def where(self) -> str:
         """The upload for messages: the storage host only, never the signed URL."""
-        return f"{self.method} to the signed upload URL on {urlsplit(self.url).netloc or 'an unnamed host'}"
+        parts = urlsplit(self.url)
+        host = f"{parts.hostname}:{parts.port}" if parts.port else parts.hostname
+        return f"{self.method} to the signed upload URL on {host or 'an unnamed host'}"
 
 
 async def _send_once(session: aiohttp.ClientSession, upload: Upload, body: bytes) -> tuple[int, Any, bytes]:
@@ -174,7 +178,8 @@ async def upload(client: BraintrustClient, target: Upload, body: bytes) -> None:
                     raise _UploadRefused(problem)
                 retry_after = parse_retry_after(headers.get("Retry-After"))
             if attempt == policy.max_attempts:
-                raise TransientApiError(client.redact(f"{target.where}: gave up after {attempt} attempts: {problem}"))  # fmt: skip
+                gave_up = f"{target.where}: gave up after {attempt} attempts: {problem}"
+                raise TransientApiError(client.redact(gave_up))
             await anyio.sleep(policy.delay(attempt, retry_after))
     raise AssertionError("unreachable")
 

@@ -6,7 +6,8 @@ run through :class:`Proxy`, a reverse proxy in front of that emulator that recor
 request (so the upload can be shown to carry no credential) and can play a server without
 the route, an object store answering with a form POST, or a connection lost between the
 write of an uploaded event and its answer. Every copy is read back through ``/btql`` and
-compared byte for byte with its source.
+compared byte for byte with its source. The payload and its row description are checked
+against the official Python SDK's own functions.
 """
 
 from __future__ import annotations
@@ -29,12 +30,14 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp import web
+from braintrust.logger import construct_logs3_data, stringify_with_overflow_meta
 
 from pipeline.common.rows import DESTINATION_FIELDS
 from pipeline.emulator.faults import FaultConfig
 from pipeline.emulator.overflow import UPLOAD_PREFIX
 from pipeline.emulator.rowwrite import Target, write_events
 from pipeline.emulator.server import RunningServer, ServerConfig
+from pipeline.load.overflow import build_payload, object_ids
 from tests.conftest import Emulator
 from tests.helpers import all_rows, btpipe, post, read_export_files, unique
 
@@ -318,6 +321,19 @@ def assert_uploads_carry_no_credential(proxy: Proxy, count: int) -> None:
 
 
 # -- tests -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["project_logs", "dataset", "experiment"])
+@pytest.mark.parametrize("event", [{"id": "x", "input": {"q": "é\u2028\"\\", "n": [1, 2.5, None]}},
+                                   {"id": "y", "comment": "c", "_object_delete": True}])  # fmt: skip
+def test_the_payload_and_its_row_description_are_the_official_sdks(kind: str, event: dict[str, Any]) -> None:
+    payload = build_payload(orjson.dumps(event), object_ids(f"/v1/{kind}/O-1"))
+    ids = {"project_logs": {"project_id": "O-1", "log_id": "g"}}.get(kind, {f"{kind}_id": "O-1"})
+    sdk = stringify_with_overflow_meta({**ids, **event})
+    assert orjson.loads(payload.body) == orjson.loads(construct_logs3_data([sdk]))
+    meta = sdk.overflow_meta
+    assert payload.row == {"object_ids": meta.object_ids, "has_comment": meta.has_comment,
+                           "is_delete": meta.is_delete, "input_row": {"byte_size": meta.byte_size}}  # fmt: skip
 
 
 @pytest.mark.parametrize("verb", ["import", "migrate"])

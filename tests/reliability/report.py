@@ -24,6 +24,7 @@ ORDER = (
     "faults injected", "retries under faults", "rows moved under faults", "crashes survived",
     "rows moved across crashes", "server restarts survived", "rows moved across restarts",
     "bad inputs tried", "files and console streams scanned for keys",
+    "rows moved under a 3/s rate limit", "429s waited out",
 )  # fmt: skip
 
 

@@ -52,7 +52,7 @@ def test_ledger_advances_over_the_prefix_and_saves_each_advance(
         done: set[int] = set()
         for seq in order:
             if seq % 5 == 4:
-                ledger.skipped += 1  # an oversize event of this batch went to the error file
+                ledger.skip(seq)  # an event of this batch went to the error file
             prefix_before = prefix(done)
             done.add(seq)
             saved_before = len(saves)
@@ -60,6 +60,8 @@ def test_ledger_advances_over_the_prefix_and_saves_each_advance(
             applied_batches = prefix(done)
             applied = sum(s + 1 for s in range(applied_batches))
             assert ledger.rows == applied and progress.rows == rows_before + applied
+            skipped = sum(1 for s in range(applied_batches) if s % 5 == 4)  # only those in the prefix
+            assert ledger.skipped == skipped and progress.skipped == skipped_before + skipped
             marked = [s for s in range(applied_batches) if batch_mark(s) is not None]
             assert progress.mark == (batch_mark(marked[-1]) if marked else mark_before)
             if applied_batches > prefix_before:

@@ -88,7 +88,7 @@ def _report_load(output: Output, summary: Any, verb: str) -> None:
                 f", {obj.skipped:,} skipped" if obj.skipped else "") + (" (created)" if obj.created else ""))  # fmt: skip
         output.say(f"{verb} {summary.rows:,} rows in {summary.seconds:.1f}s ({summary.retries} retries)")
         if summary.skipped:
-            output.say(f"{summary.skipped:,} events too big were recorded in {summary.error_file}")
+            output.say(f"{summary.skipped:,} skipped events were recorded in {summary.error_file}")
         for damaged in summary.damaged:
             output.warn(f"not imported: {damaged}")
     if summary.skipped or summary.damaged:

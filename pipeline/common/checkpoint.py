@@ -24,14 +24,20 @@ class PrefixTracker:
     def __init__(self) -> None:
         self.applied = 0  # batches in the contiguous prefix
         self.rows = 0  # rows in those batches
+        self.skipped = 0  # events of those batches that were skipped, not written
         self._marks: dict[int, Mark | None] = {}
         self._rows: dict[int, int] = {}
+        self._skipped: dict[int, int] = {}
         self._finished: set[int] = set()
 
     def register(self, seq: int, mark: Mark | None, rows: int) -> None:
         """Note a batch as it is created (before any worker can finish it)."""
         self._marks[seq] = mark
         self._rows[seq] = rows
+
+    def skip(self, seq: int) -> None:
+        """Note that one event of batch ``seq`` was skipped (before it finishes)."""
+        self._skipped[seq] = self._skipped.get(seq, 0) + 1
 
     def finish(self, seq: int) -> tuple[bool, Mark | None]:
         """Mark batch ``seq`` applied; return (prefix advanced, newest mark passed or None)."""
@@ -43,6 +49,7 @@ class PrefixTracker:
             self._finished.discard(seq_done)
             mark = self._marks.pop(seq_done)
             self.rows += self._rows.pop(seq_done)
+            self.skipped += self._skipped.pop(seq_done, 0)
             if mark is not None:
                 newest = mark
             self.applied += 1
@@ -59,10 +66,12 @@ class Ledger:
     """The checkpoint of one object of a load: batches registered in order, finished in any.
 
     Whenever the contiguous prefix grows, ``progress`` takes the rows and skipped events of
-    this run so far on top of those it held at the start, and the newest mark the prefix
+    this run's prefix on top of those it held at the start, and the newest mark the prefix
     passed (kept when the batches that completed it carried none); then ``on_rows`` hears how
     many rows were added and ``save`` writes the state. That runs under a lock, so each save
-    holds a longer prefix than the one before.
+    holds a longer prefix than the one before. Skipped events count only once their batch is
+    in the prefix, like rows: a resumed run skips again those of the batches after the saved
+    mark, so counting them earlier would count them twice.
     """
 
     def __init__(
@@ -74,7 +83,6 @@ class Ledger:
     ) -> None:
         self.progress = progress
         self.tracker = PrefixTracker()
-        self.skipped = 0  # oversize events skipped by this run
         self._rows_before = progress.rows
         self._skipped_before = progress.skipped
         self._save = save
@@ -86,8 +94,17 @@ class Ledger:
         """Rows this run applied in the prefix (skipped oversize events included)."""
         return self.tracker.rows
 
+    @property
+    def skipped(self) -> int:
+        """Events this run skipped in the prefix (see the class docstring)."""
+        return self.tracker.skipped
+
     def register(self, seq: int, mark: Mark | None, rows: int) -> None:
         self.tracker.register(seq, mark, rows)
+
+    def skip(self, seq: int) -> None:
+        """One event of batch ``seq`` was skipped (recorded in the error file, not written)."""
+        self.tracker.skip(seq)
 
     async def finished(self, seq: int) -> None:
         async with self._lock:
@@ -96,7 +113,7 @@ class Ledger:
             if not advanced:
                 return
             self.progress.rows = self._rows_before + self.tracker.rows
-            self.progress.skipped = self._skipped_before + self.skipped
+            self.progress.skipped = self._skipped_before + self.tracker.skipped
             if mark is not None:
                 self.progress.mark = mark
             if self._on_rows is not None:

@@ -11,24 +11,51 @@ Every file is published atomically, so a reader (or a resumed run) never sees ha
 Temp names start with ``.`` and end with ``.tmp``; ``list_files`` never returns them and
 ``cleanup_temp`` removes the ones a killed run left behind. Everything here blocks; async callers
 use ``anyio.to_thread.run_sync``.
+
+Failures are one line naming the file: a write that fails (a full disk) publishes nothing and
+raises :class:`~pipeline.common.errors.BtpipeError`; object storage that cannot be reached
+does too, after the retries :class:`Retries` allows, which come from the API client's retry
+settings, so ``--max-retries`` bounds a run whatever it talks to. A missing file stays
+``FileNotFoundError``, for callers that expect one.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import BinaryIO, Protocol, cast
 from urllib.parse import urlparse
 
-from pipeline.common.errors import UsageError
+from pipeline.common import defaults
+from pipeline.common.errors import BtpipeError, UsageError
 
 TEMP_PREFIX = "."
 TEMP_SUFFIX = ".tmp"
 _COPY_CHUNK = 8 * 1024 * 1024
+_OUT_OF_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+#: Where the Google Cloud clients look for a GCS emulator (``http://host:port``).
+GCS_EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
+
+
+@dataclass(frozen=True)
+class Retries:
+    """How long a call to object storage may keep retrying: the API client's ``--max-retries``
+    and ``--max-backoff``. S3 counts attempts; GCS takes only a time limit (by default a
+    quarter of an hour), here the longest the API client would wait between its attempts."""
+
+    attempts: int = defaults.MAX_RETRIES.default
+    max_backoff: float = defaults.MAX_BACKOFF.default
+
+    @property
+    def seconds(self) -> float:
+        return max(1.0, (self.attempts - 1) * self.max_backoff)
 
 
 class Storage(Protocol):
@@ -90,7 +117,8 @@ class LocalStorage:
             os.makedirs(directory, exist_ok=True)
             fh = open(temp, "xb")  # noqa: SIM115 - closed below on every path
         except OSError as exc:
-            raise UsageError(f"cannot write to {directory}: {exc.strerror or exc}") from exc
+            error = BtpipeError if exc.errno in _OUT_OF_SPACE else UsageError
+            raise error(f"cannot write to {directory}: {exc.strerror or exc}") from exc
         try:
             yield cast(BinaryIO, fh)
             fh.flush()
@@ -98,12 +126,17 @@ class LocalStorage:
             fh.close()
             os.replace(temp, final)
             _fsync_dir(directory)
-        except BaseException:
-            fh.close()
+        except BaseException as exc:
+            try:
+                fh.close()  # flushes what is buffered, which fails again on a full disk
+            except OSError:
+                pass
             try:
                 os.unlink(temp)
             except FileNotFoundError:
                 pass
+            if isinstance(exc, OSError):  # a write, flush or rename: no space, quota, I/O error
+                raise BtpipeError(f"cannot write {final}: {exc.strerror or exc}") from exc
             raise
 
     def write_bytes(self, relpath: str, data: bytes) -> None:
@@ -181,18 +214,30 @@ class ObjectStorage:
         return f"{self.base}/{_clean_relpath(relpath)}"
 
     @contextmanager
+    def _remote(self, doing: str, relpath: str) -> Iterator[None]:
+        """A failed call (unreachable, refused, retries spent) as one line naming the object;
+        a missing object stays ``FileNotFoundError``."""
+        try:
+            yield
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            detail = " ".join(str(exc).split()).split(" error_info=")[0][:300]  # GCS appends its metadata
+            raise BtpipeError(f"cannot {doing} {location(self, relpath)}: {detail}") from exc
+
+    @contextmanager
     def open_atomic(self, relpath: str) -> Iterator[BinaryIO]:
         target = self._path(relpath)
-        with tempfile.TemporaryFile(prefix="btpipe-", suffix=TEMP_SUFFIX) as spool:
+        with (
+            self._remote("write", relpath),
+            tempfile.TemporaryFile(prefix="btpipe-", suffix=TEMP_SUFFIX) as spool,
+        ):
             yield cast(BinaryIO, spool)
             spool.flush()
             spool.seek(0)
-            try:
-                # compression=None: pyarrow would otherwise gzip a ".gz" name a second time.
-                with self.fs.open_output_stream(target, compression=None) as out:
-                    shutil.copyfileobj(spool, out, _COPY_CHUNK)
-            except OSError as exc:
-                raise UsageError(f"cannot write to {location(self, relpath)}: {exc}") from exc
+            # compression=None: pyarrow would otherwise gzip a ".gz" name a second time.
+            with self.fs.open_output_stream(target, compression=None) as out:
+                shutil.copyfileobj(spool, out, _COPY_CHUNK)
 
     def write_bytes(self, relpath: str, data: bytes) -> None:
         with self.open_atomic(relpath) as fh:
@@ -205,7 +250,8 @@ class ObjectStorage:
     def exists(self, relpath: str) -> bool:
         import pyarrow.fs as pafs
 
-        return bool(self.fs.get_file_info(self._path(relpath)).type == pafs.FileType.File)
+        with self._remote("read", relpath):
+            return bool(self.fs.get_file_info(self._path(relpath)).type == pafs.FileType.File)
 
     def list_files(self, prefix: str = "") -> list[str]:
         import pyarrow.fs as pafs
@@ -215,21 +261,22 @@ class ObjectStorage:
             f"{self.base}/{base_dir}".rstrip("/"), recursive=True, allow_not_found=True
         )
         cut = len(self.base) + 1
-        found = (
-            info.path[cut:] for info in self.fs.get_file_info(selector) if info.type == pafs.FileType.File
-        )
+        with self._remote("list", base_dir):
+            infos = self.fs.get_file_info(selector)
+        found = (info.path[cut:] for info in infos if info.type == pafs.FileType.File)
         return sorted(p for p in found if _matches(p, prefix))
 
     def delete(self, relpath: str) -> None:
         if not self.exists(relpath):
             raise FileNotFoundError(location(self, relpath))
-        self.fs.delete_file(self._path(relpath))
+        with self._remote("delete", relpath):
+            self.fs.delete_file(self._path(relpath))
 
     @contextmanager
     def open_read(self, relpath: str) -> Iterator[BinaryIO]:
         if not self.exists(relpath):
             raise FileNotFoundError(location(self, relpath))
-        with self.fs.open_input_file(self._path(relpath)) as fh:
+        with self._remote("read", relpath), self.fs.open_input_file(self._path(relpath)) as fh:
             yield cast(BinaryIO, fh)
 
     def cleanup_temp(self, prefix: str = "") -> list[str]:
@@ -237,7 +284,7 @@ class ObjectStorage:
         return []
 
 
-def _s3_filesystem(options: dict[str, object]) -> object:
+def _s3_filesystem(options: dict[str, object], retries: Retries) -> object:
     import pyarrow.fs as pafs
 
     endpoint = (
@@ -256,22 +303,33 @@ def _s3_filesystem(options: dict[str, object]) -> object:
     for key in ("access_key", "secret_key", "session_token"):
         if options.get(key):
             kwargs[key] = options[key]
+    kwargs["retry_strategy"] = pafs.AwsStandardS3RetryStrategy(max_attempts=retries.attempts)
     return pafs.S3FileSystem(**kwargs)
 
 
-def _gcs_filesystem(options: dict[str, object]) -> object:
+def _gcs_filesystem(options: dict[str, object], retries: Retries) -> object:
     import pyarrow.fs as pafs
 
     kwargs = {k: v for k, v in options.items() if k in ("endpoint_override", "scheme", "project_id")}
-    return pafs.GcsFileSystem(**kwargs)
+    emulator = os.environ.get(GCS_EMULATOR_ENV)
+    if emulator and "endpoint_override" not in kwargs:  # as the Google clients do: no credentials
+        parsed = urlparse(emulator if "://" in emulator else f"http://{emulator}")
+        kwargs.update(endpoint_override=parsed.netloc, scheme=parsed.scheme, anonymous=True)
+    return pafs.GcsFileSystem(**kwargs, retry_time_limit=timedelta(seconds=retries.seconds))
 
 
-def open_storage(url: str, **options: object) -> Storage:
+def open_storage(url: str, *, retries: Retries | None = None, **options: object) -> Storage:
     """Storage for a local path, ``file://`` URL, ``s3://bucket/prefix`` or ``gs://bucket/prefix``.
 
     S3 options (or the usual AWS environment variables): ``endpoint_url``, ``region``,
-    ``access_key``, ``secret_key``, ``session_token``.
+    ``access_key``, ``secret_key``, ``session_token``. GCS options: ``endpoint_override``,
+    ``scheme``, ``project_id`` (or ``$STORAGE_EMULATOR_HOST``). ``retries`` bounds every
+    object-storage call (default: the API client's default retry settings). An empty ``url``
+    is refused: it would mean the current directory, which nobody names by leaving it out.
     """
+    if not url.strip():
+        raise UsageError("an empty path was given where a directory, s3:// or gs:// location belongs")
+    retries = retries or Retries()
     parsed = urlparse(url)
     if parsed.scheme in ("", "file") or len(parsed.scheme) == 1:  # one letter: a Windows drive
         return LocalStorage(parsed.path if parsed.scheme == "file" else url)
@@ -279,5 +337,5 @@ def open_storage(url: str, **options: object) -> Storage:
         raise UsageError(f"unsupported storage URL scheme {parsed.scheme!r} in {url}")
     if not parsed.netloc:
         raise UsageError(f"storage URL {url} names no bucket")
-    fs = _s3_filesystem(options) if parsed.scheme == "s3" else _gcs_filesystem(options)
+    fs = _s3_filesystem(options, retries) if parsed.scheme == "s3" else _gcs_filesystem(options, retries)
     return ObjectStorage(url, fs, f"{parsed.netloc}/{parsed.path.strip('/')}")

@@ -55,7 +55,7 @@ from pipeline.common.state import (
     Watermark,
     export_store,
 )
-from pipeline.common.storage import Storage, open_storage
+from pipeline.common.storage import Retries, Storage, open_storage
 from pipeline.export.budget import PageBudget, Slot
 from pipeline.querylang.ast import Expr, all_of, from_object
 from pipeline.sinks.base import Sink
@@ -242,11 +242,15 @@ class ExportJob:
 
     async def run(self) -> ExportSummary:
         started = time.monotonic()
-        self.storage = await anyio.to_thread.run_sync(open_storage, self.options.out)
+        retry = self.client.settings.retry  # bounds the storage's retries too
+        retries = Retries(retry.max_attempts, retry.max_delay)
+        self.storage = await anyio.to_thread.run_sync(
+            partial(open_storage, retries=retries), self.options.out
+        )
         if self._in_workers:
             # started now, so the workers import pyarrow while the export plans
             self._workers = await anyio.to_thread.run_sync(
-                WorkerPool, self.options.encoders, self.storage.url
+                partial(WorkerPool, retries=retries), self.options.encoders, self.storage.url
             )
         try:
             return await self._run(started)

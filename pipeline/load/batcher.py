@@ -25,12 +25,15 @@ ENVELOPE_BYTES = len(_HEAD) + len(_TAIL)
 
 @dataclass(frozen=True)
 class Item:
-    """One encoded event, with where it came from (for messages) and an optional mark."""
+    """One encoded event, with where it came from (for messages) and an optional mark.
+    ``refused`` says why the event cannot be sent at all (see ``transform.encode_checked``):
+    it comes out as a batch of its own, which the insert workers report or skip, never send."""
 
     data: bytes
     id: str
     where: str
     mark: Any = None
+    refused: str | None = None
 
 
 @dataclass
@@ -77,6 +80,10 @@ class Batcher:
     def add(self, item: Item) -> list[Batch]:
         ready: list[Batch] = []
         size = len(item.data)
+        if item.refused is not None:
+            ready.extend(self._flush())
+            ready.append(self._make([item], ENVELOPE_BYTES + size))
+            return ready
         if ENVELOPE_BYTES + size > self.max_bytes:
             ready.extend(self._flush())
             ready.append(self._make([item], ENVELOPE_BYTES + size, oversize=True))

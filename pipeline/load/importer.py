@@ -36,7 +36,7 @@ from pipeline.load.batcher import Item
 from pipeline.load.destinations import ensure_object
 from pipeline.load.insert import feed
 from pipeline.load.run import LoadOptions, LoadRun, LoadSummary, ObjectResult
-from pipeline.load.transform import SourceObject, encode_event, to_event
+from pipeline.load.transform import SourceObject, encode_checked, to_event
 from pipeline.sources import SourceRow, iter_rows
 from pipeline.sources.inputs import InputObject, find_damaged, find_inputs, open_input, select_inputs
 
@@ -175,5 +175,6 @@ def _next_items(
         if not isinstance(event_id, str):
             raise UsageError(f"{location(storage, path)}:{position}: row has no string id")
         where = f"{location(storage, path)}:{position}"
-        items.append(Item(encode_event(event), event_id, where, FilePosition(path, position)))
+        data, refused = encode_checked(event)
+        items.append(Item(data, event_id, where, FilePosition(path, position), refused))
     return items

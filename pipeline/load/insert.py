@@ -18,24 +18,25 @@ nothing is silently dropped) and counted.
 
 from __future__ import annotations
 
-import io
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
 import anyio
-import orjson
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from pipeline.api.client import BraintrustClient
+from pipeline.api.client import BadRequestError, BraintrustClient
 from pipeline.common import defaults
-from pipeline.common.checkpoint import Ledger
-from pipeline.common.errors import ApiError, BtpipeError, UsageError, first_error
+from pipeline.common.errors import ApiError, BtpipeError, first_error
 from pipeline.load.batcher import Batch, Batcher, Item, request_body
+from pipeline.load.errorlog import ErrorLog
 from pipeline.load.overflow import OverflowRefused, OverflowSender
 
 OnError = Literal["fail", "skip"]
+BAD_REQUEST = 400
 PAYLOAD_TOO_LARGE = 413
+_EVENT_INDEX = re.compile(r"\bevents\[(\d+)\]")
 
 
 async def request_limit(client: BraintrustClient, flag: int | None) -> int:
@@ -67,59 +68,27 @@ class InsertStatistics:
 
 
 class ByteBudget:
-    """A semaphore counted in bytes; a request larger than the budget waits for an empty one."""
+    """A semaphore counted in bytes; a request larger than the budget waits for an empty one.
+
+    ``release`` is plain code, not a coroutine: a worker stopped by Ctrl-C returns its bytes
+    in a ``finally`` inside a cancelled scope, where anything awaited (a lock, a condition)
+    would be cancelled or waited on forever, the bytes never returned, and the cancellation
+    retried on every turn of the event loop meanwhile."""
 
     def __init__(self, limit: int) -> None:
         self.limit = max(1, limit)
         self.in_flight = 0
-        self._changed = anyio.Condition()
+        self._freed = anyio.Event()
 
     async def acquire(self, nbytes: int) -> None:
-        async with self._changed:
-            while self.in_flight and self.in_flight + nbytes > self.limit:
-                await self._changed.wait()
-            self.in_flight += nbytes
+        while self.in_flight and self.in_flight + nbytes > self.limit:
+            await self._freed.wait()
+        self.in_flight += nbytes
 
-    async def release(self, nbytes: int) -> None:
-        async with self._changed:
-            self.in_flight -= nbytes
-            self._changed.notify_all()
-
-
-class ErrorLog:
-    """The ``--on-error skip`` file: one JSON line per oversize event, appended as they occur."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.count = 0
-        self._fh: io.BufferedWriter | None = None
-
-    def _append(self, line: bytes) -> None:
-        if self._fh is None:
-            try:
-                self._fh = open(self.path, "ab")  # noqa: SIM115 - closed by close()
-            except OSError as exc:
-                raise UsageError(f"cannot open error file {self.path}: {exc.strerror or exc}") from exc
-        self._fh.write(line)
-        self._fh.flush()
-
-    async def record(self, item: Item, reason: str) -> None:
-        line = orjson.dumps(
-            {
-                "id": item.id,
-                "where": item.where,
-                "bytes": len(item.data),
-                "error": reason,
-                "event": orjson.Fragment(item.data),
-            }
-        )
-        await anyio.to_thread.run_sync(self._append, line + b"\n")
-        self.count += 1
-
-    def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+    def release(self, nbytes: int) -> None:
+        self.in_flight -= nbytes
+        self._freed.set()
+        self._freed = anyio.Event()
 
 
 class InsertPool:
@@ -182,39 +151,42 @@ class InsertPool:
                 try:
                     await self._apply(batch)
                 finally:
-                    await self._budget.release(batch.nbytes)
+                    self._budget.release(batch.nbytes)
                 await batch.ledger.finished(batch.seq)
 
     async def _apply(self, batch: Batch) -> None:
-        if batch.oversize:
+        first = batch.items[0]
+        if first.refused is not None:
+            await self._give_up(batch, first, f"event {first.id!r} at {first.where} {first.refused}")
+        elif batch.oversize:
             limit = f"the request limit of {self.max_request_bytes:,} bytes"
-            await self._oversize(batch.ledger, batch.path, batch.items[0], limit)
+            await self._oversize(batch, first, limit)
         else:
-            await self._insert(batch.ledger, batch.path, batch.items)
+            await self._insert(batch, batch.items)
         self._batches += 1
 
-    async def _insert(self, ledger: Ledger, path: str, items: list[Item]) -> None:
+    async def _insert(self, batch: Batch, items: list[Item]) -> None:
         try:
-            await self.client.post_raw(f"{path}/insert", request_body(items))
+            await self.client.post_raw(f"{batch.path}/insert", request_body(items))
         except ApiError as exc:
+            if exc.status == BAD_REQUEST:
+                raise _name_the_event(exc, items) from None
             if exc.status != PAYLOAD_TOO_LARGE:
                 raise
             if len(items) == 1:
-                await self._oversize(
-                    ledger, path, items[0], "what the server accepts in one request (HTTP 413)"
-                )
+                await self._oversize(batch, items[0], "what the server accepts in one request (HTTP 413)")
                 return
             self._splits += 1
             half = len(items) // 2
-            await self._insert(ledger, path, items[:half])
-            await self._insert(ledger, path, items[half:])
+            await self._insert(batch, items[:half])
+            await self._insert(batch, items[half:])
             return
         self._rows += len(items)
 
-    async def _oversize(self, ledger: Ledger, path: str, item: Item, limit: str) -> None:
+    async def _oversize(self, batch: Batch, item: Item, limit: str) -> None:
         """Send ``item`` through the overflow route; where it cannot go, fail or skip it."""
         try:
-            await self._overflow.send(path, item.data)
+            await self._overflow.send(batch.path, item.data)
         except OverflowRefused as refused:
             why = refused.reason
         else:
@@ -224,12 +196,27 @@ class InsertPool:
             f"event {item.id!r} at {item.where} is {len(item.data):,} bytes encoded, more than {limit}, "
             f"and {why}"
         )
+        await self._give_up(batch, item, reason)
+
+    async def _give_up(self, batch: Batch, item: Item, reason: str) -> None:
+        """An event that cannot be written: stop the run, or with ``--on-error skip`` record it
+        in the error file and count it in its batch (so the checkpoint counts it once)."""
         if self.options.on_error != "skip" or self.error_log is None:
             raise BtpipeError(
                 f"{reason}; re-run with --on-error skip to record it in an error file and go on"
             )
         await self.error_log.record(item, reason)
-        ledger.skipped += 1
+        batch.ledger.skip(batch.seq)
+
+
+def _name_the_event(exc: ApiError, items: list[Item]) -> ApiError:
+    """A 400 naming ``events[i]`` of the request, as one naming that event's id and where it
+    came from (file and line, or page row), so the user can find the row to fix."""
+    match = _EVENT_INDEX.search(str(exc))
+    if match is None or int(match.group(1)) >= len(items):
+        return exc
+    item = items[int(match.group(1))]
+    return BadRequestError(f"event {item.id!r} at {item.where} was refused: {exc}", exc.status)
 
 
 async def feed(pool: InsertPool, batcher: Batcher, chunks: AsyncIterator[list[Item]]) -> None:

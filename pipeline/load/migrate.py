@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import anyio
 
@@ -31,7 +31,7 @@ from pipeline.load.batcher import Item
 from pipeline.load.destinations import ensure_object, experiments_in_dependency_order
 from pipeline.load.insert import feed
 from pipeline.load.run import LoadOptions, LoadRun, LoadSummary, ObjectResult
-from pipeline.load.transform import SourceObject, encode_event, to_event
+from pipeline.load.transform import SourceObject, encode_checked, to_event
 
 
 @dataclass(frozen=True)
@@ -55,13 +55,12 @@ def order_for_creation(refs: list[ObjectRef]) -> list[ObjectRef]:
 
 def page_items(raw: bytes, source: SourceObject, cursor: str | None, label: str) -> list[Item]:
     """One ``fmt=jsonl`` page as items; the last carries the page cursor as its mark."""
-    items = [
-        Item(encode_event(to_event(row, source)), str(row.get("id")), f"{label} page row {number}")
-        for number, row in enumerate(jsoncodec.loads_lines(raw), 1)
-    ]
+    items = []
+    for number, row in enumerate(jsoncodec.loads_lines(raw), 1):
+        data, refused = encode_checked(to_event(row, source))
+        items.append(Item(data, str(row.get("id")), f"{label} page row {number}", refused=refused))
     if items:
-        last = items[-1]
-        items[-1] = Item(last.data, last.id, last.where, cursor)
+        items[-1] = replace(items[-1], mark=cursor)
     return items
 
 

@@ -11,6 +11,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import anyio
+
 from pipeline.api.client import BraintrustClient
 from pipeline.api.objects import ObjectRef, ensure_project, resolve_project
 from pipeline.common import defaults
@@ -20,7 +22,8 @@ from pipeline.common.jobstate import JobState
 from pipeline.common.progress import Progress, Task
 from pipeline.common.state import ObjectProgress
 from pipeline.load.batcher import Batcher
-from pipeline.load.insert import ErrorLog, InsertOptions, InsertPool, request_limit
+from pipeline.load.errorlog import ErrorLog
+from pipeline.load.insert import InsertOptions, InsertPool, request_limit
 
 
 @dataclass(frozen=True)
@@ -163,7 +166,8 @@ class LoadRun:
         try:
             await self.pool.run(produce)
         finally:
-            await self.state.save()
+            with anyio.CancelScope(shield=True):  # Ctrl-C too: what the ledgers hold is saved
+                await self.state.save()
         for key, result in zip(keys, results, strict=True):
             progress = self.state.objects[key]
             result.rows = progress.rows

@@ -10,12 +10,18 @@ Write-control fields (``_object_delete``, ``_is_merge``, ...) are never copied f
 row read back is a whole row, and a stray ``_object_delete`` in a backup must not turn a
 restore into a delete. Where a row has no ``origin``, it gets one pointing at the row it was
 copied from (provenance; ``verify`` ignores it because it is a destination field).
+
+An event nested deeper than the service accepts (:data:`MAX_NESTING_DEPTH`) is found here,
+before any request (:func:`encode_checked`), so it is reported with its file and line (or
+skipped with ``--on-error skip``) rather than failing a whole batch with a 400, or the
+encoder with a RecursionError.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from pipeline.common import jsoncodec
 from pipeline.common.rows import (
@@ -71,3 +77,42 @@ def to_event(row: dict[str, Any], source: SourceObject) -> dict[str, Any]:
 def encode_event(event: dict[str, Any]) -> bytes:
     """Encode an event once; request bodies are built by joining these bytes."""
     return jsoncodec.dumps(event)
+
+
+#: Levels of objects and arrays one event may nest, the event itself being the first: the
+#: service answers 400 to a row nested deeper.
+MAX_NESTING_DEPTH: Final = 200
+
+_STRING: Final = re.compile(rb'"[^"]*"')
+_NOT_STRUCTURE: Final = bytes(c for c in range(256) if c not in b'[]{}"')
+_SQUARE: Final = bytes.maketrans(b"{}", b"[]")  # in valid JSON only the depth of a bracket matters
+
+
+def nests_deeper_than(data: bytes, levels: int) -> bool:
+    """Whether encoded JSON ``data`` nests more than ``levels`` levels of objects and arrays.
+
+    At C speed: a row with fewer brackets than ``levels`` cannot nest that deep (nearly every
+    row, two counts); otherwise string contents are dropped, the brackets kept, and innermost
+    pairs peeled off one level a pass.
+    """
+    if data.count(b"{") + data.count(b"[") <= levels:
+        return False
+    if b"\\" in data:  # escaped backslashes, then escaped quotes: neither ends a string
+        data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+    brackets = _STRING.sub(b"", data.translate(_SQUARE, delete=_NOT_STRUCTURE))
+    for _ in range(levels):
+        if not brackets:
+            return False
+        brackets = brackets.replace(b"[]", b"")
+    return bool(brackets)
+
+
+def encode_checked(event: dict[str, Any]) -> tuple[bytes, str | None]:
+    """The encoded event and None, or, for an event the service would refuse for its depth,
+    its encoding (empty when it is too deep even to encode) and why."""
+    too_deep = f"nests deeper than {MAX_NESTING_DEPTH} levels of objects and arrays (the service's limit)"
+    try:
+        data = encode_event(event)
+    except RecursionError:
+        return b"", too_deep
+    return data, too_deep if nests_deeper_than(data, MAX_NESTING_DEPTH) else None

@@ -32,7 +32,7 @@ from typing import Any, Self, TypeVar
 
 from pipeline.common.errors import BtpipeError
 from pipeline.common.manifest import FileInfo
-from pipeline.common.storage import Storage, open_storage
+from pipeline.common.storage import Retries, Storage, open_storage
 from pipeline.sinks.base import ClosingSink, Sink, close_or_abort
 
 #: Builds a sink in the worker from the worker's storage; must pickle (a module-level function,
@@ -56,13 +56,13 @@ _sinks: dict[int, Sink] = {}
 _slots: dict[int, SharedMemory] = {}  # slot number -> this worker's mapping of it
 
 
-def _start_worker(storage_url: str, parent: int) -> None:
+def _start_worker(storage_url: str, retries: Retries | None, parent: int) -> None:
     global _storage
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from pipeline.common.memory import keep_memory_flat
 
     keep_memory_flat()
-    _storage = open_storage(storage_url)
+    _storage = open_storage(storage_url, retries=retries)
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
 
 
@@ -122,7 +122,14 @@ def _abort(sink_id: int) -> None:
 class WorkerPool:
     """``processes`` worker processes for sinks over one storage root."""
 
-    def __init__(self, processes: int, storage_url: str, *, preload: str = "pipeline.sinks.parquet") -> None:
+    def __init__(
+        self,
+        processes: int,
+        storage_url: str,
+        *,
+        preload: str = "pipeline.sinks.parquet",
+        retries: Retries | None = None,
+    ) -> None:
         if processes < 1:
             raise ValueError("a worker pool needs at least one process")
         context = multiprocessing.get_context("spawn")
@@ -131,7 +138,7 @@ class WorkerPool:
                 max_workers=1,
                 mp_context=context,
                 initializer=_start_worker,
-                initargs=(storage_url, os.getpid()),
+                initargs=(storage_url, retries, os.getpid()),
             )
             for _ in range(processes)
         ]

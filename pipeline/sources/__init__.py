@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from pipeline.common.errors import UsageError
+from pipeline.common.errors import BtpipeError, UsageError
 from pipeline.common.manifest import MANIFEST_DIR, read_manifest
 from pipeline.common.storage import Storage, location
 from pipeline.sources import jsonl, parquet
@@ -28,10 +28,23 @@ def is_data_file(relpath: str) -> bool:
 def iter_rows(storage: Storage, relpath: str, batch_rows: int = 1000) -> Iterator[list[SourceRow]]:
     """Batches of at most ``batch_rows`` rows from one file, read by the format its name says."""
     if relpath.endswith(PARQUET_EXTENSION):
-        return parquet.iter_rows(storage, relpath, batch_rows)
+        return _named_if_missing(parquet.iter_rows(storage, relpath, batch_rows), storage, relpath)
     if is_data_file(relpath):
-        return jsonl.iter_rows(storage, relpath, batch_rows)
+        return _named_if_missing(jsonl.iter_rows(storage, relpath, batch_rows), storage, relpath)
     raise UsageError(f"{location(storage, relpath)}: not a .jsonl, .jsonl.gz, .jsonl.zst or .parquet file")
+
+
+def _named_if_missing(
+    batches: Iterator[list[SourceRow]], storage: Storage, relpath: str
+) -> Iterator[list[SourceRow]]:
+    """A file gone by the time it is read (deleted after the input was listed or checked)
+    stops the run with one line naming it."""
+    try:
+        yield from batches
+    except FileNotFoundError:
+        raise BtpipeError(
+            f"{location(storage, relpath)}: missing (it was deleted after the input was listed)"
+        ) from None
 
 
 def discover_files(storage: Storage, prefix: str = "") -> list[str]:

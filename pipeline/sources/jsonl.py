@@ -54,7 +54,7 @@ def _decode_line(line: bytes, where: str, number: int) -> dict[str, Any]:
         ) from exc
     try:
         value = loads(line)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep to decode
         raise UsageError(f"{where}:{number}: malformed JSON ({exc})") from exc
     if type(value) is not dict:
         raise UsageError(f"{where}:{number}: expected a JSON object, found {type(value).__name__}")
@@ -64,7 +64,7 @@ def _decode_line(line: bytes, where: str, number: int) -> dict[str, Any]:
 def _decode_batch(lines: list[tuple[int, bytes]], relpath: str, where: str) -> list[SourceRow]:
     try:
         values = loads_array([line for _, line in lines])
-    except ValueError:
+    except (ValueError, RecursionError):
         values = []
     if len(values) != len(lines) or not all(type(v) is dict for v in values):
         values = [_decode_line(line, where, number) for number, line in lines]

@@ -1,0 +1,483 @@
+"""Every failure a user met as a traceback, a hang or a wrong count is one line with its exit code.
+
+Each case runs ``btpipe`` as a separate process against the emulator over loopback (or, where
+a failure has to be injected, in process) and checks the exit code, that stderr is exactly
+one line naming the problem and where, that no traceback and no secret was printed, and that
+what was written is exact: a run that fails part way and is run again ends with every row
+once, every skipped event in the error file once, and ``skipped`` counting each once.
+
+A full disk is a real one where this machine lets the tests mount a small tmpfs (root), and
+an injected ENOSPC otherwise.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import boto3
+import orjson
+import pytest
+from moto.server import ThreadedMotoServer
+
+from pipeline.api.client import BraintrustClient, ClientSettings
+from pipeline.common.checkpoint import Ledger
+from pipeline.common.errors import BtpipeError
+from pipeline.common.state import LoadState, ObjectProgress, StateStore
+from pipeline.common.storage import open_storage
+from pipeline.emulator.server import spawn_emulator
+from pipeline.load import errorlog
+from pipeline.load.batcher import Batcher
+from pipeline.load.insert import ByteBudget, InsertOptions, InsertPool
+from pipeline.load.migrate import page_items
+from pipeline.load.transform import MAX_NESTING_DEPTH, SourceObject
+from pipeline.sources import iter_rows
+from tests.conftest import Emulator
+from tests.helpers import all_rows, btpipe, insert, post, unique
+from tests.reliability.support import cli_env, command, free_port, record, run_cli
+from tests.test_sinks_full_disk import FullDisk
+
+SECRET = "s3cret-pa55word"
+
+
+def one_line(result: Any, code: int, *naming: str) -> str:
+    """The single stderr line of a failed run, after checking its exit code and content.
+    ``result`` is a ``CompletedProcess`` or a click ``Result``."""
+    rc = result.returncode if isinstance(result, subprocess.CompletedProcess) else result.exit_code
+    lines = result.stderr.strip().splitlines()
+    assert "Traceback" not in result.stderr, result.stderr
+    assert rc == code, result.stderr
+    assert len(lines) == 1, result.stderr
+    for text in naming:
+        assert text in lines[0], lines[0]
+    record("one-line failures checked", 1)
+    return lines[0]
+
+
+def jsonl(path: Path, rows: list[dict[str, Any]] | list[bytes]) -> Path:
+    path.write_bytes(b"".join((r if isinstance(r, bytes) else orjson.dumps(r)) + b"\n" for r in rows))
+    return path
+
+
+def nested(event_id: str, levels: int) -> bytes:
+    """An event whose ``input`` makes it nest ``levels`` levels of objects (itself the first)."""
+    return b'{"id":"%s","input":' % event_id.encode() + b'{"a":' * (levels - 1) + b"1" + b"}" * levels
+
+
+def project_rows(emulator: Emulator, name: str) -> dict[str, dict[str, Any]]:
+    project = post(emulator.url, emulator.key, "/v1/project", {"name": name})  # existing: returned
+    return all_rows(emulator.url, emulator.key, "project_logs", project["id"])
+
+
+def import_cmd(source: Path | str, to_project: str, state: Path, *more: str) -> list[str]:
+    return ["import", "--in", str(source), "--to-project", to_project, "--create-project", "--to-object",
+            "logs", "--state-dir", str(state), "--quiet", *more]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def source(emulator: Emulator) -> dict[str, Any]:
+    """A small project to export from."""
+    project = post(emulator.url, emulator.key, "/v1/project", {"name": unique("one-line")})
+    insert(
+        emulator.url,
+        emulator.key,
+        "project_logs",
+        project["id"],
+        [{"id": f"r{i}", "input": i} for i in range(30)],
+    )
+    return dict(project)
+
+
+# -- settings: refused before any request -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("flags", "naming"),
+    [
+        (lambda url: ["--api-url", url.removeprefix("http://")], ["--api-url", "http://"]),
+        (
+            lambda url: ["--api-url", url.replace("http://", f"http://user:{SECRET}@")],
+            ["user name or password"],
+        ),
+        (lambda url: ["--api-url", f"{url}?org=x"], ["query"]),
+        (lambda url: ["--api-key", "bt-local-key\n"], ["API key", "line break"]),
+    ],
+    ids=["no scheme", "user info", "query", "key with a newline"],
+)
+def test_bad_url_or_key_is_refused_before_any_request(
+    emulator: Emulator,
+    source: dict[str, Any],
+    tmp_path: Path,
+    flags: Callable[[str], list[str]],
+    naming: list[str],
+) -> None:
+    out = tmp_path / "out"
+    result = run_cli(cli_env(emulator.url, emulator.key), "export", "--project", source["name"], "--out", str(out),
+                     *flags(emulator.url))  # fmt: skip
+    one_line(result, 2, *naming)
+    assert SECRET not in result.stderr + result.stdout and "bt-local-key" not in result.stderr
+    assert not out.exists()
+
+
+def test_the_destination_url_and_key_are_checked_the_same_way(
+    emulator: Emulator, source: dict[str, Any]
+) -> None:
+    env = cli_env(emulator.url, emulator.key, DEST_KEY="bt-local-key\r\n")
+    migrate = ["migrate", "--from-project", source["name"], "--to-project", unique("never")]
+    one_line(run_cli(env, *migrate, "--to-api-url", "127.0.0.1:1"), 2, "destination: --to-api-url")
+    one_line(run_cli(env, *migrate, "--to-api-key-env", "DEST_KEY"), 2, "destination: the key in DEST_KEY")
+
+
+def test_an_empty_out_is_refused_not_the_current_directory(
+    emulator: Emulator, source: dict[str, Any], tmp_path: Path
+) -> None:
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    result = subprocess.run(command("export", "--project", source["name"], "--out", ""), cwd=cwd, capture_output=True,
+                            text=True, timeout=120, env=cli_env(emulator.url, emulator.key))  # fmt: skip
+    one_line(result, 2, "empty path")
+    assert list(cwd.iterdir()) == []
+
+
+# -- object storage: unreachable, bounded by the retry settings ---------------------------
+
+
+@pytest.fixture(scope="module")
+def moto_env() -> Iterator[dict[str, str]]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}  # fmt: skip
+    boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1", aws_access_key_id="testing",
+                 aws_secret_access_key="testing").create_bucket(Bucket="present")  # fmt: skip
+    yield env
+    server.stop()
+
+
+@pytest.mark.parametrize("where", ["missing bucket", "closed endpoint"])
+def test_an_unreachable_s3_bucket_is_one_line(
+    emulator: Emulator, source: dict[str, Any], moto_env: dict[str, str], where: str
+) -> None:
+    storage_env = dict(moto_env)
+    bucket = "no-such-bucket" if where == "missing bucket" else "present"
+    if where == "closed endpoint":
+        storage_env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{free_port()}"
+    env = cli_env(emulator.url, emulator.key, **storage_env)
+    out = f"s3://{bucket}/{unique('p')}"
+    result = run_cli(
+        env, "export", "--project", source["name"], "--out", out, "--max-retries", "1", timeout=240
+    )
+    one_line(result, 1, out)
+
+
+def test_a_gs_output_that_does_not_answer_gives_up_within_the_retry_settings(
+    emulator: Emulator, source: dict[str, Any]
+) -> None:
+    """Without a bound, the GCS client retries for a quarter of an hour; ``--max-retries 1``
+    must bound it (the timeout here only keeps a hang from stalling the suite)."""
+    env = cli_env(emulator.url, emulator.key, STORAGE_EMULATOR_HOST=f"http://127.0.0.1:{free_port()}")
+    result = run_cli(env, "export", "--project", source["name"], "--out", "gs://bucket/p", "--max-retries", "1",
+                     "--max-backoff", "1", timeout=240)  # fmt: skip
+    one_line(result, 1, "gs://bucket/p")
+
+
+# -- input files --------------------------------------------------------------------------
+
+
+def test_a_part_file_the_manifest_lists_but_is_gone(
+    emulator: Emulator, source: dict[str, Any], tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    env = cli_env(emulator.url, emulator.key)
+    exported = run_cli(env, "export", "--project", source["name"], "--objects", "logs", "--out", str(out),
+                       "--format", "jsonl", "--file-rows", "10", "--quiet")  # fmt: skip
+    assert exported.returncode == 0, exported.stderr
+    parts = sorted(out.rglob("*.jsonl*"))
+    assert len(parts) >= 2
+    parts[1].unlink()
+    result = run_cli(env, "import", "--in", str(out), "--to-project", unique("gone"), "--create-project",
+                     "--state-dir", str(tmp_path / "state"), "--quiet")  # fmt: skip
+    one_line(result, 1, parts[1].name, "missing")
+
+
+def test_a_file_deleted_after_the_input_was_listed(tmp_path: Path) -> None:
+    storage = open_storage(str(tmp_path))
+    for name in ("gone.jsonl", "gone.parquet"):
+        with pytest.raises(
+            BtpipeError, match=rf"^{re.escape(str(tmp_path))}/{name}: missing \(it was deleted"
+        ):
+            next(iter_rows(storage, name))
+
+
+def test_a_400_in_the_middle_of_a_batch_names_the_file_line_and_id(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    rows = [{"id": f"e{i}", "input": i, "scores": {"a": "bad" if i == 6 else 0.5}} for i in range(10)]
+    path = jsonl(tmp_path / "scores.jsonl", rows)
+    result = run_cli(cli_env(emulator.url, emulator.key), *import_cmd(path, unique("s400"), tmp_path / "st"))
+    one_line(result, 2, f"{path}:7", "'e6'", "scores.a")
+
+
+def test_a_400_during_a_migration_names_the_page_row_and_id(emulator: Emulator) -> None:
+    """Migrate's items carry their page row; the same mapping names it."""
+    project = post(emulator.url, emulator.key, "/v1/project", {"name": unique("m400")})
+    page = b"".join(orjson.dumps(r) + b"\n" for r in
+                    [{"id": "p1", "scores": {"a": 1}}, {"id": "p2", "scores": {"a": 7}}, {"id": "p3"}])  # fmt: skip
+    items = page_items(page, SourceObject("project_logs", project["id"]), "cursor-1", "logs")
+
+    async def load() -> None:
+        async with BraintrustClient(ClientSettings(api_url=emulator.url, api_key=emulator.key)) as client:
+            pool = InsertPool(client, InsertOptions(), max_request_bytes=10**6)
+            batcher = Batcher(f"/v1/project_logs/{project['id']}", max_rows=10, max_bytes=10**6,
+                              ledger=Ledger(ObjectProgress(project["id"])))  # fmt: skip
+
+            async def produce() -> None:
+                for item in items:
+                    for batch in batcher.add(item):
+                        await pool.submit(batch)
+                for batch in batcher.flush():
+                    await pool.submit(batch)
+
+            await pool.run(produce)
+
+    with pytest.raises(
+        BtpipeError, match=r"^event 'p2' at logs page row 2 was refused: .*events\[1\]\.scores\.a"
+    ):
+        anyio.run(load)
+    record("one-line failures checked", 1)
+
+
+@pytest.mark.parametrize("levels", [260, 990], ids=["260 levels", "990 levels (beyond the encoder)"])
+def test_a_row_nested_too_deep_names_file_line_and_limit_or_is_skipped(
+    emulator: Emulator, tmp_path: Path, levels: int
+) -> None:
+    path = jsonl(
+        tmp_path / "deep.jsonl", [b'{"id":"a","input":1}', nested("deep", levels), b'{"id":"b","input":2}']
+    )
+    env = cli_env(emulator.url, emulator.key)
+    dest = unique("deep")
+    failed = run_cli(env, *import_cmd(path, dest, tmp_path / "st"))
+    one_line(failed, 1, f"{path}:2", "'deep'", f"deeper than {MAX_NESTING_DEPTH} levels", "--on-error skip")
+    errors = tmp_path / "errors.jsonl"
+    skipped = run_cli(env, *import_cmd(path, dest, tmp_path / "st", "--on-error", "skip", "--error-file",
+                                       str(errors), "--json"))  # fmt: skip
+    assert skipped.returncode == 1 and "Traceback" not in skipped.stderr, skipped.stderr
+    assert orjson.loads(skipped.stdout)["skipped"] == 1
+    (line,) = errors.read_bytes().splitlines()
+    entry = orjson.loads(line)
+    assert (entry["id"], entry["where"]) == ("deep", f"{path}:2")
+    assert sorted(project_rows(emulator, dest)) == ["a", "b"]
+
+
+# -- a full disk ----------------------------------------------------------------------------
+
+
+@contextmanager
+def tmpfs(path: Path, size: str) -> Iterator[Callable[[str], None]]:
+    """A tmpfs of ``size`` mounted at ``path`` (skips where mounting is not allowed); yields
+    a function that resizes it, and always unmounts it."""
+    path.mkdir()
+    mount = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
+    )
+    if mount.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root): the injected full disk covers this")
+
+    def resize(new: str) -> None:
+        subprocess.run(["mount", "-o", f"remount,size={new}", str(path)], check=True)
+
+    try:
+        yield resize
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+#: Events the service would refuse among twice as many it takes, each refused one a batch of
+#: its own, so workers finish them out of order around the checkpoint.
+DEEP, GOOD = 600, 1200
+
+
+def mixed_input(path: Path) -> tuple[Path, set[str]]:
+    """Every third row nested too deep; returns the file and the ids of the good rows."""
+    rows: list[bytes] = []
+    good: set[str] = set()
+    for i in range(DEEP + GOOD):
+        if i % 3 == 0:
+            rows.append(nested(f"d{i}", 260))
+        else:
+            rows.append(orjson.dumps({"id": f"g{i}", "input": i}))
+            good.add(f"g{i}")
+    return jsonl(path, rows), good
+
+
+def check_error_file(errors: Path) -> None:
+    """Every line whole, every deep event once."""
+    lines = errors.read_bytes().splitlines(keepends=True)
+    assert all(line.endswith(b"\n") for line in lines)
+    keys = [(e["id"], e["where"]) for e in map(orjson.loads, lines)]
+    assert len(keys) == len(set(keys)) == DEEP
+    assert {k[0] for k in keys} == {f"d{i}" for i in range(0, DEEP + GOOD, 3)}
+
+
+def test_a_full_disk_under_the_error_file_and_a_resume_count_each_event_once(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    path, good = mixed_input(tmp_path / "mixed.jsonl")
+    env = cli_env(emulator.url, emulator.key)
+    dest = unique("full")
+    with tmpfs(tmp_path / "disk", "64k") as resize:
+        errors = tmp_path / "disk" / "errors.jsonl"
+        cmd = import_cmd(path, dest, tmp_path / "st", "--on-error", "skip", "--error-file", str(errors),
+                         "--batch-rows", "50", "--workers", "4", "--json")  # fmt: skip
+        full = run_cli(env, *cmd)
+        one_line(full, 1, f"cannot write error file {errors}: No space left on device")
+        assert all(line.endswith(b"\n") for line in errors.read_bytes().splitlines(keepends=True))
+        resize("16m")
+        resumed = run_cli(env, *cmd)
+        assert resumed.returncode == 1 and "Traceback" not in resumed.stderr, resumed.stderr
+        summary = orjson.loads(resumed.stdout)
+        assert summary["resumed"] and summary["skipped"] == DEEP and summary["rows"] == DEEP + GOOD
+        check_error_file(errors)
+    assert set(project_rows(emulator, dest)) == good
+    record("skipped events counted once across a full disk", DEEP)
+
+
+class EventualENOSPC:
+    """``os`` for the error log, whose ``write`` puts half a line on disk and fails with
+    ENOSPC once ``room`` bytes are written: a disk filling up in the middle of a line."""
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+
+    def write(self, fd: int, data: bytes) -> int:
+        if len(data) > self.room:
+            os.write(fd, data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= len(data)
+        return os.write(fd, data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(os, name)
+
+
+def test_an_injected_full_disk_under_the_error_file_leaves_whole_lines(
+    emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, good = mixed_input(tmp_path / "mixed.jsonl")
+    errors = tmp_path / "errors.jsonl"
+    dest = unique("enospc")
+    cmd = import_cmd(path, dest, tmp_path / "st", "--on-error", "skip", "--error-file", str(errors),
+                     "--batch-rows", "50", "--workers", "4", "--json")  # fmt: skip
+    with monkeypatch.context() as patch:
+        patch.setattr(errorlog, "os", EventualENOSPC(room=150_000))
+        full = btpipe(emulator, *cmd)
+    one_line(full, 1, f"cannot write error file {errors}: No space left on device")
+    with errors.open("ab") as fh:  # as a process killed mid-write would leave it
+        fh.write(nested("d0", 260)[:700])
+    resumed = btpipe(emulator, *cmd)
+    assert resumed.exit_code == 1, resumed.output
+    summary = orjson.loads(resumed.stdout)
+    assert summary["skipped"] == DEEP and summary["rows"] == DEEP + GOOD
+    check_error_file(errors)
+    assert set(project_rows(emulator, dest)) == good
+
+
+def test_a_full_disk_under_the_state_is_one_line_and_the_rerun_is_exact(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    path = jsonl(tmp_path / "rows.jsonl", [{"id": f"s{i}", "input": i} for i in range(2000)])
+    env = cli_env(emulator.url, emulator.key)
+    dest = unique("state-full")
+    with tmpfs(tmp_path / "disk", "64k"):
+        filler = tmp_path / "disk" / "filler"
+        with filler.open("wb", buffering=0) as fh, pytest.raises(OSError, match="No space"):
+            while True:
+                fh.write(b"x" * 4096)
+        cmd = import_cmd(path, dest, tmp_path / "disk" / "state", "--batch-rows", "100")
+        full = run_cli(env, *cmd)
+        one_line(full, 1, "cannot write", "No space left on device")
+        filler.unlink()
+        again = run_cli(env, *cmd)
+        assert again.returncode == 0, again.stderr
+    assert set(project_rows(emulator, dest)) == {f"s{i}" for i in range(2000)}
+
+
+class FullStateDisk(FullDisk):
+    """A disk with ``room`` bytes left, for a state file."""
+
+    def write_bytes(self, relpath: str, data: bytes) -> None:
+        with self.open_atomic(relpath) as fh:
+            fh.write(data)
+
+
+def test_a_state_write_that_fails_is_one_error_and_publishes_nothing(tmp_path: Path) -> None:
+    store = StateStore(FullStateDisk(tmp_path, room=10), "job.json", LoadState)  # type: ignore[arg-type]
+    full = rf"^cannot write {re.escape(str(tmp_path))}/job.json: No space left on device$"
+    with pytest.raises(BtpipeError, match=full):
+        store.save(LoadState({"input": "x"}, {"o": ObjectProgress("d", rows=5)}))
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- Ctrl-C ---------------------------------------------------------------------------------
+
+
+def test_the_byte_budget_is_returned_inside_a_cancelled_scope() -> None:
+    """A worker stopped by Ctrl-C returns its bytes from a ``finally`` in a cancelled scope:
+    nothing there may wait, or the cancellation would be retried on every loop turn."""
+
+    async def scenario() -> int:
+        budget = ByteBudget(100)
+        await budget.acquire(80)
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            budget.release(80)
+        async with anyio.create_task_group() as tg:  # a waiter is woken by a release
+            tg.start_soon(budget.acquire, 90)
+            await budget.acquire(90)
+            budget.release(90)
+        return budget.in_flight
+
+    assert anyio.run(scenario) == 90
+
+
+def state_files(state: Path) -> list[Path]:
+    """The job's state file once saved (not its lease beside it)."""
+    return [p for p in state.glob("import-*.json") if not p.name.endswith(".lease.json")]
+
+
+def test_ctrl_c_during_an_import_exits_5_with_state_saved_and_resumes_exactly(tmp_path: Path) -> None:
+    rows = [{"id": f"c{i}", "input": {"i": i, "text": "x" * 100}} for i in range(20_000)]
+    path = jsonl(tmp_path / "rows.jsonl", rows)
+    state = tmp_path / "state"
+    with spawn_emulator(tmp_path / "emulator.db", "--latency-ms", "100") as url:
+        env = cli_env(url, "bt-local-key")
+        dest = unique("ctrl-c")
+        cmd = command(*import_cmd(path, dest, state, "--batch-rows", "100", "--json"))
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while not state_files(state) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert proc.poll() is None, "the import ended before the interrupt"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)  # a spin would outlast this
+        one_line(subprocess.CompletedProcess(cmd, proc.returncode, "", err), 5, "interrupted", "state saved")
+        (saved,) = state_files(state)
+        progress = next(iter(orjson.loads(saved.read_bytes())["objects"].values()))
+        assert 0 < progress["rows"] < len(rows)
+        resumed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert resumed.returncode == 0, resumed.stderr
+        assert orjson.loads(resumed.stdout)["resumed"] is True
+        copied = project_rows(Emulator(url), dest)
+    assert {k: v["input"] for k, v in copied.items()} == {r["id"]: r["input"] for r in rows}
+    assert state_files(state) == []
+    record("interrupts resumed exactly", 1)

@@ -258,8 +258,12 @@ def _published(state: Path) -> list[str]:
     return [f["path"] for obj in run["objects"] for rng in obj["ranges"] for f in rng["files"]]
 
 
+@pytest.mark.parametrize("how", ["resume", "restart"])
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_resumed_export_rereads_a_range_whose_part_was_deleted(tmp_path: Path, fmt: str) -> None:
+def test_resumed_export_rereads_a_range_whose_part_was_deleted(tmp_path: Path, fmt: str, how: str) -> None:
+    """Stopped part way; one published part deleted and another changed; re-run as it was
+    (resumed: the damaged parts' ranges are read again) or with --restart (the unfinished run's
+    files go, the missing one too, without a word): every row exactly once either way."""
     with RunningServer(ServerConfig(port=0, db=str(tmp_path / "emulator.db"))) as server:
         project = seed_logs(server, KEY, 400)
         expected = hashes(all_rows(server.url, KEY, "project_logs", project["id"]).values())
@@ -283,11 +287,21 @@ def test_resumed_export_rereads_a_range_whose_part_was_deleted(tmp_path: Path, f
         server.faults.replace(FaultConfig())
         published = _published(state)
         assert len(published) >= 2, "the export was not stopped part way"
-        (out / published[0]).unlink()
+        deleted, changed = out / published[0], out / published[-1]
+        deleted.unlink()
+        changed.write_bytes(changed.read_bytes() + b"\n")
 
-        resumed = run_cli(env, *args[3:])
-        assert resumed.returncode == 0, resumed.stderr
-        assert (out / published[0]).is_file(), "the deleted part was not written again"
+        again = run_cli(env, *args[3:], *(["--restart"] if how == "restart" else []))
+        assert again.returncode == 0, again.stderr
+        if how == "resume":
+            warnings = again.stderr.strip().splitlines()
+            assert len(warnings) == 2 and published[0] in warnings[0] and published[-1] in warnings[1], (
+                warnings
+            )
+            assert "missing" in warnings[0] and "size" in warnings[1]
+            assert deleted.is_file(), "the deleted part was not written again"
+        else:
+            assert again.stderr == ""
         manifest = next((out / "_manifests").glob("*.json"))
         listed = [f["path"] for obj in orjson.loads(manifest.read_bytes())["objects"] for f in obj["files"]]
         storage = open_storage(str(out))

@@ -13,6 +13,7 @@ file ends up holding each skipped event once, however many runs it took.
 from __future__ import annotations
 
 import os
+import stat
 import threading
 
 import anyio
@@ -56,14 +57,15 @@ class ErrorLog:
             fd = self._fd if self._fd is not None else self._open()
             if key in self._recorded:
                 return
-            start = os.lseek(fd, 0, os.SEEK_END)
+            start = _end(fd)
             try:
                 written = 0
                 while written < len(line):
                     written += os.write(fd, line[written:])
             except OSError as exc:
                 try:
-                    os.ftruncate(fd, start)
+                    if start is not None:
+                        os.ftruncate(fd, start)
                 except OSError:
                     pass  # the torn line is cut off when the file is next opened
                 raise self._failed("cannot write", exc) from exc
@@ -76,9 +78,10 @@ class ErrorLog:
         except OSError as exc:
             raise UsageError(f"cannot open error file {self.path}: {exc.strerror or exc}") from exc
         try:
-            self._recorded, whole = _read_keys(fd)
-            if whole < os.fstat(fd).st_size:
-                os.ftruncate(fd, whole)
+            if stat.S_ISREG(os.fstat(fd).st_mode):  # not /dev/stderr, a pipe or /dev/full
+                self._recorded, whole = _read_keys(fd)
+                if whole < os.fstat(fd).st_size:
+                    os.ftruncate(fd, whole)
         except OSError as exc:
             os.close(fd)
             raise self._failed("cannot read", exc) from exc
@@ -87,6 +90,14 @@ class ErrorLog:
 
     def _failed(self, doing: str, exc: OSError) -> BtpipeError:
         return BtpipeError(f"{doing} error file {self.path}: {exc.strerror or exc}")
+
+
+def _end(fd: int) -> int | None:
+    """Where the next line starts, to cut back to; None where a file has no end to seek."""
+    try:
+        return os.lseek(fd, 0, os.SEEK_END)
+    except OSError:
+        return None
 
 
 def _read_keys(fd: int) -> tuple[set[Key], int]:

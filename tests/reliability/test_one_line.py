@@ -352,6 +352,15 @@ def test_a_full_disk_under_the_error_file_and_a_resume_count_each_event_once(
     record("skipped events counted once across a full disk", DEEP)
 
 
+def test_an_error_file_on_a_device_that_is_always_full(emulator: Emulator, tmp_path: Path) -> None:
+    """``/dev/full`` refuses every write with ENOSPC, and is no file to read back or cut."""
+    path = jsonl(tmp_path / "deep.jsonl", [nested("deep", 260)])
+    result = run_cli(cli_env(emulator.url, emulator.key),
+                     *import_cmd(path, unique("dev-full"), tmp_path / "st", "--on-error", "skip", "--error-file",
+                                 "/dev/full"), timeout=120)  # fmt: skip
+    one_line(result, 1, "cannot write error file /dev/full: No space left on device")
+
+
 class EventualENOSPC:
     """``os`` for the error log, whose ``write`` puts half a line on disk and fails with
     ENOSPC once ``room`` bytes are written: a disk filling up in the middle of a line."""

@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
-from pipeline.api.client import ClientSettings
+from pipeline.api.client import ClientSettings, check_endpoint
 from pipeline.common.defaults import (
     API_KEY_ENV,
     API_URL,
@@ -385,6 +385,10 @@ class _Loader:
                 self.at(f"{name}.api_key_env"),
                 f"environment variable {key_env} is not set (it must hold the API key)",
             )
+        try:
+            check_endpoint(api_url, api_key, url_name="the API URL", key_name=f"the key in {key_env}")
+        except UsageError as exc:
+            self.fail(self.at(f"{name}.api_url"), str(exc))
         return Connection(api_url=api_url, api_key_env=key_env, api_key=api_key, side=name, **values)
 
     def job(self, name: str, table: Any) -> JobConfig | None:

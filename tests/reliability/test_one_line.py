@@ -137,6 +137,19 @@ def test_the_destination_url_and_key_are_checked_the_same_way(
     one_line(run_cli(env, *migrate, "--to-api-key-env", "DEST_KEY"), 2, "destination: the key in DEST_KEY")
 
 
+def test_a_job_file_url_with_user_info_is_refused_when_the_file_is_read(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    job = tmp_path / "job.toml"
+    job.write_text(f'[source]\napi_url = "http://me:{SECRET}@127.0.0.1:1"\n'
+                   '[job.j]\nkind = "export"\nprojects = ["p"]\nout = "o"\n')  # fmt: skip
+    env = {k: v for k, v in cli_env(emulator.url, emulator.key).items() if k != "BRAINTRUST_API_URL"}
+    for args in (["validate", str(job)], ["run", str(job), "--quiet"]):
+        result = run_cli(env, *args)
+        one_line(result, 2, "job.toml:source.api_url", "user name or password")
+        assert SECRET not in result.stderr + result.stdout
+
+
 def test_an_empty_out_is_refused_not_the_current_directory(
     emulator: Emulator, source: dict[str, Any], tmp_path: Path
 ) -> None:

@@ -421,7 +421,9 @@ def test_a_run_killed_between_an_overflow_write_and_its_answer_resumes_without_d
     before = applied()
     assert proxy.held_key is not None
     [held_id] = before[proxy.held_key]  # written, but its answer never reached the killed run
-    [state_file] = state.glob("import-*.json")
+    state_files = list(state.glob("import-*.json"))
+    assert len(state_files) == 1, sorted(p.name for p in state.iterdir())
+    [state_file] = state_files
     [progress] = orjson.loads(state_file.read_bytes())["objects"].values()
     assert progress["rows"] == order.index(held_id) > 0  # the checkpoint stops right before it
 

@@ -31,7 +31,15 @@ from pipeline.cli.common import (
     with_progress,
 )
 from pipeline.cli.options import setting_option, setting_options
-from pipeline.common.defaults import BATCH_ROWS, DELETE_OBJECTS, LOAD_WORKERS, MB, OBJECTS, PAGE_LIMIT
+from pipeline.common.defaults import (
+    BATCH_ROWS,
+    DELETE_OBJECTS,
+    INTO_EXISTING,
+    LOAD_WORKERS,
+    MB,
+    OBJECTS,
+    PAGE_LIMIT,
+)
 from pipeline.common.errors import EXIT_FAILED, AuthError, UsageError
 from pipeline.common.progress import Progress
 from pipeline.load.insert import InsertOptions
@@ -49,6 +57,7 @@ def _load_opts(kw: dict[str, Any]) -> LoadOptions:
         state_dir=kw["state_dir"],
         restart=kw["restart"],
         error_file=kw["error_file"],
+        into_existing=kw["into_existing"],
     )
 
 
@@ -91,6 +100,8 @@ def _report_load(output: Output, summary: Any, verb: str) -> None:
             output.say(f"{summary.skipped:,} skipped events were recorded in {summary.error_file}")
         for damaged in summary.damaged:
             output.warn(f"not imported: {damaged}")
+        for warning in summary.warnings:
+            output.warn(warning)
     if summary.skipped or summary.damaged:
         sys.exit(EXIT_FAILED)
 
@@ -110,6 +121,9 @@ def _report_load(output: Output, summary: Any, verb: str) -> None:
               help="Import the objects whose files match their manifest, list the files that do not "
                    "(changed, cut short or missing) and exit 1; without it such a file stops the "
                    "import before any row is sent.")  # fmt: skip
+@click.option("--from-project", default=None, metavar="NAME_OR_ID",
+              help="Import only this source project's objects (needed when --in holds several).")  # fmt: skip
+@setting_option(INTO_EXISTING)
 def import_command(**kw: Any) -> None:
     """Insert exported JSONL or Parquet files into a project (resumable)."""
     from pipeline.load.importer import ImportJob, ImportOptions
@@ -118,7 +132,7 @@ def import_command(**kw: Any) -> None:
     options = ImportOptions(
         input=kw["input_path"], to_project=kw["to_project"], objects=kw["objects"],
         to_object=kw["to_object"], create_project=kw["create_project"], skip_damaged=kw["skip_damaged"],
-        load=_load_opts(kw),
+        from_project=kw["from_project"], load=_load_opts(kw),
     )  # fmt: skip
 
     async def body(progress: Progress) -> Any:
@@ -134,7 +148,7 @@ def import_command(**kw: Any) -> None:
 @to_options
 @click.option("--from-project", required=True, help="Source project name or id.")
 @click.option("--to-project", required=True, help="Destination project name or id.")
-@setting_options(OBJECTS, PAGE_LIMIT)
+@setting_options(OBJECTS, PAGE_LIMIT, INTO_EXISTING)
 def migrate_command(**kw: Any) -> None:
     """Copy logs, datasets and experiments to another project, org or API URL (resumable)."""
     from pipeline.load.migrate import MigrateJob, MigrateOptions

@@ -271,6 +271,11 @@ CREATE_PROJECT: Setting[bool] = Setting(
     "create_project", False, bool, flag="--create-project", key="create_project",
     help="Create the destination project if missing", section=LOAD,
 )  # fmt: skip
+INTO_EXISTING: Setting[bool] = Setting(
+    "into_existing", False, bool, flag="--into-existing", key="into_existing",
+    help="Write into an experiment or dataset the destination project already has under the same name",
+    section=LOAD,
+)  # fmt: skip
 
 # --- the API connection ------------------------------------------------------------------
 
@@ -354,7 +359,7 @@ SETTINGS: tuple[Setting[Any], ...] = (
     OBJECTS, FORMAT, COMPRESSION, FILTER, SHAPE, INCREMENTAL, EXPORT_WORKERS, RANGES_PER_OBJECT,
     MIN_ROWS_PER_RANGE, PAGE_LIMIT, PREFETCH, ENCODERS, ROW_GROUP_ROWS, ROW_GROUP_MB, FILE_ROWS, FILE_MB,
     LOAD_WORKERS, BATCH_ROWS, MAX_BATCH_BYTES, MAX_INFLIGHT_MB, ON_ERROR, ERROR_FILE, STATE_DIR,
-    CREATE_PROJECT,
+    CREATE_PROJECT, INTO_EXISTING,
     API_URL, API_URL_ENV, API_KEY_ENV, IMPERSONATE, TO_IMPERSONATE, MAX_RETRIES, MAX_BACKOFF, THROTTLE_PATIENCE,
     RETRY_JITTER, READ_TIMEOUT, CONNECTIONS,
     KEEP_RUNS, FULL_EVERY, VERIFY,

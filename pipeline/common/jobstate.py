@@ -5,8 +5,10 @@ not beside the input, because an input (a mounted backup, a bucket) is often rea
 file name is a hash of what identifies the job (input or source, destination URL and
 project, object selection), so re-running the same command finds its state and a different
 job never picks up another's. It holds a :class:`~pipeline.common.state.LoadState`: per
-source object the destination object and the contiguous prefix applied so far. The file is
-deleted when the job completes, so a later identical command starts afresh.
+source object the destination object and the contiguous prefix applied so far, and the
+destination objects the job created, which a resumed run writes into without
+``--into-existing`` (:mod:`pipeline.load.destinations`). The file is deleted when the job
+completes, so a later identical command starts afresh.
 """
 
 from __future__ import annotations
@@ -43,6 +45,11 @@ class JobState:
     def objects(self) -> dict[str, ObjectProgress]:
         """Progress by source object key."""
         return self.state.objects
+
+    @property
+    def created(self) -> dict[str, str]:
+        """Destination ids of the objects this job created, by source object key."""
+        return self.state.created
 
     async def load(self, *, restart: bool) -> bool:
         """Load a saved state (True when resuming); ``restart`` discards it unread."""

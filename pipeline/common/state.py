@@ -242,17 +242,20 @@ class ObjectProgress:
 
 @dataclass
 class LoadState:
-    """One load job: what identifies it (so another job never resumes from it) and, by
-    source object key, its progress."""
+    """One load job: what identifies it (so another job never resumes from it), by source
+    object key its progress, and the destination objects it created (by source object key),
+    which a resumed run may write into without ``--into-existing``."""
 
     identity: dict[str, Any]
     objects: dict[str, ObjectProgress] = field(default_factory=dict)
+    created: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "format": LOAD_FORMAT,
             "identity": dict(self.identity),
             "objects": {key: progress.to_json() for key, progress in self.objects.items()},
+            "created": dict(self.created),
         }
 
     @classmethod
@@ -261,6 +264,7 @@ class LoadState:
         return cls(
             identity=data["identity"],
             objects={k: ObjectProgress.from_json(v) for k, v in data.get("objects", {}).items()},
+            created={str(k): str(v) for k, v in data.get("created", {}).items()},
         )
 
 

@@ -48,6 +48,7 @@ from pipeline.common.defaults import (
     FULL_EVERY,
     IMPERSONATE,
     INCREMENTAL,
+    INTO_EXISTING,
     KEEP_RUNS,
     LOAD_WORKERS,
     MAX_BACKOFF,
@@ -91,7 +92,7 @@ EXPORT_SETTINGS = (FORMAT, COMPRESSION, FILTER, SHAPE, INCREMENTAL, KEEP_RUNS, F
                    RANGES_PER_OBJECT, MIN_ROWS_PER_RANGE, PAGE_LIMIT, PREFETCH, ENCODERS, ROW_GROUP_ROWS,
                    ROW_GROUP_MB, FILE_ROWS, FILE_MB)  # fmt: skip
 MIGRATE_SETTINGS = (PAGE_LIMIT, LOAD_WORKERS, BATCH_ROWS, MAX_BATCH_BYTES, MAX_INFLIGHT_MB, ON_ERROR, ERROR_FILE,
-                    STATE_DIR, CREATE_PROJECT, VERIFY)  # fmt: skip
+                    STATE_DIR, CREATE_PROJECT, INTO_EXISTING, VERIFY)  # fmt: skip
 
 
 def _keys(settings: tuple[Setting[Any], ...]) -> dict[str, Kind]:
@@ -224,6 +225,7 @@ class MigrateJobConfig:
     to_project: str
     objects: tuple[str, ...] = _OBJECTS
     create_project: bool = CREATE_PROJECT.default
+    into_existing: bool = INTO_EXISTING.default
     verify: bool = VERIFY.default
     workers: int = LOAD_WORKERS.default
     page_limit: int = PAGE_LIMIT.default
@@ -256,6 +258,7 @@ class MigrateJobConfig:
                 ),
                 state_dir=self.state_dir,
                 error_file=self.error_file,
+                into_existing=self.into_existing,
             ),
         )
 

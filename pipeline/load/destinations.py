@@ -1,21 +1,41 @@
-"""Destination objects: find or create a dataset or experiment by name, remapping references.
+"""Destination objects: find or create datasets and experiments by name, remapping references.
 
 Datasets and experiments are matched by name inside the destination project and created when
 missing, carrying the source's description and metadata (and, for experiments, tags and
 ``dataset_version``). An experiment's ``base_exp_id`` and ``dataset_id`` point at objects of
-the *source*; they are rewritten through ``id_map`` (source id -> destination id), so callers
-create datasets first and experiments in base-before-derived order
-(:func:`experiments_in_dependency_order`). A reference to an object that was not copied is
-dropped rather than left pointing into another project or org.
+the *source*; they are rewritten through ``id_map`` (source id -> destination id), so objects
+are created in dependency order: datasets, then experiments base before derived
+(:func:`creation_order`), whatever order the caller found them in. A reference to an object
+that was not copied is dropped rather than left pointing into another project or org.
+
+An object of the same name that the destination already has is written into only when asked
+(``into_existing``): otherwise its rows would merge silently with the copied ones, under
+references that belong to something else. Every name is looked up before the first object is
+created, so a refusal leaves nothing behind. An object the job itself created (its state says
+so) is its own, and a resumed run goes on into it unasked. Written into, an existing
+experiment has its references set to the remapped ones (``PATCH``); one that cannot be (the
+source's target was not copied, or the server refuses) is reported as a warning.
+
+A ``dataset_version`` is a transaction id of the *source* dataset, which means nothing at the
+destination. After the rows are in, :func:`link_dataset_versions` points it at the copy's
+newest version when the source experiment ran against the dataset as it was exported (its
+version at or after the export's snapshot); an older version has no counterpart in the copy,
+so the experiment links the copy's current version, with a warning.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline.api.client import BraintrustClient
 from pipeline.api.objects import ObjectRef, find_object, logs_ref, object_ref
+from pipeline.api.snapshot import take_snapshot
+from pipeline.common import jsoncodec
+from pipeline.common.errors import ApiError, UsageError
 from pipeline.common.rows import ObjectType
+from pipeline.querylang.ast import from_object
 
 _COPIED_FIELDS: dict[str, tuple[str, ...]] = {
     "dataset": ("description", "metadata", "tags"),
@@ -78,3 +98,150 @@ def experiments_in_dependency_order(infos: list[dict[str, Any]]) -> list[dict[st
     for info in infos:
         place(info, set())
     return ordered
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """A destination object a load writes into: ``key`` is its source object's key in the
+    load state, ``info`` the source's REST fields (with its ``id`` when known)."""
+
+    key: str
+    kind: ObjectType
+    name: str
+    info: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Destination:
+    ref: ObjectRef
+    created: bool  # by this job: this run or the one it resumes
+
+
+def creation_order(wanted: list[Wanted]) -> list[Wanted]:
+    """Datasets, then experiments (bases first), then the rest (the project logs)."""
+    experiments = [w for w in wanted if w.kind == "experiment"]
+    by_id = {w.info.get("id") or w.key: w for w in experiments}
+    infos = [{**w.info, "id": w.info.get("id") or w.key} for w in experiments]
+    ordered = [by_id[info["id"]] for info in experiments_in_dependency_order(infos)]
+    datasets = [w for w in wanted if w.kind == "dataset"]
+    return datasets + ordered + [w for w in wanted if w.kind not in ("dataset", "experiment")]
+
+
+async def ensure_objects(
+    client: BraintrustClient,
+    project: dict[str, Any],
+    wanted: list[Wanted],
+    *,
+    id_map: dict[str, str],
+    into_existing: bool,
+    ours: dict[str, str],
+    remember: Callable[[str, str], Awaitable[None]],
+    warnings: list[str],
+    verb: str,
+) -> dict[str, Destination]:
+    """The destination of each wanted object, by key, created in :func:`creation_order` with
+    references remapped through ``id_map`` (which gains every source id -> destination id).
+
+    ``ours`` maps keys to the objects this job created before (resumed); ``remember(key, id)``
+    records each new one before anything is written into it. An object of the same name that
+    is not ours needs ``into_existing`` (UsageError before any is created otherwise); its
+    references are then updated, or ``warnings`` say why not."""
+    ordered = creation_order(wanted)
+    found: dict[str, dict[str, Any]] = {}
+    for item in ordered:
+        if item.kind != "project_logs":
+            existing = await find_object(client, item.kind, project["id"], item.name)
+            if existing is not None:
+                found[item.key] = existing
+    if not into_existing:
+        for item in ordered:
+            existing = found.get(item.key)
+            if existing is not None and ours.get(item.key) != existing["id"]:
+                raise UsageError(
+                    f"{item.kind} {item.name!r} already exists in project {project['name']!r}; pass "
+                    f"--into-existing to write into it (its rows are merged with the {verb} ones)"
+                )
+    result: dict[str, Destination] = {}
+    for item in ordered:
+        existing = found.get(item.key)
+        if item.kind == "project_logs":
+            destination = Destination(logs_ref(project), False)
+        elif existing is None:
+            body = creation_body(item.kind, item.name, project["id"], item.info, id_map)
+            destination = Destination(
+                object_ref(item.kind, await client.post_json(f"/v1/{item.kind}", body)), True
+            )
+            await remember(item.key, destination.ref.id)
+        elif ours.get(item.key) == existing["id"]:
+            destination = Destination(object_ref(item.kind, existing), True)
+        else:
+            destination = Destination(object_ref(item.kind, existing), False)
+            if item.kind == "experiment":
+                await _follow_references(client, existing, item.info, id_map, warnings)
+        if item.info.get("id"):
+            id_map[item.info["id"]] = destination.ref.id
+        result[item.key] = destination
+    return result
+
+
+async def _follow_references(
+    client: BraintrustClient,
+    existing: dict[str, Any],
+    info: dict[str, Any],
+    id_map: dict[str, str],
+    warnings: list[str],
+) -> None:
+    """Point an existing experiment's references where the copy's point; warn where they
+    cannot be and differ."""
+    label = f"experiment:{existing['name']}"
+    wanted = {key: id_map[info[key]] for key in _REFERENCES if info.get(key) in id_map}
+    change = {key: value for key, value in wanted.items() if existing.get(key) != value}
+    if change:
+        try:
+            body = jsoncodec.dumps(change)
+            await client.request("PATCH", f"/v1/experiment/{existing['id']}", body=body)
+        except ApiError as exc:
+            warnings.extend(
+                f"{label}: keeps its {key} {existing.get(key)}, not the copied {value} ({exc})"
+                for key, value in change.items()
+            )
+    for key in _REFERENCES:
+        if key not in wanted and existing.get(key) is not None:
+            warnings.append(
+                f"{label}: keeps its {key} {existing[key]}, which the source experiment does not share"
+            )
+
+
+@dataclass(frozen=True)
+class VersionLink:
+    """An experiment copied with its dataset: the source experiment's ``dataset_version`` and
+    the snapshot version the dataset was copied at (None: not known)."""
+
+    experiment: ObjectRef
+    dataset: ObjectRef
+    dataset_label: str
+    pinned: str
+    copied_at: str | None
+
+
+async def link_dataset_versions(
+    client: BraintrustClient, links: list[VersionLink], warnings: list[str]
+) -> None:
+    """Set each experiment's ``dataset_version`` to its dataset copy's newest version where the
+    source's pinned the dataset as copied; warn where the pinned version is older."""
+    for link in links:
+        if link.copied_at is None or version_number(link.pinned) < version_number(link.copied_at):
+            warnings.append(
+                f"{link.experiment.label}: its dataset_version {link.pinned} is older than the exported "
+                f"{link.dataset_label}; it links the copy's current version"
+            )
+            continue
+        version = (await take_snapshot(client, from_object("dataset", link.dataset.id), None)).version
+        if version is not None:
+            body = jsoncodec.dumps({"dataset_version": version})
+            await client.request("PATCH", f"/v1/experiment/{link.experiment.id}", body=body)
+
+
+def version_number(version: str) -> int:
+    """A transaction id as a number to compare (-1 for one that is not a decimal string)."""
+    return int(version) if version.isdigit() else -1

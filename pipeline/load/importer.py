@@ -1,7 +1,15 @@
 """``btpipe import``: export files back into a project through the insert endpoints.
 
-    find inputs -> destination objects (created by name when missing) -> per object, in file
-    order: read a chunk (thread) -> transform + encode -> batcher -> insert pool -> ledger
+    find inputs -> one project, spans only -> destination objects (created by name when
+    missing, in dependency order) -> per object, in file order: read a chunk (thread)
+    -> transform + encode -> batcher -> insert pool -> ledger -> dataset versions linked
+
+Before anything is written the input's manifests are checked (:mod:`pipeline.load.scope`):
+a run of another shape than ``spans`` is refused, and a root holding several source projects
+needs ``from_project``. Destination objects are created as a migration creates them
+(:mod:`pipeline.load.destinations`): datasets, then experiments base first, so every
+``dataset_id`` and ``base_exp_id`` is remapped whatever the ``--objects`` order; an existing
+object of the same name needs ``into_existing``.
 
 Objects are read one after another through one shared pool of insert workers. The checkpoint
 of an object is ``(file, position)`` of the last row of the applied prefix, plus ``rows``;
@@ -24,18 +32,25 @@ from dataclasses import dataclass, field
 import anyio
 
 from pipeline.api.client import BraintrustClient
-from pipeline.api.objects import ObjectRef
 from pipeline.common import defaults
 from pipeline.common.errors import DamagedFileError, UsageError
 from pipeline.common.integrity import Damage
 from pipeline.common.progress import Progress
+from pipeline.common.rows import ObjectType
 from pipeline.common.selection import parse_one_object
 from pipeline.common.state import FilePosition, ObjectProgress
 from pipeline.common.storage import Storage, location
 from pipeline.load.batcher import Item
-from pipeline.load.destinations import ensure_object
+from pipeline.load.destinations import (
+    Destination,
+    VersionLink,
+    Wanted,
+    ensure_objects,
+    link_dataset_versions,
+)
 from pipeline.load.insert import feed
 from pipeline.load.run import LoadOptions, LoadRun, LoadSummary, ObjectResult
+from pipeline.load.scope import InputScope, one_project, read_scope, refuse_other_shapes
 from pipeline.load.transform import SourceObject, encode_checked, to_event
 from pipeline.sources import SourceRow, iter_rows
 from pipeline.sources.inputs import InputObject, find_damaged, find_inputs, open_input, select_inputs
@@ -49,6 +64,7 @@ class ImportOptions:
     to_object: str | None = None
     create_project: bool = defaults.CREATE_PROJECT.default
     skip_damaged: bool = False  # import the objects whose files all check out, list the others
+    from_project: str | None = None  # the source project (name or id) of a root holding several
     load: LoadOptions = field(default_factory=LoadOptions)
 
 
@@ -62,9 +78,12 @@ class ImportJob:
         started = time.monotonic()
         opts = self.options
         storage, prefix = await anyio.to_thread.run_sync(open_input, opts.input)
-        inputs = select_inputs(await anyio.to_thread.run_sync(find_inputs, storage, prefix), opts.objects)
+        found = await anyio.to_thread.run_sync(find_inputs, storage, prefix)
+        scope = await anyio.to_thread.run_sync(read_scope, storage, prefix)
+        inputs = select_inputs(one_project(scope, found, opts.from_project, opts.input), opts.objects)
         if not inputs:
             raise UsageError(f"{opts.input}: the input holds no objects to import")
+        refuse_other_shapes(scope, inputs, opts.input)
         to_object = parse_one_object(opts.to_object) if opts.to_object else None
         if to_object is not None and len(inputs) > 1:
             raise UsageError(f"--to-object names one destination but the input holds {len(inputs)} objects")
@@ -77,6 +96,7 @@ class ImportJob:
             "input": location(storage, prefix) if prefix else storage.url,
             "objects": opts.objects,
             "to_object": opts.to_object,
+            **({"from_project": opts.from_project} if opts.from_project else {}),
         }
         run, project = await LoadRun.begin(
             self.client, opts.load, self.progress,
@@ -93,16 +113,17 @@ class ImportJob:
         run.summary.damaged = [str(d) for d in damaged]
         broken = {d.path for d in damaged}
         inputs = [obj for obj in inputs if broken.isdisjoint(obj.files)]
-        plans: list[tuple[InputObject, ObjectRef, bool]] = []
-        id_map: dict[str, str] = {}
-        for obj in inputs:
-            kind = to_object[0] if to_object else obj.object_type
-            assert kind is not None
-            name = (to_object[1] if to_object else None) or obj.name or obj.id or "imported"
-            ref, created = await ensure_object(self.client, kind, name, project, obj.info, id_map)
-            if obj.id is not None:
-                id_map[obj.id] = ref.id
-            plans.append((obj, ref, created))
+
+        async def remember(key: str, destination_id: str) -> None:
+            state.created[key] = destination_id
+            await state.save()
+
+        destinations = await ensure_objects(
+            self.client, project, [_wanted(obj, to_object) for obj in inputs], id_map={},
+            into_existing=opts.load.into_existing, ours=state.created, remember=remember,
+            warnings=run.summary.warnings, verb="imported",
+        )  # fmt: skip
+        plans = [(obj, destinations[obj.key].ref, destinations[obj.key].created) for obj in inputs]
         results: list[ObjectResult] = []
 
         async def produce() -> None:
@@ -120,7 +141,10 @@ class ImportJob:
                 results.append(ObjectResult(obj.label, ref.label, ref.id, created, 0, 0))
                 await state.save()
 
-        return await run.complete(produce, started, [obj.key for obj, _ref, _created in plans], results)
+        summary = await run.complete(produce, started, [obj.key for obj, _ref, _created in plans], results)
+        links = _version_links(inputs, destinations, scope)
+        await link_dataset_versions(self.client, links, summary.warnings)
+        return summary
 
     @staticmethod
     async def _damaged(
@@ -157,6 +181,35 @@ class ImportJob:
                     break
                 if items:
                     yield items
+
+
+def _wanted(obj: InputObject, to_object: tuple[ObjectType, str | None] | None) -> Wanted:
+    """The destination ``obj`` goes to. Its ``dataset_version`` is left out: a source version
+    means nothing at the destination (see :func:`_version_links`)."""
+    kind = to_object[0] if to_object else obj.object_type
+    assert kind is not None
+    name = (to_object[1] if to_object else None) or obj.name or obj.id or "imported"
+    info = {key: value for key, value in obj.info.items() if key != "dataset_version"}
+    if obj.id is not None:
+        info["id"] = obj.id
+    return Wanted(obj.key, kind, name, info)
+
+
+def _version_links(
+    inputs: list[InputObject], destinations: dict[str, Destination], scope: InputScope
+) -> list[VersionLink]:
+    """Each imported experiment whose source pinned a ``dataset_version`` of a dataset imported
+    with it, with the version that dataset was exported at."""
+    datasets = {obj.id: obj for obj in inputs if obj.id is not None and obj.object_type == "dataset"}
+    links = []
+    for obj in inputs:
+        experiment = destinations[obj.key].ref
+        dataset = datasets.get(obj.info.get("dataset_id") or "")
+        pinned = obj.info.get("dataset_version")
+        if experiment.object_type == "experiment" and dataset is not None and pinned is not None:
+            links.append(VersionLink(experiment, destinations[dataset.key].ref, dataset.label, str(pinned),
+                                     scope.exported_version(dataset.id)))  # fmt: skip
+    return links
 
 
 def _next_items(

@@ -6,7 +6,8 @@ possibly in another org on another API URL, with no files in between.
 
 Destination datasets are created first, then experiments in base-before-derived order, so
 ``base_exp_id`` and ``dataset_id`` can be remapped to destination ids
-(:mod:`pipeline.load.destinations`). Resume: per source object the state keeps the snapshot
+(:mod:`pipeline.load.destinations`); one the destination already has under the same name is
+written into only with ``into_existing``. Resume: per source object the state keeps the snapshot
 version and the cursor of the last page whose rows are all in the applied prefix; a resumed
 run pages from that cursor under the same version, so no row is skipped and only rows after
 the checkpoint are sent again (harmless: ids are kept, inserts upsert).
@@ -28,7 +29,7 @@ from pipeline.common import defaults, jsoncodec
 from pipeline.common.progress import Progress
 from pipeline.common.state import ObjectProgress
 from pipeline.load.batcher import Item
-from pipeline.load.destinations import ensure_object, experiments_in_dependency_order
+from pipeline.load.destinations import Wanted, ensure_objects, experiments_in_dependency_order
 from pipeline.load.insert import feed
 from pipeline.load.run import LoadOptions, LoadRun, LoadSummary, ObjectResult
 from pipeline.load.transform import SourceObject, encode_checked, to_event
@@ -93,14 +94,21 @@ class MigrateJob:
             job="migrate", source=source, to_project=opts.to_project, create_project=opts.create_project,
         )  # fmt: skip
         state = run.state
-        id_map: dict[str, str] = {src_project["id"]: dst_project["id"]}
-        plans: list[tuple[ObjectRef, ObjectRef, bool]] = []
-        for ref in refs:
-            dest, created = await ensure_object(
-                self.destination, ref.object_type, ref.name, dst_project, ref.info, id_map
-            )
-            id_map[ref.id] = dest.id
-            plans.append((ref, dest, created))
+
+        async def remember(key: str, destination_id: str) -> None:
+            state.created[key] = destination_id
+            await state.save()
+
+        wanted = [Wanted(f"{ref.object_type}:{ref.id}", ref.object_type, ref.name, ref.info) for ref in refs]
+        destinations = await ensure_objects(
+            self.destination, dst_project, wanted, id_map={src_project["id"]: dst_project["id"]},
+            into_existing=opts.load.into_existing, ours=state.created, remember=remember,
+            warnings=run.summary.warnings, verb="migrated",
+        )  # fmt: skip
+        plans = [
+            (ref, destinations[w.key].ref, destinations[w.key].created)
+            for w, ref in zip(wanted, refs, strict=True)
+        ]
         results: list[ObjectResult] = []
 
         async def produce() -> None:

@@ -36,6 +36,8 @@ class LoadOptions:
     state_dir: str = defaults.STATE_DIR.default
     restart: bool = False
     error_file: str | None = defaults.ERROR_FILE.default
+    #: Write into an experiment or dataset the destination already has under the same name.
+    into_existing: bool = defaults.INTO_EXISTING.default
 
 
 @dataclass
@@ -64,6 +66,8 @@ class LoadSummary:
     objects: list[ObjectResult] = field(default_factory=list)
     #: Input files that differ from their manifest; the objects holding them were not loaded.
     damaged: list[str] = field(default_factory=list)
+    #: What the load could not carry over as it was (a reference, a dataset version), one line each.
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def rows(self) -> int:

@@ -70,7 +70,8 @@ def open_input(text: str) -> tuple[Storage, str]:
     return open_storage(root), prefix
 
 
-def _manifests(storage: Storage, prefix: str) -> list[Manifest]:
+def input_manifests(storage: Storage, prefix: str) -> list[Manifest]:
+    """The manifests an ``--in`` value reads (none for loose files), oldest run first."""
     if prefix.endswith(".json"):
         return [read_manifest(storage, prefix)]
     if prefix == "" and storage.list_files(f"{MANIFEST_DIR}/"):
@@ -80,7 +81,7 @@ def _manifests(storage: Storage, prefix: str) -> list[Manifest]:
 
 def find_inputs(storage: Storage, prefix: str) -> list[InputObject]:
     """The objects under ``prefix``, in first-seen order (blocking: run in a thread)."""
-    manifests = _manifests(storage, prefix)
+    manifests = input_manifests(storage, prefix)
     names: dict[str, str] = {}
     infos: dict[str, dict[str, Any]] = {}
     rows: dict[str, int] = {}

@@ -281,5 +281,5 @@ def test_import_oversize_event_from_a_file_and_error_paths(emulator: Emulator, t
     (bad / "r00-part-00000.jsonl").unlink()
     (bad / "r00-part-00000.parquet").write_bytes(b"PAR1 not really")
     notours = run(import_command, emulator, "--in", str(tmp_path / "bad"), "--to-project", dest, "--restart",
-                  "--state-dir", str(tmp_path / "st2"))  # fmt: skip
+                  "--into-existing", "--state-dir", str(tmp_path / "st2"))  # fmt: skip
     assert notours.exit_code == 2 and "not a btpipe Parquet file" in notours.stderr

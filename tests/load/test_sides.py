@@ -158,8 +158,9 @@ def test_migrate_job_keeps_each_tables_impersonation_to_its_side(emulator: Emula
         source.seen.clear()
         destination.seen.clear()
         again = CliRunner().invoke(
-            run, [*args, "--set", f"destination.impersonate={OTHER_OWNER}", "--quiet"], env=env
-        )
+            run, [*args, "--set", f"destination.impersonate={OTHER_OWNER}", "--set", "into_existing=true",
+                  "--quiet"], env=env,
+        )  # fmt: skip
         assert again.exit_code == 0, again.output
         assert source.impersonated() == {MEMBER} and destination.impersonated() == {OTHER_OWNER}
 

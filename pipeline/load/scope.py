@@ -1,0 +1,127 @@
+"""What an import may take from its input: runs of the ``spans`` shape, one source project.
+
+An export root gathers every run written into it, and nothing keeps a root to one project (a
+nightly job of two projects) or to one shape (an ad-hoc ``--shape summary`` export beside the
+nightly runs). Importing either as it is loses rows without a word: a summary row carries the
+id of its trace's root span, so it would overwrite that span with aggregates; and the
+objects of two projects that share a name go into one destination object, where rows with
+equal ids overwrite each other. So an import reads the manifests first and is refused, with
+one line, before anything is written: by a run of another shape, naming it, and by a root
+naming several source projects unless ``--from-project`` picks one (the line lists them).
+
+Manifests name an object's project by id; the project's name comes from the ``project_name``
+a run records in its options or, in manifests written before it did, from the name of the
+project's logs. Loose files (no manifest) name no project and no shape: nothing to check.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipeline.common.errors import UsageError
+from pipeline.common.manifest import Manifest
+from pipeline.common.storage import Storage
+from pipeline.load.destinations import version_number
+from pipeline.sources.inputs import InputObject, input_manifests
+
+#: Why an export of each shape but ``spans`` cannot be imported.
+_SHAPES = {
+    "summary": "one row of aggregates per trace under its root span's id",
+    "traces": "whole traces a filter matched, read as units rather than an object's spans",
+}
+
+
+@dataclass(frozen=True)
+class SourceProject:
+    id: str
+    name: str | None
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.id})" if self.name else self.id
+
+
+@dataclass(frozen=True)
+class InputScope:
+    """The manifests an input reads, oldest run first."""
+
+    manifests: list[Manifest]
+
+    def project_of(self, object_id: str | None) -> str | None:
+        """The id of the project the object belongs to, by its newest manifest entry."""
+        found = None
+        for manifest in self.manifests:
+            for obj in manifest.objects:
+                if obj.object_id == object_id:
+                    found = obj.project_id or manifest.options.get("project_id") or found
+        return found
+
+    @property
+    def projects(self) -> list[SourceProject]:
+        """Every source project the manifests name, in the order first seen, each with its
+        newest known name."""
+        names: dict[str, str | None] = {}
+        for manifest in self.manifests:
+            for obj in manifest.objects:
+                project_id = obj.project_id or manifest.options.get("project_id")
+                if project_id is None:
+                    continue
+                name = manifest.options.get("project_name") or (
+                    obj.name if obj.object_type == "project_logs" else None
+                )
+                names[project_id] = name or names.get(project_id)
+        return [SourceProject(pid, name) for pid, name in names.items()]
+
+    def exported_version(self, object_id: str | None) -> str | None:
+        """The newest snapshot version the object was exported at (None: not known)."""
+        versions = [
+            obj.snapshot_version
+            for manifest in self.manifests
+            for obj in manifest.objects
+            if obj.object_id == object_id and obj.snapshot_version is not None
+        ]
+        return max(versions, key=version_number, default=None)
+
+
+def read_scope(storage: Storage, prefix: str) -> InputScope:
+    """The scope of the input at ``prefix`` (blocking: run in a thread)."""
+    return InputScope(input_manifests(storage, prefix))
+
+
+def one_project(
+    scope: InputScope, objects: list[InputObject], from_project: str | None, where: str
+) -> list[InputObject]:
+    """The objects of the one source project the input holds, or of ``from_project`` (a name
+    or id) among several; UsageError listing the projects otherwise."""
+    projects = scope.projects
+    listing = ", ".join(str(p) for p in projects)
+    if from_project is None:
+        if len(projects) > 1:
+            raise UsageError(
+                f"{where}: holds the objects of {len(projects)} projects: {listing}; "
+                "pass --from-project NAME_OR_ID to import one"
+            )
+        return objects
+    if not projects:
+        raise UsageError(f"--from-project: {where} has no manifest naming the project of its objects")
+    chosen = [p for p in projects if from_project == p.id] or [p for p in projects if from_project == p.name]
+    if not chosen:
+        raise UsageError(f"--from-project: {where} holds no project {from_project!r} (it holds {listing})")
+    if len(chosen) > 1:
+        named = ", ".join(str(p) for p in chosen)
+        raise UsageError(f"--from-project: {where} holds {len(chosen)} projects named {from_project!r} "
+                         f"({named}); pass the id of one")  # fmt: skip
+    return [obj for obj in objects if scope.project_of(obj.id) == chosen[0].id]
+
+
+def refuse_other_shapes(scope: InputScope, objects: list[InputObject], where: str) -> None:
+    """UsageError naming the first run of another shape than ``spans`` that holds a file of
+    ``objects``."""
+    used = {path for obj in objects for path in obj.files}
+    for manifest in scope.manifests:
+        shape = manifest.options.get("shape") or "spans"
+        if shape != "spans" and any(f.path in used for obj in manifest.objects for f in obj.files):
+            why = _SHAPES.get(shape, "rows that are not an object's spans")
+            raise UsageError(
+                f"{where}: run {manifest.run_id} was exported with --shape {shape} ({why}); "
+                "import reads --shape spans exports only"
+            )

@@ -1,0 +1,287 @@
+"""Import like migrate: destination objects in dependency order with every reference remapped,
+summary exports refused, one source project at a time, and no silent merge into an existing
+experiment or dataset."""
+
+from __future__ import annotations
+
+import shutil
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.conftest import Emulator
+from tests.helpers import all_rows, btpipe, insert, post, unique
+from tests.reliability.support import hashes
+
+
+def get(emulator: Emulator, path: str, **params: str) -> Any:
+    query = f"?{urllib.parse.urlencode(params)}" if params else ""
+    request = urllib.request.Request(
+        emulator.url + path + query, headers={"Authorization": f"Bearer {emulator.key}"}
+    )
+    with urllib.request.urlopen(request) as response:
+        return orjson.loads(response.read())
+
+
+def objects(emulator: Emulator, kind: str, project_name: str) -> dict[str, dict[str, Any]]:
+    return {o["name"]: o for o in get(emulator, f"/v1/{kind}", project_name=project_name)["objects"]}
+
+
+def project_exists(emulator: Emulator, name: str) -> bool:
+    return any(p["name"] == name for p in get(emulator, "/v1/project", project_name=name)["objects"])
+
+
+def newest_version(emulator: Emulator, kind: str, object_id: str) -> str:
+    return max(
+        (r["_xact_id"] for r in all_rows(emulator.url, emulator.key, kind, object_id).values()), key=int
+    )
+
+
+def one_line_error(result: Any, code: int) -> str:
+    assert result.exit_code == code, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("btpipe: error: "), result.stderr
+    return str(lines[0].removeprefix("btpipe: error: "))
+
+
+@pytest.fixture(scope="module")
+def linked(emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A project whose experiments name datasets and base experiments, created so that a
+    listing (newest first) gives each derived experiment before its base; and its export."""
+    url, key = emulator.url, emulator.key
+    project = post(url, key, "/v1/project", {"name": unique("linked")})
+    made: dict[str, dict[str, Any]] = {}
+    for name in ("golden", "silver"):
+        made[name] = post(url, key, "/v1/dataset", {"project_id": project["id"], "name": name})
+        insert(url, key, "dataset", made[name]["id"], [{"id": f"{name}-{i}", "input": i} for i in range(12)])
+    golden_version = newest_version(emulator, "dataset", made["golden"]["id"])
+    silver_version = newest_version(emulator, "dataset", made["silver"]["id"])
+    specs = [
+        ("baseline", {"dataset_id": made["golden"]["id"], "dataset_version": golden_version}),
+        ("candidate", {"base_exp_id": "baseline", "dataset_id": made["silver"]["id"],
+                       "dataset_version": silver_version}),
+        ("third", {"base_exp_id": "candidate"}),
+    ]  # fmt: skip
+    for name, refs in specs:
+        if "base_exp_id" in refs:
+            refs = {**refs, "base_exp_id": made[refs["base_exp_id"]]["id"]}
+        made[name] = post(url, key, "/v1/experiment", {"project_id": project["id"], "name": name, **refs})
+        insert(url, key, "experiment", made[name]["id"], [{"id": f"{name}-{i}", "input": i, "scores": {"s": 1}}
+                                                          for i in range(7)])  # fmt: skip
+    # silver changes after candidate pinned it: the version candidate ran against is not exported
+    insert(url, key, "dataset", made["silver"]["id"], [{"id": "silver-late", "input": 99}])
+    insert(url, key, "project_logs", project["id"], [{"id": f"log-{i}", "input": i} for i in range(5)])
+    out = tmp_path_factory.mktemp("linked") / "backup"
+    exported = btpipe(
+        emulator, "export", "--project", project["name"], "--out", str(out), "--format", "jsonl"
+    )
+    assert exported.exit_code == 0, exported.output
+    return {"project": project, "made": made, "out": out}
+
+
+@pytest.mark.parametrize(
+    "selection",
+    [None, "datasets,experiments", "experiments,datasets", "experiments,logs,datasets",
+     "experiment:third,experiment:candidate,dataset:silver,experiment:baseline,dataset:golden"],
+)  # fmt: skip
+def test_import_keeps_every_reference_whatever_the_objects_order(
+    emulator: Emulator, linked: dict[str, Any], selection: str | None, tmp_path: Path
+) -> None:
+    target = unique("restored")
+    args = ["import", "--in", str(linked["out"]), "--to-project", target, "--create-project",
+            "--state-dir", str(tmp_path / "state")]  # fmt: skip
+    imported = btpipe(emulator, *args, *(["--objects", selection] if selection else []))
+    assert imported.exit_code == 0, imported.output
+    datasets, experiments = objects(emulator, "dataset", target), objects(emulator, "experiment", target)
+    assert set(datasets) == {"golden", "silver"} and set(experiments) == {"baseline", "candidate", "third"}
+    baseline, candidate, third = experiments["baseline"], experiments["candidate"], experiments["third"]
+    refs = {name: (e["base_exp_id"], e["dataset_id"]) for name, e in experiments.items()}
+    assert refs == {
+        "baseline": (None, datasets["golden"]["id"]),
+        "candidate": (baseline["id"], datasets["silver"]["id"]),
+        "third": (candidate["id"], None),
+    }
+    # the version baseline ran against is golden as exported: the copy's newest version
+    assert baseline["dataset_version"] == newest_version(emulator, "dataset", datasets["golden"]["id"])
+    # candidate's version of silver predates the export: no version of the copy matches it
+    assert candidate["dataset_version"] is None and third["dataset_version"] is None
+    assert [line for line in imported.stderr.splitlines() if "warning" in line] == [
+        "btpipe: warning: experiment:candidate: its dataset_version "
+        f"{linked['made']['candidate']['dataset_version']} is older than the exported dataset:silver; "
+        "it links the copy's current version"
+    ]
+    source = linked["made"]
+    for kind, name, found in [("dataset", "golden", datasets), ("dataset", "silver", datasets),
+                              ("experiment", "baseline", experiments), ("experiment", "candidate", experiments),
+                              ("experiment", "third", experiments)]:  # fmt: skip
+        copied = all_rows(emulator.url, emulator.key, kind, found[name]["id"]).values()
+        assert hashes(copied) == hashes(
+            all_rows(emulator.url, emulator.key, kind, source[name]["id"]).values()
+        )
+
+
+def test_a_summary_export_is_refused_before_anything_is_written(
+    emulator: Emulator, linked: dict[str, Any], tmp_path: Path
+) -> None:
+    out = tmp_path / "summary"
+    exported = btpipe(emulator, "export", "--project", linked["project"]["name"], "--objects", "experiments",
+                      "--shape", "summary", "--out", str(out), "--format", "jsonl")  # fmt: skip
+    assert exported.exit_code == 0, exported.output
+    (manifest,) = (out / "_manifests").iterdir()
+    target = unique("summary-dst")
+    result = btpipe(emulator, "import", "--in", str(out), "--to-project", target, "--create-project",
+                    "--state-dir", str(tmp_path / "state"))  # fmt: skip
+    assert one_line_error(result, 2) == (
+        f"{out}: run {manifest.stem} was exported with --shape summary (one row of aggregates per trace "
+        "under its root span's id); import reads --shape spans exports only"
+    )
+    assert not project_exists(emulator, target)
+
+
+@pytest.fixture(scope="module")
+def two_projects(emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Two projects backed up into one root, each with a dataset ``golden`` whose rows have
+    the same ids and different values."""
+    out = tmp_path_factory.mktemp("two") / "backup"
+    projects = []
+    for tag in ("alpha", "beta"):
+        project = post(emulator.url, emulator.key, "/v1/project", {"name": unique(tag)})
+        dataset = post(
+            emulator.url, emulator.key, "/v1/dataset", {"project_id": project["id"], "name": "golden"}
+        )
+        insert(emulator.url, emulator.key, "dataset", dataset["id"],
+               [{"id": f"g{i}", "input": f"{tag}-{i}"} for i in range(10)])  # fmt: skip
+        insert(emulator.url, emulator.key, "project_logs", project["id"],
+               [{"id": f"{tag}-log-{i}", "input": i} for i in range(4)])  # fmt: skip
+        exported = btpipe(
+            emulator, "export", "--project", project["name"], "--out", str(out), "--format", "jsonl"
+        )
+        assert exported.exit_code == 0, exported.output
+        projects.append({"project": project, "dataset": dataset})
+    return {"out": out, "projects": projects}
+
+
+def test_a_root_of_two_projects_needs_from_project(
+    emulator: Emulator, two_projects: dict[str, Any], tmp_path: Path
+) -> None:
+    out = two_projects["out"]
+    alpha, beta = (p["project"] for p in two_projects["projects"])
+    target = unique("merged")
+    args = ["import", "--in", str(out), "--to-project", target, "--create-project",
+            "--state-dir", str(tmp_path / "state")]  # fmt: skip
+    listing = f"{alpha['name']} ({alpha['id']}), {beta['name']} ({beta['id']})"
+    assert one_line_error(btpipe(emulator, *args), 2) == (
+        f"{out}: holds the objects of 2 projects: {listing}; pass --from-project NAME_OR_ID to import one"
+    )
+    assert one_line_error(btpipe(emulator, *args, "--from-project", "nope"), 2) == (
+        f"--from-project: {out} holds no project 'nope' (it holds {listing})"
+    )
+    assert not project_exists(emulator, target)
+
+    for chosen, by in ((alpha, "name"), (beta, "id")):
+        into = unique(f"from-{by}")
+        done = btpipe(emulator, "import", "--in", str(out), "--to-project", into, "--create-project",
+                      "--state-dir", str(tmp_path / "state"), "--from-project", chosen[by])  # fmt: skip
+        assert done.exit_code == 0, done.output
+        (source,) = [p for p in two_projects["projects"] if p["project"]["id"] == chosen["id"]]
+        (copy_project,) = get(emulator, "/v1/project", project_name=into)["objects"]
+        golden = objects(emulator, "dataset", into)["golden"]
+        assert hashes(all_rows(emulator.url, emulator.key, "dataset", golden["id"]).values()) == hashes(
+            all_rows(emulator.url, emulator.key, "dataset", source["dataset"]["id"]).values()
+        )
+        assert hashes(
+            all_rows(emulator.url, emulator.key, "project_logs", copy_project["id"]).values()
+        ) == hashes(all_rows(emulator.url, emulator.key, "project_logs", chosen["id"]).values())
+
+
+def test_importing_into_an_existing_experiment_needs_into_existing(
+    emulator: Emulator, linked: dict[str, Any], tmp_path: Path
+) -> None:
+    target = post(emulator.url, emulator.key, "/v1/project", {"name": unique("existing")})
+    unrelated = post(
+        emulator.url, emulator.key, "/v1/dataset", {"project_id": target["id"], "name": "unrelated"}
+    )
+    existing = post(emulator.url, emulator.key, "/v1/experiment",
+                    {"project_id": target["id"], "name": "baseline", "dataset_id": unrelated["id"]})  # fmt: skip
+    insert(emulator.url, emulator.key, "experiment", existing["id"], [{"id": "already-there", "input": 0}])
+    args = ["import", "--in", str(linked["out"]), "--to-project", target["name"], "--objects", "datasets,experiments",
+            "--state-dir", str(tmp_path / "state")]  # fmt: skip
+
+    refused = btpipe(emulator, *args)
+    assert one_line_error(refused, 2) == (
+        f"experiment 'baseline' already exists in project {target['name']!r}; pass --into-existing to "
+        "write into it (its rows are merged with the imported ones)"
+    )
+    assert set(objects(emulator, "dataset", target["name"])) == {"unrelated"}
+    assert set(objects(emulator, "experiment", target["name"])) == {"baseline"}
+    assert set(all_rows(emulator.url, emulator.key, "experiment", existing["id"])) == {"already-there"}
+
+    done = btpipe(emulator, *args, "--into-existing")
+    assert done.exit_code == 0, done.output
+    experiments = objects(emulator, "experiment", target["name"])
+    golden = objects(emulator, "dataset", target["name"])["golden"]
+    assert experiments["baseline"]["id"] == existing["id"]
+    assert experiments["baseline"]["dataset_id"] == golden["id"]  # the reference follows the import
+    assert experiments["candidate"]["base_exp_id"] == existing["id"]
+    source_rows = set(all_rows(emulator.url, emulator.key, "experiment", linked["made"]["baseline"]["id"]))
+    assert set(all_rows(emulator.url, emulator.key, "experiment", existing["id"])) == source_rows | {
+        "already-there"
+    }
+
+
+def test_migrating_into_an_existing_dataset_needs_into_existing(
+    emulator: Emulator, linked: dict[str, Any], tmp_path: Path
+) -> None:
+    target = post(emulator.url, emulator.key, "/v1/project", {"name": unique("existing-m")})
+    existing = post(emulator.url, emulator.key, "/v1/dataset", {"project_id": target["id"], "name": "golden"})
+    args = ["migrate", "--from-project", linked["project"]["name"], "--to-project", target["name"],
+            "--objects", "datasets", "--state-dir", str(tmp_path / "state")]  # fmt: skip
+    assert one_line_error(btpipe(emulator, *args), 2) == (
+        f"dataset 'golden' already exists in project {target['name']!r}; pass --into-existing to "
+        "write into it (its rows are merged with the migrated ones)"
+    )
+    assert set(objects(emulator, "dataset", target["name"])) == {"golden"}
+    assert all_rows(emulator.url, emulator.key, "dataset", existing["id"]) == {}
+
+    done = btpipe(emulator, *args, "--into-existing")
+    assert done.exit_code == 0, done.output
+    datasets = objects(emulator, "dataset", target["name"])
+    assert datasets["golden"]["id"] == existing["id"] and set(datasets) == {"golden", "silver"}
+    assert hashes(all_rows(emulator.url, emulator.key, "dataset", existing["id"]).values()) == hashes(
+        all_rows(emulator.url, emulator.key, "dataset", linked["made"]["golden"]["id"]).values()
+    )
+
+
+def test_a_resumed_import_writes_into_the_objects_it_created(
+    emulator: Emulator, linked: dict[str, Any], tmp_path: Path
+) -> None:
+    """The first run creates every destination object, then stops at a row without an id;
+    re-run once the row is fixed, it goes on into the objects it created, unasked."""
+    loose = tmp_path / "loose"  # the data files without their manifests
+    shutil.copytree(linked["out"], loose, ignore=shutil.ignore_patterns("_manifests", "_state"))
+    (part,) = (loose / f"object_type=experiment/object_id={linked['made']['third']['id']}").rglob("*.jsonl")
+    good = part.read_bytes()
+    part.write_bytes(good.replace(b'"id":', b'"no_id":', 1))
+    target = unique("resumed")
+    args = ["import", "--in", str(loose), "--to-project", target, "--create-project",
+            "--objects", "datasets,experiments", "--state-dir", str(tmp_path / "state")]  # fmt: skip
+    stopped = btpipe(emulator, *args)
+    assert stopped.exit_code == 2 and "row has no string id" in stopped.stderr, stopped.output
+    assert len(objects(emulator, "experiment", target)) == 3
+
+    part.write_bytes(good)
+    resumed = btpipe(emulator, *args, "--json")
+    assert resumed.exit_code == 0, resumed.output
+    summary = orjson.loads(resumed.stdout)
+    assert summary["resumed"] is True and all(o["created"] for o in summary["objects"])
+    third = objects(emulator, "experiment", target)[linked["made"]["third"]["id"]]
+    assert hashes(all_rows(emulator.url, emulator.key, "experiment", third["id"]).values()) == hashes(
+        all_rows(emulator.url, emulator.key, "experiment", linked["made"]["third"]["id"]).values()
+    )
+    # another job (a state directory of its own) did not create them: it is refused
+    again = btpipe(emulator, *args[:-1], str(tmp_path / "other-state"))
+    assert "already exists" in one_line_error(again, 2)

@@ -6,8 +6,9 @@ a 16-byte BLAKE2b digest of its user-visible fields: the fields a copy legitimat
 (``rows.DESTINATION_FIELDS``: server-owned fields, object keys, ``origin``) are left out, keys
 are sorted, and a field whose value is null counts as absent (the API reports missing fields
 as null). Only ``id -> digest`` maps are held, never rows, so memory is ~100 bytes per row.
-When an export root holds several runs, a later version of an id replaces an earlier one, as
-an import would.
+An export root is read as an import restores it (:mod:`pipeline.sources.inputs`): per object,
+the runs of its chain in order, a later version of an id replacing an earlier one and the ids
+a run's tombstones name removed.
 
 The files a manifest lists are first checked against it (:mod:`pipeline.common.integrity`);
 an object with a file changed, cut short or missing since the export is not compared (its
@@ -17,7 +18,7 @@ rows are not known) but reported as a difference naming each such file and what 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -67,12 +68,17 @@ async def digest_object(client: BraintrustClient, ref: ObjectRef) -> Digests:
     return digests
 
 
-def digest_files(storage: Storage, files: list[str]) -> Digests:
-    """Blocking: run in a thread."""
+def digest_files(storage: Storage, files: list[str], deletes: Container[str] = frozenset()) -> Digests:
+    """The digests of ``files`` applied in order, the ids in ``deletes`` files (tombstones)
+    removed where they come. Blocking: run in a thread."""
     digests: Digests = {}
     for path in files:
         for chunk in iter_rows(storage, path):
-            digest_rows((r.row for r in chunk), digests)
+            if path in deletes:
+                for row in chunk:
+                    digests.pop(str(row.row.get("id")), None)
+            else:
+                digest_rows((r.row for r in chunk), digests)
     return digests
 
 
@@ -219,5 +225,5 @@ class VerifyJob:
         damaged = await find_damaged(storage, obj)
         if damaged:
             return ObjectDiff(label, f"{project['name']}/{label}", 0, 0, damaged=[str(d) for d in damaged])
-        digests = await anyio.to_thread.run_sync(digest_files, storage, obj.files)
+        digests = await anyio.to_thread.run_sync(digest_files, storage, obj.files, obj.deletes)
         return await self._pair(project, object_type, name, label, digests)

@@ -124,6 +124,9 @@ def _report_load(output: Output, summary: Any, verb: str) -> None:
 @click.option("--from-project", default=None, metavar="NAME_OR_ID",
               help="Import only this source project's objects (needed when --in holds several).")  # fmt: skip
 @setting_option(INTO_EXISTING)
+@click.option("--until", default=None, metavar="RUN",
+              help="Restore an export root as of this run (a run id under _manifests/): later runs "
+                   "are not read.")  # fmt: skip
 def import_command(**kw: Any) -> None:
     """Insert exported JSONL or Parquet files into a project (resumable)."""
     from pipeline.load.importer import ImportJob, ImportOptions
@@ -132,6 +135,7 @@ def import_command(**kw: Any) -> None:
     options = ImportOptions(
         input=kw["input_path"], to_project=kw["to_project"], objects=kw["objects"],
         to_object=kw["to_object"], create_project=kw["create_project"], skip_damaged=kw["skip_damaged"],
+        until=kw["until"],
         from_project=kw["from_project"], load=_load_opts(kw),
     )  # fmt: skip
 

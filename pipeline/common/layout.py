@@ -2,6 +2,7 @@
 
     object_type=<type>/object_id=<id>/run=<run id>/r<range>-part-<n>.<ext>   data (Hive layout)
     _manifests/<run id>.json                                                one manifest per run
+    _tombstones/object_type=<type>/object_id=<id>/run=<run id>/tombstones.jsonl   ids gone since the last run
     _state/export-<project id>.json                                         resume + incremental state
 
 Partition values are ids and generated run ids, never user-chosen names, so a name holding
@@ -20,6 +21,15 @@ def new_run_id(now: datetime | None = None) -> str:
 
 def object_dir(object_type: str, object_id: str, run_id: str) -> str:
     return f"object_type={object_type}/object_id={object_id}/run={run_id}"
+
+
+#: Where tombstone files live: apart from the data, so that a glob over ``object_type=*``
+#: (or any reader skipping names starting with ``_``) never takes an id to delete for a row.
+TOMBSTONE_DIR = "_tombstones"
+
+
+def tombstone_path(object_type: str, object_id: str, run_id: str) -> str:
+    return f"{TOMBSTONE_DIR}/{object_dir(object_type, object_id, run_id)}/tombstones.jsonl"
 
 
 def range_prefix(range_index: int) -> str:

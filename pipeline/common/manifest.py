@@ -44,6 +44,16 @@ class ObjectManifest:
     rows_expected: int | None = None
     rows_written: int = 0
     files: tuple[FileInfo, ...] = ()
+    #: The run read every row of the object (no ``since``, no filter, the spans shape), so
+    #: its files are the object's complete id set at ``snapshot_version``. None in manifests
+    #: written before the field: :func:`pipeline.common.chains.is_complete` tells from the rest.
+    complete: bool | None = None
+    #: The run that read the object before this one in the same scope (shape and filter): the
+    #: one ``since_version`` came from when this read was incremental. Links a chain in order.
+    previous_run: str | None = None
+    #: An incremental read's ids that disappeared since ``previous_run`` (JSONL of
+    #: ``{"id": ...}``), so that a restore or a warehouse load can remove them.
+    tombstones: FileInfo | None = None
     #: The object's own REST fields (description, metadata, dataset_id, ...), so an import
     #: can recreate a dataset or experiment as it was.
     info: dict[str, Any] = field(default_factory=dict)
@@ -80,16 +90,21 @@ class Manifest:
         objects = tuple(
             ObjectManifest(
                 **_known(ObjectManifest, obj),
-                files=tuple(FileInfo(**_known(FileInfo, f)) for f in obj["files"]),
+                files=tuple(_file(f) for f in obj["files"]),
+                tombstones=None if obj.get("tombstones") is None else _file(obj["tombstones"]),
             )
             for obj in raw["objects"]
         )
         return cls(**_known(cls, raw), objects=objects)
 
 
+def _file(raw: dict[str, Any]) -> FileInfo:
+    return FileInfo(**_known(FileInfo, raw))
+
+
 def _known(cls: type, raw: dict[str, Any]) -> dict[str, Any]:
     """The entries of ``raw`` that are fields of dataclass ``cls``, nested records excluded."""
-    names = {f.name for f in fields(cls)} - {"objects", "files"}
+    names = {f.name for f in fields(cls)} - {"objects", "files", "tombstones"}
     return {k: v for k, v in raw.items() if k in names}
 
 
@@ -122,7 +137,8 @@ def read_manifest(storage: Storage, relpath: str) -> Manifest:
 
 
 def list_manifests(storage: Storage) -> list[Manifest]:
-    """Every manifest under the storage root, oldest run first."""
+    """Every manifest under the storage root, by start time as each run's host clock gave it;
+    :func:`pipeline.common.chains.order_runs` puts them in the order the runs happened."""
     manifests = [
         read_manifest(storage, path)
         for path in storage.list_files(f"{MANIFEST_DIR}/")

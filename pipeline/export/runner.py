@@ -40,6 +40,7 @@ from pipeline.api.snapshot import (
     take_snapshot,
 )
 from pipeline.common import defaults, layout
+from pipeline.common.chains import FULL_SCOPE, Scope
 from pipeline.common.clock import seconds_since_start
 from pipeline.common.errors import BtpipeError, UsageError
 from pipeline.common.integrity import find_damage
@@ -57,6 +58,7 @@ from pipeline.common.state import (
 )
 from pipeline.common.storage import Retries, Storage, open_storage
 from pipeline.export.budget import PageBudget, Slot
+from pipeline.export.tombstones import record_tombstones
 from pipeline.querylang.ast import Expr, all_of, from_object
 from pipeline.sinks.base import Sink
 from pipeline.sinks.jsonl import JsonlSink
@@ -659,6 +661,12 @@ class ExportJob:
                     f"{obj.expected_rows:,}; nothing was published for this run (pass --restart to "
                     "read it again)"
                 )
+        scope = Scope(self.options.shape, self.options.filter or "")
+        previous = {obj.key: self._previous_run(obj) for obj in run.objects}
+        tombstones = await record_tombstones(
+            self.client, self.storage, run.run_id, run.objects,
+            scope=scope, previous=previous, workers=self.options.workers,
+        )  # fmt: skip
         manifest = Manifest(
             run_id=run.run_id,
             started_at=run.started_at,
@@ -678,6 +686,9 @@ class ExportJob:
                     rows_expected=obj.expected_rows,
                     rows_written=obj.rows,
                     files=tuple(f for r in obj.ranges for f in r.files),
+                    complete=obj.since is None and scope == FULL_SCOPE,
+                    previous_run=previous[obj.key],
+                    tombstones=tombstones.get(obj.key),
                     info=obj.info,
                 )
                 for obj in run.objects
@@ -692,3 +703,9 @@ class ExportJob:
             self.state.run = None
             await self._save_locked()
         return path
+
+    def _previous_run(self, obj: ObjectState) -> str | None:
+        """The run that read ``obj`` last in this run's scope: the one an incremental read
+        continues (its watermark, which this run replaces only once its manifest is out)."""
+        mark = self.state.watermark(_watermark_key(obj, self.options))
+        return None if mark is None else mark.run_id

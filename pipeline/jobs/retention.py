@@ -1,56 +1,96 @@
-"""Keeping the last N runs of a scheduled export without breaking an incremental chain.
+"""Keeping the last N runs of a scheduled export without breaking a chain a restore needs.
 
-An incremental run holds only the rows written since the run before it, so a restore needs
-the newest *full* run (a base: every object read without a ``since`` version) and every run
-after it. The rule, applied per project after each successful run:
+A restore reads, per object, the newest run that read all of it and every later run of its
+scope (:mod:`pipeline.common.chains`). The rule, applied per project after each successful
+run of a job:
 
-    keep the newest ``keep_runs`` runs, and every run back to the newest base at or before
-    the oldest of them; prune (delete the manifest, then the run's data files) the rest.
+    keep the newest ``keep_runs`` runs of the job, and every run the chains of the objects
+    they read go back to; prune (delete the manifest, then the run's data and tombstone
+    files) the job's other runs.
 
-Nothing a restore needs is ever deleted. Without ``full_every`` the only base is the first
-run, so an incremental job never prunes anything; ``full_every = K`` makes every K-th run a
-full export (a new base), after which the older chain can go. That trade-off is reported as a
-warning rather than silently losing old rows.
+A run is a base only for the objects it read whole: the chains are followed object by object,
+so a run that read some objects whole and others from where the last run stopped keeps what
+the latter need. The job's runs are those of its *scope*: its object selection, shape and
+filter. A run of another scope in the same root (an ad-hoc ``export --objects logs``, a
+``--filter`` export) is kept apart: it neither counts toward ``keep_runs`` nor lets the job
+prune a run its own objects still need, and the job never prunes it (whoever made it removes
+it). It can still be a link of a chain: an ad-hoc export of every log row continues the logs
+chain like a run of the job would, and a restore reads it as such.
+
+Runs are ordered by what they read (:func:`pipeline.common.chains.order_runs`), never by the
+clock of the host that made them, so a host whose clock is behind does not prune its own runs.
+
+Without ``full_every`` the only base is the first run, so an incremental job never prunes
+anything; ``full_every = K`` makes every K-th run a full export (a new base), after which the
+older chain can go. That trade-off is reported as a warning rather than silently losing old
+rows.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from pipeline.common.chains import BrokenChain, RunIndex, order_runs, scope_of
 from pipeline.common.manifest import Manifest, list_manifests, manifest_path
 from pipeline.common.storage import Storage
+from pipeline.jobs.config import ExportJobConfig
+
+
+@dataclass(frozen=True)
+class RunScope:
+    """What a run was asked to read: its object selection (as ``--objects`` spells it), shape
+    and filter ("" for none)."""
+
+    objects: str | None
+    shape: str = "spans"
+    filter: str = ""
+
+
+def job_scope(job: ExportJobConfig) -> RunScope:
+    """The scope of ``job``'s runs (as :meth:`ExportJobConfig.export_options` asks for them)."""
+    return RunScope(",".join(job.objects), job.shape, job.filter or "")
 
 
 @dataclass(frozen=True)
 class RunRecord:
     """One finished export run as its manifest describes it."""
 
-    run_id: str
-    started_at: str
-    project_id: str | None
-    manifest: str
-    files: tuple[str, ...]
-    base: bool
+    manifest: Manifest = field(repr=False)
 
-    @classmethod
-    def from_manifest(cls, manifest: Manifest) -> RunRecord:
-        project_ids = {o.project_id for o in manifest.objects if o.project_id}
-        project_id = manifest.options.get("project_id") or (
-            project_ids.pop() if len(project_ids) == 1 else None
-        )
-        return cls(
-            run_id=manifest.run_id,
-            started_at=manifest.started_at,
-            project_id=project_id,
-            manifest=manifest_path(manifest.run_id),
-            files=tuple(f.path for o in manifest.objects for f in o.files),
-            base=bool(manifest.objects) and all(o.since_version is None for o in manifest.objects),
-        )
+    @property
+    def run_id(self) -> str:
+        return self.manifest.run_id
+
+    @property
+    def project_id(self) -> str | None:
+        project_ids = {o.project_id for o in self.manifest.objects if o.project_id}
+        found = self.manifest.options.get("project_id")
+        return found or (project_ids.pop() if len(project_ids) == 1 else None)
+
+    @property
+    def scope(self) -> RunScope:
+        options = self.manifest.options
+        return RunScope(options.get("objects"), options.get("shape") or "spans", options.get("filter") or "")
+
+    @property
+    def base(self) -> bool:
+        """Every object read without ``since``: a chain of the whole selection starts here."""
+        return bool(self.manifest.objects) and all(o.since_version is None for o in self.manifest.objects)
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """The run's data files and tombstone files, relative to the root."""
+        paths: list[str] = []
+        for obj in self.manifest.objects:
+            paths.extend(f.path for f in obj.files)
+            if obj.tombstones is not None:
+                paths.append(obj.tombstones.path)
+        return tuple(paths)
 
 
 def project_runs(storage: Storage, project_id: str) -> list[RunRecord]:
-    """Finished runs of ``project_id`` under ``storage``, oldest first."""
-    records = (RunRecord.from_manifest(m) for m in list_manifests(storage))
+    """Finished runs of ``project_id`` under ``storage``, in the order they happened."""
+    records = (RunRecord(m) for m in order_runs(list_manifests(storage)))
     return [r for r in records if r.project_id == project_id]
 
 
@@ -67,35 +107,54 @@ def full_run_due(runs: list[RunRecord], full_every: int | None) -> bool:
 @dataclass(frozen=True)
 class RetentionPlan:
     prune: list[RunRecord]
-    keep: list[RunRecord]
+    keep: list[RunRecord]  # the job's runs kept
     warning: str | None
+    apart: list[RunRecord] = field(default_factory=list)  # runs of another scope: left alone
 
 
-def plan_retention(runs: list[RunRecord], keep_runs: int) -> RetentionPlan:
-    """Which runs to prune so that ``keep_runs`` remain restorable (see the module docstring)."""
-    if len(runs) <= keep_runs:
-        return RetentionPlan(prune=[], keep=list(runs), warning=None)
-    first_kept = len(runs) - keep_runs
-    while first_kept > 0 and not runs[first_kept].base:
-        first_kept -= 1
+def plan_retention(runs: list[RunRecord], keep_runs: int, scope: RunScope | None = None) -> RetentionPlan:
+    """Which of ``runs`` (in order) to prune so that the newest ``keep_runs`` of ``scope``
+    (every run when None) remain restorable (see the module docstring)."""
+    mine = [r for r in runs if scope is None or r.scope == scope]
+    apart = [r for r in runs if r not in mine]
+    if len(mine) <= keep_runs:
+        return RetentionPlan(prune=[], keep=mine, warning=None, apart=apart)
+    newest = mine[len(mine) - keep_runs :]
+    try:
+        needed = _chains_of(runs, newest)
+    except BrokenChain as exc:
+        return RetentionPlan(prune=[], keep=mine, warning=f"nothing pruned: {exc}", apart=apart)
+    keep = [r for r in mine if r.run_id in needed]
     warning = None
-    if first_kept < len(runs) - keep_runs:
+    if len(keep) > keep_runs:
         warning = (
-            f"keeping {len(runs) - first_kept} runs instead of {keep_runs}: the oldest kept runs are "
-            f"incremental and need the full run {runs[first_kept].run_id} (set full_every to re-base)"
+            f"keeping {len(keep)} runs instead of {keep_runs}: the oldest kept runs are incremental and "
+            f"need the full run {keep[0].run_id} (set full_every to re-base)"
         )
-    return RetentionPlan(prune=runs[:first_kept], keep=runs[first_kept:], warning=warning)
+    return RetentionPlan(prune=[r for r in mine if r not in keep], keep=keep, warning=warning, apart=apart)
+
+
+def _chains_of(runs: list[RunRecord], kept: list[RunRecord]) -> set[str]:
+    """The ids of ``kept`` and of every run the chains of the objects they read go back to."""
+    index = RunIndex([r.manifest for r in runs], "the output root")
+    needed = {r.run_id for r in kept}
+    for run in kept:
+        for obj in run.manifest.objects:
+            chain = index.chain_to(obj.object_id, scope_of(run.manifest), run.run_id)
+            needed.update(entry.run_id for entry in chain)
+    return needed
 
 
 def prune_runs(storage: Storage, runs: list[RunRecord]) -> int:
-    """Delete each run's manifest, then its data files; the number of files deleted.
+    """Delete each run's manifest, then its data and tombstone files; the number of files
+    deleted.
 
     The manifest goes first so that a crash part way leaves unlisted files, never a manifest
     that names missing ones.
     """
     deleted = 0
     for run in runs:
-        for relpath in (run.manifest, *run.files):
+        for relpath in (manifest_path(run.run_id), *run.files):
             try:
                 storage.delete(relpath)
                 deleted += 1

@@ -59,14 +59,15 @@ async def _incremental_for(storage: Storage, project_id: str, job: ExportJobConf
     if saved is not None and saved.run is not None:
         return saved.run.incremental
     runs = await anyio.to_thread.run_sync(retention.project_runs, storage, project_id)
-    return not retention.full_run_due(runs, job.full_every)
+    scope = retention.job_scope(job)
+    return not retention.full_run_due([r for r in runs if r.scope == scope], job.full_every)
 
 
 async def _prune(storage: Storage, project_id: str, job: ExportJobConfig, result: JobResult) -> None:
     if job.keep_runs is None:
         return
     runs = await anyio.to_thread.run_sync(retention.project_runs, storage, project_id)
-    plan = retention.plan_retention(runs, job.keep_runs)
+    plan = retention.plan_retention(runs, job.keep_runs, retention.job_scope(job))
     if plan.warning:
         result.warnings.append(f"job.{job.name}: {plan.warning}")
     await anyio.to_thread.run_sync(retention.prune_runs, storage, plan.prune)

@@ -48,7 +48,7 @@ from pipeline.load.destinations import (
     ensure_objects,
     link_dataset_versions,
 )
-from pipeline.load.insert import feed
+from pipeline.load.ordered import delete_item, feed_runs, run_spans
 from pipeline.load.run import LoadOptions, LoadRun, LoadSummary, ObjectResult
 from pipeline.load.scope import InputScope, one_project, read_scope, refuse_other_shapes
 from pipeline.load.transform import SourceObject, encode_checked, to_event
@@ -64,6 +64,7 @@ class ImportOptions:
     to_object: str | None = None
     create_project: bool = defaults.CREATE_PROJECT.default
     skip_damaged: bool = False  # import the objects whose files all check out, list the others
+    until: str | None = None  # a run id of the root: restore it as of that run
     from_project: str | None = None  # the source project (name or id) of a root holding several
     load: LoadOptions = field(default_factory=LoadOptions)
 
@@ -78,7 +79,7 @@ class ImportJob:
         started = time.monotonic()
         opts = self.options
         storage, prefix = await anyio.to_thread.run_sync(open_input, opts.input)
-        found = await anyio.to_thread.run_sync(find_inputs, storage, prefix)
+        found = await anyio.to_thread.run_sync(find_inputs, storage, prefix, opts.until)
         scope = await anyio.to_thread.run_sync(read_scope, storage, prefix)
         inputs = select_inputs(one_project(scope, found, opts.from_project, opts.input), opts.objects)
         if not inputs:
@@ -96,6 +97,7 @@ class ImportJob:
             "input": location(storage, prefix) if prefix else storage.url,
             "objects": opts.objects,
             "to_object": opts.to_object,
+            **({"until": opts.until} if opts.until else {}),
             **({"from_project": opts.from_project} if opts.from_project else {}),
         }
         run, project = await LoadRun.begin(
@@ -136,7 +138,7 @@ class ImportJob:
                 task = self.progress.add(f"{obj.label} -> {ref.label}", obj.rows, done=record.rows)
                 source = SourceObject(obj.object_type or ref.object_type, obj.id)
                 batcher = run.batcher(record, ref, task)
-                await feed(run.pool, batcher, self._chunks(storage, obj, source, record.position))
+                await feed_runs(run.pool, batcher, self._runs(storage, obj, source, record.position))
                 task.finish()
                 results.append(ObjectResult(obj.label, ref.label, ref.id, created, 0, 0))
                 await state.save()
@@ -160,9 +162,10 @@ class ImportJob:
             damaged += await find_damaged(storage, obj, start)
         return damaged
 
-    async def _chunks(
+    def _runs(
         self, storage: Storage, obj: InputObject, source: SourceObject, mark: FilePosition | None
-    ) -> AsyncIterator[list[Item]]:
+    ) -> Iterator[AsyncIterator[list[Item]]]:
+        """A reader of ``obj``'s items per run (:mod:`pipeline.load.ordered`), from ``mark`` on."""
         files = obj.files
         start_file, after = 0, -1
         if mark is not None:
@@ -171,12 +174,20 @@ class ImportJob:
                     f"{mark.path}: in the saved state but not in the input any more; pass --restart"
                 )
             start_file, after = files.index(mark.path), mark.position
-        for index in range(start_file, len(files)):
-            path = files[index]
-            skip_to = after if index == start_file else -1
+        for span in run_spans(files, obj.runs, start_file):
+            yield self._chunks(storage, obj, source, span, after if span.start == start_file else -1)
+
+    async def _chunks(
+        self, storage: Storage, obj: InputObject, source: SourceObject, span: range, after: int
+    ) -> AsyncIterator[list[Item]]:
+        """The items of ``obj.files[i]`` for each ``i`` of ``span``, after row ``after`` of the first."""
+        for index in span:
+            path = obj.files[index]
+            skip_to = after if index == span.start else -1
+            deletes = path in obj.deletes
             reader = iter_rows(storage, path)
             while True:
-                items = await anyio.to_thread.run_sync(_next_items, reader, source, storage, skip_to)
+                items = await anyio.to_thread.run_sync(_next_items, reader, source, storage, skip_to, deletes)
                 if items is None:
                     break
                 if items:
@@ -213,9 +224,10 @@ def _version_links(
 
 
 def _next_items(
-    reader: Iterator[list[SourceRow]], source: SourceObject, storage: Storage, skip_to: int
+    reader: Iterator[list[SourceRow]], source: SourceObject, storage: Storage, skip_to: int, deletes: bool
 ) -> list[Item] | None:
-    """Read one chunk and turn it into items (runs in a worker thread)."""
+    """Read one chunk and turn it into items, deletes of its ids for a tombstone file (runs in
+    a worker thread)."""
     chunk = next(reader, None)
     if chunk is None:
         return None
@@ -223,11 +235,14 @@ def _next_items(
     for row, path, position in chunk:
         if position <= skip_to:
             continue
-        event = to_event(row, source)
         event_id = row.get("id")
         if not isinstance(event_id, str):
             raise UsageError(f"{location(storage, path)}:{position}: row has no string id")
         where = f"{location(storage, path)}:{position}"
+        if deletes:
+            items.append(delete_item(event_id, where, FilePosition(path, position)))
+            continue
+        event = to_event(row, source)
         data, refused = encode_checked(event)
         items.append(Item(data, event_id, where, FilePosition(path, position), refused))
     return items

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from pipeline.common import layout
 from pipeline.common.errors import BtpipeError, UsageError
 from pipeline.common.manifest import MANIFEST_DIR, read_manifest
 from pipeline.common.storage import Storage, location
@@ -49,7 +50,8 @@ def _named_if_missing(
 
 def discover_files(storage: Storage, prefix: str = "") -> list[str]:
     """The data files to read for ``prefix``: a manifest's files in its order, one data file,
-    or every data file under a directory prefix (sorted, manifests and temp files excluded)."""
+    or every data file under a directory prefix (sorted; manifests, tombstones and temp files
+    excluded)."""
     if prefix.endswith(".json") and storage.exists(prefix):
         manifest = read_manifest(storage, prefix)
         return [info.path for obj in manifest.objects for info in obj.files]
@@ -59,7 +61,7 @@ def discover_files(storage: Storage, prefix: str = "") -> list[str]:
     found = [
         path
         for path in storage.list_files(f"{directory}/" if directory else "")
-        if is_data_file(path) and not path.startswith(f"{MANIFEST_DIR}/")
+        if is_data_file(path) and not path.startswith((f"{MANIFEST_DIR}/", f"{layout.TOMBSTONE_DIR}/"))
     ]
     if not found:
         raise UsageError(f"{location(storage, directory)}: no JSONL or Parquet files found")

@@ -1,11 +1,14 @@
 """What an import reads: the objects in an export's files, found from a path or URL.
 
-``--in`` may name an export root (every run in it, oldest first, so later runs of an
-incremental backup overwrite earlier versions of a row), one run's manifest
-(``<root>/_manifests/<run>.json``), a directory of data files, or one data file. Files are
-grouped into objects by the export's Hive path (``object_type=<t>/object_id=<id>/``); the
-object names come from the manifests. Files outside that layout belong to no known object and
-need ``--to-object``.
+``--in`` may name an export root, one run's manifest (``<root>/_manifests/<run>.json``), a
+directory of data files, or one data file. A root is read as chains
+(:mod:`pipeline.common.chains`): per object, the newest run that read all of it and every
+later run of its scope, oldest first, each run's files followed by its tombstones (ids to
+delete), and ``InputObject.runs`` says which run each file is of, since a restore applies one
+run after another; runs older than that base are not read at all. ``until`` (``--until``)
+stops at a run. One run's manifest is that run alone. Files without a manifest are grouped
+into objects by the export's Hive path (``object_type=<t>/object_id=<id>/``); files outside
+that layout belong to no known object and need ``--to-object``.
 
 A file a manifest lists keeps its manifest entry (``InputObject.listed``), which readers check
 it against before using it (:func:`find_damaged`, :mod:`pipeline.common.integrity`); a loose
@@ -18,12 +21,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.common.chains import Entry, RunIndex
 from pipeline.common.errors import UsageError
 from pipeline.common.integrity import Damage, find_damage
 from pipeline.common.manifest import MANIFEST_DIR, FileInfo, Manifest, list_manifests, read_manifest
 from pipeline.common.rows import OBJECT_TYPES, ObjectType
 from pipeline.common.selection import parse_selection
-from pipeline.common.storage import Storage, open_storage
+from pipeline.common.storage import Storage, location, open_storage
 from pipeline.sources import discover_files, is_data_file
 
 _HIVE = re.compile(r"object_type=([a-z_]+)/object_id=([^/]+)/")
@@ -40,6 +44,19 @@ class InputObject:
     rows: int | None = None
     info: dict[str, Any] = field(default_factory=dict)  # REST fields from the export's manifest
     listed: dict[str, FileInfo] = field(default_factory=dict)  # manifest entries, by path
+    #: The run each listed file belongs to: a restore applies one run after another.
+    runs: dict[str, str] = field(default_factory=dict)
+    #: Tombstone files: their ids are deleted, in their place in the chain.
+    deletes: set[str] = field(default_factory=set)
+
+    def add(self, info: FileInfo, run_id: str, *, deletes: bool = False) -> None:
+        """Append a file a manifest lists, of run ``run_id``."""
+        self.files.append(info.path)
+        self.listed[info.path] = info
+        self.runs[info.path] = run_id
+        self.rows = (self.rows or 0) + info.rows
+        if deletes:
+            self.deletes.add(info.path)
 
     @property
     def key(self) -> str:
@@ -79,42 +96,56 @@ def input_manifests(storage: Storage, prefix: str) -> list[Manifest]:
     return []
 
 
-def find_inputs(storage: Storage, prefix: str) -> list[InputObject]:
-    """The objects under ``prefix``, in first-seen order (blocking: run in a thread)."""
+def find_inputs(storage: Storage, prefix: str, until: str | None = None) -> list[InputObject]:
+    """The objects under ``prefix``, in first-seen order (blocking: run in a thread): a root
+    as its chains (as of run ``until`` when given), one run's manifest as that run, loose files
+    as they are."""
     manifests = input_manifests(storage, prefix)
-    names: dict[str, str] = {}
-    infos: dict[str, dict[str, Any]] = {}
-    rows: dict[str, int] = {}
-    for manifest in manifests:
-        for obj in manifest.objects:
-            if obj.name:
-                names[obj.object_id] = obj.name
-            if obj.info:
-                infos[obj.object_id] = obj.info
-            rows[obj.object_id] = rows.get(obj.object_id, 0) + obj.rows_written
-    listed = {info.path: info for m in manifests for obj in m.objects for info in obj.files}
-    files = list(listed) if manifests else discover_files(storage, prefix)
+    if until is not None and (prefix or not manifests):
+        raise UsageError(f"--until names a run of an export root, and {location(storage, prefix)} is none")
+    if prefix.endswith(".json"):
+        return [_chained([Entry(m, obj)]) for m in manifests for obj in m.objects]
+    if manifests:
+        index = RunIndex(manifests, storage.url)
+        if until is not None:
+            index = index.until(until)
+        return [_chained(index.restore_chain(obj.object_id)) for obj in index.objects()]
     found: dict[tuple[str | None, str | None], InputObject] = {}
-    for path in files:
+    for path in discover_files(storage, prefix):
         match = _HIVE.search(f"{storage.url.rstrip('/')}/{path}")
-        object_type = match.group(1) if match else None
-        if object_type is not None and object_type not in OBJECT_TYPES:
-            raise UsageError(f"{path}: unknown object type {object_type!r} in the path")
+        object_type = _object_type(match.group(1) if match else None, f"in the path {path}")
         object_id = match.group(2) if match else None
         key = (object_type, object_id)
         if key not in found:
-            typed: ObjectType | None = object_type
-            found[key] = InputObject(
-                typed,
-                object_id,
-                names.get(object_id or ""),
-                rows=rows.get(object_id or ""),
-                info=infos.get(object_id or "", {}),
-            )
+            found[key] = InputObject(object_type, object_id, None)
         found[key].files.append(path)
-        if path in listed:
-            found[key].listed[path] = listed[path]
     return list(found.values())
+
+
+def _object_type(name: str | None, where: str) -> ObjectType | None:
+    """``name`` as an object type; UsageError saying ``where`` it was found for any other."""
+    if name is not None and name not in OBJECT_TYPES:
+        raise UsageError(f"unknown object type {name!r} {where}")
+    typed: ObjectType | None = name
+    return typed
+
+
+def _chained(chain: list[Entry]) -> InputObject:
+    """The input of one object restored by ``chain``: each run's files, then its tombstones."""
+    newest = chain[-1].obj
+    found = InputObject(
+        _object_type(newest.object_type, f"in {chain[-1].run.relpath}"),
+        newest.object_id,
+        newest.name,
+        rows=0,
+        info=next((e.obj.info for e in reversed(chain) if e.obj.info), {}),
+    )
+    for entry in chain:
+        for info in entry.obj.files:
+            found.add(info, entry.run_id)
+        if entry.obj.tombstones is not None:
+            found.add(entry.obj.tombstones, entry.run_id, deletes=True)
+    return found
 
 
 async def find_damaged(storage: Storage, obj: InputObject, start: int = 0) -> list[Damage]:

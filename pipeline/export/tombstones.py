@@ -1,0 +1,160 @@
+"""Tombstones: the ids an incremental run finds gone since the run before it.
+
+An incremental run reads only the rows written since the previous run, and a delete leaves no
+row to read. So, once its rows are read, every object the run read incrementally gets an
+id-only pass: each id of the whole object (no filter, no ``since``) is read and struck off the
+ids the chain so far holds (its base's files, then each later run's files and tombstones, in
+order). The ids left are gone from the source; they are written, sorted, to one small file
+
+    _tombstones/object_type=<type>/object_id=<id>/run=<run id>/tombstones.jsonl   {"id": ...} a line
+
+which the manifest lists like a data file (rows, bytes, SHA-256). A restore deletes them right
+after the run's rows (:mod:`pipeline.load.ordered`); a warehouse load can do the same.
+
+The version the pass reads at: the object's snapshot version when the run's rows were read
+pinned to it, so that rows and tombstones describe the same moment. When the run read none of
+the object's rows (nothing newer than the last run) or read them unpinned (its newest writes
+were deletes, which leave the newest row's version behind), a read pinned there would still
+see those deleted rows, so the pass reads the current state. A row written meanwhile is never
+taken for deleted: a changed row moves to a later page, it does not leave the read.
+
+Only reads of the spans shape record tombstones (their ids are the rows'); a full read needs
+none, its files being the object's complete id set. Memory stays flat whatever the size of
+the object: the ids go into a SQLite file in a temporary directory, never a set in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import closing
+from itertools import islice
+from pathlib import Path
+
+import anyio
+
+from pipeline.api.btql import Pager, build_query
+from pipeline.api.client import BraintrustClient
+from pipeline.common import jsoncodec, layout
+from pipeline.common.chains import Entry, RunIndex, Scope
+from pipeline.common.manifest import FileInfo, list_manifests
+from pipeline.common.state import ObjectState
+from pipeline.common.storage import Storage
+from pipeline.querylang.ast import ident
+from pipeline.sources.ids import iter_ids
+
+_WRITE_CHUNK = 10_000  # ids written to the tombstone file at a time
+
+
+class IdSet:
+    """A set of ids in a SQLite file (an index on disk), so memory stays flat (blocking)."""
+
+    def __init__(self, directory: str) -> None:
+        self._db = sqlite3.connect(str(Path(directory) / "ids.sqlite"), check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode = OFF")
+        self._db.execute("PRAGMA synchronous = OFF")
+        self._db.execute("CREATE TABLE ids (id TEXT PRIMARY KEY) WITHOUT ROWID")
+
+    def add(self, ids: Iterable[str]) -> None:
+        with self._db:
+            self._db.executemany("INSERT OR IGNORE INTO ids VALUES (?)", ((i,) for i in ids))
+
+    def discard(self, ids: Iterable[str]) -> None:
+        with self._db:
+            self._db.executemany("DELETE FROM ids WHERE id = ?", ((i,) for i in ids))
+
+    def sorted(self) -> Iterator[str]:
+        with closing(self._db.execute("SELECT id FROM ids ORDER BY id")) as cursor:
+            while rows := cursor.fetchmany(_WRITE_CHUNK):
+                yield from (row[0] for row in rows)
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def load_chain(storage: Storage, chain: list[Entry], known: IdSet) -> None:
+    """Put into ``known`` the ids ``chain`` holds once applied in order: each run's rows, less
+    its tombstones (blocking)."""
+    for entry in chain:
+        for info in entry.obj.files:
+            for ids in iter_ids(storage, info.path):
+                known.add(ids)
+        if entry.obj.tombstones is not None:
+            for ids in iter_ids(storage, entry.obj.tombstones.path):
+                known.discard(ids)
+
+
+def write_tombstones(storage: Storage, relpath: str, ids: Iterator[str]) -> FileInfo:
+    """Publish ``ids`` as JSONL of ``{"id": ...}``; its manifest entry (blocking)."""
+    digest = hashlib.sha256()
+    rows = size = 0
+    with storage.open_atomic(relpath) as fh:
+        while True:
+            chunk = [jsoncodec.dumps({"id": i}) + b"\n" for i in islice(ids, _WRITE_CHUNK)]
+            if not chunk:
+                break
+            data = b"".join(chunk)
+            fh.write(data)
+            digest.update(data)
+            rows += len(chunk)
+            size += len(data)
+    return FileInfo(relpath, rows, size, digest.hexdigest())
+
+
+async def strike_off_live_ids(client: BraintrustClient, obj: ObjectState, known: IdSet) -> None:
+    """Read every id of ``obj`` (see the module docstring for the version) and strike each off
+    ``known``."""
+    read_pinned = obj.pinned and bool(obj.ranges) and obj.version is not None
+    query = build_query(obj.object_type, obj.id, select=[{"alias": "id", "expr": ident("id")}])
+    pager = Pager(client, query, version=obj.version if read_pinned else None)
+    async for page in pager.pages():
+        ids = [jsoncodec.loads(line)["id"] for line in page.raw.splitlines() if line.strip()]
+        await anyio.to_thread.run_sync(known.discard, ids)
+
+
+async def object_tombstones(
+    client: BraintrustClient, storage: Storage, run_id: str, obj: ObjectState, chain: list[Entry]
+) -> FileInfo:
+    """The tombstone file of ``obj`` in run ``run_id``, which continues ``chain``."""
+    with tempfile.TemporaryDirectory(prefix="btpipe-ids-") as directory:
+        known = IdSet(directory)
+        try:
+            await anyio.to_thread.run_sync(load_chain, storage, chain, known)
+            await strike_off_live_ids(client, obj, known)
+            relpath = layout.tombstone_path(obj.object_type, obj.id, run_id)
+            return await anyio.to_thread.run_sync(write_tombstones, storage, relpath, known.sorted())
+        finally:
+            known.close()
+
+
+async def record_tombstones(
+    client: BraintrustClient,
+    storage: Storage,
+    run_id: str,
+    objects: list[ObjectState],
+    *,
+    scope: Scope,
+    previous: dict[str, str | None],
+    workers: int,
+) -> dict[str, FileInfo]:
+    """By object key, the tombstone file of each object of ``objects`` read incrementally in
+    the spans shape; ``previous`` names, by object key, the run each read continues. Objects
+    go ``workers`` at a time."""
+    wanted = [obj for obj in objects if obj.since is not None and scope.shape == "spans"]
+    if not wanted:
+        return {}
+    index = RunIndex(await anyio.to_thread.run_sync(list_manifests, storage), storage.url)
+    chains = {obj.key: index.chain_to(obj.id, scope, previous[obj.key]) for obj in wanted}
+    recorded: dict[str, FileInfo] = {}
+    limiter = anyio.CapacityLimiter(max(1, workers))
+
+    async def one(obj: ObjectState) -> None:
+        async with limiter:
+            recorded[obj.key] = await object_tombstones(client, storage, run_id, obj, chains[obj.key])
+
+    async with anyio.create_task_group() as tg:
+        for obj in wanted:
+            tg.start_soon(one, obj)
+    return recorded

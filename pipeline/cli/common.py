@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import logging
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from pipeline.common.defaults import (
     STATE_DIR,
     THROTTLE_PATIENCE,
     TO_IMPERSONATE,
+    WAIT_LEASE,
 )
 from pipeline.common.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, BtpipeError, first_error
 from pipeline.common.memory import keep_memory_flat
@@ -120,7 +122,8 @@ def load_options(fn: F) -> F:
     """Batching, concurrency and resume flags shared by import and migrate."""
     fn = setting_option(CREATE_PROJECT)(fn)
     fn = click.option("--restart", is_flag=True, help="Ignore saved state and start from the beginning.")(fn)
-    settings = (LOAD_WORKERS, BATCH_ROWS, MAX_BATCH_BYTES, MAX_INFLIGHT_MB, ON_ERROR, ERROR_FILE, STATE_DIR)
+    settings = (LOAD_WORKERS, BATCH_ROWS, MAX_BATCH_BYTES, MAX_INFLIGHT_MB, ON_ERROR, ERROR_FILE, STATE_DIR,
+                WAIT_LEASE)  # fmt: skip
     return setting_options(*settings)(fn)
 
 
@@ -173,6 +176,21 @@ def with_progress(output: Output, body: Callable[[Progress], Awaitable[T]]) -> C
     return run
 
 
+class _WarningLines(logging.Handler):
+    """The library's warnings (its ``logging`` records under ``pipeline``, such as a stale lease
+    taken over) as one ``btpipe: warning:`` line each on stderr, whatever the flags."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(f"btpipe: warning: {record.getMessage()}", err=True)
+
+
+def _show_library_warnings() -> None:
+    logger = logging.getLogger("pipeline")
+    if not any(isinstance(h, _WarningLines) for h in logger.handlers):
+        logger.addHandler(_WarningLines(logging.WARNING))
+        logger.propagate = False
+
+
 class Btpipe(click.Group):
     """The command group; a usage error is one line on stderr and exit 2, like every other
     btpipe error, instead of click's usage block. Commands named in ``lazy_commands``
@@ -195,6 +213,7 @@ class Btpipe(click.Group):
 
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
         keep_memory_flat()
+        _show_library_warnings()
         try:
             return super().main(*args, standalone_mode=False, **kwargs)  # type: ignore[call-overload]
         except click.UsageError as exc:

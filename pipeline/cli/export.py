@@ -39,6 +39,7 @@ from pipeline.common.defaults import (
     ROW_GROUP_MB,
     ROW_GROUP_ROWS,
     SHAPE,
+    WAIT_LEASE,
 )
 from pipeline.common.progress import Progress
 from pipeline.export.runner import ExportJob, ExportOptions
@@ -55,7 +56,7 @@ from pipeline.export.runner import ExportJob, ExportOptions
 @setting_options(FORMAT, COMPRESSION, FILTER, SHAPE, INCREMENTAL)
 @click.option("--restart", is_flag=True, help="Discard an unfinished run in --out instead of resuming it.")
 @setting_options(EXPORT_WORKERS, RANGES_PER_OBJECT, MIN_ROWS_PER_RANGE, PAGE_LIMIT, PREFETCH, ENCODERS,
-                 ROW_GROUP_ROWS, ROW_GROUP_MB, FILE_ROWS, FILE_MB)  # fmt: skip
+                 ROW_GROUP_ROWS, ROW_GROUP_MB, FILE_ROWS, FILE_MB, WAIT_LEASE)  # fmt: skip
 def export(settings: ClientSettings, quiet: bool, as_json: bool, **kw: Any) -> None:
     """Export project logs, datasets and experiments to Parquet or JSONL files."""
     output = Output(quiet, as_json)

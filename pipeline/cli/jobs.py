@@ -7,6 +7,8 @@ import sys
 import click
 
 from pipeline.cli.common import Output, emit_json, output_options, run_async, with_progress
+from pipeline.cli.options import setting_option
+from pipeline.common.defaults import WAIT_LEASE
 from pipeline.common.errors import EXIT_FAILED, EXIT_USAGE
 from pipeline.jobs.config import ConfigError, JobFile, load_job_file
 from pipeline.jobs.runner import JobResult, run_jobs
@@ -44,14 +46,28 @@ def _load(config: str, only: tuple[str, ...], overrides: dict[str, str]) -> JobF
     metavar="KEY=VALUE",
     help="Override a job key (or source.KEY / destination.KEY) for this run.",
 )
+@setting_option(WAIT_LEASE)
+@click.option("--restart", is_flag=True,
+              help="Discard the unfinished run of each job (its files too) and start it afresh.")  # fmt: skip
 @output_options
 def run(
-    config: str, jobs: tuple[str, ...], out: str | None, sets: tuple[str, ...], quiet: bool, as_json: bool
+    config: str,
+    jobs: tuple[str, ...],
+    out: str | None,
+    sets: tuple[str, ...],
+    wait_lease: float,
+    restart: bool,
+    quiet: bool,
+    as_json: bool,
 ) -> None:
     """Run the jobs of a TOML job file (all of them, or those named by --job)."""
     job_file = _load(config, jobs, _overrides(sets, out))
     output = Output(quiet, as_json)
-    results = run_async(with_progress(output, lambda progress: run_jobs(job_file, progress)))
+    results = run_async(
+        with_progress(
+            output, lambda progress: run_jobs(job_file, progress, wait_lease=wait_lease, restart=restart)
+        )
+    )
     if as_json:
         emit_json([r.to_json() for r in results])
     else:

@@ -57,6 +57,7 @@ def _load_opts(kw: dict[str, Any]) -> LoadOptions:
         state_dir=kw["state_dir"],
         restart=kw["restart"],
         error_file=kw["error_file"],
+        wait_lease=kw["wait_lease"],
         into_existing=kw["into_existing"],
     )
 

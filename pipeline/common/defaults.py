@@ -277,6 +277,19 @@ INTO_EXISTING: Setting[bool] = Setting(
     section=LOAD,
 )  # fmt: skip
 
+# --- one writer per root (pipeline.common.lease) ---------------------------------------------
+
+WAIT_LEASE: Setting[float] = Setting(
+    "wait_lease", 0.0, float, min=0, flag="--wait-lease", metavar="SECONDS", shown="0",
+    help="Seconds to wait while another run holds the output root or state file (0: exit 6 at once)",
+    section="export, import, migrate, run",
+)  # fmt: skip
+LEASE_STALE: Setting[float] = Setting(
+    "lease_stale_seconds", 120.0, float, above=0, envvar="BTPIPE_LEASE_STALE_SECONDS", shown="120",
+    help="A lease not renewed for this many seconds is taken over (its run is taken for dead)",
+    section="export, import, migrate, run",
+)  # fmt: skip
+
 # --- the API connection ------------------------------------------------------------------
 
 API_KEY_ENV: Setting[str] = Setting(
@@ -360,6 +373,7 @@ SETTINGS: tuple[Setting[Any], ...] = (
     MIN_ROWS_PER_RANGE, PAGE_LIMIT, PREFETCH, ENCODERS, ROW_GROUP_ROWS, ROW_GROUP_MB, FILE_ROWS, FILE_MB,
     LOAD_WORKERS, BATCH_ROWS, MAX_BATCH_BYTES, MAX_INFLIGHT_MB, ON_ERROR, ERROR_FILE, STATE_DIR,
     CREATE_PROJECT, INTO_EXISTING,
+    WAIT_LEASE, LEASE_STALE,
     API_URL, API_URL_ENV, API_KEY_ENV, IMPERSONATE, TO_IMPERSONATE, MAX_RETRIES, MAX_BACKOFF, THROTTLE_PATIENCE,
     RETRY_JITTER, READ_TIMEOUT, CONNECTIONS,
     KEEP_RUNS, FULL_EVERY, VERIFY,

@@ -5,6 +5,7 @@
     ├── AuthError               exit 3   missing or wrong API key, permission refused
     ├── NotFoundError           exit 4   a project, dataset or experiment that does not exist
     ├── InterruptedRun          exit 5   stopped part way; state saved, re-run to resume
+    ├── LeaseHeld               exit 6   another run holds the output root or state file
     ├── DamagedFileError        exit 1   a file differs from its manifest entry
     └── ApiError                exit 1   the server refused a request we cannot retry
         └── TransientApiError   exit 1   retries ran out on a transient failure
@@ -21,6 +22,7 @@ EXIT_USAGE = 2
 EXIT_AUTH = 3
 EXIT_NOT_FOUND = 4
 EXIT_INTERRUPTED = 5
+EXIT_BUSY = 6
 
 
 class BtpipeError(Exception):
@@ -55,6 +57,12 @@ class InterruptedRun(BtpipeError):
 
 class DamagedFileError(BtpipeError):
     """A file differs from what its manifest says was written: changed, cut short or missing."""
+
+
+class LeaseHeld(BtpipeError):
+    """Another run holds the lease of the output root or state file; this one did nothing."""
+
+    exit_code = EXIT_BUSY
 
 
 class ApiError(BtpipeError):

@@ -44,6 +44,7 @@ from pipeline.common.chains import FULL_SCOPE, Scope
 from pipeline.common.clock import seconds_since_start
 from pipeline.common.errors import BtpipeError, UsageError
 from pipeline.common.integrity import find_damage
+from pipeline.common.lease import ROOT_LEASE, Guard, Lease, guarded, hold, with_guard
 from pipeline.common.manifest import FileInfo, Manifest, ObjectManifest, write_manifest
 from pipeline.common.progress import Progress, Task
 from pipeline.common.rows import ObjectType
@@ -94,6 +95,7 @@ class ExportOptions:
     file_bytes: int = defaults.FILE_MB.default * defaults.MB
     row_group_rows: int = defaults.ROW_GROUP_ROWS.default
     row_group_mb: int = defaults.ROW_GROUP_MB.default
+    wait_lease: float = defaults.WAIT_LEASE.default
 
     def run_key(self) -> dict[str, Any]:
         """What must match for an unfinished run to be resumed by this invocation."""
@@ -210,9 +212,17 @@ def _watermark_key(obj: ObjectState | ObjectRef, options: ExportOptions) -> str:
 
 
 class ExportJob:
-    """One ``btpipe export`` run against one project."""
+    """One ``btpipe export`` run against one project, holding the output root's lease
+    (:mod:`pipeline.common.lease`) throughout, or within the one ``lease`` its caller holds."""
 
-    def __init__(self, client: BraintrustClient, options: ExportOptions, progress: Progress) -> None:
+    def __init__(
+        self,
+        client: BraintrustClient,
+        options: ExportOptions,
+        progress: Progress,
+        *,
+        lease: Lease | None = None,
+    ) -> None:
         if options.format not in ("parquet", "jsonl"):
             raise UsageError(f"--format: expected parquet or jsonl, got {options.format!r}")
         if options.shape not in ("spans", "traces", "summary"):
@@ -220,6 +230,7 @@ class ExportJob:
         self.client = client
         self.options = options
         self.progress = progress
+        self.lease = lease
         progress.watch_retries(client)
         self.user_filter: Expr | None = parse_filter(options.filter)
         self._state_lock = anyio.Lock()
@@ -239,6 +250,7 @@ class ExportJob:
         self._repaired: list[str] = []  # files of a resumed run found damaged (_check_published)
         self._first_pages: dict[tuple[str, int], tuple[Pager, _HeldPage | None]] = {}  # read while planning
         self.storage: Storage
+        self._guard: Guard  # the lease, as the encoder processes check it before publishing
         self.store: StateStore[ExportState]
         self.state: ExportState
 
@@ -264,6 +276,17 @@ class ExportJob:
                 await anyio.to_thread.run_sync(self._workers.close)
 
     async def _run(self, started: float) -> ExportSummary:
+        """The run under the root's lease, taken before the state is read and released after
+        the manifest is published; every publish and deletion checks it first."""
+        async with AsyncExitStack() as stack:
+            lease = self.lease
+            if lease is None:
+                root = hold(self.storage, ROOT_LEASE, command="export", wait=self.options.wait_lease)
+                lease = await stack.enter_async_context(root)
+            self.storage, self._guard = guarded(self.storage, lease), lease.guard
+            return await self._run_held(started)
+
+    async def _run_held(self, started: float) -> ExportSummary:
         project = await resolve_project(self.client, self.options.project)
         self.store = export_store(self.storage, project["id"])
         loaded = await anyio.to_thread.run_sync(self.store.load)
@@ -604,7 +627,9 @@ class ExportJob:
             row_group_rows=self.options.row_group_rows,
             row_group_bytes=self.options.row_group_mb * 2**20,
         )
-        return factory(self.storage) if self._workers is None else self._workers.open(factory)
+        if self._workers is None:
+            return factory(self.storage)
+        return self._workers.open(partial(with_guard, factory, self._guard))
 
     async def _write(
         self,

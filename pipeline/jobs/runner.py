@@ -4,19 +4,31 @@ A scheduled export job runs one :class:`~pipeline.export.runner.ExportJob` per p
 the same output root, then prunes runs beyond ``keep_runs`` (:mod:`pipeline.jobs.retention`).
 Everything the next run needs (state, manifests) lives in the output root, so a cron job on a
 fresh machine pointed at the same ``s3://`` prefix carries on where the last run stopped.
+A dataset or experiment deleted at the source while a run is unfinished does not stop the job
+night after night: the run records it as gone, with a warning, and finishes the rest
+(:mod:`pipeline.export.gone`). ``restart`` discards the unfinished runs of the jobs (and a
+migrate job's saved state) and starts them afresh.
+
+The job holds the output root's lease (:mod:`pipeline.common.lease`) from before its first
+export until retention is done, so a second ``btpipe run`` or an ad-hoc ``btpipe export`` into
+the same root waits (``wait_lease`` seconds) or stops, naming the holder, instead of
+interleaving its files with this run's or pruning runs under it. A migrate job's state file
+has its own lease (:mod:`pipeline.common.jobstate`).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, TypeVar
 
 import anyio
 
 from pipeline.api.client import BraintrustClient
 from pipeline.api.objects import resolve_project
+from pipeline.common.defaults import WAIT_LEASE
 from pipeline.common.errors import UsageError
+from pipeline.common.lease import ROOT_LEASE, guarded, hold
 from pipeline.common.progress import Progress
 from pipeline.common.state import export_store
 from pipeline.common.storage import Storage, open_storage
@@ -51,12 +63,13 @@ class JobResult:
         return asdict(self)
 
 
-async def _incremental_for(storage: Storage, project_id: str, job: ExportJobConfig) -> bool:
-    """Incremental unless ``full_every`` says this run re-bases; an unfinished run keeps its mode."""
+async def _incremental_for(storage: Storage, project_id: str, job: ExportJobConfig, restart: bool) -> bool:
+    """Incremental unless ``full_every`` says this run re-bases; an unfinished run keeps its mode
+    (unless it is discarded: ``restart``)."""
     if not job.incremental:
         return False
     saved = await anyio.to_thread.run_sync(export_store(storage, project_id).load)
-    if saved is not None and saved.run is not None:
+    if saved is not None and saved.run is not None and not restart:
         return saved.run.incremental
     runs = await anyio.to_thread.run_sync(retention.project_runs, storage, project_id)
     scope = retention.job_scope(job)
@@ -79,20 +92,36 @@ def _add_export(result: JobResult, summary: ExportSummary) -> None:
     result.files += sum(o.files for o in summary.objects)
     result.bytes += sum(o.bytes for o in summary.objects)
     result.runs.append(summary.to_json())
+    result.warnings.extend(
+        f"job.{result.name}: {gone} was deleted at the source; recorded as gone in run {summary.run_id}"
+        for gone in summary.gone
+    )
 
 
-async def run_export_job(job: ExportJobConfig, source: Connection, progress: Progress) -> JobResult:
-    """Export every project of ``job`` into its output root, then apply retention."""
+async def run_export_job(
+    job: ExportJobConfig,
+    source: Connection,
+    progress: Progress,
+    *,
+    wait_lease: float = WAIT_LEASE.default,
+    restart: bool = False,
+) -> JobResult:
+    """Export every project of ``job`` into its output root, then apply retention, holding the
+    root's lease throughout (waiting up to ``wait_lease`` seconds for it)."""
     started = time.monotonic()
     result = JobResult(name=job.name, kind=job.kind, out=job.out)
     storage = await anyio.to_thread.run_sync(open_storage, job.out)
     result.out = storage.url
-    async with BraintrustClient(source.client_settings()) as client:
+    async with (
+        hold(storage, ROOT_LEASE, command="run", wait=wait_lease) as lease,
+        BraintrustClient(source.client_settings()) as client,
+    ):
+        storage = guarded(storage, lease)  # retention deletes only while the lease is ours
         for name in job.projects:
             project = await resolve_project(client, name)
-            incremental = await _incremental_for(storage, project["id"], job)
-            options = job.export_options(project["id"], incremental=incremental)
-            summary = await ExportJob(client, options, progress).run()
+            incremental = await _incremental_for(storage, project["id"], job, restart)
+            options = replace(job.export_options(project["id"], incremental=incremental), restart=restart)
+            summary = await ExportJob(client, options, progress, lease=lease).run()
             _add_export(result, summary)
             await _prune(storage, project["id"], job, result)
     result.seconds = round(time.monotonic() - started, 3)
@@ -100,7 +129,13 @@ async def run_export_job(job: ExportJobConfig, source: Connection, progress: Pro
 
 
 async def run_migrate_job(
-    job: MigrateJobConfig, source: Connection, destination: Connection, progress: Progress
+    job: MigrateJobConfig,
+    source: Connection,
+    destination: Connection,
+    progress: Progress,
+    *,
+    wait_lease: float = WAIT_LEASE.default,
+    restart: bool = False,
 ) -> JobResult:
     """Copy ``job.project`` to ``job.to_project`` and, with ``verify``, compare the two.
 
@@ -112,7 +147,9 @@ async def run_migrate_job(
         BraintrustClient(source.client_settings(name_side=True)) as src,
         BraintrustClient(destination.client_settings(name_side=True)) as dst,
     ):
-        summary = await MigrateJob(src, dst, job.migrate_options(), progress).run()
+        options = job.migrate_options()
+        options = replace(options, load=replace(options.load, wait_lease=wait_lease, restart=restart))
+        summary = await MigrateJob(src, dst, options, progress).run()
         result.rows = summary.rows
         result.details["migrate"] = summary.to_json()
         if summary.skipped:
@@ -129,16 +166,32 @@ async def run_migrate_job(
     return result
 
 
-async def run_job(jobs: JobFile, job: JobConfig, progress: Progress) -> JobResult:
+async def run_job(
+    jobs: JobFile,
+    job: JobConfig,
+    progress: Progress,
+    *,
+    wait_lease: float = WAIT_LEASE.default,
+    restart: bool = False,
+) -> JobResult:
     if jobs.source is None:
         raise UsageError(f"{jobs.path}: job.{job.name} has no [source] connection")
     if isinstance(job, ExportJobConfig):
-        return await run_export_job(job, jobs.source, progress)
+        return await run_export_job(job, jobs.source, progress, wait_lease=wait_lease, restart=restart)
     if jobs.destination is None:
         raise UsageError(f"{jobs.path}: job.{job.name} has no [destination] connection")
-    return await run_migrate_job(job, jobs.source, jobs.destination, progress)
+    return await run_migrate_job(
+        job, jobs.source, jobs.destination, progress, wait_lease=wait_lease, restart=restart
+    )
 
 
-async def run_jobs(jobs: JobFile, progress: Progress) -> list[JobResult]:
-    """Every job of ``jobs`` in file order; the first failure stops the rest."""
-    return [await run_job(jobs, job, progress) for job in jobs.jobs.values()]
+async def run_jobs(
+    jobs: JobFile, progress: Progress, *, wait_lease: float = WAIT_LEASE.default, restart: bool = False
+) -> list[JobResult]:
+    """Every job of ``jobs`` in file order; the first failure stops the rest. Each waits up to
+    ``wait_lease`` seconds for a lease another run holds (its output root, its state file);
+    ``restart`` discards each job's unfinished run instead of resuming it."""
+    return [
+        await run_job(jobs, job, progress, wait_lease=wait_lease, restart=restart)
+        for job in jobs.jobs.values()
+    ]

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 
 import anyio
@@ -76,6 +77,12 @@ class ImportJob:
         self.progress = progress
 
     async def run(self) -> LoadSummary:
+        """The import, holding its state file's lease from before the state is read until it
+        ends, however it ends (:meth:`LoadRun.begin`)."""
+        async with AsyncExitStack() as exits:
+            return await self._run(exits)
+
+    async def _run(self, exits: AsyncExitStack) -> LoadSummary:
         started = time.monotonic()
         opts = self.options
         storage, prefix = await anyio.to_thread.run_sync(open_input, opts.input)
@@ -101,7 +108,7 @@ class ImportJob:
             **({"from_project": opts.from_project} if opts.from_project else {}),
         }
         run, project = await LoadRun.begin(
-            self.client, opts.load, self.progress,
+            self.client, opts.load, self.progress, exits=exits,
             job="import", source=source, to_project=opts.to_project, create_project=opts.create_project,
         )  # fmt: skip
         state = run.state

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
 
 import anyio
@@ -80,6 +81,12 @@ class MigrateJob:
         progress.watch_retries(source)
 
     async def run(self) -> LoadSummary:
+        """The migration, holding its state file's lease from before the state is read until it
+        ends, however it ends (:meth:`LoadRun.begin`)."""
+        async with AsyncExitStack() as exits:
+            return await self._run(exits)
+
+    async def _run(self, exits: AsyncExitStack) -> LoadSummary:
         started = time.monotonic()
         opts = self.options
         src_project = await resolve_project(self.source, opts.from_project)
@@ -90,7 +97,7 @@ class MigrateJob:
             "objects": opts.objects,
         }
         run, dst_project = await LoadRun.begin(
-            self.destination, opts.load, self.progress,
+            self.destination, opts.load, self.progress, exits=exits,
             job="migrate", source=source, to_project=opts.to_project, create_project=opts.create_project,
         )  # fmt: skip
         state = run.state

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -36,6 +37,7 @@ class LoadOptions:
     state_dir: str = defaults.STATE_DIR.default
     restart: bool = False
     error_file: str | None = defaults.ERROR_FILE.default
+    wait_lease: float = defaults.WAIT_LEASE.default
     #: Write into an experiment or dataset the destination already has under the same name.
     into_existing: bool = defaults.INTO_EXISTING.default
 
@@ -125,13 +127,16 @@ class LoadRun:
         source: dict[str, Any],
         to_project: str,
         create_project: bool,
+        exits: AsyncExitStack,
     ) -> tuple[LoadRun, dict[str, Any]]:
-        """The opening every load shares: load (or, with ``restart``, discard) the state of the
-        ``job`` run identified by ``source`` (what is read, and which objects) and the
-        destination, find the destination project (created only when ``create_project``),
-        start the insert pool. Returns the run and the project."""
+        """The opening every load shares: take the lease of the state of the ``job`` run
+        identified by ``source`` (what is read, and which objects) and the destination, held
+        until ``exits`` closes; load (or, with ``restart``, discard) that state; find the
+        destination project (created only when ``create_project``), start the insert pool.
+        Returns the run and the project."""
         identity = {**source, "api_url": client.base_url, "project": to_project}
         state = JobState(options.state_dir, job, identity)
+        await exits.enter_async_context(state.held(wait=options.wait_lease))
         resumed = await state.load(restart=options.restart)
         project = await destination_project(client, to_project, create_project)
         run = cls(client, options, state, progress)

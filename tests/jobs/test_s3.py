@@ -52,10 +52,13 @@ def s3_env() -> Iterator[dict[str, str]]:
 
 
 def bucket_keys(env: dict[str, str], prefix: str) -> list[str]:
+    """The objects under ``prefix``, without the empty directory markers pyarrow leaves for the
+    parent of an object it deletes (the run's lease, deleted when the run ends)."""
     s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_REGION"],
                       aws_access_key_id="testing", aws_secret_access_key="testing")  # fmt: skip
     pages = s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
-    return sorted(o["Key"][len(prefix) :] for page in pages for o in page.get("Contents", []))
+    keys = (o["Key"][len(prefix) :] for page in pages for o in page.get("Contents", []))
+    return sorted(k for k in keys if k and not k.endswith("/"))
 
 
 def backup(emulator: Any, s3_env: dict[str, str], project: str, out: str) -> dict[str, Any]:

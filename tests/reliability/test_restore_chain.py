@@ -29,6 +29,7 @@ from pipeline.emulator.faults import FaultConfig
 from pipeline.emulator.server import RunningServer, ServerConfig
 from pipeline.export import runner as export_runner
 from pipeline.querylang.ast import from_object
+from tests.conftest import PROFILES
 from tests.helpers import all_rows, btpipe, insert, post, unique
 from tests.reliability.support import hashes
 
@@ -45,11 +46,12 @@ class Server:
     key: str = KEY
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """An emulator of this module's own, so its jitter slows nobody else's tests."""
+@pytest.fixture(scope="module", params=PROFILES)
+def server(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Server]:
+    """An emulator of this module's own, so its jitter slows nobody else's tests; of each
+    capability profile in turn, so that both ways of reading incremental runs are restored."""
     db = tmp_path_factory.mktemp("restore-chain") / "emulator.db"
-    with RunningServer(ServerConfig(port=0, db=str(db))) as running:
+    with RunningServer(ServerConfig(port=0, db=str(db), profile=request.param)) as running:
         yield Server(running.url, running)
 
 
@@ -136,24 +138,31 @@ def state_at(server: Server, source: Source, root: Path, run_id: str) -> dict[st
     }
 
 
-def restore(server: Server, root: Path, state_dir: Path, *args: str, jitter_ms: float = 80) -> dict[str, Any]:
-    """Import ``root`` into a new project with jittered latency on every request; the summary."""
+@dataclass(frozen=True)
+class Restore:
+    """A project an import restored a root into, and the import's summary."""
+
+    project: str
+    summary: dict[str, Any]
+
+
+def restore(server: Server, root: Path, state_dir: Path, *args: str, jitter_ms: float = 80) -> Restore:
+    """Import ``root`` into a new project with jittered latency on every request."""
+    project = unique("restored")
     server.running.faults.replace(FaultConfig(jitter_ms=jitter_ms, seed=11))
     try:
-        result = btpipe(server, "import", "--in", str(root), "--to-project", unique("restored"),
-                        "--create-project", "--state-dir", str(state_dir), "--json", "--quiet", *SCATTER,
-                        *args)  # fmt: skip
+        result = btpipe(server, "import", "--in", str(root), "--to-project", project, "--create-project",
+                        "--state-dir", str(state_dir), "--json", "--quiet", *SCATTER, *args)  # fmt: skip
     finally:
         server.running.faults.replace(FaultConfig())
     assert result.exit_code == 0, result.output
-    summary: dict[str, Any] = orjson.loads(result.stdout)
-    return summary
+    return Restore(project, orjson.loads(result.stdout))
 
 
-def restored(server: Server, summary: dict[str, Any]) -> dict[str, dict[str, str]]:
+def restored(server: Server, done: Restore) -> dict[str, dict[str, str]]:
     """By label (logs, dataset), the rows the import's destination objects hold."""
     found: dict[str, dict[str, str]] = {}
-    for obj in summary["objects"]:
+    for obj in done.summary["objects"]:
         label = "logs" if obj["source"] == "logs" else "dataset"
         object_type = "project_logs" if label == "logs" else "dataset"
         found[label] = hashes(all_rows(server.url, server.key, object_type, obj["destination_id"]).values())
@@ -188,16 +197,18 @@ def test_a_chain_restores_to_the_state_at_its_newest_run_and_until_an_older_one(
     at_third = state_at(server, source, root, third)
     assert at_third == source.live()
     assert "log-145" in at_third["logs"] and "log-150" not in at_third["logs"]
-    summary = restore(server, root, tmp_path / "state-newest")
-    assert restored(server, summary) == at_third
+    newest = restore(server, root, tmp_path / "state-newest")
+    assert restored(server, newest) == at_third
+    verified = btpipe(server, "verify", "--in", str(root), "--to-project", newest.project, "--json")
+    assert verified.exit_code == 0 and orjson.loads(verified.stdout)["ok"], verified.output
 
     at_second = state_at(server, source, root, second)
     assert "log-145" not in at_second["logs"] and "d-30" not in at_second["dataset"]
-    summary = restore(server, root, tmp_path / "state-second", "--until", second)
-    assert restored(server, summary) == at_second
+    done = restore(server, root, tmp_path / "state-second", "--until", second)
+    assert restored(server, done) == at_second
 
-    summary = restore(server, root, tmp_path / "state-first", "--until", first, jitter_ms=0)
-    assert restored(server, summary) == state_at(server, source, root, first)
+    done = restore(server, root, tmp_path / "state-first", "--until", first, jitter_ms=0)
+    assert restored(server, done) == state_at(server, source, root, first)
 
 
 def test_rows_deleted_before_the_newest_full_run_do_not_come_back(server: Server, tmp_path: Path) -> None:
@@ -215,8 +226,8 @@ def test_rows_deleted_before_the_newest_full_run_do_not_come_back(server: Server
     at_newest = state_at(server, source, root, newest)
     assert not {f"log-{i}" for i in range(10)} & set(at_newest["logs"])
     assert restored(server, restore(server, root, tmp_path / "state", jitter_ms=0)) == at_newest
-    summary = restore(server, root, tmp_path / "state-full", "--until", full, jitter_ms=0)
-    assert restored(server, summary) == state_at(server, source, root, full)
+    done = restore(server, root, tmp_path / "state-full", "--until", full, jitter_ms=0)
+    assert restored(server, done) == state_at(server, source, root, full)
 
 
 def test_deletes_alone_between_runs_are_restored(server: Server, tmp_path: Path) -> None:
@@ -253,8 +264,8 @@ def test_a_restore_refuses_a_broken_chain_and_an_unknown_run(server: Server, tmp
     assert result.exit_code == 2, result.output
     assert f"run {third} continues run {second}, which is not in" in result.stderr
     assert len(result.stderr.splitlines()) == 1
-    summary = restore(server, root, tmp_path / "s3", "--until", first, jitter_ms=0)
-    assert restored(server, summary) == state_at(server, source, root, first)
+    done = restore(server, root, tmp_path / "s3", "--until", first, jitter_ms=0)
+    assert restored(server, done) == state_at(server, source, root, first)
 
 
 # -- a nightly job and its root ------------------------------------------------------------

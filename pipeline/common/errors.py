@@ -6,6 +6,7 @@
     ├── NotFoundError           exit 4   a project, dataset or experiment that does not exist
     ├── InterruptedRun          exit 5   stopped part way; state saved, re-run to resume
     ├── LeaseHeld               exit 6   another run holds the output root or state file
+    ├── LeaseLost               exit 1   another run took this run's lease over; it stopped
     ├── DamagedFileError        exit 1   a file differs from its manifest entry
     └── ApiError                exit 1   the server refused a request we cannot retry
         └── TransientApiError   exit 1   retries ran out on a transient failure
@@ -63,6 +64,10 @@ class LeaseHeld(BtpipeError):
     """Another run holds the lease of the output root or state file; this one did nothing."""
 
     exit_code = EXIT_BUSY
+
+
+class LeaseLost(BtpipeError):
+    """Another run took this run's lease over (it judged this one dead): nothing more was published."""
 
 
 class ApiError(BtpipeError):

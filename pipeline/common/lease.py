@@ -56,7 +56,7 @@ import anyio
 import orjson
 
 from pipeline.common.defaults import LEASE_STALE, BadValue
-from pipeline.common.errors import BtpipeError, LeaseHeld, UsageError
+from pipeline.common.errors import BtpipeError, LeaseHeld, LeaseLost, UsageError
 from pipeline.common.storage import LocalStorage, ObjectStorage, Storage
 
 #: The output root's lease, relative to the root.
@@ -68,10 +68,6 @@ MAX_INTERVAL_SECONDS = 10.0
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-class LeaseLost(BtpipeError):
-    """Another run took the lease over (it judged this run stale): nothing more is published."""
 
 
 def stale_seconds() -> float:
@@ -213,6 +209,28 @@ class _Place(Protocol):
     def remove(self) -> None: ...
 
 
+@contextmanager
+def _one_at_a_time(directory: str) -> Iterator[None]:
+    """Serialise the runs of this host taking over a lease in ``directory``: a lock on the
+    directory itself, so no lock file is left behind, released when the process ends however it
+    ends. Where the filesystem refuses it (some network filesystems) nothing is locked."""
+    try:
+        import fcntl
+
+        fd = os.open(directory, os.O_RDONLY)
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            pass
+        yield
+    finally:
+        os.close(fd)
+
+
 class _LocalPlace:
     """A lease file in a local directory: created by hard link, so only if absent."""
 
@@ -262,25 +280,30 @@ class _LocalPlace:
         return True
 
     def take_over(self, stale: Seen, data: bytes) -> bool:
-        """Move the stale lease aside (atomic: one run succeeds), then create ours. If what was
-        moved is not the lease judged stale (its holder beat meanwhile), put it back."""
-        aside = self._temp()
-        try:
-            os.rename(self.path, aside)
-        except FileNotFoundError:
-            return False
-        try:
-            with open(aside, "rb") as fh:
-                moved = fh.read()
-            if moved != stale.data:
-                try:
-                    os.link(aside, self.path)
-                except FileExistsError:  # a third run created one meanwhile: its holder wins
-                    pass
+        """Replace the stale lease with ours, one run at a time: a run that comes second finds
+        the lease changed since it judged it and takes nothing. The stale lease is moved aside
+        (atomic) and compared again; if its holder beat meanwhile it is put back."""
+        with _one_at_a_time(os.path.dirname(self.path)):
+            current = self.read()
+            if current is None or current.data != stale.data:
                 return False
-        finally:
-            os.unlink(aside)
-        return self.create(data)
+            aside = self._temp()
+            try:
+                os.rename(self.path, aside)
+            except FileNotFoundError:
+                return False
+            try:
+                with open(aside, "rb") as fh:
+                    moved = fh.read()
+                if moved != stale.data:
+                    try:
+                        os.link(aside, self.path)
+                    except FileExistsError:  # a new run created one meanwhile: its holder wins
+                        pass
+                    return False
+            finally:
+                os.unlink(aside)
+            return self.create(data)
 
     def rewrite(self, data: bytes) -> None:
         self.storage.write_bytes(self.relpath, data)
@@ -433,8 +456,10 @@ class Lease:
                 log.warning("%s: could not release the lease (%s)", self.guard.where, exc)
 
 
-def _try(place: _Place, mine: Holder, stale_after: float, where: str) -> Seen | None:
-    """One attempt: None when the lease is now ours, else the lease that stands in the way."""
+def attempt(storage: Storage, relpath: str, mine: Holder, stale_after: float, where: str) -> Seen | None:
+    """One try at the lease at ``relpath`` for ``mine`` (blocking): None when it is now ours,
+    else the lease that stands in the way."""
+    place = _place(storage, relpath)
     data = mine.to_bytes()
     seen = place.read()
     while seen is None:  # free: create it, unless another run is faster
@@ -472,7 +497,7 @@ async def acquire(storage: Storage, relpath: str, *, command: str, wait: float, 
     deadline = time.monotonic() + wait
     while True:
         try:
-            seen = await anyio.to_thread.run_sync(_try, place, mine, stale_after, where)
+            seen = await anyio.to_thread.run_sync(attempt, storage, relpath, mine, stale_after, where)
         except OSError as exc:
             raise _storage_error(where, exc) from exc
         if seen is None:

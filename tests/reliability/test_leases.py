@@ -14,6 +14,7 @@ import re
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from pipeline.common import lease
-from pipeline.common.errors import EXIT_BUSY, EXIT_INTERRUPTED
+from pipeline.common.errors import EXIT_BUSY, EXIT_INTERRUPTED, LeaseLost
 from pipeline.common.manifest import Manifest
 from pipeline.common.storage import open_storage
 from pipeline.emulator.faults import FaultConfig
@@ -46,7 +47,7 @@ EXPORT_FLAGS = ("--objects", "logs", "--format", "jsonl", "--page-limit", "50", 
                 "--workers", "1", "--quiet")  # fmt: skip
 LOAD_FLAGS = ("--batch-rows", "100", "--workers", "1", "--create-project", "--quiet")
 #: Enough latency that a run lasts a few seconds, well beyond the other's start-up.
-SLOW = FaultConfig(latency_ms=80)
+SLOW = FaultConfig(latency_ms=120)
 #: The stale bound the takeover tests use instead of the default two minutes.
 SHORT_STALE = {"BTPIPE_LEASE_STALE_SECONDS": "2"}
 
@@ -274,7 +275,7 @@ def test_a_lease_from_another_host_is_honoured_until_its_heartbeat_is_older_than
     assert taken.returncode == 0, taken.stderr
     assert re.fullmatch(
         rf"btpipe: warning: {where}: taking over the lease of run on host backup-02, pid 4321, "
-        r"since \S+Z: no heartbeat for \ds\n",
+        r"since \S+Z: no heartbeat for \d+s\n",
         taken.stderr,
     ), taken.stderr
     check_local_root(root, project, source)
@@ -287,7 +288,7 @@ def test_a_lease_from_another_host_is_honoured_until_its_heartbeat_is_older_than
     os.utime(other / "_lease.json", (old, old))
     at_once = run_cli(cli_env(server.url, KEY, **SHORT_STALE), *export_cmd(project, str(other))[3:])
     assert at_once.returncode == 0, at_once.stderr
-    assert re.search(r"since \S+Z: no heartbeat for 3\ds\n$", at_once.stderr), at_once.stderr
+    assert re.search(r"since \S+Z: no heartbeat for \d+s\n$", at_once.stderr), at_once.stderr
     check_local_root(other, project, source)
 
 
@@ -410,10 +411,36 @@ def test_retention_deletes_nothing_once_the_lease_is_lost(
         async with lease.hold(storage, lease.ROOT_LEASE, command="run", wait=0) as held:
             (root / "_lease.json").write_bytes(foreign_lease())  # taken over meanwhile
             runs = project_runs(storage, project["id"])
-            with pytest.raises(lease.LeaseLost, match="backup-02"):
+            with pytest.raises(LeaseLost, match="backup-02"):
                 prune_runs(lease.guarded(storage, held), runs[:1])
 
     anyio.run(prune)
     assert orjson.loads((root / "_lease.json").read_bytes())["host"] == "backup-02"  # left to its holder
     (root / "_lease.json").unlink()
     assert sorted(p for p in root.rglob("*") if p.is_file()) == before
+
+
+def test_runs_taking_over_one_stale_lease_at_once_leave_exactly_one_holder(tmp_path: Path) -> None:
+    """Many runs find the same stale lease at the same moment (say, all waiting on a holder that
+    died): exactly one takes it over, the others find it held. Repeated, to meet the
+    interleavings where a run moves aside the lease another has just taken."""
+    storage = open_storage(str(tmp_path))
+
+    def take(barrier: threading.Barrier, won: list[bool]) -> None:
+        barrier.wait()
+        mine = lease.Holder.for_this_process("export")
+        won.append(lease.attempt(storage, lease.ROOT_LEASE, mine, 120.0, str(tmp_path)) is None)
+
+    for _ in range(60):
+        (tmp_path / "_lease.json").write_bytes(foreign_lease())
+        old = time.time() - 300
+        os.utime(tmp_path / "_lease.json", (old, old))
+        barrier, won = threading.Barrier(8), []
+        threads = [threading.Thread(target=take, args=(barrier, won)) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert won.count(True) == 1
+        assert [p.name for p in tmp_path.iterdir()] == ["_lease.json"]  # no temporary file left
+        (tmp_path / "_lease.json").unlink()

@@ -150,7 +150,9 @@ def prune_runs(storage: Storage, runs: list[RunRecord]) -> int:
     deleted.
 
     The manifest goes first so that a crash part way leaves unlisted files, never a manifest
-    that names missing ones.
+    that names missing ones. ``storage`` is that of the run holding the root's lease
+    (:func:`pipeline.common.lease.guarded`): each deletion checks the lease first, so a run
+    whose lease another run took over deletes nothing more (``LeaseLost``).
     """
     deleted = 0
     for run in runs:

@@ -161,7 +161,8 @@ class RunIndex:
         self._entries: dict[str, list[Entry]] = {}
         for manifest in self.runs:
             for obj in manifest.objects:
-                self._entries.setdefault(obj.object_id, []).append(Entry(manifest, obj))
+                if not obj.gone:  # deleted at the source while the run read it: it holds nothing of it
+                    self._entries.setdefault(obj.object_id, []).append(Entry(manifest, obj))
 
     def until(self, run_id: str) -> RunIndex:
         """The index of the runs up to ``run_id``, inclusive (``--until``)."""
@@ -196,24 +197,24 @@ class RunIndex:
                 "cannot be combined; import one run's manifest (--in ROOT/_manifests/RUN.json)"
             )
         in_scope = self.entries(object_id, scope)
-        return self._back_from(in_scope, len(in_scope) - 1)
+        return self._back_from(in_scope, len(in_scope) - 1, "; restore --until an earlier run")
 
-    def chain_to(self, object_id: str, scope: Scope, run_id: str | None) -> list[Entry]:
+    def chain_to(self, object_id: str, scope: Scope, run_id: str | None, remedy: str = "") -> list[Entry]:
         """The chain ending at ``run_id``'s read of ``object_id`` in ``scope``: what a run
-        continuing it builds on."""
+        continuing it builds on. A :class:`BrokenChain` ends with ``remedy``."""
         in_scope = self.entries(object_id, scope)
         for index, entry in enumerate(in_scope):
             if entry.run_id == run_id:
-                return self._back_from(in_scope, index)
+                return self._back_from(in_scope, index, remedy)
         label = in_scope[-1].label if in_scope else object_id
         raise BrokenChain(
-            f"{label}: this run continues run {run_id}, which is not in {self.where} (pruned or "
-            "deleted); export without --incremental to start a new chain"
+            f"{label}: this run continues run {run_id}, which is not in {self.where} (pruned or deleted)"
+            + remedy
         )
 
-    def _back_from(self, in_scope: list[Entry], index: int) -> list[Entry]:
+    def _back_from(self, in_scope: list[Entry], index: int, remedy: str) -> list[Entry]:
         """From ``in_scope[index]`` back through the runs each names as its previous one to
-        the base; oldest first."""
+        the base; oldest first. A :class:`BrokenChain` ends with ``remedy``."""
         by_run = {entry.run_id: i for i, entry in enumerate(in_scope)}
         chain = [in_scope[index]]
         while not chain[-1].base:
@@ -224,14 +225,14 @@ class RunIndex:
                 if index < 0:
                     raise BrokenChain(
                         f"{current.label}: run {current.run_id} holds only rows written after an earlier "
-                        f"run, and {self.where} holds no earlier run of it"
+                        f"run, and {self.where} holds no earlier run of it{remedy}"
                     )
             elif by_run.get(previous, len(in_scope)) < index:
                 index = by_run[previous]
             else:
                 raise BrokenChain(
                     f"{current.label}: run {current.run_id} continues run {previous}, which is not in "
-                    f"{self.where} (pruned or deleted); restore --until an earlier run"
+                    f"{self.where} (pruned or deleted){remedy}"
                 )
             chain.append(in_scope[index])
         return chain[::-1]

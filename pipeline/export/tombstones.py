@@ -46,6 +46,12 @@ from pipeline.querylang.ast import ident
 from pipeline.sources.ids import iter_ids
 
 _WRITE_CHUNK = 10_000  # ids written to the tombstone file at a time
+#: What to do when the chain an incremental run continues is broken: its deletes cannot be
+#: known, and a restore could not use it anyway.
+_NEW_CHAIN = (
+    "; the deletes since then cannot be found: export once with --restart and without --incremental "
+    "(btpipe run: --restart --set incremental=false) to start a new chain"
+)
 
 
 class IdSet:
@@ -146,7 +152,7 @@ async def record_tombstones(
     if not wanted:
         return {}
     index = RunIndex(await anyio.to_thread.run_sync(list_manifests, storage), storage.url)
-    chains = {obj.key: index.chain_to(obj.id, scope, previous[obj.key]) for obj in wanted}
+    chains = {obj.key: index.chain_to(obj.id, scope, previous[obj.key], _NEW_CHAIN) for obj in wanted}
     recorded: dict[str, FileInfo] = {}
     limiter = anyio.CapacityLimiter(max(1, workers))
 

@@ -109,6 +109,7 @@ def test_s3_backup_resumes_from_bucket_state_and_imports_back(
         [f"_manifests/{r}.json" for r in runs]
         + [f"_state/export-{proj['id']}.json"]
         + [f"object_type=project_logs/object_id={proj['id']}/run={r}/r00-part-00000.parquet" for r in runs]
+        + [f"_tombstones/object_type=project_logs/object_id={proj['id']}/run={runs[1]}/tombstones.jsonl"]
     )
 
     for name, value in s3_env.items():

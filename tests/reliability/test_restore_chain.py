@@ -267,6 +267,18 @@ def test_a_restore_refuses_a_broken_chain_and_an_unknown_run(server: Server, tmp
     done = restore(server, root, tmp_path / "s3", "--until", first, jitter_ms=0)
     assert restored(server, done) == state_at(server, source, root, first)
 
+    # Continuing the broken chain could not find the deletes since: the run fails, one line.
+    source.write("logs", [log_row(3, "b")])
+    result = btpipe(server, "export", "--project", source.project["name"], "--objects", "logs,datasets",
+                    "--out", str(root), "--format", "jsonl", "--incremental", "--quiet")  # fmt: skip
+    assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1, result.output
+    assert f"run {third} continues run {second}" in result.stderr and "--restart" in result.stderr
+    assert {p.stem for p in (root / "_manifests").iterdir()} == {first, third}
+    fresh = export(server, source, root, "--restart")
+    assert restored(server, restore(server, root, tmp_path / "s4", jitter_ms=0)) == state_at(
+        server, source, root, fresh
+    )
+
 
 # -- a nightly job and its root ------------------------------------------------------------
 

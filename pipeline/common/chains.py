@@ -161,8 +161,7 @@ class RunIndex:
         self._entries: dict[str, list[Entry]] = {}
         for manifest in self.runs:
             for obj in manifest.objects:
-                if not obj.gone:  # deleted at the source while the run read it: it holds nothing of it
-                    self._entries.setdefault(obj.object_id, []).append(Entry(manifest, obj))
+                self._entries.setdefault(obj.object_id, []).append(Entry(manifest, obj))
 
     def until(self, run_id: str) -> RunIndex:
         """The index of the runs up to ``run_id``, inclusive (``--until``)."""

@@ -61,7 +61,7 @@ async def digest_object(client: BraintrustClient, ref: ObjectRef) -> Digests:
     query = build_query(ref.object_type, ref.id)
     snap = await pin_read(client, query)
     digests: Digests = {}
-    if snap.version is None:
+    if snap.rows == 0:
         return digests
     async for page in Pager(client, query, version=snap.version).pages():
         digest_rows(jsoncodec.loads_lines(page.raw), digests)

@@ -14,8 +14,15 @@ above, so a row with any ``created`` falls in exactly one range. Incremental run
 written since the last run by ``_xact_id`` where served, else by ``_pagination_key``
 (``braintrust-migrate``'s keyset).
 
-When the server counts at a pinned version (a probed capability), :func:`count_at` gives the
-exact number of rows the snapshot holds; the export compares what it wrote against it.
+When the server counts at a pinned version (a probed capability), :func:`count_now_and_at`
+gives the exact number of rows the snapshot holds; the export compares what it wrote against it.
+
+Deletes leave no visible row, so when an object's newest writes are deletes the newest row
+predates them and a read pinned at its version brings the deleted rows back. Rows counted now,
+just after the version was found, show it: inserts and merges only add or keep rows, so fewer
+rows now than at the version means deletes newer than it (:func:`count_now_and_at`). Where
+the server counts at a version that is known before reading; elsewhere only once the pinned
+read has written more rows than were counted now.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from typing import Any, Literal
 
 import anyio
 
-from pipeline.api.btql import SHRINK_STATUSES, run_query
+from pipeline.api.btql import SHRINK_STATUSES, request_body, run_query
 from pipeline.api.capabilities import Capabilities, capabilities
 from pipeline.api.client import BadRequestError, BraintrustClient, PageTooLargeError
 from pipeline.querylang.ast import Expr, Query, all_of, binary, function, ident, literal
@@ -115,11 +122,28 @@ def _count(data: list[dict[str, Any]]) -> int:
     return int(data[0].get("n") or 0) if data else 0
 
 
+def _created_edge(source: dict[str, Any], filter_expr: Expr | None, direction: str) -> Query:
+    """The earliest or latest ``created`` of the rows ``filter_expr`` selects: a sort on
+    ``created``, as the Python SDK's span fetcher sorts."""
+    query: Query = {
+        "from": source,
+        "select": [{"alias": "created", "expr": ident("created")}],
+        "sort": [{"expr": ident("created"), "dir": direction}],
+        "limit": 1,
+    }
+    if filter_expr is not None:
+        query["filter"] = filter_expr
+    return query
+
+
 async def take_snapshot(
-    client: BraintrustClient, source: dict[str, Any], filter_expr: Expr | None
+    client: BraintrustClient, source: dict[str, Any], filter_expr: Expr | None, *, by_created: bool = False
 ) -> Snapshot:
-    """The newest and oldest rows of the whole object and an estimate of the rows
-    ``filter_expr`` selects, in one round trip."""
+    """The newest and oldest rows of the whole object, an estimate of the rows ``filter_expr``
+    selects and, ``by_created``, the earliest and latest ``created`` among them, in one round
+    trip. ``created`` need not grow with the write order (an import keeps a row's time, a
+    merge rewrites an old row), so the oldest and newest rows' times bound the rows only by
+    chance: they stand in only where the server cannot sort the rows by ``created``."""
     whole = {k: v for k, v in source.items() if k != "shape"}
     found: dict[str, Any] = {}
 
@@ -127,63 +151,81 @@ async def take_snapshot(
         data = (await run_query(client, _edge(whole, direction))).json()["data"]
         found[name] = data[0] if data else None
 
+    async def created_edge(name: str, direction: str) -> None:
+        found[name] = await _first_if_served(client, _created_edge(whole, filter_expr, direction))
+
     async def estimate() -> None:
-        try:
-            response = await client.post_raw(
-                "/btql", _body(counted(source, filter_expr)), shrink_on=SHRINK_STATUSES
-            )
-        except (PageTooLargeError, BadRequestError):  # a scan too big for the server: unknown
-            found["estimate"] = None
-        else:
-            found["estimate"] = _count(response.json()["data"])
+        found["estimate"] = await _count_if_served(client, counted(source, filter_expr))
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(edge, "newest", "desc")
         tg.start_soon(edge, "oldest", "asc")
         tg.start_soon(estimate)
+        if by_created:
+            tg.start_soon(created_edge, "earliest", "asc")
+            tg.start_soon(created_edge, "latest", "desc")
     newest, oldest = found["newest"], found["oldest"]
     if newest is None:
         return Snapshot(version=None, estimate=found["estimate"])
+    earliest, latest = found.get("earliest") or oldest, found.get("latest") or newest
     return Snapshot(
         version=str(newest["_xact_id"]),
         newest_key=newest.get("_pagination_key"),
         oldest_version=None if oldest is None else str(oldest["_xact_id"]),
-        oldest_created=None if oldest is None else oldest.get("created"),
-        newest_created=newest.get("created"),
+        oldest_created=None if earliest is None else earliest.get("created"),
+        newest_created=latest.get("created"),
         estimate=found["estimate"],
     )
 
 
-def _body(query: Query) -> bytes:
-    from pipeline.common import jsoncodec
+async def _first_if_served(client: BraintrustClient, query: Query) -> dict[str, Any] | None:
+    """The first row ``query`` selects, unpinned; None when there is none, or when the scan is
+    too big for the server (a 500 or 504, not retried) or refused."""
+    try:
+        response = await client.post_raw("/btql", request_body(query, fmt="json"), shrink_on=SHRINK_STATUSES)
+    except (PageTooLargeError, BadRequestError):
+        return None
+    data: list[dict[str, Any]] = response.json()["data"]
+    return data[0] if data else None
 
-    return jsoncodec.dumps({"query": query, "fmt": "json"})
 
-
-async def count_at(
-    client: BraintrustClient, source: dict[str, Any], filter_expr: Expr | None, version: str
-) -> int:
-    """The exact number of rows ``filter_expr`` selects at ``version`` (needs
-    ``Capabilities.count_at_version``)."""
-    return _count((await run_query(client, counted(source, filter_expr), version=version)).json()["data"])
+async def _count_if_served(client: BraintrustClient, query: Query) -> int | None:
+    """The count ``query`` measures, unpinned; None when the scan is too big for the server
+    (a 500 or 504, not retried: a smaller page would not help a count) or refused."""
+    try:
+        response = await client.post_raw("/btql", request_body(query, fmt="json"), shrink_on=SHRINK_STATUSES)
+    except (PageTooLargeError, BadRequestError):
+        return None
+    return _count(response.json()["data"])
 
 
 async def count_now_and_at(
-    client: BraintrustClient, source: dict[str, Any], filter_expr: Expr | None, version: str
-) -> list[int]:
-    """[rows now, rows at ``version``], asked together after ``version`` was found: fewer rows
-    now means deletes newer than every visible row (inserts and merges only add or keep)."""
-    found: dict[str, int] = {}
+    client: BraintrustClient,
+    source: dict[str, Any],
+    filter_expr: Expr | None,
+    version: str,
+    *,
+    at_version: bool,
+) -> tuple[int | None, int | None]:
+    """(rows now, rows at ``version``), asked together once ``version`` was found; rows at the
+    version only when ``at_version`` (the server counts at a pinned version), rows now None
+    when the server cannot count them. Fewer rows now than at the version means deletes newer
+    than it (see the module docstring); a filter on fields that merges change can make it so
+    too, which costs a slower read, never a wrong one."""
+    found: dict[str, int | None] = {"at": None}
+    query = counted(source, filter_expr)
 
-    async def ask(name: str, at: str | None) -> None:
-        found[name] = _count(
-            (await run_query(client, counted(source, filter_expr), version=at)).json()["data"]
-        )
+    async def now() -> None:
+        found["now"] = await _count_if_served(client, query)
+
+    async def at() -> None:
+        found["at"] = _count((await run_query(client, query, version=version)).json()["data"])
 
     async with anyio.create_task_group() as tg:
-        tg.start_soon(ask, "now", None)
-        tg.start_soon(ask, "at", version)
-    return [found["now"], found["at"]]
+        tg.start_soon(now)
+        if at_version:
+            tg.start_soon(at)
+    return found["now"], found["at"]
 
 
 def plan_ranges(snap: Snapshot, wanted: int, caps: Capabilities, since: Since) -> list[Range]:
@@ -242,9 +284,10 @@ def _format_time(value: datetime) -> str:
 
 @dataclass(frozen=True)
 class PinnedRead:
-    """How to read one query at one point in time: the ``version`` to pass (None: the object
-    holds no row) and its rows, exactly at that version when ``exact``, else as counted just
-    before (for progress and confirmations only)."""
+    """How to read one query at one point in time: the ``version`` to pass and the rows, exactly
+    at that version when ``exact``, else as counted just before (for progress and
+    confirmations only). ``version`` None reads without one, as one cursor the server pins at
+    its first page: the object holds no row (``rows`` 0), or its newest writes may be deletes."""
 
     version: str | None
     rows: int | None
@@ -252,12 +295,20 @@ class PinnedRead:
 
 
 async def pin_read(client: BraintrustClient, query: Query) -> PinnedRead:
-    """Snapshot what ``query`` reads (its ``from`` and ``filter``), for a sequential read."""
+    """Snapshot what ``query`` reads (its ``from`` and ``filter``), for a sequential read.
+
+    The read is pinned at the newest row's version only where the server counts at a pinned
+    version, which shows whether deletes came after it (see the module docstring). Elsewhere
+    a sequential reader, which hands rows on as it reads them, could learn that only once it
+    had copied the deleted rows, so it reads without a version."""
     source, filter_expr = query["from"], query.get("filter")
     caps = await capabilities(client, source)
     snap = await take_snapshot(client, source, filter_expr)
     if snap.version is None:
         return PinnedRead(None, 0, True)
-    if caps.count_at_version:
-        return PinnedRead(snap.version, await count_at(client, source, filter_expr, snap.version), True)
-    return PinnedRead(snap.version, snap.estimate, False)
+    if not caps.count_at_version:
+        return PinnedRead(None, snap.estimate, False)
+    now, at = await count_now_and_at(client, source, filter_expr, snap.version, at_version=True)
+    if at is None or (now is not None and now < at):
+        return PinnedRead(None, now, False)
+    return PinnedRead(snap.version, at, True)

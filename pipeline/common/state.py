@@ -86,9 +86,10 @@ class RangeState:
 class ObjectState:
     """One object of a run, as planned: the snapshot version every read pins to, the rows
     that snapshot holds (``expected_rows``, when the server could count them at the version;
-    ``estimate`` otherwise, for progress only), the ranges, and what an incremental run
-    reads after (``since`` compared by ``since_field``: ``_xact_id`` or ``_pagination_key``).
-    ``newest_key`` is the ``_pagination_key`` of the snapshot's newest row."""
+    else ``estimate``, the rows counted just after the version was found: for progress, and
+    more rows written than that shows deletes newer than the version), the ranges, and what
+    an incremental run reads after (``since`` compared by ``since_field``: ``_xact_id`` or
+    ``_pagination_key``). ``newest_key`` is the ``_pagination_key`` of the snapshot's newest row."""
 
     object_type: str
     id: str

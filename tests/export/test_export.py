@@ -16,6 +16,7 @@ import pytest
 
 from pipeline.common.storage import is_temp_name
 from pipeline.emulator.sample import generate_traces
+from tests.conftest import Emulator
 from tests.helpers import (
     all_rows,
     btpipe,
@@ -26,6 +27,13 @@ from tests.helpers import (
     unique,
     visible_files,
 )
+
+
+@pytest.fixture(scope="module")
+def emulator(profiled_emulator: Emulator) -> Emulator:
+    """Every test here runs against both profiles: the default one and the conservative one,
+    where btpipe must take its proven fallbacks."""
+    return profiled_emulator
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +94,8 @@ def test_export_equals_server_rows(
         assert by_id(read_export_files(tmp_path, kind, obj_id)) == expected
     manifest = orjson.loads((tmp_path / summary["manifest"]).read_bytes())
     assert sum(o["rows_written"] for o in manifest["objects"]) == summary["rows"]
-    for obj in manifest["objects"]:
-        assert obj["rows_written"] == obj["rows_expected"]
+    for obj in manifest["objects"]:  # the conservative profile cannot count at the snapshot version
+        assert obj["rows_expected"] == (None if emulator.conservative else obj["rows_written"])
         for f in obj["files"]:
             assert (tmp_path / f["path"]).stat().st_size == f["bytes"]
     assert not [p for p in visible_files(tmp_path) if ".tmp" in p]

@@ -30,6 +30,13 @@ from tests.conftest import Emulator
 from tests.helpers import all_rows, insert, post, unique
 
 
+@pytest.fixture(scope="module")
+def emulator(profiled_emulator: Emulator) -> Emulator:
+    """Every test here runs against both profiles: the default one and the conservative one,
+    where btpipe must take its proven fallbacks."""
+    return profiled_emulator
+
+
 def make_project(emu: Emulator, key: str | None = None) -> dict[str, Any]:
     project: dict[str, Any] = post(emu.url, key or emu.key, "/v1/project", {"name": unique("src")})
     return project

@@ -70,6 +70,8 @@ def export(settings: ClientSettings, quiet: bool, as_json: bool, **kw: Any) -> N
     summary = run_async(with_progress(output, body))
     for damaged in summary.repaired:
         output.warn(f"{damaged}; its range was exported again")
+    for gone in summary.gone:
+        output.warn(f"{gone} was deleted at the source; recorded as gone in run {summary.run_id}")
     if as_json:
         emit_json(summary.to_json())
     else:

@@ -161,7 +161,8 @@ class RunIndex:
         self._entries: dict[str, list[Entry]] = {}
         for manifest in self.runs:
             for obj in manifest.objects:
-                self._entries.setdefault(obj.object_id, []).append(Entry(manifest, obj))
+                if not obj.gone:  # deleted at the source while the run read it: it holds nothing of it
+                    self._entries.setdefault(obj.object_id, []).append(Entry(manifest, obj))
 
     def until(self, run_id: str) -> RunIndex:
         """The index of the runs up to ``run_id``, inclusive (``--until``)."""

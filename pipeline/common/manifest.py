@@ -2,8 +2,9 @@
 
 A manifest is the index a reader or verifier starts from: per object, the snapshot version it
 was read at, how many rows the server reported and how many were written, and every published
-file with its size and SHA-256. It never holds credentials: the API URL is stored without
-user info, query string or fragment.
+file with its size and SHA-256; its ``options`` hold what the run read (``shape``, ``filter``,
+...) and the source project (``project_id``, and ``project_name`` since it was added). It
+never holds credentials: the API URL is stored without user info, query string or fragment.
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ class ObjectManifest:
     #: The object's own REST fields (description, metadata, dataset_id, ...), so an import
     #: can recreate a dataset or experiment as it was.
     info: dict[str, Any] = field(default_factory=dict)
+    #: Deleted at the source while the run read it: the run holds none of its rows (earlier
+    #: runs keep what they read).
+    gone: bool = False
 
 
 @dataclass(frozen=True)

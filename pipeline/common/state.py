@@ -104,6 +104,7 @@ class ObjectState:
     estimate: int | None = None
     pinned: bool = True  # False: read without a version (see the export's _read_unpinned)
     info: dict[str, Any] = field(default_factory=dict)  # a dataset's or experiment's REST fields
+    gone: bool = False  # deleted at the source during the run (pipeline.export.gone)
 
     @property
     def key(self) -> str:

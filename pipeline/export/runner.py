@@ -59,6 +59,7 @@ from pipeline.common.state import (
 )
 from pipeline.common.storage import Retries, Storage, open_storage
 from pipeline.export.budget import PageBudget, Slot
+from pipeline.export.gone import deleted_at_source, drop_files, gone_label, may_be_gone
 from pipeline.export.tombstones import record_tombstones
 from pipeline.querylang.ast import Expr, all_of, from_object
 from pipeline.sinks.base import Sink
@@ -134,6 +135,8 @@ class ExportSummary:
     first_row_seconds: float | None = None  # process start to the first page written
     #: Files of the resumed run found missing or changed; their ranges were read again.
     repaired: list[str] = field(default_factory=list)
+    #: Objects deleted at the source during the run: it holds none of their rows.
+    gone: list[str] = field(default_factory=list)
 
     @property
     def rows(self) -> int:
@@ -298,6 +301,7 @@ class ExportJob:
         self.store = export_store(self.storage, project["id"])
         loaded = await anyio.to_thread.run_sync(self.store.load)
         self.state = loaded or ExportState(project_id=project["id"])
+        self._project_name: str = project["name"]
         resumed = await self._adopt_unfinished_run()
         if self.state.run is None:
             self.state.run = await self._plan(project)
@@ -307,6 +311,7 @@ class ExportJob:
         await self._run_ranges(run)
         if again := await self._read_again_where_deleted(run):
             await self._run_ranges(run, again)
+        await self._drop_gone(run)
         manifest = await self._finish(run)
         stats = self.client.statistics()
         return ExportSummary(
@@ -319,6 +324,7 @@ class ExportJob:
             retries=stats.retries,
             first_row_seconds=self._first_row_seconds,
             repaired=self._repaired,
+            gone=[gone_label(obj) for obj in run.objects if obj.gone],
             objects=[
                 ObjectSummary(
                     label=obj.name if obj.object_type == "project_logs" else f"{obj.object_type}:{obj.name}",
@@ -348,10 +354,8 @@ class ExportJob:
                 f"{self.storage.url}: an unfinished export (run {run.run_id}) used other options; "
                 "re-run with the same options to resume it, or pass --restart to discard it"
             )
-        for obj in run.objects:
-            for rng in obj.ranges:
-                for info in rng.files:
-                    await anyio.to_thread.run_sync(self._delete_if_there, info.path)
+        for obj in run.objects:  # every file of the run, those published after its last save too
+            await anyio.to_thread.run_sync(drop_files, self.storage, obj, run.run_id)
         self.state.run = None
         await self._save()
         return False
@@ -556,21 +560,48 @@ class ExportJob:
         limiter: anyio.CapacityLimiter,
         remaining: list[int],
     ) -> None:
-        async with limiter:
-            read = self._first_pages.pop((obj.id, rng.index), None)
-            pager, first = read if read is not None else (self._pager(obj, rng), None)
-            send, receive = anyio.create_memory_object_stream[_HeldPage](self.options.prefetch)
-            try:
-                with _releasing(receive):
-                    async with anyio.create_task_group() as tg:
-                        tg.start_soon(self._fetch, pager, send, first)
-                        await self._write(run, obj, rng, receive, task)
-            finally:
-                if first is not None:  # a no-op unless the fetcher was cancelled before it ran
-                    first.slot.release()
+        try:
+            async with limiter:
+                if obj.gone:
+                    return
+                read = self._first_pages.pop((obj.id, rng.index), None)
+                pager, first = read if read is not None else (self._pager(obj, rng), None)
+                send, receive = anyio.create_memory_object_stream[_HeldPage](self.options.prefetch)
+                try:
+                    with _releasing(receive):
+                        async with anyio.create_task_group() as tg:
+                            tg.start_soon(self._fetch, pager, send, first)
+                            await self._write(run, obj, rng, receive, task)
+                finally:
+                    if first is not None:  # a no-op unless the fetcher was cancelled before it ran
+                        first.slot.release()
+        except Exception as exc:
+            if not await self._gone(obj, exc):
+                raise
         remaining[0] -= 1
         if remaining[0] == 0:
             task.finish()
+
+    async def _gone(self, obj: ObjectState, exc: Exception) -> bool:
+        """Whether ``exc``, raised reading ``obj``, says the object was deleted at the source
+        (asked once of the REST API); if so it is marked gone and its reads stop
+        (:mod:`pipeline.export.gone`)."""
+        if not may_be_gone(exc):
+            return False
+        if not obj.gone:
+            if not await deleted_at_source(self.client, obj):
+                return False
+            obj.gone = True
+            await self._save()
+        return True
+
+    async def _drop_gone(self, run: RunState) -> None:
+        """Delete what the run wrote of the objects found gone: it holds none of their rows."""
+        for obj in run.objects:
+            if obj.gone:
+                await anyio.to_thread.run_sync(drop_files, self.storage, obj, run.run_id)
+        if any(obj.gone for obj in run.objects):
+            await self._save()
 
     async def _fetch(
         self, pager: Pager, send: MemoryObjectSendStream[_HeldPage], first: _HeldPage | None
@@ -707,7 +738,7 @@ class ExportJob:
 
     async def _finish(self, run: RunState) -> str:
         for obj in run.objects:
-            if obj.expected_rows is not None and obj.rows != obj.expected_rows:
+            if not obj.gone and obj.expected_rows is not None and obj.rows != obj.expected_rows:
                 label = obj.name if obj.object_type == "project_logs" else f"{obj.object_type}:{obj.name}"
                 raise IncompleteExport(
                     f"{label}: wrote {obj.rows:,} rows but the snapshot at version {obj.version} holds "
@@ -717,7 +748,7 @@ class ExportJob:
         scope = Scope(self.options.shape, self.options.filter or "")
         previous = {obj.key: self._previous_run(obj) for obj in run.objects}
         tombstones = await record_tombstones(
-            self.client, self.storage, run.run_id, run.objects,
+            self.client, self.storage, run.run_id, [obj for obj in run.objects if not obj.gone],
             scope=scope, previous=previous, workers=self.options.workers,
         )  # fmt: skip
         manifest = Manifest(
@@ -727,7 +758,7 @@ class ExportJob:
             api_url=self.client.base_url,
             format=self.options.format,
             query=self.user_filter,
-            options={**run.options, "project_id": self.state.project_id},
+            options={**run.options, "project_id": self.state.project_id, "project_name": self._project_name},
             objects=tuple(
                 ObjectManifest(
                     object_type=obj.object_type,
@@ -739,10 +770,11 @@ class ExportJob:
                     rows_expected=obj.expected_rows,
                     rows_written=obj.rows,
                     files=tuple(f for r in obj.ranges for f in r.files),
-                    complete=obj.since is None and scope == FULL_SCOPE,
+                    complete=obj.since is None and scope == FULL_SCOPE and not obj.gone,
                     previous_run=previous[obj.key],
                     tombstones=tombstones.get(obj.key),
                     info=obj.info,
+                    gone=obj.gone,
                 )
                 for obj in run.objects
             ),
@@ -750,7 +782,9 @@ class ExportJob:
         path = await anyio.to_thread.run_sync(write_manifest, self.storage, manifest)
         async with self._state_lock:
             for obj in run.objects:
-                if obj.version is not None:
+                if obj.gone:
+                    self.state.watermarks.pop(_watermark_key(obj, self.options), None)
+                elif obj.version is not None:
                     key = _watermark_key(obj, self.options)
                     self.state.watermarks[key] = Watermark(obj.version, run.run_id, obj.newest_key)
             self.state.run = None

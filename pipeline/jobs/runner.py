@@ -4,8 +4,10 @@ A scheduled export job runs one :class:`~pipeline.export.runner.ExportJob` per p
 the same output root, then prunes runs beyond ``keep_runs`` (:mod:`pipeline.jobs.retention`).
 Everything the next run needs (state, manifests) lives in the output root, so a cron job on a
 fresh machine pointed at the same ``s3://`` prefix carries on where the last run stopped.
-``restart`` discards the unfinished runs of the jobs (and a migrate job's saved state) and
-starts them afresh.
+A dataset or experiment deleted at the source while a run is unfinished does not stop the job
+night after night: the run records it as gone, with a warning, and finishes the rest
+(:mod:`pipeline.export.gone`). ``restart`` discards the unfinished runs of the jobs (and a
+migrate job's saved state) and starts them afresh.
 
 The job holds the output root's lease (:mod:`pipeline.common.lease`) from before its first
 export until retention is done, so a second ``btpipe run`` or an ad-hoc ``btpipe export`` into
@@ -90,6 +92,10 @@ def _add_export(result: JobResult, summary: ExportSummary) -> None:
     result.files += sum(o.files for o in summary.objects)
     result.bytes += sum(o.bytes for o in summary.objects)
     result.runs.append(summary.to_json())
+    result.warnings.extend(
+        f"job.{result.name}: {gone} was deleted at the source; recorded as gone in run {summary.run_id}"
+        for gone in summary.gone
+    )
 
 
 async def run_export_job(

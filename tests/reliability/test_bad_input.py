@@ -52,7 +52,7 @@ class World:
 
     def import_args(self, source: str, *more: str) -> list[str]:
         return ["import", "--in", source, "--to-project", self.dest["name"], "--state-dir",
-                str(self.scratch("state")), "--restart", *more]  # fmt: skip
+                str(self.scratch("state")), "--restart", "--into-existing", *more]  # fmt: skip
 
     def migrate_args(self, state: str, *more: str, source: str | None = None) -> list[str]:
         return ["migrate", "--from-project", source or self.project["name"], "--to-project", self.dest["name"],

@@ -212,7 +212,7 @@ def test_import_skip_damaged_imports_the_rest(
     assert got["experiment"] == backup.source_hashes("experiment")
     assert not got.get("dataset")
     text = btpipe(backup.emulator, "import", "--in", str(root), "--to-project", dest,
-                  "--state-dir", str(tmp_path / "state"), "--skip-damaged")  # fmt: skip
+                  "--state-dir", str(tmp_path / "state"), "--skip-damaged", "--into-existing")  # fmt: skip
     assert text.exit_code == 1 and damaged in text.stderr, text.output
 
 

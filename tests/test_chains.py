@@ -3,6 +3,7 @@ of its scope that restore it; manifests written before the chain fields are read
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -10,7 +11,9 @@ import pytest
 
 from pipeline.common.chains import BrokenChain, RunIndex, Scope, is_complete, order_runs
 from pipeline.common.errors import UsageError
-from pipeline.common.manifest import FileInfo, Manifest, ObjectManifest
+from pipeline.common.manifest import FileInfo, Manifest, ObjectManifest, write_manifest
+from pipeline.common.storage import LocalStorage
+from pipeline.sources.inputs import find_inputs
 
 
 def read(object_id: str, version: int | None, *, since: int | None = None, previous: str | None = None,
@@ -128,3 +131,16 @@ def test_the_chain_fields_survive_a_round_trip() -> None:
     obj = read("D", 20, since=10, previous="r1", tombstones=FileInfo("_tombstones/t.jsonl", 2, 30, "ab" * 32))
     manifest = run("r2", obj)
     assert Manifest.from_json(manifest.to_json()) == manifest
+
+
+def test_a_read_that_found_the_object_gone_is_left_out(tmp_path: Path) -> None:
+    # The dataset was deleted at the source while r2 read it: r2 holds nothing of it.
+    gone = ObjectManifest("dataset", "D", name="D", since_version="10", previous_run="r1", gone=True)
+    runs = [run("r1", read("D", 10), read("E", 11)), run("r2", gone, read("E", 20, since=11, previous="r1"))]
+    index = RunIndex(runs, "root")
+    assert [e.run_id for e in index.restore_chain("D")] == ["r1"]
+    assert [e.run_id for e in index.restore_chain("E")] == ["r1", "r2"]
+    storage = LocalStorage(str(tmp_path))
+    for manifest in runs:
+        write_manifest(storage, manifest)
+    assert [obj.id for obj in find_inputs(storage, "_manifests/r2.json")] == ["E"]

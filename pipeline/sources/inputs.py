@@ -104,7 +104,7 @@ def find_inputs(storage: Storage, prefix: str, until: str | None = None) -> list
     if until is not None and (prefix or not manifests):
         raise UsageError(f"--until names a run of an export root, and {location(storage, prefix)} is none")
     if prefix.endswith(".json"):
-        return [_chained([Entry(m, obj)]) for m in manifests for obj in m.objects]
+        return [_chained([Entry(m, obj)]) for m in manifests for obj in m.objects if not obj.gone]
     if manifests:
         index = RunIndex(manifests, storage.url)
         if until is not None:

@@ -4,13 +4,15 @@ A read is pinned to one version (``_xact_id``): every page of every range passes
 written, merged or deleted meanwhile do not move rows between pages or ranges, and every row
 that existed at that version is read exactly once. The version is the ``_xact_id`` of the
 newest row, found as ``bt sync`` finds it: a sort on ``_pagination_key`` (which grows with
-every write) with ``limit: 1``. The oldest row comes the same way, and a plain ``count(1)``
-(the walkthrough's measure) estimates the size; the three go out together, one round trip.
+every write) with ``limit: 1``. The oldest row comes the same way, a plain ``count(1)``
+(the walkthrough's measure) estimates the size and, where ranges split by ``created``, sorts
+on it (as the Python SDK's span fetcher sorts) find its earliest and latest values; all go
+out together, one round trip.
 
 Ranges split the snapshot into disjoint slices that together cover it: by ``_xact_id`` (equal
 slices of write history) where the server serves comparisons on it, else by ``created``
-between the oldest and newest rows' times, the first range open below and the last open
-above, so a row with any ``created`` falls in exactly one range. Incremental runs select rows
+between its earliest and latest values, the first range open below and the last open above,
+so a row with any ``created`` falls in exactly one range. Incremental runs select rows
 written since the last run by ``_xact_id`` where served, else by ``_pagination_key``
 (``braintrust-migrate``'s keyset).
 
@@ -47,9 +49,9 @@ class Snapshot:
 
     version: str | None
     newest_key: str | None = None  # _pagination_key of the newest row: the keyset watermark
-    oldest_version: str | None = None
-    oldest_created: str | None = None
-    newest_created: str | None = None
+    oldest_version: str | None = None  # _xact_id of the oldest row: where _xact_id ranges start
+    earliest_created: str | None = None  # the span created ranges split (see take_snapshot)
+    latest_created: str | None = None
     estimate: int | None = None  # rows the read selects now, unpinned: sizes the ranges only
 
 
@@ -172,8 +174,8 @@ async def take_snapshot(
         version=str(newest["_xact_id"]),
         newest_key=newest.get("_pagination_key"),
         oldest_version=None if oldest is None else str(oldest["_xact_id"]),
-        oldest_created=None if earliest is None else earliest.get("created"),
-        newest_created=latest.get("created"),
+        earliest_created=None if earliest is None else earliest.get("created"),
+        latest_created=latest.get("created"),
         estimate=found["estimate"],
     )
 
@@ -253,13 +255,13 @@ def plan_ranges(snap: Snapshot, wanted: int, caps: Capabilities, since: Since) -
 
 
 def _created_bounds(snap: Snapshot, wanted: int) -> list[str]:
-    """``wanted - 1`` inner boundaries spread evenly between the oldest and newest rows'
-    ``created`` times, as ISO 8601 UTC text; none when the times are unknown or equal."""
-    if wanted <= 1 or not snap.oldest_created or not snap.newest_created:
+    """``wanted - 1`` inner boundaries spread evenly between the snapshot's earliest and
+    latest ``created``, as ISO 8601 UTC text; none when the times are unknown or equal."""
+    if wanted <= 1 or not snap.earliest_created or not snap.latest_created:
         return []
     try:
-        low = _parse_time(snap.oldest_created)
-        high = _parse_time(snap.newest_created)
+        low = _parse_time(snap.earliest_created)
+        high = _parse_time(snap.latest_created)
     except ValueError:
         return []
     if high <= low:

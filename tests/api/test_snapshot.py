@@ -108,8 +108,8 @@ def test_created_ranges_cover_every_time_once(
     assume(newest.year < 2100)
     snap = Snapshot(
         version=str(FIRST),
-        oldest_created=spelled(oldest, zones[0], styles[0]),
-        newest_created=spelled(newest, zones[1], styles[1]),
+        earliest_created=spelled(oldest, zones[0], styles[0]),
+        latest_created=spelled(newest, zones[1], styles[1]),
     )
     ranges = plan_ranges(snap, wanted, CREATED, Since())
     assert 1 <= len(ranges) <= wanted
@@ -134,7 +134,7 @@ def test_created_ranges_cover_every_time_once(
 def test_created_ranges_without_usable_times_are_one_open_range() -> None:
     for oldest, newest in [(None, None), ("2026-01-01T00:00:00Z", "2026-01-01T00:00:00+00:00"),
                            ("2026-01-02T00:00:00Z", "2026-01-01T00:00:00Z"), ("2026-01-01T00:00:00", "soon")]:  # fmt: skip
-        snap = Snapshot(version=str(FIRST), oldest_created=oldest, newest_created=newest)
+        snap = Snapshot(version=str(FIRST), earliest_created=oldest, latest_created=newest)
         assert plan_ranges(snap, 8, CREATED, Since()) == [Range("created")]
     assert plan_ranges(Snapshot(version=None), 8, CREATED, Since()) == []
 
@@ -147,8 +147,8 @@ def test_the_server_reads_each_created_range_as_planned(conservative_emulator: E
     oldest, newest = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 8, 3, tzinfo=UTC)
     snap = Snapshot(
         version=str(FIRST),
-        oldest_created=spelled(oldest, timezone(timedelta(hours=9)), 0),
-        newest_created=spelled(newest, timezone(timedelta(hours=-3)), 2),
+        earliest_created=spelled(oldest, timezone(timedelta(hours=9)), 0),
+        latest_created=spelled(newest, timezone(timedelta(hours=-3)), 2),
     )
     ranges = plan_ranges(snap, 6, CREATED, Since())
     assert len(ranges) == 6

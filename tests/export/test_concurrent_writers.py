@@ -164,8 +164,6 @@ def test_exports_while_others_insert_and_merge_hold_their_snapshot_exactly(
             assert obj["rows_expected"] == (None if emu.conservative else summary["rows"])
             ranges = {Path(f["path"]).name.split("-")[0] for f in obj["files"]}
             assert len(ranges) > 1, "the export was not split into ranges"
-    after = rows_at(emu, project["id"])
-    assert len(after) > summary["rows"], "the writes went on after the last export"
 
 
 @pytest.mark.parametrize("ranges", [(), SPLIT])

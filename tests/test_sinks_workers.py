@@ -57,7 +57,7 @@ def test_concurrent_sinks_in_two_workers_write_every_row_in_order(tmp_path: Path
         expected = [row for page in pages[sink] for row in page]
         assert canonical(read_all(storage, [f.path for f in published[sink]])) == canonical(expected)
     assert not [p for p in storage.list_files() if is_temp_name(p)]
-    assert _shared_blocks() == before
+    assert not _shared_blocks() - before  # none left behind (other processes may come and go)
 
 
 def test_errors_in_a_worker_reach_the_caller_and_an_aborted_sink_publishes_nothing(tmp_path: Path) -> None:
@@ -117,4 +117,4 @@ def test_without_shared_memory_pages_travel_in_the_call(tmp_path: Path, monkeypa
         sink.write_page(page_of(large))
         published = sink.close()
     assert canonical(read_all(storage, [f.path for f in published])) == canonical(small + large)
-    assert _shared_blocks() == before
+    assert not _shared_blocks() - before  # none left behind (other processes may come and go)

@@ -25,7 +25,8 @@ async def plan(
 ) -> tuple[str | None, list[Range]]:
     source = from_object(object_type, object_id)
     async with BraintrustClient(ClientSettings(api_url=url, api_key=key)) as client:
-        caps, snap = await asyncio.gather(capabilities(client, source), take_snapshot(client, source, None))
+        caps = await capabilities(client, source)
+        snap = await take_snapshot(client, source, None, by_created=not caps.xact_filters)
     return snap.version, plan_ranges(snap, wanted, caps, Since())
 
 

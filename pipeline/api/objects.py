@@ -7,8 +7,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
+
 from pipeline.api.client import BraintrustClient
-from pipeline.common.errors import NotFoundError
+from pipeline.common.errors import NotFoundError, first_error
 from pipeline.common.rows import ObjectType
 from pipeline.common.selection import parse_selection
 
@@ -102,25 +104,33 @@ def object_ref(kind: ObjectType, obj: dict[str, Any]) -> ObjectRef:
 async def resolve_selection(
     client: BraintrustClient, project: dict[str, Any], selection: str
 ) -> list[ObjectRef]:
-    """Turn ``--objects`` text into object refs, each once.
+    """Turn ``--objects`` text into object refs, each once, in the order the text names them.
 
     ``logs``, ``datasets`` and ``experiments`` mean the project logs and every dataset or
     experiment; ``dataset:NAME`` and ``experiment:NAME`` pick one (NotFoundError if absent).
+    The lookups go out together, so resolving costs one round trip however many kinds.
     """
-    refs: list[ObjectRef] = []
-    for selector in parse_selection(selection):
-        kind = selector.object_type
+    selectors = parse_selection(selection)
+    found: dict[int, list[ObjectRef]] = {}
+
+    async def resolve(index: int, kind: ObjectType, name: str | None) -> None:
         if kind == "project_logs":
-            refs.append(logs_ref(project))
-        elif selector.name is None:
-            refs.extend([object_ref(kind, o) async for o in list_objects(client, kind, project["id"])])
+            found[index] = [logs_ref(project)]
+        elif name is None:
+            found[index] = [object_ref(kind, o) async for o in list_objects(client, kind, project["id"])]
         else:
-            obj = await find_object(client, kind, project["id"], selector.name)
+            obj = await find_object(client, kind, project["id"], name)
             if obj is None:
-                raise NotFoundError(
-                    client.sided(f"{kind} {selector.name!r} not found in project {project['name']!r}")
-                )
-            refs.append(object_ref(kind, obj))
+                raise NotFoundError(client.sided(f"{kind} {name!r} not found in project {project['name']!r}"))
+            found[index] = [object_ref(kind, obj)]
+
+    try:
+        async with anyio.create_task_group() as tg:
+            for index, selector in enumerate(selectors):
+                tg.start_soon(resolve, index, selector.object_type, selector.name)
+    except BaseExceptionGroup as group:  # one lookup's error, as a sequential loop raised it
+        raise first_error(group) from None
+    refs = [ref for index in range(len(selectors)) for ref in found[index]]
     seen: set[tuple[str, str]] = set()
     unique = []
     for ref in refs:

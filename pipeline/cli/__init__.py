@@ -22,6 +22,7 @@ LAZY_COMMANDS = {
     "migrate": "pipeline.cli.load:migrate_command",
     "query": "pipeline.cli.query:query",
     "run": "pipeline.cli.jobs:run",
+    "runs": "pipeline.cli.runs:runs",
     "validate": "pipeline.cli.jobs:validate",
     "verify": "pipeline.cli.load:verify_command",
 }

@@ -34,6 +34,7 @@ from pipeline.common.chains import BrokenChain, RunIndex, order_runs, scope_of
 from pipeline.common.manifest import Manifest, list_manifests, manifest_path
 from pipeline.common.storage import Storage
 from pipeline.jobs.config import ExportJobConfig
+from pipeline.jobs.runs import record_pruned
 
 
 @dataclass(frozen=True)
@@ -149,11 +150,15 @@ def prune_runs(storage: Storage, runs: list[RunRecord]) -> int:
     """Delete each run's manifest, then its data and tombstone files; the number of files
     deleted.
 
-    The manifest goes first so that a crash part way leaves unlisted files, never a manifest
-    that names missing ones. ``storage`` is that of the run holding the root's lease
-    (:func:`pipeline.common.lease.guarded`): each deletion checks the lease first, so a run
-    whose lease another run took over deletes nothing more (``LeaseLost``).
+    The runs go on the root's record of pruned runs first (:func:`pipeline.jobs.runs.record_pruned`,
+    which ``btpipe runs`` lists), then each manifest goes before its files, so that a crash part
+    way leaves unlisted files, never a manifest that names missing ones. ``storage`` is that of
+    the run holding the root's lease (:func:`pipeline.common.lease.guarded`): each write and
+    deletion checks the lease first, so a run whose lease another run took over deletes nothing
+    more (``LeaseLost``).
     """
+    if runs:
+        record_pruned(storage, [run.manifest for run in runs])
     deleted = 0
     for run in runs:
         for relpath in (manifest_path(run.run_id), *run.files):

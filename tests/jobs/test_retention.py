@@ -155,4 +155,4 @@ def test_prune_deletes_manifest_data_and_tombstones_of_old_runs_of_one_project(t
     ]  # fmt: skip
     plan = plan_retention(runs, 2, JOB)
     assert prune_runs(storage, plan.prune) == 7
-    assert storage.list_files() == sorted(kept)
+    assert storage.list_files() == sorted([*kept, "_pruned.json"])  # the record of pruned runs

@@ -149,11 +149,14 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def check_local_root(root: Path, project: dict[str, Any], source: dict[str, str], runs: int = 1) -> None:
-    """``root`` holds ``runs`` complete runs, every file matching its manifest, and nothing else."""
+def check_local_root(
+    root: Path, project: dict[str, Any], source: dict[str, str], runs: int = 1, *, pruned: bool = False
+) -> None:
+    """``root`` holds ``runs`` complete runs, every file matching its manifest, the record of
+    pruned runs when some were (``pruned``), and nothing else."""
     manifests = [Manifest.from_json(p.read_bytes()) for p in sorted((root / "_manifests").glob("*.json"))]
     assert len(manifests) == runs
-    expected = {f"_state/export-{project['id']}.json"}
+    expected = {f"_state/export-{project['id']}.json", *(["_pruned.json"] if pruned else [])}
     for manifest in manifests:
         (obj,) = manifest.objects
         assert obj.rows_written == len(source)
@@ -394,7 +397,7 @@ def test_btpipe_run_holds_its_output_root_through_export_and_retention(
     assert pruned.returncode == 0, pruned.stderr
     (job,) = orjson.loads(pruned.stdout)
     assert len(job["pruned_runs"]) == 2
-    check_local_root(root, project, source)
+    check_local_root(root, project, source, pruned=True)
 
 
 def test_retention_deletes_nothing_once_the_lease_is_lost(

@@ -18,12 +18,20 @@ _NUMERIC = frozenset({"ROWS", "FILES", "BYTES"})
 
 @click.command("runs")
 @click.argument("root")
-@click.option("--json", "as_json", is_flag=True, help="Print the runs as a JSON list (exact counts).")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the runs as a JSON list, each object's detail and exact bytes.",
+)
 def runs(root: str, as_json: bool) -> None:
-    """List the runs of an export root, oldest first: kind, scope, versions, rows, files, status.
+    """List the runs of an export root, oldest first, and their status.
 
     ROOT is what export --out or a job's out named: a directory, s3://bucket/prefix or
-    gs://bucket/prefix. Status is complete, unfinished (to be resumed) or pruned (by keep_runs).
+    gs://bucket/prefix. Runs are in the order restores read them (by the snapshot versions
+    they read, not by a clock). Per run: its id, full or incremental, scope (objects, shape,
+    filter), snapshot version(s), rows, files, bytes, and status: complete, unfinished (the
+    next export with the same options resumes it) or pruned (by a job's keep_runs).
     """
     storage = open_root(root)
     found = list_runs(storage)

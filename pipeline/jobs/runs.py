@@ -298,7 +298,7 @@ def record_pruned(storage: Storage, manifests: Sequence[Manifest]) -> None:
 def root_name(storage: Storage) -> str:
     """The root as messages show it: a local path as it is, a URL without anything a
     credential could hide in."""
-    return storage.url if isinstance(storage, LocalStorage) else public_url(storage.url)
+    return public_url(storage.url) if "://" in storage.url else storage.url
 
 
 def open_root(url: str) -> Storage:
@@ -314,13 +314,12 @@ def open_root(url: str) -> Storage:
     return storage
 
 
-def _unfinished_runs(storage: Storage) -> list[RunSummary]:
+def _unfinished_runs(storage: Storage, state_files: list[str]) -> list[RunSummary]:
     found = []
-    for path in storage.list_files(_STATE_FILES):
-        if path.endswith(".json"):
-            state = StateStore(storage, path, ExportState).load()
-            if state is not None and state.run is not None:
-                found.append(describe_unfinished(state.project_id, state.run))
+    for path in state_files:
+        state = StateStore(storage, path, ExportState).load()
+        if state is not None and state.run is not None:
+            found.append(describe_unfinished(state.project_id, state.run))
     return found
 
 
@@ -340,9 +339,10 @@ def list_runs(storage: Storage) -> list[RunSummary]:
     """Every run of the export root ``storage``, oldest first (see the module docstring). An
     empty root has none; a root holding files but nothing an export writes is refused."""
     manifests = list_manifests(storage)
-    unfinished = _unfinished_runs(storage)
+    state_files = [path for path in storage.list_files(_STATE_FILES) if path.endswith(".json")]
+    unfinished = _unfinished_runs(storage, state_files)
     pruned = read_pruned(storage)
-    marked = manifests or unfinished or pruned or storage.exists(ROOT_LEASE)
+    marked = manifests or state_files or pruned or storage.exists(ROOT_LEASE)
     if not marked and storage.list_files(""):
         raise NotAnExportRoot(
             f"{root_name(storage)} is not an export root: it holds no {MANIFEST_DIR}/ and no "

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -24,6 +24,7 @@ from pipeline.cli.display import size
 from pipeline.common.errors import EXIT_USAGE, BtpipeError
 from pipeline.common.manifest import FileInfo, Manifest, ObjectManifest, write_manifest
 from pipeline.common.progress import Progress
+from pipeline.common.state import ExportState, Watermark, export_store
 from pipeline.common.storage import LocalStorage
 from pipeline.export.runner import ExportJob, ExportOptions
 from pipeline.jobs.runs import PRUNED_RECORD, record_pruned
@@ -421,3 +422,27 @@ def test_an_s3_root_is_listed_like_a_local_one(
     assert run_id in table.stdout
     for secret in ("testing-id", "testing-secret", emulator.key):
         assert secret not in table.output
+
+
+def test_a_root_whose_runs_are_all_gone_still_is_one(emulator: Any, tmp_path: Path) -> None:
+    """Export state with watermarks only (the manifests deleted by hand) and files: no runs."""
+    storage = LocalStorage(str(tmp_path))
+    export_store(storage, "p").save(ExportState("p", {"k": Watermark("10", "gone-run")}))
+    storage.write_bytes("object_type=project_logs/object_id=p/run=gone-run/r00-part-00000.parquet", b"x")
+    assert ok(btpipe(emulator, "runs", str(tmp_path))).stdout == f"{tmp_path}: no runs yet\n"
+
+
+def test_runs_of_several_projects_get_a_project_column(emulator: Any, tmp_path: Path) -> None:
+    storage = LocalStorage(str(tmp_path))
+    write_manifest(storage, manifest("a", "2026-01-01", 10))
+    other = manifest("b", "2026-01-02", 20)
+    options = {**other.options, "project_id": "q", "project_name": "second"}
+    write_manifest(
+        storage, replace(other, options=options, objects=(replace(other.objects[0], object_id="q"),))
+    )
+    header, first, second = ok(btpipe(emulator, "runs", str(tmp_path))).stdout.splitlines()
+    assert re.split(r"\s{2,}", header)[:3] == ["RUN", "PROJECT", "KIND"]
+    assert re.split(r"\s{2,}", first)[:2] == ["a", "proj"] and re.split(r"\s{2,}", second)[:2] == [
+        "b",
+        "second",
+    ]

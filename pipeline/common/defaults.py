@@ -194,6 +194,11 @@ INCREMENTAL: Setting[bool] = Setting(
     "incremental", False, bool, flag="--incremental", key="incremental",
     help="Only rows written since the last completed run into the same output", section=EXPORT,
 )  # fmt: skip
+DRY_RUN: Setting[bool] = Setting(
+    "dry_run", False, bool, flag="--dry-run",
+    help="Only print the plan (objects, row counts, ranges, where files would go); write nothing",
+    section=EXPORT,
+)  # fmt: skip
 EXPORT_WORKERS: Setting[int] = Setting(
     "workers", 8, int, min=1, flag="--workers", key="workers",
     help="Ranges paged at the same time", section=EXPORT,
@@ -369,7 +374,7 @@ DELETE_OBJECTS: Setting[str] = Setting(
 
 #: Every setting, in the order of the documentation table.
 SETTINGS: tuple[Setting[Any], ...] = (
-    OBJECTS, FORMAT, COMPRESSION, FILTER, SHAPE, INCREMENTAL, EXPORT_WORKERS, RANGES_PER_OBJECT,
+    OBJECTS, FORMAT, COMPRESSION, FILTER, SHAPE, INCREMENTAL, DRY_RUN, EXPORT_WORKERS, RANGES_PER_OBJECT,
     MIN_ROWS_PER_RANGE, PAGE_LIMIT, PREFETCH, ENCODERS, ROW_GROUP_ROWS, ROW_GROUP_MB, FILE_ROWS, FILE_MB,
     LOAD_WORKERS, BATCH_ROWS, MAX_BATCH_BYTES, MAX_INFLIGHT_MB, ON_ERROR, ERROR_FILE, STATE_DIR,
     CREATE_PROJECT, INTO_EXISTING,

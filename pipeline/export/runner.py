@@ -5,6 +5,9 @@
             it into a sink in a worker thread; every published file advances the checkpoint
     finish: manifest, watermarks for --incremental, the unfinished run cleared
 
+A dry run (``ExportJob.dry_run``) plans through the same code but reads no page and writes
+nothing (:mod:`pipeline.export.dryrun`).
+
 Ranges run at most ``workers`` at a time, and one page budget (:mod:`pipeline.export.budget`)
 bounds the pages held in memory across them, so memory stays flat whatever the size of the
 project. The runner decides where every file ends (``file_rows``, ``file_bytes``); the sinks
@@ -59,6 +62,7 @@ from pipeline.common.state import (
 )
 from pipeline.common.storage import Retries, Storage, open_storage
 from pipeline.export.budget import PageBudget, Slot
+from pipeline.export.dryrun import ExportPlan, describe
 from pipeline.export.gone import deleted_at_source, drop_files, gone_label, may_be_gone
 from pipeline.export.tombstones import record_tombstones
 from pipeline.querylang.ast import Expr, all_of, from_object
@@ -97,6 +101,12 @@ class ExportOptions:
     row_group_rows: int = defaults.ROW_GROUP_ROWS.default
     row_group_mb: int = defaults.ROW_GROUP_MB.default
     wait_lease: float = defaults.WAIT_LEASE.default
+
+    @property
+    def file_compression(self) -> str:
+        """The compression the data files get: ``compression``, else zstd for Parquet and none
+        for JSONL."""
+        return self.compression or ("zstd" if self.format == "parquet" else "none")
 
     def run_key(self) -> dict[str, Any]:
         """What must match for an unfinished run to be resumed by this invocation."""
@@ -263,14 +273,11 @@ class ExportJob:
         self._guard: Guard  # the lease, as the encoder processes check it before publishing
         self.store: StateStore[ExportState]
         self.state: ExportState
+        self._project_name: str
 
     async def run(self) -> ExportSummary:
         started = time.monotonic()
-        retry = self.client.settings.retry  # bounds the storage's retries too
-        retries = Retries(retry.max_attempts, retry.max_delay)
-        self.storage = await anyio.to_thread.run_sync(
-            partial(open_storage, retries=retries), self.options.out
-        )
+        retries = await self._open_storage()
         if self._in_workers:
             # started now, so the workers import pyarrow while the export plans
             self._workers = await anyio.to_thread.run_sync(
@@ -285,6 +292,39 @@ class ExportJob:
             if self._workers is not None:
                 await anyio.to_thread.run_sync(self._workers.close)
 
+    async def dry_run(self) -> ExportPlan:
+        """The plan of the run :meth:`run` would do (:mod:`pipeline.export.dryrun`), by the same
+        planning, written nowhere: no lease, state, manifest, file or temp file, and no page read.
+        An unfinished run in the output root is shown resumed, not planned again; one of other
+        options is refused as :meth:`run` refuses it."""
+        await self._open_storage()
+        project = await self._load_state()
+        unfinished = self.state.run
+        resume = unfinished is not None and self._resumes(unfinished)
+        run = unfinished if unfinished is not None and resume else await self._plan(project, read_ahead=False)
+        return describe(
+            run,
+            self.storage,
+            project_name=self._project_name,
+            project_id=self.state.project_id,
+            file_format=self.options.format,
+            compression=self.options.file_compression,
+            resume=resume,
+            discards=None if unfinished is None or resume else unfinished.run_id,
+            previous={obj.key: self._previous_run(obj) for obj in run.objects},
+            requests=self.client.statistics().requests,
+        )
+
+    async def _open_storage(self) -> Retries:
+        """Open the output root (nothing is written to it yet); the storage retries as the
+        client does, which bounds them too."""
+        retry = self.client.settings.retry
+        retries = Retries(retry.max_attempts, retry.max_delay)
+        self.storage = await anyio.to_thread.run_sync(
+            partial(open_storage, retries=retries), self.options.out
+        )
+        return retries
+
     async def _run(self, started: float) -> ExportSummary:
         """The run under the root's lease, taken before the state is read and released after
         the manifest is published; every publish and deletion checks it first."""
@@ -297,11 +337,7 @@ class ExportJob:
             return await self._run_held(started)
 
     async def _run_held(self, started: float) -> ExportSummary:
-        project = await resolve_project(self.client, self.options.project)
-        self.store = export_store(self.storage, project["id"])
-        loaded = await anyio.to_thread.run_sync(self.store.load)
-        self.state = loaded or ExportState(project_id=project["id"])
-        self._project_name: str = project["name"]
+        project = await self._load_state()
         resumed = await self._adopt_unfinished_run()
         if self.state.run is None:
             self.state.run = await self._plan(project)
@@ -342,18 +378,34 @@ class ExportJob:
 
     # -- planning -------------------------------------------------------------------------
 
-    async def _adopt_unfinished_run(self) -> bool:
-        run = self.state.run
-        if run is None:
+    async def _load_state(self) -> dict[str, Any]:
+        """The project, and its export state under the output root (only read here)."""
+        project = await resolve_project(self.client, self.options.project)
+        self.store = export_store(self.storage, project["id"])
+        loaded = await anyio.to_thread.run_sync(self.store.load)
+        self.state = loaded or ExportState(project_id=project["id"])
+        self._project_name = project["name"]
+        return project
+
+    def _resumes(self, run: RunState) -> bool:
+        """Whether this invocation resumes the unfinished ``run`` (else ``--restart`` discards
+        it); one that used other options is refused unless ``--restart``."""
+        if self.options.restart:
             return False
-        if run.options == self.options.run_key() and not self.options.restart:
-            await self._check_published(run)
-            return True
-        if not self.options.restart:
+        if run.options != self.options.run_key():
             raise UsageError(
                 f"{self.storage.url}: an unfinished export (run {run.run_id}) used other options; "
                 "re-run with the same options to resume it, or pass --restart to discard it"
             )
+        return True
+
+    async def _adopt_unfinished_run(self) -> bool:
+        run = self.state.run
+        if run is None:
+            return False
+        if self._resumes(run):
+            await self._check_published(run)
+            return True
         for obj in run.objects:  # every file of the run, those published after its last save too
             await anyio.to_thread.run_sync(drop_files, self.storage, obj, run.run_id)
         self.state.run = None
@@ -386,7 +438,9 @@ class ExportJob:
         except FileNotFoundError:
             pass
 
-    async def _plan(self, project: dict[str, Any]) -> RunState:
+    async def _plan(self, project: dict[str, Any], *, read_ahead: bool = True) -> RunState:
+        """Plan a new run: the selected objects, each snapshot and split into ranges;
+        ``read_ahead``: read each range's first page meanwhile (a dry run reads none)."""
         found: dict[str, Any] = {}
 
         async def probe() -> None:
@@ -405,7 +459,7 @@ class ExportJob:
 
         async def plan_one(i: int, ref: ObjectRef) -> None:
             async with limiter:
-                planned[i] = await self._plan_object(ref, caps)
+                planned[i] = await self._plan_object(ref, caps, read_ahead=read_ahead)
 
         async with anyio.create_task_group() as tg:
             for i, ref in enumerate(refs):
@@ -417,9 +471,9 @@ class ExportJob:
             objects=[planned[i] for i in range(len(refs))],
         )
 
-    async def _plan_object(self, ref: ObjectRef, caps: Capabilities) -> ObjectState:
-        """Snapshot the object and split it into ranges (one round trip), then read each
-        range's first page while the server counts the snapshot's rows, where it can."""
+    async def _plan_object(self, ref: ObjectRef, caps: Capabilities, *, read_ahead: bool) -> ObjectState:
+        """Snapshot the object and split it into ranges (one round trip), then, ``read_ahead``,
+        read each range's first page while the server counts the snapshot's rows, where it can."""
         opts = self.options
         mark = self.state.watermark(_watermark_key(ref, opts)) if opts.incremental else None
         since = Since() if mark is None else Since(mark.version, mark.key)
@@ -456,8 +510,9 @@ class ExportJob:
         )
         counts: tuple[int | None, int | None] = (obj.estimate, None)
         async with anyio.create_task_group() as tg:
-            for rng in obj.ranges:
-                tg.start_soon(self._read_first_page, obj, rng)
+            if read_ahead:
+                for rng in obj.ranges:
+                    tg.start_soon(self._read_first_page, obj, rng)
             if obj.ranges and obj.version is not None:
                 counts = await count_now_and_at(
                     self.client, source, selected, obj.version, at_version=caps.count_at_version
@@ -673,7 +728,8 @@ class ExportJob:
                 prefix=prefix,
                 first_part=rng.next_part,
                 compression=cast(
-                    JsonlCompression, None if self.options.compression == "none" else self.options.compression
+                    JsonlCompression,
+                    None if self.options.file_compression == "none" else self.options.file_compression,
                 ),
             )
         factory = partial(
@@ -682,7 +738,7 @@ class ExportJob:
             object_type=cast(ObjectType, obj.object_type),
             prefix=prefix,
             first_part=rng.next_part,
-            compression=self.options.compression or "zstd",
+            compression=self.options.file_compression,
             row_group_rows=self.options.row_group_rows,
             row_group_bytes=self.options.row_group_mb * 2**20,
         )

@@ -592,19 +592,25 @@ class ExportJob:
 
     async def _run_ranges(self, run: RunState, objects: list[ObjectState] | None = None) -> None:
         limiter = anyio.CapacityLimiter(self.options.workers)
+        starts: list[tuple[ObjectState, RangeState, Task, list[int]]] = []
+        for obj in run.objects if objects is None else objects:
+            task = self.progress.add(
+                obj.name if obj.object_type == "project_logs" else f"{obj.object_type}:{obj.name}",
+                obj.expected_rows if obj.expected_rows is not None else obj.estimate,
+                done=obj.rows,
+            )
+            pending = [r for r in obj.ranges if not r.done]
+            if not pending:
+                task.finish()
+            remaining = [len(pending)]
+            starts.extend((obj, rng, task, remaining) for rng in pending)
+        # The ranges holding a page read while planning take the limiter (first come, first
+        # served) first: one waiting for it would keep a slot of the page budget from the
+        # ranges running, which could all be waiting for a slot.
+        starts.sort(key=lambda s: (s[0].id, s[1].index) not in self._first_pages)
         async with anyio.create_task_group() as tg:
-            for obj in run.objects if objects is None else objects:
-                task = self.progress.add(
-                    obj.name if obj.object_type == "project_logs" else f"{obj.object_type}:{obj.name}",
-                    obj.expected_rows if obj.expected_rows is not None else obj.estimate,
-                    done=obj.rows,
-                )
-                pending = [r for r in obj.ranges if not r.done]
-                if not pending:
-                    task.finish()
-                remaining = [len(pending)]
-                for rng in pending:
-                    tg.start_soon(self._run_range, run, obj, rng, task, limiter, remaining)
+            for obj, rng, task, remaining in starts:
+                tg.start_soon(self._run_range, run, obj, rng, task, limiter, remaining)
 
     async def _run_range(
         self,

@@ -64,7 +64,6 @@ from pipeline.common.storage import Retries, Storage, open_storage
 from pipeline.export.budget import PageBudget, Slot
 from pipeline.export.dryrun import ExportPlan, describe
 from pipeline.export.gone import deleted_at_source, drop_files, gone_label, may_be_gone
-from pipeline.export.tombstones import record_tombstones
 from pipeline.querylang.ast import Expr, all_of, from_object
 from pipeline.sinks.base import Sink
 from pipeline.sinks.jsonl import JsonlSink
@@ -809,6 +808,10 @@ class ExportJob:
                 )
         scope = Scope(self.options.shape, self.options.filter or "")
         previous = {obj.key: self._previous_run(obj) for obj in run.objects}
+        # imported here: the id pass reads files through pyarrow, which a run that records no
+        # tombstones (a full run, JSONL) never needs in this process
+        from pipeline.export.tombstones import record_tombstones
+
         tombstones = await record_tombstones(
             self.client, self.storage, run.run_id, [obj for obj in run.objects if not obj.gone],
             scope=scope, previous=previous, workers=self.options.workers,

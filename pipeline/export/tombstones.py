@@ -43,7 +43,6 @@ from pipeline.common.manifest import FileInfo, list_manifests
 from pipeline.common.state import ObjectState
 from pipeline.common.storage import Storage
 from pipeline.querylang.ast import ident
-from pipeline.sources.ids import iter_ids
 
 _WRITE_CHUNK = 10_000  # ids written to the tombstone file at a time
 #: What to do when the chain an incremental run continues is broken: its deletes cannot be
@@ -83,6 +82,8 @@ class IdSet:
 def load_chain(storage: Storage, chain: list[Entry], known: IdSet) -> None:
     """Put into ``known`` the ids ``chain`` holds once applied in order: each run's rows, less
     its tombstones (blocking)."""
+    from pipeline.sources.ids import iter_ids  # pyarrow loads only for an id pass
+
     for entry in chain:
         for info in entry.obj.files:
             for ids in iter_ids(storage, info.path):

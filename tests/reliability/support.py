@@ -18,6 +18,8 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+import anyio
 import orjson
 import pytest
 
@@ -25,6 +27,7 @@ from pipeline.common.rows import DESTINATION_FIELDS
 from pipeline.emulator.rowwrite import Target
 from pipeline.emulator.sample import bulk_load, generate_traces
 from pipeline.emulator.server import RunningServer
+from pipeline.querylang.ast import from_object
 from tests.helpers import post, unique
 
 #: Fault mix used throughout: every kind, 20% of requests, Retry-After of 0 s.
@@ -77,6 +80,38 @@ def free_port() -> int:
         return port
 
 
+async def _pinned_rows(
+    url: str, key: str, object_type: str, object_id: str, version: str | None
+) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    cursor: str | None = None
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"}) as session:
+        while True:
+            query: dict[str, Any] = {"from": from_object(object_type, object_id), "select": [{"op": "star"}],
+                                     "limit": 1000}  # fmt: skip
+            if cursor:
+                query["cursor"] = cursor
+            body: dict[str, Any] = {"query": query, "fmt": "json"}
+            if version is not None:
+                body["version"] = version
+            async with session.post(url + "/btql", json=body) as resp:
+                assert resp.status == 200, await resp.text()
+                payload = orjson.loads(await resp.read())
+            rows.extend(payload["data"])
+            cursor = payload.get("cursor")
+            if not payload["data"] or not cursor:
+                return rows
+
+
+def rows_at(url: str, key: str, object_type: str, object_id: str, version: str | None) -> dict[str, Any]:
+    """Every row of one object as the source held it at ``version`` (a read pinned there
+    through ``/btql``, independent of btpipe's client; None: now), by id; an id twice fails."""
+    rows = anyio.run(_pinned_rows, url, key, object_type, object_id, version)
+    found = {r["id"]: r for r in rows}
+    assert len(found) == len(rows), "the server returned an id twice"
+    return found
+
+
 def json_files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*.json") if p.is_file())
 
@@ -88,10 +123,19 @@ class Scale:
     fault_rows: int
     crash_rows: int
     kills: int
+    #: Concurrent writers: log rows seeded (the dataset gets a quarter as many), export runs
+    #: into one root while others write, and restores of it ``--until`` an earlier run.
+    writer_rows: int
+    writer_runs: int
+    earlier_restores: int
 
 
-DEFAULT = Scale(fault_rows=50_000, crash_rows=12_000, kills=3)
-CHAOS = Scale(fault_rows=500_000, crash_rows=60_000, kills=10)
+DEFAULT = Scale(
+    fault_rows=50_000, crash_rows=12_000, kills=3, writer_rows=1_200, writer_runs=5, earlier_restores=2
+)
+CHAOS = Scale(
+    fault_rows=500_000, crash_rows=60_000, kills=10, writer_rows=20_000, writer_runs=9, earlier_restores=3
+)
 
 #: Parametrize a test over both scales; the chaos one carries the marker.
 SCALES = [pytest.param(DEFAULT, id="default"), pytest.param(CHAOS, id="chaos", marks=pytest.mark.chaos)]

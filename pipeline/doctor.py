@@ -41,7 +41,7 @@ Status = Literal["ok", "no", "unknown", "skipped", "failed"]
 PLAN: Mapping[str, tuple[str, str]] = {
     "xact_filters": (
         "ranges split by _xact_id, incremental runs by _xact_id",
-        "ranges split by created, incremental runs by _pagination_key",
+        "ranges split by _pagination_key (or created), incremental runs by _pagination_key",
     ),
     "count_at_version": (
         "each export checked against the exact row count at its version",

@@ -10,7 +10,7 @@ serves them:
 
 - ``xact_filters``: comparisons on ``_xact_id`` in a filter. Parallel ranges then split an
   object's write history, and incremental runs select by version; without them ranges split
-  by ``created`` and incremental runs select by ``_pagination_key``.
+  by ``_pagination_key`` (or ``created``) and incremental runs select by ``_pagination_key``.
 - ``count_at_version``: ``count(1)`` at a pinned ``version``. A run then knows exactly how
   many rows its snapshot holds and fails when it wrote another number; without it a run
   proves completeness page by page only.

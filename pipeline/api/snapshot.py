@@ -4,17 +4,18 @@ A read is pinned to one version (``_xact_id``): every page of every range passes
 written, merged or deleted meanwhile do not move rows between pages or ranges, and every row
 that existed at that version is read exactly once. The version is the ``_xact_id`` of the
 newest row, found as ``bt sync`` finds it: a sort on ``_pagination_key`` (which grows with
-every write) with ``limit: 1``. The oldest row comes the same way, a plain ``count(1)``
-(the walkthrough's measure) estimates the size and, where ranges split by ``created``, sorts
-on it (as the Python SDK's span fetcher sorts) find its earliest and latest values; all go
-out together, one round trip.
+every write) with ``limit: 1``. The oldest row comes the same way and a plain ``count(1)``
+(the walkthrough's measure) estimates the size; all go out together, one round trip.
 
 Ranges split the snapshot into disjoint slices that together cover it: by ``_xact_id`` (equal
-slices of write history) where the server serves comparisons on it, else by ``created``
-between its earliest and latest values, the first range open below and the last open above,
-so a row with any ``created`` falls in exactly one range. Incremental runs select rows
-written since the last run by ``_xact_id`` where served, else by ``_pagination_key``
-(``braintrust-migrate``'s keyset).
+slices of write history) where the server serves comparisons on it; else by
+``_pagination_key`` (``braintrust-migrate``'s keyset filter), between the oldest and newest
+rows' keys where those are a prefix and a fixed-width number, as a server writing in order
+makes them; else by ``created`` between its earliest and latest values, found by sorts on it
+(as the Python SDK's span fetcher sorts; one more round trip). The first range is open below
+and the last open above, so every row falls in exactly one range whatever its key or time.
+Incremental runs select rows written since the last run by ``_xact_id`` where served, else by
+``_pagination_key``.
 
 When the server counts at a pinned version (a probed capability), :func:`count_now_and_at`
 gives the exact number of rows the snapshot holds; the export compares what it wrote against it.
@@ -29,6 +30,7 @@ read has written more rows than were counted now.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -40,7 +42,7 @@ from pipeline.api.capabilities import Capabilities, capabilities
 from pipeline.api.client import BadRequestError, BraintrustClient, PageTooLargeError
 from pipeline.querylang.ast import Expr, Query, all_of, binary, function, ident, literal
 
-RangeField = Literal["_xact_id", "created"]
+RangeField = Literal["_xact_id", "_pagination_key", "created"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class Snapshot:
 
     version: str | None
     newest_key: str | None = None  # _pagination_key of the newest row: the keyset watermark
+    oldest_key: str | None = None  # _pagination_key of the oldest row: where key ranges start
     oldest_version: str | None = None  # _xact_id of the oldest row: where _xact_id ranges start
     earliest_created: str | None = None  # the span created ranges split (see take_snapshot)
     latest_created: str | None = None
@@ -57,7 +60,8 @@ class Snapshot:
 
 @dataclass(frozen=True)
 class Range:
-    """A slice of one object: ``low < _xact_id <= high``, or ``low <= created < high``.
+    """A slice of one object: ``low < _xact_id <= high``, ``low < _pagination_key <= high`` or
+    ``low <= created < high``.
 
     A missing bound is open; the bounds of consecutive ranges meet, so ranges never overlap.
     """
@@ -67,7 +71,7 @@ class Range:
     high: str | None = None
 
     def expr(self) -> Expr | None:
-        lower, upper = ("gt", "le") if self.by == "_xact_id" else ("ge", "lt")
+        lower, upper = ("ge", "lt") if self.by == "created" else ("gt", "le")
         return all_of(
             None if self.low is None else binary(lower, ident(self.by), literal(self.low)),
             None if self.high is None else binary(upper, ident(self.by), literal(self.high)),
@@ -163,16 +167,19 @@ async def take_snapshot(
         tg.start_soon(edge, "newest", "desc")
         tg.start_soon(edge, "oldest", "asc")
         tg.start_soon(estimate)
-        if by_created:
-            tg.start_soon(created_edge, "earliest", "asc")
-            tg.start_soon(created_edge, "latest", "desc")
     newest, oldest = found["newest"], found["oldest"]
     if newest is None:
         return Snapshot(version=None, estimate=found["estimate"])
+    keys = (None if oldest is None else oldest.get("_pagination_key"), newest.get("_pagination_key"))
+    if by_created and key_bounds(*keys, 2) is None:  # keys of a form that cannot be split
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(created_edge, "earliest", "asc")
+            tg.start_soon(created_edge, "latest", "desc")
     earliest, latest = found.get("earliest") or oldest, found.get("latest") or newest
     return Snapshot(
         version=str(newest["_xact_id"]),
         newest_key=newest.get("_pagination_key"),
+        oldest_key=None if oldest is None else oldest.get("_pagination_key"),
         oldest_version=None if oldest is None else str(oldest["_xact_id"]),
         earliest_created=None if earliest is None else earliest.get("created"),
         latest_created=latest.get("created"),
@@ -247,11 +254,41 @@ def plan_ranges(snap: Snapshot, wanted: int, caps: Capabilities, since: Since) -
         bounds = [start + (span * i) // count for i in range(count + 1)]
         ranges = [Range("_xact_id", str(bounds[i]), str(bounds[i + 1])) for i in range(count)]
         return [Range("_xact_id", low, ranges[0].high), *ranges[1:]]
+    start_key = since.key if since.key is not None else snap.oldest_key
+    cuts = key_bounds(start_key, snap.newest_key, wanted)
+    if cuts is not None:
+        if not cuts:
+            return [Range("_pagination_key")]
+        key_edges: list[str | None] = [None, *cuts, None]
+        return [Range("_pagination_key", key_edges[i], key_edges[i + 1]) for i in range(len(key_edges) - 1)]
     times = _created_bounds(snap, wanted)
     if not times:
         return [Range("created")]
     edges: list[str | None] = [None, *times, None]
     return [Range("created", edges[i], edges[i + 1]) for i in range(len(edges) - 1)]
+
+
+_KEY = re.compile(r"^(\D*)(\d+)$")
+
+
+def key_bounds(low: str | None, high: str | None, wanted: int) -> list[str] | None:
+    """``wanted - 1`` inner boundaries spread evenly between two ``_pagination_key`` values,
+    where both are a common prefix and a fixed-width number (as the keys a server writes in
+    order are); None when the keys are of another form (then ranges split by ``created``).
+
+    Any key compares with any other as text, so the ranges these bound are disjoint and cover
+    every row whatever the keys mean; an even split of the numbers is only the likely one."""
+    if low is None or high is None:
+        return None
+    a, b = _KEY.match(low), _KEY.match(high)
+    if a is None or b is None or a.group(1) != b.group(1) or len(a.group(2)) != len(b.group(2)):
+        return None
+    start, end, width = int(a.group(2)), int(b.group(2)), len(a.group(2))
+    if wanted <= 1 or end - start <= 1:
+        return []
+    count = min(wanted, end - start)
+    cuts = sorted({start + (end - start) * i // count for i in range(1, count)})
+    return [f"{a.group(1)}{cut:0{width}d}" for cut in cuts]
 
 
 def _created_bounds(snap: Snapshot, wanted: int) -> list[str]:

@@ -22,7 +22,7 @@ SERVED = [
     "count_at_version: yes -> each export checked against the exact row count at its version",
 ]
 FALLBACKS = [
-    "xact_filters: no -> ranges split by created, incremental runs by _pagination_key",
+    "xact_filters: no -> ranges split by _pagination_key (or created), incremental runs by _pagination_key",
     "count_at_version: no -> completeness proven page by page, no count check",
 ]
 READS = [

@@ -126,9 +126,9 @@ def options(project: str, out: Path | str, **kw: Any) -> ExportOptions:
 def planning_requests(emu: Emulator, objects: int, *, listings: int) -> int:
     """The requests planning sends: the project lookup, the listings of datasets and
     experiments, the two probe questions, then per object its snapshot (newest row, oldest row
-    and count; on the conservative profile also the earliest and latest ``created``) and its
-    counts (now, and at the version where the server counts there)."""
-    per_object = 5 + 1 if emu.conservative else 3 + 2
+    and count; the emulator's keys split into ranges, so no sort on ``created``) and its counts
+    (now, and at the version where the server counts there)."""
+    per_object = 3 + 1 if emu.conservative else 3 + 2
     return 1 + listings + 2 + objects * per_object
 
 
@@ -239,7 +239,7 @@ def test_json_holds_the_exact_plan(
                 "ranges": [
                     {
                         "index": 0,
-                        "by": "created" if emu.conservative else "_xact_id",
+                        "by": "_pagination_key" if emu.conservative else "_xact_id",
                         "low": None,
                         "high": None if emu.conservative else version,
                         "files": f"{directory}/r00-part-*.jsonl.gz",

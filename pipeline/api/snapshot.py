@@ -31,6 +31,7 @@ read has written more rows than were counted now.
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -143,11 +144,16 @@ def _created_edge(source: dict[str, Any], filter_expr: Expr | None, direction: s
 
 
 async def take_snapshot(
-    client: BraintrustClient, source: dict[str, Any], filter_expr: Expr | None, *, by_created: bool = False
+    client: BraintrustClient,
+    source: dict[str, Any],
+    filter_expr: Expr | None,
+    *,
+    by_created: bool | Callable[[], Awaitable[bool]] = False,
 ) -> Snapshot:
     """The newest and oldest rows of the whole object, an estimate of the rows ``filter_expr``
-    selects and, ``by_created``, the earliest and latest ``created`` among them, in one round
-    trip. ``created`` need not grow with the write order (an import keeps a row's time, a
+    selects and, where ranges will split by ``created`` (``by_created``, or what it answers
+    when it is a function, asked only then, so the caller may still be probing), the earliest
+    and latest ``created`` among them (one more round trip). ``created`` need not grow with the write order (an import keeps a row's time, a
     merge rewrites an old row), so the oldest and newest rows' times bound the rows only by
     chance: they stand in only where the server cannot sort the rows by ``created``."""
     whole = {k: v for k, v in source.items() if k != "shape"}
@@ -171,7 +177,7 @@ async def take_snapshot(
     if newest is None:
         return Snapshot(version=None, estimate=found["estimate"])
     keys = (None if oldest is None else oldest.get("_pagination_key"), newest.get("_pagination_key"))
-    if by_created and key_bounds(*keys, 2) is None:  # keys of a form that cannot be split
+    if key_bounds(*keys, 2) is None and (by_created if isinstance(by_created, bool) else await by_created()):
         async with anyio.create_task_group() as tg:
             tg.start_soon(created_edge, "earliest", "asc")
             tg.start_soon(created_edge, "latest", "desc")

@@ -17,7 +17,7 @@ only write what they are given and publish a file when told.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -30,7 +30,7 @@ import orjson
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from pipeline.api.btql import Page, Pager, build_query, parse_filter
-from pipeline.api.capabilities import Capabilities, capabilities
+from pipeline.api.capabilities import PROVEN_ONLY, Capabilities, capabilities
 from pipeline.api.client import BraintrustClient
 from pipeline.api.objects import ObjectRef, resolve_project, resolve_selection
 from pipeline.api.snapshot import (
@@ -45,7 +45,7 @@ from pipeline.api.snapshot import (
 from pipeline.common import defaults, layout
 from pipeline.common.chains import FULL_SCOPE, Scope
 from pipeline.common.clock import seconds_since_start
-from pipeline.common.errors import BtpipeError, UsageError
+from pipeline.common.errors import BtpipeError, UsageError, first_error
 from pipeline.common.integrity import find_damage
 from pipeline.common.lease import ROOT_LEASE, Guard, Lease, guarded, hold, with_guard
 from pipeline.common.manifest import FileInfo, Manifest, ObjectManifest, write_manifest
@@ -440,19 +440,17 @@ class ExportJob:
     async def _plan(self, project: dict[str, Any], *, read_ahead: bool = True) -> RunState:
         """Plan a new run: the selected objects, each snapshot and split into ranges;
         ``read_ahead``: read each range's first page meanwhile (a dry run reads none)."""
-        found: dict[str, Any] = {}
+        found: dict[str, Capabilities] = {}
+        probed = anyio.Event()
 
         async def probe() -> None:
             found["caps"] = await capabilities(self.client, from_object("project_logs", project["id"]))
+            probed.set()
 
-        async with anyio.create_task_group() as tg:  # the probe rides along with the listing
-            tg.start_soon(probe)
-            refs = await resolve_selection(self.client, project, self.options.objects)
-        caps: Capabilities = found["caps"]
-        if not refs:
-            raise UsageError(
-                f"--objects {self.options.objects!r} selects nothing in project {project['name']!r}"
-            )
+        async def caps() -> Capabilities:
+            await probed.wait()
+            return found["caps"]
+
         limiter = anyio.CapacityLimiter(self.options.workers)
         planned: dict[int, ObjectState] = {}
 
@@ -460,9 +458,20 @@ class ExportJob:
             async with limiter:
                 planned[i] = await self._plan_object(ref, caps, read_ahead=read_ahead)
 
-        async with anyio.create_task_group() as tg:
-            for i, ref in enumerate(refs):
-                tg.start_soon(plan_one, i, ref)
+        # The probe rides along with the listing and the snapshots: planning costs one round
+        # trip of /btql before the first pages are asked for.
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(probe)
+                refs = await resolve_selection(self.client, project, self.options.objects)
+                if not refs:
+                    raise UsageError(
+                        f"--objects {self.options.objects!r} selects nothing in project {project['name']!r}"
+                    )
+                for i, ref in enumerate(refs):
+                    tg.start_soon(plan_one, i, ref)
+        except BaseExceptionGroup as group:
+            raise first_error(group) from None
         return RunState(
             run_id=layout.new_run_id(),
             started_at=datetime.now(UTC).isoformat(),
@@ -470,16 +479,26 @@ class ExportJob:
             objects=[planned[i] for i in range(len(refs))],
         )
 
-    async def _plan_object(self, ref: ObjectRef, caps: Capabilities, *, read_ahead: bool) -> ObjectState:
-        """Snapshot the object and split it into ranges (one round trip), then, ``read_ahead``,
-        read each range's first page while the server counts the snapshot's rows, where it can."""
+    async def _plan_object(
+        self, ref: ObjectRef, probed: Callable[[], Awaitable[Capabilities]], *, read_ahead: bool
+    ) -> ObjectState:
+        """Snapshot the object and split it into ranges (one round trip, beside the probe),
+        then, ``read_ahead``, read each range's first page while the server counts the
+        snapshot's rows, where it can."""
         opts = self.options
         mark = self.state.watermark(_watermark_key(ref, opts)) if opts.incremental else None
         since = Since() if mark is None else Since(mark.version, mark.key)
-        since_field, since_value = since.bound(caps)
         source = from_object(ref.object_type, ref.id, shape=opts.shape)
+
+        async def by_created() -> bool:
+            return not (await probed()).xact_filters
+
+        # The estimate only sizes the ranges: it selects after the last run by the proven key.
+        estimated = all_of(self.user_filter, since.expr(PROVEN_ONLY))
+        snap = await take_snapshot(self.client, source, estimated, by_created=by_created)
+        caps = await probed()
+        since_field, since_value = since.bound(caps)
         selected = all_of(self.user_filter, since.expr(caps))
-        snap = await take_snapshot(self.client, source, selected, by_created=not caps.xact_filters)
         nothing_new = snap.version is None or (
             since.version is not None and int(snap.version) <= int(since.version)
         )

@@ -145,8 +145,7 @@ class Writer(threading.Thread):
             n = 0
             while not self.stopping.is_set():
                 events = self.request(n)
-                path = f"/v1/{self.object_type}/{self.object_id}/insert"
-                post(self.server.url, self.server.key, path, {"events": events})
+                post(self.server.url, self.server.key, self.path, {"events": events})
                 self.events += len(events)
                 n += 1
                 self.stopping.wait(0.01)

@@ -77,6 +77,15 @@ class Manifest:
     options: dict[str, Any] = field(default_factory=dict)
     objects: tuple[ObjectManifest, ...] = field(default_factory=tuple)
 
+    @property
+    def project_id(self) -> str | None:
+        """The project the run read: named in its options, else the one its objects share."""
+        named = self.options.get("project_id")
+        if named:
+            return str(named)
+        found = {o.project_id for o in self.objects if o.project_id}
+        return found.pop() if len(found) == 1 else None
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "api_url", public_url(self.api_url))
 

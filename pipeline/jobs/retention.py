@@ -64,9 +64,7 @@ class RunRecord:
 
     @property
     def project_id(self) -> str | None:
-        project_ids = {o.project_id for o in self.manifest.objects if o.project_id}
-        found = self.manifest.options.get("project_id")
-        return found or (project_ids.pop() if len(project_ids) == 1 else None)
+        return self.manifest.project_id
 
     @property
     def scope(self) -> RunScope:

@@ -228,9 +228,7 @@ def describe_manifest(manifest: Manifest) -> RunSummary:
         )
         for obj in manifest.objects
     )
-    project_ids = {obj.project_id for obj in manifest.objects if obj.project_id}
-    project_id = manifest.options.get("project_id") or (project_ids.pop() if len(project_ids) == 1 else None)
-    return _summary(manifest.run_id, "complete", manifest.options, reads, project_id=project_id,
+    return _summary(manifest.run_id, "complete", manifest.options, reads, project_id=manifest.project_id,
                     started_at=manifest.started_at, finished_at=manifest.finished_at)  # fmt: skip
 
 

@@ -44,6 +44,11 @@ while the typed columns still hold the best typed view for analytics. Schema met
 
 The sinks encode with :mod:`pipeline.sinks.encode` and the sources decode with
 :mod:`pipeline.sources.decode`; both take every column rule from here.
+
+A Delta table (``--format delta``) holds the same columns, partitioned by the column naming
+the row's object (:data:`OBJECT_ID_COLUMNS`). Delta keeps neither Arrow schema metadata nor
+extension types, so :func:`stored_schema` is what a table is created with and
+:func:`restore_table` turns what a Delta reader returns back into this schema.
 """
 
 from __future__ import annotations
@@ -106,6 +111,14 @@ _ARROW_TYPES: Final[dict[Kind, pa.DataType]] = {
 }
 
 
+#: The column holding the id of the object a row belongs to (a Delta table's partition column).
+OBJECT_ID_COLUMNS: Final[dict[ObjectType, str]] = {
+    "project_logs": "project_id",
+    "dataset": "dataset_id",
+    "experiment": "experiment_id",
+}
+
+
 def column_kind(name: str) -> Kind:
     """How column ``name`` holds its values (a free-form JSON column unless the schema types it)."""
     return _KINDS.get(name, Kind.JSON)
@@ -126,6 +139,38 @@ def schema_for(object_type: ObjectType) -> pa.Schema:
     fields = [pa.field(name, _ARROW_TYPES[column_kind(name)]) for name in names]
     fields.append(pa.field(EXTRA_COLUMN, pa.string()))
     return pa.schema(fields, metadata={META_VERSION: SCHEMA_VERSION, META_OBJECT_TYPE: object_type})
+
+
+def _storage_type(kind: pa.DataType) -> pa.DataType:
+    return kind.storage_type if isinstance(kind, pa.ExtensionType) else kind
+
+
+@cache
+def stored_schema(object_type: ObjectType) -> pa.Schema:
+    """The schema of ``object_type`` as a store without extension types or schema metadata
+    keeps it (a Delta table): each extension type as its storage type, no metadata."""
+    schema = schema_for(object_type)
+    return pa.schema([pa.field(f.name, _storage_type(f.type), f.nullable) for f in schema])
+
+
+def restore_table(table: pa.Table, object_type: ObjectType) -> pa.Table:
+    """``table``, read back from such a store (columns in any order, strings as large or view
+    strings, other names for list and map children), as :func:`schema_for` ``object_type``;
+    a column it lacks is null throughout."""
+    schema = schema_for(object_type)
+    columns = []
+    for target in schema:
+        storage = _storage_type(target.type)
+        if target.name in table.column_names:
+            column = table.column(target.name).cast(storage)
+        else:
+            column = pa.chunked_array([pa.nulls(table.num_rows, storage)], storage)
+        if isinstance(target.type, pa.ExtensionType):
+            column = pa.chunked_array(
+                [pa.ExtensionArray.from_storage(target.type, c) for c in column.chunks], target.type
+            )
+        columns.append(column)
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def format_created(value: datetime) -> str:

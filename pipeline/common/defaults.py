@@ -175,8 +175,8 @@ OBJECTS: Setting[str] = Setting(
     section="export, migrate, verify",
 )  # fmt: skip
 FORMAT: Setting[str] = Setting(
-    "format", "parquet", str, choices=("parquet", "jsonl"), flag="--format", key="format",
-    help="File format", section=EXPORT,
+    "format", "parquet", str, choices=("parquet", "jsonl", "delta"), flag="--format", key="format",
+    help="File format; delta: Parquet run files merged into one Delta table per object type", section=EXPORT,
 )  # fmt: skip
 COMPRESSION: Setting[str | None] = Setting(
     "compression", None, str, choices=("none", "gzip", "zstd"), flag="--compression", key="compression",

@@ -4,6 +4,7 @@
     _manifests/<run id>.json                                                one manifest per run
     _tombstones/object_type=<type>/object_id=<id>/run=<run id>/tombstones.jsonl   ids gone since the last run
     _state/export-<project id>.json                                         resume + incremental state
+    delta/<type>/                                                           --format delta: one Delta table per type
 
 Partition values are ids and generated run ids, never user-chosen names, so a name holding
 ``/`` or ``..`` cannot steer a write outside the output root. DuckDB reads the data with
@@ -30,6 +31,14 @@ TOMBSTONE_DIR = "_tombstones"
 
 def tombstone_path(object_type: str, object_id: str, run_id: str) -> str:
     return f"{TOMBSTONE_DIR}/{object_dir(object_type, object_id, run_id)}/tombstones.jsonl"
+
+
+#: Where ``--format delta`` keeps its tables: ``delta/<object type>/``, each partitioned by object id.
+DELTA_DIR = "delta"
+
+
+def delta_table(object_type: str) -> str:
+    return f"{DELTA_DIR}/{object_type}"
 
 
 def range_prefix(range_index: int) -> str:

@@ -57,7 +57,7 @@ import orjson
 
 from pipeline.common.defaults import LEASE_STALE, BadValue
 from pipeline.common.errors import BtpipeError, LeaseHeld, LeaseLost, UsageError
-from pipeline.common.storage import LocalStorage, ObjectStorage, Storage
+from pipeline.common.storage import LocalStorage, ObjectStorage, Storage, TableLocation
 
 #: The output root's lease, relative to the root.
 ROOT_LEASE = "_lease.json"
@@ -561,6 +561,14 @@ class GuardedStorage:
 
     def cleanup_temp(self, prefix: str = "") -> list[str]:
         return self.inner.cleanup_temp(prefix)
+
+    def table_location(self, relpath: str) -> TableLocation:
+        return self.inner.table_location(relpath)
+
+    def check(self) -> None:
+        """Raise unless the lease is still this run's: what a write made outside this
+        interface (a Delta commit) checks first."""
+        self._check()
 
 
 def guarded(storage: Storage, lease: Lease) -> GuardedStorage:

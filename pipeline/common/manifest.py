@@ -76,6 +76,9 @@ class Manifest:
     query: Any = None
     options: dict[str, Any] = field(default_factory=dict)
     objects: tuple[ObjectManifest, ...] = field(default_factory=tuple)
+    #: ``--format delta``: the version of each Delta table (by object type) once this run was
+    #: applied to it, the version to read for the source as of this run.
+    tables: dict[str, int] = field(default_factory=dict)
 
     @property
     def project_id(self) -> str | None:

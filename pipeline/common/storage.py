@@ -28,7 +28,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import BinaryIO, Protocol, cast
 from urllib.parse import urlparse
@@ -71,6 +71,17 @@ class Storage(Protocol):
     def delete(self, relpath: str) -> None: ...
     def open_read(self, relpath: str) -> AbstractContextManager[BinaryIO]: ...
     def cleanup_temp(self, prefix: str = "") -> list[str]: ...
+    def table_location(self, relpath: str) -> TableLocation: ...
+
+
+@dataclass(frozen=True)
+class TableLocation:
+    """Where a Delta table under the root lives, as ``deltalake`` takes it: its URI and the
+    ``storage_options`` (endpoint, region, credentials) the root was opened with. ``repr``
+    leaves the options out, so a credential never reaches a message."""
+
+    uri: str
+    options: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 def location(storage: Storage, relpath: str) -> str:
@@ -185,6 +196,9 @@ class LocalStorage:
                 pass
         return removed
 
+    def table_location(self, relpath: str) -> TableLocation:
+        return TableLocation(self._path(relpath))
+
 
 def _fsync_dir(directory: str) -> None:
     """Make a rename durable; some platforms cannot open a directory, which is then a no-op."""
@@ -203,12 +217,13 @@ def _fsync_dir(directory: str) -> None:
 class ObjectStorage:
     """Objects under ``bucket/prefix`` of a ``pyarrow.fs`` filesystem (S3 or GCS)."""
 
-    def __init__(self, url: str, fs: object, base: str) -> None:
+    def __init__(self, url: str, fs: object, base: str, table_options: dict[str, str] | None = None) -> None:
         import pyarrow.fs as pafs
 
         self.url = url.rstrip("/")
         self.fs: pafs.FileSystem = cast(pafs.FileSystem, fs)
         self.base = base.strip("/")
+        self._table_options = dict(table_options or {})
 
     def _path(self, relpath: str) -> str:
         return f"{self.base}/{_clean_relpath(relpath)}"
@@ -283,26 +298,59 @@ class ObjectStorage:
         """Nothing to do: object uploads are spooled locally and never leave a partial object."""
         return []
 
+    def table_location(self, relpath: str) -> TableLocation:
+        scheme = urlparse(self.url).scheme
+        return TableLocation(f"{scheme}://{self._path(relpath)}", dict(self._table_options))
 
-def _s3_filesystem(options: dict[str, object], retries: Retries) -> object:
+
+@dataclass(frozen=True)
+class _S3Settings:
+    """Where and as whom S3 is reached: the options given, else the usual AWS variables."""
+
+    endpoint: str | None
+    region: str | None
+    credentials: dict[str, str]
+
+    @classmethod
+    def of(cls, options: dict[str, object]) -> _S3Settings:
+        endpoint = (
+            options.get("endpoint_url")
+            or os.environ.get("AWS_ENDPOINT_URL_S3")
+            or os.environ.get("AWS_ENDPOINT_URL")
+        )
+        region = options.get("region") or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        credentials = {
+            key: str(options[key]) for key in ("access_key", "secret_key", "session_token") if options.get(key)
+        }
+        return cls(str(endpoint) if endpoint else None, str(region) if region else None, credentials)
+
+    def table_options(self, retries: Retries) -> dict[str, str]:
+        """The same settings as ``deltalake`` ``storage_options``; credentials not given as
+        options it finds in the environment as pyarrow does."""
+        found = {"max_retries": str(max(0, retries.attempts - 1))}
+        if self.endpoint:
+            found["AWS_ENDPOINT_URL"] = self.endpoint
+            if self.endpoint.startswith("http://"):
+                found["AWS_ALLOW_HTTP"] = "true"
+        if self.region:
+            found["AWS_REGION"] = self.region
+        names = {"access_key": "AWS_ACCESS_KEY_ID", "secret_key": "AWS_SECRET_ACCESS_KEY",
+                 "session_token": "AWS_SESSION_TOKEN"}  # fmt: skip
+        found.update({names[key]: value for key, value in self.credentials.items()})
+        return found
+
+
+def _s3_filesystem(settings: _S3Settings, retries: Retries) -> object:
     import pyarrow.fs as pafs
 
-    endpoint = (
-        options.get("endpoint_url")
-        or os.environ.get("AWS_ENDPOINT_URL_S3")
-        or os.environ.get("AWS_ENDPOINT_URL")
-    )
     kwargs: dict[str, object] = {}
-    if endpoint:
-        parsed = urlparse(str(endpoint))
+    if settings.endpoint:
+        parsed = urlparse(settings.endpoint)
         kwargs["endpoint_override"] = parsed.netloc or parsed.path
         kwargs["scheme"] = parsed.scheme or "https"
-    region = options.get("region") or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    if region:
-        kwargs["region"] = region
-    for key in ("access_key", "secret_key", "session_token"):
-        if options.get(key):
-            kwargs[key] = options[key]
+    if settings.region:
+        kwargs["region"] = settings.region
+    kwargs.update(settings.credentials)
     kwargs["retry_strategy"] = pafs.AwsStandardS3RetryStrategy(max_attempts=retries.attempts)
     return pafs.S3FileSystem(**kwargs)
 
@@ -337,5 +385,8 @@ def open_storage(url: str, *, retries: Retries | None = None, **options: object)
         raise UsageError(f"unsupported storage URL scheme {parsed.scheme!r} in {url}")
     if not parsed.netloc:
         raise UsageError(f"storage URL {url} names no bucket")
-    fs = _s3_filesystem(options, retries) if parsed.scheme == "s3" else _gcs_filesystem(options, retries)
-    return ObjectStorage(url, fs, f"{parsed.netloc}/{parsed.path.strip('/')}")
+    base = f"{parsed.netloc}/{parsed.path.strip('/')}"
+    if parsed.scheme == "gs":
+        return ObjectStorage(url, _gcs_filesystem(options, retries), base)
+    settings = _S3Settings.of(options)
+    return ObjectStorage(url, _s3_filesystem(settings, retries), base, settings.table_options(retries))

@@ -100,7 +100,7 @@ class ExportPlan:
 
 def part_extension(file_format: str, compression: str) -> str:
     """The name ending of the part files the sinks write in ``file_format``."""
-    if file_format == "parquet":
+    if file_format in ("parquet", "delta"):  # Delta stages its runs as Parquet
         from pipeline.sinks.parquet import ParquetSink  # pyarrow loads only for this
 
         return ParquetSink.extension

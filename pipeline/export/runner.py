@@ -104,8 +104,8 @@ class ExportOptions:
     @property
     def file_compression(self) -> str:
         """The compression the data files get: ``compression``, else zstd for Parquet and none
-        for JSONL."""
-        return self.compression or ("zstd" if self.format == "parquet" else "none")
+        for JSONL (Delta stages its runs as Parquet)."""
+        return self.compression or ("none" if self.format == "jsonl" else "zstd")
 
     def run_key(self) -> dict[str, Any]:
         """What must match for an unfinished run to be resumed by this invocation."""
@@ -226,8 +226,12 @@ def _shows_newer_deletes(obj: ObjectState) -> bool:
 
 
 def _watermark_key(obj: ObjectState | ObjectRef, options: ExportOptions) -> str:
-    object_type = obj.object_type
-    return orjson.dumps([object_type, obj.id, options.shape, options.filter or ""]).decode()
+    """Where an incremental run of ``obj`` continues from. Delta runs keep a chain of their
+    own: a table holds only what Delta runs applied, so the first one reads everything."""
+    key: list[str] = [obj.object_type, obj.id, options.shape, options.filter or ""]
+    if options.format == "delta":
+        key.append("delta")
+    return orjson.dumps(key).decode()
 
 
 class ExportJob:
@@ -242,8 +246,8 @@ class ExportJob:
         *,
         lease: Lease | None = None,
     ) -> None:
-        if options.format not in ("parquet", "jsonl"):
-            raise UsageError(f"--format: expected parquet or jsonl, got {options.format!r}")
+        if options.format not in ("parquet", "jsonl", "delta"):
+            raise UsageError(f"--format: expected parquet, jsonl or delta, got {options.format!r}")
         if options.shape not in ("spans", "traces", "summary"):
             raise UsageError(f"--shape: expected spans, traces or summary, got {options.shape!r}")
         self.client = client
@@ -258,7 +262,7 @@ class ExportJob:
         # fetching. JSONL only copies bytes, in as many threads. Publishing a file (mostly
         # fsync) is not limited by this, so ranges finishing together overlap.
         self._workers: WorkerPool | None = None
-        self._in_workers = options.format == "parquet" and options.encoders > 0
+        self._in_workers = options.format != "jsonl" and options.encoders > 0
         self._encoders = anyio.CapacityLimiter(max(1, options.encoders * (2 if self._in_workers else 1)))
         # Pages held in memory across all ranges: one fetch in flight per range plus one page
         # per encoder slot. Without it each range would also hold a fetched page waiting for
@@ -269,6 +273,7 @@ class ExportJob:
         self._repaired: list[str] = []  # files of a resumed run found damaged (_check_published)
         self._first_pages: dict[tuple[str, int], tuple[Pager, _HeldPage | None]] = {}  # read while planning
         self.storage: Storage
+        self._lease_check: Callable[[], None]  # before a write outside the storage (a Delta commit)
         self._guard: Guard  # the lease, as the encoder processes check it before publishing
         self.store: StateStore[ExportState]
         self.state: ExportState
@@ -333,6 +338,7 @@ class ExportJob:
                 root = hold(self.storage, ROOT_LEASE, command="export", wait=self.options.wait_lease)
                 lease = await stack.enter_async_context(root)
             self.storage, self._guard = guarded(self.storage, lease), lease.guard
+            self._lease_check = lease.check
             return await self._run_held(started)
 
     async def _run_held(self, started: float) -> ExportSummary:
@@ -835,6 +841,7 @@ class ExportJob:
             self.client, self.storage, run.run_id, [obj for obj in run.objects if not obj.gone],
             scope=scope, previous=previous, workers=self.options.workers,
         )  # fmt: skip
+        tables = await self._commit_tables(run, scope, tombstones)
         manifest = Manifest(
             run_id=run.run_id,
             started_at=run.started_at,
@@ -843,6 +850,7 @@ class ExportJob:
             format=self.options.format,
             query=self.user_filter,
             options={**run.options, "project_id": self.state.project_id, "project_name": self._project_name},
+            tables=tables,
             objects=tuple(
                 ObjectManifest(
                     object_type=obj.object_type,
@@ -874,6 +882,27 @@ class ExportJob:
             self.state.run = None
             await self._save_locked()
         return path
+
+    async def _commit_tables(self, run: RunState, scope: Scope, tombstones: dict[str, FileInfo]) -> dict[str, int]:
+        """``--format delta``: the run applied to its Delta tables, one commit per table
+        (:mod:`pipeline.sinks.delta`), once its files and tombstones are out and before its
+        manifest; the version of each table after it. Other formats: nothing."""
+        if self.options.format != "delta":
+            return {}
+        from pipeline.sinks.delta import StagedObject, commit_run  # deltalake loads only here
+
+        staged = [
+            StagedObject(
+                object_type=cast(ObjectType, obj.object_type),
+                object_id=obj.id,
+                files=tuple(f.path for r in obj.ranges for f in r.files),
+                tombstones=tombstones[obj.key].path if obj.key in tombstones else None,
+                complete=obj.since is None and scope == FULL_SCOPE,
+            )
+            for obj in run.objects
+            if not obj.gone
+        ]
+        return await anyio.to_thread.run_sync(commit_run, self.storage, run.run_id, staged, self._lease_check)
 
     def _previous_run(self, obj: ObjectState) -> str | None:
         """The run that read ``obj`` last in this run's scope: the one an incremental read

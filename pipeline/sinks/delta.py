@@ -1,0 +1,229 @@
+"""Delta Lake tables: a run's staged Parquet files merged into one table per object type, in one commit each.
+
+``--format delta`` exports as ``--format parquet`` does (pages to Parquet part files in the
+run's directory, checkpointed as they are published, tombstones recorded at the end); only
+then, before the manifest, :func:`commit_run` applies the whole run to the tables
+``delta/<object type>/`` (:func:`pipeline.common.layout.delta_table`), partitioned by the
+column naming each row's object (:data:`pipeline.common.arrow_schema.OBJECT_ID_COLUMNS`):
+
+* a table that does not exist yet is created from the run's rows;
+* otherwise one ``MERGE`` on (object id, ``id``) takes the run's rows, a row replacing the
+  table's only when its ``_xact_id`` is at least as high, and the ids of the run's tombstones,
+  which delete their rows; for an object the run read whole (a full run), rows of the table
+  the run did not see are deleted too.
+
+Either way it is one Delta commit per table, so a reader sees the table before the run or
+after it, never half of it. The commit carries an application transaction
+(``btpipe``, :func:`run_number`) and the run id in its commit info: a run killed after its
+commit but before its manifest is resumed, finds its own transaction as the table's latest,
+and commits nothing a second time. Staged rows stream from storage in record batches, so
+memory stays flat whatever the size of the run (``MERGE`` runs streamed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Final
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from deltalake import CommitProperties, DeltaTable, Transaction, WriterProperties, write_deltalake
+
+from pipeline.common import jsoncodec, layout
+from pipeline.common.arrow_schema import OBJECT_ID_COLUMNS, stored_schema
+from pipeline.common.errors import UsageError
+from pipeline.common.rows import ObjectType
+from pipeline.common.storage import Storage, TableLocation, location
+
+#: The application id of btpipe's transactions in a table's log.
+APP_ID: Final = "btpipe"
+#: Commit info key holding the run id of the commit.
+RUN_ID_KEY: Final = "btpipe.run_id"
+#: The merge source's extra column: True for a tombstone's id (delete), False for a row.
+DELETE_COLUMN: Final = "_btpipe_delete"
+_IDS_PER_BATCH: Final = 10_000
+_NEW_TABLE: Final = (
+    "; export once without --incremental (btpipe run: --set incremental=false) to build it from a full read"
+)
+
+
+@dataclass(frozen=True)
+class StagedObject:
+    """One object of a run, as its table takes it: the run's Parquet files of it, its
+    tombstone file, and whether the run read it whole (``complete``)."""
+
+    object_type: ObjectType
+    object_id: str
+    files: tuple[str, ...]
+    tombstones: str | None
+    complete: bool
+
+
+def run_number(run_id: str) -> int:
+    """The transaction version of run ``run_id``: its start in microseconds since the epoch."""
+    started = datetime.strptime(run_id, "%Y%m%dT%H%M%S%fZ").replace(tzinfo=UTC)
+    return int(started.timestamp()) * 1_000_000 + started.microsecond
+
+
+def _sql_text(value: str) -> str:
+    """``value`` as a SQL string literal (ids only, but quoted all the same)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _source_schema(object_type: ObjectType) -> pa.Schema:
+    return stored_schema(object_type).append(pa.field(DELETE_COLUMN, pa.bool_(), nullable=False))
+
+
+def _stored(column: pa.Array, kind: pa.DataType) -> pa.Array:
+    """A staged column as the table stores it: an extension array as its storage."""
+    if isinstance(column, pa.ExtensionArray):
+        column = column.storage
+    return column.cast(kind)
+
+
+def _row_batches(storage: Storage, obj: StagedObject, *, with_flag: bool) -> Iterator[pa.RecordBatch]:
+    """The staged rows of ``obj`` as batches of the stored schema (plus the delete flag,
+    False, when ``with_flag``); a row lacking its object's id gets it."""
+    schema = _source_schema(obj.object_type) if with_flag else stored_schema(obj.object_type)
+    id_column = OBJECT_ID_COLUMNS[obj.object_type]
+    for relpath in obj.files:
+        with storage.open_read(relpath) as raw:
+            for batch in pq.ParquetFile(raw).iter_batches():
+                columns = [_stored(batch.column(f.name), f.type) for f in stored_schema(obj.object_type)]
+                index = schema.get_field_index(id_column)
+                columns[index] = pc.fill_null(columns[index], obj.object_id)
+                if with_flag:
+                    columns.append(pa.array([False] * batch.num_rows, pa.bool_()))
+                yield pa.RecordBatch.from_arrays(columns, schema=schema)
+
+
+def _delete_batches(storage: Storage, obj: StagedObject) -> Iterator[pa.RecordBatch]:
+    """The ids of ``obj``'s tombstone file as delete rows: id, object id and the flag set."""
+    if obj.tombstones is None:
+        return
+    schema = _source_schema(obj.object_type)
+    id_column = OBJECT_ID_COLUMNS[obj.object_type]
+
+    def batch(ids: list[str]) -> pa.RecordBatch:
+        values = {"id": pa.array(ids, pa.string()), id_column: pa.array([obj.object_id] * len(ids), pa.string()),
+                  DELETE_COLUMN: pa.array([True] * len(ids), pa.bool_())}  # fmt: skip
+        return pa.RecordBatch.from_arrays(
+            [values.get(f.name, pa.nulls(len(ids), f.type)) for f in schema], schema=schema
+        )
+
+    ids: list[str] = []
+    with storage.open_read(obj.tombstones) as raw:
+        for line in raw:
+            if line.strip():
+                ids.append(jsoncodec.loads(line)["id"])
+            if len(ids) >= _IDS_PER_BATCH:
+                yield batch(ids)
+                ids = []
+    if ids:
+        yield batch(ids)
+
+
+def _open_table(where: TableLocation) -> DeltaTable | None:
+    if not DeltaTable.is_deltatable(where.uri, storage_options=where.options):
+        return None
+    return DeltaTable(where.uri, storage_options=where.options)
+
+
+def _writer() -> WriterProperties:
+    return WriterProperties(compression="ZSTD")
+
+
+def commit_table(
+    storage: Storage,
+    run_id: str,
+    object_type: ObjectType,
+    objects: list[StagedObject],
+    check: Callable[[], None],
+) -> int | None:
+    """Apply ``objects`` (all of ``object_type``) to its table in one commit, unless the
+    table's latest btpipe transaction is already this run's; the table version after it
+    (None: nothing to apply and no table). ``check`` runs just before the commit (the lease).
+    Blocking."""
+    relpath = layout.delta_table(object_type)
+    where = storage.table_location(relpath)
+    table = _open_table(where)
+    number = run_number(run_id)
+    if table is not None and table.transaction_version(APP_ID) == number:
+        return table.version()  # committed before the run was stopped: not again
+    complete = [o.object_id for o in objects if o.complete]
+    changes = any(o.files or o.tombstones for o in objects) or (table is not None and complete)
+    if not changes:
+        return None if table is None else table.version()
+    commit = CommitProperties(
+        custom_metadata={RUN_ID_KEY: run_id}, app_transactions=[Transaction(APP_ID, number)]
+    )
+    id_column = OBJECT_ID_COLUMNS[object_type]
+    if table is None:
+        partial = [o.object_id for o in objects if not o.complete]
+        if partial:
+            raise UsageError(
+                f"{location(storage, relpath)}: no Delta table there, and this run read only the "
+                f"changes of {len(partial)} object(s) since an earlier run{_NEW_TABLE}"
+            )
+        schema = stored_schema(object_type)
+        rows = pa.RecordBatchReader.from_batches(
+            schema, (b for o in objects for b in _row_batches(storage, o, with_flag=False))
+        )
+        check()
+        write_deltalake(
+            where.uri, rows, partition_by=[id_column], mode="error", storage_options=where.options,
+            writer_properties=_writer(), commit_properties=commit,
+        )  # fmt: skip
+        created = _open_table(where)
+        assert created is not None
+        return created.version()
+    source = pa.RecordBatchReader.from_batches(
+        _source_schema(object_type),
+        (
+            b
+            for o in objects
+            for part in (_row_batches(storage, o, with_flag=True), _delete_batches(storage, o))
+            for b in part
+        ),
+    )
+    touched = ", ".join(_sql_text(o.object_id) for o in objects)
+    newer = "CAST(s._xact_id AS DECIMAL(38, 0)) >= CAST(t._xact_id AS DECIMAL(38, 0))"
+    merger = table.merge(
+        source,
+        f"t.{id_column} IN ({touched}) AND t.{id_column} = s.{id_column} AND t.id = s.id",
+        source_alias="s",
+        target_alias="t",
+        writer_properties=_writer(),
+        streamed_exec=True,
+        commit_properties=commit,
+    )
+    merger = (
+        merger.when_matched_delete(f"s.{DELETE_COLUMN}")
+        .when_matched_update_all(f"NOT s.{DELETE_COLUMN} AND {newer}", except_cols=[DELETE_COLUMN])
+        .when_not_matched_insert_all(f"NOT s.{DELETE_COLUMN}", except_cols=[DELETE_COLUMN])
+    )
+    if complete:
+        full = ", ".join(_sql_text(i) for i in complete)
+        merger = merger.when_not_matched_by_source_delete(f"t.{id_column} IN ({full})")
+    check()
+    merger.execute()
+    table.update_incremental()
+    return table.version()
+
+
+def commit_run(
+    storage: Storage, run_id: str, objects: list[StagedObject], check: Callable[[], None]
+) -> dict[str, int]:
+    """Apply run ``run_id`` to the table of each object type it read (see the module
+    docstring); the version of each table after it, by object type. Blocking."""
+    versions: dict[str, int] = {}
+    for object_type in dict.fromkeys(o.object_type for o in objects):
+        version = commit_table(
+            storage, run_id, object_type, [o for o in objects if o.object_type == object_type], check
+        )
+        if version is not None:
+            versions[object_type] = version
+    return versions

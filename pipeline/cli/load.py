@@ -127,9 +127,9 @@ def _report_load(output: Output, summary: Any, verb: str) -> None:
 @setting_option(INTO_EXISTING)
 @click.option("--until", default=None, metavar="RUN",
               help="Restore an export root as of this run (a run id under _manifests/): later runs "
-                   "are not read.")  # fmt: skip
+                   "are not read. For a Delta table (--in ROOT/delta/TYPE): a table version.")  # fmt: skip
 def import_command(**kw: Any) -> None:
-    """Insert exported JSONL or Parquet files into a project (resumable)."""
+    """Insert exported JSONL or Parquet files, or a Delta table, into a project (resumable)."""
     from pipeline.load.importer import ImportJob, ImportOptions
 
     output = Output(kw["quiet"], kw["as_json"])

@@ -71,7 +71,7 @@ class Storage(Protocol):
     def delete(self, relpath: str) -> None: ...
     def open_read(self, relpath: str) -> AbstractContextManager[BinaryIO]: ...
     def cleanup_temp(self, prefix: str = "") -> list[str]: ...
-    def table_location(self, relpath: str) -> TableLocation: ...
+    def table_location(self, relpath: str) -> TableLocation: ...  # "": the root itself
 
 
 @dataclass(frozen=True)
@@ -197,7 +197,7 @@ class LocalStorage:
         return removed
 
     def table_location(self, relpath: str) -> TableLocation:
-        return TableLocation(self._path(relpath))
+        return TableLocation(self._path(relpath) if relpath else self.root)
 
 
 def _fsync_dir(directory: str) -> None:
@@ -300,7 +300,8 @@ class ObjectStorage:
 
     def table_location(self, relpath: str) -> TableLocation:
         scheme = urlparse(self.url).scheme
-        return TableLocation(f"{scheme}://{self._path(relpath)}", dict(self._table_options))
+        path = self._path(relpath) if relpath else self.base
+        return TableLocation(f"{scheme}://{path}", dict(self._table_options))
 
 
 @dataclass(frozen=True)

@@ -192,7 +192,7 @@ class ImportJob:
             path = obj.files[index]
             skip_to = after if index == span.start else -1
             deletes = path in obj.deletes
-            reader = iter_rows(storage, path)
+            reader = iter_rows(storage, path, table=obj.table)
             while True:
                 items = await anyio.to_thread.run_sync(_next_items, reader, source, storage, skip_to, deletes)
                 if items is None:

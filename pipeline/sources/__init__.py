@@ -1,7 +1,8 @@
 """Readers for what the sinks wrote: find the files of an export, then stream their rows.
 
 ``discover_files`` accepts a directory prefix, a single file, or a run manifest;
-``iter_rows`` picks the reader by file extension. Both block: async callers use
+``iter_rows`` picks the reader by file extension, or reads a Delta table's data file
+(:mod:`pipeline.sources.delta`). Both block: async callers use
 ``anyio.to_thread.run_sync``.
 """
 
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from pipeline.common import layout
 from pipeline.common.errors import BtpipeError, UsageError
 from pipeline.common.manifest import MANIFEST_DIR, read_manifest
+from pipeline.common.rows import ObjectType
 from pipeline.common.storage import Storage, location
 from pipeline.sources import jsonl, parquet
 from pipeline.sources.base import SourceRow
@@ -26,8 +28,15 @@ def is_data_file(relpath: str) -> bool:
     return relpath.endswith(PARQUET_EXTENSION) or any(relpath.endswith(ext) for ext in jsonl.CODECS)
 
 
-def iter_rows(storage: Storage, relpath: str, batch_rows: int = 1000) -> Iterator[list[SourceRow]]:
-    """Batches of at most ``batch_rows`` rows from one file, read by the format its name says."""
+def iter_rows(
+    storage: Storage, relpath: str, batch_rows: int = 1000, *, table: tuple[ObjectType, str] | None = None
+) -> Iterator[list[SourceRow]]:
+    """Batches of at most ``batch_rows`` rows from one file, read by the format its name says;
+    ``table``: the file is a data file of a Delta table, of this object type and id."""
+    if table is not None:
+        from pipeline.sources import delta  # deltalake loads only for a Delta table
+
+        return _named_if_missing(delta.iter_rows(storage, relpath, *table, batch_rows), storage, relpath)
     if relpath.endswith(PARQUET_EXTENSION):
         return _named_if_missing(parquet.iter_rows(storage, relpath, batch_rows), storage, relpath)
     if is_data_file(relpath):

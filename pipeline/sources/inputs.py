@@ -6,7 +6,9 @@ directory of data files, or one data file. A root is read as chains
 later run of its scope, oldest first, each run's files followed by its tombstones (ids to
 delete), and ``InputObject.runs`` says which run each file is of, since a restore applies one
 run after another; runs older than that base are not read at all. ``until`` (``--until``)
-stops at a run. One run's manifest is that run alone. Files without a manifest are grouped
+stops at a run. One run's manifest is that run alone. A Delta table (``--format delta``'s
+``<root>/delta/<type>``) is read at its current version, or at version ``until``, one object
+per partition (:mod:`pipeline.sources.delta`). Files without a manifest are grouped
 into objects by the export's Hive path (``object_type=<t>/object_id=<id>/``); files outside
 that layout belong to no known object and need ``--to-object``.
 
@@ -29,6 +31,7 @@ from pipeline.common.rows import OBJECT_TYPES, ObjectType
 from pipeline.common.selection import parse_selection
 from pipeline.common.storage import Storage, location, open_storage
 from pipeline.sources import discover_files, is_data_file
+from pipeline.sources.delta import is_delta_table
 
 _HIVE = re.compile(r"object_type=([a-z_]+)/object_id=([^/]+)/")
 
@@ -48,6 +51,15 @@ class InputObject:
     runs: dict[str, str] = field(default_factory=dict)
     #: Tombstone files: their ids are deleted, in their place in the chain.
     deletes: set[str] = field(default_factory=set)
+    #: The files are data files of a Delta table's partition of this object.
+    in_table: bool = False
+
+    @property
+    def table(self) -> tuple[ObjectType, str] | None:
+        """What :func:`pipeline.sources.iter_rows` needs to read a Delta table's files of it."""
+        if not self.in_table or self.object_type is None or self.id is None:
+            return None
+        return self.object_type, self.id
 
     def add(self, info: FileInfo, run_id: str, *, deletes: bool = False) -> None:
         """Append a file a manifest lists, of run ``run_id``."""
@@ -100,6 +112,8 @@ def find_inputs(storage: Storage, prefix: str, until: str | None = None) -> list
     """The objects under ``prefix``, in first-seen order (blocking: run in a thread): a root
     as its chains (as of run ``until`` when given), one run's manifest as that run, loose files
     as they are."""
+    if not is_data_file(prefix) and not prefix.endswith(".json") and is_delta_table(storage, prefix):
+        return _table_inputs(storage, prefix, until)
     manifests = input_manifests(storage, prefix)
     if until is not None and (prefix or not manifests):
         raise UsageError(f"--until names a run of an export root, and {location(storage, prefix)} is none")
@@ -120,6 +134,17 @@ def find_inputs(storage: Storage, prefix: str, until: str | None = None) -> list
             found[key] = InputObject(object_type, object_id, None)
         found[key].files.append(path)
     return list(found.values())
+
+
+def _table_inputs(storage: Storage, prefix: str, until: str | None) -> list[InputObject]:
+    """The objects of the Delta table at ``prefix``, as of table version ``until`` (None: the
+    current one)."""
+    from pipeline.sources.delta import table_objects  # deltalake loads only for a Delta table
+
+    if until is not None and not until.isdigit():
+        raise UsageError(f"--until {until!r}: {location(storage, prefix)} is a Delta table; name one of its versions")
+    found = table_objects(storage, prefix, None if until is None else int(until))
+    return [InputObject(o.object_type, o.object_id, None, list(o.files), in_table=True) for o in found]
 
 
 def _object_type(name: str | None, where: str) -> ObjectType | None:

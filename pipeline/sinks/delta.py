@@ -31,10 +31,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, Transaction, WriterProperties, write_deltalake
+from deltalake.exceptions import DeltaError
 
 from pipeline.common import jsoncodec, layout
 from pipeline.common.arrow_schema import OBJECT_ID_COLUMNS, stored_schema
-from pipeline.common.errors import UsageError
+from pipeline.common.errors import BtpipeError, UsageError
 from pipeline.common.rows import ObjectType
 from pipeline.common.storage import Storage, TableLocation, location
 
@@ -44,7 +45,7 @@ APP_ID: Final = "btpipe"
 RUN_ID_KEY: Final = "btpipe.run_id"
 #: The merge source's extra column: True for a tombstone's id (delete), False for a row.
 DELETE_COLUMN: Final = "_btpipe_delete"
-_IDS_PER_BATCH: Final = 10_000
+_READ_BYTES: Final = 1 << 20  # of a tombstone file at a time
 _NEW_TABLE: Final = (
     "; export once without --incremental (btpipe run: --set incremental=false) to build it from a full read"
 )
@@ -114,16 +115,17 @@ def _delete_batches(storage: Storage, obj: StagedObject) -> Iterator[pa.RecordBa
             [values.get(f.name, pa.nulls(len(ids), f.type)) for f in schema], schema=schema
         )
 
-    ids: list[str] = []
     with storage.open_read(obj.tombstones) as raw:
-        for line in raw:
-            if line.strip():
-                ids.append(jsoncodec.loads(line)["id"])
-            if len(ids) >= _IDS_PER_BATCH:
+        rest = b""
+        while True:
+            chunk = raw.read(_READ_BYTES)
+            lines = (rest + chunk).split(b"\n")
+            rest = lines.pop() if chunk else b""
+            ids = [jsoncodec.loads(line)["id"] for line in lines if line.strip()]
+            if ids:
                 yield batch(ids)
-                ids = []
-    if ids:
-        yield batch(ids)
+            if not chunk:
+                return
 
 
 def _open_table(where: TableLocation) -> DeltaTable | None:
@@ -221,9 +223,13 @@ def commit_run(
     docstring); the version of each table after it, by object type. Blocking."""
     versions: dict[str, int] = {}
     for object_type in dict.fromkeys(o.object_type for o in objects):
-        version = commit_table(
-            storage, run_id, object_type, [o for o in objects if o.object_type == object_type], check
-        )
+        of_type = [o for o in objects if o.object_type == object_type]
+        try:
+            version = commit_table(storage, run_id, object_type, of_type, check)
+        except (DeltaError, OSError) as exc:  # the files stay staged: a re-run commits them
+            detail = " ".join(str(exc).split())[:300]
+            where = location(storage, layout.delta_table(object_type))
+            raise BtpipeError(f"{where}: the run could not be committed to the Delta table: {detail}") from exc
         if version is not None:
             versions[object_type] = version
     return versions

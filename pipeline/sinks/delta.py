@@ -30,7 +30,14 @@ from typing import Final
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from deltalake import CommitProperties, DeltaTable, Transaction, WriterProperties, write_deltalake
+from deltalake import (
+    ColumnProperties,
+    CommitProperties,
+    DeltaTable,
+    Transaction,
+    WriterProperties,
+    write_deltalake,
+)
 from deltalake.exceptions import DeltaError
 
 from pipeline.common import jsoncodec, layout
@@ -38,6 +45,7 @@ from pipeline.common.arrow_schema import OBJECT_ID_COLUMNS, stored_schema
 from pipeline.common.errors import BtpipeError, UsageError
 from pipeline.common.rows import ObjectType
 from pipeline.common.storage import Storage, TableLocation, location
+from pipeline.sinks.parquet import DICTIONARY_COLUMNS, STATISTICS_COLUMNS
 
 #: The application id of btpipe's transactions in a table's log.
 APP_ID: Final = "btpipe"
@@ -46,6 +54,7 @@ RUN_ID_KEY: Final = "btpipe.run_id"
 #: The merge source's extra column: True for a tombstone's id (delete), False for a row.
 DELETE_COLUMN: Final = "_btpipe_delete"
 _READ_BYTES: Final = 1 << 20  # of a tombstone file at a time
+_BATCH_ROWS: Final = 8192  # staged rows read at a time
 _NEW_TABLE: Final = (
     "; export once without --incremental (btpipe run: --set incremental=false) to build it from a full read"
 )
@@ -92,7 +101,7 @@ def _row_batches(storage: Storage, obj: StagedObject, *, with_flag: bool) -> Ite
     id_column = OBJECT_ID_COLUMNS[obj.object_type]
     for relpath in obj.files:
         with storage.open_read(relpath) as raw:
-            for batch in pq.ParquetFile(raw).iter_batches():
+            for batch in pq.ParquetFile(raw).iter_batches(batch_size=_BATCH_ROWS):
                 columns = [_stored(batch.column(f.name), f.type) for f in stored_schema(obj.object_type)]
                 index = schema.get_field_index(id_column)
                 columns[index] = pc.fill_null(columns[index], obj.object_id)
@@ -134,8 +143,21 @@ def _open_table(where: TableLocation) -> DeltaTable | None:
     return DeltaTable(where.uri, storage_options=where.options)
 
 
-def _writer() -> WriterProperties:
-    return WriterProperties(compression="ZSTD")
+def _writer(object_type: ObjectType) -> WriterProperties:
+    """The Parquet settings of the table's files: those of the Parquet sink (zstd, dictionaries
+    and statistics only where they pay), in row groups small enough to keep memory flat."""
+    names = stored_schema(object_type).names
+    columns = {n: ColumnProperties(dictionary_enabled=True) for n in DICTIONARY_COLUMNS if n in names}
+    for name in STATISTICS_COLUMNS:
+        if name in names:
+            columns[name] = ColumnProperties(dictionary_enabled=name in columns, statistics_enabled="CHUNK")
+    return WriterProperties(
+        compression="ZSTD",
+        compression_level=1,
+        max_row_group_size=_BATCH_ROWS,
+        default_column_properties=ColumnProperties(dictionary_enabled=False, statistics_enabled="NONE"),
+        column_properties=columns,
+    )
 
 
 def commit_table(
@@ -177,7 +199,7 @@ def commit_table(
         check()
         write_deltalake(
             where.uri, rows, partition_by=[id_column], mode="error", storage_options=where.options,
-            writer_properties=_writer(), commit_properties=commit,
+            writer_properties=_writer(object_type), commit_properties=commit,
         )  # fmt: skip
         created = _open_table(where)
         assert created is not None
@@ -198,7 +220,7 @@ def commit_table(
         f"t.{id_column} IN ({touched}) AND t.{id_column} = s.{id_column} AND t.id = s.id",
         source_alias="s",
         target_alias="t",
-        writer_properties=_writer(),
+        writer_properties=_writer(object_type),
         streamed_exec=True,
         commit_properties=commit,
     )

@@ -47,7 +47,9 @@ def _insert(url: str, project_id: str, events: list[dict[str, Any]]) -> None:
             resp.read()
 
 
-def _changes(ids: list[str], run: int, changed: int, rng: random.Random) -> tuple[list[dict[str, Any]], set[str]]:
+def _changes(
+    ids: list[str], run: int, changed: int, rng: random.Random
+) -> tuple[list[dict[str, Any]], set[str]]:
     """``changed`` events: updates of ids in ``ids``, new ids, deletes; the ids deleted."""
     n_update, n_delete = int(changed * UPDATES), int(changed * DELETES)
     picked = rng.sample(ids, n_update + n_delete)
@@ -61,7 +63,12 @@ def _changes(ids: list[str], run: int, changed: int, rng: random.Random) -> tupl
 
 
 def section(
-    work: Path, targets: list[tuple[str, str, bool]], *, spans: int = 200_000, runs: int = 10, changed: int = 2_000
+    work: Path,
+    targets: list[tuple[str, str, bool]],
+    *,
+    spans: int = 200_000,
+    runs: int = 10,
+    changed: int = 2_000,
 ) -> list[str]:
     """The Delta scenario: its report lines (Markdown); its targets appended to ``targets``."""
     db = work / "delta-source.db"
@@ -90,16 +97,18 @@ def section(
         for run in range(1, runs + 1):
             events, deleted = _changes(ids, run, changed, rng)
             _insert(url, project_id, events)
-            ids = [i for i in ids if i not in deleted] + [e["id"] for e in events if e["id"].startswith("bench-")]
-            incremental.append(
-                export("delta", work / "delta-out", f"incremental run {run} ({changed:,} changed rows)",
-                       "--incremental")  # fmt: skip
-            )
+            ids = [i for i in ids if i not in deleted] + [
+                e["id"] for e in events if e["id"].startswith("bench-")
+            ]
+            name = f"incremental run {run} ({changed:,} changed rows)"
+            incremental.append(export("delta", work / "delta-out", name, "--incremental"))
     ratio = full.seconds / parquet.seconds
     seconds = [m.seconds for m in incremental]
     head, tail = seconds[:3], seconds[-3:]
     growth = (sum(tail) / len(tail)) / (sum(head) / len(head))
-    title = f"## Delta export of {parquet.rows:,} project-log spans, then {runs} incremental runs (latency 0 ms)"
+    title = (
+        f"## Delta export of {parquet.rows:,} project-log spans, then {runs} incremental runs (latency 0 ms)"
+    )
     body = table([parquet, full, *incremental], parquet, "Parquet")
     notes = (
         f"full Delta run: {ratio:.2f}x the Parquet export's time; incremental runs: "
@@ -115,7 +124,9 @@ def section(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--spans", type=int, default=200_000)
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--changed", type=int, default=2_000)

@@ -321,7 +321,9 @@ class _S3Settings:
         )
         region = options.get("region") or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
         credentials = {
-            key: str(options[key]) for key in ("access_key", "secret_key", "session_token") if options.get(key)
+            key: str(options[key])
+            for key in ("access_key", "secret_key", "session_token")
+            if options.get(key)
         }
         return cls(str(endpoint) if endpoint else None, str(region) if region else None, credentials)
 

@@ -883,7 +883,9 @@ class ExportJob:
             await self._save_locked()
         return path
 
-    async def _commit_tables(self, run: RunState, scope: Scope, tombstones: dict[str, FileInfo]) -> dict[str, int]:
+    async def _commit_tables(
+        self, run: RunState, scope: Scope, tombstones: dict[str, FileInfo]
+    ) -> dict[str, int]:
         """``--format delta``: the run applied to its Delta tables, one commit per table
         (:mod:`pipeline.sinks.delta`), once its files and tombstones are out and before its
         manifest; the version of each table after it. Other formats: nothing."""

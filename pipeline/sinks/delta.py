@@ -251,7 +251,9 @@ def commit_run(
         except (DeltaError, OSError) as exc:  # the files stay staged: a re-run commits them
             detail = " ".join(str(exc).split())[:300]
             where = location(storage, layout.delta_table(object_type))
-            raise BtpipeError(f"{where}: the run could not be committed to the Delta table: {detail}") from exc
+            raise BtpipeError(
+                f"{where}: the run could not be committed to the Delta table: {detail}"
+            ) from exc
         if version is not None:
             versions[object_type] = version
     return versions

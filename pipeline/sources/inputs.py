@@ -142,7 +142,9 @@ def _table_inputs(storage: Storage, prefix: str, until: str | None) -> list[Inpu
     from pipeline.sources.delta import table_objects  # deltalake loads only for a Delta table
 
     if until is not None and not until.isdigit():
-        raise UsageError(f"--until {until!r}: {location(storage, prefix)} is a Delta table; name one of its versions")
+        raise UsageError(
+            f"--until {until!r}: {location(storage, prefix)} is a Delta table; name one of its versions"
+        )
     found = table_objects(storage, prefix, None if until is None else int(until))
     return [InputObject(o.object_type, o.object_id, None, list(o.files), in_table=True) for o in found]
 

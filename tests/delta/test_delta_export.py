@@ -80,7 +80,9 @@ def change(emulator: Emulator, objects: dict[str, dict[str, Any]], step: int) ->
     ids = {"project_logs": "l", "dataset": "d", "experiment": "e"}
     for object_type, obj in objects.items():
         p = ids[object_type]
-        events: list[dict[str, Any]] = [{"id": f"{p}new{step}-{i}", "input": {"step": step, "i": i}} for i in range(4)]
+        events: list[dict[str, Any]] = [
+            {"id": f"{p}new{step}-{i}", "input": {"step": step, "i": i}} for i in range(4)
+        ]
         events += [{"id": f"{p}{i}" if p != "l" else f"l{i:03d}", "input": {"updated": step}, "tags": [f"s{step}"]}
                    for i in range(step, step + 3)]  # fmt: skip
         events += [{"id": f"{p}{i}" if p != "l" else f"l{i:03d}", "_object_delete": True}

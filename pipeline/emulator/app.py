@@ -30,6 +30,7 @@ from pipeline.emulator import (
     acl_routes,
     app_routes,
     bodies,
+    config_btql,
     config_routes,
     configobjects,
     feedback,
@@ -182,6 +183,11 @@ async def fetch_rows(request: web.Request, object_type: ObjectType, object_id: s
 
 async def btql(request: web.Request, params: dict[str, str]) -> web.Response:
     body = await json_body(request)
+    kind = config_btql.source_kind(body)
+    if kind is not None:  # a project's prompts or functions (their versions with audit_log)
+        who = principal(request)
+        found = await store(request).read(lambda c: config_btql.rows(c, kind, body, who))
+        return json_response({"data": found, "cursor": None})
     org_ids = principal(request).org_ids
     policy = request.app[CONFIG_KEY].reads
     try:

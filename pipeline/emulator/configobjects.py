@@ -100,6 +100,15 @@ def config_kind(kind: StoredKind) -> ConfigKind:
     )  # fmt: skip
 
 
+def _nullable(node: dict[str, Any]) -> bool:
+    resolved = spec.resolve(node)
+    branches = resolved.get("anyOf") or resolved.get("oneOf") or ()
+    return bool(
+        node.get("nullable") or resolved.get("nullable") or None in resolved.get("enum", ())
+        or any(b.get("type") == "null" for b in branches)
+    )  # fmt: skip
+
+
 def _enum_value(node: dict[str, Any]) -> Any:
     values = [v for v in spec.resolve(node).get("enum", ()) if v is not None]
     return values[0] if len(values) == 1 else None
@@ -181,7 +190,7 @@ def _fields(ck: ConfigKind, body: dict[str, Any]) -> dict[str, Any]:
     """The client-given fields of a create or replace: every field the body has, the read
     schema's other nullable client fields null."""
     read = ck.read.get("properties", {})
-    out = {name: None for name, node in read.items() if name not in ck.server_fields and node.get("nullable")}
+    out = {name: None for name, node in read.items() if name not in ck.server_fields and _nullable(node)}
     out.update({k: v for k, v in body.items() if k != "org_name"})
     return out
 
@@ -203,6 +212,8 @@ def create(conn: sqlite3.Connection, kind: StoredKind, body: dict[str, Any], who
     if existing is not None:
         kept = {name: existing.get(name) for name in ck.server_fields}
         obj = {**existing, **fields, **kept}
+        if obj.get("user_id") is None:  # a view's creator, when the replacing body names none
+            obj["user_id"] = existing.get("user_id")
         _check_slug_free(conn, ck, parent, obj)
         return objects.save_object(conn, _store(conn, ck, obj, "upsert")), True
     read = ck.read.get("properties", {})
@@ -268,7 +279,7 @@ def patch(conn: sqlite3.Connection, kind: StoredKind, object_id: str, body: dict
             else:
                 obj[target] = [v for v in current if v not in set(value or [])]
         elif name in read and name not in ("object_type", "object_id"):
-            if value is None and not read[name].get("nullable"):
+            if value is None and not _nullable(read[name]):
                 continue  # a null name, slug, url, ... leaves it as it is
             obj[name] = value
     _check_key_free(conn, ck, parent, obj)

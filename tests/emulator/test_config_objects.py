@@ -9,6 +9,7 @@ and functions share, and project settings.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,6 +18,7 @@ from braintrust_api import Braintrust, ConflictError, NotFoundError, PermissionD
 
 from pipeline.emulator.auth import KeySpec
 from pipeline.emulator.server import RunningServer, ServerConfig
+from pipeline.emulator.store import Store
 from tests.emulator.test_rest_client import ids
 
 KEYS = (
@@ -260,3 +262,45 @@ def test_project_settings_are_stored_and_returned(bt: Braintrust, http: httpx.Cl
     assert http.get(f"/v1/project/{project.id}").json()["settings"] == settings
     replaced = http.patch(f"/v1/project/{project.id}", json={"settings": {"comparison_key": "input"}}).json()
     assert replaced["settings"] == {"comparison_key": "input"}  # a patch replaces all settings
+
+
+def test_objects_and_versions_survive_a_restart_and_an_older_database(tmp_path: Path) -> None:
+    """The store is persistent, and a database file written before versions were kept gains
+    their table when opened."""
+    db = tmp_path / "emulator.db"
+    old = Store(str(db))
+    old.write_sync(lambda c: c.execute("DROP TABLE object_versions"))  # as an older version left it
+    old.close()
+    with RunningServer(ServerConfig(port=0, db=str(db), keys=KEYS)) as first, client(first) as bt:
+        project = bt.projects.create(name="persisted")
+        made = bt.prompts.create(project_id=project.id, name="P", slug="p", prompt_data=_CHAT)
+        bt.prompts.update(made.id, description="second")
+        tag = bt.project_tags.create(project_id=project.id, name="kept")
+    with RunningServer(ServerConfig(port=0, db=str(db), keys=KEYS)) as second, client(second) as bt:
+        assert bt.prompts.retrieve(made.id, extra_query={"version": made.xact_id}) == made
+        assert bt.prompts.retrieve(made.id).description == "second"
+        assert bt.project_tags.retrieve(tag.id) == tag
+
+
+def test_acls_may_name_prompts_and_groups(bt: Braintrust, project: Any) -> None:
+    member_id = next(iter(bt.users.list(email=["member@cfg.test"]))).id
+    prompt = bt.prompts.create(project_id=project.id, name="guarded", slug="guarded")
+    group = bt.groups.create(name="acl-group")
+    on_prompt = bt.acls.create(
+        object_type="prompt", object_id=prompt.id, user_id=member_id, permission="read"
+    )
+    on_group = bt.acls.create(object_type="group", object_id=group.id, user_id=member_id, permission="read")
+    assert ids(bt.acls.list(object_type="prompt", object_id=prompt.id)) == [on_prompt.id]
+    assert ids(bt.acls.list(object_type="group", object_id=group.id)) == [on_group.id]
+
+
+def test_replace_resets_what_the_body_leaves_out(bt: Braintrust, project: Any) -> None:
+    made = bt.prompts.create(project_id=project.id, name="Full", slug="full", description="d", prompt_data=_CHAT, tags=["x"])  # fmt: skip
+    replaced = bt.prompts.replace(project_id=project.id, name="Full", slug="full")
+    assert (replaced.id, replaced.description, replaced.prompt_data, replaced.tags) == (
+        made.id,
+        None,
+        None,
+        None,
+    )
+    assert int(replaced.xact_id) > int(made.xact_id)

@@ -14,7 +14,8 @@ Project logs (:func:`generate_traces`), per trace:
 Dataset (:func:`generate_dataset`): records with input {question}, expected {answer},
 metadata {category, difficulty}, tags. Experiment (:func:`generate_experiment`): one row
 per dataset record with input, output, expected, scores, and ``origin`` pointing at the
-dataset record.
+dataset record. The sample project's prompts, functions, scores, tags, view, span iframe and
+automation: ``sample_config.py``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import orjson
 
 from pipeline.emulator import objects
 from pipeline.emulator.rowwrite import Target, insert_records, stored_row
+from pipeline.emulator.sample_config import load_config_sample
 from pipeline.emulator.store import Store, next_row_seq, next_xact_id
 
 ORG_NAMES: Final = ("qawolf", "acme", "globex", "initech", "umbrella", "hooli")
@@ -181,8 +183,9 @@ def _is_empty(db: Store, target: Target) -> bool:
 
 
 def load_sample(db: Store, org_name: str, email: str, n_traces: int, seed: int = 0) -> dict[str, str]:
-    """Create ``sample-project`` with ``sample-dataset`` and ``sample-experiment`` in
-    ``org_name`` and fill them (only when empty, so a restart does not duplicate rows).
+    """Create ``sample-project`` with ``sample-dataset``, ``sample-experiment`` and its
+    configuration objects in ``org_name`` and fill them (only when empty, so a restart does not
+    duplicate rows).
     Returns the object ids by name."""
 
     def create(conn: sqlite3.Connection) -> dict[str, str]:
@@ -212,4 +215,6 @@ def load_sample(db: Store, org_name: str, email: str, n_traces: int, seed: int =
     for target, events in loads:
         if _is_empty(db, target):
             bulk_load(db, target, events)
+    # After the rows, so their transaction ids are the same with or without configuration objects.
+    db.write_sync(lambda conn: load_config_sample(conn, project_id, org_name, email))
     return ids

@@ -130,6 +130,10 @@ class RunState:
     started_at: str
     options: dict[str, Any]
     objects: list[ObjectState]
+    #: Source keys of the attachments the run's checkpointed rows refer to (downloaded or
+    #: already in the root), and of those ``--attachments skip`` left out.
+    attachments: list[str] = field(default_factory=list)
+    skipped_attachments: list[str] = field(default_factory=list)
 
     @property
     def incremental(self) -> bool:
@@ -142,6 +146,8 @@ class RunState:
             started_at=data["started_at"],
             options=data["options"],
             objects=[ObjectState.from_json(o) for o in data["objects"]],
+            attachments=list(data.get("attachments", [])),
+            skipped_attachments=list(data.get("skipped_attachments", [])),
         )
 
 

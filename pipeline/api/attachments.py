@@ -100,8 +100,8 @@ async def start_upload(client: BraintrustClient, ref: Reference, org_id: str) ->
     meta: Any = await client.post_json("/attachment", body)
     if not isinstance(meta, dict) or not isinstance(meta.get("signedUrl"), str):
         raise NotFoundError(client.sided(f"POST /attachment: no signedUrl in the answer for {describe(ref)}"))
-    headers = meta.get("headers") if isinstance(meta.get("headers"), dict) else {}
-    return meta["signedUrl"], {str(k): str(v) for k, v in headers.items()}
+    headers = meta.get("headers")
+    return meta["signedUrl"], {str(k): str(v) for k, v in (headers if isinstance(headers, dict) else {}).items()}
 
 
 async def _put(
@@ -119,17 +119,16 @@ async def finish_upload(client: BraintrustClient, ref: Reference, org_id: str) -
     await client.post_json("/attachment/status", body)
 
 
-async def upload(
-    client: BraintrustClient, ref: Reference, org_id: str, body: Callable[[], AsyncIterator[bytes]], size: int
-) -> None:
-    """Upload ``size`` bytes as ``ref``: ``body()`` streams them, once per attempt."""
-    url, headers = await start_upload(client, ref, org_id)
+async def put_file(
+    client: BraintrustClient, ref: Reference, url: str, headers: dict[str, str],
+    body: Callable[[], AsyncIterator[bytes]], size: int,
+) -> None:  # fmt: skip
+    """``PUT`` ``size`` bytes to the signed ``url``: ``body()`` streams them, once per attempt."""
 
     async def attempt(session: aiohttp.ClientSession) -> Response:
         return await _put(session, url, headers, body(), size)
 
     await client.signed_transfer(f"PUT {describe(ref)}", attempt)
-    await finish_upload(client, ref, org_id)
 
 
 async def copy(

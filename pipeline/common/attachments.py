@@ -13,6 +13,7 @@ Rows without attachments must not pay for this: :func:`page_references` looks fo
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
@@ -92,11 +93,11 @@ class Entry:
     filename: str
     content_type: str
 
-    def to_json(self) -> bytes:
+    def to_json(self) -> builtins.bytes:
         return jsoncodec.dumps(asdict(self))
 
     @classmethod
-    def from_json(cls, data: bytes) -> Entry:
+    def from_json(cls, data: builtins.bytes) -> Entry:
         raw = jsoncodec.loads(data)
         return cls(
             str(raw["key"]), str(raw["sha256"]), int(raw["bytes"]), str(raw["filename"]), str(raw["content_type"])

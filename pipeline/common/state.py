@@ -257,6 +257,8 @@ class LoadState:
     identity: dict[str, Any]
     objects: dict[str, ObjectProgress] = field(default_factory=dict)
     created: dict[str, str] = field(default_factory=dict)
+    #: Destination keys of the attachments uploaded so far, by source key.
+    attachments: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -264,6 +266,7 @@ class LoadState:
             "identity": dict(self.identity),
             "objects": {key: progress.to_json() for key, progress in self.objects.items()},
             "created": dict(self.created),
+            "attachments": dict(self.attachments),
         }
 
     @classmethod
@@ -273,6 +276,7 @@ class LoadState:
             identity=data["identity"],
             objects={k: ObjectProgress.from_json(v) for k, v in data.get("objects", {}).items()},
             created={str(k): str(v) for k, v in data.get("created", {}).items()},
+            attachments={str(k): str(v) for k, v in data.get("attachments", {}).items()},
         )
 
 

@@ -101,11 +101,17 @@ async def start_upload(client: BraintrustClient, ref: Reference, org_id: str) ->
     if not isinstance(meta, dict) or not isinstance(meta.get("signedUrl"), str):
         raise NotFoundError(client.sided(f"POST /attachment: no signedUrl in the answer for {describe(ref)}"))
     headers = meta.get("headers")
-    return meta["signedUrl"], {str(k): str(v) for k, v in (headers if isinstance(headers, dict) else {}).items()}
+    return meta["signedUrl"], {
+        str(k): str(v) for k, v in (headers if isinstance(headers, dict) else {}).items()
+    }
 
 
 async def _put(
-    session: aiohttp.ClientSession, url: str, headers: dict[str, str], body: AsyncIterator[bytes], size: int | None
+    session: aiohttp.ClientSession,
+    url: str,
+    headers: dict[str, str],
+    body: AsyncIterator[bytes],
+    size: int | None,
 ) -> Response:
     sent = dict(headers)
     if size is not None:

@@ -100,7 +100,11 @@ class Entry:
     def from_json(cls, data: builtins.bytes) -> Entry:
         raw = jsoncodec.loads(data)
         return cls(
-            str(raw["key"]), str(raw["sha256"]), int(raw["bytes"]), str(raw["filename"]), str(raw["content_type"])
+            str(raw["key"]),
+            str(raw["sha256"]),
+            int(raw["bytes"]),
+            str(raw["filename"]),
+            str(raw["content_type"]),
         )
 
 

@@ -24,6 +24,7 @@ import hashlib
 import secrets
 import sqlite3
 import time
+from functools import partial
 from typing import Any, Final
 
 import orjson
@@ -43,6 +44,7 @@ CHUNK_BYTES: Final = 1 << 20
 #: The largest attachment accepted.
 MAX_ATTACHMENT_BYTES: Final = 1 << 32
 _STATUSES: Final = frozenset({"uploading", "done", "error"})
+
 
 def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
@@ -113,7 +115,9 @@ async def request_upload(request: web.Request, params: dict[str, str]) -> web.Re
 
 
 def _set_status(conn: sqlite3.Connection, org_id: str, key: str, status: dict[str, Any]) -> None:
-    found = conn.execute("SELECT size FROM attachments WHERE org_id = ? AND key = ?", (org_id, key)).fetchone()
+    found = conn.execute(
+        "SELECT size FROM attachments WHERE org_id = ? AND key = ?", (org_id, key)
+    ).fetchone()
     if found is None:
         raise NotFound(f"attachment {key} not found")
     if status["upload_status"] == "done" and found[0] is None:
@@ -139,7 +143,9 @@ async def update_status(request: web.Request, params: dict[str, str]) -> web.Res
 
 
 def _describe(conn: sqlite3.Connection, org_id: str, key: str, now: float) -> tuple[str, dict[str, Any]]:
-    found = conn.execute("SELECT status FROM attachments WHERE org_id = ? AND key = ?", (org_id, key)).fetchone()
+    found = conn.execute(
+        "SELECT status FROM attachments WHERE org_id = ? AND key = ?", (org_id, key)
+    ).fetchone()
     if found is None:
         raise NotFound(f"attachment {key} not found")
     return _sign(conn, org_id, key, "GET", now), _status(found[0])
@@ -193,12 +199,10 @@ async def receive(request: web.Request, params: dict[str, str]) -> web.Response:
             raise web.HTTPRequestEntityTooLarge(MAX_ATTACHMENT_BYTES, size, text="attachment too large")
         buffer += piece
         if len(buffer) >= CHUNK_BYTES:
-            data, buffer, number = bytes(buffer), bytearray(), seq
-            await db.write(lambda c: _put_chunk(c, org_id, key, number, data))
-            seq += 1
+            await db.write(partial(_put_chunk, org_id=org_id, key=key, seq=seq, data=bytes(buffer)))
+            buffer, seq = bytearray(), seq + 1
     if buffer:
-        data, number = bytes(buffer), seq
-        await db.write(lambda c: _put_chunk(c, org_id, key, number, data))
+        await db.write(partial(_put_chunk, org_id=org_id, key=key, seq=seq, data=bytes(buffer)))
         seq += 1
     chunks = seq
     await db.write(lambda c: _finish_put(c, org_id, key, chunks, size))
@@ -230,8 +234,7 @@ async def send(request: web.Request, params: dict[str, str]) -> web.StreamRespon
     await response.prepare(request)
     seq = 0
     while True:
-        number = seq
-        data = await db.read(lambda c: _chunk(c, org_id, key, number))
+        data = await db.read(partial(_chunk, org_id=org_id, key=key, seq=seq))
         if data is None:
             break
         await response.write(data)

@@ -48,7 +48,11 @@ class AttachmentExport:
 
     async def take(self, raw: bytes) -> None:
         """Make sure every attachment the JSONL page ``raw`` refers to is in the root."""
-        refs = page_references(raw) if len(raw) < 1 << 16 else await anyio.to_thread.run_sync(page_references, raw)
+        refs = (
+            page_references(raw)
+            if len(raw) < 1 << 16
+            else await anyio.to_thread.run_sync(page_references, raw)
+        )
         new = [ref for key, ref in refs.items() if key not in self._known]
         if not new:
             return
@@ -73,7 +77,9 @@ class AttachmentExport:
                 if entry is None:
                     entry = await self._download(ref)
                     await anyio.to_thread.run_sync(
-                        self.storage.write_bytes, layout.attachment_index_path(key_digest(ref.key)), entry.to_json()
+                        self.storage.write_bytes,
+                        layout.attachment_index_path(key_digest(ref.key)),
+                        entry.to_json(),
                     )
             if ref.key not in self._known:
                 self._known.add(ref.key)

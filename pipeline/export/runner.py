@@ -377,9 +377,10 @@ class ExportJob:
             repaired=self._repaired,
             gone=[gone_label(obj) for obj in run.objects if obj.gone],
             attachments={
-                "count": attached["count"], "bytes": attached["bytes"], "skipped": attached["skipped"],
-                "downloaded": self._attachments.downloaded, "downloaded_bytes": self._attachments.downloaded_bytes,
-            },  # fmt: skip
+                **{name: attached[name] for name in ("count", "bytes", "skipped")},
+                "downloaded": self._attachments.downloaded,
+                "downloaded_bytes": self._attachments.downloaded_bytes,
+            },
             objects=[
                 ObjectSummary(
                     label=obj.name if obj.object_type == "project_logs" else f"{obj.object_type}:{obj.name}",

@@ -186,7 +186,9 @@ class ImportJob:
                 )
             start_file, after = files.index(mark.path), mark.position
         for span in run_spans(files, obj.runs, start_file):
-            yield self._chunks(storage, obj, source, span, after if span.start == start_file else -1, attachments)
+            yield self._chunks(
+                storage, obj, source, span, after if span.start == start_file else -1, attachments
+            )
 
     async def _chunks(
         self, storage: Storage, obj: InputObject, source: SourceObject, span: range, after: int,

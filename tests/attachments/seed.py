@@ -15,7 +15,9 @@ def auth(key: str) -> dict[str, str]:
 
 
 def org_id(url: str, key: str) -> str:
-    found: str = requests.post(f"{url}/api/apikey/login", headers=auth(key), timeout=30).json()["org_info"][0]["id"]
+    found: str = requests.post(f"{url}/api/apikey/login", headers=auth(key), timeout=30).json()["org_info"][
+        0
+    ]["id"]
     return found
 
 

@@ -50,7 +50,9 @@ def test_sdk_attachment_uploads_and_reads_back(emulator: Emulator, monkeypatch: 
 def test_signed_urls_and_org_isolation(emulator: Emulator) -> None:
     org_id, key = _org_id(emulator, emulator.key), str(uuid.uuid4())
     body = {"key": key, "filename": "b.pdf", "content_type": "application/pdf", "org_id": org_id}
-    upload = requests.post(f"{emulator.url}/attachment", json=body, headers=_auth(emulator.key), timeout=30).json()
+    upload = requests.post(
+        f"{emulator.url}/attachment", json=body, headers=_auth(emulator.key), timeout=30
+    ).json()
     data = b"%PDF-1.4\n" + b"x" * (3 << 20)  # several stored chunks
     assert requests.put(upload["signedUrl"], data=data, headers=upload["headers"], timeout=30).ok
     status = {"key": key, "org_id": org_id, "status": {"upload_status": "done"}}

@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from pathlib import Path
 from typing import Any
 
 import braintrust
+import orjson
 import pytest
 import requests
 
+from pipeline.emulator.sample import generate_traces
+from pipeline.emulator.server import RunningServer, ServerConfig, open_store
 from tests.conftest import Emulator, unique_name
 from tests.emulator.test_sdk import btql, point_sdk_at
+from tests.helpers import btpipe
 
 
 def _auth(key: str) -> dict[str, str]:
@@ -73,3 +78,23 @@ def test_signed_urls_and_org_isolation(emulator: Emulator) -> None:
     own_org = {**params, "org_id": _org_id(emulator, emulator.other_org_key)}
     other = requests.get(f"{emulator.url}/attachment", params=own_org, headers=_auth(emulator.other_org_key), timeout=30)  # fmt: skip
     assert other.status_code == 404
+
+
+def test_sample_attachments_project(tmp_path: Path) -> None:
+    """``--sample`` adds ``sample-attachments`` (PNG and PDF attachments), and leaves the rows of
+    ``sample-project`` what they were; a restart on the same database adds nothing twice."""
+    db = str(tmp_path / "sample.db")
+    open_store(ServerConfig(db=db, sample_traces=20, seed=5)).close()
+    with RunningServer(ServerConfig(port=0, db=db, sample_traces=20, seed=5)) as server:
+        emulator = Emulator(url=server.url)
+        out = tmp_path / "backup"
+        exported = btpipe(emulator, "export", "--project", "sample-attachments", "--out", str(out), "--json")
+        assert exported.exit_code == 0, exported.output
+        summary = orjson.loads(exported.output)
+        assert (summary["rows"], summary["attachments"]["count"]) == (3, 3)
+        files = sorted((out / "_attachments").glob("sha256=*"))
+        assert sorted(f.read_bytes()[:5] for f in files) == [b"%PDF-", b"\x89PNG\r", b"\x89PNG\r"]
+        project = requests.get(f"{server.url}/v1/project", params={"project_name": "sample-project"},
+                               headers=_auth(emulator.key), timeout=30).json()["objects"][0]  # fmt: skip
+        logs = btql(emulator, f"select: id | from: project_logs('{project['id']}') | limit: 1000")
+        assert sorted(r["id"] for r in logs) == sorted(e["id"] for e in generate_traces(5, 20))

@@ -29,6 +29,7 @@ from pipeline.emulator import (
     access,
     acl_routes,
     app_routes,
+    attachments,
     bodies,
     config_btql,
     config_routes,
@@ -286,6 +287,11 @@ ROUTES: Final[list[tuple[str, str, Handler]]] = [
     ("POST", "/logs3", logs3),
     ("POST", "/logs3/overflow", overflow.request_upload),
     ("PUT", overflow.UPLOAD_PREFIX + "(?P<token>[A-Za-z0-9_-]+)", overflow.receive_upload),
+    ("GET", "/attachment", attachments.describe),
+    ("POST", "/attachment", attachments.request_upload),
+    ("POST", "/attachment/status", attachments.update_status),
+    ("PUT", attachments.URL_PREFIX + "(?P<token>[A-Za-z0-9_-]+)", attachments.receive),
+    ("GET", attachments.URL_PREFIX + "(?P<token>[A-Za-z0-9_-]+)", attachments.send),
     ("POST", "/api/(?P<kind>project|dataset|experiment)/register", app_routes.register),
     ("POST", "/api/base_experiment/get_id", summaries.base_experiment_id),
     ("GET", "/experiment-comparison2", summaries.experiment_comparison),
@@ -309,6 +315,8 @@ ROUTES: Final[list[tuple[str, str, Handler]]] = [
 ]
 _COMPILED: Final[list[Route]] = [(m, re.compile(p + "/?$"), h) for m, p, h in ROUTES]
 _PUBLIC: Final = frozenset({"/version", "/v1", "/v1/"})
+#: Signed URLs: their token is their credential, so they need no API key.
+_SIGNED: Final = (overflow.UPLOAD_PREFIX, attachments.URL_PREFIX)
 
 
 def _route(method: str, path: str) -> tuple[Handler, dict[str, str]]:
@@ -329,7 +337,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     faults come first, from the fault middleware)."""
     path = re.sub("/{2,}", "/", request.path)
     handler, params = _route(request.method, path)
-    if path not in _PUBLIC and not path.startswith(overflow.UPLOAD_PREFIX):  # the upload's token is its key
+    if path not in _PUBLIC and not path.startswith(_SIGNED):
         found = await request.app[AUTH_KEY].principal(request.headers.get("Authorization"))
         if found is None:
             raise web.HTTPUnauthorized(text="missing or unknown API key (send Authorization: Bearer <key>)")

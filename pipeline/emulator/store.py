@@ -93,6 +93,26 @@ CREATE TABLE IF NOT EXISTS overflow_uploads (  -- logs3 batches sent beside the 
     payload BLOB,                     -- NULL until uploaded
     row_ids TEXT                      -- JSON list of the written row ids once applied
 );
+CREATE TABLE IF NOT EXISTS attachments (  -- attachment metadata per org (attachments.py)
+    org_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    filename TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    status TEXT NOT NULL,             -- the AttachmentStatus as JSON
+    size INTEGER,                     -- set once an upload completed
+    PRIMARY KEY (org_id, key)
+);
+CREATE TABLE IF NOT EXISTS attachment_chunks (
+    org_id TEXT NOT NULL, key TEXT NOT NULL, seq INTEGER NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY (org_id, key, seq)
+);
+CREATE TABLE IF NOT EXISTS attachment_urls (
+    token_hash TEXT PRIMARY KEY,      -- sha256 of the signed URL's token
+    org_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    method TEXT NOT NULL,             -- PUT or GET
+    expires REAL NOT NULL
+);
 """
 
 #: Visibility at a version is a per-row test on ``superseded`` (no scan of later versions), so

@@ -8,6 +8,7 @@ are exactly as before.
 from __future__ import annotations
 
 import re
+import uuid
 from typing import Any
 
 from pipeline.emulator.access import OWNER_ROLE_ID
@@ -61,6 +62,8 @@ async def test_other_org_cannot_read_or_write(api: Api) -> None:
         "input_row": {"byte_size": 5},
     }
     overflow = {"content_type": "application/json", "size_bytes": 10, "rows": [overflow_row]}
+    attachment = {"key": str(uuid.uuid4()), "filename": "secret.png", "content_type": "image/png", "org_id": org_a["id"]}  # fmt: skip
+    await api.ok("POST", "/attachment", attachment)
     cases: list[tuple[str, str, Any, dict[str, str] | None, int]] = [
         ("POST", "/btql", {"query": {"from": from_object("project_logs", pid)}}, None, 400),
         ("POST", "/btql", {"query": f"SELECT * FROM dataset('{dataset['id']}')"}, None, 400),
@@ -139,6 +142,12 @@ async def test_other_org_cannot_read_or_write(api: Api) -> None:
         # The SDKs' overflow path, app routes and summaries.
         ("POST", "/logs3/overflow", overflow, None, 404),
         ("PUT", "/_emulator/overflow/forged-token", {"rows": []}, None, 403),
+        # Attachments: metadata, uploads and status of org A's keys; forged signed URLs.
+        ("GET", "/attachment", None, {k: str(v) for k, v in attachment.items()}, 404),
+        ("POST", "/attachment", attachment, None, 404),
+        ("POST", "/attachment/status", {**attachment, "status": {"upload_status": "done"}}, None, 404),
+        ("PUT", "/_emulator/attachment/forged-token", {"rows": []}, None, 403),
+        ("GET", "/_emulator/attachment/forged-token", None, None, 403),
         (
             "POST",
             "/api/project/register",

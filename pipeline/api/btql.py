@@ -104,10 +104,12 @@ async def run_query(
 def whole_rows(body: bytes) -> bool:
     """Whether a JSONL body ends in a whole row: a body cut short in transit (with a
     Content-Length that matches the cut) ends in a line that does not parse."""
-    tail = body.rstrip()
-    if not tail:
+    end = len(body)  # the last row's end, found without copying the body (rstrip would)
+    while end and body[end - 1 : end].isspace():
+        end -= 1
+    if not end:
         return True
-    last = tail[tail.rfind(b"\n") + 1 :]
+    last = body[body.rfind(b"\n", 0, end) + 1 : end]
     try:
         jsoncodec.loads(last)
     except ValueError:

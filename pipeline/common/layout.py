@@ -39,6 +39,10 @@ def tombstone_path(object_type: str, object_id: str, run_id: str) -> str:
 DELTA_DIR = "delta"
 
 
+#: A Delta table's log directory, inside the table.
+DELTA_LOG = "_delta_log"
+
+
 def delta_table(object_type: str) -> str:
     return f"{DELTA_DIR}/{object_type}"
 

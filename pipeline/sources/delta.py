@@ -22,12 +22,12 @@ import pyarrow.parquet as pq
 
 from pipeline.common.arrow_schema import OBJECT_ID_COLUMNS, restore_table
 from pipeline.common.errors import UsageError
+from pipeline.common.layout import DELTA_LOG
 from pipeline.common.rows import ObjectType
 from pipeline.common.storage import Storage, location
 from pipeline.sources.base import SourceRow
 from pipeline.sources.decode import table_to_rows
 
-LOG_DIR: Final = "_delta_log"
 _UNSUPPORTED: Final = frozenset({"deletionVectors", "columnMapping"})
 _TYPES: Final[dict[str, ObjectType]] = {column: kind for kind, column in OBJECT_ID_COLUMNS.items()}
 
@@ -44,7 +44,7 @@ class TableObject:
 def is_delta_table(storage: Storage, prefix: str) -> bool:
     """Whether ``prefix`` (a directory under ``storage``) is a Delta table (blocking)."""
     base = prefix.strip("/")
-    return bool(storage.list_files(f"{base}/{LOG_DIR}/" if base else f"{LOG_DIR}/"))
+    return bool(storage.list_files(f"{base}/{DELTA_LOG}/" if base else f"{DELTA_LOG}/"))
 
 
 def table_objects(storage: Storage, prefix: str, version: int | None = None) -> list[TableObject]:

@@ -10,6 +10,7 @@ are of the column's type. What each column holds is :mod:`pipeline.common.arrow_
 from __future__ import annotations
 
 import itertools
+import operator
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import cache
@@ -47,7 +48,8 @@ class _Aside:
 
     def __init__(self, rows: int) -> None:
         self.extras: list[dict[str, Any] | None] = [None] * rows
-        self.nulls: list[list[str] | None] = [None] * rows
+        #: Per field with a JSON null somewhere, the rows that have it (in column order).
+        self.nulls: list[tuple[str, list[int]]] = []
 
     def keep_exact(self, name: str, index: int, value: Any) -> None:
         """Record a value its typed column cannot reproduce in the row's ``_extra``."""
@@ -56,20 +58,30 @@ class _Aside:
             extra = self.extras[index] = {}
         extra[name] = value
 
-    def keep_null(self, name: str, index: int) -> None:
-        """Record that the row has ``name`` with a JSON null (its column holds a null)."""
-        names = self.nulls[index]
-        if names is None:
-            names = self.nulls[index] = []
-        names.append(name)
+    def keep_nulls(self, name: str, indexes: list[int]) -> None:
+        """Record that rows ``indexes`` have ``name`` with a JSON null (its column holds a null)."""
+        if indexes:
+            self.nulls.append((name, indexes))
+
+    def _names(self) -> pa.Array:
+        """The ``_nulls`` column: per row, the fields it has with a JSON null, in column order."""
+        lengths = [0] * len(self.extras)
+        for _, indexes in self.nulls:
+            for i in indexes:
+                lengths[i] += 1
+        if len(self.nulls) == 1:  # the usual case, already in row order
+            name, indexes = self.nulls[0]
+            names = [name] * len(indexes)
+        else:
+            marks = sorted((i, n) for n, (_, indexes) in enumerate(self.nulls) for i in indexes)
+            names = [self.nulls[n][0] for _, n in marks]
+        offsets = pa.array(list(itertools.accumulate(lengths, initial=0)), pa.int32())
+        return pa.ListArray.from_arrays(offsets, pa.array(names, pa.string()), type=NAMES_TYPE)
 
     def columns(self) -> list[pa.Array]:
         """The ``_nulls`` and ``_extra`` columns."""
-        lengths = [len(names) if names else 0 for names in self.nulls]
-        offsets = pa.array(list(itertools.accumulate(lengths, initial=0)), pa.int32())
-        names = pa.array(list(itertools.chain.from_iterable(n for n in self.nulls if n)), pa.string())
         extras = _json_texts([_ABSENT if e is None else e for e in self.extras])
-        return [pa.ListArray.from_arrays(offsets, names, type=NAMES_TYPE), pa.array(extras, pa.string())]
+        return [self._names(), pa.array(extras, pa.string())]
 
 
 def _table(object_type: ObjectType, columns: list[pa.Array], aside: _Aside) -> pa.Table:
@@ -80,9 +92,7 @@ def _nullable(name: str, values: Sequence[Any], aside: _Aside) -> list[Any]:
     """``values`` with None where a row lacks the field or has it null, as Arrow takes them;
     ``_nulls`` records the second."""
     if None in values:
-        for i, value in enumerate(values):
-            if value is None:
-                aside.keep_null(name, i)
+        aside.keep_nulls(name, [i for i, value in enumerate(values) if value is None])
     return [None if v is _ABSENT else v for v in values]
 
 
@@ -164,8 +174,8 @@ def _number_map_columns(
     A map holding an integer beyond 64 bits has no typed view: ``_extra`` keeps it."""
     present = [m for m in maps if m]
     flat = list(itertools.chain.from_iterable(m.values() for m in present))
-    types = list(map(type, flat))
-    ints = [x for x in flat if type(x) is int]
+    is_int = list(map(operator.is_, map(type, flat), itertools.repeat(int)))
+    ints: list[int] = list(itertools.compress(flat, is_int))  # type: ignore[arg-type]
     if ints and (max(ints) not in _INT64 or min(ints) not in _INT64):
         for i, m in enumerate(maps):
             if m and any(type(x) is int and x not in _INT64 for x in m.values()):
@@ -180,14 +190,17 @@ def _number_map_columns(
     except pa.ArrowInvalid:  # an integer beyond 2**53: Arrow will not round it, the double view does
         numbers = pa.array([float(x) if type(x) is int else x for x in flat], pa.float64())
     doubles = pa.MapArray.from_arrays(offsets, keys, numbers, type=arrow_type, mask=nulls)
-    is_int = pa.array([t is int for t in types], pa.bool_())
+    if not ints:
+        int_offsets = pa.array([0] * len(offsets), pa.int32())
+        return doubles, pa.MapArray.from_arrays(
+            int_offsets, keys[:0], pa.array([], pa.int64()), type=INT_MAP_TYPE, mask=nulls
+        )
+    int_mask = pa.array(is_int, pa.bool_())
     # Integers before each map's first entry: where the map starts among the integers.
-    counted = (
-        pc.cumulative_sum(pc.cast(is_int, pa.int32())) if ints else pa.array([0] * len(flat), pa.int32())
-    )
+    counted = pc.cumulative_sum(pc.cast(int_mask, pa.int32()))
     int_offsets = pc.take(pa.concat_arrays([pa.array([0], pa.int32()), counted]), offsets)
     integers = pa.MapArray.from_arrays(
-        int_offsets, keys.filter(is_int), pa.array(ints, pa.int64()), type=INT_MAP_TYPE, mask=nulls
+        int_offsets, keys.filter(int_mask), pa.array(ints, pa.int64()), type=INT_MAP_TYPE, mask=nulls
     )
     return doubles, integers
 
@@ -340,13 +353,15 @@ def _raw_json_column(name: str, values: tuple[msgspec.Raw, ...], aside: _Aside) 
     """A JSON column straight from the values' JSON bytes (an empty ``Raw`` is absent, a
     ``null`` goes to ``_nulls``). ``None`` when the bytes are not valid UTF-8 or too long for
     one string column."""
-    if _NULL_TEXT in values:
-        for i in [i for i, v in enumerate(values) if v == _NULL_TEXT]:
-            aside.keep_null(name, i)
-        values = tuple(_NO_TEXT if v == _NULL_TEXT else v for v in values)
-    if values.count(_NO_TEXT) == len(values):
-        return pa.nulls(len(values), JSON_TYPE)
     lengths = list(map(len, values))
+    if 4 in lengths and _NULL_TEXT in values:
+        nulls = [i for i, v in enumerate(values) if v == _NULL_TEXT]
+        aside.keep_nulls(name, nulls)
+        for i in nulls:
+            lengths[i] = 0
+        values = tuple(_NO_TEXT if v == _NULL_TEXT else v for v in values)
+    if not any(lengths):
+        return pa.nulls(len(values), JSON_TYPE)
     data = b"".join(values)
     if len(data) >= 2**31:
         return None

@@ -156,6 +156,31 @@ def test_duckdb_types_values_and_union(export: dict[str, Any]) -> None:
         "union_by_name = true) GROUP BY ALL"
     ).fetchall()
     assert dict(union) == {t: len(source[t]) for t in TYPES}
+    # docs/jobs.md's view of the latest version of each span, and its query
+    con.execute(f"""
+        CREATE VIEW spans AS
+        SELECT * EXCLUDE (rn) FROM (
+          SELECT *, row_number() OVER (PARTITION BY object_id, id ORDER BY _xact_id DESC) AS rn
+          FROM read_parquet('{_glob(root, "project_logs")}', hive_partitioning = true)
+        ) WHERE rn = 1""")
+    orgs = dict(
+        con.execute(
+            "SELECT metadata->>'$.orgName' AS org, count(*) FROM spans WHERE is_root GROUP BY 1"
+        ).fetchall()
+    )
+    expected: dict[str | None, int] = {}
+    for row in source["project_logs"].values():
+        if row.get("is_root"):
+            org = (row.get("metadata") or {}).get("orgName")
+            expected[org] = expected.get(org, 0) + 1
+    assert orgs == expected
+    # docs/parquet-schema.md: a JSON null and an absent field counted apart
+    assert con.execute(f"""
+        SELECT count(*) FILTER (WHERE input IS NULL AND list_contains(_nulls, 'input')),
+               count(*) FILTER (WHERE input IS NULL AND NOT list_contains(_nulls, 'input'))
+        FROM read_parquet('{_glob(root, "project_logs")}')""").fetchone() == (
+        1, sum(1 for r in source["project_logs"].values() if "input" not in r),
+    )  # fmt: skip
     for object_type in TYPES:  # one glob per type needs no union
         count = con.execute(f"SELECT count(*) FROM read_parquet('{_glob(root, object_type)}')").fetchone()
         assert count == (len(source[object_type]),)

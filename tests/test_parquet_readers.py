@@ -76,6 +76,15 @@ def test_every_file_of_a_type_has_the_same_schema(export: dict[str, Any]) -> Non
         assert len(files) == 2 if object_type != "experiment" else len(files) == 1
         schemas = {pq.read_schema(f) for f in files}
         assert len(schemas) == 1, object_type
+    # In the Parquet footer itself: the JSON logical type, a decimal version.
+    parquet_schema = pq.ParquetFile(files[0]).schema
+    logical = {
+        parquet_schema.column(i).name: parquet_schema.column(i).logical_type.type
+        for i in range(len(parquet_schema))
+    }
+    assert logical["input"] == logical["metadata"] == "JSON"
+    assert logical["_xact_id"] == "DECIMAL"
+    assert logical["created"] == "TIMESTAMP"
 
 
 # -- pyarrow -------------------------------------------------------------------------------------

@@ -6,8 +6,9 @@ then, before the manifest, :func:`commit_run` applies the whole run to the table
 ``delta/<object type>/`` (:func:`pipeline.common.layout.delta_table`), partitioned by the
 column naming each row's object (:data:`pipeline.common.arrow_schema.OBJECT_ID_COLUMNS`):
 
-* a table that does not exist yet is created holding the run's rows: the staged files are
-  copied in as its data files (no second encoding) and its first log entry lists them;
+* a table that does not exist yet is created from the run's rows (written again by
+  ``deltalake``: the staged files carry Parquet's JSON logical type and their object id as a
+  column, which some Delta readers refuse in a table's data files);
 * otherwise one ``MERGE`` on (object id, ``id``) takes the run's rows, a row replacing the
   table's only when its ``_xact_id`` is at least as high, and the ids of the run's tombstones,
   which delete their rows; for an object the run read whole (a full run), rows of the table
@@ -17,19 +18,16 @@ Either way it is one Delta commit per table, so a reader sees the table before t
 after it, never half of it. The commit carries an application transaction
 (``btpipe``, :func:`run_number`) and the run id in its commit info: a run killed after its
 commit but before its manifest is resumed, finds its own transaction as the table's latest,
-and commits nothing a second time. Staged rows stream from storage in record batches, so
-memory stays flat whatever the size of the run (``MERGE`` runs streamed).
+and commits nothing a second time. Staged rows stream from storage in record batches
+(``MERGE`` runs streamed); what a merge holds is the files it rewrites (docs/delta.md, Limits).
 """
 
 from __future__ import annotations
 
-import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final
-from urllib.parse import quote
+from typing import Final
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -40,11 +38,10 @@ from deltalake import (
     DeltaTable,
     Transaction,
     WriterProperties,
+    write_deltalake,
 )
-from deltalake import Schema as DeltaSchema
 from deltalake.exceptions import DeltaError
 
-from pipeline import __version__
 from pipeline.common import jsoncodec, layout
 from pipeline.common.arrow_schema import OBJECT_ID_COLUMNS, stored_schema
 from pipeline.common.errors import BtpipeError, UsageError
@@ -60,7 +57,6 @@ RUN_ID_KEY: Final = "btpipe.run_id"
 DELETE_COLUMN: Final = "_btpipe_delete"
 _READ_BYTES: Final = 1 << 20  # of a tombstone file at a time
 _BATCH_ROWS: Final = 8192  # staged rows read at a time
-_COPY_BYTES: Final = 8 << 20
 _NEW_TABLE: Final = (
     "; export once without --incremental (btpipe run: --set incremental=false) to build it from a full read"
 )
@@ -100,17 +96,18 @@ def _stored(column: pa.Array, kind: pa.DataType) -> pa.Array:
     return column.cast(kind)
 
 
-def _row_batches(storage: Storage, obj: StagedObject) -> Iterator[pa.RecordBatch]:
-    """The staged rows of ``obj`` as merge source batches (the stored schema and the delete
-    flag, False); a row lacking its object's id gets it."""
-    schema = _source_schema(obj.object_type)
+def _row_batches(storage: Storage, obj: StagedObject, *, flag: bool) -> Iterator[pa.RecordBatch]:
+    """The staged rows of ``obj`` in the stored schema, with the delete flag (False) when
+    ``flag`` (a merge source); a row lacking its object's id gets it."""
+    schema = _source_schema(obj.object_type) if flag else stored_schema(obj.object_type)
     index = schema.get_field_index(OBJECT_ID_COLUMNS[obj.object_type])
     for relpath in obj.files:
         with storage.open_read(relpath) as raw:
             for batch in pq.ParquetFile(raw).iter_batches(batch_size=_BATCH_ROWS):
                 columns = [_stored(batch.column(f.name), f.type) for f in stored_schema(obj.object_type)]
                 columns[index] = pc.fill_null(columns[index], obj.object_id)
-                columns.append(pa.array([False] * batch.num_rows, pa.bool_()))
+                if flag:
+                    columns.append(pa.array([False] * batch.num_rows, pa.bool_()))
                 yield pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
@@ -164,54 +161,6 @@ def _writer(object_type: ObjectType) -> WriterProperties:
     )
 
 
-def _copy(storage: Storage, source: str, target: str) -> int:
-    """Copy file ``source`` to ``target`` under ``storage``, published atomically; its size."""
-    size = 0
-    with storage.open_read(source) as raw, storage.open_atomic(target) as out:
-        while chunk := raw.read(_COPY_BYTES):
-            out.write(chunk)
-            size += len(chunk)
-    return size
-
-
-def create_table(
-    storage: Storage, relpath: str, run_id: str, object_type: ObjectType, objects: list[StagedObject]
-) -> None:
-    """Create the table at ``relpath`` holding ``objects`` (each read whole) in its first commit.
-
-    The staged Parquet files are already the table's data files (the stored schema, their object
-    id as a column too, which Delta readers take from the partition value instead), so they are
-    copied in, not encoded again, and version 0 of the log is written whole: protocol, metadata,
-    the run's transaction, one ``add`` per file and the commit info. It is published last, so a
-    table exists only once it holds the whole run. Blocking."""
-    id_column = OBJECT_ID_COLUMNS[object_type]
-    now = int(time.time() * 1000)
-    adds: list[dict[str, Any]] = []
-    for obj in objects:
-        for index, staged in enumerate(obj.files):
-            with storage.open_read(staged) as raw:
-                rows = pq.ParquetFile(raw).metadata.num_rows
-            name = f"{id_column}={obj.object_id}/{run_id}-{index:05d}.parquet"
-            size = _copy(storage, staged, f"{relpath}/{name}")
-            adds.append({"add": {"path": quote(name, safe="/="), "partitionValues": {id_column: obj.object_id}, "size": size,
-                                 "modificationTime": now, "dataChange": True,
-                                 "stats": jsoncodec.dumps({"numRecords": rows}).decode()}})  # fmt: skip
-    schema = DeltaSchema.from_arrow(stored_schema(object_type)).to_json()
-    actions: list[dict[str, Any]] = [
-        {"protocol": {"minReaderVersion": 1, "minWriterVersion": 2}},
-        {"metaData": {"id": str(uuid.uuid4()), "format": {"provider": "parquet", "options": {}},
-                      "schemaString": schema, "partitionColumns": [id_column], "configuration": {},
-                      "createdTime": now}},
-        {"txn": {"appId": APP_ID, "version": run_number(run_id), "lastUpdated": now}},
-        *adds,
-        {"commitInfo": {"timestamp": now, "operation": "CREATE TABLE AS SELECT",
-                        "operationParameters": {"mode": "ErrorIfExists", "partitionBy": jsoncodec.dumps([id_column]).decode()},
-                        "isBlindAppend": True, "clientVersion": f"btpipe-{__version__}", RUN_ID_KEY: run_id}},
-    ]  # fmt: skip
-    log = b"".join(jsoncodec.dumps(action) + b"\n" for action in actions)
-    storage.write_bytes(f"{relpath}/{layout.DELTA_LOG}/{0:020d}.json", log)
-
-
 def commit_table(
     storage: Storage,
     run_id: str,
@@ -244,8 +193,14 @@ def commit_table(
                 f"{location(storage, relpath)}: no Delta table there, and this run read only the "
                 f"changes of {len(partial)} object(s) since an earlier run{_NEW_TABLE}"
             )
+        rows = pa.RecordBatchReader.from_batches(
+            stored_schema(object_type), (b for o in objects for b in _row_batches(storage, o, flag=False))
+        )
         check()
-        create_table(storage, relpath, run_id, object_type, objects)
+        write_deltalake(
+            where.uri, rows, partition_by=[id_column], mode="error", storage_options=where.options,
+            writer_properties=_writer(object_type), commit_properties=commit,
+        )  # fmt: skip
         created = _open_table(where)
         assert created is not None
         return created.version()
@@ -254,12 +209,13 @@ def commit_table(
         (
             b
             for o in objects
-            for part in (_row_batches(storage, o), _delete_batches(storage, o))
+            for part in (_row_batches(storage, o, flag=True), _delete_batches(storage, o))
             for b in part
         ),
     )
     touched = ", ".join(_sql_text(o.object_id) for o in objects)
-    newer = "CAST(s._xact_id AS DECIMAL(38, 0)) >= CAST(t._xact_id AS DECIMAL(38, 0))"
+    # _xact_id is a decimal column; null only for a version of another spelling (then in _extra)
+    newer = "(t._xact_id IS NULL OR s._xact_id >= t._xact_id)"
     merger = table.merge(
         source,
         f"t.{id_column} IN ({touched}) AND t.{id_column} = s.{id_column} AND t.id = s.id",

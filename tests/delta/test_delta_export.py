@@ -34,11 +34,11 @@ def table_rows(root: Path, object_type: str, object_id: str, version: int | None
 
 
 def polars_ids(root: Path, object_type: str, object_id: str) -> dict[str, str]:
-    """id -> _xact_id of one object, read with polars."""
+    """id -> _xact_id (a decimal column, as text) of one object, read with polars."""
     column = OBJECT_ID_COLUMNS[object_type]  # type: ignore[index]
     frame = pl.read_delta(str(root / "delta" / object_type)).filter(pl.col(column) == object_id)
     assert frame.height == frame["id"].n_unique()
-    return dict(zip(frame["id"].to_list(), frame["_xact_id"].to_list(), strict=True))
+    return dict(zip(frame["id"].to_list(), [str(v) for v in frame["_xact_id"].to_list()], strict=True))
 
 
 def manifest_of(root: Path, run_id: str) -> dict[str, Any]:

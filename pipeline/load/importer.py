@@ -26,13 +26,15 @@ its first row (:class:`~pipeline.common.errors.DamagedFileError`), or, with
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import anyio
 
 from pipeline.api.client import BraintrustClient
+from pipeline.api.objects import ObjectRef
 from pipeline.common import defaults
 from pipeline.common.errors import DamagedFileError, UsageError
 from pipeline.common.integrity import Damage
@@ -70,11 +72,36 @@ class ImportOptions:
     load: LoadOptions = field(default_factory=LoadOptions)
 
 
+class ObjectLoader(Protocol):
+    """Loads one input object somewhere else than in this process (``pipeline.ray`` runs it
+    as a task of a Ray cluster): it reads ``obj``'s files from ``record``'s mark on, inserts
+    them into ``ref``, and hands each newer checkpoint of ``record`` to ``save``, in order."""
+
+    async def __call__(
+        self,
+        job: ImportJob,
+        obj: InputObject,
+        ref: ObjectRef,
+        record: ObjectProgress,
+        save: Callable[[ObjectProgress], Awaitable[None]],
+    ) -> None: ...
+
+
 class ImportJob:
-    def __init__(self, client: BraintrustClient, options: ImportOptions, progress: Progress) -> None:
+    def __init__(
+        self,
+        client: BraintrustClient,
+        options: ImportOptions,
+        progress: Progress,
+        *,
+        objects: ObjectLoader | None = None,
+    ) -> None:
         self.client = client
         self.options = options
         self.progress = progress
+        self._objects = objects  # None: objects are loaded in this process, one after another
+        self.storage: Storage
+        self.request_limit = 0
 
     async def run(self) -> LoadSummary:
         """The import, holding its state file's lease from before the state is read until it
@@ -86,6 +113,7 @@ class ImportJob:
         started = time.monotonic()
         opts = self.options
         storage, prefix = await anyio.to_thread.run_sync(open_input, opts.input)
+        self.storage = storage
         found = await anyio.to_thread.run_sync(find_inputs, storage, prefix, opts.until)
         scope = await anyio.to_thread.run_sync(read_scope, storage, prefix)
         inputs = select_inputs(one_project(scope, found, opts.from_project, opts.input), opts.objects)
@@ -133,22 +161,38 @@ class ImportJob:
             warnings=run.summary.warnings, verb="imported",
         )  # fmt: skip
         plans = [(obj, destinations[obj.key].ref, destinations[obj.key].created) for obj in inputs]
-        results: list[ObjectResult] = []
+        results = [ObjectResult(obj.label, ref.label, ref.id, created, 0, 0) for obj, ref, created in plans]
+        self.request_limit = run.summary.request_limit
+
+        async def load(obj: InputObject, ref: ObjectRef) -> None:
+            record = state.objects.setdefault(obj.key, ObjectProgress(destination=ref.id))
+            if record.destination != ref.id:
+                raise UsageError(
+                    f"{state.location}: {obj.label} was being imported into another object; pass --restart"
+                )
+            task = self.progress.add(f"{obj.label} -> {ref.label}", obj.rows, done=record.rows)
+            if self._objects is None:
+                batcher = run.batcher(record, ref, task)
+                await feed_runs(run.pool, batcher, object_runs(storage, obj, ref, record.position))
+            else:
+
+                async def save(newer: ObjectProgress) -> None:
+                    task.advance(newer.rows - state.objects[obj.key].rows)
+                    state.objects[obj.key] = newer
+                    await state.save()
+
+                await self._objects(self, obj, ref, record, save)
+            task.finish()
+            await state.save()
 
         async def produce() -> None:
-            for obj, ref, created in plans:
-                record = state.objects.setdefault(obj.key, ObjectProgress(destination=ref.id))
-                if record.destination != ref.id:
-                    raise UsageError(
-                        f"{state.location}: {obj.label} was being imported into another object; pass --restart"
-                    )
-                task = self.progress.add(f"{obj.label} -> {ref.label}", obj.rows, done=record.rows)
-                source = SourceObject(obj.object_type or ref.object_type, obj.id)
-                batcher = run.batcher(record, ref, task)
-                await feed_runs(run.pool, batcher, self._runs(storage, obj, source, record.position))
-                task.finish()
-                results.append(ObjectResult(obj.label, ref.label, ref.id, created, 0, 0))
-                await state.save()
+            if self._objects is None:
+                for obj, ref, _created in plans:
+                    await load(obj, ref)
+                return
+            async with anyio.create_task_group() as tg:  # each object in a task of its own
+                for obj, ref, _created in plans:
+                    tg.start_soon(load, obj, ref)
 
         summary = await run.complete(produce, started, [obj.key for obj, _ref, _created in plans], results)
         links = _version_links(inputs, destinations, scope)
@@ -169,36 +213,38 @@ class ImportJob:
             damaged += await find_damaged(storage, obj, start)
         return damaged
 
-    def _runs(
-        self, storage: Storage, obj: InputObject, source: SourceObject, mark: FilePosition | None
-    ) -> Iterator[AsyncIterator[list[Item]]]:
-        """A reader of ``obj``'s items per run (:mod:`pipeline.load.ordered`), from ``mark`` on."""
-        files = obj.files
-        start_file, after = 0, -1
-        if mark is not None:
-            if mark.path not in files:
-                raise UsageError(
-                    f"{mark.path}: in the saved state but not in the input any more; pass --restart"
-                )
-            start_file, after = files.index(mark.path), mark.position
-        for span in run_spans(files, obj.runs, start_file):
-            yield self._chunks(storage, obj, source, span, after if span.start == start_file else -1)
 
-    async def _chunks(
-        self, storage: Storage, obj: InputObject, source: SourceObject, span: range, after: int
-    ) -> AsyncIterator[list[Item]]:
-        """The items of ``obj.files[i]`` for each ``i`` of ``span``, after row ``after`` of the first."""
-        for index in span:
-            path = obj.files[index]
-            skip_to = after if index == span.start else -1
-            deletes = path in obj.deletes
-            reader = iter_rows(storage, path)
-            while True:
-                items = await anyio.to_thread.run_sync(_next_items, reader, source, storage, skip_to, deletes)
-                if items is None:
-                    break
-                if items:
-                    yield items
+def object_runs(
+    storage: Storage, obj: InputObject, ref: ObjectRef, mark: FilePosition | None
+) -> Iterator[AsyncIterator[list[Item]]]:
+    """A reader of ``obj``'s items for ``ref`` per run (:mod:`pipeline.load.ordered`), from
+    ``mark`` on: what an import feeds its batcher, in this process or in a Ray task."""
+    source = SourceObject(obj.object_type or ref.object_type, obj.id)
+    files = obj.files
+    start_file, after = 0, -1
+    if mark is not None:
+        if mark.path not in files:
+            raise UsageError(f"{mark.path}: in the saved state but not in the input any more; pass --restart")
+        start_file, after = files.index(mark.path), mark.position
+    for span in run_spans(files, obj.runs, start_file):
+        yield _chunks(storage, obj, source, span, after if span.start == start_file else -1)
+
+
+async def _chunks(
+    storage: Storage, obj: InputObject, source: SourceObject, span: range, after: int
+) -> AsyncIterator[list[Item]]:
+    """The items of ``obj.files[i]`` for each ``i`` of ``span``, after row ``after`` of the first."""
+    for index in span:
+        path = obj.files[index]
+        skip_to = after if index == span.start else -1
+        deletes = path in obj.deletes
+        reader = iter_rows(storage, path)
+        while True:
+            items = await anyio.to_thread.run_sync(_next_items, reader, source, storage, skip_to, deletes)
+            if items is None:
+                break
+            if items:
+                yield items
 
 
 def _wanted(obj: InputObject, to_object: tuple[ObjectType, str | None] | None) -> Wanted:

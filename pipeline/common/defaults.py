@@ -308,7 +308,7 @@ RAY_ADDRESS: Setting[str | None] = Setting(
     help="With --engine ray: the Ray cluster to run on, e.g. ray://head:10001 or auto", section=RAY,
 )  # fmt: skip
 RAY_REQUEST_RATE: Setting[float] = Setting(
-    "ray_request_rate", 50.0, float, above=0, flag="--ray-request-rate", metavar="PER_SECOND",
+    "ray_request_rate", 100.0, float, above=0, flag="--ray-request-rate", metavar="PER_SECOND",
     help="With --engine ray: requests per second the whole cluster sends (one shared token bucket, "
     "halved on a 429)", section=RAY,
 )  # fmt: skip

@@ -12,6 +12,7 @@ controls). So it is in no task argument, log line or dashboard page that btpipe 
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -39,7 +40,7 @@ def start(address: str | None = None, *, num_cpus: int | None = None) -> None:
     for name, value in LOCAL_ENVIRONMENT.items():
         os.environ.setdefault(name, value)
     if address:
-        ray.init(address=address, log_to_driver=False)
+        ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
         return
     ray.init(
         num_cpus=num_cpus or os.cpu_count() or 1,
@@ -47,6 +48,7 @@ def start(address: str | None = None, *, num_cpus: int | None = None) -> None:
         _node_ip_address="127.0.0.1",
         object_store_memory=LOCAL_OBJECT_STORE_BYTES,
         log_to_driver=False,
+        logging_level=logging.ERROR,
     )
 
 

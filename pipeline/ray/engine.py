@@ -46,6 +46,9 @@ T = TypeVar("T")
 
 #: Runs of one task lost with its worker or node (not failed by an error of its own).
 TASK_ATTEMPTS = 3
+#: The CPU a range or object task reserves: it mostly waits on the API, so a node runs
+#: several per core (``--workers`` bounds how many the driver keeps in flight).
+TASK_CPUS = 0.25
 
 
 @dataclass(frozen=True)
@@ -77,7 +80,7 @@ def _stream(body: Callable[[Callable[[T], Awaitable[None]]], Awaitable[None]]) -
         future.result()
 
 
-@ray.remote(num_returns="streaming", max_retries=0)
+@ray.remote(num_returns="streaming", max_retries=0, num_cpus=TASK_CPUS)
 def _export_range(
     settings: ClientSettings,
     api_key_env: str,
@@ -101,7 +104,7 @@ def _export_range(
     yield from _stream(body)
 
 
-@ray.remote(num_returns="streaming", max_retries=0)
+@ray.remote(num_returns="streaming", max_retries=0, num_cpus=TASK_CPUS)
 def _import_object(
     settings: ClientSettings,
     api_key_env: str,
@@ -216,7 +219,7 @@ async def ray_engine(
     started = not ray.is_initialized()
     if started and address is None and os.environ.get(api_key_env) != settings.api_key:
         os.environ[api_key_env] = settings.api_key
-    await anyio.to_thread.run_sync(partial(cluster.start, address))
+    cluster.start(address)  # in the main thread, where Ray sets its signal handlers
     budget = request_budget(request_rate)
     try:
         yield api_key_env, budget

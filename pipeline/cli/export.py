@@ -25,6 +25,8 @@ from pipeline.cli.common import (
 )
 from pipeline.cli.options import setting_options
 from pipeline.common.defaults import (
+    ATTACHMENT_WORKERS,
+    ATTACHMENTS,
     COMPRESSION,
     DRY_RUN,
     ENCODERS,
@@ -34,6 +36,7 @@ from pipeline.common.defaults import (
     FILTER,
     FORMAT,
     INCREMENTAL,
+    MAX_ATTACHMENT_MB,
     MB,
     MIN_ROWS_PER_RANGE,
     OBJECTS,
@@ -65,6 +68,7 @@ if TYPE_CHECKING:
 @setting_options(DRY_RUN)
 @setting_options(EXPORT_WORKERS, RANGES_PER_OBJECT, MIN_ROWS_PER_RANGE, PAGE_LIMIT, PREFETCH, ENCODERS,
                  ROW_GROUP_ROWS, ROW_GROUP_MB, FILE_ROWS, FILE_MB, WAIT_LEASE)  # fmt: skip
+@setting_options(ATTACHMENTS, MAX_ATTACHMENT_MB, ATTACHMENT_WORKERS)
 @engine_options
 def export(settings: ClientSettings, quiet: bool, as_json: bool, **kw: Any) -> None:
     """Export project logs, datasets and experiments to Parquet or JSONL files."""
@@ -100,6 +104,12 @@ def export(settings: ClientSettings, quiet: bool, as_json: bool, **kw: Any) -> N
             f"exported {summary.rows:,} rows from {len(summary.objects)} objects in {summary.seconds:.1f}s "
             f"({summary.retries} retries) -> {summary.out}  manifest {summary.manifest}"
         )
+        attached = summary.attachments
+        if attached.get("count") or attached.get("skipped"):
+            output.say(
+                f"attachments: {attached['count']:,} ({attached['bytes']:,} bytes), "
+                f"{attached['downloaded']:,} downloaded, {attached['skipped']:,} skipped (--attachments skip)"
+            )
 
 
 def _plan_lines(plan: ExportPlan) -> list[str]:

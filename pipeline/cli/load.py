@@ -61,6 +61,8 @@ def _load_opts(kw: dict[str, Any]) -> LoadOptions:
         error_file=kw["error_file"],
         wait_lease=kw["wait_lease"],
         into_existing=kw["into_existing"],
+        max_attachment_mb=kw["max_attachment_mb"],
+        attachment_workers=kw["attachment_workers"],
     )
 
 
@@ -99,6 +101,10 @@ def _report_load(output: Output, summary: Any, verb: str) -> None:
             output.say(f"  {obj.source} -> {obj.destination}: {obj.rows:,} rows" + (
                 f", {obj.skipped:,} skipped" if obj.skipped else "") + (" (created)" if obj.created else ""))  # fmt: skip
         output.say(f"{verb} {summary.rows:,} rows in {summary.seconds:.1f}s ({summary.retries} retries)")
+        attached = summary.attachments
+        if attached.get("uploaded") or attached.get("present"):
+            output.say(f"attachments: {attached['uploaded']:,} uploaded ({attached['bytes']:,} bytes), "
+                       f"{attached['present']:,} already at the destination")  # fmt: skip
         if summary.skipped:
             output.say(f"{summary.skipped:,} skipped events were recorded in {summary.error_file}")
         for damaged in summary.damaged:

@@ -76,6 +76,11 @@ class Manifest:
     query: Any = None
     options: dict[str, Any] = field(default_factory=dict)
     objects: tuple[ObjectManifest, ...] = field(default_factory=tuple)
+    #: The attachments the run's rows refer to: ``count``, ``bytes``, ``skipped`` (left out by
+    #: ``--attachments skip``) and ``files``, one ``{key, sha256, bytes, filename,
+    #: content_type}`` each, its bytes at ``_attachments/sha256=<sha256>``
+    #: (:mod:`pipeline.common.attachments`). Empty in manifests written before the field.
+    attachments: dict[str, Any] = field(default_factory=dict)
 
     @property
     def project_id(self) -> str | None:

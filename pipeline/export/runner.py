@@ -43,6 +43,7 @@ from pipeline.api.snapshot import (
     take_snapshot,
 )
 from pipeline.common import defaults, layout
+from pipeline.common.attachments import manifest_section
 from pipeline.common.chains import FULL_SCOPE, Scope
 from pipeline.common.clock import seconds_since_start
 from pipeline.common.errors import BtpipeError, UsageError, first_error
@@ -61,6 +62,7 @@ from pipeline.common.state import (
     export_store,
 )
 from pipeline.common.storage import Retries, Storage, open_storage
+from pipeline.export.attachments import AttachmentExport
 from pipeline.export.budget import PageBudget, Slot
 from pipeline.export.dryrun import ExportPlan, describe
 from pipeline.export.gone import deleted_at_source, drop_files, gone_label, may_be_gone
@@ -100,6 +102,9 @@ class ExportOptions:
     row_group_rows: int = defaults.ROW_GROUP_ROWS.default
     row_group_mb: int = defaults.ROW_GROUP_MB.default
     wait_lease: float = defaults.WAIT_LEASE.default
+    attachments: str = defaults.ATTACHMENTS.default
+    max_attachment_mb: int = defaults.MAX_ATTACHMENT_MB.default
+    attachment_workers: int = defaults.ATTACHMENT_WORKERS.default
 
     @property
     def file_compression(self) -> str:
@@ -146,6 +151,10 @@ class ExportSummary:
     repaired: list[str] = field(default_factory=list)
     #: Objects deleted at the source during the run: it holds none of their rows.
     gone: list[str] = field(default_factory=list)
+    #: Attachments the run's rows refer to (``count``, ``bytes``), those it downloaded
+    #: (``downloaded``, ``downloaded_bytes``; the rest were in the root already) and those
+    #: ``--attachments skip`` left out (``skipped``).
+    attachments: dict[str, int] = field(default_factory=dict)
 
     @property
     def rows(self) -> int:
@@ -331,6 +340,7 @@ class ExportJob:
         self.store: StateStore[ExportState]
         self.state: ExportState
         self._project_name: str
+        self._attachments: AttachmentExport
 
     async def run(self) -> ExportSummary:
         started = time.monotonic()
@@ -401,11 +411,18 @@ class ExportJob:
             await self._save()
         run = self.state.run
         await anyio.to_thread.run_sync(self.storage.cleanup_temp, "")
+        opts = self.options
+        self.org_id = str(project.get("org_id") or "")
+        self._attachments = AttachmentExport(
+            self.client, self.storage, self.org_id,
+            download=opts.attachments == "download", limit=opts.max_attachment_mb * defaults.MB,
+            workers=opts.attachment_workers, keys=run.attachments, skipped=run.skipped_attachments,
+        )  # fmt: skip
         await self._run_ranges(run)
         if again := await self._read_again_where_deleted(run):
             await self._run_ranges(run, again)
         await self._drop_gone(run)
-        manifest = await self._finish(run)
+        manifest, attached = await self._finish(run)
         stats = self.client.statistics()
         return ExportSummary(
             run_id=run.run_id,
@@ -418,6 +435,11 @@ class ExportJob:
             first_row_seconds=self._first_row_seconds,
             repaired=self._repaired,
             gone=[gone_label(obj) for obj in run.objects if obj.gone],
+            attachments={
+                **{name: attached[name] for name in ("count", "bytes", "skipped")},
+                "downloaded": self._attachments.downloaded,
+                "downloaded_bytes": self._attachments.downloaded_bytes,
+            },
             objects=[
                 ObjectSummary(
                     label=obj.name if obj.object_type == "project_logs" else f"{obj.object_type}:{obj.name}",
@@ -715,16 +737,26 @@ class ExportJob:
         """The lease the run holds, as the processes publishing its files check it."""
         return self._guard
 
-    async def read_range(self, guard: Guard, run: RunState, obj: ObjectState, rng: RangeState) -> None:
+    async def read_range(
+        self, guard: Guard, run: RunState, obj: ObjectState, rng: RangeState, org_id: str
+    ) -> None:
         """Read one range of ``run`` for a job whose driver runs elsewhere (a task of
         ``pipeline.ray``): its files go to the output root, each publish checking the
         driver's lease ``guard``, and each checkpoint goes to ``on_checkpoint`` rather than to
-        a state file, which the driver alone writes. The sink runs in this process."""
+        a state file, which the driver alone writes. The sink runs in this process; the
+        attachments the pages refer to are stored as the driver would, their keys added to
+        ``run``'s lists (the caller reports them with the checkpoints)."""
         if self._on_checkpoint is None:
             raise RuntimeError("read_range needs an on_checkpoint")
         await self._open_storage()
         storage = self.storage
         self.storage, self._guard = GuardedStorage(storage, partial(guard.verify, storage)), guard
+        opts = self.options
+        self._attachments = AttachmentExport(
+            self.client, self.storage, org_id,
+            download=opts.attachments == "download", limit=opts.max_attachment_mb * defaults.MB,
+            workers=opts.attachment_workers, keys=run.attachments, skipped=run.skipped_attachments,
+        )  # fmt: skip
         task = self.progress.add(obj.name, None)
         await self._read_range(run, obj, rng, task)
 
@@ -857,6 +889,7 @@ class ExportJob:
                     await anyio.to_thread.run_sync(
                         sink.write_page, page.raw, page.rows, limiter=self._encoders
                     )
+                    await self._attachments.take(page.raw)
                 if self._first_row_seconds is None:
                     self._first_row_seconds = seconds_since_start()
                 cursor = page.cursor
@@ -874,6 +907,17 @@ class ExportJob:
             await self._on_checkpoint(rng, published, cursor, done)
         else:
             await self.checkpoint(rng, published, cursor, done=done)
+
+    @staticmethod
+    def add_attachments(run: RunState, keys: list[str], skipped: list[str]) -> None:
+        """Attachment keys a range read elsewhere stored (``keys``) or left out (``skipped``),
+        into ``run``'s lists, which the manifest is written from; each key once."""
+        for found, into in ((keys, run.attachments), (skipped, run.skipped_attachments)):
+            have = set(into)
+            for key in found:
+                if key not in have:
+                    have.add(key)
+                    into.append(key)
 
     async def checkpoint(
         self, rng: RangeState, published: list[FileInfo], cursor: str | None, *, done: bool
@@ -893,7 +937,7 @@ class ExportJob:
 
     # -- finishing ------------------------------------------------------------------------
 
-    async def _finish(self, run: RunState) -> str:
+    async def _finish(self, run: RunState) -> tuple[str, dict[str, Any]]:
         for obj in run.objects:
             if not obj.gone and obj.expected_rows is not None and obj.rows != obj.expected_rows:
                 label = obj.name if obj.object_type == "project_logs" else f"{obj.object_type}:{obj.name}"
@@ -912,8 +956,11 @@ class ExportJob:
             self.client, self.storage, run.run_id, [obj for obj in run.objects if not obj.gone],
             scope=scope, previous=previous, workers=self.options.workers,
         )  # fmt: skip
+        entries = await anyio.to_thread.run_sync(self._attachments.entries)
+        attached = manifest_section(entries, len(run.skipped_attachments))
         manifest = Manifest(
             run_id=run.run_id,
+            attachments=attached,
             started_at=run.started_at,
             finished_at=datetime.now(UTC).isoformat(),
             api_url=self.client.base_url,
@@ -950,7 +997,7 @@ class ExportJob:
                     self.state.watermarks[key] = Watermark(obj.version, run.run_id, obj.newest_key)
             self.state.run = None
             await self._save_locked()
-        return path
+        return path, attached
 
     def _previous_run(self, obj: ObjectState) -> str | None:
         """The run that read ``obj`` last in this run's scope: the one an incremental read

@@ -43,6 +43,7 @@ from pipeline.common.rows import ObjectType
 from pipeline.common.selection import parse_one_object
 from pipeline.common.state import FilePosition, ObjectProgress
 from pipeline.common.storage import Storage, location
+from pipeline.load.attachments import AttachmentCopier, ExportedAttachments
 from pipeline.load.batcher import Item
 from pipeline.load.destinations import (
     Destination,
@@ -75,7 +76,8 @@ class ImportOptions:
 class ObjectLoader(Protocol):
     """Loads one input object somewhere else than in this process (``pipeline.ray`` runs it
     as a task of a Ray cluster): it reads ``obj``'s files from ``record``'s mark on, inserts
-    them into ``ref``, and hands each newer checkpoint of ``record`` to ``save``, in order."""
+    them into ``ref``, and hands each newer checkpoint of ``record`` to ``save``, in order,
+    with the attachments it copied so far (source key -> destination key)."""
 
     async def __call__(
         self,
@@ -83,7 +85,7 @@ class ObjectLoader(Protocol):
         obj: InputObject,
         ref: ObjectRef,
         record: ObjectProgress,
-        save: Callable[[ObjectProgress], Awaitable[None]],
+        save: Callable[[ObjectProgress, dict[str, str]], Awaitable[None]],
     ) -> None: ...
 
 
@@ -102,6 +104,7 @@ class ImportJob:
         self._objects = objects  # None: objects are loaded in this process, one after another
         self.storage: Storage
         self.request_limit = 0
+        self.load_run: LoadRun  # the state, pool and attachment copier of the run
 
     async def run(self) -> LoadSummary:
         """The import, holding its state file's lease from before the state is read until it
@@ -138,8 +141,10 @@ class ImportJob:
         run, project = await LoadRun.begin(
             self.client, opts.load, self.progress, exits=exits,
             job="import", source=source, to_project=opts.to_project, create_project=opts.create_project,
+            attachments=ExportedAttachments(storage, opts.load.attachment_limit),
         )  # fmt: skip
         state = run.state
+        self.load_run = run
         damaged = await self._damaged(storage, inputs, state.objects)
         if damaged and not opts.skip_damaged:
             others = len(damaged) - 1
@@ -173,12 +178,15 @@ class ImportJob:
             task = self.progress.add(f"{obj.label} -> {ref.label}", obj.rows, done=record.rows)
             if self._objects is None:
                 batcher = run.batcher(record, ref, task)
-                await feed_runs(run.pool, batcher, object_runs(storage, obj, ref, record.position))
+                await feed_runs(
+                    run.pool, batcher, object_runs(storage, obj, ref, record.position, run.attachments)
+                )
             else:
 
-                async def save(newer: ObjectProgress) -> None:
+                async def save(newer: ObjectProgress, attachments: dict[str, str]) -> None:
                     task.advance(newer.rows - state.objects[obj.key].rows)
                     state.objects[obj.key] = newer
+                    run.attachments.mapping.update(attachments)
                     await state.save()
 
                 await self._objects(self, obj, ref, record, save)
@@ -215,10 +223,15 @@ class ImportJob:
 
 
 def object_runs(
-    storage: Storage, obj: InputObject, ref: ObjectRef, mark: FilePosition | None
+    storage: Storage,
+    obj: InputObject,
+    ref: ObjectRef,
+    mark: FilePosition | None,
+    attachments: AttachmentCopier,
 ) -> Iterator[AsyncIterator[list[Item]]]:
     """A reader of ``obj``'s items for ``ref`` per run (:mod:`pipeline.load.ordered`), from
-    ``mark`` on: what an import feeds its batcher, in this process or in a Ray task."""
+    ``mark`` on, their attachments copied by ``attachments``: what an import feeds its
+    batcher, in this process or in a Ray task."""
     source = SourceObject(obj.object_type or ref.object_type, obj.id)
     files = obj.files
     start_file, after = 0, -1
@@ -227,11 +240,16 @@ def object_runs(
             raise UsageError(f"{mark.path}: in the saved state but not in the input any more; pass --restart")
         start_file, after = files.index(mark.path), mark.position
     for span in run_spans(files, obj.runs, start_file):
-        yield _chunks(storage, obj, source, span, after if span.start == start_file else -1)
+        yield _chunks(storage, obj, source, span, after if span.start == start_file else -1, attachments)
 
 
 async def _chunks(
-    storage: Storage, obj: InputObject, source: SourceObject, span: range, after: int
+    storage: Storage,
+    obj: InputObject,
+    source: SourceObject,
+    span: range,
+    after: int,
+    attachments: AttachmentCopier,
 ) -> AsyncIterator[list[Item]]:
     """The items of ``obj.files[i]`` for each ``i`` of ``span``, after row ``after`` of the first."""
     for index in span:
@@ -244,7 +262,7 @@ async def _chunks(
             if items is None:
                 break
             if items:
-                yield items
+                yield await attachments.rewrite(items)
 
 
 def _wanted(obj: InputObject, to_object: tuple[ObjectType, str | None] | None) -> Wanted:

@@ -29,6 +29,7 @@ from pipeline.api.snapshot import pin_read
 from pipeline.common import defaults, jsoncodec
 from pipeline.common.progress import Progress
 from pipeline.common.state import ObjectProgress
+from pipeline.load.attachments import AttachmentCopier, SourceAttachments
 from pipeline.load.batcher import Item
 from pipeline.load.destinations import Wanted, ensure_objects, experiments_in_dependency_order
 from pipeline.load.insert import feed
@@ -99,6 +100,7 @@ class MigrateJob:
         run, dst_project = await LoadRun.begin(
             self.destination, opts.load, self.progress, exits=exits,
             job="migrate", source=source, to_project=opts.to_project, create_project=opts.create_project,
+            attachments=SourceAttachments(self.source, str(src_project.get("org_id") or ""), opts.load.attachment_limit),
         )  # fmt: skip
         state = run.state
 
@@ -133,14 +135,16 @@ class MigrateJob:
                 task = self.progress.add(f"{ref.label} -> {dest.label}", record.expected, done=record.rows)
                 if record.expected != 0:
                     batcher = run.batcher(record, dest, task)
-                    await feed(run.pool, batcher, self._chunks(ref, record))
+                    await feed(run.pool, batcher, self._chunks(ref, record, run.attachments))
                 task.finish()
                 results.append(ObjectResult(ref.label, dest.label, dest.id, created, 0, 0))
 
         keys = [f"{ref.object_type}:{ref.id}" for ref, _dest, _created in plans]
         return await run.complete(produce, started, keys, results)
 
-    async def _chunks(self, ref: ObjectRef, record: ObjectProgress) -> AsyncIterator[list[Item]]:
+    async def _chunks(
+        self, ref: ObjectRef, record: ObjectProgress, attachments: AttachmentCopier
+    ) -> AsyncIterator[list[Item]]:
         pager = Pager(
             self.source,
             build_query(ref.object_type, ref.id),
@@ -151,4 +155,5 @@ class MigrateJob:
         )
         source = SourceObject(ref.object_type, ref.id)
         async for page in pager.pages():
-            yield await anyio.to_thread.run_sync(page_items, page.raw, source, page.cursor, ref.label)
+            items = await anyio.to_thread.run_sync(page_items, page.raw, source, page.cursor, ref.label)
+            yield await attachments.rewrite(items)

@@ -34,6 +34,7 @@ from pipeline.common.progress import Progress, Task
 from pipeline.common.state import ObjectProgress, ObjectState, RangeState, RunState
 from pipeline.common.storage import open_storage
 from pipeline.export.runner import ExportJob
+from pipeline.load.attachments import AttachmentCopier, ExportedAttachments
 from pipeline.load.importer import ImportJob, object_runs
 from pipeline.load.insert import InsertOptions, InsertPool
 from pipeline.load.ordered import feed_runs
@@ -52,12 +53,31 @@ TASK_CPUS = 0.25
 
 
 @dataclass(frozen=True)
+class ObjectPlan:
+    """What an import task needs besides its object: where the input is, how to batch and
+    insert, and how to copy attachments as the driver would (the destination project, the
+    attachments copied before, source key -> destination key)."""
+
+    input_url: str
+    insert: InsertOptions
+    batch_rows: int
+    request_limit: int
+    project: dict[str, str]
+    mapping: dict[str, str]
+    attachment_limit: int
+    attachment_workers: int
+
+
+@dataclass(frozen=True)
 class RangeCheckpoint:
     """Files an export range task published, holding every page up to ``cursor``."""
 
     files: list[FileInfo]
     cursor: str | None
     done: bool
+    #: Attachment keys the task stored, and left out, since its last checkpoint.
+    attachments: list[str]
+    skipped_attachments: list[str]
 
 
 def _stream(body: Callable[[Callable[[T], Awaitable[None]]], Awaitable[None]]) -> Iterator[T]:
@@ -90,16 +110,21 @@ def _export_range(
     run: RunState,
     obj: ObjectState,
     rng: RangeState,
+    org_id: str,
 ) -> Iterator[RangeCheckpoint]:
+    reported = [len(run.attachments), len(run.skipped_attachments)]
+
     async def body(report: Callable[[RangeCheckpoint], Awaitable[None]]) -> None:
         async def on_checkpoint(
             _rng: RangeState, files: list[FileInfo], cursor: str | None, done: bool
         ) -> None:
-            await report(RangeCheckpoint(files, cursor, done))
+            keys, skipped = run.attachments[reported[0] :], run.skipped_attachments[reported[1] :]
+            reported[:] = [len(run.attachments), len(run.skipped_attachments)]
+            await report(RangeCheckpoint(files, cursor, done, keys, skipped))
 
         async with cluster.worker_client(settings, api_key_env, budget) as client:
             job = ExportJob(client, options, Progress(), on_checkpoint=on_checkpoint)
-            await job.read_range(guard, run, obj, rng)
+            await job.read_range(guard, run, obj, rng, org_id)
 
     yield from _stream(body)
 
@@ -109,22 +134,26 @@ def _import_object(
     settings: ClientSettings,
     api_key_env: str,
     budget: Any,
-    insert: InsertOptions,
-    batch_rows: int,
-    request_limit: int,
-    input_url: str,
+    plan: ObjectPlan,
     obj: InputObject,
     ref: ObjectRef,
     record: ObjectProgress,
-) -> Iterator[ObjectProgress]:
-    async def body(report: Callable[[ObjectProgress], Awaitable[None]]) -> None:
-        storage = await anyio.to_thread.run_sync(open_storage, input_url)
+) -> Iterator[tuple[ObjectProgress, dict[str, str]]]:
+    async def body(report: Callable[[tuple[ObjectProgress, dict[str, str]]], Awaitable[None]]) -> None:
+        storage = await anyio.to_thread.run_sync(open_storage, plan.input_url)
         async with cluster.worker_client(settings, api_key_env, budget) as client:
-            pool = InsertPool(client, insert, max_request_bytes=request_limit)
-            batcher = object_batcher(
-                ref, record, batch_rows, request_limit, save=lambda: report(copy.copy(record))
-            )
-            await pool.run(partial(feed_runs, pool, batcher, object_runs(storage, obj, ref, record.position)))
+            pool = InsertPool(client, plan.insert, max_request_bytes=plan.request_limit)
+            copier = AttachmentCopier(
+                ExportedAttachments(storage, plan.attachment_limit), client, plan.project,
+                mapping=dict(plan.mapping), workers=plan.attachment_workers,
+            )  # fmt: skip
+
+            async def save() -> None:
+                await report((copy.copy(record), dict(copier.mapping)))
+
+            batcher = object_batcher(ref, record, plan.batch_rows, plan.request_limit, save=save)
+            runs = object_runs(storage, obj, ref, record.position, copier)
+            await pool.run(partial(feed_runs, pool, batcher, runs))
 
     yield from _stream(body)
 
@@ -161,10 +190,11 @@ class RayRanges:
         def submit() -> Any:
             return _export_range.remote(
                 cluster.worker_settings(job.client.settings), self.api_key_env, self.budget,
-                options, job.guard, bare, obj, rng,
+                options, job.guard, bare, obj, rng, job.org_id,
             )  # fmt: skip
 
         async def take(point: RangeCheckpoint) -> None:
+            job.add_attachments(run, point.attachments, point.skipped_attachments)
             await job.checkpoint(rng, point.files, point.cursor, done=point.done)
             task.advance(sum(f.rows for f in point.files), sum(f.bytes for f in point.files))
 
@@ -184,22 +214,28 @@ class RayObjects:
         obj: InputObject,
         ref: ObjectRef,
         record: ObjectProgress,
-        save: Callable[[ObjectProgress], Awaitable[None]],
+        save: Callable[[ObjectProgress, dict[str, str]], Awaitable[None]],
     ) -> None:
         load = job.options.load
         if load.insert.on_error == "skip":
             raise UsageError("--on-error skip: not with --engine ray (the error file is this host's)")
         newest = [record]
+        copier = job.load_run.attachments
 
         def submit() -> Any:
+            plan = ObjectPlan(
+                job.storage.url, load.insert, load.batch_rows, job.request_limit,
+                {"id": copier.project_id, "org_id": copier.org_id}, dict(copier.mapping),
+                load.attachment_limit, load.attachment_workers,
+            )  # fmt: skip
             return _import_object.remote(
                 cluster.worker_settings(job.client.settings), self.api_key_env, self.budget,
-                load.insert, load.batch_rows, job.request_limit, job.storage.url, obj, ref, newest[0],
+                plan, obj, ref, newest[0],
             )  # fmt: skip
 
-        async def take(progress: ObjectProgress) -> None:
-            newest[0] = progress
-            await save(progress)
+        async def take(point: tuple[ObjectProgress, dict[str, str]]) -> None:
+            newest[0] = point[0]
+            await save(*point)
 
         await _follow(submit, take)
 

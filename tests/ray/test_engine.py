@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
+from tests.attachments.seed import PNG, upload
 from tests.conftest import Emulator
-from tests.helpers import all_rows, btpipe, post, read_export_files, unique, visible_files
+from tests.helpers import all_rows, btpipe, insert, post, read_export_files, unique, visible_files
 from tests.ray.conftest import log_rows, seeded_project
 
 pytestmark = pytest.mark.usefixtures("local_ray")
@@ -38,11 +39,12 @@ def manifest(root: Path) -> dict[str, Any]:
 def test_export_and_import_with_ray_match_the_local_engine(emulator: Emulator, tmp_path: Path) -> None:
     project = seeded_project(emulator, 700)
     dataset = post(emulator.url, emulator.key, "/v1/dataset", {"project_id": project["id"], "name": "golden"})
-    from tests.helpers import insert
-
     records = [{"id": r["id"], "input": r["input"], "expected": r["output"], "metadata": r["metadata"]}
                for r in log_rows(120, "ds")]  # fmt: skip
     insert(emulator.url, emulator.key, "dataset", dataset["id"], records)
+    png = upload(emulator.url, emulator.key, PNG, "a.png", "image/png")
+    insert(emulator.url, emulator.key, "project_logs", project["id"],
+           [{"id": "with-file", "input": {"image": png}}, {"id": "again", "metadata": {"same": png}}])  # fmt: skip
     local, on_ray = tmp_path / "local", tmp_path / "ray"
     for out, engine in ((local, "local"), (on_ray, "ray")):
         result = btpipe(emulator, "export", "--project", project["name"], "--out", str(out), "--objects",
@@ -61,6 +63,12 @@ def test_export_and_import_with_ray_match_the_local_engine(emulator: Emulator, t
             obj["rows_expected"],
         )
         assert [f["sha256"] for f in theirs["files"]] == [f["sha256"] for f in obj["files"]]
+    assert manifest(on_ray)["attachments"] == manifest(local)["attachments"]
+    assert manifest(local)["attachments"]["count"] == 1
+    stored = [
+        sorted(p.name for p in (root / "_attachments").rglob("*") if p.is_file()) for root in (local, on_ray)
+    ]
+    assert stored[0] == stored[1] and stored[0]
     assert not list((on_ray / "_state").glob("*.lease"))
 
     by_local, by_ray = unique("import-local"), unique("import-ray")

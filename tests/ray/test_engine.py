@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -125,6 +126,51 @@ def test_a_killed_driver_resumes_from_its_checkpoint(emulator: Emulator, tmp_pat
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["resumed"] is True and summary["rows"] == 1200
+    rows = read_export_files(out, "project_logs", project["id"])
+    assert sorted(r["id"] for r in rows) == sorted(
+        all_rows(emulator.url, emulator.key, "project_logs", project["id"])
+    )
+
+
+def _range_task_pids() -> list[int]:
+    """Processes running an export range task of this machine's Ray (by their title)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                title = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if title.startswith(b"ray::_export_range"):
+                found.append(int(entry.name))
+    return found
+
+
+def test_a_range_task_lost_with_its_worker_runs_again_from_its_checkpoint(
+    emulator: Emulator, tmp_path: Path, faults: Any
+) -> None:
+    project = seeded_project(emulator, 900, "lost")
+    out = tmp_path / "out"
+    faults(latency_ms=30, rate=0.2, kinds=("429", "500", "drop"), retry_after=0, seed=5)
+    results: list[Any] = []
+    runner = threading.Thread(target=lambda: results.append(btpipe(
+        emulator, "export", "--project", project["name"], "--out", str(out), "--engine", "ray", "--quiet",
+        *SMALL_FILES)))  # fmt: skip
+    runner.start()
+    killed = None
+    deadline = time.monotonic() + 120
+    while killed is None and runner.is_alive() and time.monotonic() < deadline:
+        pids = _range_task_pids()
+        if pids and _published(out) >= 1:
+            killed = pids[0]
+            os.kill(killed, signal.SIGKILL)
+        time.sleep(0.05)
+    runner.join()
+    faults()
+    assert killed is not None, "no range task was seen running"
+    (result,) = results
+    assert result.exit_code == 0, result.output
+    assert [o["rows_written"] for o in manifest(out)["objects"]] == [900]
     rows = read_export_files(out, "project_logs", project["id"])
     assert sorted(r["id"] for r in rows) == sorted(
         all_rows(emulator.url, emulator.key, "project_logs", project["id"])

@@ -28,7 +28,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from time import monotonic
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
@@ -193,20 +193,61 @@ class ClientStatistics:
     concurrency: int = field(default=0, compare=False)
 
 
-class AdaptiveLimit:
-    """How many requests of one client may be in flight: additive increase, multiplicative decrease.
+class Aimd:
+    """Additive increase, multiplicative decrease of a limit, the rule every request budget of
+    btpipe follows (a client's concurrency here, a cluster's request rate in ``pipeline.ray``).
 
     A 429 halves the limit (never below 1), once per round: a 429 to a request sent before
     the last cut answers the traffic that cut already paid for, so a burst of them is one
     signal, not several. A run of successes as long as the limit adds one, up to ``maximum``.
+    """
+
+    def __init__(self, maximum: int) -> None:
+        self.maximum = maximum
+        self.limit = maximum
+        self.round = 0
+        self._successes = 0
+
+    def throttled(self, sent_in_round: int) -> bool:
+        """Count a 429 to a request sent in round ``sent_in_round``; True if the limit fell."""
+        self._successes = 0
+        if sent_in_round != self.round:
+            return False
+        self.round += 1
+        self.limit = max(1, self.limit // 2)
+        return True
+
+    def succeeded(self) -> bool:
+        """Count a success; True if the limit rose."""
+        self._successes += 1
+        if self._successes < self.limit or self.limit >= self.maximum:
+            return False
+        self._successes = 0
+        self.limit += 1
+        return True
+
+
+class Permits(Protocol):
+    """A request budget shared beyond one client (the cluster-wide one of ``pipeline.ray``):
+    :meth:`take` waits for a permit before each request is sent and returns the round it was
+    given in; the outcome of the request is reported back, so the budget adapts as
+    :class:`Aimd` does."""
+
+    async def take(self) -> int: ...
+    def throttled(self, sent_in_round: int) -> None: ...
+    def succeeded(self) -> None: ...
+
+
+class AdaptiveLimit:
+    """How many requests of one client may be in flight, adapted by :class:`Aimd`.
+
     A lowered limit lets requests already in flight finish; new ones wait for a free slot.
     """
 
     def __init__(self, maximum: int) -> None:
         self.maximum = maximum
+        self._aimd = Aimd(maximum)
         self._slots = anyio.CapacityLimiter(maximum)
-        self._round = 0
-        self._successes = 0
 
     @property
     def limit(self) -> int:
@@ -218,21 +259,17 @@ class AdaptiveLimit:
         holder = object()  # one task may hold a slot of two clients, or two of one across tasks
         await self._slots.acquire_on_behalf_of(holder)
         try:
-            yield self._round
+            yield self._aimd.round
         finally:
             self._slots.release_on_behalf_of(holder)
 
     def throttled(self, sent_in_round: int) -> None:
-        self._successes = 0
-        if sent_in_round == self._round:
-            self._round += 1
-            self._slots.total_tokens = max(1, self.limit // 2)
+        if self._aimd.throttled(sent_in_round):
+            self._slots.total_tokens = self._aimd.limit
 
     def succeeded(self) -> None:
-        self._successes += 1
-        if self._successes >= self.limit and self.limit < self.maximum:
-            self._successes = 0
-            self._slots.total_tokens = self.limit + 1
+        if self._aimd.succeeded():
+            self._slots.total_tokens = self._aimd.limit
 
 
 class PageTooLargeError(ApiError):
@@ -256,8 +293,9 @@ def parse_retry_after(value: str | None) -> float | None:
 class BraintrustClient:
     """An async Braintrust API client; use as ``async with BraintrustClient(settings) as c``."""
 
-    def __init__(self, settings: ClientSettings) -> None:
+    def __init__(self, settings: ClientSettings, *, permits: Permits | None = None) -> None:
         self.settings = settings
+        self._permits = permits  # a budget shared with other processes, taken on every request
         if not settings.api_key:
             raise AuthError(self.sided("no API key: pass --api-key or set BRAINTRUST_API_KEY"))
         self.base_url = settings.api_url.rstrip("/")
@@ -380,6 +418,7 @@ class BraintrustClient:
             throttled = False
             try:
                 async with self._limit.slot() as sent_in_round:
+                    shared_round = await self._permits.take() if self._permits is not None else 0
                     response = await send()
             except TRANSPORT_ERRORS as exc:
                 problem = f"{type(exc).__name__}: {self.redact(str(exc)) or 'no detail'}"
@@ -387,6 +426,8 @@ class BraintrustClient:
                 if response.status < 400:
                     self._last_success = monotonic()
                     self._limit.succeeded()
+                    if self._permits is not None:
+                        self._permits.succeeded()
                     return response
                 if response.status in shrink_on:
                     raise PageTooLargeError(self.sided(self._describe(where, response)), response.status)
@@ -396,6 +437,8 @@ class BraintrustClient:
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
                 if response.status == 429:
                     self._limit.throttled(sent_in_round)
+                    if self._permits is not None:
+                        self._permits.throttled(shared_round)
                     throttled = self._making_progress()
             waits += 1
             if throttled:

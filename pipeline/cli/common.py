@@ -11,7 +11,8 @@ import functools
 import importlib
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -28,6 +29,7 @@ from pipeline.common.defaults import (
     BATCH_ROWS,
     CONNECTIONS,
     CREATE_PROJECT,
+    ENGINE,
     ERROR_FILE,
     IMPERSONATE,
     LOAD_WORKERS,
@@ -37,6 +39,8 @@ from pipeline.common.defaults import (
     MAX_INFLIGHT_MB,
     MAX_RETRIES,
     ON_ERROR,
+    RAY_ADDRESS,
+    RAY_REQUEST_RATE,
     READ_TIMEOUT,
     RETRY_JITTER,
     STATE_DIR,
@@ -44,7 +48,14 @@ from pipeline.common.defaults import (
     TO_IMPERSONATE,
     WAIT_LEASE,
 )
-from pipeline.common.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, BtpipeError, first_error
+from pipeline.common.errors import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    BtpipeError,
+    UsageError,
+    first_error,
+)
 from pipeline.common.memory import keep_memory_flat
 from pipeline.common.progress import Progress
 
@@ -127,6 +138,28 @@ def load_options(fn: F) -> F:
     settings = (LOAD_WORKERS, BATCH_ROWS, MAX_BATCH_BYTES, MAX_INFLIGHT_MB, ON_ERROR, ERROR_FILE, STATE_DIR,
                 WAIT_LEASE, MAX_ATTACHMENT_MB, ATTACHMENT_WORKERS)  # fmt: skip
     return setting_options(*settings)(fn)
+
+
+def engine_options(fn: F) -> F:
+    """``--engine``, and where and how fast Ray runs (export, import)."""
+    return setting_options(ENGINE, RAY_ADDRESS, RAY_REQUEST_RATE)(fn)
+
+
+@asynccontextmanager
+async def ray_engine(settings: ClientSettings, kw: dict[str, Any]) -> AsyncIterator[Any]:
+    """Pop the engine flags of ``kw``; with ``--engine ray``, Ray for the command
+    (:func:`pipeline.ray.engine.ray_engine`): yields ``(engine module, key variable, budget)``,
+    else None."""
+    engine, address, rate = kw.pop("engine"), kw.pop("ray_address"), kw.pop("ray_request_rate")
+    if engine != "ray":
+        yield None
+        return
+    try:
+        from pipeline.ray import engine as module
+    except ImportError as exc:
+        raise UsageError(f"--engine ray: Ray is not installed ({exc}); pip install 'btpipe[ray]'") from None
+    async with module.ray_engine(settings, address=address, request_rate=rate) as (key_env, budget):
+        yield module, key_env, budget
 
 
 def to_options(fn: F) -> F:

@@ -16,7 +16,9 @@ from pipeline.cli.common import (
     Output,
     api_options,
     emit_json,
+    engine_options,
     output_options,
+    ray_engine,
     run_async,
     with_client,
     with_progress,
@@ -67,10 +69,12 @@ if TYPE_CHECKING:
 @setting_options(EXPORT_WORKERS, RANGES_PER_OBJECT, MIN_ROWS_PER_RANGE, PAGE_LIMIT, PREFETCH, ENCODERS,
                  ROW_GROUP_ROWS, ROW_GROUP_MB, FILE_ROWS, FILE_MB, WAIT_LEASE)  # fmt: skip
 @setting_options(ATTACHMENTS, MAX_ATTACHMENT_MB, ATTACHMENT_WORKERS)
+@engine_options
 def export(settings: ClientSettings, quiet: bool, as_json: bool, **kw: Any) -> None:
     """Export project logs, datasets and experiments to Parquet or JSONL files."""
     output = Output(quiet, as_json)
     compression, file_mb, dry_run = kw.pop("compression"), kw.pop("file_mb"), kw.pop("dry_run")
+    engine = {name: kw.pop(name) for name in ("engine", "ray_address", "ray_request_rate")}
     options = ExportOptions(**kw, compression=compression,
                             file_bytes=file_mb * MB)  # fmt: skip
     if dry_run:
@@ -82,7 +86,11 @@ def export(settings: ClientSettings, quiet: bool, as_json: bool, **kw: Any) -> N
         return
 
     async def body(progress: Progress) -> Any:
-        return await with_client(settings, lambda client: ExportJob(client, options, progress).run())
+        async with ray_engine(settings, dict(engine)) as ray:
+            ranges = None if ray is None else ray[0].RayRanges(ray[1], ray[2])
+            return await with_client(
+                settings, lambda client: ExportJob(client, options, progress, ranges=ranges).run()
+            )
 
     summary = run_async(with_progress(output, body))
     for damaged in summary.repaired:

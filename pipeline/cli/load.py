@@ -23,8 +23,10 @@ from pipeline.cli.common import (
     Output,
     api_options,
     emit_json,
+    engine_options,
     load_options,
     output_options,
+    ray_engine,
     run_async,
     to_options,
     with_client,
@@ -134,6 +136,7 @@ def _report_load(output: Output, summary: Any, verb: str) -> None:
 @click.option("--until", default=None, metavar="RUN",
               help="Restore an export root as of this run (a run id under _manifests/): later runs "
                    "are not read. For a Delta table (--in ROOT/delta/TYPE): a table version.")  # fmt: skip
+@engine_options
 def import_command(**kw: Any) -> None:
     """Insert exported JSONL or Parquet files, or a Delta table, into a project (resumable)."""
     from pipeline.load.importer import ImportJob, ImportOptions
@@ -147,7 +150,11 @@ def import_command(**kw: Any) -> None:
     )  # fmt: skip
 
     async def body(progress: Progress) -> Any:
-        return await with_client(kw["settings"], lambda c: ImportJob(c, options, progress).run())
+        async with ray_engine(kw["settings"], kw) as ray:
+            objects = None if ray is None else ray[0].RayObjects(ray[1], ray[2])
+            return await with_client(
+                kw["settings"], lambda c: ImportJob(c, options, progress, objects=objects).run()
+            )
 
     _report_load(output, run_async(with_progress(output, body)), "imported")
 

@@ -313,6 +313,24 @@ LEASE_STALE: Setting[float] = Setting(
     section="export, import, migrate, run",
 )  # fmt: skip
 
+# --- the Ray engine (pipeline.ray, the btpipe[ray] extra) --------------------------------
+
+RAY = "export, import (Ray)"
+ENGINE: Setting[str] = Setting(
+    "engine", "local", str, choices=("local", "ray"), flag="--engine",
+    help="Where ranges (export) or objects (import) are read and written: this process, or tasks "
+    "of a Ray cluster (needs btpipe[ray])", section=RAY,
+)  # fmt: skip
+RAY_ADDRESS: Setting[str | None] = Setting(
+    "ray_address", None, str, flag="--ray-address", metavar="ADDR", shown="a local Ray on 127.0.0.1",
+    help="With --engine ray: the Ray cluster to run on, e.g. ray://head:10001 or auto", section=RAY,
+)  # fmt: skip
+RAY_REQUEST_RATE: Setting[float] = Setting(
+    "ray_request_rate", 100.0, float, above=0, flag="--ray-request-rate", metavar="PER_SECOND",
+    help="With --engine ray: requests per second the whole cluster sends (one shared token bucket, "
+    "halved on a 429)", section=RAY,
+)  # fmt: skip
+
 # --- the API connection ------------------------------------------------------------------
 
 API_KEY_ENV: Setting[str] = Setting(
@@ -398,6 +416,7 @@ SETTINGS: tuple[Setting[Any], ...] = (
     LOAD_WORKERS, BATCH_ROWS, MAX_BATCH_BYTES, MAX_INFLIGHT_MB, ON_ERROR, ERROR_FILE, STATE_DIR,
     CREATE_PROJECT, INTO_EXISTING,
     WAIT_LEASE, LEASE_STALE,
+    ENGINE, RAY_ADDRESS, RAY_REQUEST_RATE,
     API_URL, API_URL_ENV, API_KEY_ENV, IMPERSONATE, TO_IMPERSONATE, MAX_RETRIES, MAX_BACKOFF, THROTTLE_PATIENCE,
     RETRY_JITTER, READ_TIMEOUT, CONNECTIONS,
     KEEP_RUNS, FULL_EVERY, VERIFY,

@@ -19,11 +19,11 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from types import TracebackType
-from typing import Any, Literal, cast
+from typing import Any, Literal, Protocol, cast
 
 import anyio
 import orjson
@@ -48,7 +48,7 @@ from pipeline.common.chains import FULL_SCOPE, Scope
 from pipeline.common.clock import seconds_since_start
 from pipeline.common.errors import BtpipeError, UsageError, first_error
 from pipeline.common.integrity import find_damage
-from pipeline.common.lease import ROOT_LEASE, Guard, Lease, guarded, hold, with_guard
+from pipeline.common.lease import ROOT_LEASE, Guard, GuardedStorage, Lease, guarded, hold, with_guard
 from pipeline.common.manifest import FileInfo, Manifest, ObjectManifest, write_manifest
 from pipeline.common.progress import Progress, Task
 from pipeline.common.rows import ObjectType
@@ -234,6 +234,60 @@ def _shows_newer_deletes(obj: ObjectState) -> bool:
     return counted is not None and obj.rows > counted
 
 
+#: Called with each range's files as they are published (see ``ExportJob.read_range``).
+OnCheckpoint = Callable[[RangeState, list[FileInfo], str | None, bool], Awaitable[None]]
+
+
+class RangeRunner(Protocol):
+    """Runs one range of a run somewhere else than in this process (``pipeline.ray`` runs it
+    as a task of a Ray cluster): it reads the range from its checkpoint and calls
+    ``job.checkpoint`` for the files published, in order, as the local engine does."""
+
+    async def __call__(
+        self, job: ExportJob, run: RunState, obj: ObjectState, rng: RangeState, task: Task
+    ) -> None: ...
+
+
+def range_pager(
+    client: BraintrustClient,
+    options: ExportOptions,
+    user_filter: Expr | None,
+    obj: ObjectState,
+    rng: RangeState,
+) -> Pager:
+    """The pager of one range of ``obj``, from its checkpointed cursor, under the object's
+    snapshot: the reads of ``btpipe export`` and of ``pipeline.ray``'s datasource alike."""
+    query = build_query(
+        obj.object_type,
+        obj.id,
+        filter_expr=all_of(
+            user_filter,
+            since_expr(obj.since_field, obj.since),
+            Range(cast(RangeField, rng.by), rng.low, rng.high).expr(),
+        ),
+        shape=options.shape,
+    )
+    return Pager(
+        client,
+        query,
+        version=obj.version if obj.pinned else None,
+        cursor=rng.cursor,
+        max_limit=options.page_limit,
+        limit=options.page_limit,
+    )
+
+
+async def plan_export(client: BraintrustClient, options: ExportOptions) -> tuple[dict[str, Any], RunState]:
+    """The project and the run ``btpipe export`` would plan for ``options`` (objects,
+    snapshots, ranges), with no output root: for readers that page the ranges themselves
+    (``pipeline.ray``'s datasource). Without a root there is no watermark, so it is a full read."""
+    job = ExportJob(client, replace(options, incremental=False), Progress())
+    project = await resolve_project(client, options.project)
+    job.state = ExportState(project_id=project["id"])
+    job._project_name = project["name"]
+    return project, await job._plan(project, read_ahead=False)
+
+
 def _watermark_key(obj: ObjectState | ObjectRef, options: ExportOptions) -> str:
     """Where an incremental run of ``obj`` continues from. Delta runs keep a chain of their
     own: a table holds only what Delta runs applied, so the first one reads everything."""
@@ -254,6 +308,8 @@ class ExportJob:
         progress: Progress,
         *,
         lease: Lease | None = None,
+        ranges: RangeRunner | None = None,
+        on_checkpoint: OnCheckpoint | None = None,
     ) -> None:
         if options.format not in ("parquet", "jsonl", "delta"):
             raise UsageError(f"--format: expected parquet, jsonl or delta, got {options.format!r}")
@@ -263,6 +319,8 @@ class ExportJob:
         self.options = options
         self.progress = progress
         self.lease = lease
+        self._ranges = ranges  # None: ranges are read in this process
+        self._on_checkpoint = on_checkpoint  # set where a range is read for a job elsewhere
         progress.watch_retries(client)
         self.user_filter: Expr | None = parse_filter(options.filter)
         self._state_lock = anyio.Lock()
@@ -355,13 +413,14 @@ class ExportJob:
         project = await self._load_state()
         resumed = await self._adopt_unfinished_run()
         if self.state.run is None:
-            self.state.run = await self._plan(project)
+            self.state.run = await self._plan(project, read_ahead=self._ranges is None)
             await self._save()
         run = self.state.run
         await anyio.to_thread.run_sync(self.storage.cleanup_temp, "")
         opts = self.options
+        self.org_id = str(project.get("org_id") or "")
         self._attachments = AttachmentExport(
-            self.client, self.storage, str(project.get("org_id") or ""),
+            self.client, self.storage, self.org_id,
             download=opts.attachments == "download", limit=opts.max_attachment_mb * defaults.MB,
             workers=opts.attachment_workers, keys=run.attachments, skipped=run.skipped_attachments,
         )  # fmt: skip
@@ -600,24 +659,7 @@ class ExportJob:
 
     def _pager(self, obj: ObjectState, rng: RangeState) -> Pager:
         """The pager of one range, from its checkpointed cursor."""
-        query = build_query(
-            obj.object_type,
-            obj.id,
-            filter_expr=all_of(
-                self.user_filter,
-                since_expr(obj.since_field, obj.since),
-                Range(cast(RangeField, rng.by), rng.low, rng.high).expr(),
-            ),
-            shape=self.options.shape,
-        )
-        return Pager(
-            self.client,
-            query,
-            version=obj.version if obj.pinned else None,
-            cursor=rng.cursor,
-            max_limit=self.options.page_limit,
-            limit=self.options.page_limit,
-        )
+        return range_pager(self.client, self.options, self.user_filter, obj, rng)
 
     # -- running --------------------------------------------------------------------------
 
@@ -670,23 +712,59 @@ class ExportJob:
             async with limiter:
                 if obj.gone:
                     return
-                read = self._first_pages.pop((obj.id, rng.index), None)
-                pager, first = read if read is not None else (self._pager(obj, rng), None)
-                send, receive = anyio.create_memory_object_stream[_HeldPage](self.options.prefetch)
-                try:
-                    with _releasing(receive):
-                        async with anyio.create_task_group() as tg:
-                            tg.start_soon(self._fetch, pager, send, first)
-                            await self._write(run, obj, rng, receive, task)
-                finally:
-                    if first is not None:  # a no-op unless the fetcher was cancelled before it ran
-                        first.slot.release()
+                if self._ranges is not None:
+                    await self._ranges(self, run, obj, rng, task)
+                else:
+                    await self._read_range(run, obj, rng, task)
         except Exception as exc:
             if not await self._gone(obj, exc):
                 raise
         remaining[0] -= 1
         if remaining[0] == 0:
             task.finish()
+
+    async def _read_range(self, run: RunState, obj: ObjectState, rng: RangeState, task: Task) -> None:
+        """Page one range into its files, checkpointing each: a fetcher and a writer joined by
+        a stream of at most ``prefetch`` pages."""
+        read = self._first_pages.pop((obj.id, rng.index), None)
+        pager, first = read if read is not None else (self._pager(obj, rng), None)
+        send, receive = anyio.create_memory_object_stream[_HeldPage](self.options.prefetch)
+        try:
+            with _releasing(receive):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._fetch, pager, send, first)
+                    await self._write(run, obj, rng, receive, task)
+        finally:
+            if first is not None:  # a no-op unless the fetcher was cancelled before it ran
+                first.slot.release()
+
+    @property
+    def guard(self) -> Guard:
+        """The lease the run holds, as the processes publishing its files check it."""
+        return self._guard
+
+    async def read_range(
+        self, guard: Guard, run: RunState, obj: ObjectState, rng: RangeState, org_id: str
+    ) -> None:
+        """Read one range of ``run`` for a job whose driver runs elsewhere (a task of
+        ``pipeline.ray``): its files go to the output root, each publish checking the
+        driver's lease ``guard``, and each checkpoint goes to ``on_checkpoint`` rather than to
+        a state file, which the driver alone writes. The sink runs in this process; the
+        attachments the pages refer to are stored as the driver would, their keys added to
+        ``run``'s lists (the caller reports them with the checkpoints)."""
+        if self._on_checkpoint is None:
+            raise RuntimeError("read_range needs an on_checkpoint")
+        await self._open_storage()
+        storage = self.storage
+        self.storage, self._guard = GuardedStorage(storage, partial(guard.verify, storage)), guard
+        opts = self.options
+        self._attachments = AttachmentExport(
+            self.client, self.storage, org_id,
+            download=opts.attachments == "download", limit=opts.max_attachment_mb * defaults.MB,
+            workers=opts.attachment_workers, keys=run.attachments, skipped=run.skipped_attachments,
+        )  # fmt: skip
+        task = self.progress.add(obj.name, None)
+        await self._read_range(run, obj, rng, task)
 
     async def _gone(self, obj: ObjectState, exc: Exception) -> bool:
         """Whether ``exc``, raised reading ``obj``, says the object was deleted at the source
@@ -824,13 +902,34 @@ class ExportJob:
                 task.advance(page.rows, len(page.raw))
                 if held.ends_file:
                     published = await anyio.to_thread.run_sync(sink.flush)
-                    await self._checkpoint(rng, published, cursor, done=False)
+                    await self._published(rng, published, cursor, done=False)
             published = await anyio.to_thread.run_sync(sink.close)
-            await self._checkpoint(rng, published, cursor, done=True)
+            await self._published(rng, published, cursor, done=True)
 
-    async def _checkpoint(
+    async def _published(
         self, rng: RangeState, published: list[FileInfo], cursor: str | None, *, done: bool
     ) -> None:
+        if self._on_checkpoint is not None:
+            await self._on_checkpoint(rng, published, cursor, done)
+        else:
+            await self.checkpoint(rng, published, cursor, done=done)
+
+    @staticmethod
+    def add_attachments(run: RunState, keys: list[str], skipped: list[str]) -> None:
+        """Attachment keys a range read elsewhere stored (``keys``) or left out (``skipped``),
+        into ``run``'s lists, which the manifest is written from; each key once."""
+        for found, into in ((keys, run.attachments), (skipped, run.skipped_attachments)):
+            have = set(into)
+            for key in found:
+                if key not in have:
+                    have.add(key)
+                    into.append(key)
+
+    async def checkpoint(
+        self, rng: RangeState, published: list[FileInfo], cursor: str | None, *, done: bool
+    ) -> None:
+        """Record ``published`` files of ``rng``, which hold every page up to ``cursor``, in
+        the state file."""
         async with self._state_lock:
             rng.advance(published, cursor, done=done)
             await self._save_locked()

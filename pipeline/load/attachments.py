@@ -85,16 +85,22 @@ class ExportedAttachments:
 
         async def body() -> AsyncIterator[bytes]:
             digest = hashlib.sha256()
+            read = 0
             reader = self.storage.open_read(path)
             fh = await anyio.to_thread.run_sync(reader.__enter__)
             try:
                 while chunk := await anyio.to_thread.run_sync(fh.read, api.CHUNK_BYTES):
                     digest.update(chunk)
+                    read += len(chunk)
+                    if read >= entry.bytes:
+                        # before the last chunk goes: the upload may end once it has sent the
+                        # size it announced, without asking this generator for more
+                        digests.append(digest.hexdigest())
                     yield chunk
             finally:
                 with anyio.CancelScope(shield=True):
                     await anyio.to_thread.run_sync(reader.__exit__, None, None, None)
-            digests.append(digest.hexdigest())
+            digests.append(digest.hexdigest())  # all of it read (an empty file too)
 
         url, headers = await api.start_upload(destination, new, org_id)
         await api.put_file(destination, new, url, headers, body, entry.bytes)

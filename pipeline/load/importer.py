@@ -26,13 +26,15 @@ its first row (:class:`~pipeline.common.errors.DamagedFileError`), or, with
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import anyio
 
 from pipeline.api.client import BraintrustClient
+from pipeline.api.objects import ObjectRef
 from pipeline.common import defaults
 from pipeline.common.errors import DamagedFileError, UsageError
 from pipeline.common.integrity import Damage
@@ -71,11 +73,38 @@ class ImportOptions:
     load: LoadOptions = field(default_factory=LoadOptions)
 
 
+class ObjectLoader(Protocol):
+    """Loads one input object somewhere else than in this process (``pipeline.ray`` runs it
+    as a task of a Ray cluster): it reads ``obj``'s files from ``record``'s mark on, inserts
+    them into ``ref``, and hands each newer checkpoint of ``record`` to ``save``, in order,
+    with the attachments it copied so far (source key -> destination key)."""
+
+    async def __call__(
+        self,
+        job: ImportJob,
+        obj: InputObject,
+        ref: ObjectRef,
+        record: ObjectProgress,
+        save: Callable[[ObjectProgress, dict[str, str]], Awaitable[None]],
+    ) -> None: ...
+
+
 class ImportJob:
-    def __init__(self, client: BraintrustClient, options: ImportOptions, progress: Progress) -> None:
+    def __init__(
+        self,
+        client: BraintrustClient,
+        options: ImportOptions,
+        progress: Progress,
+        *,
+        objects: ObjectLoader | None = None,
+    ) -> None:
         self.client = client
         self.options = options
         self.progress = progress
+        self._objects = objects  # None: objects are loaded in this process, one after another
+        self.storage: Storage
+        self.request_limit = 0
+        self.load_run: LoadRun  # the state, pool and attachment copier of the run
 
     async def run(self) -> LoadSummary:
         """The import, holding its state file's lease from before the state is read until it
@@ -87,6 +116,7 @@ class ImportJob:
         started = time.monotonic()
         opts = self.options
         storage, prefix = await anyio.to_thread.run_sync(open_input, opts.input)
+        self.storage = storage
         found = await anyio.to_thread.run_sync(find_inputs, storage, prefix, opts.until)
         scope = await anyio.to_thread.run_sync(read_scope, storage, prefix)
         inputs = select_inputs(one_project(scope, found, opts.from_project, opts.input), opts.objects)
@@ -114,6 +144,7 @@ class ImportJob:
             attachments=ExportedAttachments(storage, opts.load.attachment_limit),
         )  # fmt: skip
         state = run.state
+        self.load_run = run
         damaged = await self._damaged(storage, inputs, state.objects)
         if damaged and not opts.skip_damaged:
             others = len(damaged) - 1
@@ -135,23 +166,41 @@ class ImportJob:
             warnings=run.summary.warnings, verb="imported",
         )  # fmt: skip
         plans = [(obj, destinations[obj.key].ref, destinations[obj.key].created) for obj in inputs]
-        results: list[ObjectResult] = []
+        results = [ObjectResult(obj.label, ref.label, ref.id, created, 0, 0) for obj, ref, created in plans]
+        self.request_limit = run.summary.request_limit
+
+        async def load(obj: InputObject, ref: ObjectRef) -> None:
+            record = state.objects.setdefault(obj.key, ObjectProgress(destination=ref.id))
+            if record.destination != ref.id:
+                raise UsageError(
+                    f"{state.location}: {obj.label} was being imported into another object; pass --restart"
+                )
+            task = self.progress.add(f"{obj.label} -> {ref.label}", obj.rows, done=record.rows)
+            if self._objects is None:
+                batcher = run.batcher(record, ref, task)
+                await feed_runs(
+                    run.pool, batcher, object_runs(storage, obj, ref, record.position, run.attachments)
+                )
+            else:
+
+                async def save(newer: ObjectProgress, attachments: dict[str, str]) -> None:
+                    task.advance(newer.rows - state.objects[obj.key].rows)
+                    state.objects[obj.key] = newer
+                    run.attachments.mapping.update(attachments)
+                    await state.save()
+
+                await self._objects(self, obj, ref, record, save)
+            task.finish()
+            await state.save()
 
         async def produce() -> None:
-            for obj, ref, created in plans:
-                record = state.objects.setdefault(obj.key, ObjectProgress(destination=ref.id))
-                if record.destination != ref.id:
-                    raise UsageError(
-                        f"{state.location}: {obj.label} was being imported into another object; pass --restart"
-                    )
-                task = self.progress.add(f"{obj.label} -> {ref.label}", obj.rows, done=record.rows)
-                source = SourceObject(obj.object_type or ref.object_type, obj.id)
-                batcher = run.batcher(record, ref, task)
-                runs = self._runs(storage, obj, source, record.position, run.attachments)
-                await feed_runs(run.pool, batcher, runs)
-                task.finish()
-                results.append(ObjectResult(obj.label, ref.label, ref.id, created, 0, 0))
-                await state.save()
+            if self._objects is None:
+                for obj, ref, _created in plans:
+                    await load(obj, ref)
+                return
+            async with anyio.create_task_group() as tg:  # each object in a task of its own
+                for obj, ref, _created in plans:
+                    tg.start_soon(load, obj, ref)
 
         summary = await run.complete(produce, started, [obj.key for obj, _ref, _created in plans], results)
         links = _version_links(inputs, destinations, scope)
@@ -172,40 +221,48 @@ class ImportJob:
             damaged += await find_damaged(storage, obj, start)
         return damaged
 
-    def _runs(
-        self, storage: Storage, obj: InputObject, source: SourceObject, mark: FilePosition | None,
-        attachments: AttachmentCopier,
-    ) -> Iterator[AsyncIterator[list[Item]]]:  # fmt: skip
-        """A reader of ``obj``'s items per run (:mod:`pipeline.load.ordered`), from ``mark`` on."""
-        files = obj.files
-        start_file, after = 0, -1
-        if mark is not None:
-            if mark.path not in files:
-                raise UsageError(
-                    f"{mark.path}: in the saved state but not in the input any more; pass --restart"
-                )
-            start_file, after = files.index(mark.path), mark.position
-        for span in run_spans(files, obj.runs, start_file):
-            yield self._chunks(
-                storage, obj, source, span, after if span.start == start_file else -1, attachments
-            )
 
-    async def _chunks(
-        self, storage: Storage, obj: InputObject, source: SourceObject, span: range, after: int,
-        attachments: AttachmentCopier,
-    ) -> AsyncIterator[list[Item]]:  # fmt: skip
-        """The items of ``obj.files[i]`` for each ``i`` of ``span``, after row ``after`` of the first."""
-        for index in span:
-            path = obj.files[index]
-            skip_to = after if index == span.start else -1
-            deletes = path in obj.deletes
-            reader = iter_rows(storage, path, table=obj.table)
-            while True:
-                items = await anyio.to_thread.run_sync(_next_items, reader, source, storage, skip_to, deletes)
-                if items is None:
-                    break
-                if items:
-                    yield await attachments.rewrite(items)
+def object_runs(
+    storage: Storage,
+    obj: InputObject,
+    ref: ObjectRef,
+    mark: FilePosition | None,
+    attachments: AttachmentCopier,
+) -> Iterator[AsyncIterator[list[Item]]]:
+    """A reader of ``obj``'s items for ``ref`` per run (:mod:`pipeline.load.ordered`), from
+    ``mark`` on, their attachments copied by ``attachments``: what an import feeds its
+    batcher, in this process or in a Ray task."""
+    source = SourceObject(obj.object_type or ref.object_type, obj.id)
+    files = obj.files
+    start_file, after = 0, -1
+    if mark is not None:
+        if mark.path not in files:
+            raise UsageError(f"{mark.path}: in the saved state but not in the input any more; pass --restart")
+        start_file, after = files.index(mark.path), mark.position
+    for span in run_spans(files, obj.runs, start_file):
+        yield _chunks(storage, obj, source, span, after if span.start == start_file else -1, attachments)
+
+
+async def _chunks(
+    storage: Storage,
+    obj: InputObject,
+    source: SourceObject,
+    span: range,
+    after: int,
+    attachments: AttachmentCopier,
+) -> AsyncIterator[list[Item]]:
+    """The items of ``obj.files[i]`` for each ``i`` of ``span``, after row ``after`` of the first."""
+    for index in span:
+        path = obj.files[index]
+        skip_to = after if index == span.start else -1
+        deletes = path in obj.deletes
+        reader = iter_rows(storage, path, table=obj.table)
+        while True:
+            items = await anyio.to_thread.run_sync(_next_items, reader, source, storage, skip_to, deletes)
+            if items is None:
+                break
+            if items:
+                yield await attachments.rewrite(items)
 
 
 def _wanted(obj: InputObject, to_object: tuple[ObjectType, str | None] | None) -> Wanted:

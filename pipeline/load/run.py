@@ -112,6 +112,22 @@ def open_error_log(options: LoadOptions, state: JobState) -> ErrorLog | None:
     return ErrorLog(state.location.removesuffix(".json") + ".errors.jsonl")
 
 
+def object_batcher(
+    ref: ObjectRef,
+    progress: ObjectProgress,
+    batch_rows: int,
+    request_limit: int,
+    *,
+    save: Callable[[], Awaitable[None]],
+    on_rows: Callable[[int], object] | None = None,
+) -> Batcher:
+    """A batcher into ``ref`` of requests of at most ``batch_rows`` events and
+    ``request_limit`` bytes, whose ledger advances ``progress`` and calls ``save`` each time
+    (in this process, or in a Ray task reporting to its driver)."""
+    ledger = Ledger(progress, save=save, on_rows=on_rows)
+    return Batcher(ref.rows_path, max_rows=batch_rows, max_bytes=request_limit, ledger=ledger)
+
+
 class LoadRun:
     """The part import and migrate share: one pool, one ledger per object, the state file."""
 
@@ -169,13 +185,10 @@ class LoadRun:
 
     def batcher(self, progress: ObjectProgress, ref: ObjectRef, task: Task) -> Batcher:
         """A batcher into ``ref`` whose ledger advances ``progress`` and saves the state."""
-        ledger = Ledger(progress, save=self.state.save, on_rows=task.advance)
-        return Batcher(
-            ref.rows_path,
-            max_rows=self.options.batch_rows,
-            max_bytes=self.summary.request_limit,
-            ledger=ledger,
-        )
+        return object_batcher(
+            ref, progress, self.options.batch_rows, self.summary.request_limit,
+            save=self.state.save, on_rows=task.advance,
+        )  # fmt: skip
 
     async def complete(
         self,

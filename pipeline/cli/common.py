@@ -25,6 +25,7 @@ from pipeline.common.defaults import (
     API_KEY_ENV,
     API_URL,
     BATCH_ROWS,
+    CONFIG_WORKERS,
     CONNECTIONS,
     CREATE_PROJECT,
     ERROR_FILE,
@@ -122,7 +123,7 @@ def load_options(fn: F) -> F:
     """Batching, concurrency and resume flags shared by import and migrate."""
     fn = setting_option(CREATE_PROJECT)(fn)
     fn = click.option("--restart", is_flag=True, help="Ignore saved state and start from the beginning.")(fn)
-    settings = (LOAD_WORKERS, BATCH_ROWS, MAX_BATCH_BYTES, MAX_INFLIGHT_MB, ON_ERROR, ERROR_FILE, STATE_DIR,
+    settings = (LOAD_WORKERS, CONFIG_WORKERS, BATCH_ROWS, MAX_BATCH_BYTES, MAX_INFLIGHT_MB, ON_ERROR, ERROR_FILE, STATE_DIR,
                 WAIT_LEASE)  # fmt: skip
     return setting_options(*settings)(fn)
 

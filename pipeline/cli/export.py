@@ -64,7 +64,7 @@ if TYPE_CHECKING:
 @setting_options(EXPORT_WORKERS, RANGES_PER_OBJECT, MIN_ROWS_PER_RANGE, PAGE_LIMIT, PREFETCH, ENCODERS,
                  ROW_GROUP_ROWS, ROW_GROUP_MB, FILE_ROWS, FILE_MB, WAIT_LEASE)  # fmt: skip
 def export(settings: ClientSettings, quiet: bool, as_json: bool, **kw: Any) -> None:
-    """Export project logs, datasets and experiments to Parquet or JSONL files."""
+    """Export project logs, datasets, experiments and configuration to Parquet or JSONL files."""
     output = Output(quiet, as_json)
     compression, file_mb, dry_run = kw.pop("compression"), kw.pop("file_mb"), kw.pop("dry_run")
     options = ExportOptions(**kw, compression=compression,
@@ -85,6 +85,8 @@ def export(settings: ClientSettings, quiet: bool, as_json: bool, **kw: Any) -> N
         output.warn(f"{damaged}; its range was exported again")
     for gone in summary.gone:
         output.warn(f"{gone} was deleted at the source; recorded as gone in run {summary.run_id}")
+    for kind in summary.config_unserved:
+        output.warn(f"{kind}: not served by this deployment (its list route answers 404); not exported")
     if as_json:
         emit_json(summary.to_json())
     else:
@@ -92,6 +94,9 @@ def export(settings: ClientSettings, quiet: bool, as_json: bool, **kw: Any) -> N
             f"exported {summary.rows:,} rows from {len(summary.objects)} objects in {summary.seconds:.1f}s "
             f"({summary.retries} retries) -> {summary.out}  manifest {summary.manifest}"
         )
+        if summary.config:
+            counts = ", ".join(f"{count:,} {kind}" for kind, count in summary.config.items() if count)
+            output.say(f"configuration: {counts or 'none'}")
 
 
 def _plan_lines(plan: ExportPlan) -> list[str]:

@@ -59,6 +59,7 @@ def _load_opts(kw: dict[str, Any]) -> LoadOptions:
         error_file=kw["error_file"],
         wait_lease=kw["wait_lease"],
         into_existing=kw["into_existing"],
+        config_workers=kw["config_workers"],
     )
 
 
@@ -96,6 +97,9 @@ def _report_load(output: Output, summary: Any, verb: str) -> None:
         for obj in summary.objects:
             output.say(f"  {obj.source} -> {obj.destination}: {obj.rows:,} rows" + (
                 f", {obj.skipped:,} skipped" if obj.skipped else "") + (" (created)" if obj.created else ""))  # fmt: skip
+        for count in summary.config:
+            output.say(f"  {count.kind}: {count.created:,} created, {count.updated:,} updated, "
+                       f"{count.unchanged:,} unchanged")  # fmt: skip
         output.say(f"{verb} {summary.rows:,} rows in {summary.seconds:.1f}s ({summary.retries} retries)")
         if summary.skipped:
             output.say(f"{summary.skipped:,} skipped events were recorded in {summary.error_file}")
@@ -103,7 +107,9 @@ def _report_load(output: Output, summary: Any, verb: str) -> None:
             output.warn(f"not imported: {damaged}")
         for warning in summary.warnings:
             output.warn(warning)
-    if summary.skipped or summary.damaged:
+        for broken in summary.broken:
+            output.warn(f"not copied: {broken}")
+    if summary.skipped or summary.damaged or summary.broken:
         sys.exit(EXIT_FAILED)
 
 
@@ -114,7 +120,8 @@ def _report_load(output: Output, summary: Any, verb: str) -> None:
 @click.option("--in", "input_path", required=True,
               help="Export root, a run manifest (_manifests/<run>.json), a directory or a file.")  # fmt: skip
 @click.option("--to-project", required=True, help="Destination project name or id.")
-@click.option("--objects", default=None, help="Only these input objects: logs, datasets, dataset:NAME, ...")
+@click.option("--objects", default=None,
+              help="Only these input objects: logs, datasets, dataset:NAME, ..., prompts, functions, ... or config")  # fmt: skip
 @click.option(
     "--to-object", default=None, help="Destination for a single-object input: logs, dataset:NAME, ..."
 )
@@ -155,7 +162,7 @@ def import_command(**kw: Any) -> None:
 @click.option("--to-project", required=True, help="Destination project name or id.")
 @setting_options(OBJECTS, PAGE_LIMIT, INTO_EXISTING)
 def migrate_command(**kw: Any) -> None:
-    """Copy logs, datasets and experiments to another project, org or API URL (resumable)."""
+    """Copy logs, datasets, experiments and configuration to another project, org or API URL (resumable)."""
     from pipeline.load.migrate import MigrateJob, MigrateOptions
 
     output = Output(kw["quiet"], kw["as_json"])
@@ -231,7 +238,9 @@ def delete_command(**kw: Any) -> None:
 @click.option("--in", "input_path", default=None, help="Source: an export root, manifest, directory or file.")
 @click.option("--project", default=None, help="Source: a project name or id on --api-url.")
 @setting_option(
-    OBJECTS, help="Objects to compare: logs, datasets, experiments, dataset:NAME, experiment:NAME"
+    OBJECTS,
+    help="Objects to compare: logs, datasets, experiments, dataset:NAME, experiment:NAME, "
+    "prompts, functions, project_scores, project_tags, views, span_iframes, automations, settings or config",
 )
 @click.option("--to-project", required=True, help="Destination project name or id.")
 @click.option("--to-object", default=None,

@@ -170,8 +170,10 @@ class Setting(Generic[T]):
 # --- export ------------------------------------------------------------------------------
 
 OBJECTS: Setting[str] = Setting(
-    "objects", "logs,datasets,experiments", str, flag="--objects", key="objects",
-    help="Comma list: logs, datasets, experiments, dataset:NAME, experiment:NAME",
+    "objects", "logs,datasets,experiments,config", str, flag="--objects", key="objects",
+    help="Comma list: logs, datasets, experiments, dataset:NAME, experiment:NAME; configuration: "
+    "prompts, functions, project_scores, project_tags, views, span_iframes, automations, settings, "
+    "or config for all of them",
     section="export, migrate, verify",
 )  # fmt: skip
 FORMAT: Setting[str] = Setting(
@@ -246,6 +248,10 @@ FILE_MB: Setting[int] = Setting(
 LOAD_WORKERS: Setting[int] = Setting(
     "workers", 4, int, min=1, flag="--workers", key="workers",
     help="Insert requests in flight at once", section=LOAD,
+)  # fmt: skip
+CONFIG_WORKERS: Setting[int] = Setting(
+    "config_workers", 16, int, min=1, flag="--config-workers",
+    help="Configuration objects (prompts, functions, ...) written at once", section=LOAD,
 )  # fmt: skip
 BATCH_ROWS: Setting[int] = Setting(
     "batch_rows", 1000, int, min=1, flag="--batch-rows", key="batch_rows",
@@ -376,7 +382,7 @@ DELETE_OBJECTS: Setting[str] = Setting(
 SETTINGS: tuple[Setting[Any], ...] = (
     OBJECTS, FORMAT, COMPRESSION, FILTER, SHAPE, INCREMENTAL, DRY_RUN, EXPORT_WORKERS, RANGES_PER_OBJECT,
     MIN_ROWS_PER_RANGE, PAGE_LIMIT, PREFETCH, ENCODERS, ROW_GROUP_ROWS, ROW_GROUP_MB, FILE_ROWS, FILE_MB,
-    LOAD_WORKERS, BATCH_ROWS, MAX_BATCH_BYTES, MAX_INFLIGHT_MB, ON_ERROR, ERROR_FILE, STATE_DIR,
+    LOAD_WORKERS, CONFIG_WORKERS, BATCH_ROWS, MAX_BATCH_BYTES, MAX_INFLIGHT_MB, ON_ERROR, ERROR_FILE, STATE_DIR,
     CREATE_PROJECT, INTO_EXISTING,
     WAIT_LEASE, LEASE_STALE,
     API_URL, API_URL_ENV, API_KEY_ENV, IMPERSONATE, TO_IMPERSONATE, MAX_RETRIES, MAX_BACKOFF, THROTTLE_PATIENCE,

@@ -3,6 +3,7 @@
     object_type=<type>/object_id=<id>/run=<run id>/r<range>-part-<n>.<ext>   data (Hive layout)
     _manifests/<run id>.json                                                one manifest per run
     _tombstones/object_type=<type>/object_id=<id>/run=<run id>/tombstones.jsonl   ids gone since the last run
+    _config/kind=<kind>/run=<run id>/<kind>.jsonl                           project configuration objects
     _state/export-<project id>.json                                         resume + incremental state
 
 Partition values are ids and generated run ids, never user-chosen names, so a name holding
@@ -30,6 +31,16 @@ TOMBSTONE_DIR = "_tombstones"
 
 def tombstone_path(object_type: str, object_id: str, run_id: str) -> str:
     return f"{TOMBSTONE_DIR}/{object_dir(object_type, object_id, run_id)}/tombstones.jsonl"
+
+
+#: Where the project's configuration objects live: apart from the data, like tombstones.
+CONFIG_DIR = "_config"
+
+
+def config_path(kind: str, run_id: str) -> str:
+    """The file of one configuration kind of one run (every object of the kind, a JSON object
+    a line)."""
+    return f"{CONFIG_DIR}/kind={kind}/run={run_id}/{kind}.jsonl"
 
 
 def range_prefix(range_index: int) -> str:

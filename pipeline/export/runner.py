@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from types import TracebackType
@@ -51,6 +51,7 @@ from pipeline.common.lease import ROOT_LEASE, Guard, Lease, guarded, hold, with_
 from pipeline.common.manifest import FileInfo, Manifest, ObjectManifest, write_manifest
 from pipeline.common.progress import Progress, Task
 from pipeline.common.rows import ObjectType
+from pipeline.common.selection import config_selection
 from pipeline.common.state import (
     ExportState,
     ObjectState,
@@ -62,6 +63,7 @@ from pipeline.common.state import (
 )
 from pipeline.common.storage import Retries, Storage, open_storage
 from pipeline.export.budget import PageBudget, Slot
+from pipeline.export.config import export_config
 from pipeline.export.dryrun import ExportPlan, describe
 from pipeline.export.gone import deleted_at_source, drop_files, gone_label, may_be_gone
 from pipeline.querylang.ast import Expr, all_of, from_object
@@ -146,6 +148,10 @@ class ExportSummary:
     repaired: list[str] = field(default_factory=list)
     #: Objects deleted at the source during the run: it holds none of their rows.
     gone: list[str] = field(default_factory=list)
+    #: Configuration objects written, per kind (:mod:`pipeline.export.config`).
+    config: dict[str, int] = field(default_factory=dict)
+    #: Configuration kinds asked for that the deployment does not serve.
+    config_unserved: list[str] = field(default_factory=list)
 
     @property
     def rows(self) -> int:
@@ -273,6 +279,10 @@ class ExportJob:
         self.store: StateStore[ExportState]
         self.state: ExportState
         self._project_name: str
+        self._project: dict[str, Any]
+        self._config_kinds = config_selection(options.objects)
+        self._config: dict[str, int] = {}
+        self._config_unserved: list[str] = []
 
     async def run(self) -> ExportSummary:
         started = time.monotonic()
@@ -360,6 +370,8 @@ class ExportJob:
             first_row_seconds=self._first_row_seconds,
             repaired=self._repaired,
             gone=[gone_label(obj) for obj in run.objects if obj.gone],
+            config=self._config,
+            config_unserved=self._config_unserved,
             objects=[
                 ObjectSummary(
                     label=obj.name if obj.object_type == "project_logs" else f"{obj.object_type}:{obj.name}",
@@ -384,6 +396,7 @@ class ExportJob:
         loaded = await anyio.to_thread.run_sync(self.store.load)
         self.state = loaded or ExportState(project_id=project["id"])
         self._project_name = project["name"]
+        self._project = project
         return project
 
     def _resumes(self, run: RunState) -> bool:
@@ -464,7 +477,7 @@ class ExportJob:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(probe)
                 refs = await resolve_selection(self.client, project, self.options.objects)
-                if not refs:
+                if not refs and not self._config_kinds:
                     raise UsageError(
                         f"--objects {self.options.objects!r} selects nothing in project {project['name']!r}"
                     )
@@ -863,6 +876,12 @@ class ExportJob:
                 for obj in run.objects
             ),
         )
+        config, found = await export_config(
+            self.client, self.storage, self._project, self._config_kinds, run.run_id
+        )
+        self._config = {entry.kind: entry.objects for entry in config}
+        self._config_unserved = found.unserved
+        manifest = replace(manifest, config=config)
         path = await anyio.to_thread.run_sync(write_manifest, self.storage, manifest)
         async with self._state_lock:
             for obj in run.objects:

@@ -9,7 +9,9 @@ a run of another shape than ``spans`` is refused, and a root holding several sou
 needs ``from_project``. Destination objects are created as a migration creates them
 (:mod:`pipeline.load.destinations`): datasets, then experiments base first, so every
 ``dataset_id`` and ``base_exp_id`` is remapped whatever the ``--objects`` order; an existing
-object of the same name needs ``into_existing``.
+object of the same name needs ``into_existing``. The project's configuration objects come from
+the newest run holding each kind (:mod:`pipeline.sources.config`) and are recreated as a
+migration recreates them (:mod:`pipeline.load.config`).
 
 Objects are read one after another through one shared pool of insert workers. The checkpoint
 of an object is ``(file, position)`` of the last row of the applied prefix, plus ``rows``;
@@ -38,10 +40,11 @@ from pipeline.common.errors import DamagedFileError, UsageError
 from pipeline.common.integrity import Damage
 from pipeline.common.progress import Progress
 from pipeline.common.rows import ObjectType
-from pipeline.common.selection import parse_one_object
+from pipeline.common.selection import config_selection, parse_one_object
 from pipeline.common.state import FilePosition, ObjectProgress
 from pipeline.common.storage import Storage, location
 from pipeline.load.batcher import Item
+from pipeline.load.config import ConfigCopy
 from pipeline.load.destinations import (
     Destination,
     VersionLink,
@@ -54,6 +57,7 @@ from pipeline.load.run import LoadOptions, LoadRun, LoadSummary, ObjectResult
 from pipeline.load.scope import InputScope, one_project, read_scope, refuse_other_shapes
 from pipeline.load.transform import SourceObject, encode_checked, to_event
 from pipeline.sources import SourceRow, iter_rows
+from pipeline.sources.config import damaged_config, find_config, read_config
 from pipeline.sources.inputs import InputObject, find_damaged, find_inputs, open_input, select_inputs
 
 
@@ -89,7 +93,10 @@ class ImportJob:
         found = await anyio.to_thread.run_sync(find_inputs, storage, prefix, opts.until)
         scope = await anyio.to_thread.run_sync(read_scope, storage, prefix)
         inputs = select_inputs(one_project(scope, found, opts.from_project, opts.input), opts.objects)
-        if not inputs:
+        config = await anyio.to_thread.run_sync(
+            find_config, storage, prefix, config_selection(opts.objects), opts.until
+        )
+        if not inputs and not config.entries:
             raise UsageError(f"{opts.input}: the input holds no objects to import")
         refuse_other_shapes(scope, inputs, opts.input)
         to_object = parse_one_object(opts.to_object) if opts.to_object else None
@@ -113,6 +120,12 @@ class ImportJob:
         )  # fmt: skip
         state = run.state
         damaged = await self._damaged(storage, inputs, state.objects)
+        config_damage = await damaged_config(storage, config)
+        for damage in config_damage:
+            config.entries = {
+                k: e for k, e in config.entries.items() if e.file is None or e.file.path != damage.path
+            }
+        damaged += config_damage
         if damaged and not opts.skip_damaged:
             others = len(damaged) - 1
             more = f" ({others} more damaged file{'s' if others > 1 else ''})" if others else ""
@@ -122,6 +135,12 @@ class ImportJob:
         run.summary.damaged = [str(d) for d in damaged]
         broken = {d.path for d in damaged}
         inputs = [obj for obj in inputs if broken.isdisjoint(obj.files)]
+
+        copy = None
+        if config.entries:
+            objects = await anyio.to_thread.run_sync(read_config, storage, config)
+            copy = ConfigCopy(self.client, project, objects, workers=opts.load.config_workers)
+            await copy.check()
 
         async def remember(key: str, destination_id: str) -> None:
             state.created[key] = destination_id
@@ -133,6 +152,11 @@ class ImportJob:
             warnings=run.summary.warnings, verb="imported",
         )  # fmt: skip
         plans = [(obj, destinations[obj.key].ref, destinations[obj.key].created) for obj in inputs]
+        if copy is not None:
+            id_map = {obj.id: ref.id for obj, ref, _ in plans if obj.id is not None}
+            if config.project_id is not None:
+                id_map[config.project_id] = project["id"]
+            run.summary.add_config(await copy.apply(id_map))
         results: list[ObjectResult] = []
 
         async def produce() -> None:

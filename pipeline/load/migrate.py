@@ -1,5 +1,5 @@
-"""``btpipe migrate``: copy a project's logs, datasets and experiments to another project,
-possibly in another org on another API URL, with no files in between.
+"""``btpipe migrate``: copy a project's logs, datasets, experiments and configuration objects
+to another project, possibly in another org on another API URL, with no files in between.
 
     source pager (pinned snapshot version) -> parse + transform + encode (thread)
         -> batcher -> the import's insert pool -> ledger
@@ -7,7 +7,9 @@ possibly in another org on another API URL, with no files in between.
 Destination datasets are created first, then experiments in base-before-derived order, so
 ``base_exp_id`` and ``dataset_id`` can be remapped to destination ids
 (:mod:`pipeline.load.destinations`); one the destination already has under the same name is
-written into only with ``into_existing``. Resume: per source object the state keeps the snapshot
+written into only with ``into_existing``. The configuration objects (prompts, functions, ...)
+are read and checked against the destination before anything is written, and recreated once
+the datasets and experiments exist, their ids remapped (:mod:`pipeline.load.config`). Resume: per source object the state keeps the snapshot
 version and the cursor of the last page whose rows are all in the applied prefix; a resumed
 run pages from that cursor under the same version, so no row is skipped and only rows after
 the checkpoint are sent again (harmless: ids are kept, inserts upsert).
@@ -19,17 +21,21 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import anyio
 
 from pipeline.api.btql import Pager, build_query
 from pipeline.api.client import BraintrustClient
+from pipeline.api.config import fetch_config
 from pipeline.api.objects import ObjectRef, resolve_project, resolve_selection
 from pipeline.api.snapshot import pin_read
 from pipeline.common import defaults, jsoncodec
 from pipeline.common.progress import Progress
+from pipeline.common.selection import config_selection
 from pipeline.common.state import ObjectProgress
 from pipeline.load.batcher import Item
+from pipeline.load.config import ConfigCopy
 from pipeline.load.destinations import Wanted, ensure_objects, experiments_in_dependency_order
 from pipeline.load.insert import feed
 from pipeline.load.run import LoadOptions, LoadRun, LoadSummary, ObjectResult
@@ -101,6 +107,7 @@ class MigrateJob:
             job="migrate", source=source, to_project=opts.to_project, create_project=opts.create_project,
         )  # fmt: skip
         state = run.state
+        config = await self._config_copy(src_project, dst_project)
 
         async def remember(key: str, destination_id: str) -> None:
             state.created[key] = destination_id
@@ -116,6 +123,9 @@ class MigrateJob:
             (ref, destinations[w.key].ref, destinations[w.key].created)
             for w, ref in zip(wanted, refs, strict=True)
         ]
+        if config is not None:
+            id_map = {src_project["id"]: dst_project["id"], **{ref.id: dest.id for ref, dest, _ in plans}}
+            run.summary.add_config(await config.apply(id_map))
         results: list[ObjectResult] = []
 
         async def produce() -> None:
@@ -139,6 +149,19 @@ class MigrateJob:
 
         keys = [f"{ref.object_type}:{ref.id}" for ref, _dest, _created in plans]
         return await run.complete(produce, started, keys, results)
+
+    async def _config_copy(
+        self, src_project: dict[str, Any], dst_project: dict[str, Any]
+    ) -> ConfigCopy | None:
+        """The configuration the selection names, read from the source and checked against
+        the destination before anything is written (None when it names none)."""
+        kinds = config_selection(self.options.objects)
+        if not kinds:
+            return None
+        found = await fetch_config(self.source, src_project, kinds)
+        copy = ConfigCopy(self.destination, dst_project, found, workers=self.options.load.config_workers)
+        await copy.check()
+        return copy
 
     async def _chunks(self, ref: ObjectRef, record: ObjectProgress) -> AsyncIterator[list[Item]]:
         pager = Pager(

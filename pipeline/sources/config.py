@@ -1,0 +1,78 @@
+"""What an import or verify reads of a project's configuration: each kind from the newest run
+of the export that read it.
+
+Each run writes the whole set of every kind it read (:mod:`pipeline.export.config`), so no
+chain is needed: the newest run (in the order runs happened, up to ``--until``) holding a kind
+is that kind as of then. One run's manifest gives that run's; loose files give none. Each
+file is checked against its manifest entry before it is read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pipeline.common import jsoncodec
+from pipeline.common.chains import order_runs
+from pipeline.common.config_kinds import ConfigSet
+from pipeline.common.errors import UsageError
+from pipeline.common.integrity import Damage, find_damage
+from pipeline.common.manifest import ConfigManifest, FileInfo
+from pipeline.common.storage import Storage, location
+from pipeline.sources.inputs import input_manifests
+
+
+@dataclass
+class ConfigInput:
+    """The configuration an export holds: per kind, its newest entry."""
+
+    entries: dict[str, ConfigManifest] = field(default_factory=dict)
+    #: The source project's id, and its datasets' and experiments' ids with their labels, as
+    #: the runs read them (verify names references by them).
+    names: dict[str, str] = field(default_factory=dict)
+    #: The source project of the newest run read.
+    project_id: str | None = None
+
+    @property
+    def files(self) -> list[FileInfo]:
+        return [e.file for e in self.entries.values() if e.file is not None]
+
+
+def find_config(storage: Storage, prefix: str, kinds: list[str], until: str | None = None) -> ConfigInput:
+    """The newest entry of each of ``kinds`` in the input (blocking: run in a thread)."""
+    manifests = order_runs(input_manifests(storage, prefix))
+    if until is not None:
+        ids = [m.run_id for m in manifests]
+        if until not in ids:
+            raise UsageError(f"--until: no run {until!r} under {location(storage, '')}")
+        manifests = manifests[: ids.index(until) + 1]
+    found = ConfigInput()
+    for manifest in manifests:
+        for entry in manifest.config:
+            if entry.kind in kinds:
+                found.entries[entry.kind] = entry
+        if manifest.project_id:
+            found.names[manifest.project_id] = "project"
+            found.project_id = manifest.project_id
+        for obj in manifest.objects:
+            if obj.object_type != "project_logs":
+                found.names[obj.object_id] = f"{obj.object_type}:{obj.name or obj.object_id}"
+    return found
+
+
+async def damaged_config(storage: Storage, found: ConfigInput) -> list[Damage]:
+    """The configuration files that differ from their manifest entry."""
+    return await find_damage(storage, found.files)
+
+
+def read_config(storage: Storage, found: ConfigInput) -> ConfigSet:
+    """The objects of every kind found (blocking: run in a thread; the files are small)."""
+    result = ConfigSet()
+    for kind, entry in found.entries.items():
+        if entry.file is None:
+            result.objects[kind] = []
+            continue
+        try:
+            result.objects[kind] = jsoncodec.loads_lines(storage.read_bytes(entry.file.path))
+        except ValueError as exc:
+            raise UsageError(f"{location(storage, entry.file.path)}: not JSON lines ({exc})") from exc
+    return result

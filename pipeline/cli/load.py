@@ -32,10 +32,12 @@ from pipeline.cli.common import (
 )
 from pipeline.cli.options import setting_option, setting_options
 from pipeline.common.defaults import (
+    ACLS,
     BATCH_ROWS,
     DELETE_OBJECTS,
     INTO_EXISTING,
     LOAD_WORKERS,
+    MAP_USERS,
     MB,
     OBJECTS,
     PAGE_LIMIT,
@@ -97,6 +99,10 @@ def _report_load(output: Output, summary: Any, verb: str) -> None:
         for obj in summary.objects:
             output.say(f"  {obj.source} -> {obj.destination}: {obj.rows:,} rows" + (
                 f", {obj.skipped:,} skipped" if obj.skipped else "") + (" (created)" if obj.created else ""))  # fmt: skip
+        if summary.acls is not None:
+            acls = summary.acls
+            output.say(f"  ACLs: {acls.granted:,} granted, {acls.groups_created:,} groups and "
+                       f"{acls.roles_created:,} roles created")  # fmt: skip
         for count in summary.config:
             output.say(f"  {count.kind}: {count.created:,} created, {count.updated:,} updated, "
                        f"{count.unchanged:,} unchanged")  # fmt: skip
@@ -160,7 +166,7 @@ def import_command(**kw: Any) -> None:
 @to_options
 @click.option("--from-project", required=True, help="Source project name or id.")
 @click.option("--to-project", required=True, help="Destination project name or id.")
-@setting_options(OBJECTS, PAGE_LIMIT, INTO_EXISTING)
+@setting_options(OBJECTS, PAGE_LIMIT, INTO_EXISTING, ACLS, MAP_USERS)
 def migrate_command(**kw: Any) -> None:
     """Copy logs, datasets, experiments and configuration to another project, org or API URL (resumable)."""
     from pipeline.load.migrate import MigrateJob, MigrateOptions
@@ -168,8 +174,11 @@ def migrate_command(**kw: Any) -> None:
     output = Output(kw["quiet"], kw["as_json"])
     options = MigrateOptions(
         from_project=kw["from_project"], to_project=kw["to_project"], objects=kw["objects"],
-        create_project=kw["create_project"], page_limit=kw["page_limit"], load=_load_opts(kw),
+        create_project=kw["create_project"], page_limit=kw["page_limit"], acls=kw["acls"],
+        map_users=kw["map_users"], load=_load_opts(kw),
     )  # fmt: skip
+    if kw["map_users"] and not kw["acls"]:
+        raise click.UsageError("--map-users goes with --acls")
     source = _source_settings(kw)
 
     async def body(progress: Progress) -> Any:

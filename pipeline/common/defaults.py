@@ -242,6 +242,16 @@ FILE_MB: Setting[int] = Setting(
     "file_mb", 256, int, min=1, flag="--file-mb", key="file_mb",
     help="Start a new file after this many MB of JSON", section=EXPORT,
 )  # fmt: skip
+ACLS: Setting[bool] = Setting(
+    "acls", False, bool, flag="--acls",
+    help="Also copy the ACLs of the project, its datasets, experiments and prompts, creating the "
+    "groups and custom roles they name", section="migrate",
+)  # fmt: skip
+MAP_USERS: Setting[bool] = Setting(
+    "map_users", False, bool, flag="--map-users",
+    help="With --acls: map users of grants and group members by email (a user the destination "
+    "lacks is listed, not invited)", section="migrate",
+)  # fmt: skip
 
 # --- import, migrate ---------------------------------------------------------------------
 
@@ -383,7 +393,7 @@ SETTINGS: tuple[Setting[Any], ...] = (
     OBJECTS, FORMAT, COMPRESSION, FILTER, SHAPE, INCREMENTAL, DRY_RUN, EXPORT_WORKERS, RANGES_PER_OBJECT,
     MIN_ROWS_PER_RANGE, PAGE_LIMIT, PREFETCH, ENCODERS, ROW_GROUP_ROWS, ROW_GROUP_MB, FILE_ROWS, FILE_MB,
     LOAD_WORKERS, CONFIG_WORKERS, BATCH_ROWS, MAX_BATCH_BYTES, MAX_INFLIGHT_MB, ON_ERROR, ERROR_FILE, STATE_DIR,
-    CREATE_PROJECT, INTO_EXISTING,
+    CREATE_PROJECT, INTO_EXISTING, ACLS, MAP_USERS,
     WAIT_LEASE, LEASE_STALE,
     API_URL, API_URL_ENV, API_KEY_ENV, IMPERSONATE, TO_IMPERSONATE, MAX_RETRIES, MAX_BACKOFF, THROTTLE_PATIENCE,
     RETRY_JITTER, READ_TIMEOUT, CONNECTIONS,

@@ -34,6 +34,7 @@ from pipeline.common import defaults, jsoncodec
 from pipeline.common.progress import Progress
 from pipeline.common.selection import config_selection
 from pipeline.common.state import ObjectProgress
+from pipeline.load.acls import AclCopy, AclTarget
 from pipeline.load.batcher import Item
 from pipeline.load.config import ConfigCopy
 from pipeline.load.destinations import Wanted, ensure_objects, experiments_in_dependency_order
@@ -49,6 +50,8 @@ class MigrateOptions:
     objects: str = defaults.OBJECTS.default
     create_project: bool = defaults.CREATE_PROJECT.default
     page_limit: int = defaults.PAGE_LIMIT.default
+    acls: bool = defaults.ACLS.default
+    map_users: bool = defaults.MAP_USERS.default
     load: LoadOptions = field(default_factory=LoadOptions)
 
 
@@ -123,9 +126,11 @@ class MigrateJob:
             (ref, destinations[w.key].ref, destinations[w.key].created)
             for w, ref in zip(wanted, refs, strict=True)
         ]
+        id_map = {src_project["id"]: dst_project["id"], **{ref.id: dest.id for ref, dest, _ in plans}}
         if config is not None:
-            id_map = {src_project["id"]: dst_project["id"], **{ref.id: dest.id for ref, dest, _ in plans}}
             run.summary.add_config(await config.apply(id_map))
+        if opts.acls:
+            await self._copy_acls(run, src_project, dst_project, plans, config, id_map)
         results: list[ObjectResult] = []
 
         async def produce() -> None:
@@ -162,6 +167,36 @@ class MigrateJob:
         copy = ConfigCopy(self.destination, dst_project, found, workers=self.options.load.config_workers)
         await copy.check()
         return copy
+
+    async def _copy_acls(
+        self,
+        run: LoadRun,
+        src_project: dict[str, Any],
+        dst_project: dict[str, Any],
+        plans: list[tuple[ObjectRef, ObjectRef, bool]],
+        config: ConfigCopy | None,
+        id_map: dict[str, str],
+    ) -> None:
+        """``--acls``: the grants on the project, the copied datasets and experiments, and the
+        copied prompts (:mod:`pipeline.load.acls`)."""
+        targets = [
+            AclTarget("project", src_project["id"], dst_project["id"], f"project {dst_project['name']!r}")
+        ]
+        targets += [
+            AclTarget(ref.object_type, ref.id, dest.id, ref.label)
+            for ref, dest, _ in plans
+            if ref.object_type != "project_logs"
+        ]
+        prompts = config.source.objects.get("prompt", []) if config is not None else []
+        targets += [
+            AclTarget("prompt", p["id"], id_map[p["id"]], f"prompt {p['slug']!r}")
+            for p in prompts
+            if p["id"] in id_map
+        ]
+        copy = AclCopy(self.source, self.destination, dst_project, map_users=self.options.map_users)
+        outcome = await copy.copy(targets)
+        run.summary.acls = outcome
+        run.summary.warnings += [f"ACL not copied: {line}" for line in outcome.not_copied]
 
     async def _chunks(self, ref: ObjectRef, record: ObjectProgress) -> AsyncIterator[list[Item]]:
         pager = Pager(

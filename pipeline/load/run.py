@@ -22,6 +22,7 @@ from pipeline.common.errors import NotFoundError
 from pipeline.common.jobstate import JobState
 from pipeline.common.progress import Progress, Task
 from pipeline.common.state import ObjectProgress
+from pipeline.load.acls import AclOutcome
 from pipeline.load.batcher import Batcher
 from pipeline.load.config import ConfigCount, ConfigOutcome
 from pipeline.load.errorlog import ErrorLog
@@ -78,6 +79,8 @@ class LoadSummary:
     #: Configuration objects not copied because a reference they hold could not be remapped
     #: (exit code 1, as for skipped events).
     broken: list[str] = field(default_factory=list)
+    #: What ``--acls`` copied (:mod:`pipeline.load.acls`); None without it.
+    acls: AclOutcome | None = None
 
     @property
     def rows(self) -> int:

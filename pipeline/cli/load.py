@@ -106,6 +106,8 @@ def _report_load(output: Output, summary: Any, verb: str) -> None:
         for count in summary.config:
             output.say(f"  {count.kind}: {count.created:,} created, {count.updated:,} updated, "
                        f"{count.unchanged:,} unchanged")  # fmt: skip
+        if summary.config_versions:
+            output.say(f"  {summary.config_versions:,} earlier prompt versions replayed")
         output.say(f"{verb} {summary.rows:,} rows in {summary.seconds:.1f}s ({summary.retries} retries)")
         if summary.skipped:
             output.say(f"{summary.skipped:,} skipped events were recorded in {summary.error_file}")

@@ -59,6 +59,10 @@ KINDS: Final[tuple[ConfigKind, ...]] = (
 BY_NAME: Final[dict[str, ConfigKind]] = {kind.name: kind for kind in KINDS}
 BY_SELECTOR: Final[dict[str, ConfigKind]] = {kind.selector: kind for kind in KINDS}
 
+#: The kind whose earlier versions are kept, and the name of the file (and manifest entry)
+#: holding them: every earlier version, whole, one a line, oldest first per object.
+VERSIONS_OF: Final[dict[str, str]] = {"prompt": "prompt_version"}
+
 #: The one object of the ``settings`` kind: the project's ``settings`` field.
 SETTINGS_NAME = "settings"
 
@@ -80,6 +84,8 @@ class ConfigSet:
     objects: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     #: Kinds asked for that the deployment does not serve (their list route is a 404).
     unserved: list[str] = field(default_factory=list)
+    #: Each prompt's versions before its current one, oldest first, by prompt id.
+    versions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 def key_of(kind: ConfigKind, obj: Mapping[str, Any]) -> str:

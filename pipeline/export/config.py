@@ -6,6 +6,10 @@ without a chain. Objects are written exactly as the API returned them (every fie
 line, in listing order; the file appears atomically and is listed in the manifest with its
 count, size and sha256 (:class:`~pipeline.common.manifest.ConfigManifest`). A kind the
 project has none of gets an entry without a file, so a restore knows the set was empty.
+
+A prompt's earlier versions, where the API lists them, go to one more file,
+``prompt_version``: each earlier version whole, oldest first per prompt, so that an import can
+replay a prompt's history before its current version.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import anyio
 from pipeline.api.client import BraintrustClient
 from pipeline.api.config import fetch_config
 from pipeline.common import jsoncodec, layout
-from pipeline.common.config_kinds import ConfigSet
+from pipeline.common.config_kinds import VERSIONS_OF, ConfigSet
 from pipeline.common.manifest import ConfigManifest, FileInfo
 from pipeline.common.storage import Storage
 
@@ -38,8 +42,12 @@ async def export_config(
     client: BraintrustClient, storage: Storage, project: dict[str, Any], kinds: list[str], run_id: str
 ) -> tuple[tuple[ConfigManifest, ...], ConfigSet]:
     """Read and publish ``kinds`` of ``project``; the manifest entries and what was read."""
-    found = await fetch_config(client, project, kinds)
+    found = await fetch_config(client, project, kinds, versions=True)
     entries = []
     for kind, objects in found.objects.items():
         entries.append(await anyio.to_thread.run_sync(_write_kind, storage, kind, objects, run_id))
+        history = VERSIONS_OF.get(kind)
+        if history is not None and history not in found.unserved:
+            versions = [v for obj in objects for v in found.versions.get(str(obj.get("id")), [])]
+            entries.append(await anyio.to_thread.run_sync(_write_kind, storage, history, versions, run_id))
     return tuple(entries), found

@@ -9,7 +9,8 @@ Every id an object holds is remapped (``id_map``: the project, datasets and expe
 load created, then each configuration object as it is written), so a prompt's tool names the
 destination's function. An object is found at the destination by its name or slug: one equal
 after remapping is left alone, one that differs is replaced (``PUT``), a missing one created;
-so a re-run changes nothing and never makes twins. Not copied, and listed by name: code
+so a re-run changes nothing and never makes twins. A prompt created at the destination gets
+its earlier versions first, oldest first, so its history is kept. Not copied, and listed by name: code
 functions whose bundle lives in the source org (``skipped``: a warning) and objects whose
 reference cannot be remapped, such as a prompt naming a function the source does not have,
 and what refers to them (``broken``: the load exits 1; rows are still copied).
@@ -61,6 +62,8 @@ class ConfigOutcome:
     broken: list[str] = field(default_factory=list)
     #: Kinds the source or destination deployment does not serve.
     unserved: list[str] = field(default_factory=list)
+    #: Earlier versions of prompts written before their current one.
+    versions: int = 0
 
 
 class ConfigCopy:
@@ -138,6 +141,22 @@ class ConfigCopy:
                 await self._write_level(level, kind_of, counts, id_map, labels)
         return self.outcome
 
+    async def _replay(self, kind: ConfigKind, obj: dict[str, Any], id_map: dict[str, str]) -> None:
+        """Write ``obj``'s earlier versions, oldest first, before it is created, so the copy
+        keeps its history; a version whose references cannot be remapped is left out (listed)."""
+        for version in self.source.versions.get(str(obj.get("id")), []):
+            missing = [ref for ref in references(version) if ref not in id_map]
+            if missing:
+                self.outcome.skipped.append(
+                    f"{label(kind, obj)}: version {version.get('_xact_id')} refers to id {missing[0]}, "
+                    "which was not copied; that version left out"
+                )
+                continue
+            await write_object(
+                self.client, kind, create_body(kind, remap(version, id_map), self.project["id"])
+            )
+            self.outcome.versions += 1
+
     async def _write_level(
         self,
         level: list[dict[str, Any]],
@@ -165,6 +184,8 @@ class ConfigCopy:
                 result = existing
             else:
                 async with limiter:
+                    if existing is None:
+                        await self._replay(kind, obj, id_map)
                     result = await write_object(self.client, kind, body)
                 if existing is None:
                     counts[kind.name].created += 1

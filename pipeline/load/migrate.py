@@ -163,8 +163,9 @@ class MigrateJob:
         kinds = config_selection(self.options.objects)
         if not kinds:
             return None
-        found = await fetch_config(self.source, src_project, kinds)
-        copy = ConfigCopy(self.destination, dst_project, found, workers=self.options.load.config_workers)
+        workers = self.options.load.config_workers
+        found = await fetch_config(self.source, src_project, kinds, versions=True, workers=workers)
+        copy = ConfigCopy(self.destination, dst_project, found, workers=workers)
         await copy.check()
         return copy
 

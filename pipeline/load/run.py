@@ -79,6 +79,8 @@ class LoadSummary:
     #: Configuration objects not copied because a reference they hold could not be remapped
     #: (exit code 1, as for skipped events).
     broken: list[str] = field(default_factory=list)
+    #: Earlier versions of prompts written before their current one (history kept).
+    config_versions: int = 0
     #: What ``--acls`` copied (:mod:`pipeline.load.acls`); None without it.
     acls: AclOutcome | None = None
 
@@ -97,6 +99,7 @@ class LoadSummary:
         """What :class:`~pipeline.load.config.ConfigCopy` did: counts, and its lines (code
         functions skipped and kinds not served as warnings, broken references apart)."""
         self.config = outcome.counts
+        self.config_versions = outcome.versions
         self.broken = outcome.broken
         self.warnings += outcome.skipped
         self.warnings += [f"{kind}: not served by the deployment; not copied" for kind in outcome.unserved]

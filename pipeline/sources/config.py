@@ -10,10 +10,11 @@ file is checked against its manifest entry before it is read.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from pipeline.common import jsoncodec
 from pipeline.common.chains import order_runs
-from pipeline.common.config_kinds import ConfigSet
+from pipeline.common.config_kinds import VERSIONS_OF, ConfigSet
 from pipeline.common.errors import UsageError
 from pipeline.common.integrity import Damage, find_damage
 from pipeline.common.manifest import ConfigManifest, FileInfo
@@ -47,8 +48,9 @@ def find_config(storage: Storage, prefix: str, kinds: list[str], until: str | No
         manifests = manifests[: ids.index(until) + 1]
     found = ConfigInput()
     for manifest in manifests:
+        wanted = set(kinds) | {VERSIONS_OF[k] for k in kinds if k in VERSIONS_OF}
         for entry in manifest.config:
-            if entry.kind in kinds:
+            if entry.kind in wanted:
                 found.entries[entry.kind] = entry
         if manifest.project_id:
             found.names[manifest.project_id] = "project"
@@ -67,12 +69,17 @@ async def damaged_config(storage: Storage, found: ConfigInput) -> list[Damage]:
 def read_config(storage: Storage, found: ConfigInput) -> ConfigSet:
     """The objects of every kind found (blocking: run in a thread; the files are small)."""
     result = ConfigSet()
+    histories = set(VERSIONS_OF.values())
     for kind, entry in found.entries.items():
-        if entry.file is None:
-            result.objects[kind] = []
-            continue
-        try:
-            result.objects[kind] = jsoncodec.loads_lines(storage.read_bytes(entry.file.path))
-        except ValueError as exc:
-            raise UsageError(f"{location(storage, entry.file.path)}: not JSON lines ({exc})") from exc
+        objects: list[dict[str, Any]] = []
+        if entry.file is not None:
+            try:
+                objects = jsoncodec.loads_lines(storage.read_bytes(entry.file.path))
+            except ValueError as exc:
+                raise UsageError(f"{location(storage, entry.file.path)}: not JSON lines ({exc})") from exc
+        if kind in histories:
+            for version in objects:
+                result.versions.setdefault(str(version.get("id")), []).append(version)
+        else:
+            result.objects[kind] = objects
     return result

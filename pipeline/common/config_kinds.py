@@ -72,6 +72,16 @@ SERVER_FIELDS: Final[frozenset[str]] = frozenset(
     {"id", "_xact_id", "log_id", "org_id", "project_id", "user_id", "created", "position", "object_id"}
 )
 
+#: Kinds other objects refer to by id. A load that copies some kinds but not these still
+#: reads them, only to find their copies at the destination (by key) for its references.
+REFERENCED: Final[tuple[str, ...]] = ("function", "prompt")
+
+
+def lookup_kinds(kinds: list[str]) -> list[str]:
+    """The referenced kinds a load of ``kinds`` reads without copying them."""
+    return [kind for kind in REFERENCED if kind not in kinds] if kinds else []
+
+
 #: Kinds sharing one namespace of keys in a project: a prompt is a function, so a prompt's
 #: slug taken by a function (or the reverse) at the destination is a collision.
 SHARED_KEYS: Final[frozenset[str]] = frozenset({"function", "prompt"})
@@ -86,6 +96,12 @@ class ConfigSet:
     unserved: list[str] = field(default_factory=list)
     #: Each prompt's versions before its current one, oldest first, by prompt id.
     versions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def take(self, kinds: list[str]) -> ConfigSet:
+        """Move ``kinds`` out of this set into a new one (the kinds a load only looks up)."""
+        taken = ConfigSet({k: self.objects.pop(k) for k in kinds if k in self.objects})
+        self.unserved = [k for k in self.unserved if k not in kinds]
+        return taken
 
 
 def key_of(kind: ConfigKind, obj: Mapping[str, Any]) -> str:

@@ -9,7 +9,9 @@ Every id an object holds is remapped (``id_map``: the project, datasets and expe
 load created, then each configuration object as it is written), so a prompt's tool names the
 destination's function. An object is found at the destination by its name or slug: one equal
 after remapping is left alone, one that differs is replaced (``PUT``), a missing one created;
-so a re-run changes nothing and never makes twins. A prompt created at the destination gets
+so a re-run changes nothing and never makes twins. A load of some kinds only (``--objects
+prompts``) reads the kinds they refer to too, to point references at the destination's
+objects of the same slug, without writing them. A prompt created at the destination gets
 its earlier versions first, oldest first, so its history is kept. Not copied, and listed by name: code
 functions whose bundle lives in the source org (``skipped``: a warning) and objects whose
 reference cannot be remapped, such as a prompt naming a function the source does not have,
@@ -71,13 +73,23 @@ class ConfigCopy:
     :meth:`apply` once the datasets and experiments exist."""
 
     def __init__(
-        self, client: BraintrustClient, project: dict[str, Any], source: ConfigSet, *, workers: int
+        self,
+        client: BraintrustClient,
+        project: dict[str, Any],
+        source: ConfigSet,
+        *,
+        workers: int,
+        lookup: ConfigSet | None = None,
     ) -> None:
         self.client = client
         self.project = project
         self.source = source
         self.workers = workers
+        #: Source objects of kinds not copied (:func:`lookup_kinds`): references to them go to
+        #: the destination's object of the same key, when it has one.
+        self.lookup = lookup or ConfigSet()
         self.existing: dict[str, dict[str, dict[str, Any]]] = {}
+        self.found: dict[str, str] = {}
         self.outcome = ConfigOutcome(unserved=list(source.unserved))
 
     async def check(self) -> None:
@@ -86,11 +98,17 @@ class ConfigCopy:
         kinds = list(self.source.objects)
         if SHARED_KEYS & set(kinds):
             kinds += [k for k in SHARED_KEYS if k not in kinds]
+        kinds += [k for k in self.lookup.objects if k not in kinds]
         found = await fetch_config(self.client, self.project, kinds)
         self.outcome.unserved += [k for k in found.unserved if k in self.source.objects]
         self.existing = {
             name: {key_of(BY_NAME[name], obj): obj for obj in objs} for name, objs in found.objects.items()
         }
+        for name, objects in self.lookup.objects.items():
+            for obj in objects:
+                mine = self.existing.get(name, {}).get(key_of(BY_NAME[name], obj))
+                if mine is not None and obj.get("id"):
+                    self.found[str(obj["id"])] = str(mine["id"])
         for name, objects in self.source.objects.items():
             if name not in SHARED_KEYS or name in found.unserved:
                 continue
@@ -111,10 +129,12 @@ class ConfigCopy:
         group; ``id_map`` (source id -> destination id) grows with each object written."""
         labels = {
             str(o["id"]): label(BY_NAME[k], o)
-            for k, objs in self.source.objects.items()
+            for config in (self.source, self.lookup)
+            for k, objs in config.objects.items()
             for o in objs
             if o.get("id")
         }
+        id_map.update(self.found)
         for order in sorted({kind.order for kind in KINDS}):
             group = [kind for kind in KINDS if kind.order == order and kind.name in self.source.objects]
             if not group or any(kind.name in self.outcome.unserved for kind in group):

@@ -36,6 +36,7 @@ import anyio
 
 from pipeline.api.client import BraintrustClient
 from pipeline.common import defaults
+from pipeline.common.config_kinds import lookup_kinds
 from pipeline.common.errors import DamagedFileError, UsageError
 from pipeline.common.integrity import Damage
 from pipeline.common.progress import Progress
@@ -93,10 +94,11 @@ class ImportJob:
         found = await anyio.to_thread.run_sync(find_inputs, storage, prefix, opts.until)
         scope = await anyio.to_thread.run_sync(read_scope, storage, prefix)
         inputs = select_inputs(one_project(scope, found, opts.from_project, opts.input), opts.objects)
+        kinds = config_selection(opts.objects)
         config = await anyio.to_thread.run_sync(
-            find_config, storage, prefix, config_selection(opts.objects), opts.until
+            find_config, storage, prefix, kinds + lookup_kinds(kinds), opts.until
         )
-        if not inputs and not config.entries:
+        if not inputs and not any(k in config.entries for k in kinds):
             raise UsageError(f"{opts.input}: the input holds no objects to import")
         refuse_other_shapes(scope, inputs, opts.input)
         to_object = parse_one_object(opts.to_object) if opts.to_object else None
@@ -137,9 +139,10 @@ class ImportJob:
         inputs = [obj for obj in inputs if broken.isdisjoint(obj.files)]
 
         copy = None
-        if config.entries:
+        if any(k in config.entries for k in kinds):
             objects = await anyio.to_thread.run_sync(read_config, storage, config)
-            copy = ConfigCopy(self.client, project, objects, workers=opts.load.config_workers)
+            lookup = objects.take(lookup_kinds(kinds))
+            copy = ConfigCopy(self.client, project, objects, workers=opts.load.config_workers, lookup=lookup)
             await copy.check()
 
         async def remember(key: str, destination_id: str) -> None:

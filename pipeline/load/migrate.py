@@ -31,6 +31,7 @@ from pipeline.api.config import fetch_config
 from pipeline.api.objects import ObjectRef, resolve_project, resolve_selection
 from pipeline.api.snapshot import pin_read
 from pipeline.common import defaults, jsoncodec
+from pipeline.common.config_kinds import lookup_kinds
 from pipeline.common.progress import Progress
 from pipeline.common.selection import config_selection
 from pipeline.common.state import ObjectProgress
@@ -164,8 +165,9 @@ class MigrateJob:
         if not kinds:
             return None
         workers = self.options.load.config_workers
-        found = await fetch_config(self.source, src_project, kinds, versions=True, workers=workers)
-        copy = ConfigCopy(self.destination, dst_project, found, workers=workers)
+        lookup = lookup_kinds(kinds)
+        found = await fetch_config(self.source, src_project, kinds + lookup, versions=True, workers=workers)
+        copy = ConfigCopy(self.destination, dst_project, found, workers=workers, lookup=found.take(lookup))
         await copy.check()
         return copy
 

@@ -80,9 +80,9 @@ def make_configured_project(emulator: Emulator, prefix: str) -> dict[str, Any]:
         "project_id": pid, "name": "Summarize", "slug": "summarize", "tags": ["prod"],
         "prompt_data": {"prompt": CHAT, "options": {"model": "gpt-4o"}, "tool_functions": [_tool(tool["id"])]},
     })  # fmt: skip
-    plain = put(
-        "prompt", {"project_id": pid, "name": "Plain", "slug": "plain", "prompt_data": {"prompt": CHAT}}
-    )
+    plain = put("prompt", {"project_id": pid, "name": "Plain", "slug": "plain", "description": "first",
+                           "prompt_data": {"prompt": CHAT}})  # fmt: skip
+    plain = send("PATCH", url, key, f"/v1/prompt/{plain['id']}", {"description": "second"})  # a second version
     tag = put("project_tag", {"project_id": pid, "name": "needs-review", "color": "red"})
     score = put("project_score", {"project_id": pid, "name": "accuracy", "score_type": "slider"})
     online = put("project_score", {
@@ -161,6 +161,18 @@ def check_copy(emulator: Emulator, source: dict[str, Any], project: dict[str, An
     return got
 
 
+def history(emulator: Emulator, key: str, project_id: str, prompt_id: str) -> list[str | None]:
+    """The descriptions of a prompt's versions, oldest first, listed as the Python SDK lists them."""
+    query = {
+        "from": {"op": "function", "name": {"op": "ident", "name": ["project_prompts"]},
+                 "args": [{"op": "literal", "value": project_id}]},
+        "select": [{"op": "star"}],
+        "filter": {"op": "eq", "left": {"op": "ident", "name": ["id"]}, "right": {"op": "literal", "value": prompt_id}},
+    }  # fmt: skip
+    rows = send("POST", emulator.url, key, "/btql", {"query": query, "audit_log": True, "fmt": "json"})["data"]
+    return [row.get("description") for row in rows]
+
+
 def ids_of(got: dict[str, Any]) -> dict[str, str]:
     return {
         f"{kind}:{name}": o["id"] for kind, objects in got.items() for name, o in objects.items() if "id" in o
@@ -182,8 +194,8 @@ def test_export_import_into_another_org_and_verify(
     assert result.exit_code == 0, result.output
     [manifest] = [json.loads(p.read_text()) for p in (out / "_manifests").glob("*.json")]
     counts = {entry["kind"]: entry["objects"] for entry in manifest["config"]}
-    assert counts == {"project_tag": 1, "span_iframe": 1, "function": 3, "prompt": 2, "project_score": 2,
-                      "view": 1, "project_automation": 1, "settings": 1}  # fmt: skip
+    assert counts == {"project_tag": 1, "span_iframe": 1, "function": 3, "prompt": 2, "prompt_version": 1,
+                      "project_score": 2, "view": 1, "project_automation": 1, "settings": 1}  # fmt: skip
     prompts = out / manifest["config"][3]["file"]["path"]
     assert prompts.name == "prompt.jsonl" and "_config/kind=prompt/run=" in str(prompts)
     exported = {p["slug"]: p for p in map(json.loads, prompts.read_text().splitlines())}
@@ -199,12 +211,14 @@ def test_export_import_into_another_org_and_verify(
     project = destination_project(emulator, target)
     first = check_copy(emulator, configured, project)
     assert len(all_rows(emulator.url, emulator.other_org_key, "project_logs", project["id"])) == 5
+    plain = first["prompt"]["Plain"]
+    assert history(emulator, emulator.other_org_key, project["id"], plain["id"]) == ["first", "second"]
 
     result = btpipe(emulator, "verify", "--in", str(out), "--to-project", target, key=emulator.other_org_key)
     assert result.exit_code == 0, result.output
     assert "prompts -> " in result.output and "2 vs 2 objects: identical" in result.output
 
-    again = btpipe(emulator, *args, key=emulator.other_org_key)  # a re-run changes nothing
+    again = btpipe(emulator, *args, "--into-existing", key=emulator.other_org_key)  # a re-run changes nothing
     assert again.exit_code == 0, again.output
     assert " 0 created, 0 updated" in again.output and " created, 0 updated, 0 unchanged" not in again.output
     assert ids_of(check_copy(emulator, configured, project)) == ids_of(first)
@@ -241,7 +255,7 @@ def test_migrate_into_another_org_then_again(
     )
     assert verify.exit_code == 0, verify.output
 
-    result = btpipe(emulator, *args, "--json")
+    result = btpipe(emulator, *args, "--json", "--into-existing")
     assert result.exit_code == 0, result.output
     counts = json.loads(result.stdout)["config"]
     assert all(c["created"] == c["updated"] == 0 for c in counts), counts
@@ -255,7 +269,7 @@ def test_migrate_into_another_org_then_again(
         emulator, "verify", "--project", source, "--to-project", target, "--to-api-key-env", OTHER
     )
     assert verify.exit_code == 1 and "differing: 1 (e.g. plain)" in verify.output, verify.output
-    result = btpipe(emulator, *args, "--json", "--objects", "prompts")
+    result = btpipe(emulator, *args, "--json", "--objects", "prompts", "--into-existing")
     [count] = json.loads(result.stdout)["config"]
     assert (count["kind"], count["created"], count["updated"], count["unchanged"]) == ("prompt", 0, 1, 1)
     plain = listing(emulator, emulator.other_org_key, project["id"])["prompt"]["Plain"]

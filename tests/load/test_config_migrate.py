@@ -82,7 +82,9 @@ def make_configured_project(emulator: Emulator, prefix: str) -> dict[str, Any]:
     })  # fmt: skip
     plain = put("prompt", {"project_id": pid, "name": "Plain", "slug": "plain", "description": "first",
                            "prompt_data": {"prompt": CHAT}})  # fmt: skip
-    plain = send("PATCH", url, key, f"/v1/prompt/{plain['id']}", {"description": "second"})  # a second version
+    plain = send(
+        "PATCH", url, key, f"/v1/prompt/{plain['id']}", {"description": "second"}
+    )  # a second version
     tag = put("project_tag", {"project_id": pid, "name": "needs-review", "color": "red"})
     score = put("project_score", {"project_id": pid, "name": "accuracy", "score_type": "slider"})
     online = put("project_score", {
@@ -169,7 +171,9 @@ def history(emulator: Emulator, key: str, project_id: str, prompt_id: str) -> li
         "select": [{"op": "star"}],
         "filter": {"op": "eq", "left": {"op": "ident", "name": ["id"]}, "right": {"op": "literal", "value": prompt_id}},
     }  # fmt: skip
-    rows = send("POST", emulator.url, key, "/btql", {"query": query, "audit_log": True, "fmt": "json"})["data"]
+    rows = send("POST", emulator.url, key, "/btql", {"query": query, "audit_log": True, "fmt": "json"})[
+        "data"
+    ]
     return [row.get("description") for row in rows]
 
 

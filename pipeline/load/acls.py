@@ -1,10 +1,12 @@
 """Copying ACLs and group memberships with a migration (``--acls``; off by default).
 
-For each copied object (the project, its datasets and experiments, its prompts) the source's
-ACLs are listed and granted again on the destination's copy:
+First the source org's **groups** are copied, as Braintrust's own migration tool copies them
+(org level): each is the destination org's group of the same name, created when missing, its
+member groups and (with ``--map-users``) member users added. Then, for each copied object (the
+project, its datasets and experiments, its prompts), the source's ACLs are listed and granted
+again on the destination's copy:
 
-- a grant to a **group** names the destination's group of the same name, created when missing
-  (org level, as Braintrust's own migration tool does), its members mapped as below;
+- a grant to a **group** names the destination's group of the same name;
 - a grant of a **custom role** names the destination's role of the same name, created with the
   same permissions when missing;
 - a grant to a **user**, and a group's member users, are mapped by email, and only with
@@ -59,11 +61,17 @@ class AclCopy:
         self.map_users = map_users
         self.outcome = AclOutcome()
         self._users: dict[str, str | None] = {}
+        self._emails: dict[str, str] = {}
         self._groups: dict[str, str] = {}
         self._roles: dict[str, str] = {}
         self._org_name: str | None = None
 
-    async def copy(self, targets: list[AclTarget]) -> AclOutcome:
+    async def copy(self, source_project: dict[str, Any], targets: list[AclTarget]) -> AclOutcome:
+        """The source org's groups (as Braintrust's own migration tool copies them, org level),
+        then the grants on each target."""
+        org = await self.source.get_json(f"/v1/organization/{source_project['org_id']}")
+        async for group in list_all(self.source, "/v1/group", {"org_name": org["name"]}):
+            await self._group(group["id"], group)
         for target in targets:
             params = {"object_type": target.object_type, "object_id": target.source_id}
             async for acl in list_all(self.source, "/v1/acl", params):
@@ -113,13 +121,12 @@ class AclCopy:
                     u async for u in list_all(self.destination, "/v1/user", params) if u.get("email") == email
                 ]
                 found = matches[0]["id"] if matches else None
-                if found is None:
-                    self.outcome.not_copied.append(
-                        f"{what}: user {email} has no account in the destination org"
-                    )
             self._users[user_id] = found
-        elif self._users[user_id] is None:
-            self.outcome.not_copied.append(f"{what}: its user has no account in the destination org")
+            self._emails[user_id] = email or user_id
+        if self._users[user_id] is None:
+            self.outcome.not_copied.append(
+                f"{what}: user {self._emails[user_id]} has no account in the destination org"
+            )
         return self._users[user_id]
 
     async def _email(self, user_id: str) -> str | None:
@@ -130,12 +137,13 @@ class AclCopy:
             return None
         return str(user["email"]) if user.get("email") else None
 
-    async def _group(self, group_id: str) -> str:
+    async def _group(self, group_id: str, group: dict[str, Any] | None = None) -> str:
         """The destination group named as the source's, created when missing; its member users
         (with ``--map-users``) and member groups are added."""
         if group_id in self._groups:
             return self._groups[group_id]
-        group = await self.source.get_json(f"/v1/group/{group_id}")
+        if group is None:
+            group = await self.source.get_json(f"/v1/group/{group_id}")
         org = await self._org()
         found = [
             g

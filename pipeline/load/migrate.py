@@ -197,7 +197,7 @@ class MigrateJob:
             if p["id"] in id_map
         ]
         copy = AclCopy(self.source, self.destination, dst_project, map_users=self.options.map_users)
-        outcome = await copy.copy(targets)
+        outcome = await copy.copy(src_project, targets)
         run.summary.acls = outcome
         run.summary.warnings += [f"ACL not copied: {line}" for line in outcome.not_copied]
 

@@ -367,3 +367,72 @@ def test_references_order_and_cycles() -> None:
     levels, cycle = ordered_levels([c, a, b, x, y])
     assert [[o["id"] for o in level] for level in levels] == [["b"], ["a"], ["c"]]
     assert [o["id"] for o in cycle] == ["x", "y"]
+
+
+def _acls(emulator: Emulator, key: str, project_id: str) -> list[dict[str, Any]]:
+    found = send(
+        "GET", emulator.url, key, "/v1/acl", params={"object_type": "project", "object_id": project_id}
+    )
+    return sorted(found["objects"], key=lambda a: a.get("permission") or "")
+
+
+def test_acls_and_groups_with_users_mapped_by_email(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--acls --map-users`` in one org grants the same user on the copy and finds the same
+    group; into another org it creates the group there, and the user it lacks is listed, not
+    invented; without ``--map-users`` a user grant is listed."""
+    monkeypatch.setenv(OTHER, emulator.other_org_key)
+    url, key = emulator.url, emulator.key
+    project = post(url, key, "/v1/project", {"name": unique("acl-src")})
+    [member] = send("GET", url, key, "/v1/user", params={"email": "member@local.test"})["objects"]
+    group = post(
+        url,
+        key,
+        "/v1/group",
+        {"name": unique("reviewers"), "member_users": [member["id"]], "org_name": "local"},
+    )
+    post(url, key, "/v1/acl", {"object_type": "project", "object_id": project["id"], "user_id": member["id"],
+                               "permission": "update"})  # fmt: skip
+    base = (
+        "migrate",
+        "--from-project",
+        project["name"],
+        "--create-project",
+        "--objects",
+        "config",
+        "--acls",
+        "--json",
+    )
+    missing = "user member@local.test has no account in the destination org"
+
+    same = unique("acl-same")
+    result = btpipe(emulator, *base, "--to-project", same, "--map-users")
+    assert result.exit_code == 0, result.output
+    acls = json.loads(result.stdout)["acls"]
+    assert (acls["granted"], acls["groups_created"], acls["not_copied"]) == (1, 0, [])
+    copy = send("GET", url, key, "/v1/project", params={"project_name": same})["objects"][0]
+    granted = [(a.get("user_id"), a["permission"]) for a in _acls(emulator, key, copy["id"])]
+    assert granted == [(member["id"], "update")]
+
+    other = unique("acl-other")
+    result = btpipe(emulator, *base, "--to-project", other, "--map-users", "--to-api-key-env", OTHER)
+    assert result.exit_code == 0, result.output
+    acls = json.loads(result.stdout)["acls"]
+    assert acls["granted"] == 0 and acls["groups_created"] >= 1
+    assert f"member of group {group['name']!r}: {missing}" in acls["not_copied"]
+    assert f"update on project {other!r}: {missing}" in acls["not_copied"]
+    assert _acls(emulator, emulator.other_org_key, destination_project(emulator, other)["id"]) == []
+    groups = send("GET", url, emulator.other_org_key, "/v1/group", params={"group_name": group["name"]})[
+        "objects"
+    ]
+    assert [(g["name"], g.get("member_users") or []) for g in groups] == [(group["name"], [])]
+
+    nousers = unique("acl-nousers")
+    result = btpipe(emulator, *base, "--to-project", nousers, "--to-api-key-env", OTHER)
+    assert result.exit_code == 0, result.output
+    acls = json.loads(result.stdout)["acls"]
+    assert acls["groups_created"] == 0  # found by name this time
+    assert [line for line in acls["not_copied"] if "granted to a user" in line] == [
+        f"update on project {nousers!r}: granted to a user (pass --map-users to map users by email)"
+    ]

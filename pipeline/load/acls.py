@@ -109,7 +109,7 @@ class AclCopy:
         none or users are not mapped."""
         if not self.map_users:
             self.outcome.not_copied.append(
-                f"{what}: granted to a user (pass --map-users to map users by email)"
+                f"{what}: a user, not mapped (pass --map-users to map users by email)"
             )
             return None
         if user_id not in self._users:

@@ -433,6 +433,6 @@ def test_acls_and_groups_with_users_mapped_by_email(
     assert result.exit_code == 0, result.output
     acls = json.loads(result.stdout)["acls"]
     assert acls["groups_created"] == 0  # found by name this time
-    assert [line for line in acls["not_copied"] if "granted to a user" in line] == [
-        f"update on project {nousers!r}: granted to a user (pass --map-users to map users by email)"
+    assert [line for line in acls["not_copied"] if line.startswith("update on")] == [
+        f"update on project {nousers!r}: a user, not mapped (pass --map-users to map users by email)"
     ]

@@ -44,6 +44,7 @@ from pipeline.common.defaults import (
 )
 from pipeline.common.errors import EXIT_FAILED, AuthError, UsageError
 from pipeline.common.progress import Progress
+from pipeline.common.selection import config_selection
 from pipeline.load.insert import InsertOptions
 from pipeline.load.run import LoadOptions
 
@@ -208,6 +209,9 @@ def delete_command(**kw: Any) -> None:
     from pipeline.load import delete as deleting
 
     output = Output(kw["quiet"], kw["as_json"])
+
+    if config_selection(kw["objects"]):
+        raise UsageError("--objects: delete removes rows; configuration kinds (prompts, ...) are not rows")
 
     async def job(client: BraintrustClient) -> list[deleting.DeletePlan]:
         filter_expr = parse_filter(kw["filter_text"])

@@ -55,7 +55,7 @@ from pipeline.load.destinations import (
 )
 from pipeline.load.ordered import delete_item, feed_runs, run_spans
 from pipeline.load.run import LoadOptions, LoadRun, LoadSummary, ObjectResult
-from pipeline.load.scope import InputScope, one_project, read_scope, refuse_other_shapes
+from pipeline.load.scope import InputScope, chosen_project, one_project, read_scope, refuse_other_shapes
 from pipeline.load.transform import SourceObject, encode_checked, to_event
 from pipeline.sources import SourceRow, iter_rows
 from pipeline.sources.config import damaged_config, find_config, read_config
@@ -93,10 +93,11 @@ class ImportJob:
         storage, prefix = await anyio.to_thread.run_sync(open_input, opts.input)
         found = await anyio.to_thread.run_sync(find_inputs, storage, prefix, opts.until)
         scope = await anyio.to_thread.run_sync(read_scope, storage, prefix)
-        inputs = select_inputs(one_project(scope, found, opts.from_project, opts.input), opts.objects)
+        project_id = chosen_project(scope, opts.from_project, opts.input)
+        inputs = select_inputs(one_project(scope, found, project_id), opts.objects)
         kinds = config_selection(opts.objects)
         config = await anyio.to_thread.run_sync(
-            find_config, storage, prefix, kinds + lookup_kinds(kinds), opts.until
+            find_config, storage, prefix, kinds + lookup_kinds(kinds), opts.until, project_id
         )
         if not inputs and not any(k in config.entries for k in kinds):
             raise UsageError(f"{opts.input}: the input holds no objects to import")

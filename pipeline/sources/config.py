@@ -38,8 +38,11 @@ class ConfigInput:
         return [e.file for e in self.entries.values() if e.file is not None]
 
 
-def find_config(storage: Storage, prefix: str, kinds: list[str], until: str | None = None) -> ConfigInput:
-    """The newest entry of each of ``kinds`` in the input (blocking: run in a thread)."""
+def find_config(
+    storage: Storage, prefix: str, kinds: list[str], until: str | None = None, project_id: str | None = None
+) -> ConfigInput:
+    """The newest entry of each of ``kinds`` in the input, of the runs of ``project_id`` only
+    when given (blocking: run in a thread)."""
     manifests = order_runs(input_manifests(storage, prefix))
     if until is not None:
         ids = [m.run_id for m in manifests]
@@ -48,6 +51,8 @@ def find_config(storage: Storage, prefix: str, kinds: list[str], until: str | No
         manifests = manifests[: ids.index(until) + 1]
     found = ConfigInput()
     for manifest in manifests:
+        if project_id is not None and manifest.project_id != project_id:
+            continue
         wanted = set(kinds) | {VERSIONS_OF[k] for k in kinds if k in VERSIONS_OF}
         for entry in manifest.config:
             if entry.kind in wanted:

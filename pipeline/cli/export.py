@@ -90,13 +90,13 @@ def export(settings: ClientSettings, quiet: bool, as_json: bool, **kw: Any) -> N
     if as_json:
         emit_json(summary.to_json())
     else:
+        counts = ", ".join(f"{count:,} {kind}" for kind, count in summary.config.items() if count)
+        if counts:
+            output.say(f"configuration: {counts}")
         output.say(
             f"exported {summary.rows:,} rows from {len(summary.objects)} objects in {summary.seconds:.1f}s "
             f"({summary.retries} retries) -> {summary.out}  manifest {summary.manifest}"
         )
-        if summary.config:
-            counts = ", ".join(f"{count:,} {kind}" for kind, count in summary.config.items() if count)
-            output.say(f"configuration: {counts or 'none'}")
 
 
 def _plan_lines(plan: ExportPlan) -> list[str]:

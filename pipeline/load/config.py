@@ -155,7 +155,7 @@ class ConfigCopy:
             levels, cycle = ordered_levels(objects)
             for obj in cycle:
                 self.outcome.broken.append(
-                    f"{label(kind_of[id(obj)], obj)}: in a cycle of references; not copied"
+                    f"{label(kind_of[id(obj)], obj)}: in a cycle of references"
                 )
             for level in levels:
                 await self._write_level(level, kind_of, counts, id_map, labels)
@@ -194,7 +194,7 @@ class ConfigCopy:
             if missing:
                 named = ", ".join(labels.get(ref, f"id {ref} (not in the source project)") for ref in missing)
                 self.outcome.broken.append(
-                    f"{label(kind, obj)}: refers to {named}, which was not copied; not copied"
+                    f"{label(kind, obj)}: refers to {named}, which was not copied"
                 )
                 return
             body = create_body(kind, remap(obj, id_map), self.project["id"])

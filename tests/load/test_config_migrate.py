@@ -436,3 +436,29 @@ def test_acls_and_groups_with_users_mapped_by_email(
     assert [line for line in acls["not_copied"] if line.startswith("update on")] == [
         f"update on project {nousers!r}: a user, not mapped (pass --map-users to map users by email)"
     ]
+
+
+def test_configuration_alone_then_some_kinds(
+    emulator: Emulator, configured: dict[str, Any], tmp_path: Path
+) -> None:
+    """An export of the configuration alone holds no rows; importing only its prompts names the
+    prompt whose tool function was not copied (exit 1) and creates the others."""
+    out = tmp_path / "config-only"
+    result = btpipe(emulator, "export", "--project", configured["project"]["name"], "--out", str(out),
+                    "--objects", "config")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    [manifest] = [json.loads(p.read_text()) for p in (out / "_manifests").glob("*.json")]
+    assert manifest["objects"] == [] and len(manifest["config"]) == 9
+    target = unique("config-prompts")
+    result = btpipe(emulator, "import", "--in", str(out), "--to-project", target, "--create-project",
+                    "--objects", "prompts")  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert (
+        "not copied: prompt 'summarize': refers to function 'lookup', which was not copied"
+        in (result.output)
+    )
+    project = send("GET", emulator.url, emulator.key, "/v1/project", params={"project_name": target})[
+        "objects"
+    ][0]
+    got = listing(emulator, emulator.key, project["id"])
+    assert set(got["prompt"]) == {"Plain"} and got["function"] == {}

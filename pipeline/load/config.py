@@ -154,9 +154,7 @@ class ConfigCopy:
                     objects.append(obj)
             levels, cycle = ordered_levels(objects)
             for obj in cycle:
-                self.outcome.broken.append(
-                    f"{label(kind_of[id(obj)], obj)}: in a cycle of references"
-                )
+                self.outcome.broken.append(f"{label(kind_of[id(obj)], obj)}: in a cycle of references")
             for level in levels:
                 await self._write_level(level, kind_of, counts, id_map, labels)
         return self.outcome
@@ -193,9 +191,7 @@ class ConfigCopy:
             missing = [ref for ref in references(obj) if ref not in id_map]
             if missing:
                 named = ", ".join(labels.get(ref, f"id {ref} (not in the source project)") for ref in missing)
-                self.outcome.broken.append(
-                    f"{label(kind, obj)}: refers to {named}, which was not copied"
-                )
+                self.outcome.broken.append(f"{label(kind, obj)}: refers to {named}, which was not copied")
                 return
             body = create_body(kind, remap(obj, id_map), self.project["id"])
             existing = self.existing.get(kind.name, {}).get(key_of(kind, obj))

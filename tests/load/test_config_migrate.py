@@ -453,9 +453,8 @@ def test_configuration_alone_then_some_kinds(
     result = btpipe(emulator, "import", "--in", str(out), "--to-project", target, "--create-project",
                     "--objects", "prompts")  # fmt: skip
     assert result.exit_code == 1, result.output
-    assert (
-        "not copied: prompt 'summarize': refers to function 'lookup', which was not copied"
-        in (result.output)
+    assert "not copied: prompt 'summarize': refers to function 'lookup', which was not copied" in (
+        result.output
     )
     project = send("GET", emulator.url, emulator.key, "/v1/project", params={"project_name": target})[
         "objects"

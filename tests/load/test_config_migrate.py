@@ -461,3 +461,29 @@ def test_configuration_alone_then_some_kinds(
     ][0]
     got = listing(emulator, emulator.key, project["id"])
     assert set(got["prompt"]) == {"Plain"} and got["function"] == {}
+
+
+def test_a_changed_configuration_file_is_caught(
+    emulator: Emulator, configured: dict[str, Any], tmp_path: Path
+) -> None:
+    """A configuration file that differs from its manifest entry stops an import before anything
+    is written, and verify reports it instead of comparing."""
+    out = tmp_path / "tampered"
+    result = btpipe(emulator, "export", "--project", configured["project"]["name"], "--out", str(out),
+                    "--objects", "prompts")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    [path] = (out / "_config" / "kind=prompt").rglob("prompt.jsonl")
+    path.write_text(path.read_text().replace("Summarize", "Summarise"))
+    target = unique("config-tampered")
+    result = btpipe(emulator, "import", "--in", str(out), "--to-project", target, "--create-project")
+    assert result.exit_code == 1, result.output
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"btpipe: error: {path}: sha256 differs from the manifest"), line
+    project = send("GET", emulator.url, emulator.key, "/v1/project", params={"project_name": target})[
+        "objects"
+    ][0]
+    assert listing(emulator, emulator.key, project["id"])["prompt"] == {}
+    result = btpipe(emulator, "verify", "--in", str(out), "--to-project", target)
+    assert result.exit_code == 1 and "not compared, the source files are damaged" in result.output, (
+        result.output
+    )

@@ -128,7 +128,8 @@ class ObjectDiff:
         if self.damaged:
             files = "".join(f"\n  damaged: {line}" for line in self.damaged)
             return f"{self.source} -> {self.destination}: not compared, the source files are damaged{files}"
-        head = f"{self.source} -> {self.destination}: {self.source_rows:,} vs {self.destination_rows:,} {self.unit}"
+        counts = f"{self.source_rows:,} vs {self.destination_rows:,} {self.unit}"
+        head = f"{self.source} -> {self.destination}: {counts}"
         if self.ok:
             return f"{head}: identical"
         parts = [head]

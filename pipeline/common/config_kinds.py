@@ -2,10 +2,10 @@
 
 A project holds more than rows: prompts, functions (scorers, tools, prompts-as-functions),
 project scores, project tags, views, span iframes, project automations and the project's own
-settings. This module says, per kind, its ``--objects`` name, its REST collection, the field
-that names an object within its project (a ``slug`` for prompts and functions, a view's
-``view_type`` and ``name``, a ``name`` for the others), the order a copy recreates kinds in, and which fields a copy changes. It
-also holds the pure transforms every stage shares: remapping the ids an object holds,
+settings. This module says, per kind, its ``--objects`` name, its REST collection, the fields
+that name an object within its project (a ``slug`` for prompts and functions, a view's
+``view_type`` and ``name``, a ``name`` for the others), the order a copy recreates kinds in,
+and which fields a copy changes. It also holds the pure transforms every stage shares: remapping the ids an object holds,
 finding the references that cannot be remapped, ordering objects that refer to each other,
 and the form verify compares (ids replaced by the names of what they point at).
 

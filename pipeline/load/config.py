@@ -9,13 +9,15 @@ Every id an object holds is remapped (``id_map``: the project, datasets and expe
 load created, then each configuration object as it is written), so a prompt's tool names the
 destination's function. An object is found at the destination by its name or slug: one equal
 after remapping is left alone, one that differs is replaced (``PUT``), a missing one created;
-so a re-run changes nothing and never makes twins. A load of some kinds only (``--objects
-prompts``) reads the kinds they refer to too, to point references at the destination's
-objects of the same slug, without writing them. A prompt created at the destination gets
-its earlier versions first, oldest first, so its history is kept. Not copied, and listed by name: code
-functions whose bundle lives in the source org (``skipped``: a warning) and objects whose
-reference cannot be remapped, such as a prompt naming a function the source does not have,
-and what refers to them (``broken``: the load exits 1; rows are still copied).
+so a re-run changes nothing and never makes twins. A prompt created at the destination gets
+its earlier versions first, oldest first, so its history is kept. A load of some kinds only
+(``--objects prompts``) also reads the kinds they refer to, to point references at the
+destination's objects of the same slug, without writing them.
+
+Not copied, and listed by name: code functions whose bundle lives in the source org
+(``skipped``: a warning), and objects whose reference cannot be remapped, such as a prompt
+naming a function the source does not have, and what refers to them (``broken``: the load
+exits 1; rows are still copied).
 """
 
 from __future__ import annotations

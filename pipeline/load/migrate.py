@@ -9,10 +9,14 @@ Destination datasets are created first, then experiments in base-before-derived 
 (:mod:`pipeline.load.destinations`); one the destination already has under the same name is
 written into only with ``into_existing``. The configuration objects (prompts, functions, ...)
 are read and checked against the destination before anything is written, and recreated once
-the datasets and experiments exist, their ids remapped (:mod:`pipeline.load.config`). Resume: per source object the state keeps the snapshot
-version and the cursor of the last page whose rows are all in the applied prefix; a resumed
-run pages from that cursor under the same version, so no row is skipped and only rows after
-the checkpoint are sent again (harmless: ids are kept, inserts upsert).
+the datasets and experiments exist, their ids remapped (:mod:`pipeline.load.config`); with
+``acls``, the grants on the copies follow (:mod:`pipeline.load.acls`).
+
+Resume: per source object the state keeps the snapshot version and the cursor of the last page
+whose rows are all in the applied prefix; a resumed run pages from that cursor under the same
+version, so no row is skipped and only rows after the checkpoint are sent again (harmless: ids
+are kept, inserts upsert). The configuration is applied again on a resumed run, which changes
+only what is not yet as the source has it.
 """
 
 from __future__ import annotations

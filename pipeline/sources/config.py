@@ -2,8 +2,9 @@
 of the export that read it.
 
 Each run writes the whole set of every kind it read (:mod:`pipeline.export.config`), so no
-chain is needed: the newest run (in the order runs happened, up to ``--until``) holding a kind
-is that kind as of then. One run's manifest gives that run's; loose files give none. Each
+chain is needed: the newest run (by start time, up to ``--until``) holding a kind is that kind
+as of then. Start time, not the order of row versions the chains use, since a run that read
+only configuration has no row version to be ordered by. One run's manifest gives that run's; loose files give none. Each
 file is checked against its manifest entry before it is read.
 """
 
@@ -13,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.common import jsoncodec
-from pipeline.common.chains import order_runs
 from pipeline.common.config_kinds import VERSIONS_OF, ConfigSet
 from pipeline.common.errors import UsageError
 from pipeline.common.integrity import Damage, find_damage
@@ -43,7 +43,7 @@ def find_config(
 ) -> ConfigInput:
     """The newest entry of each of ``kinds`` in the input, of the runs of ``project_id`` only
     when given (blocking: run in a thread)."""
-    manifests = order_runs(input_manifests(storage, prefix))
+    manifests = input_manifests(storage, prefix)  # by start time: a run that read no rows has no version
     if until is not None:
         ids = [m.run_id for m in manifests]
         if until not in ids:

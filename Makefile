@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# e.g. make bench BENCH_ARGS='--only small,delta' runs those sections again, keeping the others' figures
+BENCH_ARGS ?=
 
 .PHONY: install test lint pytest demo docs bench chaos clean
 
@@ -38,7 +40,7 @@ docs: install
 	$(BIN)/cog -r docs/*.md
 
 bench: install
-	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 chaos: install
 	$(BIN)/pytest -q -m chaos tests/reliability

@@ -11,12 +11,17 @@ Export scenarios run once per emulator capability profile (``default`` serves ev
 
     python -m bench.run [--spans 200000] [--latencies 0,100] [--rss-spans 100000,1000000]
                         [--profiles default,conservative] [--small-spans 60000]
+                        [--only export,small,rss,import,delta,ray,project] [--skip ...]
+
+Each section's figures are kept in ``bench/results/<section>.json`` and ``bench/RESULTS.md`` is
+put together from all of them, so ``--only`` runs one section again without losing the others.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib
 import os
 import shutil
 import subprocess
@@ -24,7 +29,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +46,8 @@ HERE = Path(__file__).resolve().parent
 DATA = HERE / "data"
 KEY = DEFAULT_KEYS[0].key
 PY = sys.executable
+#: (target, figure, met) rows of the report's last table.
+Targets = list[tuple[str, str, bool]]
 
 
 @dataclass(frozen=True)
@@ -337,6 +344,129 @@ def export_section(
     return [title, "", body, "", ratios, "", firsts, ""]
 
 
+def export_sections(args: argparse.Namespace, work: Path, targets: Targets) -> list[str]:
+    """The big export: every profile at every latency."""
+    report: list[str] = []
+    db = sample_db(args.spans)
+    for profile in args.profile_list:
+        for latency in args.latency_list:
+            report += export_section(db, latency, profile, work, args.rounds, targets, ceiling_goals=True)
+    return report
+
+
+def small_sections(args: argparse.Namespace, work: Path, targets: Targets) -> list[str]:
+    """A small project at 100 ms: where fixed costs (start-up, planning) show."""
+    report: list[str] = []
+    db = sample_db(args.small_spans)
+    for profile in args.profile_list:
+        report += export_section(db, 100, profile, work, args.rounds, targets, ceiling_goals=False)
+    return report
+
+
+def rss_section(args: argparse.Namespace, work: Path, targets: Targets) -> list[str]:
+    report = ["## Peak memory of btpipe export by project size (latency 0 ms)", ""]
+    rows_table = []
+    for spans in (int(x) for x in args.rss_spans.split(",")):
+        db = sample_db(spans)
+        with emulator(db, 0) as url:
+            for fmt in ("jsonl", "parquet"):
+                m, summary = measure(
+                    f"btpipe export --format {fmt}, {spans:,} spans",
+                    [PY, "-m", "pipeline", "export", "--project", "sample-project", "--objects", "logs",
+                     "--format", fmt, "--out", str(work / f"rss-{spans}-{fmt}"), "--json", "--restart"],
+                    {"BRAINTRUST_API_URL": url, "BRAINTRUST_API_KEY": KEY},
+                )  # fmt: skip
+                rows_table.append(Measured(m.name, summary["rows"], m.seconds, m.cpu, m.rss_mb, 0))
+    body = table(rows_table)
+    print(body, flush=True)
+    for r in rows_table:
+        targets.append((f"peak RSS under 300 MB: {r.name}", f"{r.rss_mb:.0f} MB", r.rss_mb < 300))
+    return [*report, body, ""]
+
+
+def import_sections(args: argparse.Namespace, work: Path, targets: Targets) -> list[str]:
+    report: list[str] = []
+    for latency in args.latency_list:
+        db = work / f"import-{latency:g}.db"
+        with emulator(db, latency) as url:
+            results = import_contenders(url, work, args.import_events, args.plain_events)
+        title = f"## Import of {args.import_events:,} dataset events, emulator latency {latency:g} ms"
+        body = table(results, results[-1], "plain")
+        sdk = results[1]
+        note = f"btpipe vs SDK: {results[0].rows_per_s / sdk.rows_per_s:.1f}x events/s"
+        report += [title, "", body, "", note, ""]
+        print(title, body, note, sep="\n", flush=True)
+        btpipe, plain = results[0], results[-1]
+        cpu = f"{btpipe.cpu_per_100k:.1f} s vs {sdk.cpu_per_100k:.1f} s per 100k events"
+        targets.append(
+            (
+                f"import CPU no worse than the SDK's, {latency:g} ms",
+                cpu,
+                btpipe.cpu_per_100k <= sdk.cpu_per_100k,
+            )
+        )
+        if latency >= 100:
+            speed = btpipe.rows_per_s / plain.rows_per_s
+            targets.append((f"import at 20x the plain script, {latency:g} ms", f"{speed:.0f}x", speed >= 20))
+            speed = btpipe.rows_per_s / sdk.rows_per_s
+            targets.append((f"import at 2x the SDK, {latency:g} ms", f"{speed:.1f}x", speed >= 2))
+    return report
+
+
+def module_section(module: str) -> Callable[[argparse.Namespace, Path, Targets], list[str]]:
+    """A section kept in a module of its own (``bench/<name>.py``), with its own defaults."""
+
+    def run(args: argparse.Namespace, work: Path, targets: Targets) -> list[str]:
+        lines: list[str] = importlib.import_module(module).section(work, targets)
+        return lines
+
+    return run
+
+
+#: Every section, in report order: (name for --only/--skip, what runs it).
+SECTIONS: dict[str, Callable[[argparse.Namespace, Path, Targets], list[str]]] = {
+    "export": export_sections,
+    "small": small_sections,
+    "rss": rss_section,
+    "import": import_sections,
+    "delta": module_section("bench.delta"),
+    "ray": module_section("bench.ray_engine"),
+    "project": module_section("bench.project"),
+}
+RESULTS = HERE / "RESULTS.md"
+#: Each section's last figures, so one section can be run again and the report stays whole.
+SECTION_RESULTS = HERE / "results"
+
+
+HEADER = [
+    "# Benchmark results",
+    "",
+    "Produced by `make bench` (`python -m bench.run`; `--only SECTION,...` runs some sections again "
+    "and keeps the others' last figures, kept in `bench/results/`) on a 2-core machine; the emulator "
+    "runs on the same machine, so every contender shares the two cores with it. Export figures are the "
+    "median of the interleaved rounds (ceiling, JSONL, Parquet, each into an empty directory), after "
+    "one unmeasured pass that warms the emulator; peak RSS is summed over the contender's process tree "
+    "(btpipe's Parquet export encodes in a worker process). Each section starts with the command "
+    "that produced it.",
+    "",
+]
+
+
+def assemble() -> None:
+    """``bench/RESULTS.md`` from the last figures of every section, and all their targets."""
+    report = list(HEADER)
+    targets: list[list[Any]] = []
+    for name in SECTIONS:
+        path = SECTION_RESULTS / f"{name}.json"
+        if path.exists():
+            saved = orjson.loads(path.read_bytes())
+            report += [f"<!-- section {name}: {saved['command']} -->", "", *saved["lines"]]
+            targets += saved["targets"]
+    report += ["## Against the targets", "", "| target | figure | met |", "|---|---|---|"]
+    report += [f"| {name} | {figure} | {'yes' if met else 'no'} |" for name, figure, met in targets]
+    RESULTS.write_text("\n".join(report) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -353,91 +483,26 @@ def main() -> None:
     parser.add_argument(
         "--small-spans", type=int, default=60_000, help="Spans of the 100 ms small-project export."
     )
-    parser.add_argument(
-        "--skip", default="", help="Comma list of sections to skip: export, small, import, rss"
-    )
+    parser.add_argument("--only", default="", help=f"Comma list of sections to run: {', '.join(SECTIONS)}")
+    parser.add_argument("--skip", default="", help="Comma list of sections not to run")
     args = parser.parse_args()
-    skip = set(filter(None, args.skip.split(",")))
-    latencies = [float(x) for x in args.latencies.split(",")]
-    profiles = [p for p in args.profiles.split(",") if p]
-    report = [
-        "# Benchmark results",
-        "",
-        f"Produced by `make bench` (`python -m bench.run --spans {args.spans} --latencies {args.latencies} "
-        f"--rss-spans {args.rss_spans} --import-events {args.import_events} --rounds {args.rounds} "
-        f"--profiles {args.profiles} --small-spans {args.small_spans}`) on a 2-core "
-        "machine; the emulator runs on the same machine, so every contender shares the two cores with it. Export "
-        f"figures are the median of {args.rounds} interleaved rounds (ceiling, JSONL, Parquet, each into an empty "
-        "directory), after "
-        "one unmeasured pass that warms the emulator; "
-        "peak RSS is summed over the contender's process tree (btpipe's Parquet export encodes in a "
-        "worker process).",
-        "",
-    ]
-    targets: list[tuple[str, str, bool]] = []
+    args.latency_list = [float(x) for x in args.latencies.split(",")]
+    args.profile_list = [p for p in args.profiles.split(",") if p]
+    only = set(filter(None, args.only.split(","))) or set(SECTIONS)
+    chosen = [name for name in SECTIONS if name in only and name not in set(args.skip.split(","))]
+    if unknown := (only | set(filter(None, args.skip.split(",")))) - set(SECTIONS):
+        raise SystemExit(f"unknown section(s): {', '.join(sorted(unknown))}; known: {', '.join(SECTIONS)}")
+    command = " ".join(["python -m bench.run", *sys.argv[1:]])
     DATA.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=DATA) as tmp:
-        work = Path(tmp)
-        if "export" not in skip:
-            db = sample_db(args.spans)
-            for profile in profiles:
-                for latency in latencies:
-                    report += export_section(
-                        db, latency, profile, work, args.rounds, targets, ceiling_goals=True
-                    )
-        if "small" not in skip:
-            db = sample_db(args.small_spans)
-            for profile in profiles:
-                report += export_section(db, 100, profile, work, args.rounds, targets, ceiling_goals=False)
-        if "rss" not in skip:
-            report += ["## Peak memory of btpipe export by project size (latency 0 ms)", ""]
-            rows_table = []
-            for spans in (int(x) for x in args.rss_spans.split(",")):
-                db = sample_db(spans)
-                with emulator(db, 0) as url:
-                    for fmt in ("jsonl", "parquet"):
-                        m, summary = measure(
-                            f"btpipe export --format {fmt}, {spans:,} spans",
-                            [PY, "-m", "pipeline", "export", "--project", "sample-project", "--objects", "logs",
-                             "--format", fmt, "--out", str(work / f"rss-{spans}-{fmt}"), "--json", "--restart"],
-                            {"BRAINTRUST_API_URL": url, "BRAINTRUST_API_KEY": KEY},
-                        )  # fmt: skip
-                        rows_table.append(Measured(m.name, summary["rows"], m.seconds, m.cpu, m.rss_mb, 0))
-            body = table(rows_table)
-            report += [body, ""]
-            print(body, flush=True)
-            for r in rows_table:
-                targets.append((f"peak RSS under 300 MB: {r.name}", f"{r.rss_mb:.0f} MB", r.rss_mb < 300))
-        if "import" not in skip:
-            for latency in latencies:
-                db = work / f"import-{latency:g}.db"
-                with emulator(db, latency) as url:
-                    results = import_contenders(url, work, args.import_events, args.plain_events)
-                title = f"## Import of {args.import_events:,} dataset events, emulator latency {latency:g} ms"
-                body = table(results, results[-1], "plain")
-                sdk = results[1]
-                note = f"btpipe vs SDK: {results[0].rows_per_s / sdk.rows_per_s:.1f}x events/s"
-                report += [title, "", body, "", note, ""]
-                print(title, body, note, sep="\n", flush=True)
-                btpipe, plain = results[0], results[-1]
-                cpu = f"{btpipe.cpu_per_100k:.1f} s vs {sdk.cpu_per_100k:.1f} s per 100k events"
-                targets.append(
-                    (
-                        f"import CPU no worse than the SDK's, {latency:g} ms",
-                        cpu,
-                        btpipe.cpu_per_100k <= sdk.cpu_per_100k,
-                    )
-                )
-                if latency >= 100:
-                    speed = btpipe.rows_per_s / plain.rows_per_s
-                    targets.append(
-                        (f"import at 20x the plain script, {latency:g} ms", f"{speed:.0f}x", speed >= 20)
-                    )
-                    speed = btpipe.rows_per_s / sdk.rows_per_s
-                    targets.append((f"import at 2x the SDK, {latency:g} ms", f"{speed:.1f}x", speed >= 2))
-    report += ["## Against the targets", "", "| target | figure | met |", "|---|---|---|"]
-    report += [f"| {name} | {figure} | {'yes' if met else 'no'} |" for name, figure, met in targets]
-    (HERE / "RESULTS.md").write_text("\n".join(report) + "\n")
+    SECTION_RESULTS.mkdir(parents=True, exist_ok=True)
+    for name in chosen:
+        with tempfile.TemporaryDirectory(dir=DATA) as tmp:
+            targets: Targets = []
+            lines = SECTIONS[name](args, Path(tmp), targets)
+        saved = {"command": command, "lines": lines, "targets": targets}
+        (SECTION_RESULTS / f"{name}.json").write_bytes(orjson.dumps(saved, option=orjson.OPT_INDENT_2))
+        assemble()
+    assemble()
 
 
 if __name__ == "__main__":

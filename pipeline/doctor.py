@@ -40,8 +40,8 @@ Status = Literal["ok", "no", "unknown", "skipped", "failed"]
 #: What btpipe does with each capability, served and not (see pipeline/api/snapshot.py).
 PLAN: Mapping[str, tuple[str, str]] = {
     "xact_filters": (
-        "ranges split by _xact_id, incremental runs by _xact_id",
-        "ranges split by _pagination_key (or created), incremental runs by _pagination_key",
+        "ranges split by _pagination_key (by _xact_id where keys cannot be split), incremental runs by _xact_id",
+        "ranges split by _pagination_key (by created where keys cannot be split), incremental runs by _pagination_key",
     ),
     "count_at_version": (
         "each export checked against the exact row count at its version",

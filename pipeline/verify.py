@@ -14,6 +14,13 @@ The files a manifest lists are first checked against it (:mod:`pipeline.common.i
 an object with a file changed, cut short or missing since the export is not compared (its
 rows are not known) but reported as a difference naming each such file and what is wrong.
 
+Attachments are compared by content, not by key (a copy has new keys): before a row is
+digested, each ``braintrust_attachment`` reference's key is replaced by the SHA-256 of the
+bytes it names, read from the export's index, or, on an API, by downloading and hashing the
+bytes (streamed, once per key, :class:`Contents`). Only pages holding the marker are searched.
+The attachment files an export's manifests list are checked like its data files: one whose
+bytes no longer match is reported as damaged.
+
 Configuration objects (prompts, functions, ...; :mod:`pipeline.common.config_kinds`) are
 compared per kind by name or slug and content: without ids, times and the fields a copy
 changes, and with every id they hold replaced by the name of what it points at, so a prompt
@@ -23,12 +30,13 @@ whose tool is the copied function compares equal to its source.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Container, Iterable
+from collections.abc import AsyncIterator, Container, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import anyio
 
+from pipeline.api.attachments import download, download_url
 from pipeline.api.btql import Pager, build_query
 from pipeline.api.client import BraintrustClient
 from pipeline.api.config import fetch_config
@@ -42,7 +50,8 @@ from pipeline.api.objects import (
     resolve_selection,
 )
 from pipeline.api.snapshot import pin_read
-from pipeline.common import jsoncodec
+from pipeline.common import defaults, jsoncodec, layout
+from pipeline.common.attachments import MARKER, Reference, find_references, rewrite
 from pipeline.common.config_kinds import (
     BY_NAME,
     KINDS,
@@ -53,40 +62,107 @@ from pipeline.common.config_kinds import (
     key_of,
     label,
 )
-from pipeline.common.errors import UsageError
+from pipeline.common.errors import NotFoundError, UsageError
+from pipeline.common.integrity import find_damage
+from pipeline.common.manifest import FileInfo, Manifest
 from pipeline.common.rows import DESTINATION_FIELDS
 from pipeline.common.selection import config_selection, parse_one_object
 from pipeline.common.storage import Storage, location
 from pipeline.sources import iter_rows
 from pipeline.sources.config import damaged_config, find_config, read_config
-from pipeline.sources.inputs import InputObject, find_damaged, find_inputs, open_input, select_inputs
+from pipeline.sources.inputs import (
+    InputObject,
+    find_damaged,
+    find_inputs,
+    input_manifests,
+    open_input,
+    select_inputs,
+)
 
 SAMPLE = 20
 Digests = dict[str, bytes]
 
 
-def row_digest(row: dict[str, Any]) -> bytes:
+def row_digest(row: dict[str, Any], contents: Mapping[str, str] | None = None) -> bytes:
+    """The digest of ``row``; ``contents`` maps attachment keys to what their bytes hash to."""
     visible = {k: v for k, v in row.items() if k not in DESTINATION_FIELDS and v is not None}
+    if contents:
+        visible = rewrite(visible, contents)
     return hashlib.blake2b(jsoncodec.canonical(visible), digest_size=16).digest()
 
 
-def digest_rows(rows: Iterable[dict[str, Any]], into: Digests) -> None:
+def digest_rows(
+    rows: Iterable[dict[str, Any]], into: Digests, contents: Mapping[str, str] | None = None
+) -> None:
     for row in rows:
-        into[str(row.get("id"))] = row_digest(row)
+        into[str(row.get("id"))] = row_digest(row, contents)
 
 
-async def digest_object(client: BraintrustClient, ref: ObjectRef) -> Digests:
+class Contents:
+    """The SHA-256 of the bytes each attachment key of one API names, downloaded and hashed
+    once per key (streamed, at most ``workers`` at a time)."""
+
+    def __init__(self, client: BraintrustClient, org_id: str, workers: int = defaults.ATTACHMENT_WORKERS.default) -> None:  # fmt: skip
+        self.client = client
+        self.org_id = org_id
+        self.known: dict[str, str] = {}
+        self._limiter = anyio.CapacityLimiter(workers)
+
+    async def of(self, refs: Iterable[Reference]) -> dict[str, str]:
+        async with anyio.create_task_group() as tg:
+            for ref in refs:
+                if ref.key not in self.known:
+                    tg.start_soon(self._hash, ref)
+        return self.known
+
+    async def _hash(self, ref: Reference) -> None:
+        async with self._limiter:
+            hashed: list[str] = []
+
+            async def consume(chunks: AsyncIterator[bytes], _size: int | None) -> None:
+                digest = hashlib.sha256()  # afresh on each attempt: a retry reads from the start
+                async for chunk in chunks:
+                    digest.update(chunk)
+                hashed.append(digest.hexdigest())
+
+            try:
+                url = await download_url(self.client, ref, self.org_id)
+                await download(self.client, ref, url, 2**62, consume)
+                self.known[ref.key] = f"sha256:{hashed[-1]}"
+            except NotFoundError:
+                self.known[ref.key] = "missing"
+
+
+async def digest_object(client: BraintrustClient, ref: ObjectRef, contents: Contents) -> Digests:
     query = build_query(ref.object_type, ref.id)
     snap = await pin_read(client, query)
     digests: Digests = {}
     if snap.rows == 0:
         return digests
     async for page in Pager(client, query, version=snap.version).pages():
-        digest_rows(jsoncodec.loads_lines(page.raw), digests)
+        rows = jsoncodec.loads_lines(page.raw)
+        keys = None
+        if MARKER in page.raw:
+            found: dict[str, Reference] = {}
+            for row in rows:
+                find_references(row, found)
+            keys = await contents.of(found.values())
+        digest_rows(rows, digests, keys)
     return digests
 
 
-def digest_files(storage: Storage, files: list[str], deletes: Container[str] = frozenset()) -> Digests:
+def exported_contents(manifests: Iterable[Manifest]) -> dict[str, str]:
+    """Attachment key -> content hash, as an export's manifests list them."""
+    return {
+        entry["key"]: f"sha256:{entry['sha256']}"
+        for manifest in manifests
+        for entry in manifest.attachments.get("files", [])
+    }
+
+
+def digest_files(
+    storage: Storage, files: list[str], deletes: Container[str] = frozenset(), contents: Mapping[str, str] | None = None
+) -> Digests:  # fmt: skip
     """The digests of ``files`` applied in order, the ids in ``deletes`` files (tombstones)
     removed where they come. Blocking: run in a thread."""
     digests: Digests = {}
@@ -96,8 +172,18 @@ def digest_files(storage: Storage, files: list[str], deletes: Container[str] = f
                 for row in chunk:
                     digests.pop(str(row.row.get("id")), None)
             else:
-                digest_rows((r.row for r in chunk), digests)
+                digest_rows((r.row for r in chunk), digests, contents)
     return digests
+
+
+async def damaged_attachments(storage: Storage, manifests: Iterable[Manifest]) -> list[str]:
+    """The attachment files the manifests list whose bytes no longer match their SHA-256."""
+    listed = {
+        entry["sha256"]: FileInfo(layout.attachment_path(entry["sha256"]), 0, entry["bytes"], entry["sha256"])
+        for manifest in manifests
+        for entry in manifest.attachments.get("files", [])
+    }
+    return [str(d) for d in await find_damage(storage, list(listed.values()))]
 
 
 @dataclass
@@ -232,6 +318,12 @@ class VerifyJob:
         self.destination = destination
         self.to_project = to_project
         self.objects = objects
+        self._contents: Contents | None = None  # the destination's, once its project is known
+
+    def _destination_contents(self, project: dict[str, Any]) -> Contents:
+        if self._contents is None:
+            self._contents = Contents(self.destination, str(project.get("org_id") or ""))
+        return self._contents
 
     async def _counterpart(
         self, project: dict[str, Any], object_type: str, name: str | None
@@ -245,7 +337,8 @@ class VerifyJob:
         self, project: dict[str, Any], object_type: str, name: str | None, label: str, source: Digests
     ) -> ObjectDiff:
         ref = await self._counterpart(project, object_type, name)
-        target = {} if ref is None else await digest_object(self.destination, ref)
+        contents = self._destination_contents(project)
+        target = {} if ref is None else await digest_object(self.destination, ref, contents)
         where = f"{project['name']}/{label}" + ("" if ref is not None else " (missing)")
         return compare(source, target, label, where)
 
@@ -253,8 +346,9 @@ class VerifyJob:
         src_project = await resolve_project(source, project_name)
         dst_project = await resolve_project(self.destination, self.to_project)
         diffs = []
+        contents = Contents(source, str(src_project.get("org_id") or ""))
         for ref in await resolve_selection(source, src_project, self.objects):
-            digests = await digest_object(source, ref)
+            digests = await digest_object(source, ref, contents)
             diffs.append(await self._pair(dst_project, ref.object_type, ref.name, ref.label, digests))
         kinds = config_selection(self.objects)
         if kinds:
@@ -285,7 +379,7 @@ class VerifyJob:
                 raise UsageError(
                     f"--to-object names one destination but {input_path} holds {len(found)} objects"
                 )
-            return [await self._pair_files(dst_project, storage, found[0], object_type, name, input_path)]
+            return [await self._pair_files(dst_project, storage, found[0], object_type, name, input_path, {})]
         loose = [obj for obj in found if obj.object_type is None]
         if loose:
             raise UsageError(
@@ -296,19 +390,26 @@ class VerifyJob:
         config = await anyio.to_thread.run_sync(find_config, storage, prefix, config_selection(self.objects))
         if not inputs and not config.entries:
             raise UsageError(f"{input_path}: nothing to compare (no {self.objects} in the input)")
+        manifests = await anyio.to_thread.run_sync(input_manifests, storage, prefix)
+        contents = exported_contents(manifests)
         diffs = []
+        damaged = await damaged_attachments(storage, manifests)
+        if damaged:
+            diffs.append(
+                ObjectDiff("attachments", f"{dst_project['name']}/attachments", 0, 0, damaged=damaged)
+            )
         for obj in inputs:
             assert obj.object_type is not None
             diffs.append(
                 await self._pair_files(
-                    dst_project, storage, obj, obj.object_type, obj.name or obj.id, obj.label
+                    dst_project, storage, obj, obj.object_type, obj.name or obj.id, obj.label, contents
                 )
             )
         if config.entries:
-            damaged = await damaged_config(storage, config)
-            if damaged:
+            broken = await damaged_config(storage, config)
+            if broken:
                 where = f"{dst_project['name']}/config"
-                diffs.append(ObjectDiff("config", where, 0, 0, damaged=[str(d) for d in damaged]))
+                diffs.append(ObjectDiff("config", where, 0, 0, damaged=[str(d) for d in broken]))
             else:
                 objects = await anyio.to_thread.run_sync(read_config, storage, config)
                 diffs += await self._pair_config(dst_project, objects, config.names)
@@ -322,11 +423,14 @@ class VerifyJob:
         object_type: str,
         name: str | None,
         label: str,
+        contents: Mapping[str, str],
     ) -> ObjectDiff:
         """The diff of one input object, or, when a file of it is damaged, a difference
         listing the damaged files instead of a comparison."""
         damaged = await find_damaged(storage, obj)
         if damaged:
             return ObjectDiff(label, f"{project['name']}/{label}", 0, 0, damaged=[str(d) for d in damaged])
-        digests = await anyio.to_thread.run_sync(digest_files, storage, obj.files, obj.deletes)
+        digests = await anyio.to_thread.run_sync(
+            digest_files, storage, obj.files, obj.deletes, contents or None
+        )
         return await self._pair(project, object_type, name, label, digests)

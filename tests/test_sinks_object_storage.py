@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import boto3
 import pytest
@@ -78,3 +79,18 @@ def test_read_list_delete(storage: Storage) -> None:
     with pytest.raises(FileNotFoundError):
         storage.read_bytes("a/1.json")
     assert storage.cleanup_temp() == []
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_content_addressed_write(storage: Storage, tmp_path: Path, where: str) -> None:
+    """``open_atomic(..., final=name)``: published under the name decided once the bytes are
+    written (an attachment named by its SHA-256), nothing under the temp name."""
+    target = storage if where == "s3" else open_storage(str(tmp_path))
+    digest = hashlib.sha256()
+    with target.open_atomic("_attachments/sha256=incoming", final=lambda: f"_attachments/sha256={digest.hexdigest()}") as fh:  # fmt: skip
+        for chunk in (b"first ", b"second"):
+            digest.update(chunk)
+            fh.write(chunk)
+    name = f"_attachments/sha256={hashlib.sha256(b'first second').hexdigest()}"
+    assert target.list_files() == [name]
+    assert target.read_bytes(name) == b"first second"

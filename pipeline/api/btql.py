@@ -8,8 +8,10 @@ change the meaning of the query around it.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+import anyio
 
 from pipeline import __version__
 from pipeline.api.client import BraintrustClient, PageTooLargeError, Response
@@ -102,10 +104,12 @@ async def run_query(
 def whole_rows(body: bytes) -> bool:
     """Whether a JSONL body ends in a whole row: a body cut short in transit (with a
     Content-Length that matches the cut) ends in a line that does not parse."""
-    tail = body.rstrip()
-    if not tail:
+    end = len(body)  # the last row's end, found without copying the body (rstrip would)
+    while end and body[end - 1 : end].isspace():
+        end -= 1
+    if not end:
         return True
-    last = tail[tail.rfind(b"\n") + 1 :]
+    last = body[body.rfind(b"\n", 0, end) + 1 : end]
     try:
         jsoncodec.loads(last)
     except ValueError:
@@ -127,9 +131,13 @@ class Pager:
     last (no cursor). Any other answer (a partial last row, or fewer rows than asked for
     with a cursor: the server's last rows, or a cut) is asked again for just the whole
     rows it holds, so that the answer is full and its cursor right for them; the rows after
-    them come with the next page. A server's genuine last page so costs one request more,
-    and a cut page loses nothing, wherever it was cut. A full page without a cursor is an
-    error (paging could not go on).
+    them come with the next page. A cut page loses nothing, wherever it was cut. A full page
+    without a cursor is an error (paging could not go on).
+
+    The page after a short one is asked for at its cursor together with the check, so a
+    server's genuine last page (short, with a cursor, followed by an empty one) costs no round
+    trip more: when the check answers the same rows with the same cursor, that page is the
+    next one; otherwise it is dropped. A pager so holds at most one page beyond its budget.
     """
 
     client: BraintrustClient
@@ -141,6 +149,8 @@ class Pager:
     limit: int = MAX_LIMIT
     good_pages: int = 0
     done: bool = False
+    #: The answer at a cursor not yet reached, asked for beside a check: (cursor, limit, page).
+    _ahead: tuple[str, int, Page] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.limit = min(self.limit, self.max_limit)
@@ -162,8 +172,10 @@ class Pager:
     async def _trusted(self, at_most: int | None) -> Page:
         """The page at the current cursor, asked for again until it can be trusted."""
         limit: int | None = None
+        checked: tuple[int, Page] | None = None
         for _ in range(PAGE_ATTEMPTS):
-            limit, page = await self._fetch(at_most, limit)
+            limit, page = checked if checked is not None else await self._fetch(at_most, limit)
+            checked = None
             if page.rows > limit:
                 raise ApiError(f"the server returned {page.rows} rows for a page of at most {limit}")
             whole = whole_rows(page.raw)
@@ -173,21 +185,53 @@ class Pager:
                 return page
             if whole and page.rows == limit:
                 return page
+            if whole and page.rows:
+                checked = await self._check_and_look_ahead(page, at_most)
+                continue
             limit = (page.rows if whole else page.rows - 1) or limit  # ask for the whole rows only
         raise ApiError(
             f"/btql: {PAGE_ATTEMPTS} answers in a row were cut short (a partial last row, or fewer "
             "rows than asked for with a cursor)"
         )
 
-    async def _fetch(self, at_most: int | None, limit: int | None) -> tuple[int, Page]:
-        """One answer at the current cursor, of at most ``limit`` rows (else the page size):
-        (the limit asked for, the answer)."""
+    async def _check_and_look_ahead(self, short: Page, at_most: int | None) -> tuple[int, Page]:
+        """Ask again for just the rows of ``short`` (whole, with a cursor) and, meanwhile, for
+        the page after them at its cursor; the latter is kept for the next call only when the
+        check confirms ``short`` (as many rows, the same cursor). Returns the check's answer."""
+        assert short.cursor is not None
+        found: dict[str, tuple[int, Page]] = {}
+
+        async def check() -> None:
+            found["check"] = await self._fetch(at_most, short.rows)
+
+        async def ahead() -> None:
+            found["ahead"] = await self._fetch(at_most, None, cursor=short.cursor)
+
+        self._ahead = None
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(check)
+            tg.start_soon(ahead)
+        asked, answer = found["check"]
+        if answer.rows == short.rows == asked and answer.cursor == short.cursor and whole_rows(answer.raw):
+            self._ahead = (short.cursor, *found["ahead"])
+        return found["check"]
+
+    async def _fetch(
+        self, at_most: int | None, limit: int | None, *, cursor: str | None = None
+    ) -> tuple[int, Page]:
+        """One answer at ``cursor`` (else the current one), of at most ``limit`` rows (else
+        the page size): (the limit asked for, the answer). A page asked for at the current
+        cursor beside a check is taken instead of a request when it was asked with that limit."""
+        cursor = self.cursor if cursor is None else cursor
+        ahead, self._ahead = self._ahead, None
         while True:
             if limit is None or limit > self.limit:
                 limit = self.limit if at_most is None else min(self.limit, at_most)
+                if ahead is not None and ahead[:2] == (cursor, limit):
+                    return limit, ahead[2]
             query = {**self.query, "limit": limit}
-            if self.cursor is not None:
-                query["cursor"] = self.cursor
+            if cursor is not None:
+                query["cursor"] = cursor
             shrink = SHRINK_STATUSES if limit > self.min_limit else frozenset()
             try:
                 response = await self.client.post_raw(

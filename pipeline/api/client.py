@@ -23,7 +23,7 @@ import random
 import re
 import time
 import zlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from time import monotonic
@@ -262,6 +262,7 @@ class BraintrustClient:
             raise AuthError(self.sided("no API key: pass --api-key or set BRAINTRUST_API_KEY"))
         self.base_url = settings.api_url.rstrip("/")
         self._session: aiohttp.ClientSession | None = None
+        self._plain: aiohttp.ClientSession | None = None  # signed URLs: no credentials
         self._limit = AdaptiveLimit(settings.max_connections)
         self._last_success: float | None = None  # monotonic time of the newest answer below 400
         self._requests = 0
@@ -284,6 +285,12 @@ class BraintrustClient:
             connector=aiohttp.TCPConnector(limit=self.settings.max_connections),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=t.connect, sock_read=t.read),
         )
+        self._plain = aiohttp.ClientSession(
+            headers={"User-Agent": f"btpipe/{__version__}"},
+            connector=aiohttp.TCPConnector(limit=self.settings.max_connections),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=t.connect, sock_read=t.read),
+            auto_decompress=False,
+        )
         return self
 
     async def __aexit__(
@@ -292,9 +299,10 @@ class BraintrustClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for session in (self._session, self._plain):
+            if session is not None:
+                await session.close()
+        self._session = self._plain = None
 
     def statistics(self) -> ClientStatistics:
         return ClientStatistics(self._requests, self._retries, self._throttled, self._limit.limit)
@@ -346,15 +354,39 @@ class BraintrustClient:
         success that recent (a key that never gets through), 429s spend attempts like any
         failure, so the request gives up after about ``throttle_patience`` plus its budget.
         """
+        return await self._retrying(
+            f"{method} {path}", lambda: self._send(method, path, params, body), shrink_on
+        )
+
+    async def signed_transfer(
+        self, where: str, attempt: Callable[[aiohttp.ClientSession], Awaitable[Response]]
+    ) -> Response:
+        """One transfer to or from a signed object-store URL (an attachment's bytes), under the
+        same retry policy and rate limit as the API's requests but WITHOUT our credentials:
+        ``attempt`` gets a session that sends no API key, streams what it moves, and returns
+        the final answer (its body only when it is an error). A dropped connection midway
+        starts the whole transfer again, so ``attempt`` must be repeatable."""
+        if self._plain is None:
+            raise RuntimeError("BraintrustClient used outside 'async with'")
+        plain = self._plain
+
+        async def send() -> Response:
+            self._requests += 1
+            return await attempt(plain)
+
+        return await self._retrying(where, send)
+
+    async def _retrying(
+        self, where: str, send: Callable[[], Awaitable[Response]], shrink_on: frozenset[int] = frozenset()
+    ) -> Response:
         policy = self.settings.retry
-        where = f"{method} {path}"
         attempts = waits = 0
         while True:
             retry_after: float | None = None
             throttled = False
             try:
                 async with self._limit.slot() as sent_in_round:
-                    response = await self._send(method, path, params, body)
+                    response = await send()
             except TRANSPORT_ERRORS as exc:
                 problem = f"{type(exc).__name__}: {self.redact(str(exc)) or 'no detail'}"
             else:

@@ -7,11 +7,12 @@ newest row, found as ``bt sync`` finds it: a sort on ``_pagination_key`` (which 
 every write) with ``limit: 1``. The oldest row comes the same way and a plain ``count(1)``
 (the walkthrough's measure) estimates the size; all go out together, one round trip.
 
-Ranges split the snapshot into disjoint slices that together cover it: by ``_xact_id`` (equal
-slices of write history) where the server serves comparisons on it; else by
-``_pagination_key`` (``braintrust-migrate``'s keyset filter), between the oldest and newest
-rows' keys where those are a prefix and a fixed-width number, as a server writing in order
-makes them; else by ``created`` between its earliest and latest values, found by sorts on it
+Ranges split the snapshot into disjoint slices that together cover it: by ``_pagination_key``
+(``braintrust-migrate``'s keyset filter), between the oldest and newest rows' keys where those
+are a prefix and a fixed-width number, as a server writing in order makes them (a key per row
+version, so equal slices hold about equal rows); else by ``_xact_id`` (equal slices of write
+history, however many rows each version wrote) where the server serves comparisons on it;
+else by ``created`` between its earliest and latest values, found by sorts on it
 (as the Python SDK's span fetcher sorts; one more round trip). The first range is open below
 and the last open above, so every row falls in exactly one range whatever its key or time.
 Incremental runs select rows written since the last run by ``_xact_id`` where served, else by
@@ -247,6 +248,15 @@ def plan_ranges(snap: Snapshot, wanted: int, caps: Capabilities, since: Since) -
     """Up to ``wanted`` disjoint ranges covering the snapshot (see the module docstring)."""
     if snap.version is None:
         return []
+    # Keys first: one per row version, so equal slices of their numbers hold about equal rows;
+    # a version may hold any number of rows (one bulk insert can be most of an object).
+    start_key = since.key if since.key is not None else snap.oldest_key
+    cuts = key_bounds(start_key, snap.newest_key, wanted) if since.version is None or since.key else None
+    if cuts is not None:
+        if not cuts:
+            return [Range("_pagination_key")]
+        key_edges: list[str | None] = [None, *cuts, None]
+        return [Range("_pagination_key", key_edges[i], key_edges[i + 1]) for i in range(len(key_edges) - 1)]
     if caps.xact_filters:
         low = since.version if since.version is not None else None
         start_text = low if low is not None else snap.oldest_version
@@ -260,13 +270,6 @@ def plan_ranges(snap: Snapshot, wanted: int, caps: Capabilities, since: Since) -
         bounds = [start + (span * i) // count for i in range(count + 1)]
         ranges = [Range("_xact_id", str(bounds[i]), str(bounds[i + 1])) for i in range(count)]
         return [Range("_xact_id", low, ranges[0].high), *ranges[1:]]
-    start_key = since.key if since.key is not None else snap.oldest_key
-    cuts = key_bounds(start_key, snap.newest_key, wanted)
-    if cuts is not None:
-        if not cuts:
-            return [Range("_pagination_key")]
-        key_edges: list[str | None] = [None, *cuts, None]
-        return [Range("_pagination_key", key_edges[i], key_edges[i + 1]) for i in range(len(key_edges) - 1)]
     times = _created_bounds(snap, wanted)
     if not times:
         return [Range("created")]

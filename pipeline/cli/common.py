@@ -24,6 +24,7 @@ from pipeline.cli.options import setting_option, setting_options
 from pipeline.common.defaults import (
     API_KEY_ENV,
     API_URL,
+    ATTACHMENT_WORKERS,
     BATCH_ROWS,
     CONFIG_WORKERS,
     CONNECTIONS,
@@ -31,6 +32,7 @@ from pipeline.common.defaults import (
     ERROR_FILE,
     IMPERSONATE,
     LOAD_WORKERS,
+    MAX_ATTACHMENT_MB,
     MAX_BACKOFF,
     MAX_BATCH_BYTES,
     MAX_INFLIGHT_MB,
@@ -123,8 +125,8 @@ def load_options(fn: F) -> F:
     """Batching, concurrency and resume flags shared by import and migrate."""
     fn = setting_option(CREATE_PROJECT)(fn)
     fn = click.option("--restart", is_flag=True, help="Ignore saved state and start from the beginning.")(fn)
-    settings = (LOAD_WORKERS, CONFIG_WORKERS, BATCH_ROWS, MAX_BATCH_BYTES, MAX_INFLIGHT_MB, ON_ERROR, ERROR_FILE, STATE_DIR,
-                WAIT_LEASE)  # fmt: skip
+    settings = (LOAD_WORKERS, CONFIG_WORKERS, BATCH_ROWS, MAX_BATCH_BYTES, MAX_INFLIGHT_MB, ON_ERROR, ERROR_FILE,
+                STATE_DIR, WAIT_LEASE, MAX_ATTACHMENT_MB, ATTACHMENT_WORKERS)  # fmt: skip
     return setting_options(*settings)(fn)
 
 

@@ -23,6 +23,8 @@ from pipeline.cli.common import (
 )
 from pipeline.cli.options import setting_options
 from pipeline.common.defaults import (
+    ATTACHMENT_WORKERS,
+    ATTACHMENTS,
     COMPRESSION,
     DRY_RUN,
     ENCODERS,
@@ -32,6 +34,7 @@ from pipeline.common.defaults import (
     FILTER,
     FORMAT,
     INCREMENTAL,
+    MAX_ATTACHMENT_MB,
     MB,
     MIN_ROWS_PER_RANGE,
     OBJECTS,
@@ -63,6 +66,7 @@ if TYPE_CHECKING:
 @setting_options(DRY_RUN)
 @setting_options(EXPORT_WORKERS, RANGES_PER_OBJECT, MIN_ROWS_PER_RANGE, PAGE_LIMIT, PREFETCH, ENCODERS,
                  ROW_GROUP_ROWS, ROW_GROUP_MB, FILE_ROWS, FILE_MB, WAIT_LEASE)  # fmt: skip
+@setting_options(ATTACHMENTS, MAX_ATTACHMENT_MB, ATTACHMENT_WORKERS)
 def export(settings: ClientSettings, quiet: bool, as_json: bool, **kw: Any) -> None:
     """Export project logs, datasets, experiments and configuration to Parquet or JSONL files."""
     output = Output(quiet, as_json)
@@ -97,6 +101,12 @@ def export(settings: ClientSettings, quiet: bool, as_json: bool, **kw: Any) -> N
             f"exported {summary.rows:,} rows from {len(summary.objects)} objects in {summary.seconds:.1f}s "
             f"({summary.retries} retries) -> {summary.out}  manifest {summary.manifest}"
         )
+        attached = summary.attachments
+        if attached.get("count") or attached.get("skipped"):
+            output.say(
+                f"attachments: {attached['count']:,} ({attached['bytes']:,} bytes), "
+                f"{attached['downloaded']:,} downloaded, {attached['skipped']:,} skipped (--attachments skip)"
+            )
 
 
 def _plan_lines(plan: ExportPlan) -> list[str]:

@@ -63,6 +63,8 @@ def _load_opts(kw: dict[str, Any]) -> LoadOptions:
         wait_lease=kw["wait_lease"],
         into_existing=kw["into_existing"],
         config_workers=kw["config_workers"],
+        max_attachment_mb=kw["max_attachment_mb"],
+        attachment_workers=kw["attachment_workers"],
     )
 
 
@@ -110,6 +112,10 @@ def _report_load(output: Output, summary: Any, verb: str) -> None:
         if summary.config_versions:
             output.say(f"  {summary.config_versions:,} earlier prompt versions replayed")
         output.say(f"{verb} {summary.rows:,} rows in {summary.seconds:.1f}s ({summary.retries} retries)")
+        attached = summary.attachments
+        if attached.get("uploaded") or attached.get("present"):
+            output.say(f"attachments: {attached['uploaded']:,} uploaded ({attached['bytes']:,} bytes), "
+                       f"{attached['present']:,} already at the destination")  # fmt: skip
         if summary.skipped:
             output.say(f"{summary.skipped:,} skipped events were recorded in {summary.error_file}")
         for damaged in summary.damaged:

@@ -253,6 +253,24 @@ MAP_USERS: Setting[bool] = Setting(
     "lacks is listed, not invited)", section="migrate",
 )  # fmt: skip
 
+# --- attachments (export, import, migrate) -----------------------------------------------
+ATTACHMENTS: Setting[Literal["download", "skip"]] = Setting(
+    "attachments", "download", str, choices=("download", "skip"), flag="--attachments", key="attachments",
+    help="Attachments the rows refer to: download them into the export once each, or leave them out "
+    "(counted in the summary)", section=EXPORT,
+)  # fmt: skip
+MAX_ATTACHMENT_MB: Setting[int] = Setting(
+    "max_attachment_mb", 100, int, min=1, flag="--max-attachment-mb", key="max_attachment_mb",
+    help="Largest attachment copied; a bigger one stops the run with exit 1, naming it",
+    section="export, import, migrate",
+)  # fmt: skip
+ATTACHMENT_WORKERS: Setting[int] = Setting(
+    "attachment_workers", 8, int, min=1, flag="--attachment-workers", key="attachment_workers",
+    help="Attachments transferred at once (each holds one 1 MB chunk in memory)",
+    section="export, import, migrate",
+)  # fmt: skip
+
+
 # --- import, migrate ---------------------------------------------------------------------
 
 LOAD_WORKERS: Setting[int] = Setting(
@@ -392,6 +410,7 @@ DELETE_OBJECTS: Setting[str] = Setting(
 SETTINGS: tuple[Setting[Any], ...] = (
     OBJECTS, FORMAT, COMPRESSION, FILTER, SHAPE, INCREMENTAL, DRY_RUN, EXPORT_WORKERS, RANGES_PER_OBJECT,
     MIN_ROWS_PER_RANGE, PAGE_LIMIT, PREFETCH, ENCODERS, ROW_GROUP_ROWS, ROW_GROUP_MB, FILE_ROWS, FILE_MB,
+    ATTACHMENTS, MAX_ATTACHMENT_MB, ATTACHMENT_WORKERS,
     LOAD_WORKERS, CONFIG_WORKERS, BATCH_ROWS, MAX_BATCH_BYTES, MAX_INFLIGHT_MB, ON_ERROR, ERROR_FILE, STATE_DIR,
     CREATE_PROJECT, INTO_EXISTING, ACLS, MAP_USERS,
     WAIT_LEASE, LEASE_STALE,

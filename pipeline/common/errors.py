@@ -60,6 +60,10 @@ class DamagedFileError(BtpipeError):
     """A file differs from what its manifest says was written: changed, cut short or missing."""
 
 
+class AttachmentTooLarge(BtpipeError):
+    """An attachment over ``--max-attachment-mb``: the run stopped before publishing what refers to it."""
+
+
 class LeaseHeld(BtpipeError):
     """Another run holds the lease of the output root or state file; this one did nothing."""
 

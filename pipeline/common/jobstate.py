@@ -76,6 +76,11 @@ class JobState:
         """Destination ids of the objects this job created, by source object key."""
         return self.state.created
 
+    @property
+    def attachments(self) -> dict[str, str]:
+        """Destination keys of the attachments this job uploaded, by source key."""
+        return self.state.attachments
+
     async def load(self, *, restart: bool) -> bool:
         """Load a saved state (True when resuming); ``restart`` discards it unread."""
         if restart:

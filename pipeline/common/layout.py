@@ -5,6 +5,8 @@
     _tombstones/object_type=<type>/object_id=<id>/run=<run id>/tombstones.jsonl   ids gone since the last run
     _config/kind=<kind>/run=<run id>/<kind>.jsonl                           project configuration objects
     _state/export-<project id>.json                                         resume + incremental state
+    _attachments/sha256=<hex>                                               attachment bytes, once each
+    _attachments/keys/<sha256 of the source key>.json                       source key -> sha256, name, type, size
 
 Partition values are ids and generated run ids, never user-chosen names, so a name holding
 ``/`` or ``..`` cannot steer a write outside the output root. DuckDB reads the data with
@@ -49,3 +51,18 @@ def range_prefix(range_index: int) -> str:
 
 def state_path(project_id: str) -> str:
     return f"_state/export-{project_id}.json"
+
+
+#: Where attachments go: each one once, named by the SHA-256 of its bytes, plus one small
+#: index file per source key (:mod:`pipeline.common.attachments`).
+ATTACHMENT_DIR = "_attachments"
+
+
+def attachment_path(sha256: str) -> str:
+    return f"{ATTACHMENT_DIR}/sha256={sha256}"
+
+
+def attachment_index_path(key_digest: str) -> str:
+    """The index file of one source key; ``key_digest`` is a hash of the key, so a key (which
+    the API makes a UUID, but is only a string) never steers a path."""
+    return f"{ATTACHMENT_DIR}/keys/{key_digest}.json"

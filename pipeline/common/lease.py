@@ -534,8 +534,8 @@ class GuardedStorage:
         self._check = check
 
     @contextmanager
-    def open_atomic(self, relpath: str) -> Iterator[BinaryIO]:
-        with self.inner.open_atomic(relpath) as fh:
+    def open_atomic(self, relpath: str, *, final: Callable[[], str] | None = None) -> Iterator[BinaryIO]:
+        with self.inner.open_atomic(relpath, final=final) as fh:
             yield fh
             self._check()  # raising here discards the file unpublished
 

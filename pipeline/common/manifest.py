@@ -90,6 +90,11 @@ class Manifest:
     #: The project's configuration objects, one entry per kind the run read (none in
     #: manifests written before configuration was exported).
     config: tuple[ConfigManifest, ...] = field(default_factory=tuple)
+    #: The attachments the run's rows refer to: ``count``, ``bytes``, ``skipped`` (left out by
+    #: ``--attachments skip``) and ``files``, one ``{key, sha256, bytes, filename,
+    #: content_type}`` each, its bytes at ``_attachments/sha256=<sha256>``
+    #: (:mod:`pipeline.common.attachments`). Empty in manifests written before the field.
+    attachments: dict[str, Any] = field(default_factory=dict)
 
     @property
     def project_id(self) -> str | None:

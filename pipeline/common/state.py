@@ -130,6 +130,10 @@ class RunState:
     started_at: str
     options: dict[str, Any]
     objects: list[ObjectState]
+    #: Source keys of the attachments the run's checkpointed rows refer to (downloaded or
+    #: already in the root), and of those ``--attachments skip`` left out.
+    attachments: list[str] = field(default_factory=list)
+    skipped_attachments: list[str] = field(default_factory=list)
 
     @property
     def incremental(self) -> bool:
@@ -142,6 +146,8 @@ class RunState:
             started_at=data["started_at"],
             options=data["options"],
             objects=[ObjectState.from_json(o) for o in data["objects"]],
+            attachments=list(data.get("attachments", [])),
+            skipped_attachments=list(data.get("skipped_attachments", [])),
         )
 
 
@@ -251,6 +257,8 @@ class LoadState:
     identity: dict[str, Any]
     objects: dict[str, ObjectProgress] = field(default_factory=dict)
     created: dict[str, str] = field(default_factory=dict)
+    #: Destination keys of the attachments uploaded so far, by source key.
+    attachments: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -258,6 +266,7 @@ class LoadState:
             "identity": dict(self.identity),
             "objects": {key: progress.to_json() for key, progress in self.objects.items()},
             "created": dict(self.created),
+            "attachments": dict(self.attachments),
         }
 
     @classmethod
@@ -267,6 +276,7 @@ class LoadState:
             identity=data["identity"],
             objects={k: ObjectProgress.from_json(v) for k, v in data.get("objects", {}).items()},
             created={str(k): str(v) for k, v in data.get("created", {}).items()},
+            attachments={str(k): str(v) for k, v in data.get("attachments", {}).items()},
         )
 
 

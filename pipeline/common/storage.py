@@ -8,6 +8,10 @@ Every file is published atomically, so a reader (or a resumed run) never sees ha
   file and uploads them only when the ``with`` block exits cleanly, so an aborted write never
   creates an object.
 
+A file whose name depends on its content (an attachment named by its SHA-256) is written with
+``open_atomic(relpath, final=name)``: the bytes go to a temp name beside ``relpath`` and are
+published under ``name()``, asked for once the ``with`` block has written everything.
+
 Temp names start with ``.`` and end with ``.tmp``; ``list_files`` never returns them and
 ``cleanup_temp`` removes the ones a killed run left behind. Everything here blocks; async callers
 use ``anyio.to_thread.run_sync``.
@@ -26,7 +30,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -63,7 +67,9 @@ class Storage(Protocol):
 
     url: str
 
-    def open_atomic(self, relpath: str) -> AbstractContextManager[BinaryIO]: ...
+    def open_atomic(
+        self, relpath: str, *, final: Callable[[], str] | None = None
+    ) -> AbstractContextManager[BinaryIO]: ...
     def write_bytes(self, relpath: str, data: bytes) -> None: ...
     def read_bytes(self, relpath: str) -> bytes: ...
     def exists(self, relpath: str) -> bool: ...
@@ -107,11 +113,11 @@ class LocalStorage:
         return os.path.join(self.root, *_clean_relpath(relpath).split("/"))
 
     @contextmanager
-    def open_atomic(self, relpath: str) -> Iterator[BinaryIO]:
-        final = self._path(relpath)
-        directory = os.path.dirname(final)
+    def open_atomic(self, relpath: str, *, final: Callable[[], str] | None = None) -> Iterator[BinaryIO]:
+        target = self._path(relpath)
+        directory = os.path.dirname(target)
         temp = os.path.join(
-            directory, f"{TEMP_PREFIX}{os.path.basename(final)}.{uuid.uuid4().hex}{TEMP_SUFFIX}"
+            directory, f"{TEMP_PREFIX}{os.path.basename(target)}.{uuid.uuid4().hex}{TEMP_SUFFIX}"
         )
         try:
             os.makedirs(directory, exist_ok=True)
@@ -124,8 +130,11 @@ class LocalStorage:
             fh.flush()
             os.fsync(fh.fileno())
             fh.close()
-            os.replace(temp, final)
-            _fsync_dir(directory)
+            if final is not None:
+                target = self._path(final())
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+            os.replace(temp, target)
+            _fsync_dir(os.path.dirname(target))
         except BaseException as exc:
             try:
                 fh.close()  # flushes what is buffered, which fails again on a full disk
@@ -136,7 +145,7 @@ class LocalStorage:
             except FileNotFoundError:
                 pass
             if isinstance(exc, OSError):  # a write, flush or rename: no space, quota, I/O error
-                raise BtpipeError(f"cannot write {final}: {exc.strerror or exc}") from exc
+                raise BtpipeError(f"cannot write {target}: {exc.strerror or exc}") from exc
             raise
 
     def write_bytes(self, relpath: str, data: bytes) -> None:
@@ -226,8 +235,7 @@ class ObjectStorage:
             raise BtpipeError(f"cannot {doing} {location(self, relpath)}: {detail}") from exc
 
     @contextmanager
-    def open_atomic(self, relpath: str) -> Iterator[BinaryIO]:
-        target = self._path(relpath)
+    def open_atomic(self, relpath: str, *, final: Callable[[], str] | None = None) -> Iterator[BinaryIO]:
         with (
             self._remote("write", relpath),
             tempfile.TemporaryFile(prefix="btpipe-", suffix=TEMP_SUFFIX) as spool,
@@ -235,6 +243,7 @@ class ObjectStorage:
             yield cast(BinaryIO, spool)
             spool.flush()
             spool.seek(0)
+            target = self._path(final() if final is not None else relpath)
             # compression=None: pyarrow would otherwise gzip a ".gz" name a second time.
             with self.fs.open_output_stream(target, compression=None) as out:
                 shutil.copyfileobj(spool, out, _COPY_CHUNK)

@@ -2,7 +2,7 @@
 
 Roles are in ``roles.py``: the built-in system roles and each org's custom roles. ACLs are
 stored as the spec's Acl objects; this emulator understands ``organization``, ``project``,
-``experiment`` and ``dataset`` objects and grants to users (not groups). ACL lists are newest
+``experiment``, ``dataset``, ``prompt`` and ``group`` objects and grants to users (not groups). ACL lists are newest
 first and page like every list (``listing.py``).
 
 Ownership: a user holds the Owner role on an org when its membership role is ``owner``
@@ -30,7 +30,7 @@ import orjson
 from pipeline.emulator import bodies, listing
 from pipeline.emulator.auth import Principal, load_user
 from pipeline.emulator.listing import Paging
-from pipeline.emulator.objects import Kind, NotFound, get_object
+from pipeline.emulator.objects import NotFound, StoredKind, located
 from pipeline.emulator.roles import OWNER_ROLE_ID, grantable
 from pipeline.emulator.rowwrite import now_iso
 from pipeline.emulator.validate import BadRequest
@@ -40,7 +40,7 @@ class Forbidden(PermissionError):
     """The caller may not do this; the message is the 403 body."""
 
 
-ACL_OBJECT_TYPES: Final = frozenset({"organization", "project", "experiment", "dataset"})
+ACL_OBJECT_TYPES: Final = frozenset({"organization", "project", "experiment", "dataset", "prompt", "group"})
 _ACL_ITEM: Final = {"$ref": "#/components/schemas/AclItem"}
 
 
@@ -85,15 +85,15 @@ def me(who: Principal) -> dict[str, Any]:
 # -- ACLs ------------------------------------------------------------------------------------
 
 
-def _object_org(conn: sqlite3.Connection, object_type: str, object_id: str, org_ids: Sequence[str]) -> str:
-    """The org of an ACL's object, if the caller can see it (else the same NotFound as missing)."""
+def object_org(conn: sqlite3.Connection, object_type: str, object_id: str, org_ids: Sequence[str]) -> str:
+    """The org of an ACL's (or a view's) object, if the caller can see it (else the same NotFound as missing)."""
     if object_type not in ACL_OBJECT_TYPES:
         raise BadRequest(f"object_type: {object_type!r} is not supported here (use {', '.join(sorted(ACL_OBJECT_TYPES))})")  # fmt: skip
     if object_type == "organization":
         if object_id not in org_ids:
             raise NotFound(f"organization {object_id} not found")
         return object_id
-    return str(get_object(conn, cast(Kind, object_type), object_id, org_ids)["org_id"])
+    return located(conn, cast(StoredKind, object_type), object_id, org_ids)[0]
 
 
 def _require_owner(conn: sqlite3.Connection, who: Principal, org_id: str, action: str) -> None:
@@ -138,7 +138,7 @@ def _find_same(conn: sqlite3.Connection, body: dict[str, Any]) -> dict[str, Any]
 def _grant(conn: sqlite3.Connection, who: Principal, body: dict[str, Any], action: str, where: str) -> str:
     """Check one grant (an AclItem already checked against the spec) and that the caller may
     change the ACLs of its object; the org of the object."""
-    org_id = _object_org(conn, body["object_type"], body["object_id"], who.org_ids)
+    org_id = object_org(conn, body["object_type"], body["object_id"], who.org_ids)
     _require_owner(conn, who, org_id, action)
     _check_grant(conn, body, org_id, where)
     return org_id
@@ -189,7 +189,7 @@ def list_acls(conn: sqlite3.Connection, who: Principal, filters: dict[str, str],
     object_type, object_id = filters.get("object_type"), filters.get("object_id")
     if object_type is None or object_id is None:
         raise BadRequest("object_type and object_id: both are required to list ACLs")
-    _object_org(conn, object_type, object_id, who.org_ids)
+    object_org(conn, object_type, object_id, who.org_ids)
     found = _newest_first(conn, "object_type = ? AND object_id = ?", (object_type, object_id))
     return listing.page(found, paging, "acl", _matches(filters))
 

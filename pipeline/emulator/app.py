@@ -5,7 +5,8 @@ Routing is done here rather than by aiohttp's router so paths with doubled slash
 Handlers are thin: parse the body, run one store call off the event loop, render.
 Errors become one-line plain-text bodies: 400 (malformed, naming the field; on ``/btql``
 also an unknown object id, whichever org owns it), 401, 403 (impersonation or an ACL
-change not allowed), 404 (also for objects of another org), 413 (body over
+change not allowed), 404 (also for objects of another org), 409 (a prompt's slug taken by a
+function, a renamed object taking another's name), 413 (body over
 ``max_request_bytes``), 504 (a ``/btql`` query over its budget, ``scanlimit.py``).
 ``x-bt-impersonate-user`` swaps the request's principal for the
 impersonated user's before any handler runs (rules in ``access.py``).
@@ -28,7 +29,11 @@ from pipeline.emulator import (
     access,
     acl_routes,
     app_routes,
+    attachments,
     bodies,
+    config_btql,
+    config_routes,
+    configobjects,
     feedback,
     inserts,
     listing,
@@ -43,7 +48,7 @@ from pipeline.emulator import (
 )
 from pipeline.emulator.auth import Authenticator
 from pipeline.emulator.faults import FaultInjector, install
-from pipeline.emulator.objects import KINDS, Kind, ListFilter, NotFound
+from pipeline.emulator.objects import KINDS, Conflict, Kind, ListFilter, NotFound
 from pipeline.emulator.profiles import ReadPolicy
 from pipeline.emulator.query import QueryError
 from pipeline.emulator.rest import (
@@ -179,6 +184,11 @@ async def fetch_rows(request: web.Request, object_type: ObjectType, object_id: s
 
 async def btql(request: web.Request, params: dict[str, str]) -> web.Response:
     body = await json_body(request)
+    kind = config_btql.source_kind(body)
+    if kind is not None:  # a project's prompts or functions (their versions with audit_log)
+        who = principal(request)
+        found = await store(request).read(lambda c: config_btql.rows(c, kind, body, who))
+        return json_response({"data": found, "cursor": None})
     org_ids = principal(request).org_ids
     policy = request.app[CONFIG_KEY].reads
     try:
@@ -226,6 +236,7 @@ async def self_me(request: web.Request, params: dict[str, str]) -> web.Response:
 Route = tuple[str, re.Pattern[str], Handler]
 _ROW_TYPES = "|".join(OBJECT_TYPES)
 _KIND_RE = "|".join(KINDS)
+_CONFIG_RE = "|".join(configobjects.CONFIG_KINDS)
 
 
 def _per_kind(fn: Callable[[web.Request, Kind], Awaitable[web.Response]]) -> Handler:
@@ -276,6 +287,11 @@ ROUTES: Final[list[tuple[str, str, Handler]]] = [
     ("POST", "/logs3", logs3),
     ("POST", "/logs3/overflow", overflow.request_upload),
     ("PUT", overflow.UPLOAD_PREFIX + "(?P<token>[A-Za-z0-9_-]+)", overflow.receive_upload),
+    ("GET", "/attachment", attachments.describe),
+    ("POST", "/attachment", attachments.request_upload),
+    ("POST", "/attachment/status", attachments.update_status),
+    ("PUT", attachments.URL_PREFIX + "(?P<token>[A-Za-z0-9_-]+)", attachments.receive),
+    ("GET", attachments.URL_PREFIX + "(?P<token>[A-Za-z0-9_-]+)", attachments.send),
     ("POST", "/api/(?P<kind>project|dataset|experiment)/register", app_routes.register),
     ("POST", "/api/base_experiment/get_id", summaries.base_experiment_id),
     ("GET", "/experiment-comparison2", summaries.experiment_comparison),
@@ -285,6 +301,12 @@ ROUTES: Final[list[tuple[str, str, Handler]]] = [
     ("POST", f"/v1/(?P<type>{_ROW_TYPES})/(?P<id>[^/]+)/insert", _rows(insert_rows)),
     ("GET", f"/v1/(?P<type>{_ROW_TYPES})/(?P<id>[^/]+)/fetch", _rows(fetch_rows)),
     ("POST", f"/v1/(?P<type>{_ROW_TYPES})/(?P<id>[^/]+)/fetch", _rows(fetch_rows)),
+    ("POST", f"/v1/(?P<kind>{_CONFIG_RE})", config_routes.create),
+    ("PUT", f"/v1/(?P<kind>{_CONFIG_RE})", config_routes.create),
+    ("GET", f"/v1/(?P<kind>{_CONFIG_RE})", config_routes.list_objects),
+    ("GET", f"/v1/(?P<kind>{_CONFIG_RE})/(?P<id>[^/]+)", config_routes.by_id),
+    ("PATCH", f"/v1/(?P<kind>{_CONFIG_RE})/(?P<id>[^/]+)", config_routes.by_id),
+    ("DELETE", f"/v1/(?P<kind>{_CONFIG_RE})/(?P<id>[^/]+)", config_routes.by_id),
     ("POST", f"/v1/(?P<kind>{_KIND_RE})", _per_kind(create_object)),
     ("GET", f"/v1/(?P<kind>{_KIND_RE})", _per_kind(list_objects)),
     ("GET", f"/v1/(?P<kind>{_KIND_RE})/(?P<id>[^/]+)", _by_id),
@@ -293,6 +315,8 @@ ROUTES: Final[list[tuple[str, str, Handler]]] = [
 ]
 _COMPILED: Final[list[Route]] = [(m, re.compile(p + "/?$"), h) for m, p, h in ROUTES]
 _PUBLIC: Final = frozenset({"/version", "/v1", "/v1/"})
+#: Signed URLs: their token is their credential, so they need no API key.
+_SIGNED: Final = (overflow.UPLOAD_PREFIX, attachments.URL_PREFIX)
 
 
 def _route(method: str, path: str) -> tuple[Handler, dict[str, str]]:
@@ -313,7 +337,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     faults come first, from the fault middleware)."""
     path = re.sub("/{2,}", "/", request.path)
     handler, params = _route(request.method, path)
-    if path not in _PUBLIC and not path.startswith(overflow.UPLOAD_PREFIX):  # the upload's token is its key
+    if path not in _PUBLIC and not path.startswith(_SIGNED):
         found = await request.app[AUTH_KEY].principal(request.headers.get("Authorization"))
         if found is None:
             raise web.HTTPUnauthorized(text="missing or unknown API key (send Authorization: Bearer <key>)")
@@ -339,6 +363,8 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         raise web.HTTPNotFound(text=str(exc)) from None
     except access.Forbidden as exc:
         raise web.HTTPForbidden(text=str(exc)) from None
+    except Conflict as exc:
+        raise web.HTTPConflict(text=str(exc)) from None
     except sqlite3.IntegrityError as exc:
         raise web.HTTPConflict(text=f"conflict: {exc}") from None
     except sqlite3.OperationalError as exc:  # e.g. a JSON path SQLite cannot evaluate

@@ -22,13 +22,21 @@ from pipeline.emulator.rowwrite import now_iso
 
 Kind = Literal["project", "dataset", "experiment"]
 KINDS: Final[tuple[Kind, ...]] = ("project", "dataset", "experiment")
-#: Every kind kept in the ``objects`` table: the REST kinds above, org-level custom roles, and
-#: the settings of an org (``organizations.py``).
-StoredKind = Literal["project", "dataset", "experiment", "role", "organization"]
+#: Every kind kept in the ``objects`` table: the REST kinds above, org-level custom roles, the
+#: settings of an org (``organizations.py``) and the project configuration objects
+#: (``configobjects.py``: prompts, functions, scores, tags, views, span iframes, automations, groups).
+StoredKind = Literal[
+    "project", "dataset", "experiment", "role", "organization", "prompt", "function",
+    "project_score", "project_tag", "view", "span_iframe", "project_automation", "group",
+]  # fmt: skip
 
 
 class NotFound(LookupError):
     """No such object visible to the caller; the message is the 404 body."""
+
+
+class Conflict(ValueError):
+    """The request collides with another object (a slug taken by another kind); the 409 body."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,10 @@ class ListFilter:
     limit: int | None = None
     starting_after: str | None = None
     ending_before: str | None = None
+    #: ``(field, allowed values)`` pairs a stored object's JSON must match (a prompt's ``slug``).
+    fields: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+    #: Only objects with a recorded version at or before this ``_xact_id`` (``versions.py``).
+    as_of: int | None = None
 
 
 def _marks(n: int) -> str:
@@ -61,6 +73,18 @@ def get_object(
     conn: sqlite3.Connection, kind: StoredKind, object_id: str, org_ids: Sequence[str]
 ) -> dict[str, Any]:
     return _load(conn, kind, object_id, org_ids)[1]
+
+
+def located(conn: sqlite3.Connection, kind: StoredKind, object_id: str, org_ids: Sequence[str]) -> tuple[str, str | None]:  # fmt: skip
+    """``(org_id, parent id)`` of a live object the caller may see (the parent: its project, the
+    object a view is on, or None); else :class:`NotFound`."""
+    row = conn.execute(
+        f"SELECT org_id, project_id FROM objects WHERE kind = ? AND id = ? AND deleted = 0 AND org_id IN ({_marks(len(org_ids))})",
+        (kind, object_id, *org_ids),
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"{kind} {object_id} not found")
+    return str(row[0]), row[1]
 
 
 def by_name(conn: sqlite3.Connection, kind: StoredKind, org_id: str, project_id: str | None, name: str) -> dict[str, Any] | None:  # fmt: skip
@@ -162,6 +186,12 @@ def list_objects(conn: sqlite3.Connection, kind: StoredKind, org_ids: Sequence[s
     if flt.ids:
         where.append(f"o.id IN ({_marks(len(flt.ids))})")
         params.extend(flt.ids)
+    for name, values in flt.fields:
+        where.append(f"json_extract(o.data, ?) IN ({_marks(len(values))})")
+        params.extend((f"$.{name}", *values))
+    if flt.as_of is not None:
+        where.append("EXISTS (SELECT 1 FROM object_versions v WHERE v.id = o.id AND v.xact_id <= ?)")
+        params.append(flt.as_of)
     order = "DESC"
     for anchor, op in ((flt.starting_after, "<"), (flt.ending_before, ">")):
         if anchor is not None:

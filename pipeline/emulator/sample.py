@@ -14,7 +14,14 @@ Project logs (:func:`generate_traces`), per trace:
 Dataset (:func:`generate_dataset`): records with input {question}, expected {answer},
 metadata {category, difficulty}, tags. Experiment (:func:`generate_experiment`): one row
 per dataset record with input, output, expected, scores, and ``origin`` pointing at the
-dataset record.
+dataset record. The sample project's prompts, functions, scores, tags, view, span iframe and
+automation: ``sample_config.py``.
+
+Attachments (:func:`load_attachment_sample`) live in a project of their own,
+``sample-attachments``, so the rows of ``sample-project`` (which benchmarks cache and time
+by their parameters) are the same with or without them: a few traces whose input, output and
+metadata refer to two PNG images and a PDF (:mod:`pipeline.emulator.sample_files`), one image
+referred to twice, and one ``external_attachment``.
 """
 
 from __future__ import annotations
@@ -29,8 +36,9 @@ from typing import Any, Final
 
 import orjson
 
-from pipeline.emulator import objects
+from pipeline.emulator import attachments, objects, sample_files
 from pipeline.emulator.rowwrite import Target, insert_records, stored_row
+from pipeline.emulator.sample_config import load_config_sample
 from pipeline.emulator.store import Store, next_row_seq, next_xact_id
 
 ORG_NAMES: Final = ("qawolf", "acme", "globex", "initech", "umbrella", "hooli")
@@ -181,8 +189,9 @@ def _is_empty(db: Store, target: Target) -> bool:
 
 
 def load_sample(db: Store, org_name: str, email: str, n_traces: int, seed: int = 0) -> dict[str, str]:
-    """Create ``sample-project`` with ``sample-dataset`` and ``sample-experiment`` in
-    ``org_name`` and fill them (only when empty, so a restart does not duplicate rows).
+    """Create ``sample-project`` with ``sample-dataset``, ``sample-experiment`` and its
+    configuration objects in ``org_name`` and fill them (only when empty, so a restart does not
+    duplicate rows).
     Returns the object ids by name."""
 
     def create(conn: sqlite3.Connection) -> dict[str, str]:
@@ -212,4 +221,54 @@ def load_sample(db: Store, org_name: str, email: str, n_traces: int, seed: int =
     for target, events in loads:
         if _is_empty(db, target):
             bulk_load(db, target, events)
+    # After the rows, so their transaction ids are the same with or without configuration objects.
+    db.write_sync(lambda conn: load_config_sample(conn, project_id, org_name, email))
+    load_attachment_sample(db, org_id, seed)
     return ids
+
+
+def attachment_sample(seed: int) -> tuple[list[tuple[dict[str, str], bytes]], list[dict[str, Any]]]:
+    """The sample's attachments (reference, bytes) and the log events referring to them."""
+    rng = random.Random(seed + 3)
+    files = [
+        ("screenshot-1.png", "image/png", sample_files.png(seed)),
+        ("screenshot-2.png", "image/png", sample_files.png(seed + 1, 96, 64)),
+        ("report.pdf", "application/pdf", sample_files.pdf(f"btpipe sample report {seed}")),
+    ]
+    refs = [
+        ({"type": "braintrust_attachment", "key": _uuid(rng), "filename": name, "content_type": kind}, data)
+        for name, kind, data in files
+    ]
+    (shot, other, report) = (ref for ref, _ in refs)
+    external = {"type": "external_attachment", "url": "https://example.com/logo.svg", "filename": "logo.svg",
+                "content_type": "image/svg+xml"}  # fmt: skip
+    inputs: list[dict[str, Any]] = [
+        {"input": {"question": "what does the page show?", "screenshot": shot}, "output": {"answer": "a login form"}},
+        {"input": {"question": "summarise the report", "document": report},
+         "output": {"answer": "all checks passed"}, "metadata": {"attachments": [shot, other]}},
+        {"input": {"question": "which logo?", "logo": external}, "output": {"answer": "the site's"}},
+    ]  # fmt: skip
+    events = []
+    for i, fields in enumerate(inputs):
+        span = _uuid(rng)
+        events.append({"id": _uuid(rng), "span_id": span, "root_span_id": span, "created": _created(i),
+                       "span_attributes": {"name": "look", "type": "task"}, **fields})  # fmt: skip
+    return refs, events
+
+
+def load_attachment_sample(db: Store, org_id: str, seed: int) -> None:
+    """``sample-attachments``: a small project whose logs refer to PNG and PDF attachments
+    (only when empty, as the rest of the sample)."""
+    refs, events = attachment_sample(seed)
+
+    def create(conn: sqlite3.Connection) -> str:
+        owner = conn.execute("SELECT user_id FROM members WHERE org_id = ? LIMIT 1", (org_id,)).fetchone()[0]
+        project_id: str = objects.create_project(conn, {"name": "sample-attachments"}, org_id, owner)["id"]
+        for ref, data in refs:
+            attachments.store_bytes(conn, org_id, ref["key"], ref["filename"], ref["content_type"], data)
+        return project_id
+
+    project_id = db.write_sync(create)
+    target = Target("project_logs", project_id, project_id, org_id)
+    if _is_empty(db, target):
+        bulk_load(db, target, events)

@@ -40,10 +40,10 @@ CREATE TABLE IF NOT EXISTS api_keys (
 );
 CREATE TABLE IF NOT EXISTS objects (
     seq INTEGER PRIMARY KEY,          -- creation order; lists are newest first
-    kind TEXT NOT NULL,               -- project | dataset | experiment
+    kind TEXT NOT NULL,               -- project | dataset | experiment | role | prompt | view | ...
     id TEXT NOT NULL UNIQUE,
     org_id TEXT NOT NULL,
-    project_id TEXT,                  -- NULL for projects
+    project_id TEXT,                  -- the parent: NULL for projects and org-level kinds, a view's object
     name TEXT NOT NULL,
     deleted INTEGER NOT NULL DEFAULT 0,
     data TEXT NOT NULL                -- the object as the REST API returns it
@@ -62,6 +62,13 @@ CREATE TABLE IF NOT EXISTS acls (
 );
 CREATE INDEX IF NOT EXISTS acls_by_object ON acls (object_type, object_id);
 CREATE INDEX IF NOT EXISTS objects_by_name ON objects (kind, org_id, project_id, name);
+CREATE TABLE IF NOT EXISTS object_versions (  -- every saved version of a prompt or function (versions.py)
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL,                 -- the object's id
+    xact_id INTEGER NOT NULL,         -- the version's _xact_id
+    data TEXT NOT NULL                -- the object as the REST API returned it at that version
+);
+CREATE INDEX IF NOT EXISTS object_versions_by_id ON object_versions (id, xact_id);
 CREATE TABLE IF NOT EXISTS rows (
     seq INTEGER PRIMARY KEY,          -- global write order; _pagination_key derives from it
     object_type TEXT NOT NULL,
@@ -85,6 +92,26 @@ CREATE TABLE IF NOT EXISTS overflow_uploads (  -- logs3 batches sent beside the 
     expires REAL NOT NULL,            -- unix time after which the upload is gone
     payload BLOB,                     -- NULL until uploaded
     row_ids TEXT                      -- JSON list of the written row ids once applied
+);
+CREATE TABLE IF NOT EXISTS attachments (  -- attachment metadata per org (attachments.py)
+    org_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    filename TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    status TEXT NOT NULL,             -- the AttachmentStatus as JSON
+    size INTEGER,                     -- set once an upload completed
+    PRIMARY KEY (org_id, key)
+);
+CREATE TABLE IF NOT EXISTS attachment_chunks (
+    org_id TEXT NOT NULL, key TEXT NOT NULL, seq INTEGER NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY (org_id, key, seq)
+);
+CREATE TABLE IF NOT EXISTS attachment_urls (
+    token_hash TEXT PRIMARY KEY,      -- sha256 of the signed URL's token
+    org_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    method TEXT NOT NULL,             -- PUT or GET
+    expires REAL NOT NULL
 );
 """
 

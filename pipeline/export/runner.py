@@ -43,6 +43,7 @@ from pipeline.api.snapshot import (
     take_snapshot,
 )
 from pipeline.common import defaults, layout
+from pipeline.common.attachments import manifest_section
 from pipeline.common.chains import FULL_SCOPE, Scope
 from pipeline.common.clock import seconds_since_start
 from pipeline.common.errors import BtpipeError, UsageError, first_error
@@ -62,6 +63,7 @@ from pipeline.common.state import (
     export_store,
 )
 from pipeline.common.storage import Retries, Storage, open_storage
+from pipeline.export.attachments import AttachmentExport
 from pipeline.export.budget import PageBudget, Slot
 from pipeline.export.config import export_config
 from pipeline.export.dryrun import ExportPlan, describe
@@ -102,6 +104,9 @@ class ExportOptions:
     row_group_rows: int = defaults.ROW_GROUP_ROWS.default
     row_group_mb: int = defaults.ROW_GROUP_MB.default
     wait_lease: float = defaults.WAIT_LEASE.default
+    attachments: str = defaults.ATTACHMENTS.default
+    max_attachment_mb: int = defaults.MAX_ATTACHMENT_MB.default
+    attachment_workers: int = defaults.ATTACHMENT_WORKERS.default
 
     @property
     def file_compression(self) -> str:
@@ -152,6 +157,10 @@ class ExportSummary:
     config: dict[str, int] = field(default_factory=dict)
     #: Configuration kinds asked for that the deployment does not serve.
     config_unserved: list[str] = field(default_factory=list)
+    #: Attachments the run's rows refer to (``count``, ``bytes``), those it downloaded
+    #: (``downloaded``, ``downloaded_bytes``; the rest were in the root already) and those
+    #: ``--attachments skip`` left out (``skipped``).
+    attachments: dict[str, int] = field(default_factory=dict)
 
     @property
     def rows(self) -> int:
@@ -283,6 +292,7 @@ class ExportJob:
         self._config_kinds = config_selection(options.objects)
         self._config: dict[str, int] = {}
         self._config_unserved: list[str] = []
+        self._attachments: AttachmentExport
 
     async def run(self) -> ExportSummary:
         started = time.monotonic()
@@ -353,11 +363,17 @@ class ExportJob:
             await self._save()
         run = self.state.run
         await anyio.to_thread.run_sync(self.storage.cleanup_temp, "")
+        opts = self.options
+        self._attachments = AttachmentExport(
+            self.client, self.storage, str(project.get("org_id") or ""),
+            download=opts.attachments == "download", limit=opts.max_attachment_mb * defaults.MB,
+            workers=opts.attachment_workers, keys=run.attachments, skipped=run.skipped_attachments,
+        )  # fmt: skip
         await self._run_ranges(run)
         if again := await self._read_again_where_deleted(run):
             await self._run_ranges(run, again)
         await self._drop_gone(run)
-        manifest = await self._finish(run)
+        manifest, attached = await self._finish(run)
         stats = self.client.statistics()
         return ExportSummary(
             run_id=run.run_id,
@@ -372,6 +388,11 @@ class ExportJob:
             gone=[gone_label(obj) for obj in run.objects if obj.gone],
             config=self._config,
             config_unserved=self._config_unserved,
+            attachments={
+                **{name: attached[name] for name in ("count", "bytes", "skipped")},
+                "downloaded": self._attachments.downloaded,
+                "downloaded_bytes": self._attachments.downloaded_bytes,
+            },
             objects=[
                 ObjectSummary(
                     label=obj.name if obj.object_type == "project_logs" else f"{obj.object_type}:{obj.name}",
@@ -803,6 +824,7 @@ class ExportJob:
                     await anyio.to_thread.run_sync(
                         sink.write_page, page.raw, page.rows, limiter=self._encoders
                     )
+                    await self._attachments.take(page.raw)
                 if self._first_row_seconds is None:
                     self._first_row_seconds = seconds_since_start()
                 cursor = page.cursor
@@ -829,7 +851,7 @@ class ExportJob:
 
     # -- finishing ------------------------------------------------------------------------
 
-    async def _finish(self, run: RunState) -> str:
+    async def _finish(self, run: RunState) -> tuple[str, dict[str, Any]]:
         for obj in run.objects:
             if not obj.gone and obj.expected_rows is not None and obj.rows != obj.expected_rows:
                 label = obj.name if obj.object_type == "project_logs" else f"{obj.object_type}:{obj.name}"
@@ -848,8 +870,11 @@ class ExportJob:
             self.client, self.storage, run.run_id, [obj for obj in run.objects if not obj.gone],
             scope=scope, previous=previous, workers=self.options.workers,
         )  # fmt: skip
+        entries = await anyio.to_thread.run_sync(self._attachments.entries)
+        attached = manifest_section(entries, len(run.skipped_attachments))
         manifest = Manifest(
             run_id=run.run_id,
+            attachments=attached,
             started_at=run.started_at,
             finished_at=datetime.now(UTC).isoformat(),
             api_url=self.client.base_url,
@@ -892,7 +917,7 @@ class ExportJob:
                     self.state.watermarks[key] = Watermark(obj.version, run.run_id, obj.newest_key)
             self.state.run = None
             await self._save_locked()
-        return path
+        return path, attached
 
     def _previous_run(self, obj: ObjectState) -> str | None:
         """The run that read ``obj`` last in this run's scope: the one an incremental read

@@ -34,6 +34,8 @@ from pipeline.common.defaults import (
     API_KEY_ENV,
     API_URL,
     API_URL_ENV,
+    ATTACHMENT_WORKERS,
+    ATTACHMENTS,
     BATCH_ROWS,
     COMPRESSION,
     CONNECTIONS,
@@ -51,6 +53,7 @@ from pipeline.common.defaults import (
     INTO_EXISTING,
     KEEP_RUNS,
     LOAD_WORKERS,
+    MAX_ATTACHMENT_MB,
     MAX_BACKOFF,
     MAX_BATCH_BYTES,
     MAX_INFLIGHT_MB,
@@ -90,9 +93,10 @@ CONNECTION_SETTINGS = (API_URL, API_URL_ENV, API_KEY_ENV, IMPERSONATE, MAX_RETRI
                        RETRY_JITTER, READ_TIMEOUT, CONNECTIONS)  # fmt: skip
 EXPORT_SETTINGS = (FORMAT, COMPRESSION, FILTER, SHAPE, INCREMENTAL, KEEP_RUNS, FULL_EVERY, EXPORT_WORKERS,
                    RANGES_PER_OBJECT, MIN_ROWS_PER_RANGE, PAGE_LIMIT, PREFETCH, ENCODERS, ROW_GROUP_ROWS,
-                   ROW_GROUP_MB, FILE_ROWS, FILE_MB)  # fmt: skip
+                   ROW_GROUP_MB, FILE_ROWS, FILE_MB, ATTACHMENTS, MAX_ATTACHMENT_MB, ATTACHMENT_WORKERS)  # fmt: skip
 MIGRATE_SETTINGS = (PAGE_LIMIT, LOAD_WORKERS, BATCH_ROWS, MAX_BATCH_BYTES, MAX_INFLIGHT_MB, ON_ERROR, ERROR_FILE,
-                    STATE_DIR, CREATE_PROJECT, INTO_EXISTING, VERIFY)  # fmt: skip
+                    STATE_DIR, CREATE_PROJECT, INTO_EXISTING, VERIFY, MAX_ATTACHMENT_MB,
+                    ATTACHMENT_WORKERS)  # fmt: skip
 
 
 def _keys(settings: tuple[Setting[Any], ...]) -> dict[str, Kind]:
@@ -189,6 +193,9 @@ class ExportJobConfig:
     row_group_mb: int = ROW_GROUP_MB.default
     file_rows: int = FILE_ROWS.default
     file_mb: int = FILE_MB.default
+    attachments: str = ATTACHMENTS.default
+    max_attachment_mb: int = MAX_ATTACHMENT_MB.default
+    attachment_workers: int = ATTACHMENT_WORKERS.default
     kind: str = "export"
 
     def export_options(self, project: str, *, incremental: bool) -> ExportOptions:
@@ -213,6 +220,9 @@ class ExportJobConfig:
             row_group_mb=self.row_group_mb,
             file_rows=self.file_rows,
             file_bytes=self.file_mb * MB,
+            attachments=self.attachments,
+            max_attachment_mb=self.max_attachment_mb,
+            attachment_workers=self.attachment_workers,
         )
 
 
@@ -235,6 +245,8 @@ class MigrateJobConfig:
     on_error: Literal["fail", "skip"] = ON_ERROR.default
     error_file: str | None = ERROR_FILE.default
     state_dir: str = STATE_DIR.default
+    max_attachment_mb: int = MAX_ATTACHMENT_MB.default
+    attachment_workers: int = ATTACHMENT_WORKERS.default
     kind: str = "migrate"
 
     def migrate_options(self) -> MigrateOptions:
@@ -259,6 +271,8 @@ class MigrateJobConfig:
                 state_dir=self.state_dir,
                 error_file=self.error_file,
                 into_existing=self.into_existing,
+                max_attachment_mb=self.max_attachment_mb,
+                attachment_workers=self.attachment_workers,
             ),
         )
 

@@ -44,6 +44,7 @@ from pipeline.common.rows import ObjectType
 from pipeline.common.selection import config_selection, parse_one_object
 from pipeline.common.state import FilePosition, ObjectProgress
 from pipeline.common.storage import Storage, location
+from pipeline.load.attachments import AttachmentCopier, ExportedAttachments
 from pipeline.load.batcher import Item
 from pipeline.load.config import ConfigCopy
 from pipeline.load.destinations import (
@@ -120,6 +121,7 @@ class ImportJob:
         run, project = await LoadRun.begin(
             self.client, opts.load, self.progress, exits=exits,
             job="import", source=source, to_project=opts.to_project, create_project=opts.create_project,
+            attachments=ExportedAttachments(storage, opts.load.attachment_limit),
         )  # fmt: skip
         state = run.state
         damaged = await self._damaged(storage, inputs, state.objects)
@@ -173,7 +175,8 @@ class ImportJob:
                 task = self.progress.add(f"{obj.label} -> {ref.label}", obj.rows, done=record.rows)
                 source = SourceObject(obj.object_type or ref.object_type, obj.id)
                 batcher = run.batcher(record, ref, task)
-                await feed_runs(run.pool, batcher, self._runs(storage, obj, source, record.position))
+                runs = self._runs(storage, obj, source, record.position, run.attachments)
+                await feed_runs(run.pool, batcher, runs)
                 task.finish()
                 results.append(ObjectResult(obj.label, ref.label, ref.id, created, 0, 0))
                 await state.save()
@@ -198,8 +201,9 @@ class ImportJob:
         return damaged
 
     def _runs(
-        self, storage: Storage, obj: InputObject, source: SourceObject, mark: FilePosition | None
-    ) -> Iterator[AsyncIterator[list[Item]]]:
+        self, storage: Storage, obj: InputObject, source: SourceObject, mark: FilePosition | None,
+        attachments: AttachmentCopier,
+    ) -> Iterator[AsyncIterator[list[Item]]]:  # fmt: skip
         """A reader of ``obj``'s items per run (:mod:`pipeline.load.ordered`), from ``mark`` on."""
         files = obj.files
         start_file, after = 0, -1
@@ -210,11 +214,14 @@ class ImportJob:
                 )
             start_file, after = files.index(mark.path), mark.position
         for span in run_spans(files, obj.runs, start_file):
-            yield self._chunks(storage, obj, source, span, after if span.start == start_file else -1)
+            yield self._chunks(
+                storage, obj, source, span, after if span.start == start_file else -1, attachments
+            )
 
     async def _chunks(
-        self, storage: Storage, obj: InputObject, source: SourceObject, span: range, after: int
-    ) -> AsyncIterator[list[Item]]:
+        self, storage: Storage, obj: InputObject, source: SourceObject, span: range, after: int,
+        attachments: AttachmentCopier,
+    ) -> AsyncIterator[list[Item]]:  # fmt: skip
         """The items of ``obj.files[i]`` for each ``i`` of ``span``, after row ``after`` of the first."""
         for index in span:
             path = obj.files[index]
@@ -226,7 +233,7 @@ class ImportJob:
                 if items is None:
                     break
                 if items:
-                    yield items
+                    yield await attachments.rewrite(items)
 
 
 def _wanted(obj: InputObject, to_object: tuple[ObjectType, str | None] | None) -> Wanted:

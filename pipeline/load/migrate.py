@@ -40,6 +40,7 @@ from pipeline.common.progress import Progress
 from pipeline.common.selection import config_selection
 from pipeline.common.state import ObjectProgress
 from pipeline.load.acls import AclCopy, AclTarget
+from pipeline.load.attachments import AttachmentCopier, SourceAttachments
 from pipeline.load.batcher import Item
 from pipeline.load.config import ConfigCopy
 from pipeline.load.destinations import Wanted, ensure_objects, experiments_in_dependency_order
@@ -113,6 +114,7 @@ class MigrateJob:
         run, dst_project = await LoadRun.begin(
             self.destination, opts.load, self.progress, exits=exits,
             job="migrate", source=source, to_project=opts.to_project, create_project=opts.create_project,
+            attachments=SourceAttachments(self.source, str(src_project.get("org_id") or ""), opts.load.attachment_limit),
         )  # fmt: skip
         state = run.state
         config = await self._config_copy(src_project, dst_project)
@@ -153,7 +155,7 @@ class MigrateJob:
                 task = self.progress.add(f"{ref.label} -> {dest.label}", record.expected, done=record.rows)
                 if record.expected != 0:
                     batcher = run.batcher(record, dest, task)
-                    await feed(run.pool, batcher, self._chunks(ref, record))
+                    await feed(run.pool, batcher, self._chunks(ref, record, run.attachments))
                 task.finish()
                 results.append(ObjectResult(ref.label, dest.label, dest.id, created, 0, 0))
 
@@ -205,7 +207,9 @@ class MigrateJob:
         run.summary.acls = outcome
         run.summary.warnings += [f"ACL not copied: {line}" for line in outcome.not_copied]
 
-    async def _chunks(self, ref: ObjectRef, record: ObjectProgress) -> AsyncIterator[list[Item]]:
+    async def _chunks(
+        self, ref: ObjectRef, record: ObjectProgress, attachments: AttachmentCopier
+    ) -> AsyncIterator[list[Item]]:
         pager = Pager(
             self.source,
             build_query(ref.object_type, ref.id),
@@ -216,4 +220,5 @@ class MigrateJob:
         )
         source = SourceObject(ref.object_type, ref.id)
         async for page in pager.pages():
-            yield await anyio.to_thread.run_sync(page_items, page.raw, source, page.cursor, ref.label)
+            items = await anyio.to_thread.run_sync(page_items, page.raw, source, page.cursor, ref.label)
+            yield await attachments.rewrite(items)

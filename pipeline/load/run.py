@@ -23,6 +23,7 @@ from pipeline.common.jobstate import JobState
 from pipeline.common.progress import Progress, Task
 from pipeline.common.state import ObjectProgress
 from pipeline.load.acls import AclOutcome
+from pipeline.load.attachments import AttachmentCopier, Source
 from pipeline.load.batcher import Batcher
 from pipeline.load.config import ConfigCount, ConfigOutcome
 from pipeline.load.errorlog import ErrorLog
@@ -44,6 +45,12 @@ class LoadOptions:
     into_existing: bool = defaults.INTO_EXISTING.default
     #: Configuration objects written at once (:mod:`pipeline.load.config`).
     config_workers: int = defaults.CONFIG_WORKERS.default
+    max_attachment_mb: int = defaults.MAX_ATTACHMENT_MB.default
+    attachment_workers: int = defaults.ATTACHMENT_WORKERS.default
+
+    @property
+    def attachment_limit(self) -> int:
+        return self.max_attachment_mb * defaults.MB
 
 
 @dataclass
@@ -83,6 +90,8 @@ class LoadSummary:
     config_versions: int = 0
     #: What ``--acls`` copied (:mod:`pipeline.load.acls`); None without it.
     acls: AclOutcome | None = None
+    #: Attachments ``uploaded`` (``bytes``), and ``present``: found uploaded by an earlier run.
+    attachments: dict[str, int] = field(default_factory=dict)
 
     @property
     def rows(self) -> int:
@@ -137,6 +146,7 @@ class LoadRun:
         self.error_log = open_error_log(options, state)
         self.summary = LoadSummary(state_file=state.location)
         self.pool: InsertPool
+        self.attachments: AttachmentCopier
 
     @classmethod
     async def begin(
@@ -150,18 +160,23 @@ class LoadRun:
         to_project: str,
         create_project: bool,
         exits: AsyncExitStack,
+        attachments: Source,
     ) -> tuple[LoadRun, dict[str, Any]]:
         """The opening every load shares: take the lease of the state of the ``job`` run
         identified by ``source`` (what is read, and which objects) and the destination, held
         until ``exits`` closes; load (or, with ``restart``, discard) that state; find the
-        destination project (created only when ``create_project``), start the insert pool.
-        Returns the run and the project."""
+        destination project (created only when ``create_project``), start the insert pool;
+        attachments the rows refer to are read from ``attachments``. Returns the run and the
+        project."""
         identity = {**source, "api_url": client.base_url, "project": to_project}
         state = JobState(options.state_dir, job, identity)
         await exits.enter_async_context(state.held(wait=options.wait_lease))
         resumed = await state.load(restart=options.restart)
         project = await destination_project(client, to_project, create_project)
         run = cls(client, options, state, progress)
+        run.attachments = AttachmentCopier(
+            attachments, client, project, mapping=state.attachments, workers=options.attachment_workers
+        )
         run.summary.resumed = resumed
         await run.start()
         return run, project
@@ -212,5 +227,6 @@ class LoadRun:
         self.summary.splits = self.pool.statistics().splits
         self.summary.overflowed = self.pool.statistics().overflowed
         self.summary.objects = results
+        self.summary.attachments = asdict(self.attachments.counts)
         await self.state.clear()
         return self.summary

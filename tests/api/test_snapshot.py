@@ -47,8 +47,9 @@ def test_xact_ranges_split_the_history_up_to_the_version(
 ) -> None:
     version = oldest + length
     last = None if since is None else min(version - 1, oldest - 5 + since)
-    snap = Snapshot(version=str(version), newest_key="p9", oldest_version=str(oldest))
-    ranges = plan_ranges(snap, wanted, XACT, Since(None if last is None else str(last), "p1"))
+    # keys of no known form, so the ranges split by version
+    snap = Snapshot(version=str(version), newest_key="pz", oldest_version=str(oldest))
+    ranges = plan_ranges(snap, wanted, XACT, Since(None if last is None else str(last), "pa"))
     assert 1 <= len(ranges) <= wanted
     assert all(r.by == "_xact_id" for r in ranges)
     assert ranges[0].low == (None if last is None else str(last))
@@ -63,6 +64,39 @@ def test_xact_ranges_split_the_history_up_to_the_version(
         holders = [r for r in ranges if in_xact(r, xact)]
         wanted_here = xact <= version and (last is None or xact > last)
         assert len(holders) == (1 if wanted_here else 0), (xact, ranges)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    oldest=st.integers(0, 10**6),
+    length=st.integers(0, 10**6),
+    since=st.none() | st.integers(0, 10**6),
+    wanted=st.integers(1, 40),
+    caps=st.sampled_from([XACT, CREATED]),
+    probes=st.lists(st.integers(0, 3 * 10**6), max_size=30),
+)
+def test_key_ranges_come_first_and_cover_every_key_once(
+    oldest: int, length: int, since: int | None, wanted: int, caps: Capabilities, probes: list[int]
+) -> None:
+    """Keys of the known form split the rows evenly whatever each version holds (a bulk
+    insert writes thousands of rows in one version), so they are preferred even where the
+    server compares versions; the ranges meet, and every key falls in exactly one."""
+    key = lambda n: f"p{n:020d}"  # noqa: E731
+    newest = oldest + length
+    snap = Snapshot(version="1000000000000000005", newest_key=key(newest), oldest_key=key(oldest),
+                    oldest_version="1000000000000000001")  # fmt: skip
+    last = None if since is None else Since("1000000000000000003", key(min(since, newest)))
+    ranges = plan_ranges(snap, wanted, caps, last or Since())
+    assert 1 <= len(ranges) <= wanted
+    assert all(r.by == "_pagination_key" for r in ranges)
+    assert ranges[0].low is None and ranges[-1].high is None
+    for before, after in pairwise(ranges):
+        assert before.high == after.low and before.high is not None
+    for n in [oldest, newest, *probes]:
+        holders = [
+            r for r in ranges if (r.low is None or key(n) > r.low) and (r.high is None or key(n) <= r.high)
+        ]
+        assert len(holders) == 1, (n, ranges)
 
 
 ZONES = st.sampled_from([UTC, timezone(timedelta(hours=2)), timezone(timedelta(hours=-8)),

@@ -18,11 +18,11 @@ from tests.conftest import Emulator
 from tests.helpers import all_rows, btpipe, insert, post, unique
 
 SERVED = [
-    "xact_filters: yes -> ranges split by _xact_id, incremental runs by _xact_id",
+    "xact_filters: yes -> ranges split by _pagination_key (by _xact_id where keys cannot be split), incremental runs by _xact_id",
     "count_at_version: yes -> each export checked against the exact row count at its version",
 ]
 FALLBACKS = [
-    "xact_filters: no -> ranges split by _pagination_key (or created), incremental runs by _pagination_key",
+    "xact_filters: no -> ranges split by _pagination_key (by created where keys cannot be split), incremental runs by _pagination_key",
     "count_at_version: no -> completeness proven page by page, no count check",
 ]
 READS = [

@@ -66,7 +66,7 @@ async def test_acl_create_list_delete_and_who_may(api: Api) -> None:
         ({**grant, "user_id": None}, 400, "exactly one of user_id and group_id"),
         ({**grant, "permission": "read"}, 400, "exactly one of permission and role_id"),
         ({**grant, "role_id": "00000000-0000-4000-8000-000000000000"}, 400, "unknown role"),
-        ({**grant, "object_type": "prompt"}, 400, "not supported"),
+        ({**grant, "object_type": "org_member"}, 400, "not supported"),
         ({**grant, "object_type": "bogus"}, 400, "expected one of"),
         ({**grant, "user_id": (await me(api, api.emulator.other_org_key))["id"]}, 400, "not a member"),
     ]

@@ -1,7 +1,7 @@
 """The official JavaScript SDK (npm ``braintrust``, pinned in ``js/package.json``) doing its
 normal work against the emulator: ``initLogger`` with spans (and a row over the request
 limit), ``initDataset`` inserts read back page by page, ``initExperiment`` with
-``summarize``, and ``Eval``.
+``summarize``, ``Eval``, and ``loadPrompt`` (latest, pinned to a version, by id).
 
 Each scenario is a small script under ``js/`` run by ``node`` with ``js/fence.mjs``
 preloaded (any host but loopback is refused); it prints one JSON line of what the SDK
@@ -21,10 +21,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from pipeline.emulator.server import RunningServer, ServerConfig
 from tests.conftest import Emulator, unique_name
+from tests.emulator.test_prompt_versions import three_versions
 from tests.emulator.test_sdk_conformance import SMALL_LIMIT, read_rows
 
 JS_DIR = Path(__file__).parent / "js"
@@ -153,3 +155,15 @@ def test_eval_runs_a_scorer_end_to_end(node: str, emulator: Emulator) -> None:
         if row.get("scores"):
             scores.setdefault(roots[row["root_span_id"]]["input"], {}).update(row["scores"])
     assert scores == {n: {"exact_match": 0 if n == 3 else 1} for n in range(5)}
+
+
+def test_load_prompt_latest_by_version_and_by_id(node: str, emulator: Emulator) -> None:
+    with httpx.Client(base_url=emulator.url, trust_env=False, headers={"Authorization": f"Bearer {emulator.key}"}) as http:  # fmt: skip
+        project, made = three_versions(http)
+    out = run_js(
+        node, "prompt.mjs", emulator, BT_TEST_PROJECT=project["name"], BT_SLUG="greeter",
+        BT_VERSION=made[0]["_xact_id"], BT_PROMPT_ID=made[0]["id"],
+    )  # fmt: skip
+    assert out["latest"] == {"id": made[0]["id"], "version": made[2]["_xact_id"], "messages": [{"role": "system", "content": "three"}]}  # fmt: skip
+    assert out["pinned"]["messages"] == [{"role": "system", "content": "one"}]
+    assert out["by_id"]["messages"] == [{"role": "system", "content": "one"}]

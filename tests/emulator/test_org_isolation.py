@@ -8,6 +8,7 @@ are exactly as before.
 from __future__ import annotations
 
 import re
+import uuid
 from typing import Any
 
 from pipeline.emulator.access import OWNER_ROLE_ID
@@ -49,7 +50,10 @@ async def test_other_org_cannot_read_or_write(api: Api) -> None:
     acl = await api.ok("POST", "/v1/acl", {"object_type": "project", "object_id": pid, "user_id": member["id"], "role_id": OWNER_ROLE_ID})  # fmt: skip
     role = await api.ok("POST", "/v1/role", {"name": unique_name("role"), "member_roles": [OWNER_ROLE_ID]})
     org_a = owner["organizations"][0]
-    before = await snapshot(api, ids)
+    prompt = await api.ok("POST", "/v1/prompt", {"project_id": pid, "name": "secret", "slug": "secret"})
+    view = {"object_type": "project", "object_id": pid}
+    await api.ok("POST", "/v1/view", {**view, "view_type": "logs", "name": "secret"})
+    before = await snapshot(api, ids), await api.ok("GET", "/v1/prompt", params={"project_id": pid})
 
     grant = {"object_type": "project", "object_id": pid, "user_id": member["id"], "role_id": OWNER_ROLE_ID}
     overflow_row = {
@@ -58,6 +62,8 @@ async def test_other_org_cannot_read_or_write(api: Api) -> None:
         "input_row": {"byte_size": 5},
     }
     overflow = {"content_type": "application/json", "size_bytes": 10, "rows": [overflow_row]}
+    attachment = {"key": str(uuid.uuid4()), "filename": "secret.png", "content_type": "image/png", "org_id": org_a["id"]}  # fmt: skip
+    await api.ok("POST", "/attachment", attachment)
     cases: list[tuple[str, str, Any, dict[str, str] | None, int]] = [
         ("POST", "/btql", {"query": {"from": from_object("project_logs", pid)}}, None, 400),
         ("POST", "/btql", {"query": f"SELECT * FROM dataset('{dataset['id']}')"}, None, 400),
@@ -109,6 +115,13 @@ async def test_other_org_cannot_read_or_write(api: Api) -> None:
         ("GET", f"/v1/role/{role['id']}", None, None, 404),
         ("PATCH", f"/v1/role/{role['id']}", {"description": "owned"}, None, 404),
         ("DELETE", f"/v1/role/{role['id']}", None, None, 404),
+        ("POST", "/v1/prompt", {"project_id": pid, "name": "secret", "slug": "secret"}, None, 404),
+        ("PUT", "/v1/prompt", {"project_id": pid, "name": "secret", "slug": "secret"}, None, 404),
+        ("GET", f"/v1/prompt/{prompt['id']}", None, None, 404),
+        ("PATCH", f"/v1/prompt/{prompt['id']}", {"description": "owned"}, None, 404),
+        ("DELETE", f"/v1/prompt/{prompt['id']}", None, None, 404),
+        ("GET", "/v1/view", None, view, 404),
+        ("POST", "/v1/group", {"name": "intruder", "org_name": org_a["name"]}, None, 404),
         ("GET", f"/v1/user/{owner['id']}", None, None, 404),
         ("GET", f"/v1/organization/{org_a['id']}", None, None, 404),
         ("PATCH", f"/v1/organization/{org_a['id']}", {"name": "owned"}, None, 404),
@@ -129,6 +142,12 @@ async def test_other_org_cannot_read_or_write(api: Api) -> None:
         # The SDKs' overflow path, app routes and summaries.
         ("POST", "/logs3/overflow", overflow, None, 404),
         ("PUT", "/_emulator/overflow/forged-token", {"rows": []}, None, 403),
+        # Attachments: metadata, uploads and status of org A's keys; forged signed URLs.
+        ("GET", "/attachment", None, {k: str(v) for k, v in attachment.items()}, 404),
+        ("POST", "/attachment", attachment, None, 404),
+        ("POST", "/attachment/status", {**attachment, "status": {"upload_status": "done"}}, None, 404),
+        ("PUT", "/_emulator/attachment/forged-token", {"rows": []}, None, 403),
+        ("GET", "/_emulator/attachment/forged-token", None, None, 403),
         (
             "POST",
             "/api/project/register",
@@ -160,11 +179,21 @@ async def test_other_org_cannot_read_or_write(api: Api) -> None:
         ("GET", "/v1/acl/list_org", None),
         ("GET", "/v1/user", None),
         ("GET", "/v1/organization", None),
+        ("GET", "/v1/prompt", None),
     ]
     for method, path, params in listed:
         reply = await api.call(method, path, key=api.emulator.other_org_key, params=params)
         assert reply.status == 200, (path, reply.text)
-        for secret in (pid, dataset["id"], experiment["id"], org_a["id"], owner["id"], role["id"], acl["id"]):
+        for secret in (
+            pid,
+            dataset["id"],
+            experiment["id"],
+            org_a["id"],
+            owner["id"],
+            role["id"],
+            acl["id"],
+            prompt["id"],
+        ):
             assert secret not in reply.text, (path, reply.text)
         cases.append((method, path, None, params, 200))
 
@@ -172,7 +201,7 @@ async def test_other_org_cannot_read_or_write(api: Api) -> None:
     reply = await api.call("GET", "/v1/project", key=api.emulator.other_org_key, headers={"x-bt-impersonate-user": owner["id"]})  # fmt: skip
     assert reply.status == 403
 
-    assert await snapshot(api, ids) == before
+    assert (await snapshot(api, ids), await api.ok("GET", "/v1/prompt", params={"project_id": pid})) == before
     assert await api.ok("GET", f"/v1/role/{role['id']}") == role
     assert (await api.ok("GET", f"/v1/organization/{org_a['id']}"))["name"] == org_a["name"]
     await api.ok("DELETE", f"/v1/role/{role['id']}")

@@ -95,10 +95,17 @@ def test_load_sample_fills_objects_once() -> None:
         ids = load_sample(db, "local", "owner@local.test", 30, seed=1)
         load_sample(db, "local", "owner@local.test", 30, seed=1)
         counts = dict(
-            db.read_sync(lambda c: c.execute("SELECT object_type, count(*) FROM rows GROUP BY 1").fetchall())
+            db.read_sync(
+                lambda c: c.execute(
+                    "SELECT object_type, count(*) FROM rows WHERE object_id IN (?, ?, ?) GROUP BY 1",
+                    (ids["project_id"], ids["dataset_id"], ids["experiment_id"]),
+                ).fetchall()
+            )
         )
         assert counts["project_logs"] == len(list(generate_traces(1, 30)))
         assert counts["dataset"] == counts["experiment"] == 3
+        others = db.read_sync(lambda c: c.execute("SELECT count(*) FROM rows WHERE object_id NOT IN (?, ?, ?)", (ids["project_id"], ids["dataset_id"], ids["experiment_id"])).fetchone()[0])  # fmt: skip
+        assert others == 3  # sample-attachments, loaded once
         assert set(ids) == {"org_id", "project_id", "dataset_id", "experiment_id"}
     finally:
         db.close()

@@ -31,23 +31,18 @@ _METHODS = ("get", "post", "put", "patch", "delete")
 #: served route's pattern takes the path for an id).
 NOT_SERVED: frozenset[str] = frozenset({
     # Object kinds the emulator does not keep (create, replace, list, get, patch, delete each):
-    # prompts, functions, groups, agents, automations, project scores and tags, span iframes,
-    # views, AI secrets, environment variables, MCP servers, dataset snapshots.
-    *(f"{verb}{kind}" for kind in (
-        "Prompt", "Function", "Group", "Agent", "ProjectAutomation", "ProjectScore", "ProjectTag",
-        "SpanIframe", "View", "AiSecret", "EnvVar", "McpServer", "DatasetSnapshot",
-    ) for verb in ("post", "put", "get")),
-    *(f"{verb}{kind}Id" for kind in (
-        "Prompt", "Function", "Group", "Agent", "ProjectAutomation", "ProjectScore", "ProjectTag",
-        "SpanIframe", "View", "AiSecret", "EnvVar", "McpServer", "DatasetSnapshot",
-    ) for verb in ("get", "patch", "delete")),
+    # agents, AI secrets, environment variables, MCP servers, dataset snapshots.
+    *(f"{verb}{kind}" for kind in ("Agent", "AiSecret", "EnvVar", "McpServer", "DatasetSnapshot")
+      for verb in ("post", "put", "get")),
+    *(f"{verb}{kind}Id" for kind in ("Agent", "AiSecret", "EnvVar", "McpServer", "DatasetSnapshot")
+      for verb in ("get", "patch", "delete")),
     "deleteAiSecret",  # delete an AI secret by name
     "postFunctionIdInvoke",  # running a function needs a model or code runner
     # API keys and service tokens: the emulator's keys are fixed when it starts.
     "getApiKey", "getApiKeyId", "deleteApiKeyId",
     "postServiceToken", "putServiceToken", "getServiceToken", "deleteServiceToken",
     "getServiceTokenId", "deleteServiceTokenId",
-    # Environments (for prompt and function versions, which the emulator does not keep).
+    # Environments (named pins of prompt and function versions; versions are served by id).
     "listEnvironments", "createEnvironment", "getEnvironment", "updateEnvironment", "deleteEnvironment",
     # Inviting and removing org members: the emulator's members are its keys, fixed at start.
     "patchOrganizationMembers",
@@ -80,6 +75,9 @@ class Context:
         for object_type, object_id in self.row_objects():
             self.ok("POST", f"/v1/{object_type}/{object_id}/insert", {"events": [{"id": "row", "input": 1}]})  # fmt: skip
         self.role = self.ok("POST", "/v1/role", {"name": "spec-role"})
+        self.config = {
+            kind: self.ok("POST", f"/v1/{kind}", body(self)) for kind, (_, body, _) in CONFIG.items()
+        }
         self.acl = self.ok("POST", "/v1/acl", self.grant("read"))
 
     def ok(self, method: str, path: str, body: Any = None, key: str = "bt-local-key") -> Any:
@@ -131,11 +129,89 @@ def _kind_cases(kind: str, title: str, patch: dict[str, Any]) -> dict[str, Calla
     }
 
 
+def _view(ctx: Context) -> dict[str, Any]:
+    return {"object_type": "project", "object_id": ctx.project["id"]}
+
+
+def _named(ctx: Context, **fields: Any) -> dict[str, Any]:
+    """A create body with a fresh name (and slug) in the context's project."""
+    name = f"spec-{uuid.uuid4().hex[:8]}"
+    return {"project_id": ctx.project["id"], "name": name, "slug": name, **fields}
+
+
+_CHAT = {"prompt": {"type": "chat", "messages": [{"role": "user", "content": "hi"}]}}
+_AUTOMATION = {"event_type": "logs", "btql_filter": "true", "interval_seconds": 60, "action": {"type": "webhook", "url": "https://example.test"}}  # fmt: skip
+
+#: The configuration kinds: title in operation ids, a create body, a patch body.
+CONFIG: dict[str, tuple[str, Callable[[Context], dict[str, Any]], dict[str, Any]]] = {
+    "prompt": (
+        "Prompt",
+        lambda ctx: _named(ctx, prompt_data=_CHAT, metadata={"k": 1}),
+        {"description": "patched"},
+    ),
+    "function": (
+        "Function",
+        lambda ctx: _named(ctx, function_data={"type": "prompt"}, prompt_data=_CHAT, function_type="scorer"),
+        {"tags": ["t"]},
+    ),
+    "project_score": (
+        "ProjectScore",
+        lambda ctx: _named(ctx, score_type="categorical", categories=[{"name": "ok", "value": 1}]),
+        {"description": "patched"},
+    ),
+    "project_tag": ("ProjectTag", lambda ctx: _named(ctx, color="red"), {"color": "blue"}),
+    "span_iframe": (
+        "SpanIframe",
+        lambda ctx: _named(ctx, url="https://example.test"),
+        {"post_message": True},
+    ),
+    "project_automation": (
+        "ProjectAutomation",
+        lambda ctx: _named(ctx, config=_AUTOMATION),
+        {"description": "patched"},
+    ),
+    "view": (
+        "View",
+        lambda ctx: {**_view(ctx), "view_type": "logs", "name": uuid.uuid4().hex},
+        {"view_data": {"search": {}}},
+    ),
+    "group": (
+        "Group",
+        lambda ctx: {"name": uuid.uuid4().hex, "member_users": [ctx.member_id]},
+        {"description": "patched"},
+    ),
+}
+
+
+def _config_cases(kind: str) -> dict[str, Callable[[Context], Request]]:
+    title, body, patch = CONFIG[kind]
+    scope: Callable[[Context], dict[str, Any]] = _view if kind == "view" else lambda ctx: {}
+    list_params: Callable[[Context], dict[str, str]] = (lambda ctx: {**_view(ctx), "limit": "2"}) if kind == "view" else (lambda ctx: {"limit": "2"})  # fmt: skip
+
+    def fresh(ctx: Context) -> str:
+        made: str = ctx.ok("POST", f"/v1/{kind}", body(ctx))["id"]
+        return made
+
+    return {
+        f"post{title}": lambda ctx: Request("POST", f"/v1/{kind}", body(ctx)),
+        f"put{title}": lambda ctx: Request("PUT", f"/v1/{kind}", body(ctx)),
+        f"get{title}": lambda ctx: Request("GET", f"/v1/{kind}", params=list_params(ctx)),
+        f"get{title}Id": lambda ctx: Request(
+            "GET", f"/v1/{kind}/{ctx.config[kind]['id']}", params=scope(ctx)
+        ),
+        f"patch{title}Id": lambda ctx: Request(
+            "PATCH", f"/v1/{kind}/{ctx.config[kind]['id']}", {**scope(ctx), **patch}
+        ),
+        f"delete{title}Id": lambda ctx: Request("DELETE", f"/v1/{kind}/{fresh(ctx)}", scope(ctx) or None),
+    }
+
+
 _FEEDBACK = {"feedback": [{"id": "row", "comment": "spec", "metadata": {"by": "test"}}]}
 
 #: A valid request for every operation the emulator serves, by operationId.
 CASES: dict[str, Callable[[Context], Request]] = {
     "getIndex": lambda ctx: Request("GET", "/v1"),
+    **{op: case for kind in CONFIG for op, case in _config_cases(kind).items()},
     **_kind_cases("project", "Project", {"description": "patched"}),
     **_kind_cases("dataset", "Dataset", {"metadata": {"k": 1}}),
     **_kind_cases("experiment", "Experiment", {"tags": ["t"]}),
@@ -231,11 +307,14 @@ def _nullable_refs(node: Any) -> Any:
 
     The spec marks some references nullable beside the ``$ref`` (an ACL's ``permission``), which
     OpenAPI 3.0 validators ignore; the spec means them nullable, as its descriptions and the
-    generated client's models say."""
+    generated client's models say. Likewise ``{"type": "null"}`` (a branch of a view's ``view_data``
+    and ``options``), a JSON Schema type OpenAPI 3.0 lacks, is read as the value null."""
     if isinstance(node, list):
         return [_nullable_refs(v) for v in node]
     if not isinstance(node, dict):
         return node
+    if node == {"type": "null"}:
+        return {"enum": [None]}
     found = {k: _nullable_refs(v) for k, v in node.items()}
     if "$ref" in found and found.get("nullable"):
         return {"anyOf": [{"$ref": found["$ref"]}, {"enum": [None]}]}

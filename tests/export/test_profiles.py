@@ -75,14 +75,10 @@ def assert_the_plan_fits_the_profile(
     emu: Emulator, obj: ObjectState, rows: int, by: str = "_pagination_key"
 ) -> None:
     assert len(obj.ranges) == 4
-    if emu.conservative:
-        assert {r.by for r in obj.ranges} == {by}
-        assert obj.ranges[0].low is None and obj.ranges[-1].high is None
-        assert obj.expected_rows is None
-    else:
-        assert {r.by for r in obj.ranges} == {"_xact_id"}
-        assert obj.ranges[-1].high == obj.version
-        assert obj.expected_rows == rows
+    # keys of the known form split by key on either profile; only the count differs
+    assert {r.by for r in obj.ranges} == {by}
+    assert obj.ranges[0].low is None and obj.ranges[-1].high is None
+    assert obj.expected_rows == (None if emu.conservative else rows)
     assert obj.pinned
 
 
@@ -133,6 +129,23 @@ def test_created_ranges_split_whatever_the_newest_row_was_created(
         prefix = Path(f["path"]).name.split("-")[0]
         per_range[prefix] = per_range.get(prefix, 0) + f["rows"]
     assert sum(per_range.values()) == rows and len(per_range) >= 3, per_range
+
+
+def test_version_ranges_where_keys_cannot_be_split(
+    emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that compares versions but whose keys are of no known form gets ranges by
+    ``_xact_id``, the last ending at the snapshot's version, and every row once."""
+    monkeypatch.setattr(snapshot, "key_bounds", lambda *args: None)
+    project = seed(emulator)
+    summary, obj = export(emulator, options(project, tmp_path))
+    assert summary.rows == ROWS
+    assert len(obj.ranges) == 4 and {r.by for r in obj.ranges} == {"_xact_id"}
+    assert obj.ranges[-1].high == obj.version and obj.expected_rows == ROWS
+    rows = read_export_files(tmp_path, "project_logs", project["id"])
+    assert len(rows) == ROWS and {r["id"]: r for r in rows} == all_rows(
+        emulator.url, emulator.key, "project_logs", project["id"]
+    )
 
 
 def test_a_second_export_sends_no_probe(profiled_emulator: Emulator, tmp_path: Path) -> None:

@@ -49,10 +49,10 @@ BAD = [
     pytest.param(
         '[job.b]\nproject = "p"\nout = "o"\ncolour = "red"\n',
         [
-            "{f}:job.b.colour: unknown key (expected one of: compression, encoders, file_mb, file_rows, "
-            "filter, format, full_every, incremental, keep_runs, kind, min_rows_per_range, objects, out, "
-            "page_limit, prefetch, project, projects, ranges_per_object, row_group_mb, row_group_rows, "
-            "shape, workers)"
+            "{f}:job.b.colour: unknown key (expected one of: attachment_workers, attachments, compression, "
+            "encoders, file_mb, file_rows, filter, format, full_every, incremental, keep_runs, kind, "
+            "max_attachment_mb, min_rows_per_range, objects, out, page_limit, prefetch, project, projects, "
+            "ranges_per_object, row_group_mb, row_group_rows, shape, workers)"
         ],
         id="unknown-job-key",
     ),

@@ -106,7 +106,7 @@ def _report_load(output: Output, summary: Any, verb: str) -> None:
             acls = summary.acls
             output.say(f"  ACLs: {acls.granted:,} granted, {acls.groups_created:,} groups and "
                        f"{acls.roles_created:,} roles created")  # fmt: skip
-        for count in summary.config:
+        for count in (c for c in summary.config if c.created or c.updated or c.unchanged):
             output.say(f"  {count.kind}: {count.created:,} created, {count.updated:,} updated, "
                        f"{count.unchanged:,} unchanged")  # fmt: skip
         if summary.config_versions:

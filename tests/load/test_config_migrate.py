@@ -487,3 +487,13 @@ def test_a_changed_configuration_file_is_caught(
     assert result.exit_code == 1 and "not compared, the source files are damaged" in result.output, (
         result.output
     )
+
+
+def test_delete_refuses_configuration_kinds(emulator: Emulator) -> None:
+    result = btpipe(
+        emulator, "delete", "--project", "any", "--objects", "prompts", "--filter", "id = 'x'", "--yes"
+    )
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        "btpipe: error: --objects: delete removes rows; configuration kinds (prompts, ...) are not rows"
+    ]

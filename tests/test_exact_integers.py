@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 import anyio
+import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import Emulator
@@ -35,7 +36,7 @@ def _events(big: int) -> bytes:
     return (
         '{"events": ['
         f'{{"id": "big-1", "span_id": "s1", "root_span_id": "s1", "created": "2026-01-02T03:04:05.000Z", "input": "q", "metadata": {{"big": {big}, "neg": {NEGATIVE}, "nested": [{TEXT_LIKE}]}},'
-        ' "output": {"n": 1.0, "m": 1.5e300}},'
+        ' "output": {"n": 1.0, "m": 1.5e300}, "metrics": {"tokens": 9007199254740993, "cost": 9223372036854775807, "start": 1.0}},'
         '{"id": "plain", "span_id": "s2", "root_span_id": "s2", "created": "2026-01-02T03:04:06.000Z", "input": "p", "metadata": {"small": 7}}'
         "]}"
     ).encode()
@@ -78,6 +79,8 @@ def assert_exact(row: dict[str, Any]) -> None:
     assert type(row["metadata"]["big"]) is int
     assert row["output"] == {"n": 1.0, "m": 1.5e300}
     assert type(row["output"]["n"]) is float
+    assert row["metrics"] == {"tokens": 2**53 + 1, "cost": 2**63 - 1, "start": 1.0}
+    assert type(row["metrics"]["start"]) is float
 
 
 def project_id(emulator: Emulator, name: str) -> str:
@@ -102,6 +105,12 @@ def test_export_import_verify_keep_integers_beyond_64_bits(
     result = btpipe(emulator, "export", "--project", source["name"], "--objects", "logs", "--out", str(out),
                     "--format", fmt, "--quiet")  # fmt: skip
     assert result.exit_code == 0, result.output
+    if fmt == "parquet":  # the metrics' integers have a typed home: nothing needs _extra
+        (part,) = (p for p in out.rglob("*.parquet"))
+        table = pq.read_table(part)
+        by_id = dict(zip(table.column("id").to_pylist(), table.to_pylist(), strict=True))
+        assert dict(by_id["big-1"]["metrics_int"]) == {"tokens": 2**53 + 1, "cost": 2**63 - 1}
+        assert [row["_extra"] for row in by_id.values()] == [None, None]
 
     destination = unique("exact-dst")
     result = btpipe(emulator, "import", "--in", str(out), "--to-project", destination, "--create-project",

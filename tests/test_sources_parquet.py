@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import json
+import urllib.request
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from pipeline.common.errors import UsageError
 from pipeline.common.manifest import Manifest, ObjectManifest, write_manifest
+from pipeline.common.rows import DESTINATION_FIELDS
 from pipeline.common.storage import Storage, open_storage
 from pipeline.sinks.jsonl import JsonlSink
 from pipeline.sinks.parquet import ParquetSink
 from pipeline.sources import discover_files, iter_rows
+from tests.helpers import all_rows, btpipe, unique
 
 
 def test_batches_and_row_positions(tmp_path: Path) -> None:
@@ -108,3 +114,55 @@ def test_discover_from_manifest_keeps_its_order(tmp_path: Path) -> None:
 def test_discover_nothing_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match=r"^.*/empty: no JSONL or Parquet files found$"):
         discover_files(open_storage(str(tmp_path)), "empty")
+
+
+# -- files of the previous schema (version 1) ----------------------------------------------------
+#: An export root written by the previous layout (``_xact_id`` as text, JSON columns as plain
+#: strings with ``null`` text, JSON nulls of typed fields and exact map numbers in ``_extra``),
+#: and the rows its source held, as the server returned them.
+LEGACY_ROOT = Path(__file__).parent / "data" / "parquet-v1"
+LEGACY_ROWS: dict[str, list[dict[str, Any]]] = json.loads(
+    (LEGACY_ROOT.parent / "parquet-v1-rows.json").read_text()
+)
+
+
+def test_files_of_the_previous_schema_decode_to_their_rows_exactly() -> None:
+    storage = open_storage(str(LEGACY_ROOT))
+    for path in discover_files(storage, ""):
+        object_type = path.split("/")[0].removeprefix("object_type=")
+        assert pq.ParquetFile(LEGACY_ROOT / path).schema_arrow.metadata[b"btpipe.schema_version"] == b"1"
+        rows = [source.row for batch in iter_rows(storage, path) for source in batch]
+        assert canonical(sorted(rows, key=lambda r: r["id"])) == canonical(LEGACY_ROWS[object_type])
+
+
+def test_an_export_of_the_previous_schema_imports(emulator: Any, tmp_path: Path) -> None:
+    target = unique("legacy-import")
+    imported = btpipe(emulator, "import", "--in", str(LEGACY_ROOT), "--to-project", target, "--create-project",
+                      "--state-dir", str(tmp_path / "state"))  # fmt: skip
+    assert imported.exit_code == 0, imported.output
+    project = get(emulator, f"/v1/project?project_name={target}")["objects"][0]
+    (dataset,) = get(emulator, f"/v1/dataset?project_name={target}")["objects"]
+    (experiment,) = get(emulator, f"/v1/experiment?project_name={target}")["objects"]
+    for object_type, object_id in (
+        ("project_logs", project["id"]), ("dataset", dataset["id"]), ("experiment", experiment["id"]),
+    ):  # fmt: skip
+        restored = all_rows(emulator.url, emulator.key, object_type, object_id)
+        assert canonical(
+            sorted((_user_fields(r) for r in restored.values()), key=lambda r: r["id"])
+        ) == canonical([_user_fields(r) for r in LEGACY_ROWS[object_type]]), object_type
+
+
+def get(emulator: Any, path: str) -> Any:
+    request = urllib.request.Request(emulator.url + path, headers={"Authorization": f"Bearer {emulator.key}"})
+    with urllib.request.urlopen(request) as response:
+        return orjson.loads(response.read())
+
+
+def _user_fields(row: dict[str, Any]) -> dict[str, Any]:
+    """A row without the fields a copy changes (server-owned fields, object keys)."""
+    return {k: v for k, v in row.items() if k not in DESTINATION_FIELDS}
+
+
+def canonical(rows: list[dict[str, Any]]) -> list[str]:
+    """A spelling that tells 1 from 1.0 and True from 1, which ``==`` does not."""
+    return [json.dumps(row, sort_keys=True) for row in rows]

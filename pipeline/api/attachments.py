@@ -61,7 +61,12 @@ async def download_url(client: BraintrustClient, ref: Reference, org_id: str) ->
     meta = await client.get_json("/attachment", params=params)
     status = (meta.get("status") or {}).get("upload_status") if isinstance(meta, dict) else None
     if status != "done" or not isinstance(meta.get("downloadUrl"), str):
-        raise NotFoundError(client.sided(f"{describe(ref)}: not ready to read (upload status {status!r})"))
+        raise NotFoundError(
+            client.sided(
+                f"{describe(ref)}: not ready to read (upload status {status!r}); a row refers to it, "
+                "so the run stopped: run again once its upload is done, or export with --attachments skip"
+            )
+        )
     url: str = meta["downloadUrl"]
     return url
 

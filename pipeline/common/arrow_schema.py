@@ -1,7 +1,9 @@
 """The one Arrow schema btpipe writes and reads (the only module that knows it).
 
 One schema per object type, built from ``pipeline.common.rows``: identity fields, the object's keys,
-the server-owned fields and the type's data fields, in that order, then ``_extra``.
+the server-owned fields and the type's data fields, in that order, then ``_nulls`` and ``_extra``.
+The columns and their types never depend on a run's data, so every file of one object type has
+the same schema (a column no row has is all null).
 
 ==================  =============================  ================================================
 column              Arrow type                     holds
@@ -13,34 +15,45 @@ org_id, project_id,
 log_id, dataset_id,
 experiment_id,
 dataset_record_id
-_xact_id            string                         the version as its exact decimal text
+_xact_id            decimal128(20, 0)              the version when its text is a plain decimal
+                                                   (no sign, no leading zero): ordered and compared
+                                                   as a number by every engine, read back as text
 created             timestamp(us, UTC)             the parsed time; the text is rebuilt as
                                                    ``YYYY-MM-DDTHH:MM:SS.mmmZ`` (``.uuuuuuZ`` when
                                                    there are sub-millisecond digits)
 is_root             bool                           the value when it is a boolean
 span_parents, tags  list<string>                   the value when it is a list of strings
-scores, metrics     map<string, double>            each number as a double (null stays null);
-                                                   read back as an int when integral
-input, output,      string (JSON text)             the value's JSON text as the server sent it
-expected, error,                                   (compact orjson text, key order kept, when the
-metadata, context,                                 page takes the general path); ``null`` text
-span_attributes,                                   for a JSON null
+scores, metrics     map<string, double>            every entry, each number as a double (a null
+                                                   entry stays null)
+scores_int,         map<string, int64>             the entries whose JSON number is an integer,
+metrics_int                                        exactly; the other entries read back as floats
+input, output,      JSON (Arrow's ``arrow.json``   the value's JSON text as the server sent it
+expected, error,    extension; Parquet's JSON      (compact orjson text, key order kept, when the
+metadata, context,  logical type)                  page takes the general path)
+span_attributes,
 origin, facets,
 comments,
 audit_data,
 _async_scoring_state
+_nulls              list<string>                   the fields present with a JSON null (their
+                                                   column is null), never null itself
 _extra              string (JSON object text)      every field the schema does not know, and every
                                                    field whose typed column cannot reproduce it
-                                                   exactly (a null, another type, an int beyond
-                                                   2**53 in a map, an integral float in a map, a
-                                                   ``created`` in another spelling)
+                                                   exactly (another type, an int beyond 64 bits
+                                                   in a map, a ``created`` or ``_xact_id`` in
+                                                   another spelling)
 ==================  =============================  ================================================
 
-A null in a typed or JSON column means the field was absent; a present ``null`` is the JSON
-text ``null`` or an ``_extra`` entry, so absent and null stay distinct. ``_extra`` wins over
-the typed columns when decoding, so decoding an encoded table gives back exactly its rows,
-while the typed columns still hold the best typed view for analytics. Schema metadata
+A null in a column means the field was absent or null; ``_nulls`` tells which, so absent and
+null stay distinct while ``IS NULL`` means what SQL means. ``_extra`` wins over the typed
+columns when decoding, so decoding an encoded table gives back exactly its rows, while the
+typed columns still hold the best typed view for analytics. Schema metadata
 ``btpipe.schema_version`` and ``btpipe.object_type`` let readers refuse foreign files.
+
+Schema version 1 (until this layout) kept ``_xact_id`` as text, JSON columns as plain strings
+with ``null`` text for a JSON null, no ``*_int`` maps (an integral double read back as an int)
+and no ``_nulls`` (a null in a typed column went to ``_extra``). The decoder tells the layouts
+apart by their columns, so files of both versions import.
 
 The sinks encode with :mod:`pipeline.sinks.encode` and the sources decode with
 :mod:`pipeline.sources.decode`; both take every column rule from here.
@@ -65,14 +78,28 @@ from pipeline.common.rows import (
     ObjectType,
 )
 
-SCHEMA_VERSION: Final = "1"
+SCHEMA_VERSION: Final = "2"
+#: Schema versions the decoder reads: this one and the layout before it.
+READABLE_VERSIONS: Final = frozenset({"1", SCHEMA_VERSION})
 META_VERSION: Final = b"btpipe.schema_version"
 META_OBJECT_TYPE: Final = b"btpipe.object_type"
 EXTRA_COLUMN: Final = "_extra"
+NULLS_COLUMN: Final = "_nulls"
+#: The suffix of a number map's exact-integer companion column (``metrics`` -> ``metrics_int``).
+INT_MAP_SUFFIX: Final = "_int"
+#: The largest ``_xact_id`` digits the decimal column holds (more digits stay text in ``_extra``).
+VERSION_DIGITS: Final = 20
+#: A version text the decimal column spells back the same way: a plain decimal, no leading zero.
+CANONICAL_VERSION: Final = rf"^(0|[1-9][0-9]{{0,{VERSION_DIGITS - 1}}})$"
+
+JSON_TYPE: Final = pa.json_(pa.string())
+INT_MAP_TYPE: Final = pa.map_(pa.string(), pa.int64())
+NAMES_TYPE: Final = pa.list_(pa.string())
 
 
 class Kind(Enum):
     STRING = "string"
+    VERSION = "version"
     TIMESTAMP = "timestamp"
     BOOL = "bool"
     STRING_LIST = "string_list"
@@ -84,10 +111,11 @@ _KINDS: Final[dict[str, Kind]] = {
     **dict.fromkeys(
         (
             "id", "span_id", "root_span_id", "_pagination_key", "org_id", "project_id", "log_id",
-            "dataset_id", "experiment_id", "_xact_id", "dataset_record_id",
+            "dataset_id", "experiment_id", "dataset_record_id",
         ),
         Kind.STRING,
     ),
+    "_xact_id": Kind.VERSION,
     "created": Kind.TIMESTAMP,
     "is_root": Kind.BOOL,
     "span_parents": Kind.STRING_LIST,
@@ -98,12 +126,23 @@ _KINDS: Final[dict[str, Kind]] = {
 
 _ARROW_TYPES: Final[dict[Kind, pa.DataType]] = {
     Kind.STRING: pa.string(),
+    Kind.VERSION: pa.decimal128(VERSION_DIGITS, 0),
     Kind.TIMESTAMP: pa.timestamp("us", tz="UTC"),
     Kind.BOOL: pa.bool_(),
     Kind.STRING_LIST: pa.list_(pa.string()),
     Kind.NUMBER_MAP: pa.map_(pa.string(), pa.float64()),
-    Kind.JSON: pa.string(),
+    Kind.JSON: JSON_TYPE,
 }
+
+
+#: Columns that are not row fields: the number maps' integers, ``_nulls`` and ``_extra``.
+AUXILIARY_COLUMNS: Final = frozenset(
+    {
+        NULLS_COLUMN,
+        EXTRA_COLUMN,
+        *(name + INT_MAP_SUFFIX for name, k in _KINDS.items() if k is Kind.NUMBER_MAP),
+    }
+)
 
 
 def column_kind(name: str) -> Kind:
@@ -111,19 +150,38 @@ def column_kind(name: str) -> Kind:
     return _KINDS.get(name, Kind.JSON)
 
 
+def int_map_column(name: str) -> str:
+    """The column holding the exact integers of number map ``name``."""
+    return name + INT_MAP_SUFFIX
+
+
+@cache
+def row_fields(object_type: ObjectType) -> tuple[str, ...]:
+    """The row fields with a column of their own, in schema order (a row's other fields go to
+    ``_extra``, whatever their name)."""
+    if object_type not in OBJECT_TYPES:
+        raise UsageError(f"unknown object type {object_type!r}")
+    return tuple(
+        dict.fromkeys(
+            (
+                "id", "_xact_id", "created", *OBJECT_KEY_FIELDS[object_type], "org_id", "_pagination_key",
+                *IDENTITY_FIELDS, "is_root", *DATA_FIELDS[object_type], "span_attributes", "origin",
+                *sorted(READ_ONLY_FIELDS),
+            )
+        )
+    )  # fmt: skip
+
+
 @cache
 def schema_for(object_type: ObjectType) -> pa.Schema:
     """The Arrow schema of ``object_type`` rows, with btpipe's metadata."""
-    if object_type not in OBJECT_TYPES:
-        raise UsageError(f"unknown object type {object_type!r}")
-    names = dict.fromkeys(
-        (
-            "id", "_xact_id", "created", *OBJECT_KEY_FIELDS[object_type], "org_id", "_pagination_key",
-            *IDENTITY_FIELDS, "is_root", *DATA_FIELDS[object_type], "span_attributes", "origin",
-            *sorted(READ_ONLY_FIELDS),
-        )
-    )  # fmt: skip
-    fields = [pa.field(name, _ARROW_TYPES[column_kind(name)]) for name in names]
+    fields = []
+    for name in row_fields(object_type):
+        kind = column_kind(name)
+        fields.append(pa.field(name, _ARROW_TYPES[kind]))
+        if kind is Kind.NUMBER_MAP:
+            fields.append(pa.field(int_map_column(name), INT_MAP_TYPE))
+    fields.append(pa.field(NULLS_COLUMN, NAMES_TYPE))
     fields.append(pa.field(EXTRA_COLUMN, pa.string()))
     return pa.schema(fields, metadata={META_VERSION: SCHEMA_VERSION, META_OBJECT_TYPE: object_type})
 
@@ -134,8 +192,9 @@ def format_created(value: datetime) -> str:
     return naive.isoformat(timespec="microseconds" if value.microsecond % 1000 else "milliseconds") + "Z"
 
 
-def decoded_number(value: float | None) -> float | int | None:
-    """A number-map value as it reads back: a double, or an int when it is integral."""
+def legacy_number(value: float | None) -> float | int | None:
+    """A number-map value of a version 1 file as it reads back: a double, or an int when it
+    is integral (that layout kept an integral float's exact spelling in ``_extra``)."""
     if value is None or not value.is_integer():
         return value
     return int(value)
@@ -148,7 +207,7 @@ def check_schema(schema: pa.Schema, where: str) -> ObjectType:
     object_type = meta.get(META_OBJECT_TYPE, b"").decode(errors="replace")
     if version is None:
         raise UsageError(f"{where}: not a btpipe Parquet file (no {META_VERSION.decode()} metadata)")
-    if version.decode(errors="replace") != SCHEMA_VERSION:
+    if version.decode(errors="replace") not in READABLE_VERSIONS:
         raise UsageError(f"{where}: not a btpipe Parquet file (schema version {version!r})")
     if object_type not in OBJECT_TYPES:
         raise UsageError(f"{where}: not a btpipe Parquet file (object type {object_type!r})")

@@ -30,6 +30,7 @@ from typing import Any, Final
 import orjson
 from aiohttp import web
 
+from pipeline.emulator import faults
 from pipeline.emulator.auth import Principal
 from pipeline.emulator.objects import NotFound
 from pipeline.emulator.rest import json_body, json_response, principal, store
@@ -226,20 +227,24 @@ def _chunk(conn: sqlite3.Connection, org_id: str, key: str, seq: int) -> bytes |
 
 
 async def send(request: web.Request, params: dict[str, str]) -> web.StreamResponse:
-    """``GET /_emulator/attachment/<token>``: the bytes, streamed one stored chunk at a time."""
+    """``GET /_emulator/attachment/<token>``: the bytes, streamed one stored chunk at a time
+    (half of them, then nothing more, under a ``truncate`` fault)."""
     db, now = store(request), time.time()
     org_id, key = await db.read(lambda c: _signed(c, params["token"], "GET", now))
     size, content_type = await db.read(lambda c: _stored(c, org_id, key))
     response = web.StreamResponse(headers={"Content-Type": content_type, "Content-Length": str(size)})
     await response.prepare(request)
+    left = size // 2 if faults.cut_stream(request) else size
     seq = 0
-    while True:
+    while left > 0:
         data = await db.read(partial(_chunk, org_id=org_id, key=key, seq=seq))
         if data is None:
             break
-        await response.write(data)
+        await response.write(data[:left])
+        left -= len(data)
         seq += 1
-    await response.write_eof()
+    if not faults.cut_stream(request):
+        await response.write_eof()
     return response
 
 

@@ -32,7 +32,9 @@ def _kind(params: dict[str, str]) -> StoredKind:
 def _version(query: Any) -> int | None:
     if "environment" in query:
         raise BadRequest("environment: prompt environments are not served here; use version")
-    return versions.parse(query["version"]) if "version" in query else None
+    if "version" not in query:
+        return None
+    return min(versions.parse(query["version"]), versions.MAX_XACT)  # past the last: the newest
 
 
 async def create(request: web.Request, params: dict[str, str]) -> web.Response:

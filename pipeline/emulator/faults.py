@@ -19,7 +19,8 @@ What each fault does
     once, the handler never runs. ``drop``: the handler runs (the write happens), then the
     connection is closed without an answer, the hardest case for a retrying client.
     ``truncate``: the handler runs, the headers announce the whole body, half of it is sent
-    and the connection is closed. Two more are not in the default mix and change only a
+    and the connection is closed; a handler that streams its answer (an attachment download)
+    is told so (:func:`cut_stream`) and stops after half of its bytes itself. Two more are not in the default mix and change only a
     ``/btql`` JSONL answer (any other answer passes unchanged): a page cut short yet framed
     as whole, which no transport error reveals. ``cut_rows`` keeps the first half of the
     lines (none of one), ``cut_line`` stops inside the line holding the middle byte; both
@@ -56,6 +57,8 @@ CUT_KINDS: Final = ("cut_rows", "cut_line")
 ALL_KINDS: Final = KINDS + CUT_KINDS
 CONTROL_PATH: Final = "/_emulator/faults"
 RATE_LIMITED: Final = "rate_limited"
+#: Request key set for a ``truncate`` fault, read by handlers that stream (:func:`cut_stream`).
+_CUT_STREAM: Final = "btpipe.fault.cut_stream"
 TOO_LARGE: Final = "413"
 
 _SCALARS: Final[Mapping[str, type]] = {
@@ -294,8 +297,15 @@ def _refusal(status: int, verdict: Verdict, config: FaultConfig, why: str) -> we
     return web.Response(status=status, text=text, headers=headers)
 
 
+def cut_stream(request: web.Request) -> bool:
+    """Whether a streaming handler must stop after half its announced bytes (``truncate``);
+    the connection is closed after it returns."""
+    return bool(request.get(_CUT_STREAM))
+
+
 async def _truncated(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Run the handler, announce its whole body, send half of it and close the connection."""
+    request[_CUT_STREAM] = True
     try:
         response: web.StreamResponse = await handler(request)
     except web.HTTPException as exc:

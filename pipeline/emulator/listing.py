@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from multidict import MultiMapping
 
@@ -22,6 +22,9 @@ from pipeline.emulator.objects import NotFound
 from pipeline.emulator.validate import BadRequest, uuid_string
 
 T = TypeVar("T", bound=dict[str, Any])
+
+#: The largest integer SQLite holds: a bigger ``limit`` means the same (every object).
+MAX_LIMIT: Final = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,7 @@ def multi(query: MultiMapping[str], name: str) -> tuple[str, ...]:
 def parse(query: MultiMapping[str]) -> Paging:
     """The paging parameters of a list request; 400 on a malformed one."""
     limit = query.get("limit")
-    if limit is not None and not limit.isdigit():
+    if limit is not None and not (limit.isascii() and limit.isdigit()):
         raise BadRequest("limit: expected a non-negative integer")
     ids = multi(query, "ids")
     for i in ids:
@@ -52,7 +55,7 @@ def parse(query: MultiMapping[str]) -> Paging:
     if "starting_after" in query and "ending_before" in query:
         raise BadRequest("starting_after and ending_before cannot be combined")
     return Paging(
-        limit=int(limit) if limit is not None else None,
+        limit=min(int(limit), MAX_LIMIT) if limit is not None else None,
         starting_after=query.get("starting_after"),
         ending_before=query.get("ending_before"),
         ids=ids,

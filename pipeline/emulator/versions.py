@@ -22,6 +22,8 @@ _MOD: Final = 2**64
 _COPRIME: Final = 205891132094649
 _COPRIME_INVERSE: Final = 1522336535492693385
 _PRETTY_DIGITS: Final = 16
+#: The largest transaction id SQLite holds; reading "as of" a later one reads the newest.
+MAX_XACT: Final = 2**63 - 1
 
 
 def prettify(xact_id: int) -> str:
@@ -38,7 +40,7 @@ def parse(version: str, where: str = "version") -> int:
             return int(text, 16) * _COPRIME_INVERSE % _MOD
         except ValueError:
             pass
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         return int(text)
     raise BadRequest(f"{where}: expected a transaction id or a 16-digit version id, got {version!r}")
 

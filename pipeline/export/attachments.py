@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator
+from contextlib import AbstractContextManager
 from typing import BinaryIO
 
 import anyio
@@ -73,14 +74,8 @@ class AttachmentExport:
         self._pending[ref.key] = done = anyio.Event()
         try:
             async with self._limiter:
-                entry = await anyio.to_thread.run_sync(self._present, ref.key)
-                if entry is None:
-                    entry = await self._download(ref)
-                    await anyio.to_thread.run_sync(
-                        self.storage.write_bytes,
-                        layout.attachment_index_path(key_digest(ref.key)),
-                        entry.to_json(),
-                    )
+                if await anyio.to_thread.run_sync(self._present, ref.key) is None:
+                    await self._download(ref)
             if ref.key not in self._known:
                 self._known.add(ref.key)
                 self.keys.append(ref.key)
@@ -96,7 +91,7 @@ class AttachmentExport:
             return None
         return entry if self.storage.exists(layout.attachment_path(entry.sha256)) else None
 
-    async def _download(self, ref: Reference) -> Entry:
+    async def _download(self, ref: Reference) -> None:
         url = await download_url(self.client, ref, self.org_id)
         result: list[Entry] = []
 
@@ -116,14 +111,21 @@ class AttachmentExport:
                 with anyio.CancelScope(shield=True):
                     await anyio.to_thread.run_sync(writer.__exit__, type(exc), exc, exc.__traceback__)
                 raise
-            await anyio.to_thread.run_sync(writer.__exit__, None, None, None)
-            result.append(Entry(ref.key, digest.hexdigest(), size, ref.filename, ref.content_type))
+            entry = Entry(ref.key, digest.hexdigest(), size, ref.filename, ref.content_type)
+            with anyio.CancelScope(shield=True):  # a cancel here would leave the temp file behind
+                await anyio.to_thread.run_sync(self._publish, writer, entry)
+            result.append(entry)
 
         await download(self.client, ref, url, self.limit, consume)
-        entry = result[-1]
         self.downloaded += 1
-        self.downloaded_bytes += entry.bytes
-        return entry
+        self.downloaded_bytes += result[-1].bytes
+
+    def _publish(self, writer: AbstractContextManager[BinaryIO], entry: Entry) -> None:
+        """Publish the downloaded bytes, then their key's index file, in one call to a worker
+        thread: a run cancelled once the bytes are whole (another attachment failed, the user
+        stopped it) still records them, so the next run does not download them again."""
+        writer.__exit__(None, None, None)
+        self.storage.write_bytes(layout.attachment_index_path(key_digest(entry.key)), entry.to_json())
 
     def entries(self) -> list[Entry]:
         """The index entries of every attachment the run refers to (read back from the root)."""

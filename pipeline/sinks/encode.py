@@ -3,12 +3,14 @@
 Two paths give the same table. The fast one (``fast_page_table``) decodes a page with one
 msgspec call and keeps every free-form field as the server's JSON bytes; the general one
 (``rows_to_table``) takes parsed rows of any shape. ``page_to_table`` tries the first and falls
-back to the second. What each column holds is :mod:`pipeline.common.arrow_schema`'s to say.
+back to the second. Both build each column with the same functions below, once the values
+are of the column's type. What each column holds is :mod:`pipeline.common.arrow_schema`'s to say.
 """
 
 from __future__ import annotations
 
 import itertools
+import operator
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import cache
@@ -20,24 +22,128 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.common.arrow_schema import (
-    EXTRA_COLUMN,
+    CANONICAL_VERSION,
+    INT_MAP_TYPE,
+    JSON_TYPE,
+    NAMES_TYPE,
     Kind,
     column_kind,
-    decoded_number,
     format_created,
+    row_fields,
     schema_for,
 )
 from pipeline.common.jsoncodec import dumps, parse_page
 from pipeline.common.rows import ObjectType
 
-# -- one column at a time -------------------------------------------------------------------------
 #: A field the row lacks, as opposed to one whose value is null.
 _ABSENT: Final = object()
+_INT64: Final = range(-(2**63), 2**63)
 
 
-def _typed_created(value: Any) -> tuple[datetime | None, bool]:
-    if type(value) is not str:
-        return None, False
+class _Aside:
+    """What a table's typed columns cannot hold, row by row: the fields present with a JSON
+    null (``_nulls``) and the values kept exactly (``_extra``)."""
+
+    __slots__ = ("extras", "nulls")
+
+    def __init__(self, rows: int) -> None:
+        self.extras: list[dict[str, Any] | None] = [None] * rows
+        #: Per field with a JSON null somewhere, the rows that have it (in column order).
+        self.nulls: list[tuple[str, list[int]]] = []
+
+    def keep_exact(self, name: str, index: int, value: Any) -> None:
+        """Record a value its typed column cannot reproduce in the row's ``_extra``."""
+        extra = self.extras[index]
+        if extra is None:
+            extra = self.extras[index] = {}
+        extra[name] = value
+
+    def keep_nulls(self, name: str, indexes: list[int]) -> None:
+        """Record that rows ``indexes`` have ``name`` with a JSON null (its column holds a null)."""
+        if indexes:
+            self.nulls.append((name, indexes))
+
+    def _names(self) -> pa.Array:
+        """The ``_nulls`` column: per row, the fields it has with a JSON null, in column order."""
+        lengths = [0] * len(self.extras)
+        for _, indexes in self.nulls:
+            for i in indexes:
+                lengths[i] += 1
+        if len(self.nulls) == 1:  # the usual case, already in row order
+            name, indexes = self.nulls[0]
+            names = [name] * len(indexes)
+        else:
+            marks = sorted((i, n) for n, (_, indexes) in enumerate(self.nulls) for i in indexes)
+            names = [self.nulls[n][0] for _, n in marks]
+        offsets = pa.array(list(itertools.accumulate(lengths, initial=0)), pa.int32())
+        return pa.ListArray.from_arrays(offsets, pa.array(names, pa.string()), type=NAMES_TYPE)
+
+    def columns(self) -> list[pa.Array]:
+        """The ``_nulls`` and ``_extra`` columns."""
+        extras = _json_texts([_ABSENT if e is None else e for e in self.extras])
+        return [self._names(), pa.array(extras, pa.string())]
+
+
+def _table(object_type: ObjectType, columns: list[pa.Array], aside: _Aside) -> pa.Table:
+    return pa.Table.from_arrays([*columns, *aside.columns()], schema=schema_for(object_type))
+
+
+def _nullable(name: str, values: Sequence[Any], aside: _Aside) -> list[Any]:
+    """``values`` with None where a row lacks the field or has it null, as Arrow takes them;
+    ``_nulls`` records the second."""
+    if None in values:
+        aside.keep_nulls(name, [i for i, value in enumerate(values) if value is None])
+    return [None if v is _ABSENT else v for v in values]
+
+
+# -- columns, from values of the column's type (None where absent or null) -----------------------
+def _json_column(texts: list[bytes | None]) -> pa.Array:
+    return pa.ExtensionArray.from_storage(JSON_TYPE, pa.array(texts, pa.string()))
+
+
+def _version_column(
+    name: str, texts: Sequence[str | None], arrow_type: pa.DataType, aside: _Aside
+) -> pa.Array:
+    """Versions as decimals; a text the decimal would not spell back the same way (a sign, a
+    leading zero, too many digits, not a number) keeps its text in ``_extra``."""
+    strings = pa.array(texts, pa.string())
+    plain = pc.match_substring_regex(strings, CANONICAL_VERSION)
+    if pc.all(plain).as_py() is False:
+        for i in pc.indices_nonzero(pc.invert(pc.fill_null(plain, True))).to_pylist():
+            aside.keep_exact(name, i, texts[i])
+        strings = pc.if_else(plain, strings, None)
+    return pc.cast(strings, arrow_type)
+
+
+#: What ``format_created`` writes: a year from 0001, milliseconds, or microseconds whose last
+#: three digits are not all zero, and ``Z``.
+_CANONICAL_CREATED: Final = (
+    r"^([1-9]\d{3}|0[1-9]\d\d|00[1-9]\d|000[1-9])-\d\d-\d\dT\d\d:\d\d:\d\d"
+    r"\.\d{3}(\d\d[1-9]|\d[1-9]\d|[1-9]\d\d)?Z$"
+)
+
+
+def _created_column(
+    name: str, texts: Sequence[str | None], arrow_type: pa.DataType, aside: _Aside
+) -> pa.Array | None:
+    """Timestamps of ``texts`` cast in Arrow; texts the column would not spell back the same
+    way go to ``_extra``. ``None`` when Arrow cannot parse them."""
+    strings = pa.array(texts, type=pa.string())
+    try:
+        stamps = pc.cast(strings, arrow_type)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    # A text that parses and has the canonical shape spells back the same way: the parse
+    # already refused impossible dates and times. Testing the shape is a regex, not a format.
+    same = pc.match_substring_regex(strings, _CANONICAL_CREATED)
+    if pc.all(same).as_py() is False:
+        for i in pc.indices_nonzero(pc.invert(pc.fill_null(same, True))).to_pylist():
+            aside.keep_exact(name, i, texts[i])
+    return stamps
+
+
+def _typed_created(value: str) -> tuple[datetime | None, bool]:
+    """One ``created`` text parsed (None when it does not parse), and whether it spells back."""
     try:
         parsed = datetime.fromisoformat(value)
         if parsed.tzinfo is None:
@@ -48,85 +154,147 @@ def _typed_created(value: Any) -> tuple[datetime | None, bool]:
     return parsed, format_created(parsed) == value
 
 
-def _typed_number_map(value: Any) -> tuple[list[tuple[str, float | None]] | None, bool]:
-    if type(value) is not dict:
-        return None, False
-    entries: list[tuple[str, float | None]] = []
-    exact = True
-    for key, number in value.items():
-        if number is None:
-            entries.append((key, None))
-        elif type(number) is int or type(number) is float:
-            try:
-                as_float = float(number)
-            except OverflowError:
-                return None, False
-            entries.append((key, as_float))
-            exact = exact and type(decoded_number(as_float)) is type(number) and as_float == number
-        else:
-            return None, False
-    return entries, exact
+def _created_one_by_one(
+    name: str, texts: list[str | None], arrow_type: pa.DataType, aside: _Aside
+) -> pa.Array:
+    """Timestamps parsed one at a time, for a column Arrow cannot parse as a whole."""
+    stamps: list[datetime | None] = []
+    for i, text in enumerate(texts):
+        stamp, exact = (None, True) if text is None else _typed_created(text)
+        stamps.append(stamp)
+        if not exact:
+            aside.keep_exact(name, i, text)
+    return pa.array(stamps, type=arrow_type)
 
 
-def _typed_string_list(value: Any) -> tuple[list[str] | None, bool]:
-    if type(value) is list and all(type(item) is str for item in value):
-        return value, True
-    return None, False
+def _number_map_columns(
+    name: str, maps: list[dict[str, int | float | None] | None], arrow_type: pa.DataType, aside: _Aside
+) -> tuple[pa.Array, pa.Array]:
+    """The double map of ``maps`` (None where absent or null) and its exact-integer companion.
+    A map holding an integer beyond 64 bits has no typed view: ``_extra`` keeps it."""
+    present = [m for m in maps if m]
+    flat = list(itertools.chain.from_iterable(m.values() for m in present))
+    is_int = list(map(operator.is_, map(type, flat), itertools.repeat(int)))
+    ints: list[int] = list(itertools.compress(flat, is_int))  # type: ignore[arg-type]
+    if ints and (max(ints) not in _INT64 or min(ints) not in _INT64):
+        for i, m in enumerate(maps):
+            if m and any(type(x) is int and x not in _INT64 for x in m.values()):
+                aside.keep_exact(name, i, m)
+                maps[i] = None
+        return _number_map_columns(name, maps, arrow_type, aside)
+    offsets = pa.array(list(itertools.accumulate((len(m) if m else 0 for m in maps), initial=0)), pa.int32())
+    keys = pa.array(list(itertools.chain.from_iterable(present)), pa.string())
+    nulls = pa.array([m is None for m in maps]) if None in maps else None
+    try:
+        numbers = pa.array(flat, pa.float64())
+    except pa.ArrowInvalid:  # an integer beyond 2**53: Arrow will not round it, the double view does
+        numbers = pa.array([float(x) if type(x) is int else x for x in flat], pa.float64())
+    doubles = pa.MapArray.from_arrays(offsets, keys, numbers, type=arrow_type, mask=nulls)
+    if not ints:
+        int_offsets = pa.array([0] * len(offsets), pa.int32())
+        return doubles, pa.MapArray.from_arrays(
+            int_offsets, keys[:0], pa.array([], pa.int64()), type=INT_MAP_TYPE, mask=nulls
+        )
+    int_mask = pa.array(is_int, pa.bool_())
+    # Integers before each map's first entry: where the map starts among the integers.
+    counted = pc.cumulative_sum(pc.cast(int_mask, pa.int32()))
+    int_offsets = pc.take(pa.concat_arrays([pa.array([0], pa.int32()), counted]), offsets)
+    integers = pa.MapArray.from_arrays(
+        int_offsets, keys.filter(int_mask), pa.array(ints, pa.int64()), type=INT_MAP_TYPE, mask=nulls
+    )
+    return doubles, integers
 
 
-#: Kinds whose typed value is the JSON value itself when its Python type matches.
-_PLAIN: Final[dict[Kind, type]] = {Kind.STRING: str, Kind.BOOL: bool}
+def _json_texts(values: list[Any]) -> list[bytes | None]:
+    """JSON text per value (None where absent); orjson for the whole column unless a value
+    needs the exact path."""
+    try:
+        return [None if v is _ABSENT else orjson.dumps(v) for v in values]
+    except TypeError:  # an integer beyond 64 bits
+        return [None if v is _ABSENT else dumps(v) for v in values]
 
-_TYPERS: Final[dict[Kind, Callable[[Any], tuple[Any, bool]]]] = {
-    Kind.TIMESTAMP: _typed_created,
-    Kind.STRING_LIST: _typed_string_list,
-    Kind.NUMBER_MAP: _typed_number_map,
+
+# -- rows: parsed JSON of any shape ---------------------------------------------------------------
+def _string_list(value: Any) -> bool:
+    return type(value) is list and all(type(item) is str for item in value)
+
+
+def _number_map(value: Any) -> bool:
+    return type(value) is dict and all(type(x) in _MAP_NUMBER_TYPES for x in value.values())
+
+
+_MAP_NUMBER_TYPES: Final = frozenset({int, float, type(None)})
+
+#: Which values a typed column takes; any other value is kept in ``_extra``.
+_FITS: Final[dict[Kind, Callable[[Any], bool]]] = {
+    Kind.STRING: lambda v: type(v) is str,
+    Kind.VERSION: lambda v: type(v) is str,
+    Kind.TIMESTAMP: lambda v: type(v) is str,
+    Kind.BOOL: lambda v: type(v) is bool,
+    Kind.STRING_LIST: _string_list,
+    Kind.NUMBER_MAP: _number_map,
 }
+
+
+def _fitting(name: str, kind: Kind, values: list[Any], aside: _Aside) -> list[Any]:
+    """``values`` (None where absent or null) with None for the values the column cannot take,
+    which ``_extra`` keeps."""
+    fits = _FITS[kind]
+    unfit = [i for i, v in enumerate(values) if v is not None and not fits(v)]
+    if not unfit:
+        return values
+    values = list(values)
+    for i in unfit:
+        aside.keep_exact(name, i, values[i])
+        values[i] = None
+    return values
+
+
+def _row_columns(field: pa.Field, values: list[Any], aside: _Aside) -> list[pa.Array]:
+    """The column(s) of one field of parsed rows (``_ABSENT`` where a row lacks it)."""
+    name, kind = field.name, column_kind(field.name)
+    values = _nullable(name, values, aside)
+    if kind is Kind.JSON:
+        return [_json_column(_json_texts([_ABSENT if v is None else v for v in values]))]
+    values = _fitting(name, kind, values, aside)
+    if kind is Kind.NUMBER_MAP:
+        return list(_number_map_columns(name, values, field.type, aside))
+    if kind is Kind.TIMESTAMP:
+        stamps = _created_column(name, values, field.type, aside)
+        return [stamps if stamps is not None else _created_one_by_one(name, values, field.type, aside)]
+    if kind is Kind.VERSION:
+        return [_version_column(name, values, field.type, aside)]
+    return [pa.array(values, type=field.type)]
+
+
+def _absent_columns(field: pa.Field, rows: int) -> list[pa.Array]:
+    if column_kind(field.name) is Kind.NUMBER_MAP:
+        return [pa.nulls(rows, field.type), pa.nulls(rows, INT_MAP_TYPE)]
+    return [pa.nulls(rows, field.type)]
 
 
 def rows_to_table(rows: list[dict[str, Any]], object_type: ObjectType) -> pa.Table:
     """Encode row dicts (as parsed from JSON) into a table of ``schema_for(object_type)``.
 
-    Column by column, with a vectorised fast path where the page allows it (timestamps cast
-    and checked in Arrow, number maps that are already exact); values a typed column cannot
-    reproduce exactly fall back to the per-value path and are kept in ``_extra``.
+    Column by column: a JSON null goes to ``_nulls``, a value the column does not take (or
+    cannot spell back exactly) to ``_extra``, and the rest is built in Arrow.
     """
     schema = schema_for(object_type)
-    known = frozenset(schema.names) - {EXTRA_COLUMN}
+    known = frozenset(row_fields(object_type))
     present = set().union(*rows)
-    extras: list[dict[str, Any] | None] = [None] * len(rows)
+    aside = _Aside(len(rows))
     if present - known:
-        extras = [{k: row[k] for k in row if k not in known} if row.keys() - known else None for row in rows]
+        aside.extras = [
+            {k: row[k] for k in row if k not in known} if row.keys() - known else None for row in rows
+        ]
     columns: list[pa.Array] = []
-    for field in schema:
-        if field.name == EXTRA_COLUMN:
-            continue
-        if field.name not in present:
-            columns.append(pa.nulls(len(rows), field.type))
-            continue
-        values = [row.get(field.name, _ABSENT) for row in rows]
-        if column_kind(field.name) is Kind.JSON:
-            columns.append(pa.array(_json_texts(values), type=field.type))
+    for name in row_fields(object_type):
+        field = schema.field(name)
+        if name not in present:
+            columns += _absent_columns(field, len(rows))
         else:
-            columns.append(_typed_column(field, values, extras))
-    return _table(schema, columns, extras)
-
-
-def _table(schema: pa.Schema, columns: list[pa.Array], extras: list[dict[str, Any] | None]) -> pa.Table:
-    columns.append(pa.array(_json_texts([_ABSENT if e is None else e for e in extras]), type=pa.string()))
-    return pa.Table.from_arrays(columns, schema=schema)
-
-
-def _typed_column(field: pa.Field, values: list[Any], extras: list[dict[str, Any] | None]) -> pa.Array:
-    """The Arrow column of a typed field (``_ABSENT`` where a row lacks it); values the column
-    cannot reproduce exactly are also recorded in ``extras``."""
-    kind = column_kind(field.name)
-    if kind in _PLAIN:
-        return pa.array(_encode_plain(field.name, values, _PLAIN[kind], extras), type=field.type)
-    fast = _FAST_PATHS[kind](field.name, values, field.type, extras)
-    if fast is None:
-        fast = pa.array(_encode_typed(field.name, values, _TYPERS[kind], extras), type=field.type)
-    return fast
+            columns += _row_columns(field, [row.get(name, _ABSENT) for row in rows], aside)
+    return _table(object_type, columns, aside)
 
 
 # -- pages: one decoder call per page, free-form fields kept as the server's JSON text ------------
@@ -135,6 +303,7 @@ def _typed_column(field: pa.Field, values: list[Any], extras: list[dict[str, Any
 #: an explicit null in one of them fails the decode and that page takes the general path.
 _DECODED: Final[dict[Kind, tuple[Any, Any]]] = {
     Kind.STRING: (str, None),
+    Kind.VERSION: (str, None),
     Kind.TIMESTAMP: (str, None),
     Kind.BOOL: (bool, None),
     Kind.STRING_LIST: (list[str] | None, _ABSENT),
@@ -144,18 +313,20 @@ _DECODED: Final[dict[Kind, tuple[Any, Any]]] = {
 
 @cache
 def _decoded_fields(object_type: ObjectType) -> tuple[pa.Field, ...]:
-    """The schema's fields in the page decoder's attribute order (all but ``_extra``)."""
-    return tuple(field for field in schema_for(object_type) if field.name != EXTRA_COLUMN)
+    """The schema's row fields in the page decoder's attribute order."""
+    schema = schema_for(object_type)
+    return tuple(schema.field(name) for name in row_fields(object_type))
 
 
 #: What the page decoder gives a free-form field a row lacks: one shared empty ``Raw``, so a
 #: column no row has is found by identity.
 _NO_TEXT: Final = msgspec.Raw()
+_NULL_TEXT: Final = msgspec.Raw(b"null")
 
 
 @cache
 def _page_decoder(object_type: ObjectType) -> msgspec.json.Decoder[Any]:
-    """A decoder of one JSONL line into a struct with one attribute per schema column.
+    """A decoder of one JSONL line into a struct with one attribute per row field.
 
     JSON columns decode as ``msgspec.Raw``: the value's bytes, found without building the
     value. Typed columns decode as ``_DECODED`` says. A field the schema does not know, or a
@@ -178,12 +349,19 @@ def _page_decoder(object_type: ObjectType) -> msgspec.json.Decoder[Any]:
     return msgspec.json.Decoder(row)
 
 
-def _raw_json_column(values: tuple[msgspec.Raw, ...]) -> pa.Array | None:
-    """A string column straight from the values' JSON bytes (an empty ``Raw`` is absent).
-    ``None`` when the bytes are not valid UTF-8 or too long for one string column."""
-    if values.count(_NO_TEXT) == len(values):
-        return pa.nulls(len(values), pa.string())
+def _raw_json_column(name: str, values: tuple[msgspec.Raw, ...], aside: _Aside) -> pa.Array | None:
+    """A JSON column straight from the values' JSON bytes (an empty ``Raw`` is absent, a
+    ``null`` goes to ``_nulls``). ``None`` when the bytes are not valid UTF-8 or too long for
+    one string column."""
     lengths = list(map(len, values))
+    if 4 in lengths and _NULL_TEXT in values:
+        nulls = [i for i, v in enumerate(values) if v == _NULL_TEXT]
+        aside.keep_nulls(name, nulls)
+        for i in nulls:
+            lengths[i] = 0
+        values = tuple(_NO_TEXT if v == _NULL_TEXT else v for v in values)
+    if not any(lengths):
+        return pa.nulls(len(values), JSON_TYPE)
     data = b"".join(values)
     if len(data) >= 2**31:
         return None
@@ -195,27 +373,30 @@ def _raw_json_column(values: tuple[msgspec.Raw, ...]) -> pa.Array | None:
             column.validate(full=True)
         except pa.ArrowInvalid:
             return None
-    return column
+    return pa.ExtensionArray.from_storage(JSON_TYPE, column)
 
 
-def _fast_column(
-    field: pa.Field, values: tuple[Any, ...], extras: list[dict[str, Any] | None]
-) -> pa.Array | None:
-    """One column of a decoded page (see ``_DECODED``); ``None`` sends the page to the general path."""
-    kind = column_kind(field.name)
+def _page_columns(field: pa.Field, values: tuple[Any, ...], aside: _Aside) -> list[pa.Array] | None:
+    """The column(s) of one field of a decoded page (see ``_DECODED``); ``None`` sends the
+    page to the general path."""
+    name, kind = field.name, column_kind(field.name)
     if kind is Kind.JSON:
-        return _raw_json_column(values)
-    if kind in _PLAIN:
-        return pa.array(values, type=field.type)
-    if kind is Kind.TIMESTAMP:  # strings, None where absent
-        return _created_column(field.name, values, field.type, extras)
+        column = _raw_json_column(name, values, aside)
+        return None if column is None else [column]
+    if kind in (Kind.STRING, Kind.BOOL):  # None where absent
+        return [pa.array(values, type=field.type)]
+    if kind is Kind.VERSION:
+        return [_version_column(name, values, field.type, aside)]
+    if kind is Kind.TIMESTAMP:
+        column = _created_column(name, values, field.type, aside)
+        return None if column is None else [column]
     # Lists of strings and number maps, as _DECODED typed them; None is an explicit null.
     if values.count(_ABSENT) == len(values):
-        return pa.nulls(len(values), field.type)
-    nullable = _nullable(field.name, values, extras)
+        return _absent_columns(field, len(values))
+    nullable = _nullable(name, values, aside)
     if kind is Kind.NUMBER_MAP:
-        return _number_map_column(field.name, nullable, field.type, extras)
-    return pa.array(nullable, type=field.type)
+        return list(_number_map_columns(name, nullable, field.type, aside))
+    return [pa.array(nullable, type=field.type)]
 
 
 def fast_page_table(page: bytes, object_type: ObjectType) -> pa.Table | None:
@@ -230,18 +411,17 @@ def fast_page_table(page: bytes, object_type: ObjectType) -> pa.Table | None:
         decoded = _page_decoder(object_type).decode_lines(page)
     except (ValueError, RecursionError):  # malformed, mistyped, invalid UTF-8, or too deep
         return None
-    schema = schema_for(object_type)
     if not decoded:
-        return schema.empty_table()
-    extras: list[dict[str, Any] | None] = [None] * len(decoded)
+        return schema_for(object_type).empty_table()
+    aside = _Aside(len(decoded))
     columns: list[pa.Array] = []
     by_column = zip(*map(msgspec.structs.astuple, decoded), strict=True)
     for field, values in zip(_decoded_fields(object_type), by_column, strict=True):
-        column = _fast_column(field, values, extras)
-        if column is None:
+        built = _page_columns(field, values, aside)
+        if built is None:
             return None
-        columns.append(column)
-    return _table(schema, columns, extras)
+        columns += built
+    return _table(object_type, columns, aside)
 
 
 def page_to_table(page: bytes, object_type: ObjectType) -> pa.Table:
@@ -250,162 +430,3 @@ def page_to_table(page: bytes, object_type: ObjectType) -> pa.Table:
         return schema_for(object_type).empty_table()
     table = fast_page_table(page, object_type)
     return table if table is not None else rows_to_table(parse_page(page), object_type)
-
-
-def _fast_created(
-    name: str, values: list[Any], arrow_type: pa.DataType, extras: list[Any]
-) -> pa.Array | None:
-    """Timestamps parsed and re-spelled in Arrow; rows whose spelling would not come back
-    exactly keep their text in ``_extra``. ``None`` when Arrow cannot parse the column."""
-    texts = _nullable(name, values, extras)
-    if not all(type(v) is str for v in texts if v is not None):
-        return None
-    return _created_column(name, texts, arrow_type, extras)
-
-
-#: What ``format_created`` writes: a year from 0001, milliseconds, or microseconds whose last
-#: three digits are not all zero, and ``Z``.
-_CANONICAL_CREATED: Final = (
-    r"^([1-9]\d{3}|0[1-9]\d\d|00[1-9]\d|000[1-9])-\d\d-\d\dT\d\d:\d\d:\d\d"
-    r"\.\d{3}(\d\d[1-9]|\d[1-9]\d|[1-9]\d\d)?Z$"
-)
-
-
-def _created_column(
-    name: str, texts: Sequence[str | None], arrow_type: pa.DataType, extras: list[Any]
-) -> pa.Array | None:
-    """Timestamps of ``texts`` (None where absent) cast in Arrow; texts the column would not
-    spell back the same way go to ``_extra``. ``None`` when Arrow cannot parse them."""
-    strings = pa.array(texts, type=pa.string())
-    try:
-        stamps = pc.cast(strings, arrow_type)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return None
-    # A text that parses and has the canonical shape spells back the same way: the parse
-    # already refused impossible dates and times. Testing the shape is a regex, not a format.
-    same = pc.match_substring_regex(strings, _CANONICAL_CREATED)
-    if pc.all(same).as_py() is False:
-        for i in pc.indices_nonzero(pc.invert(pc.fill_null(same, True))).to_pylist():
-            _keep_exact(name, i, texts[i], extras)
-    return stamps
-
-
-def _nullable(name: str, values: Sequence[Any], extras: list[Any]) -> list[Any]:
-    """``values`` with None where a row lacks the field, as Arrow takes them. An explicit JSON
-    null would read back as absent from the typed column, so ``_extra`` keeps it."""
-    if None in values:
-        for i, value in enumerate(values):
-            if value is None:
-                _keep_exact(name, i, None, extras)
-    return [None if v is _ABSENT else v for v in values]
-
-
-_NUMBER_TYPES: Final = frozenset({int, float, type(None)})
-
-
-def _fast_number_map(
-    name: str, values: list[Any], arrow_type: pa.DataType, extras: list[Any]
-) -> pa.Array | None:
-    """Number maps of parsed rows (see ``_number_map_column``); ``None`` for values that are
-    not number maps."""
-    maps = _nullable(name, values, extras)
-    if not {type(m) for m in maps} <= {dict, type(None)}:
-        return None
-    if not {type(x) for m in maps if m is not None for x in m.values()} <= _NUMBER_TYPES:
-        return None
-    return _number_map_column(name, maps, arrow_type, extras)
-
-
-def _number_map_column(
-    name: str, maps: list[dict[str, int | float | None] | None], arrow_type: pa.DataType, extras: list[Any]
-) -> pa.Array | None:
-    """The column of ``maps`` (None where null); maps holding a number that would not decode
-    as itself (an integral float, an int beyond 2**53) keep their exact value in ``_extra``.
-    ``None`` when Arrow cannot hold a number."""
-    present = [m for m in maps if m]
-    flat = list(itertools.chain.from_iterable(m.values() for m in present))
-    try:
-        numbers = pa.array(flat, type=pa.float64())
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-        return None
-    offsets = pa.array(list(itertools.accumulate((len(m) if m else 0 for m in maps), initial=0)), pa.int32())
-    keys = pa.array(list(itertools.chain.from_iterable(present)), pa.string())
-    nulls = pa.array([m is None for m in maps]) if None in maps else None
-    array = pa.MapArray.from_arrays(offsets, keys, numbers, type=arrow_type, mask=nulls)
-    types = list(map(type, flat))
-    ints = types.count(int)
-    # Every int is integral as a double, so there are no integral floats when the integral
-    # values are as many as the ints; then only an int's size can make a map inexact.
-    integral = pc.equal(pc.floor(numbers), numbers)
-    if (pc.sum(integral).as_py() or 0) == ints and not (ints and pc.max(pc.abs(numbers)).as_py() >= 2.0**53):
-        return array
-    is_float = pa.array([t is float for t in types], type=pa.bool_())
-    huge = pc.greater_equal(pc.abs(numbers), 2.0**53)
-    inexact = pc.fill_null(pc.or_(pc.and_(is_float, integral), pc.and_(pc.invert(is_float), huge)), False)
-    as_lists = pa.ListArray.from_arrays(array.offsets, numbers)  # parent indices need a list type
-    parents = pc.take(pc.list_parent_indices(as_lists), pc.indices_nonzero(inexact))
-    for i in pc.unique(parents).to_pylist():
-        _keep_exact(name, i, maps[i], extras)
-    return array
-
-
-def _fast_string_list(
-    name: str, values: list[Any], arrow_type: pa.DataType, extras: list[Any]
-) -> pa.Array | None:
-    lists = _nullable(name, values, extras)
-    if not {type(v) for v in lists} <= {list, type(None)}:
-        return None
-    if not {type(i) for v in lists if v for i in v} <= {str}:
-        return None
-    return pa.array(lists, type=arrow_type)
-
-
-_FAST_PATHS: Final[dict[Kind, Callable[[str, list[Any], pa.DataType, list[Any]], pa.Array | None]]] = {
-    Kind.TIMESTAMP: _fast_created,
-    Kind.NUMBER_MAP: _fast_number_map,
-    Kind.STRING_LIST: _fast_string_list,
-}
-
-
-def _json_texts(values: list[Any]) -> list[bytes | None]:
-    """JSON text per value; orjson for the whole column unless a value needs the exact path."""
-    try:
-        return [None if v is _ABSENT else orjson.dumps(v) for v in values]
-    except TypeError:  # an integer beyond 64 bits
-        return [None if v is _ABSENT else dumps(v) for v in values]
-
-
-def _keep_exact(name: str, index: int, value: Any, extras: list[dict[str, Any] | None]) -> None:
-    """Record a value its typed column cannot reproduce in the row's ``_extra``."""
-    extra = extras[index]
-    if extra is None:
-        extra = extras[index] = {}
-    extra[name] = value
-
-
-def _encode_plain(
-    name: str, values: list[Any], expected: type, extras: list[dict[str, Any] | None]
-) -> list[Any]:
-    """Typed values of a string or bool column (the common case, kept to two comprehensions)."""
-    for i in [i for i, v in enumerate(values) if type(v) is not expected and v is not _ABSENT]:
-        _keep_exact(name, i, values[i], extras)
-    return [v if type(v) is expected else None for v in values]
-
-
-def _encode_typed(
-    name: str,
-    values: list[Any],
-    typer: Callable[[Any], tuple[Any, bool]],
-    extras: list[dict[str, Any] | None],
-) -> list[Any]:
-    """Typed values of one column; values the column cannot reproduce go to ``extras`` as well."""
-    typed: list[Any] = []
-    for i, value in enumerate(values):
-        if value is _ABSENT:
-            typed.append(None)
-            continue
-        converted, exact = typer(value)
-        typed.append(converted)
-        if not exact:
-            _keep_exact(name, i, value, extras)
-    return typed

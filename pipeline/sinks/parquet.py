@@ -21,7 +21,9 @@ from pipeline.common.storage import Storage
 from pipeline.sinks.base import CountingWriter, PartFileSink
 from pipeline.sinks.encode import page_to_table
 
-DICTIONARY_COLUMNS: Final = ("org_id", "project_id", "log_id", "dataset_id", "experiment_id", "tags")
+DICTIONARY_COLUMNS: Final = (
+    "org_id", "project_id", "log_id", "dataset_id", "experiment_id", "tags", "_nulls",
+)  # fmt: skip
 STATISTICS_COLUMNS: Final = (
     "id", "_xact_id", "created", "_pagination_key", "span_id", "root_span_id", "is_root",
     "org_id", "project_id", "log_id", "dataset_id", "experiment_id",

@@ -17,6 +17,7 @@ import anyio
 
 from pipeline.api.client import BraintrustClient
 from pipeline.api.objects import list_all
+from pipeline.common import defaults
 from pipeline.common.config_kinds import (
     BY_NAME,
     SETTINGS_NAME,
@@ -52,7 +53,7 @@ async def fetch_config(
     kinds: list[str],
     *,
     versions: bool = False,
-    workers: int = 16,
+    workers: int = defaults.CONFIG_WORKERS.default,
 ) -> ConfigSet:
     """Every object of ``kinds`` in ``project``, the kinds listed at once. A function that is
     a prompt and listed as a prompt too is kept once, as the prompt. ``versions``: also each

@@ -20,6 +20,11 @@ bytes it names, read from the export's index, or, on an API, by downloading and 
 bytes (streamed, once per key, :class:`Contents`). Only pages holding the marker are searched.
 The attachment files an export's manifests list are checked like its data files: one whose
 bytes no longer match is reported as damaged.
+
+Configuration objects (prompts, functions, ...; :mod:`pipeline.common.config_kinds`) are
+compared per kind by name or slug and content: without ids, times and the fields a copy
+changes, and with every id they hold replaced by the name of what it points at, so a prompt
+whose tool is the copied function compares equal to its source.
 """
 
 from __future__ import annotations
@@ -34,9 +39,11 @@ import anyio
 from pipeline.api.attachments import download, download_url
 from pipeline.api.btql import Pager, build_query
 from pipeline.api.client import BraintrustClient
+from pipeline.api.config import fetch_config
 from pipeline.api.objects import (
     ObjectRef,
     find_object,
+    list_objects,
     logs_ref,
     object_ref,
     resolve_project,
@@ -45,13 +52,24 @@ from pipeline.api.objects import (
 from pipeline.api.snapshot import pin_read
 from pipeline.common import defaults, jsoncodec, layout
 from pipeline.common.attachments import MARKER, Reference, find_references, rewrite
+from pipeline.common.config_kinds import (
+    BY_NAME,
+    KINDS,
+    ConfigKind,
+    ConfigSet,
+    comparable,
+    is_code_bundle,
+    key_of,
+    label,
+)
 from pipeline.common.errors import NotFoundError, UsageError
 from pipeline.common.integrity import find_damage
 from pipeline.common.manifest import FileInfo, Manifest
 from pipeline.common.rows import DESTINATION_FIELDS
-from pipeline.common.selection import parse_one_object
+from pipeline.common.selection import config_selection, parse_one_object
 from pipeline.common.storage import Storage, location
 from pipeline.sources import iter_rows
+from pipeline.sources.config import damaged_config, find_config, read_config
 from pipeline.sources.inputs import (
     InputObject,
     find_damaged,
@@ -182,6 +200,8 @@ class ObjectDiff:
     differing_ids: list[str] = field(default_factory=list)
     #: Source files that differ from their manifest: the object was not compared.
     damaged: list[str] = field(default_factory=list)
+    #: What is counted: rows, or configuration objects (named by name or slug, not id).
+    unit: str = "rows"
 
     @property
     def ok(self) -> bool:
@@ -194,7 +214,8 @@ class ObjectDiff:
         if self.damaged:
             files = "".join(f"\n  damaged: {line}" for line in self.damaged)
             return f"{self.source} -> {self.destination}: not compared, the source files are damaged{files}"
-        head = f"{self.source} -> {self.destination}: {self.source_rows:,} vs {self.destination_rows:,} rows"
+        counts = f"{self.source_rows:,} vs {self.destination_rows:,} {self.unit}"
+        head = f"{self.source} -> {self.destination}: {counts}"
         if self.ok:
             return f"{head}: identical"
         parts = [head]
@@ -228,6 +249,66 @@ def compare(source: Digests, destination: Digests, source_label: str, destinatio
     for ids in (diff.missing_ids, diff.extra_ids, diff.differing_ids):
         ids.sort()
     return diff
+
+
+def _config_digests(kind: ConfigKind, objects: list[dict[str, Any]], names: dict[str, str]) -> Digests:
+    """Each object of one kind by its name or slug, digested as :func:`comparable` shows it."""
+    return {
+        key_of(kind, obj): hashlib.blake2b(
+            jsoncodec.canonical(comparable(obj, names)), digest_size=16
+        ).digest()
+        for obj in objects
+    }
+
+
+def _names(config: ConfigSet, names: dict[str, str]) -> dict[str, str]:
+    """``names`` and the label of every configuration object of ``config``, by id."""
+    found = dict(names)
+    for name, objects in config.objects.items():
+        for obj in objects:
+            if obj.get("id"):
+                found[str(obj["id"])] = label(BY_NAME[name], obj)
+    return found
+
+
+def compare_config(
+    source: ConfigSet,
+    source_names: dict[str, str],
+    destination: ConfigSet,
+    destination_names: dict[str, str],
+    project_name: str,
+) -> list[ObjectDiff]:
+    """Per kind, the source's objects against the destination's, by name or slug and content
+    with every id replaced by the name of what it points at; kinds empty on both sides and
+    code functions with bundles (which no copy carries) are left out."""
+    src_names, dst_names = _names(source, source_names), _names(destination, destination_names)
+    diffs = []
+    for kind in KINDS:
+        if kind.name not in source.objects:
+            continue
+        bundles = {key_of(kind, o) for o in source.objects[kind.name] if is_code_bundle(kind, o)}
+        ours = [o for o in source.objects[kind.name] if key_of(kind, o) not in bundles]
+        theirs = [o for o in destination.objects.get(kind.name, []) if key_of(kind, o) not in bundles]
+        if not ours and not theirs:
+            continue
+        diff = compare(
+            _config_digests(kind, ours, src_names),
+            _config_digests(kind, theirs, dst_names),
+            kind.selector,
+            f"{project_name}/{kind.selector}",
+        )
+        diff.unit = "objects"
+        diffs.append(diff)
+    return diffs
+
+
+async def _object_names(client: BraintrustClient, project: dict[str, Any]) -> dict[str, str]:
+    """The project's id, and its datasets' and experiments' ids, with the names verify uses."""
+    names = {project["id"]: "project"}
+    for kind in ("dataset", "experiment"):
+        async for obj in list_objects(client, kind, project["id"]):
+            names[obj["id"]] = f"{kind}:{obj['name']}"
+    return names
 
 
 class VerifyJob:
@@ -269,7 +350,20 @@ class VerifyJob:
         for ref in await resolve_selection(source, src_project, self.objects):
             digests = await digest_object(source, ref, contents)
             diffs.append(await self._pair(dst_project, ref.object_type, ref.name, ref.label, digests))
+        kinds = config_selection(self.objects)
+        if kinds:
+            config = await fetch_config(source, src_project, kinds)
+            names = await _object_names(source, src_project)
+            diffs += await self._pair_config(dst_project, config, names)
         return diffs
+
+    async def _pair_config(
+        self, project: dict[str, Any], config: ConfigSet, names: dict[str, str]
+    ) -> list[ObjectDiff]:
+        """The configuration diffs of ``config`` (the source's) against the destination's."""
+        theirs = await fetch_config(self.destination, project, list(config.objects))
+        their_names = await _object_names(self.destination, project)
+        return compare_config(config, names, theirs, their_names, project["name"])
 
     async def against_files(self, input_path: str, to_object: str | None = None) -> list[ObjectDiff]:
         """Compare the objects of an export (or one file, with ``to_object``) with the destination.
@@ -293,7 +387,8 @@ class VerifyJob:
                 "pass --to-object logs, dataset:NAME or experiment:NAME"
             )
         inputs = select_inputs(found, self.objects)
-        if not inputs:
+        config = await anyio.to_thread.run_sync(find_config, storage, prefix, config_selection(self.objects))
+        if not inputs and not config.entries:
             raise UsageError(f"{input_path}: nothing to compare (no {self.objects} in the input)")
         manifests = await anyio.to_thread.run_sync(input_manifests, storage, prefix)
         contents = exported_contents(manifests)
@@ -310,6 +405,14 @@ class VerifyJob:
                     dst_project, storage, obj, obj.object_type, obj.name or obj.id, obj.label, contents
                 )
             )
+        if config.entries:
+            broken = await damaged_config(storage, config)
+            if broken:
+                where = f"{dst_project['name']}/config"
+                diffs.append(ObjectDiff("config", where, 0, 0, damaged=[str(d) for d in broken]))
+            else:
+                objects = await anyio.to_thread.run_sync(read_config, storage, config)
+                diffs += await self._pair_config(dst_project, objects, config.names)
         return diffs
 
     async def _pair_files(

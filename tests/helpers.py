@@ -22,20 +22,31 @@ def unique(name: str) -> str:
     return f"{name}-{uuid.uuid4().hex[:8]}"
 
 
-async def _post(url: str, key: str, path: str, body: Any) -> Any:
+async def _send(method: str, url: str, key: str, path: str, body: Any, params: dict[str, str] | None) -> Any:
     async with (
         aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"}) as session,
-        session.post(
-            url + path, data=orjson.dumps(body), headers={"Content-Type": "application/json"}
+        session.request(
+            method,
+            url + path,
+            data=None if body is None else orjson.dumps(body),
+            params=params,
+            headers={"Content-Type": "application/json"},
         ) as resp,
     ):
         data = await resp.read()
-        assert resp.status == 200, f"{path}: HTTP {resp.status}: {data[:300]!r}"
+        assert resp.status == 200, f"{method} {path}: HTTP {resp.status}: {data[:300]!r}"
         return orjson.loads(data)
 
 
+def send(
+    method: str, url: str, key: str, path: str, body: Any = None, params: dict[str, str] | None = None
+) -> Any:
+    """One REST request (``POST``, ``PUT``, ``PATCH``, ``GET``); the decoded 200 answer."""
+    return anyio.run(_send, method, url, key, path, body, params)
+
+
 def post(url: str, key: str, path: str, body: Any) -> Any:
-    return anyio.run(_post, url, key, path, body)
+    return send("POST", url, key, path, body)
 
 
 def btpipe(emulator: Any, *args: str, key: str | None = None) -> Result:

@@ -362,6 +362,12 @@ class BraintrustClient:
     async def post_json(self, path: str, body: Any) -> Any:
         return (await self.request("POST", path, body=jsoncodec.dumps(body))).json()
 
+    async def put_json(self, path: str, body: Any) -> Any:
+        return (await self.request("PUT", path, body=jsoncodec.dumps(body))).json()
+
+    async def patch_json(self, path: str, body: Any) -> Any:
+        return (await self.request("PATCH", path, body=jsoncodec.dumps(body))).json()
+
     async def post_raw(self, path: str, body: bytes, *, shrink_on: frozenset[int] = frozenset()) -> Response:
         """POST a pre-encoded JSON body and return the raw response (for pages and batches)."""
         return await self.request("POST", path, body=body, shrink_on=shrink_on)

@@ -45,10 +45,17 @@ def is_uuid(value: str) -> bool:
 
 
 async def _list(client: BraintrustClient, kind: str, params: dict[str, str]) -> AsyncIterator[dict[str, Any]]:
-    """Every object of a list endpoint, following ``starting_after`` pagination."""
+    async for obj in list_all(client, f"/v1/{_COLLECTION[kind]}", params):
+        yield obj
+
+
+async def list_all(
+    client: BraintrustClient, path: str, params: dict[str, str]
+) -> AsyncIterator[dict[str, Any]]:
+    """Every object of the list endpoint ``path``, following ``starting_after`` pagination."""
     params = {**params, "limit": "100"}
     while True:
-        objects = (await client.get_json(f"/v1/{_COLLECTION[kind]}", params))["objects"]
+        objects = (await client.get_json(path, params))["objects"]
         for obj in objects:
             yield obj
         if len(objects) < 100:

@@ -27,6 +27,7 @@ from pipeline.common.defaults import (
     API_URL,
     ATTACHMENT_WORKERS,
     BATCH_ROWS,
+    CONFIG_WORKERS,
     CONNECTIONS,
     CREATE_PROJECT,
     ENGINE,
@@ -135,8 +136,8 @@ def load_options(fn: F) -> F:
     """Batching, concurrency and resume flags shared by import and migrate."""
     fn = setting_option(CREATE_PROJECT)(fn)
     fn = click.option("--restart", is_flag=True, help="Ignore saved state and start from the beginning.")(fn)
-    settings = (LOAD_WORKERS, BATCH_ROWS, MAX_BATCH_BYTES, MAX_INFLIGHT_MB, ON_ERROR, ERROR_FILE, STATE_DIR,
-                WAIT_LEASE, MAX_ATTACHMENT_MB, ATTACHMENT_WORKERS)  # fmt: skip
+    settings = (LOAD_WORKERS, CONFIG_WORKERS, BATCH_ROWS, MAX_BATCH_BYTES, MAX_INFLIGHT_MB, ON_ERROR, ERROR_FILE,
+                STATE_DIR, WAIT_LEASE, MAX_ATTACHMENT_MB, ATTACHMENT_WORKERS)  # fmt: skip
     return setting_options(*settings)(fn)
 
 

@@ -71,7 +71,7 @@ if TYPE_CHECKING:
 @setting_options(ATTACHMENTS, MAX_ATTACHMENT_MB, ATTACHMENT_WORKERS)
 @engine_options
 def export(settings: ClientSettings, quiet: bool, as_json: bool, **kw: Any) -> None:
-    """Export project logs, datasets and experiments to Parquet or JSONL files."""
+    """Export project logs, datasets, experiments and configuration to Parquet or JSONL files."""
     output = Output(quiet, as_json)
     compression, file_mb, dry_run = kw.pop("compression"), kw.pop("file_mb"), kw.pop("dry_run")
     engine = {name: kw.pop(name) for name in ("engine", "ray_address", "ray_request_rate")}
@@ -97,9 +97,14 @@ def export(settings: ClientSettings, quiet: bool, as_json: bool, **kw: Any) -> N
         output.warn(f"{damaged}; its range was exported again")
     for gone in summary.gone:
         output.warn(f"{gone} was deleted at the source; recorded as gone in run {summary.run_id}")
+    for kind in summary.config_unserved:
+        output.warn(f"{kind}: not served by this deployment (its list route answers 404); not exported")
     if as_json:
         emit_json(summary.to_json())
     else:
+        counts = ", ".join(f"{count:,} {kind}" for kind, count in summary.config.items() if count)
+        if counts:
+            output.say(f"configuration: {counts}")
         output.say(
             f"exported {summary.rows:,} rows from {len(summary.objects)} objects in {summary.seconds:.1f}s "
             f"({summary.retries} retries) -> {summary.out}  manifest {summary.manifest}"

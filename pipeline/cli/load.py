@@ -34,16 +34,19 @@ from pipeline.cli.common import (
 )
 from pipeline.cli.options import setting_option, setting_options
 from pipeline.common.defaults import (
+    ACLS,
     BATCH_ROWS,
     DELETE_OBJECTS,
     INTO_EXISTING,
     LOAD_WORKERS,
+    MAP_USERS,
     MB,
     OBJECTS,
     PAGE_LIMIT,
 )
 from pipeline.common.errors import EXIT_FAILED, AuthError, UsageError
 from pipeline.common.progress import Progress
+from pipeline.common.selection import config_selection
 from pipeline.load.insert import InsertOptions
 from pipeline.load.run import LoadOptions
 
@@ -61,6 +64,7 @@ def _load_opts(kw: dict[str, Any]) -> LoadOptions:
         error_file=kw["error_file"],
         wait_lease=kw["wait_lease"],
         into_existing=kw["into_existing"],
+        config_workers=kw["config_workers"],
         max_attachment_mb=kw["max_attachment_mb"],
         attachment_workers=kw["attachment_workers"],
     )
@@ -100,6 +104,15 @@ def _report_load(output: Output, summary: Any, verb: str) -> None:
         for obj in summary.objects:
             output.say(f"  {obj.source} -> {obj.destination}: {obj.rows:,} rows" + (
                 f", {obj.skipped:,} skipped" if obj.skipped else "") + (" (created)" if obj.created else ""))  # fmt: skip
+        if summary.acls is not None:
+            acls = summary.acls
+            output.say(f"  ACLs: {acls.granted:,} granted, {acls.groups_created:,} groups and "
+                       f"{acls.roles_created:,} roles created")  # fmt: skip
+        for count in (c for c in summary.config if c.created or c.updated or c.unchanged):
+            output.say(f"  {count.kind}: {count.created:,} created, {count.updated:,} updated, "
+                       f"{count.unchanged:,} unchanged")  # fmt: skip
+        if summary.config_versions:
+            output.say(f"  {summary.config_versions:,} earlier prompt versions replayed")
         output.say(f"{verb} {summary.rows:,} rows in {summary.seconds:.1f}s ({summary.retries} retries)")
         attached = summary.attachments
         if attached.get("uploaded") or attached.get("present"):
@@ -111,7 +124,9 @@ def _report_load(output: Output, summary: Any, verb: str) -> None:
             output.warn(f"not imported: {damaged}")
         for warning in summary.warnings:
             output.warn(warning)
-    if summary.skipped or summary.damaged:
+        for broken in summary.broken:
+            output.warn(f"not copied: {broken}")
+    if summary.skipped or summary.damaged or summary.broken:
         sys.exit(EXIT_FAILED)
 
 
@@ -122,7 +137,8 @@ def _report_load(output: Output, summary: Any, verb: str) -> None:
 @click.option("--in", "input_path", required=True,
               help="Export root, a run manifest (_manifests/<run>.json), a directory or a file.")  # fmt: skip
 @click.option("--to-project", required=True, help="Destination project name or id.")
-@click.option("--objects", default=None, help="Only these input objects: logs, datasets, dataset:NAME, ...")
+@click.option("--objects", default=None,
+              help="Only these input objects: logs, datasets, dataset:NAME, ..., prompts, functions, ... or config")  # fmt: skip
 @click.option(
     "--to-object", default=None, help="Destination for a single-object input: logs, dataset:NAME, ..."
 )
@@ -166,16 +182,19 @@ def import_command(**kw: Any) -> None:
 @to_options
 @click.option("--from-project", required=True, help="Source project name or id.")
 @click.option("--to-project", required=True, help="Destination project name or id.")
-@setting_options(OBJECTS, PAGE_LIMIT, INTO_EXISTING)
+@setting_options(OBJECTS, PAGE_LIMIT, INTO_EXISTING, ACLS, MAP_USERS)
 def migrate_command(**kw: Any) -> None:
-    """Copy logs, datasets and experiments to another project, org or API URL (resumable)."""
+    """Copy logs, datasets, experiments and configuration to another project, org or API URL (resumable)."""
     from pipeline.load.migrate import MigrateJob, MigrateOptions
 
     output = Output(kw["quiet"], kw["as_json"])
     options = MigrateOptions(
         from_project=kw["from_project"], to_project=kw["to_project"], objects=kw["objects"],
-        create_project=kw["create_project"], page_limit=kw["page_limit"], load=_load_opts(kw),
+        create_project=kw["create_project"], page_limit=kw["page_limit"], acls=kw["acls"],
+        map_users=kw["map_users"], load=_load_opts(kw),
     )  # fmt: skip
+    if kw["map_users"] and not kw["acls"]:
+        raise click.UsageError("--map-users goes with --acls")
     source = _source_settings(kw)
 
     async def body(progress: Progress) -> Any:
@@ -203,6 +222,9 @@ def delete_command(**kw: Any) -> None:
     from pipeline.load import delete as deleting
 
     output = Output(kw["quiet"], kw["as_json"])
+
+    if config_selection(kw["objects"]):
+        raise UsageError("--objects: delete removes rows; configuration kinds (prompts, ...) are not rows")
 
     async def job(client: BraintrustClient) -> list[deleting.DeletePlan]:
         filter_expr = parse_filter(kw["filter_text"])
@@ -244,7 +266,9 @@ def delete_command(**kw: Any) -> None:
 @click.option("--in", "input_path", default=None, help="Source: an export root, manifest, directory or file.")
 @click.option("--project", default=None, help="Source: a project name or id on --api-url.")
 @setting_option(
-    OBJECTS, help="Objects to compare: logs, datasets, experiments, dataset:NAME, experiment:NAME"
+    OBJECTS,
+    help="Objects to compare: logs, datasets, experiments, dataset:NAME, experiment:NAME, "
+    "prompts, functions, project_scores, project_tags, views, span_iframes, automations, settings or config",
 )
 @click.option("--to-project", required=True, help="Destination project name or id.")
 @click.option("--to-object", default=None,

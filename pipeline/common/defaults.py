@@ -170,8 +170,10 @@ class Setting(Generic[T]):
 # --- export ------------------------------------------------------------------------------
 
 OBJECTS: Setting[str] = Setting(
-    "objects", "logs,datasets,experiments", str, flag="--objects", key="objects",
-    help="Comma list: logs, datasets, experiments, dataset:NAME, experiment:NAME",
+    "objects", "logs,datasets,experiments,config", str, flag="--objects", key="objects",
+    help="Comma list: logs, datasets, experiments, dataset:NAME, experiment:NAME; configuration: "
+    "prompts, functions, project_scores, project_tags, views, span_iframes, automations, settings, "
+    "or config for all of them",
     section="export, migrate, verify",
 )  # fmt: skip
 FORMAT: Setting[str] = Setting(
@@ -240,6 +242,16 @@ FILE_MB: Setting[int] = Setting(
     "file_mb", 256, int, min=1, flag="--file-mb", key="file_mb",
     help="Start a new file after this many MB of JSON", section=EXPORT,
 )  # fmt: skip
+ACLS: Setting[bool] = Setting(
+    "acls", False, bool, flag="--acls",
+    help="Also copy the ACLs of the project, its datasets, experiments and prompts, creating the "
+    "groups and custom roles they name", section="migrate",
+)  # fmt: skip
+MAP_USERS: Setting[bool] = Setting(
+    "map_users", False, bool, flag="--map-users",
+    help="With --acls: map users of grants and group members by email (a user the destination "
+    "lacks is listed, not invited)", section="migrate",
+)  # fmt: skip
 
 # --- attachments (export, import, migrate) -----------------------------------------------
 ATTACHMENTS: Setting[Literal["download", "skip"]] = Setting(
@@ -264,6 +276,10 @@ ATTACHMENT_WORKERS: Setting[int] = Setting(
 LOAD_WORKERS: Setting[int] = Setting(
     "workers", 4, int, min=1, flag="--workers", key="workers",
     help="Insert requests in flight at once", section=LOAD,
+)  # fmt: skip
+CONFIG_WORKERS: Setting[int] = Setting(
+    "config_workers", 16, int, min=1, flag="--config-workers",
+    help="Configuration objects (prompts, functions, ...) written at once", section=LOAD,
 )  # fmt: skip
 BATCH_ROWS: Setting[int] = Setting(
     "batch_rows", 1000, int, min=1, flag="--batch-rows", key="batch_rows",
@@ -413,8 +429,8 @@ SETTINGS: tuple[Setting[Any], ...] = (
     OBJECTS, FORMAT, COMPRESSION, FILTER, SHAPE, INCREMENTAL, DRY_RUN, EXPORT_WORKERS, RANGES_PER_OBJECT,
     MIN_ROWS_PER_RANGE, PAGE_LIMIT, PREFETCH, ENCODERS, ROW_GROUP_ROWS, ROW_GROUP_MB, FILE_ROWS, FILE_MB,
     ATTACHMENTS, MAX_ATTACHMENT_MB, ATTACHMENT_WORKERS,
-    LOAD_WORKERS, BATCH_ROWS, MAX_BATCH_BYTES, MAX_INFLIGHT_MB, ON_ERROR, ERROR_FILE, STATE_DIR,
-    CREATE_PROJECT, INTO_EXISTING,
+    LOAD_WORKERS, CONFIG_WORKERS, BATCH_ROWS, MAX_BATCH_BYTES, MAX_INFLIGHT_MB, ON_ERROR, ERROR_FILE, STATE_DIR,
+    CREATE_PROJECT, INTO_EXISTING, ACLS, MAP_USERS,
     WAIT_LEASE, LEASE_STALE,
     ENGINE, RAY_ADDRESS, RAY_REQUEST_RATE,
     API_URL, API_URL_ENV, API_KEY_ENV, IMPERSONATE, TO_IMPERSONATE, MAX_RETRIES, MAX_BACKOFF, THROTTLE_PATIENCE,

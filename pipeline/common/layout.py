@@ -3,6 +3,7 @@
     object_type=<type>/object_id=<id>/run=<run id>/r<range>-part-<n>.<ext>   data (Hive layout)
     _manifests/<run id>.json                                                one manifest per run
     _tombstones/object_type=<type>/object_id=<id>/run=<run id>/tombstones.jsonl   ids gone since the last run
+    _config/kind=<kind>/run=<run id>/<kind>.jsonl                           project configuration objects
     _state/export-<project id>.json                                         resume + incremental state
     delta/<type>/                                                           --format delta: one Delta table per type
     _attachments/sha256=<hex>                                               attachment bytes, once each
@@ -45,6 +46,16 @@ DELTA_LOG = "_delta_log"
 
 def delta_table(object_type: str) -> str:
     return f"{DELTA_DIR}/{object_type}"
+
+
+#: Where the project's configuration objects live: apart from the data, like tombstones.
+CONFIG_DIR = "_config"
+
+
+def config_path(kind: str, run_id: str) -> str:
+    """The file of one configuration kind of one run (every object of the kind, a JSON object
+    a line)."""
+    return f"{CONFIG_DIR}/kind={kind}/run={run_id}/{kind}.jsonl"
 
 
 def range_prefix(range_index: int) -> str:

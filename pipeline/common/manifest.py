@@ -64,6 +64,17 @@ class ObjectManifest:
 
 
 @dataclass(frozen=True)
+class ConfigManifest:
+    """One kind of project configuration (:mod:`pipeline.common.config_kinds`) as the run
+    found it: every object of the kind, as the API returned it, one JSON object a line in
+    ``file`` (None when the project has none of the kind)."""
+
+    kind: str
+    objects: int = 0
+    file: FileInfo | None = None
+
+
+@dataclass(frozen=True)
 class Manifest:
     """One export run."""
 
@@ -76,6 +87,9 @@ class Manifest:
     query: Any = None
     options: dict[str, Any] = field(default_factory=dict)
     objects: tuple[ObjectManifest, ...] = field(default_factory=tuple)
+    #: The project's configuration objects, one entry per kind the run read (none in
+    #: manifests written before configuration was exported).
+    config: tuple[ConfigManifest, ...] = field(default_factory=tuple)
     #: The attachments the run's rows refer to: ``count``, ``bytes``, ``skipped`` (left out by
     #: ``--attachments skip``) and ``files``, one ``{key, sha256, bytes, filename,
     #: content_type}`` each, its bytes at ``_attachments/sha256=<sha256>``
@@ -116,7 +130,15 @@ class Manifest:
             )
             for obj in raw["objects"]
         )
-        return cls(**_known(cls, raw), objects=objects)
+        config = tuple(
+            ConfigManifest(
+                entry["kind"],
+                entry.get("objects", 0),
+                None if entry.get("file") is None else _file(entry["file"]),
+            )
+            for entry in raw.get("config") or ()
+        )
+        return cls(**_known(cls, raw), objects=objects, config=config)
 
 
 def _file(raw: dict[str, Any]) -> FileInfo:
@@ -125,7 +147,7 @@ def _file(raw: dict[str, Any]) -> FileInfo:
 
 def _known(cls: type, raw: dict[str, Any]) -> dict[str, Any]:
     """The entries of ``raw`` that are fields of dataclass ``cls``, nested records excluded."""
-    names = {f.name for f in fields(cls)} - {"objects", "files", "tombstones"}
+    names = {f.name for f in fields(cls)} - {"objects", "files", "tombstones", "config"}
     return {k: v for k, v in raw.items() if k in names}
 
 

@@ -52,6 +52,7 @@ from pipeline.common.lease import ROOT_LEASE, Guard, GuardedStorage, Lease, guar
 from pipeline.common.manifest import FileInfo, Manifest, ObjectManifest, write_manifest
 from pipeline.common.progress import Progress, Task
 from pipeline.common.rows import ObjectType
+from pipeline.common.selection import config_selection
 from pipeline.common.state import (
     ExportState,
     ObjectState,
@@ -64,6 +65,7 @@ from pipeline.common.state import (
 from pipeline.common.storage import Retries, Storage, open_storage
 from pipeline.export.attachments import AttachmentExport
 from pipeline.export.budget import PageBudget, Slot
+from pipeline.export.config import export_config
 from pipeline.export.dryrun import ExportPlan, describe
 from pipeline.export.gone import deleted_at_source, drop_files, gone_label, may_be_gone
 from pipeline.querylang.ast import Expr, all_of, from_object
@@ -151,6 +153,10 @@ class ExportSummary:
     repaired: list[str] = field(default_factory=list)
     #: Objects deleted at the source during the run: it holds none of their rows.
     gone: list[str] = field(default_factory=list)
+    #: Configuration objects written, per kind (:mod:`pipeline.export.config`).
+    config: dict[str, int] = field(default_factory=dict)
+    #: Configuration kinds asked for that the deployment does not serve.
+    config_unserved: list[str] = field(default_factory=list)
     #: Attachments the run's rows refer to (``count``, ``bytes``), those it downloaded
     #: (``downloaded``, ``downloaded_bytes``; the rest were in the root already) and those
     #: ``--attachments skip`` left out (``skipped``).
@@ -345,6 +351,10 @@ class ExportJob:
         self.store: StateStore[ExportState]
         self.state: ExportState
         self._project_name: str
+        self._project: dict[str, Any]
+        self._config_kinds = config_selection(options.objects)
+        self._config: dict[str, int] = {}
+        self._config_unserved: list[str] = []
         self._attachments: AttachmentExport
 
     async def run(self) -> ExportSummary:
@@ -441,6 +451,8 @@ class ExportJob:
             first_row_seconds=self._first_row_seconds,
             repaired=self._repaired,
             gone=[gone_label(obj) for obj in run.objects if obj.gone],
+            config=self._config,
+            config_unserved=self._config_unserved,
             attachments={
                 **{name: attached[name] for name in ("count", "bytes", "skipped")},
                 "downloaded": self._attachments.downloaded,
@@ -470,6 +482,7 @@ class ExportJob:
         loaded = await anyio.to_thread.run_sync(self.store.load)
         self.state = loaded or ExportState(project_id=project["id"])
         self._project_name = project["name"]
+        self._project = project
         return project
 
     def _resumes(self, run: RunState) -> bool:
@@ -550,7 +563,7 @@ class ExportJob:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(probe)
                 refs = await resolve_selection(self.client, project, self.options.objects)
-                if not refs:
+                if not refs and not self._config_kinds:
                     raise UsageError(
                         f"--objects {self.options.objects!r} selects nothing in project {project['name']!r}"
                     )
@@ -995,6 +1008,12 @@ class ExportJob:
                 for obj in run.objects
             ),
         )
+        config, found = await export_config(
+            self.client, self.storage, self._project, self._config_kinds, run.run_id
+        )
+        self._config = {entry.kind: entry.objects for entry in config}
+        self._config_unserved = found.unserved
+        manifest = replace(manifest, config=config)
         path = await anyio.to_thread.run_sync(write_manifest, self.storage, manifest)
         async with self._state_lock:
             for obj in run.objects:

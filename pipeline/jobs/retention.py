@@ -78,12 +78,13 @@ class RunRecord:
 
     @property
     def files(self) -> tuple[str, ...]:
-        """The run's data files and tombstone files, relative to the root."""
+        """The run's data, tombstone and configuration files, relative to the root."""
         paths: list[str] = []
         for obj in self.manifest.objects:
             paths.extend(f.path for f in obj.files)
             if obj.tombstones is not None:
                 paths.append(obj.tombstones.path)
+        paths.extend(entry.file.path for entry in self.manifest.config if entry.file is not None)
         return tuple(paths)
 
 

@@ -23,7 +23,7 @@ import hashlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 import anyio
 
@@ -152,19 +152,22 @@ class AttachmentCopier:
         self._pending: dict[str, anyio.Event] = {}
 
     async def rewrite(self, items: list[Item]) -> list[Item]:
-        """``items`` with every attachment reference uploaded and rewritten."""
+        """``items`` with every attachment reference uploaded and rewritten. The attachments of
+        all the items are copied together (``workers`` at a time), not one item after another."""
         if not any(MARKER in item.data for item in items):
             return items
-        out = []
-        for item in items:
+        found: list[tuple[int, dict[str, Any], dict[str, Reference]]] = []
+        for index, item in enumerate(items):
             if item.refused is None and MARKER in item.data:
                 event = jsoncodec.loads(item.data)
                 refs = find_references(event)
                 if refs:
-                    await self._ensure(list(refs.values()))
-                    data, refused = encode_checked(rewrite(event, self.mapping))
-                    item = replace(item, data=data, refused=refused)
-            out.append(item)
+                    found.append((index, event, refs))
+        await self._ensure(list({ref.key: ref for _, _, refs in found for ref in refs.values()}.values()))
+        out = list(items)
+        for index, event, _refs in found:
+            data, refused = encode_checked(rewrite(event, self.mapping))
+            out[index] = replace(items[index], data=data, refused=refused)
         return out
 
     async def _ensure(self, refs: list[Reference]) -> None:
@@ -186,7 +189,8 @@ class AttachmentCopier:
                 if await api.is_uploaded(self.destination, new, self.org_id):
                     self.counts.present += 1
                 else:
-                    self.counts.bytes += await self.source.copy(ref, self.destination, new, self.org_id)
+                    size = await self.source.copy(ref, self.destination, new, self.org_id)
+                    self.counts.bytes += size  # after the await: ``x += await`` reads x before it
                     self.counts.uploaded += 1
                 self.mapping[ref.key] = new.key
         finally:

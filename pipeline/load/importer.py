@@ -9,7 +9,9 @@ a run of another shape than ``spans`` is refused, and a root holding several sou
 needs ``from_project``. Destination objects are created as a migration creates them
 (:mod:`pipeline.load.destinations`): datasets, then experiments base first, so every
 ``dataset_id`` and ``base_exp_id`` is remapped whatever the ``--objects`` order; an existing
-object of the same name needs ``into_existing``.
+object of the same name needs ``into_existing``. The project's configuration objects come from
+the newest run holding each kind (:mod:`pipeline.sources.config`) and are recreated as a
+migration recreates them (:mod:`pipeline.load.config`).
 
 Objects are read one after another through one shared pool of insert workers. The checkpoint
 of an object is ``(file, position)`` of the last row of the applied prefix, plus ``rows``;
@@ -36,15 +38,17 @@ import anyio
 from pipeline.api.client import BraintrustClient
 from pipeline.api.objects import ObjectRef
 from pipeline.common import defaults
+from pipeline.common.config_kinds import lookup_kinds
 from pipeline.common.errors import DamagedFileError, UsageError
 from pipeline.common.integrity import Damage
 from pipeline.common.progress import Progress
 from pipeline.common.rows import ObjectType
-from pipeline.common.selection import parse_one_object
+from pipeline.common.selection import config_selection, parse_one_object
 from pipeline.common.state import FilePosition, ObjectProgress
 from pipeline.common.storage import Storage, location
 from pipeline.load.attachments import AttachmentCopier, ExportedAttachments
 from pipeline.load.batcher import Item
+from pipeline.load.config import ConfigCopy
 from pipeline.load.destinations import (
     Destination,
     VersionLink,
@@ -54,9 +58,10 @@ from pipeline.load.destinations import (
 )
 from pipeline.load.ordered import delete_item, feed_runs, run_spans
 from pipeline.load.run import LoadOptions, LoadRun, LoadSummary, ObjectResult
-from pipeline.load.scope import InputScope, one_project, read_scope, refuse_other_shapes
+from pipeline.load.scope import InputScope, chosen_project, one_project, read_scope, refuse_other_shapes
 from pipeline.load.transform import SourceObject, encode_checked, to_event
 from pipeline.sources import SourceRow, iter_rows
+from pipeline.sources.config import damaged_config, find_config, read_config
 from pipeline.sources.inputs import InputObject, find_damaged, find_inputs, open_input, select_inputs
 
 
@@ -119,8 +124,13 @@ class ImportJob:
         self.storage = storage
         found = await anyio.to_thread.run_sync(find_inputs, storage, prefix, opts.until)
         scope = await anyio.to_thread.run_sync(read_scope, storage, prefix)
-        inputs = select_inputs(one_project(scope, found, opts.from_project, opts.input), opts.objects)
-        if not inputs:
+        project_id = chosen_project(scope, opts.from_project, opts.input)
+        inputs = select_inputs(one_project(scope, found, project_id), opts.objects)
+        kinds = config_selection(opts.objects)
+        config = await anyio.to_thread.run_sync(
+            find_config, storage, prefix, kinds + lookup_kinds(kinds), opts.until, project_id
+        )
+        if not inputs and not any(k in config.entries for k in kinds):
             raise UsageError(f"{opts.input}: the input holds no objects to import")
         refuse_other_shapes(scope, inputs, opts.input)
         to_object = parse_one_object(opts.to_object) if opts.to_object else None
@@ -146,6 +156,12 @@ class ImportJob:
         state = run.state
         self.load_run = run
         damaged = await self._damaged(storage, inputs, state.objects)
+        config_damage = await damaged_config(storage, config)
+        for damage in config_damage:
+            config.entries = {
+                k: e for k, e in config.entries.items() if e.file is None or e.file.path != damage.path
+            }
+        damaged += config_damage
         if damaged and not opts.skip_damaged:
             others = len(damaged) - 1
             more = f" ({others} more damaged file{'s' if others > 1 else ''})" if others else ""
@@ -155,6 +171,13 @@ class ImportJob:
         run.summary.damaged = [str(d) for d in damaged]
         broken = {d.path for d in damaged}
         inputs = [obj for obj in inputs if broken.isdisjoint(obj.files)]
+
+        copy = None
+        if any(k in config.entries for k in kinds):
+            objects = await anyio.to_thread.run_sync(read_config, storage, config)
+            lookup = objects.take(lookup_kinds(kinds))
+            copy = ConfigCopy(self.client, project, objects, workers=opts.load.config_workers, lookup=lookup)
+            await copy.check()
 
         async def remember(key: str, destination_id: str) -> None:
             state.created[key] = destination_id
@@ -166,6 +189,11 @@ class ImportJob:
             warnings=run.summary.warnings, verb="imported",
         )  # fmt: skip
         plans = [(obj, destinations[obj.key].ref, destinations[obj.key].created) for obj in inputs]
+        if copy is not None:
+            id_map = {obj.id: ref.id for obj, ref, _ in plans if obj.id is not None}
+            if config.project_id is not None:
+                id_map[config.project_id] = project["id"]
+            run.summary.add_config(await copy.apply(id_map))
         results = [ObjectResult(obj.label, ref.label, ref.id, created, 0, 0) for obj, ref, created in plans]
         self.request_limit = run.summary.request_limit
 

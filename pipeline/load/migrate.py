@@ -1,5 +1,5 @@
-"""``btpipe migrate``: copy a project's logs, datasets and experiments to another project,
-possibly in another org on another API URL, with no files in between.
+"""``btpipe migrate``: copy a project's logs, datasets, experiments and configuration objects
+to another project, possibly in another org on another API URL, with no files in between.
 
     source pager (pinned snapshot version) -> parse + transform + encode (thread)
         -> batcher -> the import's insert pool -> ledger
@@ -7,10 +7,16 @@ possibly in another org on another API URL, with no files in between.
 Destination datasets are created first, then experiments in base-before-derived order, so
 ``base_exp_id`` and ``dataset_id`` can be remapped to destination ids
 (:mod:`pipeline.load.destinations`); one the destination already has under the same name is
-written into only with ``into_existing``. Resume: per source object the state keeps the snapshot
-version and the cursor of the last page whose rows are all in the applied prefix; a resumed
-run pages from that cursor under the same version, so no row is skipped and only rows after
-the checkpoint are sent again (harmless: ids are kept, inserts upsert).
+written into only with ``into_existing``. The configuration objects (prompts, functions, ...)
+are read and checked against the destination before anything is written, and recreated once
+the datasets and experiments exist, their ids remapped (:mod:`pipeline.load.config`); with
+``acls``, the grants on the copies follow (:mod:`pipeline.load.acls`).
+
+Resume: per source object the state keeps the snapshot version and the cursor of the last page
+whose rows are all in the applied prefix; a resumed run pages from that cursor under the same
+version, so no row is skipped and only rows after the checkpoint are sent again (harmless: ids
+are kept, inserts upsert). The configuration is applied again on a resumed run, which changes
+only what is not yet as the source has it.
 """
 
 from __future__ import annotations
@@ -19,18 +25,24 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import anyio
 
 from pipeline.api.btql import Pager, build_query
 from pipeline.api.client import BraintrustClient
+from pipeline.api.config import fetch_config
 from pipeline.api.objects import ObjectRef, resolve_project, resolve_selection
 from pipeline.api.snapshot import pin_read
 from pipeline.common import defaults, jsoncodec
+from pipeline.common.config_kinds import lookup_kinds
 from pipeline.common.progress import Progress
+from pipeline.common.selection import config_selection
 from pipeline.common.state import ObjectProgress
+from pipeline.load.acls import AclCopy, AclTarget
 from pipeline.load.attachments import AttachmentCopier, SourceAttachments
 from pipeline.load.batcher import Item
+from pipeline.load.config import ConfigCopy
 from pipeline.load.destinations import Wanted, ensure_objects, experiments_in_dependency_order
 from pipeline.load.insert import feed
 from pipeline.load.run import LoadOptions, LoadRun, LoadSummary, ObjectResult
@@ -44,6 +56,8 @@ class MigrateOptions:
     objects: str = defaults.OBJECTS.default
     create_project: bool = defaults.CREATE_PROJECT.default
     page_limit: int = defaults.PAGE_LIMIT.default
+    acls: bool = defaults.ACLS.default
+    map_users: bool = defaults.MAP_USERS.default
     load: LoadOptions = field(default_factory=LoadOptions)
 
 
@@ -103,6 +117,7 @@ class MigrateJob:
             attachments=SourceAttachments(self.source, str(src_project.get("org_id") or ""), opts.load.attachment_limit),
         )  # fmt: skip
         state = run.state
+        config = await self._config_copy(src_project, dst_project)
 
         async def remember(key: str, destination_id: str) -> None:
             state.created[key] = destination_id
@@ -118,6 +133,11 @@ class MigrateJob:
             (ref, destinations[w.key].ref, destinations[w.key].created)
             for w, ref in zip(wanted, refs, strict=True)
         ]
+        id_map = {src_project["id"]: dst_project["id"], **{ref.id: dest.id for ref, dest, _ in plans}}
+        if config is not None:
+            run.summary.add_config(await config.apply(id_map))
+        if opts.acls:
+            await self._copy_acls(run, src_project, dst_project, plans, config, id_map)
         results: list[ObjectResult] = []
 
         async def produce() -> None:
@@ -141,6 +161,51 @@ class MigrateJob:
 
         keys = [f"{ref.object_type}:{ref.id}" for ref, _dest, _created in plans]
         return await run.complete(produce, started, keys, results)
+
+    async def _config_copy(
+        self, src_project: dict[str, Any], dst_project: dict[str, Any]
+    ) -> ConfigCopy | None:
+        """The configuration the selection names, read from the source and checked against
+        the destination before anything is written (None when it names none)."""
+        kinds = config_selection(self.options.objects)
+        if not kinds:
+            return None
+        workers = self.options.load.config_workers
+        lookup = lookup_kinds(kinds)
+        found = await fetch_config(self.source, src_project, kinds + lookup, versions=True, workers=workers)
+        copy = ConfigCopy(self.destination, dst_project, found, workers=workers, lookup=found.take(lookup))
+        await copy.check()
+        return copy
+
+    async def _copy_acls(
+        self,
+        run: LoadRun,
+        src_project: dict[str, Any],
+        dst_project: dict[str, Any],
+        plans: list[tuple[ObjectRef, ObjectRef, bool]],
+        config: ConfigCopy | None,
+        id_map: dict[str, str],
+    ) -> None:
+        """``--acls``: the grants on the project, the copied datasets and experiments, and the
+        copied prompts (:mod:`pipeline.load.acls`)."""
+        targets = [
+            AclTarget("project", src_project["id"], dst_project["id"], f"project {dst_project['name']!r}")
+        ]
+        targets += [
+            AclTarget(ref.object_type, ref.id, dest.id, ref.label)
+            for ref, dest, _ in plans
+            if ref.object_type != "project_logs"
+        ]
+        prompts = config.source.objects.get("prompt", []) if config is not None else []
+        targets += [
+            AclTarget("prompt", p["id"], id_map[p["id"]], f"prompt {p['slug']!r}")
+            for p in prompts
+            if p["id"] in id_map
+        ]
+        copy = AclCopy(self.source, self.destination, dst_project, map_users=self.options.map_users)
+        outcome = await copy.copy(src_project, targets)
+        run.summary.acls = outcome
+        run.summary.warnings += [f"ACL not copied: {line}" for line in outcome.not_copied]
 
     async def _chunks(
         self, ref: ObjectRef, record: ObjectProgress, attachments: AttachmentCopier

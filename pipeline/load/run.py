@@ -22,8 +22,10 @@ from pipeline.common.errors import NotFoundError
 from pipeline.common.jobstate import JobState
 from pipeline.common.progress import Progress, Task
 from pipeline.common.state import ObjectProgress
+from pipeline.load.acls import AclOutcome
 from pipeline.load.attachments import AttachmentCopier, Source
 from pipeline.load.batcher import Batcher
+from pipeline.load.config import ConfigCount, ConfigOutcome
 from pipeline.load.errorlog import ErrorLog
 from pipeline.load.insert import InsertOptions, InsertPool, request_limit
 
@@ -41,6 +43,8 @@ class LoadOptions:
     wait_lease: float = defaults.WAIT_LEASE.default
     #: Write into an experiment or dataset the destination already has under the same name.
     into_existing: bool = defaults.INTO_EXISTING.default
+    #: Configuration objects written at once (:mod:`pipeline.load.config`).
+    config_workers: int = defaults.CONFIG_WORKERS.default
     max_attachment_mb: int = defaults.MAX_ATTACHMENT_MB.default
     attachment_workers: int = defaults.ATTACHMENT_WORKERS.default
 
@@ -77,6 +81,15 @@ class LoadSummary:
     damaged: list[str] = field(default_factory=list)
     #: What the load could not carry over as it was (a reference, a dataset version), one line each.
     warnings: list[str] = field(default_factory=list)
+    #: Configuration objects per kind: created, updated, unchanged (:mod:`pipeline.load.config`).
+    config: list[ConfigCount] = field(default_factory=list)
+    #: Configuration objects not copied because a reference they hold could not be remapped
+    #: (exit code 1, as for skipped events).
+    broken: list[str] = field(default_factory=list)
+    #: Earlier versions of prompts written before their current one (history kept).
+    config_versions: int = 0
+    #: What ``--acls`` copied (:mod:`pipeline.load.acls`); None without it.
+    acls: AclOutcome | None = None
     #: Attachments ``uploaded`` (``bytes``), and ``present``: found uploaded by an earlier run.
     attachments: dict[str, int] = field(default_factory=dict)
 
@@ -90,6 +103,15 @@ class LoadSummary:
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "rows": self.rows, "skipped": self.skipped}
+
+    def add_config(self, outcome: ConfigOutcome) -> None:
+        """What :class:`~pipeline.load.config.ConfigCopy` did: counts, and its lines (code
+        functions skipped and kinds not served as warnings, broken references apart)."""
+        self.config = outcome.counts
+        self.config_versions = outcome.versions
+        self.broken = outcome.broken
+        self.warnings += outcome.skipped
+        self.warnings += [f"{kind}: not served by the deployment; not copied" for kind in outcome.unserved]
 
 
 async def destination_project(client: BraintrustClient, name: str, create: bool) -> dict[str, Any]:

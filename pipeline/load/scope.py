@@ -87,11 +87,10 @@ def read_scope(storage: Storage, prefix: str) -> InputScope:
     return InputScope(input_manifests(storage, prefix))
 
 
-def one_project(
-    scope: InputScope, objects: list[InputObject], from_project: str | None, where: str
-) -> list[InputObject]:
-    """The objects of the one source project the input holds, or of ``from_project`` (a name
-    or id) among several; UsageError listing the projects otherwise."""
+def chosen_project(scope: InputScope, from_project: str | None, where: str) -> str | None:
+    """The id of ``from_project`` (a name or id) among the input's source projects, or None
+    when it is not given and the input holds at most one; UsageError listing the projects
+    otherwise."""
     projects = scope.projects
     listing = ", ".join(str(p) for p in projects)
     if from_project is None:
@@ -100,7 +99,7 @@ def one_project(
                 f"{where}: holds the objects of {len(projects)} projects: {listing}; "
                 "pass --from-project NAME_OR_ID to import one"
             )
-        return objects
+        return None
     if not projects:
         raise UsageError(f"--from-project: {where} has no manifest naming the project of its objects")
     chosen = [p for p in projects if from_project == p.id] or [p for p in projects if from_project == p.name]
@@ -110,7 +109,14 @@ def one_project(
         named = ", ".join(str(p) for p in chosen)
         raise UsageError(f"--from-project: {where} holds {len(chosen)} projects named {from_project!r} "
                          f"({named}); pass the id of one")  # fmt: skip
-    return [obj for obj in objects if scope.project_of(obj.id) == chosen[0].id]
+    return chosen[0].id
+
+
+def one_project(scope: InputScope, objects: list[InputObject], project_id: str | None) -> list[InputObject]:
+    """The objects of project ``project_id`` (:func:`chosen_project`); all when None."""
+    if project_id is None:
+        return objects
+    return [obj for obj in objects if scope.project_of(obj.id) == project_id]
 
 
 def refuse_other_shapes(scope: InputScope, objects: list[InputObject], where: str) -> None:

@@ -59,8 +59,8 @@ def _named_if_missing(
 
 def discover_files(storage: Storage, prefix: str = "") -> list[str]:
     """The data files to read for ``prefix``: a manifest's files in its order, one data file,
-    or every data file under a directory prefix (sorted; manifests, tombstones and temp files
-    excluded)."""
+    or every data file under a directory prefix (sorted; manifests, tombstones, configuration
+    and temp files excluded)."""
     if prefix.endswith(".json") and storage.exists(prefix):
         manifest = read_manifest(storage, prefix)
         return [info.path for obj in manifest.objects for info in obj.files]
@@ -70,7 +70,8 @@ def discover_files(storage: Storage, prefix: str = "") -> list[str]:
     found = [
         path
         for path in storage.list_files(f"{directory}/" if directory else "")
-        if is_data_file(path) and not path.startswith((f"{MANIFEST_DIR}/", f"{layout.TOMBSTONE_DIR}/"))
+        if is_data_file(path)
+        and not path.startswith((f"{MANIFEST_DIR}/", f"{layout.TOMBSTONE_DIR}/", f"{layout.CONFIG_DIR}/"))
     ]
     if not found:
         raise UsageError(f"{location(storage, directory)}: no JSONL or Parquet files found")

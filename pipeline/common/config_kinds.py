@@ -1,0 +1,201 @@
+"""Project configuration objects: the one place that knows their kinds.
+
+A project holds more than rows: prompts, functions (scorers, tools, prompts-as-functions),
+project scores, project tags, views, span iframes, project automations and the project's own
+settings. This module says, per kind, its ``--objects`` name, its REST collection, the fields
+that name an object within its project (a ``slug`` for prompts and functions, a view's
+``view_type`` and ``name``, a ``name`` for the others), the order a copy recreates kinds in,
+and which fields a copy changes. It also holds the pure transforms every stage shares: remapping the ids an object holds,
+finding the references that cannot be remapped, ordering objects that refer to each other,
+and the form verify compares (ids replaced by the names of what they point at).
+
+Kinds are recreated in this order: tags and span iframes (nothing refers from them),
+functions and prompts together (one id space: a prompt's ``tool_functions`` and a scorer's
+``prompt_data`` name functions, and a prompt is a function too; within the group an object
+comes after those it names), project scores (their online scorers name functions), views
+(their filters name scores and tags), automations, and last the settings (which name a
+baseline experiment and a default preprocessor function).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+#: The ``--objects`` item selecting every kind below.
+ALL_CONFIG = "config"
+
+
+@dataclass(frozen=True)
+class ConfigKind:
+    """One kind of configuration object."""
+
+    #: The kind as the API names it (``prompt``); also its directory in the export layout.
+    name: str
+    #: Its ``--objects`` item (``prompts``).
+    selector: str
+    #: The REST collection (``/v1/prompt``); None for the settings, a field of the project.
+    path: str | None
+    #: The fields naming an object within the project: unique there, how a re-run finds it.
+    key: tuple[str, ...]
+    #: Objects that may refer to each other by id are recreated in one group, ordered by
+    #: their references; groups go in ``order``.
+    order: int
+    #: The list route filters by ``project_id`` (else the listing is filtered here).
+    by_project: bool = True
+
+
+KINDS: Final[tuple[ConfigKind, ...]] = (
+    ConfigKind("project_tag", "project_tags", "/v1/project_tag", ("name",), 0),
+    ConfigKind("span_iframe", "span_iframes", "/v1/span_iframe", ("name",), 1, by_project=False),
+    ConfigKind("function", "functions", "/v1/function", ("slug",), 2),
+    ConfigKind("prompt", "prompts", "/v1/prompt", ("slug",), 2),
+    ConfigKind("project_score", "project_scores", "/v1/project_score", ("name",), 3),
+    ConfigKind("view", "views", "/v1/view", ("view_type", "name"), 4, by_project=False),
+    ConfigKind("project_automation", "automations", "/v1/project_automation", ("name",), 5, by_project=False),
+    ConfigKind("settings", "settings", None, ("name",), 6),
+)
+BY_NAME: Final[dict[str, ConfigKind]] = {kind.name: kind for kind in KINDS}
+BY_SELECTOR: Final[dict[str, ConfigKind]] = {kind.selector: kind for kind in KINDS}
+
+#: The kind whose earlier versions are kept, and the name of the file (and manifest entry)
+#: holding them: every earlier version, whole, one a line, oldest first per object.
+VERSIONS_OF: Final[dict[str, str]] = {"prompt": "prompt_version"}
+
+#: The one object of the ``settings`` kind: the project's ``settings`` field.
+SETTINGS_NAME = "settings"
+
+#: Fields the server assigns (ids, versions, owners, times, order): never sent on create,
+#: ignored by verify. ``project_id`` and a view's ``object_id`` are the destination's own.
+SERVER_FIELDS: Final[frozenset[str]] = frozenset(
+    {"id", "_xact_id", "log_id", "org_id", "project_id", "user_id", "created", "position", "object_id"}
+)
+
+#: Kinds other objects refer to by id. A load that copies some kinds but not these still
+#: reads them, only to find their copies at the destination (by key) for its references.
+REFERENCED: Final[tuple[str, ...]] = ("function", "prompt")
+
+
+def lookup_kinds(kinds: list[str]) -> list[str]:
+    """The referenced kinds a load of ``kinds`` reads without copying them."""
+    return [kind for kind in REFERENCED if kind not in kinds] if kinds else []
+
+
+#: Kinds sharing one namespace of keys in a project: a prompt is a function, so a prompt's
+#: slug taken by a function (or the reverse) at the destination is a collision.
+SHARED_KEYS: Final[frozenset[str]] = frozenset({"function", "prompt"})
+
+
+@dataclass
+class ConfigSet:
+    """One project's configuration objects per kind name, in listing order."""
+
+    objects: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    #: Kinds asked for that the deployment does not serve (their list route is a 404).
+    unserved: list[str] = field(default_factory=list)
+    #: Each prompt's versions before its current one, oldest first, by prompt id.
+    versions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def take(self, kinds: list[str]) -> ConfigSet:
+        """Move ``kinds`` out of this set into a new one (the kinds a load only looks up)."""
+        taken = ConfigSet({k: self.objects.pop(k) for k in kinds if k in self.objects})
+        self.unserved = [k for k in self.unserved if k not in kinds]
+        return taken
+
+
+def key_of(kind: ConfigKind, obj: Mapping[str, Any]) -> str:
+    """The object's key within its project (``view_type/name`` for a view)."""
+    return "/".join(str(obj.get(field) or "") for field in kind.key)
+
+
+def label(kind: ConfigKind, obj: Mapping[str, Any]) -> str:
+    """``prompt 'summarize'``: how messages name an object."""
+    return f"{kind.name} {key_of(kind, obj)!r}"
+
+
+def is_code_bundle(kind: ConfigKind, obj: Mapping[str, Any]) -> bool:
+    """A code function whose bundle lives in the source org's storage: it cannot be copied
+    (inline code can)."""
+    data = obj.get("function_data") or {}
+    inner = data.get("data") or {} if isinstance(data, dict) else {}
+    return kind.name == "function" and data.get("type") == "code" and inner.get("type") == "bundle"
+
+
+def is_prompt_function(obj: Mapping[str, Any]) -> bool:
+    """A function that is a prompt (``function_data.type == "prompt"``)."""
+    data = obj.get("function_data")
+    return isinstance(data, dict) and data.get("type") == "prompt"
+
+
+def remap(value: Any, id_map: Mapping[str, str]) -> Any:
+    """``value`` with every string that is a source id in ``id_map`` replaced by its
+    destination id, at any depth. Ids are UUIDs, so a string equal to one is that reference."""
+    if isinstance(value, str):
+        return id_map.get(value, value)
+    if isinstance(value, dict):
+        return {k: remap(v, id_map) for k, v in value.items()}
+    if isinstance(value, list):
+        return [remap(v, id_map) for v in value]
+    return value
+
+
+def references(value: Any) -> list[str]:
+    """The ids an object refers to that must exist for it to work: every saved function
+    reference (``{"type": "function", "id": ...}``: prompt tools, online scorers, the default
+    preprocessor, graph nodes) and the settings' ``baseline_experiment_id``."""
+    found: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "function" and isinstance(node.get("id"), str):
+                found.append(node["id"])
+            if isinstance(node.get("baseline_experiment_id"), str):
+                found.append(node["baseline_experiment_id"])
+            for item in node.values():
+                walk(item)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(value)
+    return found
+
+
+def create_body(kind: ConfigKind, obj: Mapping[str, Any], project_id: str) -> dict[str, Any]:
+    """The create/replace request for ``obj`` (already remapped) in project ``project_id``."""
+    body = {k: v for k, v in obj.items() if k not in SERVER_FIELDS and v is not None}
+    if kind.name == "view":
+        return {**body, "object_type": "project", "object_id": project_id}
+    return {**body, "project_id": project_id}
+
+
+def comparable(obj: Mapping[str, Any], names: Mapping[str, str]) -> dict[str, Any]:
+    """``obj`` as verify compares it: without the fields a copy changes or that are null
+    (the API reports a missing field as null), every id it holds replaced by the name of
+    what it points at (``names``), so a copy compares equal to its source."""
+    kept = {k: v for k, v in obj.items() if k not in SERVER_FIELDS and v is not None}
+    named: dict[str, Any] = remap(kept, names)
+    return named
+
+
+def ordered_levels(objects: list[dict[str, Any]]) -> tuple[list[list[dict[str, Any]]], list[dict[str, Any]]]:
+    """``objects`` (one group) in levels: each object after those of the group it refers to,
+    objects of one level independent of each other; and the objects in a reference cycle,
+    which no order can create."""
+    position = {str(o["id"]): i for i, o in enumerate(objects) if o.get("id")}
+    pending = {
+        i: {position[r] for r in references(o) if r in position and position[r] != i}
+        for i, o in enumerate(objects)
+    }
+    levels: list[list[dict[str, Any]]] = []
+    done: set[int] = set()
+    while pending:
+        ready = [i for i, needs in pending.items() if needs <= done]
+        if not ready:
+            break
+        levels.append([objects[i] for i in ready])
+        done.update(ready)
+        for i in ready:
+            del pending[i]
+    return levels, [objects[i] for i in sorted(pending)]

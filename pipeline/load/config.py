@@ -1,0 +1,221 @@
+"""Recreating a project's configuration objects at a destination (import and migrate).
+
+    source objects (listed, or read from an export) + destination listing
+    -> collisions refused before anything is written
+    -> per group of kinds, in order (:mod:`pipeline.common.config_kinds`): objects in levels
+       by their references, each level written concurrently -> the id map grows
+
+Every id an object holds is remapped (``id_map``: the project, datasets and experiments the
+load created, then each configuration object as it is written), so a prompt's tool names the
+destination's function. An object is found at the destination by its name or slug: one equal
+after remapping is left alone, one that differs is replaced (``PUT``), a missing one created;
+so a re-run changes nothing and never makes twins. A prompt created at the destination gets
+its earlier versions first, oldest first, so its history is kept. A load of some kinds only
+(``--objects prompts``) also reads the kinds they refer to, to point references at the
+destination's objects of the same slug, without writing them.
+
+Not copied, and listed by name: code functions whose bundle lives in the source org
+(``skipped``: a warning), and objects whose reference cannot be remapped, such as a prompt
+naming a function the source does not have, and what refers to them (``broken``: the load
+exits 1; rows are still copied).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+
+from pipeline.api.client import BraintrustClient
+from pipeline.api.config import fetch_config, write_object
+from pipeline.common.config_kinds import (
+    BY_NAME,
+    KINDS,
+    SHARED_KEYS,
+    ConfigKind,
+    ConfigSet,
+    comparable,
+    create_body,
+    is_code_bundle,
+    key_of,
+    label,
+    ordered_levels,
+    references,
+    remap,
+)
+from pipeline.common.errors import UsageError, first_error
+
+
+@dataclass
+class ConfigCount:
+    """What a load did to one kind."""
+
+    kind: str
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+
+@dataclass
+class ConfigOutcome:
+    counts: list[ConfigCount] = field(default_factory=list)
+    #: Code functions with bundles, which cannot be copied: ``function 'x': ...``.
+    skipped: list[str] = field(default_factory=list)
+    #: Objects not copied because a reference they hold cannot be remapped.
+    broken: list[str] = field(default_factory=list)
+    #: Kinds the source or destination deployment does not serve.
+    unserved: list[str] = field(default_factory=list)
+    #: Earlier versions of prompts written before their current one.
+    versions: int = 0
+
+
+class ConfigCopy:
+    """One load's configuration objects: :meth:`check` before anything is written, then
+    :meth:`apply` once the datasets and experiments exist."""
+
+    def __init__(
+        self,
+        client: BraintrustClient,
+        project: dict[str, Any],
+        source: ConfigSet,
+        *,
+        workers: int,
+        lookup: ConfigSet | None = None,
+    ) -> None:
+        self.client = client
+        self.project = project
+        self.source = source
+        self.workers = workers
+        #: Source objects of kinds not copied (:func:`lookup_kinds`): references to them go to
+        #: the destination's object of the same key, when it has one.
+        self.lookup = lookup or ConfigSet()
+        self.existing: dict[str, dict[str, dict[str, Any]]] = {}
+        self.found: dict[str, str] = {}
+        self.outcome = ConfigOutcome(unserved=list(source.unserved))
+
+    async def check(self) -> None:
+        """List what the destination holds; refuse a key taken by an object of another kind
+        sharing its namespace (a prompt's slug held by a function, or the reverse)."""
+        kinds = list(self.source.objects)
+        if SHARED_KEYS & set(kinds):
+            kinds += [k for k in SHARED_KEYS if k not in kinds]
+        kinds += [k for k in self.lookup.objects if k not in kinds]
+        found = await fetch_config(self.client, self.project, kinds)
+        self.outcome.unserved += [k for k in found.unserved if k in self.source.objects]
+        self.existing = {
+            name: {key_of(BY_NAME[name], obj): obj for obj in objs} for name, objs in found.objects.items()
+        }
+        for name, objects in self.lookup.objects.items():
+            for obj in objects:
+                mine = self.existing.get(name, {}).get(key_of(BY_NAME[name], obj))
+                if mine is not None and obj.get("id"):
+                    self.found[str(obj["id"])] = str(mine["id"])
+        for name, objects in self.source.objects.items():
+            if name not in SHARED_KEYS or name in found.unserved:
+                continue
+            kind = BY_NAME[name]
+            for other in SHARED_KEYS - {name}:
+                taken = self.existing.get(other, {})
+                for obj in objects:
+                    if key_of(kind, obj) in taken and key_of(kind, obj) not in self.existing.get(name, {}):
+                        raise UsageError(
+                            self.client.sided(
+                                f"{label(kind, obj)} cannot be written: project {self.project['name']!r} "
+                                f"has a {other} with that {'/'.join(kind.key)}; rename one of them"
+                            )
+                        )
+
+    async def apply(self, id_map: dict[str, str]) -> ConfigOutcome:
+        """Write every source object the destination does not already hold as it is, group by
+        group; ``id_map`` (source id -> destination id) grows with each object written."""
+        labels = {
+            str(o["id"]): label(BY_NAME[k], o)
+            for config in (self.source, self.lookup)
+            for k, objs in config.objects.items()
+            for o in objs
+            if o.get("id")
+        }
+        id_map.update(self.found)
+        for order in sorted({kind.order for kind in KINDS}):
+            group = [kind for kind in KINDS if kind.order == order and kind.name in self.source.objects]
+            if not group or any(kind.name in self.outcome.unserved for kind in group):
+                continue
+            counts = {kind.name: ConfigCount(kind.name) for kind in group}
+            self.outcome.counts += counts.values()
+            kind_of: dict[int, ConfigKind] = {}
+            objects: list[dict[str, Any]] = []
+            for kind in group:
+                for obj in self.source.objects[kind.name]:
+                    if is_code_bundle(kind, obj):
+                        self.outcome.skipped.append(
+                            f"{label(kind, obj)}: a code bundle cannot be copied; skipped"
+                        )
+                        continue
+                    kind_of[id(obj)] = kind
+                    objects.append(obj)
+            levels, cycle = ordered_levels(objects)
+            for obj in cycle:
+                self.outcome.broken.append(f"{label(kind_of[id(obj)], obj)}: in a cycle of references")
+            for level in levels:
+                await self._write_level(level, kind_of, counts, id_map, labels)
+        return self.outcome
+
+    async def _replay(self, kind: ConfigKind, obj: dict[str, Any], id_map: dict[str, str]) -> None:
+        """Write ``obj``'s earlier versions, oldest first, before it is created, so the copy
+        keeps its history; a version whose references cannot be remapped is left out (listed)."""
+        for version in self.source.versions.get(str(obj.get("id")), []):
+            missing = [ref for ref in references(version) if ref not in id_map]
+            if missing:
+                self.outcome.skipped.append(
+                    f"{label(kind, obj)}: version {version.get('_xact_id')} refers to id {missing[0]}, "
+                    "which was not copied; that version left out"
+                )
+                continue
+            await write_object(
+                self.client, kind, create_body(kind, remap(version, id_map), self.project["id"])
+            )
+            self.outcome.versions += 1
+
+    async def _write_level(
+        self,
+        level: list[dict[str, Any]],
+        kind_of: dict[int, ConfigKind],
+        counts: dict[str, ConfigCount],
+        id_map: dict[str, str],
+        labels: dict[str, str],
+    ) -> None:
+        limiter = anyio.CapacityLimiter(self.workers)
+        written: dict[str, str] = {}
+
+        async def one(obj: dict[str, Any]) -> None:
+            kind = kind_of[id(obj)]
+            missing = [ref for ref in references(obj) if ref not in id_map]
+            if missing:
+                named = ", ".join(labels.get(ref, f"id {ref} (not in the source project)") for ref in missing)
+                self.outcome.broken.append(f"{label(kind, obj)}: refers to {named}, which was not copied")
+                return
+            body = create_body(kind, remap(obj, id_map), self.project["id"])
+            existing = self.existing.get(kind.name, {}).get(key_of(kind, obj))
+            if existing is not None and comparable(existing, {}) == comparable(body, {}):
+                counts[kind.name].unchanged += 1
+                result = existing
+            else:
+                async with limiter:
+                    if existing is None:
+                        await self._replay(kind, obj, id_map)
+                    result = await write_object(self.client, kind, body)
+                if existing is None:
+                    counts[kind.name].created += 1
+                else:
+                    counts[kind.name].updated += 1
+            if obj.get("id") and result.get("id"):
+                written[str(obj["id"])] = str(result["id"])
+
+        try:
+            async with anyio.create_task_group() as tg:
+                for obj in level:
+                    tg.start_soon(one, obj)
+        except BaseExceptionGroup as group:
+            raise first_error(group) from None
+        id_map.update(written)

@@ -1,0 +1,499 @@
+"""Project configuration objects through export, import, migrate and verify, against the
+emulator: a project with every kind (prompts with tool functions, an LLM-judge scorer, an
+inline code tool, a code function with a bundle, project scores with an online scorer, tags, a
+view, a span iframe, an automation, settings naming the baseline experiment) is exported and
+imported into a fresh project of ANOTHER org, and migrated there directly; each copy verifies
+identical, every reference points at the destination's objects, and a re-run changes nothing
+(same ids, no twins). A prompt naming a function the source does not have is reported by name
+(exit 1, rows still copied); the code function is listed as skipped; a slug taken by an object
+of another kind at the destination is one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pipeline.common.config_kinds import BY_NAME, ordered_levels, references, remap
+from pipeline.common.errors import UsageError
+from pipeline.common.selection import config_selection, parse_selection
+from tests.conftest import Emulator
+from tests.helpers import all_rows, btpipe, insert, post, send, unique
+
+OTHER = "OTHER_ORG_KEY"
+INLINE = {"type": "code", "data": {"type": "inline", "code": "def handler(x):\n    return x",
+                                   "runtime_context": {"runtime": "python", "version": "3.11"}}}  # fmt: skip
+BUNDLE = {"type": "code", "data": {"type": "bundle", "bundle_id": "b-1", "location": {"type": "function", "index": 0},
+                                   "runtime_context": {"runtime": "node", "version": "20"}}}  # fmt: skip
+CHAT = {"type": "chat", "messages": [{"role": "user", "content": "Summarize {{input}}"}]}
+
+
+def _tool(function_id: str) -> dict[str, Any]:
+    return {"type": "function", "id": function_id}
+
+
+def make_configured_project(emulator: Emulator, prefix: str) -> dict[str, Any]:
+    """A project holding rows and one or more objects of every configuration kind, with
+    references between them; returns the objects by name."""
+    url, key = emulator.url, emulator.key
+    project = post(url, key, "/v1/project", {"name": unique(prefix)})
+    pid = project["id"]
+    insert(
+        url,
+        key,
+        "project_logs",
+        pid,
+        [{"id": f"log-{i}", "input": i, "tags": ["needs-review"]} for i in range(5)],
+    )
+    dataset = post(url, key, "/v1/dataset", {"project_id": pid, "name": "golden"})
+    insert(url, key, "dataset", dataset["id"], [{"id": "d-1", "input": "q", "expected": "a"}])
+    experiment = post(
+        url, key, "/v1/experiment", {"project_id": pid, "name": "baseline", "dataset_id": dataset["id"]}
+    )
+    insert(
+        url,
+        key,
+        "experiment",
+        experiment["id"],
+        [{"id": "e-1", "input": "q", "output": "a", "scores": {"accuracy": 1}}],
+    )
+
+    def put(kind: str, body: dict[str, Any]) -> dict[str, Any]:
+        return send("PUT", url, key, f"/v1/{kind}", body)
+
+    tool = put("function", {"project_id": pid, "name": "Lookup", "slug": "lookup", "function_data": INLINE,
+                            "function_type": "tool", "description": "finds things"})  # fmt: skip
+    bundled = put(
+        "function", {"project_id": pid, "name": "Bundled", "slug": "bundled", "function_data": BUNDLE}
+    )
+    judge = put("function", {
+        "project_id": pid, "name": "Judge", "slug": "judge", "function_type": "scorer",
+        "function_data": {"type": "prompt"},
+        "prompt_data": {"prompt": CHAT, "options": {"model": "gpt-4o"}, "tool_functions": [_tool(tool["id"])]},
+    })  # fmt: skip
+    prompt = put("prompt", {
+        "project_id": pid, "name": "Summarize", "slug": "summarize", "tags": ["prod"],
+        "prompt_data": {"prompt": CHAT, "options": {"model": "gpt-4o"}, "tool_functions": [_tool(tool["id"])]},
+    })  # fmt: skip
+    plain = put("prompt", {"project_id": pid, "name": "Plain", "slug": "plain", "description": "first",
+                           "prompt_data": {"prompt": CHAT}})  # fmt: skip
+    plain = send(
+        "PATCH", url, key, f"/v1/prompt/{plain['id']}", {"description": "second"}
+    )  # a second version
+    tag = put("project_tag", {"project_id": pid, "name": "needs-review", "color": "red"})
+    score = put("project_score", {"project_id": pid, "name": "accuracy", "score_type": "slider"})
+    online = put("project_score", {
+        "project_id": pid, "name": "judged", "score_type": "online",
+        "config": {"online": {"sampling_rate": 0.5, "scorers": [_tool(judge["id"])]}},
+    })  # fmt: skip
+    view = put("view", {"object_type": "project", "object_id": pid, "view_type": "logs", "name": "triage",
+                        "view_data": {"search": {"tag": ["needs-review"], "filter": ["scores.accuracy < 0.5"]}}})  # fmt: skip
+    iframe = put("span_iframe", {"project_id": pid, "name": "viewer", "url": "https://example.com/{{id}}"})
+    automation = put("project_automation", {
+        "project_id": pid, "name": "alert",
+        "config": {"event_type": "logs", "btql_filter": "scores.accuracy < 0.5", "interval_seconds": 60,
+                   "action": {"type": "webhook", "url": "https://example.com/hook"}},
+    })  # fmt: skip
+    settings = {"comparison_key": "input", "baseline_experiment_id": experiment["id"]}
+    send("PATCH", url, key, f"/v1/project/{pid}", {"settings": settings})
+    return {
+        "project": project, "dataset": dataset, "experiment": experiment, "tool": tool, "bundled": bundled,
+        "judge": judge, "prompt": prompt, "plain": plain, "tag": tag, "score": score, "online": online,
+        "view": view, "iframe": iframe, "automation": automation,
+    }  # fmt: skip
+
+
+def listing(emulator: Emulator, key: str, project_id: str) -> dict[str, dict[str, dict[str, Any]]]:
+    """Every configuration object of the project, per kind, by name, read straight from the server."""
+    found: dict[str, dict[str, dict[str, Any]]] = {}
+    for kind in ("prompt", "function", "project_score", "project_tag", "span_iframe", "project_automation"):
+        objects = send(
+            "GET", emulator.url, key, f"/v1/{kind}", params={"project_id": project_id, "limit": "1000"}
+        )
+        found[kind] = {o["name"]: o for o in objects["objects"] if o["project_id"] == project_id}
+        assert len(found[kind]) == len([o for o in objects["objects"] if o["project_id"] == project_id]), kind
+    views = send("GET", emulator.url, key, "/v1/view",
+                 params={"object_type": "project", "object_id": project_id, "limit": "1000"})  # fmt: skip
+    found["view"] = {v["name"]: v for v in views["objects"]}
+    found["settings"] = {"settings": send("GET", emulator.url, key, f"/v1/project/{project_id}")["settings"]}
+    return found
+
+
+def destination_project(emulator: Emulator, name: str) -> dict[str, Any]:
+    projects = send("GET", emulator.url, emulator.other_org_key, "/v1/project", params={"project_name": name})
+    [project] = [p for p in projects["objects"] if p["name"] == name]
+    return project
+
+
+def check_copy(emulator: Emulator, source: dict[str, Any], project: dict[str, Any]) -> dict[str, Any]:
+    """The destination holds every object but the bundled code function, each reference
+    pointing at the destination's own objects; returns its listing."""
+    got = listing(emulator, emulator.other_org_key, project["id"])
+    assert set(got["function"]) == {"Lookup", "Judge"}  # the code bundle is not copied
+    assert set(got["prompt"]) == {"Summarize", "Plain"}
+    assert set(got["project_score"]) == {"accuracy", "judged"}
+    assert set(got["project_tag"]) == {"needs-review"}
+    assert set(got["span_iframe"]) == {"viewer"}
+    assert set(got["project_automation"]) == {"alert"}
+    assert set(got["view"]) == {"triage"}
+    tool, judge = got["function"]["Lookup"], got["function"]["Judge"]
+    assert tool["function_data"] == INLINE and tool["description"] == "finds things"
+    assert got["prompt"]["Summarize"]["prompt_data"]["tool_functions"] == [_tool(tool["id"])]
+    assert got["prompt"]["Summarize"]["tags"] == ["prod"]
+    assert judge["prompt_data"]["tool_functions"] == [_tool(tool["id"])]
+    assert got["project_score"]["judged"]["config"]["online"]["scorers"] == [_tool(judge["id"])]
+    assert got["view"]["triage"]["object_id"] == project["id"]
+    assert got["view"]["triage"]["view_data"] == source["view"]["view_data"]
+    experiments = send(
+        "GET", emulator.url, emulator.other_org_key, "/v1/experiment", params={"project_id": project["id"]}
+    )
+    [experiment] = experiments["objects"]
+    assert got["settings"]["settings"] == {
+        "comparison_key": "input",
+        "baseline_experiment_id": experiment["id"],
+    }
+    ids = {o["id"] for objects in got.values() for o in objects.values() if "id" in o}
+    source_ids = {v["id"] for v in source.values()}
+    assert not ids & source_ids  # every object is the destination's own
+    return got
+
+
+def history(emulator: Emulator, key: str, project_id: str, prompt_id: str) -> list[str | None]:
+    """The descriptions of a prompt's versions, oldest first, listed as the Python SDK lists them."""
+    query = {
+        "from": {"op": "function", "name": {"op": "ident", "name": ["project_prompts"]},
+                 "args": [{"op": "literal", "value": project_id}]},
+        "select": [{"op": "star"}],
+        "filter": {"op": "eq", "left": {"op": "ident", "name": ["id"]}, "right": {"op": "literal", "value": prompt_id}},
+    }  # fmt: skip
+    rows = send("POST", emulator.url, key, "/btql", {"query": query, "audit_log": True, "fmt": "json"})[
+        "data"
+    ]
+    return [row.get("description") for row in rows]
+
+
+def ids_of(got: dict[str, Any]) -> dict[str, str]:
+    return {
+        f"{kind}:{name}": o["id"] for kind, objects in got.items() for name, o in objects.items() if "id" in o
+    }
+
+
+@pytest.fixture(scope="module")
+def configured(emulator: Emulator) -> dict[str, Any]:
+    return make_configured_project(emulator, "config-src")
+
+
+def test_export_import_into_another_org_and_verify(
+    emulator: Emulator, configured: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(OTHER, emulator.other_org_key)
+    name = configured["project"]["name"]
+    out = tmp_path / "backup"
+    result = btpipe(emulator, "export", "--project", name, "--out", str(out), "--format", "jsonl")
+    assert result.exit_code == 0, result.output
+    [manifest] = [json.loads(p.read_text()) for p in (out / "_manifests").glob("*.json")]
+    counts = {entry["kind"]: entry["objects"] for entry in manifest["config"]}
+    assert counts == {"project_tag": 1, "span_iframe": 1, "function": 3, "prompt": 2, "prompt_version": 1,
+                      "project_score": 2, "view": 1, "project_automation": 1, "settings": 1}  # fmt: skip
+    prompts = out / manifest["config"][3]["file"]["path"]
+    assert prompts.name == "prompt.jsonl" and "_config/kind=prompt/run=" in str(prompts)
+    exported = {p["slug"]: p for p in map(json.loads, prompts.read_text().splitlines())}
+    assert exported["summarize"] == send(
+        "GET", emulator.url, emulator.key, f"/v1/prompt/{configured['prompt']['id']}"
+    )
+
+    target = unique("config-import")
+    args = ("import", "--in", str(out), "--to-project", target, "--create-project")
+    result = btpipe(emulator, *args, key=emulator.other_org_key)
+    assert result.exit_code == 0, result.output
+    assert "function 'bundled': a code bundle cannot be copied; skipped" in result.output
+    project = destination_project(emulator, target)
+    first = check_copy(emulator, configured, project)
+    assert len(all_rows(emulator.url, emulator.other_org_key, "project_logs", project["id"])) == 5
+    plain = first["prompt"]["Plain"]
+    assert history(emulator, emulator.other_org_key, project["id"], plain["id"]) == ["first", "second"]
+
+    result = btpipe(emulator, "verify", "--in", str(out), "--to-project", target, key=emulator.other_org_key)
+    assert result.exit_code == 0, result.output
+    assert "prompts -> " in result.output and "2 vs 2 objects: identical" in result.output
+
+    again = btpipe(emulator, *args, "--into-existing", key=emulator.other_org_key)  # a re-run changes nothing
+    assert again.exit_code == 0, again.output
+    assert " 0 created, 0 updated" in again.output and " created, 0 updated, 0 unchanged" not in again.output
+    assert ids_of(check_copy(emulator, configured, project)) == ids_of(first)
+
+
+def test_migrate_into_another_org_then_again(
+    emulator: Emulator, configured: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(OTHER, emulator.other_org_key)
+    source, target = configured["project"]["name"], unique("config-migrate")
+    args = (
+        "migrate",
+        "--from-project",
+        source,
+        "--to-project",
+        target,
+        "--create-project",
+        "--to-api-key-env",
+        OTHER,
+    )
+    result = btpipe(emulator, *args, "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    created = {c["kind"]: c["created"] for c in summary["config"]}
+    assert created == {"project_tag": 1, "span_iframe": 1, "function": 2, "prompt": 2, "project_score": 2,
+                       "view": 1, "project_automation": 1, "settings": 1}  # fmt: skip
+    assert summary["broken"] == []
+    assert summary["warnings"] == ["function 'bundled': a code bundle cannot be copied; skipped"]
+    project = destination_project(emulator, target)
+    first = check_copy(emulator, configured, project)
+
+    verify = btpipe(
+        emulator, "verify", "--project", source, "--to-project", target, "--to-api-key-env", OTHER
+    )
+    assert verify.exit_code == 0, verify.output
+
+    result = btpipe(emulator, *args, "--json", "--into-existing")
+    assert result.exit_code == 0, result.output
+    counts = json.loads(result.stdout)["config"]
+    assert all(c["created"] == c["updated"] == 0 for c in counts), counts
+    assert ids_of(check_copy(emulator, configured, project)) == ids_of(first)
+
+    # a changed prompt is replaced in place, and verify saw the difference first
+    send(
+        "PATCH", emulator.url, emulator.key, f"/v1/prompt/{configured['plain']['id']}", {"description": "new"}
+    )
+    verify = btpipe(
+        emulator, "verify", "--project", source, "--to-project", target, "--to-api-key-env", OTHER
+    )
+    assert verify.exit_code == 1 and "differing: 1 (e.g. plain)" in verify.output, verify.output
+    result = btpipe(emulator, *args, "--json", "--objects", "prompts", "--into-existing")
+    [count] = json.loads(result.stdout)["config"]
+    assert (count["kind"], count["created"], count["updated"], count["unchanged"]) == ("prompt", 0, 1, 1)
+    plain = listing(emulator, emulator.other_org_key, project["id"])["prompt"]["Plain"]
+    assert plain["id"] == first["prompt"]["Plain"]["id"] and plain["description"] == "new"
+
+
+def test_broken_reference_is_named_and_rows_still_copied(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(OTHER, emulator.other_org_key)
+    url, key = emulator.url, emulator.key
+    project = post(url, key, "/v1/project", {"name": unique("config-broken")})
+    insert(url, key, "project_logs", project["id"], [{"id": "row-1", "input": 1}])
+    missing = "00000000-0000-4000-8000-000000000000"
+    send("PUT", url, key, "/v1/prompt", {"project_id": project["id"], "name": "Bad", "slug": "bad-prompt",
+                                         "prompt_data": {"prompt": CHAT, "tool_functions": [_tool(missing)]}})  # fmt: skip
+    target = unique("config-broken-dst")
+    result = btpipe(emulator, "migrate", "--from-project", project["name"], "--to-project", target,
+                    "--create-project", "--to-api-key-env", OTHER)  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert f"not copied: prompt 'bad-prompt': refers to id {missing}" in result.output
+    copied = destination_project(emulator, target)
+    assert set(all_rows(url, emulator.other_org_key, "project_logs", copied["id"])) == {"row-1"}
+
+
+def test_slug_taken_by_another_kind_is_one_line(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(OTHER, emulator.other_org_key)
+    url, key = emulator.url, emulator.key
+    project = post(url, key, "/v1/project", {"name": unique("config-clash")})
+    send("PUT", url, key, "/v1/prompt", {"project_id": project["id"], "name": "Summarize", "slug": "summarize",
+                                         "prompt_data": {"prompt": CHAT}})  # fmt: skip
+    target = post(url, emulator.other_org_key, "/v1/project", {"name": unique("config-clash-dst")})
+    send("PUT", url, emulator.other_org_key, "/v1/function", {"project_id": target["id"], "name": "S",
+                                                              "slug": "summarize", "function_data": INLINE})  # fmt: skip
+    result = btpipe(emulator, "migrate", "--from-project", project["name"], "--to-project", target["name"],
+                    "--objects", "config", "--to-api-key-env", OTHER)  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().splitlines() == [
+        f"btpipe: error: destination: prompt 'summarize' cannot be written: project {target['name']!r} "
+        "has a function with that slug; rename one of them"
+    ]
+    assert listing(emulator, emulator.other_org_key, target["id"])["prompt"] == {}
+
+
+def test_objects_names_configuration_kinds() -> None:
+    assert config_selection("logs,prompts,views") == ["prompt", "view"]
+    assert config_selection("config") == [kind for kind in BY_NAME]
+    assert config_selection(None) == [kind for kind in BY_NAME]
+    assert config_selection("logs,datasets") == []
+    assert [s.object_type for s in parse_selection("logs,config,functions")] == ["project_logs"]
+    with pytest.raises(UsageError, match=r"cannot understand .prompt. .*functions, prompts, project_scores"):
+        parse_selection("logs,prompt")
+
+
+_IDS = st.uuids().map(str)
+
+
+@given(st.dictionaries(_IDS, _IDS, max_size=5), st.recursive(
+    st.one_of(_IDS, st.text(max_size=5), st.integers()),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=12,
+))  # fmt: skip
+def test_remap_round_trips(id_map: dict[str, str], value: Any) -> None:
+    """Remapping with a one-to-one map and then its inverse gives the value back, whatever
+    the nesting, when no destination id is also a source id."""
+    if set(id_map.values()) & set(id_map) or len(set(id_map.values())) != len(id_map):
+        return
+    inverse = {v: k for k, v in id_map.items()}
+    forward = remap(value, id_map)
+    if any(v in inverse for v in _strings(value)):
+        return
+    assert remap(forward, inverse) == value
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)] + list(value)
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+def test_references_order_and_cycles() -> None:
+    a = {"id": "a", "prompt_data": {"tool_functions": [_tool("b")]}}
+    b = {"id": "b", "function_data": {"type": "prompt"}}
+    c = {"id": "c", "config": {"online": {"scorers": [_tool("a"), {"type": "global", "name": "Factuality"}]}}}
+    x, y = {"id": "x", "tools": [_tool("y")]}, {"id": "y", "tools": [_tool("x")]}
+    assert references(c) == ["a"]
+    levels, cycle = ordered_levels([c, a, b, x, y])
+    assert [[o["id"] for o in level] for level in levels] == [["b"], ["a"], ["c"]]
+    assert [o["id"] for o in cycle] == ["x", "y"]
+
+
+def _acls(emulator: Emulator, key: str, project_id: str) -> list[dict[str, Any]]:
+    found = send(
+        "GET", emulator.url, key, "/v1/acl", params={"object_type": "project", "object_id": project_id}
+    )
+    return sorted(found["objects"], key=lambda a: a.get("permission") or "")
+
+
+def test_acls_and_groups_with_users_mapped_by_email(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--acls --map-users`` in one org grants the same user on the copy and finds the same
+    group; into another org it creates the group there, and the user it lacks is listed, not
+    invented; without ``--map-users`` a user grant is listed."""
+    monkeypatch.setenv(OTHER, emulator.other_org_key)
+    url, key = emulator.url, emulator.key
+    project = post(url, key, "/v1/project", {"name": unique("acl-src")})
+    [member] = send("GET", url, key, "/v1/user", params={"email": "member@local.test"})["objects"]
+    group = post(
+        url,
+        key,
+        "/v1/group",
+        {"name": unique("reviewers"), "member_users": [member["id"]], "org_name": "local"},
+    )
+    post(url, key, "/v1/acl", {"object_type": "project", "object_id": project["id"], "user_id": member["id"],
+                               "permission": "update"})  # fmt: skip
+    base = (
+        "migrate",
+        "--from-project",
+        project["name"],
+        "--create-project",
+        "--objects",
+        "config",
+        "--acls",
+        "--json",
+    )
+    missing = "user member@local.test has no account in the destination org"
+
+    same = unique("acl-same")
+    result = btpipe(emulator, *base, "--to-project", same, "--map-users")
+    assert result.exit_code == 0, result.output
+    acls = json.loads(result.stdout)["acls"]
+    assert (acls["granted"], acls["groups_created"], acls["not_copied"]) == (1, 0, [])
+    copy = send("GET", url, key, "/v1/project", params={"project_name": same})["objects"][0]
+    granted = [(a.get("user_id"), a["permission"]) for a in _acls(emulator, key, copy["id"])]
+    assert granted == [(member["id"], "update")]
+
+    other = unique("acl-other")
+    result = btpipe(emulator, *base, "--to-project", other, "--map-users", "--to-api-key-env", OTHER)
+    assert result.exit_code == 0, result.output
+    acls = json.loads(result.stdout)["acls"]
+    assert acls["granted"] == 0 and acls["groups_created"] >= 1
+    assert f"member of group {group['name']!r}: {missing}" in acls["not_copied"]
+    assert f"update on project {other!r}: {missing}" in acls["not_copied"]
+    assert _acls(emulator, emulator.other_org_key, destination_project(emulator, other)["id"]) == []
+    groups = send("GET", url, emulator.other_org_key, "/v1/group", params={"group_name": group["name"]})[
+        "objects"
+    ]
+    assert [(g["name"], g.get("member_users") or []) for g in groups] == [(group["name"], [])]
+
+    nousers = unique("acl-nousers")
+    result = btpipe(emulator, *base, "--to-project", nousers, "--to-api-key-env", OTHER)
+    assert result.exit_code == 0, result.output
+    acls = json.loads(result.stdout)["acls"]
+    assert acls["groups_created"] == 0  # found by name this time
+    assert [line for line in acls["not_copied"] if line.startswith("update on")] == [
+        f"update on project {nousers!r}: a user, not mapped (pass --map-users to map users by email)"
+    ]
+
+
+def test_configuration_alone_then_some_kinds(
+    emulator: Emulator, configured: dict[str, Any], tmp_path: Path
+) -> None:
+    """An export of the configuration alone holds no rows; importing only its prompts names the
+    prompt whose tool function was not copied (exit 1) and creates the others."""
+    out = tmp_path / "config-only"
+    result = btpipe(emulator, "export", "--project", configured["project"]["name"], "--out", str(out),
+                    "--objects", "config")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    [manifest] = [json.loads(p.read_text()) for p in (out / "_manifests").glob("*.json")]
+    assert manifest["objects"] == [] and len(manifest["config"]) == 9
+    target = unique("config-prompts")
+    result = btpipe(emulator, "import", "--in", str(out), "--to-project", target, "--create-project",
+                    "--objects", "prompts")  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert "not copied: prompt 'summarize': refers to function 'lookup', which was not copied" in (
+        result.output
+    )
+    project = send("GET", emulator.url, emulator.key, "/v1/project", params={"project_name": target})[
+        "objects"
+    ][0]
+    got = listing(emulator, emulator.key, project["id"])
+    assert set(got["prompt"]) == {"Plain"} and got["function"] == {}
+
+
+def test_a_changed_configuration_file_is_caught(
+    emulator: Emulator, configured: dict[str, Any], tmp_path: Path
+) -> None:
+    """A configuration file that differs from its manifest entry stops an import before anything
+    is written, and verify reports it instead of comparing."""
+    out = tmp_path / "tampered"
+    result = btpipe(emulator, "export", "--project", configured["project"]["name"], "--out", str(out),
+                    "--objects", "prompts")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    [path] = (out / "_config" / "kind=prompt").rglob("prompt.jsonl")
+    path.write_text(path.read_text().replace("Summarize", "Summarise"))
+    target = unique("config-tampered")
+    result = btpipe(emulator, "import", "--in", str(out), "--to-project", target, "--create-project")
+    assert result.exit_code == 1, result.output
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"btpipe: error: {path}: sha256 differs from the manifest"), line
+    project = send("GET", emulator.url, emulator.key, "/v1/project", params={"project_name": target})[
+        "objects"
+    ][0]
+    assert listing(emulator, emulator.key, project["id"])["prompt"] == {}
+    result = btpipe(emulator, "verify", "--in", str(out), "--to-project", target)
+    assert result.exit_code == 1 and "not compared, the source files are damaged" in result.output, (
+        result.output
+    )
+
+
+def test_delete_refuses_configuration_kinds(emulator: Emulator) -> None:
+    result = btpipe(
+        emulator, "delete", "--project", "any", "--objects", "prompts", "--filter", "id = 'x'", "--yes"
+    )
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        "btpipe: error: --objects: delete removes rows; configuration kinds (prompts, ...) are not rows"
+    ]

@@ -1,9 +1,12 @@
 """``make demo``: the whole pipeline against a local emulator, in well under a minute.
 
     1. start the emulator (a subprocess, free port, temp database, sample data)
-    2. run configs/nightly-backup.toml             -> demo-output/backup (Parquet, Hive layout)
+    2. run configs/nightly-backup.toml             -> demo-output/backup (Parquet, Hive layout, with
+       the project's prompts, functions, scores, tags, views, ...), and the same job for
+       sample-attachments                           -> demo-output/backup-attachments (images, a PDF)
     3. insert new log rows, run the backup again    -> only the new rows are fetched
-    4. run configs/migrate-project.toml             -> sample-project copied to another org, verified
+    4. run configs/migrate-project.toml             -> sample-project, then sample-attachments, copied
+       to another org with their configuration and attachments, verified
     5. print rows, files and seconds, where the files are and a DuckDB query over them
 
 The emulator is stopped whatever happens. ``--traces`` (or ``BTPIPE_DEMO_TRACES``) sets the
@@ -38,6 +41,9 @@ from pipeline.jobs.runner import JobResult, run_export_job, run_migrate_job
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 SAMPLE_PROJECT = "sample-project"
+#: The sample's project whose rows refer to images and a PDF (kept apart from sample-project,
+#: whose rows the benchmarks time).
+ATTACHMENTS_PROJECT = "sample-attachments"
 T = TypeVar("T")
 
 
@@ -70,8 +76,8 @@ class DemoRun:
         env = {"BRAINTRUST_API_URL": self.url, "BRAINTRUST_API_KEY": _key("local"), **environ}
         return load_job_file(str(CONFIGS / name), environ=env, overrides=overrides)
 
-    async def backup(self) -> JobResult:
-        jobs = self.job_file("nightly-backup.toml", {}, out=str(self.out / "backup"))
+    async def backup(self, project: str = SAMPLE_PROJECT, out: str = "backup") -> JobResult:
+        jobs = self.job_file("nightly-backup.toml", {}, out=str(self.out / out), projects=project)
         (job,) = jobs.jobs.values()
         assert isinstance(job, ExportJobConfig) and jobs.source is not None
         return await run_export_job(job, jobs.source, self.progress)
@@ -90,9 +96,12 @@ class DemoRun:
         task.finish()
         return len({e["id"] for e in events})
 
-    async def migrate(self) -> JobResult:
+    async def migrate(self, project: str = SAMPLE_PROJECT) -> JobResult:
         destination = {"DEST_BRAINTRUST_API_URL": self.url, "DEST_BRAINTRUST_API_KEY": _key("other")}
-        jobs = self.job_file("migrate-project.toml", destination, state_dir=str(self.out / ".btpipe-state"))
+        jobs = self.job_file(
+            "migrate-project.toml", destination, state_dir=str(self.out / ".btpipe-state"),
+            project=project, to_project=f"{project}-copy",
+        )  # fmt: skip
         (job,) = jobs.jobs.values()
         assert isinstance(job, MigrateJobConfig) and jobs.source and jobs.destination
         return await run_migrate_job(job, jobs.source, jobs.destination, self.progress)
@@ -126,30 +135,42 @@ def main(traces: int, out: str) -> None:
         step(1, f"starting the emulator with {traces:,} sample traces")
         with emulator(Path(tmp) / "emulator.db", traces) as url:
             demo = DemoRun(url, out_dir, traces, Progress())
-            step(2, "nightly backup, first run (everything)")
+            step(2, "nightly backup, first run (everything: rows, configuration, attachments)")
             first = _stage(demo, demo.backup)
+            with_files = _stage(demo, lambda: demo.backup(ATTACHMENTS_PROJECT, "backup-attachments"))
             step(3, "inserting new log rows, then the nightly backup again (only what is new)")
             inserted = _stage(demo, demo.insert_new_rows)
             second = _stage(demo, demo.backup)
-            step(4, f"migrating {SAMPLE_PROJECT} to another org and verifying the copy")
+            step(4, f"migrating {SAMPLE_PROJECT} and {ATTACHMENTS_PROJECT} to another org and verifying")
             migrated = _stage(demo, demo.migrate)
+            migrated_files = _stage(demo, lambda: demo.migrate(ATTACHMENTS_PROJECT))
             step(5, "done")
-    verify = "identical" if migrated.ok else "DIFFERENCES (see above)"
+    verify = "identical" if migrated.ok and migrated_files.ok else "DIFFERENCES (see above)"
     backup = out_dir / "backup"
+    config = sum(1 for f in backup.glob("_config/kind=*/run=*/*.jsonl") for _ in f.open())
+    attachments = [f for f in (out_dir / "backup-attachments").glob("_attachments/sha256=*") if f.is_file()]
     click.echo("btpipe demo summary")
-    click.echo(f"  backup run 1:  {describe(first)}")
+    click.echo(f"  backup run 1:  {describe(first)}, {config} configuration objects")
+    click.echo(
+        f"  attachments:   {describe(with_files)}; {len(attachments)} attachment files "
+        f"({sum(f.stat().st_size for f in attachments):,} bytes)"
+    )
     click.echo(f"  new log rows:  {inserted:,} inserted")
     click.echo(f"  backup run 2:  {describe(second)} (only the new rows)")
-    click.echo(f"  migrate:       {migrated.rows:,} rows in {migrated.seconds:.1f}s; verify: {verify}")
+    click.echo(
+        f"  migrate:       {migrated.rows + migrated_files.rows:,} rows, configuration and attachments in "
+        f"{migrated.seconds + migrated_files.seconds:.1f}s; verify: {verify}"
+    )
     click.echo(f"  total:         {time.monotonic() - started:.1f}s")
     click.echo(f"  files:         {backup}")
     click.echo(
         '  look at them:  duckdb -c "SELECT object_type, count(*) FROM read_parquet('
-        f"'{backup}/object_type=*/*/*/*.parquet', hive_partitioning = true) GROUP BY 1\""
+        f"'{backup}/object_type=*/*/*/*.parquet', hive_partitioning = true, union_by_name = true) GROUP BY 1\""
     )
-    for warning in (*first.warnings, *second.warnings, *migrated.warnings):
-        click.echo(f"btpipe: warning: {warning}", err=True)
-    if not migrated.ok:
+    for result in (first, with_files, second, migrated, migrated_files):
+        for warning in result.warnings:
+            click.echo(f"btpipe: warning: {warning}", err=True)
+    if not (migrated.ok and migrated_files.ok):
         sys.exit(1)
 
 

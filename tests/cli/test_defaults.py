@@ -76,7 +76,7 @@ def test_client_settings_from_options_defaults_to_the_records() -> None:
         ("--page-limit", "page_limit", "1001", "expected integer between 1 and 1000, got 1001"),
         ("--encoders", "encoders", "-1", "expected integer >= 0, got -1"),
         ("--file-mb", "file_mb", "x", 'expected integer, got "x"'),
-        ("--format", "format", "csv", 'expected one of "parquet", "jsonl", got "csv"'),
+        ("--format", "format", "csv", 'expected one of "parquet", "jsonl", "delta", got "csv"'),
     ],
 )
 def test_out_of_range_is_refused_alike_on_the_command_line_and_in_a_job_file(

@@ -44,7 +44,9 @@ def find_config(
     """The newest entry of each of ``kinds`` in the input, of the runs of ``project_id`` only
     when given (blocking: run in a thread)."""
     manifests = input_manifests(storage, prefix)  # by start time: a run that read no rows has no version
-    if until is not None:
+    # No manifests: a Delta table or loose files, which hold no configuration; --until is theirs
+    # (a table version) and was checked with them.
+    if until is not None and manifests:
         ids = [m.run_id for m in manifests]
         if until not in ids:
             raise UsageError(f"--until: no run {until!r} under {location(storage, '')}")

@@ -32,7 +32,7 @@ from pipeline.sinks.base import Sink
 from tests.helpers import all_rows, btpipe, insert, make_project
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "nightly-backup.toml"
-EVERY_OBJECT = "logs,datasets,experiments"
+EVERY_OBJECT = "logs,datasets,experiments,config"
 FILTER = "metadata.tag = 'keep'"
 
 

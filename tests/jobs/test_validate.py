@@ -73,7 +73,7 @@ BAD = [
     ),
     pytest.param(
         '[job.b]\nproject = "p"\nout = "o"\nformat = "csv"\n',
-        ['{f}:job.b.format: expected one of "parquet", "jsonl", got "csv"'],
+        ['{f}:job.b.format: expected one of "parquet", "jsonl", "delta", got "csv"'],
         id="bad-choice",
     ),
     pytest.param(

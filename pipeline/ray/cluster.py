@@ -21,6 +21,7 @@ from typing import Any
 
 import ray
 from anyio.from_thread import BlockingPortal, start_blocking_portal
+from ray._private import ray_constants
 
 from pipeline.api.client import BraintrustClient, ClientSettings
 from pipeline.common.errors import AuthError, BtpipeError
@@ -37,11 +38,15 @@ def start(address: str | None = None, *, num_cpus: int | None = None) -> None:
     if this process is connected already (a caller that called ``ray.init`` itself)."""
     if ray.is_initialized():
         return
-    for name, value in LOCAL_ENVIRONMENT.items():
-        os.environ.setdefault(name, value)
     if address:
         ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
         return
+    # Ray's processes read these when they start; this process read them when it imported ray,
+    # so the one constant that keeps a local node on 127.0.0.1 (rather than the address of the
+    # machine's network interface) is set here too. A driver joining a cluster keeps both.
+    for name, value in LOCAL_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
+    ray_constants.ENABLE_RAY_CLUSTER = os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] != "0"
     ray.init(
         num_cpus=num_cpus or os.cpu_count() or 1,
         include_dashboard=False,

@@ -191,3 +191,23 @@ def test_the_key_travels_in_no_task(emulator: Emulator) -> None:
         assert key not in cloudpickle.dumps(thing)
     assert key not in pickle.dumps(datasource)
     assert emulator.key not in repr(datasource.__dict__)
+
+
+def test_the_local_ray_listens_on_loopback_only() -> None:
+    """Every server of the local Ray (GCS, raylet, workers, the runtime-env agent, this driver)
+    listens on 127.0.0.1 only: its node address is loopback, not the machine's interface."""
+    import ipaddress
+
+    import psutil
+
+    me = psutil.Process()
+    listening = [
+        c
+        for p in [me, *me.children(recursive=True)]
+        for c in p.net_connections(kind="tcp")
+        if c.status == psutil.CONN_LISTEN
+    ]
+    assert len(listening) >= 3  # GCS, raylet, this driver's core worker at least
+    assert all(ipaddress.ip_address(c.laddr.ip.removeprefix("::ffff:")).is_loopback for c in listening), (
+        listening
+    )

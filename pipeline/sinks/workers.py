@@ -59,8 +59,9 @@ _slots: dict[int, SharedMemory] = {}  # slot number -> this worker's mapping of 
 def _start_worker(storage_url: str, retries: Retries | None, parent: int) -> None:
     global _storage
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from pipeline.common.memory import keep_memory_flat
+    from pipeline.common.memory import keep_memory_flat, keep_numpy_out
 
+    keep_numpy_out()
     keep_memory_flat()
     _storage = open_storage(storage_url, retries=retries)
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()

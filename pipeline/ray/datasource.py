@@ -68,7 +68,7 @@ class BraintrustDatasource(Datasource):
         self,
         project: str,
         *,
-        objects: str = defaults.OBJECTS.default,
+        objects: str = "logs",
         filter: str | None = None,
         shape: str = defaults.SHAPE.default,
         api_url: str = defaults.API_URL.default,
@@ -147,7 +147,7 @@ def _bound_read(*args: Any) -> Any:
 def read_braintrust(
     project: str,
     *,
-    objects: str = defaults.OBJECTS.default,
+    objects: str = "logs",
     filter: str | None = None,
     shape: str = defaults.SHAPE.default,
     api_url: str = defaults.API_URL.default,

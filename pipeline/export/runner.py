@@ -883,6 +883,7 @@ class ExportJob:
             compression=self.options.file_compression,
             row_group_rows=self.options.row_group_rows,
             row_group_bytes=self.options.row_group_mb * 2**20,
+            stored=self.options.format == "delta",
         )
         if self._workers is None:
             return factory(self.storage)

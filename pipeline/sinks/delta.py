@@ -6,9 +6,8 @@ then, before the manifest, :func:`commit_run` applies the whole run to the table
 ``delta/<object type>/`` (:func:`pipeline.common.layout.delta_table`), partitioned by the
 column naming each row's object (:data:`pipeline.common.arrow_schema.OBJECT_ID_COLUMNS`):
 
-* a table that does not exist yet is created from the run's rows (written again by
-  ``deltalake``: the staged files carry Parquet's JSON logical type and their object id as a
-  column, which some Delta readers refuse in a table's data files);
+* a table that does not exist yet is created holding the run's staged files as its data files
+  (:func:`create_table`: staged in the table's own types, they are copied, not encoded again);
 * otherwise one ``MERGE`` on (object id, ``id``) takes the run's rows, a row replacing the
   table's only when its ``_xact_id`` is at least as high, and the ids of the run's tombstones,
   which delete their rows; for an object the run read whole (a full run), rows of the table
@@ -24,10 +23,12 @@ and commits nothing a second time. Staged rows stream from storage in record bat
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
+from urllib.parse import quote
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -38,9 +39,10 @@ from deltalake import (
     DeltaTable,
     Transaction,
     WriterProperties,
-    write_deltalake,
 )
+from deltalake import Schema as DeltaSchema
 from deltalake.exceptions import DeltaError
+from deltalake.transaction import AddAction, create_table_with_add_actions
 
 from pipeline.common import jsoncodec, layout
 from pipeline.common.arrow_schema import OBJECT_ID_COLUMNS, stored_schema
@@ -57,6 +59,7 @@ RUN_ID_KEY: Final = "btpipe.run_id"
 DELETE_COLUMN: Final = "_btpipe_delete"
 _READ_BYTES: Final = 1 << 20  # of a tombstone file at a time
 _BATCH_ROWS: Final = 8192  # staged rows read at a time
+_COPY_BYTES: Final = 8 << 20  # of a staged file at a time, copied into a new table
 _NEW_TABLE: Final = (
     "; export once without --incremental (btpipe run: --set incremental=false) to build it from a full read"
 )
@@ -96,18 +99,17 @@ def _stored(column: pa.Array, kind: pa.DataType) -> pa.Array:
     return column.cast(kind)
 
 
-def _row_batches(storage: Storage, obj: StagedObject, *, flag: bool) -> Iterator[pa.RecordBatch]:
-    """The staged rows of ``obj`` in the stored schema, with the delete flag (False) when
-    ``flag`` (a merge source); a row lacking its object's id gets it."""
-    schema = _source_schema(obj.object_type) if flag else stored_schema(obj.object_type)
+def _row_batches(storage: Storage, obj: StagedObject) -> Iterator[pa.RecordBatch]:
+    """The staged rows of ``obj`` as a merge source: the stored schema and the delete flag
+    (False); a row lacking its object's id gets it."""
+    schema = _source_schema(obj.object_type)
     index = schema.get_field_index(OBJECT_ID_COLUMNS[obj.object_type])
     for relpath in obj.files:
         with storage.open_read(relpath) as raw:
             for batch in pq.ParquetFile(raw).iter_batches(batch_size=_BATCH_ROWS):
                 columns = [_stored(batch.column(f.name), f.type) for f in stored_schema(obj.object_type)]
                 columns[index] = pc.fill_null(columns[index], obj.object_id)
-                if flag:
-                    columns.append(pa.array([False] * batch.num_rows, pa.bool_()))
+                columns.append(pa.array([False] * batch.num_rows, pa.bool_()))
                 yield pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
@@ -161,6 +163,44 @@ def _writer(object_type: ObjectType) -> WriterProperties:
     )
 
 
+def _copy(storage: Storage, source: str, target: str) -> int:
+    """Copy file ``source`` to ``target`` under ``storage``, published atomically; its size."""
+    size = 0
+    with storage.open_read(source) as raw, storage.open_atomic(target) as out:
+        while chunk := raw.read(_COPY_BYTES):
+            out.write(chunk)
+            size += len(chunk)
+    return size
+
+
+def create_table(
+    storage: Storage, where: TableLocation, relpath: str, run_id: str, object_type: ObjectType,
+    objects: list[StagedObject], commit: CommitProperties,
+) -> None:  # fmt: skip
+    """Create the table at ``relpath`` holding ``objects`` (each read whole) in its first commit.
+
+    A Delta run stages its pages in the table's own schema (:func:`stored_schema`), so the
+    staged files are already data files of the table: they are copied in, not encoded again
+    (their object id is a column too, which Delta readers take from the partition value), and
+    ``deltalake`` writes version 0 of the log listing them. Files copied by a run stopped before
+    that commit are written again by the rerun under the same names. Blocking."""
+    id_column = OBJECT_ID_COLUMNS[object_type]
+    now = int(time.time() * 1000)
+    adds: list[AddAction] = []
+    for obj in objects:
+        for index, staged in enumerate(obj.files):
+            with storage.open_read(staged) as raw:
+                rows = pq.ParquetFile(raw).metadata.num_rows
+            name = f"{id_column}={obj.object_id}/{run_id}-{index:05d}.parquet"
+            size = _copy(storage, staged, f"{relpath}/{name}")
+            stats = jsoncodec.dumps({"numRecords": rows}).decode()
+            adds.append(AddAction(quote(name, safe="/="), size, {id_column: obj.object_id}, now, True, stats))
+    create_table_with_add_actions(
+        where.uri, DeltaSchema.from_arrow(stored_schema(object_type)), adds, mode="error",
+        partition_by=[id_column], storage_options=where.options, commit_properties=commit,
+    )  # fmt: skip
+
+
 def commit_table(
     storage: Storage,
     run_id: str,
@@ -193,14 +233,8 @@ def commit_table(
                 f"{location(storage, relpath)}: no Delta table there, and this run read only the "
                 f"changes of {len(partial)} object(s) since an earlier run{_NEW_TABLE}"
             )
-        rows = pa.RecordBatchReader.from_batches(
-            stored_schema(object_type), (b for o in objects for b in _row_batches(storage, o, flag=False))
-        )
         check()
-        write_deltalake(
-            where.uri, rows, partition_by=[id_column], mode="error", storage_options=where.options,
-            writer_properties=_writer(object_type), commit_properties=commit,
-        )  # fmt: skip
+        create_table(storage, where, relpath, run_id, object_type, objects, commit)
         created = _open_table(where)
         assert created is not None
         return created.version()
@@ -209,7 +243,7 @@ def commit_table(
         (
             b
             for o in objects
-            for part in (_row_batches(storage, o, flag=True), _delete_batches(storage, o))
+            for part in (_row_batches(storage, o), _delete_batches(storage, o))
             for b in part
         ),
     )

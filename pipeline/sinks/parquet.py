@@ -14,7 +14,7 @@ from typing import Final
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.common.arrow_schema import schema_for
+from pipeline.common.arrow_schema import schema_for, stored_schema
 from pipeline.common.errors import UsageError
 from pipeline.common.rows import ObjectType
 from pipeline.common.storage import Storage
@@ -80,12 +80,17 @@ class ParquetSink(PartFileSink):
         compression: str | None = "zstd",
         row_group_rows: int = 50_000,
         row_group_bytes: int = 16 * 1024 * 1024,
+        stored: bool = False,
     ) -> None:
         if row_group_rows <= 0 or row_group_bytes <= 0:
             raise UsageError("row group limits must be positive")
         super().__init__(storage, directory, prefix=prefix, first_part=first_part)
         self.object_type = object_type
-        self.schema = schema_for(object_type)
+        # stored: the types a Delta table keeps (no extension types; btpipe's metadata stays, which
+        # Delta readers ignore), so that the files can become the table's data files as they are
+        full = schema_for(object_type)
+        self.schema = stored_schema(object_type).with_metadata(full.metadata) if stored else full
+        self._stored = stored
         self.compression = compression or "none"
         self.row_group_rows = row_group_rows
         self.row_group_bytes = row_group_bytes
@@ -136,6 +141,8 @@ class ParquetSink(PartFileSink):
         table = page_to_table(page, self.object_type)
         if not table.num_rows:
             return
+        if self._stored:
+            table = table.cast(self.schema)  # extension types to their storage: no copy
         self._pending.append(table)
         self._pending_rows += table.num_rows
         self._pending_bytes += table.nbytes

@@ -1,6 +1,6 @@
 """One local Ray per test module (on 127.0.0.1, two CPUs, no dashboard, no usage statistics)
 and an emulator of its own, whose faults and rate limit a test may change without touching
-the session's emulator. Skipped when Ray is not installed (it comes with ``.[dev]``)."""
+the emulator the other tests share. Skipped when Ray is not installed (it comes with ``.[dev]``)."""
 
 from __future__ import annotations
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import gzip
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import aiohttp
@@ -15,6 +18,9 @@ import pyarrow.parquet as pq
 from click.testing import CliRunner, Result
 
 from pipeline.cli import main
+from pipeline.common.errors import BtpipeError
+from pipeline.common.manifest import FileInfo
+from pipeline.sinks.base import Sink
 from pipeline.sources.decode import table_to_rows
 
 
@@ -162,3 +168,62 @@ def read_export_files(root: Path, object_type: str, object_id: str) -> list[dict
 
 def visible_files(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+class FullDiskSink:
+    """A sink whose ``fail_at``-th page fails, as a full disk would, part way through a range."""
+
+    def __init__(self, inner: Sink, fail_at: int) -> None:
+        self._inner = inner
+        self._left = fail_at
+
+    def write_page(self, page: bytes, rows: int | None = None) -> None:
+        self._left -= 1
+        if self._left == 0:
+            raise BtpipeError("cannot write part: No space left on device")
+        self._inner.write_page(page, rows)
+
+    def flush(self) -> list[FileInfo]:
+        return self._inner.flush()
+
+    def close(self) -> list[FileInfo]:
+        return self._inner.close()
+
+    def abort(self) -> None:
+        self._inner.abort()
+
+    def __enter__(self) -> FullDiskSink:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._inner.__exit__(exc_type, exc, tb)
+
+
+def s3_client(env: dict[str, str]) -> Any:
+    """A boto3 S3 client of the moto server ``env`` names (see :func:`moto_s3`)."""
+    import boto3
+
+    return boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_REGION"],
+                        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])  # fmt: skip
+
+
+@contextmanager
+def moto_s3(*buckets: str) -> Iterator[dict[str, str]]:
+    """moto in server mode on a loopback port, holding ``buckets``: the usual AWS variables
+    that reach it."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
+               "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}  # fmt: skip
+        for bucket in buckets:
+            s3_client(env).create_bucket(Bucket=bucket)
+        yield env
+    finally:
+        server.stop()

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import orjson
 import pytest
 from click.testing import CliRunner
@@ -25,7 +24,7 @@ from pipeline.cli import main
 from pipeline.common.arrow_schema import restore_table
 from pipeline.sources.decode import table_to_rows
 from tests.conftest import Emulator
-from tests.helpers import all_rows, insert, post, unique
+from tests.helpers import all_rows, insert, post, s3_client, unique
 from tests.reliability.support import free_port, hashes
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "warehouse-load.toml"
@@ -50,8 +49,7 @@ def s3_env() -> Iterator[dict[str, str]]:
                 time.sleep(0.1)
         env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
                "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}  # fmt: skip
-        boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_REGION"],
-                     aws_access_key_id="testing", aws_secret_access_key="testing").create_bucket(Bucket=BUCKET)  # fmt: skip
+        s3_client(env).create_bucket(Bucket=BUCKET)
         yield env
     finally:
         server.terminate()

@@ -18,11 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import boto3
 import orjson
 import pytest
 from click.testing import CliRunner, Result
-from moto.server import ThreadedMotoServer
 
 from pipeline.api import capabilities
 from pipeline.api.client import BraintrustClient, ClientSettings
@@ -35,7 +33,7 @@ from pipeline.emulator.server import RunningServer
 from pipeline.export.dryrun import NEW_RUN_ID
 from pipeline.export.runner import ExportJob, ExportOptions, ExportSummary
 from tests.conftest import Emulator
-from tests.helpers import all_rows, btpipe, insert, post, unique
+from tests.helpers import all_rows, btpipe, insert, moto_s3, post, s3_client, unique
 
 LOGS, DATASET_ROWS, EXPERIMENT_ROWS = 300, 40, 25
 #: Export settings shared by the dry and the real runs: 4 ranges for the logs, 1 for the others.
@@ -358,25 +356,13 @@ def test_an_unfinished_run_is_shown_resumed(
 
 @pytest.fixture(scope="module")
 def s3_env() -> Iterator[dict[str, str]]:
-    """moto in server mode on a loopback port, reached through the usual AWS variables."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}  # fmt: skip
-    s3(env).create_bucket(Bucket=BUCKET)
-    yield env
-    server.stop()
-
-
-def s3(env: dict[str, str]) -> Any:
-    return boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_REGION"],
-                        aws_access_key_id="testing", aws_secret_access_key="testing")  # fmt: skip
+    with moto_s3(BUCKET) as env:
+        yield env
 
 
 def bucket(env: dict[str, str]) -> dict[str, tuple[bytes, Any]]:
     """Every object of the bucket (directory markers too): its bytes and last modification."""
-    client = s3(env)
+    client = s3_client(env)
     pages = client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
     return {
         o["Key"]: (client.get_object(Bucket=BUCKET, Key=o["Key"])["Body"].read(), o["LastModified"])

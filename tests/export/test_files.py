@@ -4,7 +4,6 @@ part way: the export stops with its error instead of waiting for page budget tha
 from __future__ import annotations
 
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import anyio
@@ -13,13 +12,12 @@ import pytest
 
 from pipeline.api.client import BraintrustClient, ClientSettings
 from pipeline.common.errors import BtpipeError
-from pipeline.common.manifest import FileInfo
 from pipeline.common.progress import Progress
 from pipeline.common.storage import is_temp_name, open_storage
 from pipeline.export.runner import ExportJob, ExportOptions
 from pipeline.sinks.base import Sink
 from pipeline.sources import iter_rows
-from tests.helpers import all_rows, btpipe, insert, post, unique, visible_files
+from tests.helpers import FullDiskSink, all_rows, btpipe, insert, post, unique, visible_files
 
 
 @pytest.fixture(scope="module")
@@ -79,43 +77,12 @@ def test_file_bytes_ends_a_file_after_the_page_that_reaches_it(
     assert len(b"".join(files[-1][:-10])) < limit
 
 
-class _FailingSink:
-    """A sink whose ``fail_at``-th page fails, as a full disk would, part way through a range."""
-
-    def __init__(self, inner: Sink, fail_at: int) -> None:
-        self._inner = inner
-        self._left = fail_at
-
-    def write_page(self, page: bytes, rows: int | None = None) -> None:
-        self._left -= 1
-        if self._left == 0:
-            raise BtpipeError("cannot write part: No space left on device")
-        self._inner.write_page(page, rows)
-
-    def flush(self) -> list[FileInfo]:
-        return self._inner.flush()
-
-    def close(self) -> list[FileInfo]:
-        return self._inner.close()
-
-    def abort(self) -> None:
-        self._inner.abort()
-
-    def __enter__(self) -> _FailingSink:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._inner.__exit__(exc_type, exc, tb)
-
-
 class _JobWithAFailingSink(ExportJob):
     """The export, but the sink of its second range fails on that range's third page."""
 
     def _open_sink(self, run: Any, obj: Any, rng: Any) -> Sink:
         sink = super()._open_sink(run, obj, rng)
-        return _FailingSink(sink, fail_at=3) if rng.index == 1 else sink
+        return FullDiskSink(sink, fail_at=3) if rng.index == 1 else sink
 
 
 @pytest.mark.parametrize(("fmt", "encoders"), [("jsonl", 1), ("parquet", 0), ("parquet", 1)])

@@ -8,15 +8,12 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import anyio
-import boto3
 import orjson
 import pytest
 from click.testing import CliRunner, Result
-from moto.server import ThreadedMotoServer
 
 from pipeline.api.client import BraintrustClient, ClientSettings
 from pipeline.cli import main
@@ -29,7 +26,7 @@ from pipeline.common.storage import LocalStorage
 from pipeline.export.runner import ExportJob, ExportOptions
 from pipeline.jobs.runs import PRUNED_RECORD, record_pruned
 from pipeline.sinks.base import Sink
-from tests.helpers import all_rows, btpipe, insert, make_project
+from tests.helpers import FullDiskSink, all_rows, btpipe, insert, make_project, moto_s3
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "nightly-backup.toml"
 EVERY_OBJECT = "logs,datasets,experiments,config"
@@ -56,40 +53,9 @@ def files_on_disk(root: Path, run_id: str, object_id: str = "*") -> list[Path]:
     return sorted(p for p in root.glob(f"object_type=*/object_id={object_id}/run={run_id}/*") if p.is_file())
 
 
-class _FullDisk:
-    """A sink whose third page fails as a full disk would, after its first file is published."""
-
-    def __init__(self, inner: Sink) -> None:
-        self._inner = inner
-        self._pages = 0
-
-    def write_page(self, page: bytes, rows: int | None = None) -> None:
-        self._pages += 1
-        if self._pages == 3:
-            raise BtpipeError("cannot write part: No space left on device")
-        self._inner.write_page(page, rows)
-
-    def flush(self) -> list[FileInfo]:
-        return self._inner.flush()
-
-    def close(self) -> list[FileInfo]:
-        return self._inner.close()
-
-    def abort(self) -> None:
-        self._inner.abort()
-
-    def __enter__(self) -> _FullDisk:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._inner.__exit__(exc_type, exc, tb)
-
-
 class _ExportOntoAFullDisk(ExportJob):
     def _open_sink(self, run: Any, obj: Any, rng: Any) -> Sink:
-        return _FullDisk(super()._open_sink(run, obj, rng))
+        return FullDiskSink(super()._open_sink(run, obj, rng), fail_at=3)
 
 
 @dataclass
@@ -392,15 +358,9 @@ BUCKET = "runs"
 
 @pytest.fixture(scope="module")
 def s3_env() -> Iterator[dict[str, str]]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing-id",
-           "AWS_SECRET_ACCESS_KEY": "testing-secret", "AWS_REGION": "us-east-1"}  # fmt: skip
-    boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_REGION"],
-                 aws_access_key_id="testing-id", aws_secret_access_key="testing-secret").create_bucket(Bucket=BUCKET)  # fmt: skip
-    yield env
-    server.stop()
+    with moto_s3(BUCKET) as env:
+        # credentials of their own, so that the test below can look for them in the output
+        yield {**env, "AWS_ACCESS_KEY_ID": "testing-id", "AWS_SECRET_ACCESS_KEY": "testing-secret"}
 
 
 def test_an_s3_root_is_listed_like_a_local_one(

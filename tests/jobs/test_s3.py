@@ -11,11 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import boto3
 import orjson
 import pytest
 from click.testing import CliRunner
-from moto.server import ThreadedMotoServer
 
 from pipeline.api.client import BraintrustClient, ClientSettings
 from pipeline.cli.jobs import run
@@ -23,7 +21,7 @@ from pipeline.common.progress import Progress
 from pipeline.emulator.sample import generate_traces
 from pipeline.load.importer import ImportJob, ImportOptions
 from pipeline.load.run import LoadOptions
-from tests.helpers import all_rows, insert, post, unique
+from tests.helpers import all_rows, insert, moto_s3, post, s3_client, unique
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "nightly-backup.toml"
 BUCKET = "backups"
@@ -31,31 +29,14 @@ BUCKET = "backups"
 
 @pytest.fixture(scope="module")
 def s3_env() -> Iterator[dict[str, str]]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {
-        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_REGION": "us-east-1",
-    }
-    boto3.client(
-        "s3",
-        endpoint_url=env["AWS_ENDPOINT_URL"],
-        region_name=env["AWS_REGION"],
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    ).create_bucket(Bucket=BUCKET)
-    yield env
-    server.stop()
+    with moto_s3(BUCKET) as env:
+        yield env
 
 
 def bucket_keys(env: dict[str, str], prefix: str) -> list[str]:
     """The objects under ``prefix``, without the empty directory markers pyarrow leaves for the
     parent of an object it deletes (the run's lease, deleted when the run ends)."""
-    s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_REGION"],
-                      aws_access_key_id="testing", aws_secret_access_key="testing")  # fmt: skip
+    s3 = s3_client(env)
     pages = s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
     keys = (o["Key"][len(prefix) :] for page in pages for o in page.get("Contents", []))
     return sorted(k for k in keys if k and not k.endswith("/"))

@@ -23,10 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import boto3
 import orjson
 import pytest
-from moto.server import ThreadedMotoServer
 
 from pipeline.common import lease
 from pipeline.common.errors import EXIT_BUSY, EXIT_INTERRUPTED, LeaseLost
@@ -35,7 +33,7 @@ from pipeline.common.storage import open_storage
 from pipeline.emulator.faults import FaultConfig
 from pipeline.emulator.server import RunningServer, ServerConfig
 from pipeline.jobs.retention import project_runs, prune_runs
-from tests.helpers import all_rows, post, unique
+from tests.helpers import all_rows, moto_s3, post, s3_client, unique
 from tests.reliability.support import cli_env, command, hashes, run_cli, seed_logs
 
 KEY = "bt-local-key"
@@ -88,23 +86,8 @@ def slow(server: RunningServer) -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def s3_env() -> Iterator[dict[str, str]]:
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    moto.start()
-    host, port = moto.get_host_and_port()
-    env = {
-        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_REGION": "us-east-1",
-    }
-    s3_client(env).create_bucket(Bucket=BUCKET)
-    yield env
-    moto.stop()
-
-
-def s3_client(env: dict[str, str]) -> Any:
-    return boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_REGION"],
-                        aws_access_key_id="testing", aws_secret_access_key="testing")  # fmt: skip
+    with moto_s3(BUCKET) as env:
+        yield env
 
 
 def export_cmd(project: dict[str, Any], out: str, *extra: str) -> list[str]:

@@ -24,10 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import boto3
 import orjson
 import pytest
-from moto.server import ThreadedMotoServer
 
 from pipeline.api.client import BraintrustClient, ClientSettings
 from pipeline.common.checkpoint import Ledger
@@ -42,7 +40,7 @@ from pipeline.load.migrate import page_items
 from pipeline.load.transform import MAX_NESTING_DEPTH, SourceObject
 from pipeline.sources import iter_rows
 from tests.conftest import Emulator
-from tests.helpers import all_rows, btpipe, insert, post, unique
+from tests.helpers import all_rows, btpipe, insert, moto_s3, post, unique
 from tests.reliability.support import cli_env, command, free_port, record, run_cli
 from tests.test_sinks_full_disk import FullDisk
 
@@ -166,15 +164,8 @@ def test_an_empty_out_is_refused_not_the_current_directory(
 
 @pytest.fixture(scope="module")
 def moto_env() -> Iterator[dict[str, str]]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}  # fmt: skip
-    boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1", aws_access_key_id="testing",
-                 aws_secret_access_key="testing").create_bucket(Bucket="present")  # fmt: skip
-    yield env
-    server.stop()
+    with moto_s3("present") as env:
+        yield env
 
 
 @pytest.mark.parametrize("where", ["missing bucket", "closed endpoint"])

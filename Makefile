@@ -15,7 +15,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# Byte code is written as pip writes it for an installed package, so start-up stays fast even
+# where the environment says not to write it (PYTHONDONTWRITEBYTECODE); only changed files compile.
 install: $(STAMP)
+	@$(BIN)/python -m compileall -q pipeline
 
 lint: install
 	$(BIN)/ruff check pipeline tests bench

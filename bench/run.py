@@ -20,6 +20,7 @@ put together from all of them, so ``--only`` runs one section again without losi
 from __future__ import annotations
 
 import argparse
+import compileall
 import hashlib
 import importlib
 import os
@@ -493,6 +494,9 @@ def main() -> None:
     if unknown := (only | set(filter(None, args.skip.split(",")))) - set(SECTIONS):
         raise SystemExit(f"unknown section(s): {', '.join(sorted(unknown))}; known: {', '.join(SECTIONS)}")
     command = " ".join(["python -m bench.run", *sys.argv[1:]])
+    # Byte code as an installed package has it (pip compiles on install): with the cache not
+    # written (PYTHONDONTWRITEBYTECODE), every start of every contender compiled its modules.
+    compileall.compile_dir(HERE.parent / "pipeline", quiet=1)
     DATA.mkdir(parents=True, exist_ok=True)
     SECTION_RESULTS.mkdir(parents=True, exist_ok=True)
     for name in chosen:

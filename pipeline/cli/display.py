@@ -15,17 +15,15 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Awaitable, Callable
-from typing import TextIO, TypeVar
+from typing import TYPE_CHECKING, TextIO, TypeVar
 
 import anyio
-from rich.console import Console, Group, RenderableType
-from rich.live import Live
-from rich.progress_bar import ProgressBar
-from rich.table import Table
-from rich.text import Text
 
 from pipeline.common.errors import UsageError
 from pipeline.common.progress import Progress, ProgressStatistics, TaskStatistics
+
+if TYPE_CHECKING:  # rich is imported by the live display only: a run without a terminal skips it
+    from rich.console import RenderableType
 
 T = TypeVar("T")
 
@@ -106,6 +104,9 @@ class LiveDisplay(Display):
     interval = LIVE_INTERVAL
 
     def __init__(self, stream: TextIO) -> None:
+        from rich.console import Console
+        from rich.live import Live
+
         self.live = Live(
             console=Console(file=stream),
             auto_refresh=False,  # redrawn from the event loop, so no thread reads the counters
@@ -204,6 +205,11 @@ def describe(stats: ProgressStatistics) -> str:
 
 def render(stats: ProgressStatistics, final: str | None = None) -> RenderableType:
     """The live display: a line per active task, then the totals (``final`` names the end)."""
+    from rich.console import Group
+    from rich.progress_bar import ProgressBar
+    from rich.table import Table
+    from rich.text import Text
+
     grid = Table.grid(padding=(0, 2))
     grid.add_column(max_width=40, no_wrap=True, overflow="ellipsis")
     grid.add_column(width=30)

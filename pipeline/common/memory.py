@@ -17,7 +17,6 @@ was about 50 MB higher. Encoders keep it out (:func:`keep_numpy_out`); pyarrow w
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import sys
 
@@ -39,15 +38,26 @@ def keep_memory_flat() -> None:
             pa.set_memory_pool(pa.system_memory_pool())
     else:  # read when pyarrow first needs a pool; importing it here would slow every start-up
         os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
-    name = ctypes.util.find_library("c")
-    if not name:
-        return
     try:
-        libc = ctypes.CDLL(name)
+        libc = _libc()
         libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
         libc.mallopt(_M_TRIM_THRESHOLD, MMAP_THRESHOLD_BYTES)
     except (OSError, AttributeError):  # not glibc (musl has no mallopt)
         return
+
+
+def _libc() -> ctypes.CDLL:
+    """The C library, by its usual name first: ``find_library`` runs ``ldconfig`` in a
+    subprocess, and its module alone took 20 ms of every start."""
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        from ctypes import util
+
+        name = util.find_library("c")
+        if not name:
+            raise
+        return ctypes.CDLL(name)
 
 
 def keep_numpy_out() -> None:

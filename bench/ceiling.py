@@ -1,8 +1,9 @@
 """The ceiling: download the same pages btpipe reads, as fast as possible, and throw them away.
 
 Same snapshot, same ranges (planned by btpipe's own planner, so under a conservative server
-they split by ``created`` as btpipe's do), same concurrency as btpipe's defaults (8 ranges);
-no parsing, no files. Usage: python bench/ceiling.py URL KEY OBJECT_TYPE OBJECT_ID [RANGES]
+they split by ``created`` as btpipe's do), the concurrency of btpipe's widest default (JSONL's
+ranges; a Parquet export reads fewer at once, so its ceiling is if anything high); no parsing,
+no files. Usage: python bench/ceiling.py URL KEY OBJECT_TYPE OBJECT_ID [RANGES]
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import aiohttp
 from pipeline.api.capabilities import capabilities
 from pipeline.api.client import BraintrustClient, ClientSettings
 from pipeline.api.snapshot import Range, Since, plan_ranges, take_snapshot
+from pipeline.common.defaults import JSONL_WORKERS
 from pipeline.querylang.ast import from_object
 
 
@@ -32,7 +34,7 @@ async def plan(
 
 async def main() -> None:
     url, key, object_type, object_id = sys.argv[1:5]
-    wanted = int(sys.argv[5]) if len(sys.argv) > 5 else 8
+    wanted = int(sys.argv[5]) if len(sys.argv) > 5 else JSONL_WORKERS
     version, ranges = await plan(url, key, object_type, object_id, wanted)
     headers = {"Authorization": f"Bearer {key}", "Accept-Encoding": "identity"}
     totals = [0, 0]

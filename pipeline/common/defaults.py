@@ -201,13 +201,19 @@ DRY_RUN: Setting[bool] = Setting(
     help="Only print the plan (objects, row counts, ranges, where files would go); write nothing",
     section=EXPORT,
 )  # fmt: skip
-EXPORT_WORKERS: Setting[int] = Setting(
-    "workers", 8, int, min=1, flag="--workers", key="workers",
-    help="Ranges paged at the same time", section=EXPORT,
+#: Ranges an export pages at once unless told: JSONL writes a page as it comes, so more ranges
+#: keep more requests in flight where the server is far; a Parquet page waits for its encoders,
+#: so more ranges there only hold more pages in memory.
+JSONL_WORKERS = 12
+ENCODED_WORKERS = 8
+EXPORT_WORKERS: Setting[int | None] = Setting(
+    "workers", None, int, min=1, flag="--workers", key="workers",
+    help="Ranges paged at the same time", shown=f"{JSONL_WORKERS} for JSONL, {ENCODED_WORKERS} for Parquet and Delta",
+    section=EXPORT,
 )  # fmt: skip
-RANGES_PER_OBJECT: Setting[int] = Setting(
-    "ranges_per_object", 8, int, min=1, flag="--ranges-per-object", key="ranges_per_object",
-    help="Most ranges one object is split into", section=EXPORT,
+RANGES_PER_OBJECT: Setting[int | None] = Setting(
+    "ranges_per_object", None, int, min=1, flag="--ranges-per-object", key="ranges_per_object",
+    help="Most ranges one object is split into", shown="as many as --workers", section=EXPORT,
 )  # fmt: skip
 MIN_ROWS_PER_RANGE: Setting[int] = Setting(
     "min_rows_per_range", 5_000, int, min=1, flag="--min-rows-per-range", key="min_rows_per_range",

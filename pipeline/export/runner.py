@@ -93,8 +93,8 @@ class ExportOptions:
     shape: str = defaults.SHAPE.default
     incremental: bool = defaults.INCREMENTAL.default
     restart: bool = False
-    workers: int = defaults.EXPORT_WORKERS.default
-    ranges_per_object: int = defaults.RANGES_PER_OBJECT.default
+    workers: int | None = defaults.EXPORT_WORKERS.default  # None: range_workers says
+    ranges_per_object: int | None = defaults.RANGES_PER_OBJECT.default  # None: as many as range_workers
     min_rows_per_range: int = defaults.MIN_ROWS_PER_RANGE.default
     page_limit: int = defaults.PAGE_LIMIT.default
     prefetch: int = defaults.PREFETCH.default
@@ -113,6 +113,18 @@ class ExportOptions:
         """The compression the data files get: ``compression``, else zstd for Parquet and none
         for JSONL (Delta stages its runs as Parquet)."""
         return self.compression or ("none" if self.format == "jsonl" else "zstd")
+
+    @property
+    def range_workers(self) -> int:
+        """Ranges paged at once: ``workers``, else the format's default (see ``defaults``)."""
+        if self.workers is not None:
+            return self.workers
+        return defaults.JSONL_WORKERS if self.format == "jsonl" else defaults.ENCODED_WORKERS
+
+    @property
+    def range_split(self) -> int:
+        """Most ranges one object is split into: ``ranges_per_object``, else ``range_workers``."""
+        return self.ranges_per_object if self.ranges_per_object is not None else self.range_workers
 
     def run_key(self) -> dict[str, Any]:
         """What must match for an unfinished run to be resumed by this invocation."""
@@ -341,7 +353,7 @@ class ExportJob:
         # per encoder slot. Without it each range would also hold a fetched page waiting for
         # its writer and one in its buffer while the encoders are the bottleneck, which is
         # twice the memory for no more speed.
-        self._page_budget = PageBudget(options.workers + int(self._encoders.total_tokens))
+        self._page_budget = PageBudget(options.range_workers + int(self._encoders.total_tokens))
         self._first_row_seconds: float | None = None
         self._repaired: list[str] = []  # files of a resumed run found damaged (_check_published)
         self._first_pages: dict[tuple[str, int], tuple[Pager, _HeldPage | None]] = {}  # read while planning
@@ -550,7 +562,7 @@ class ExportJob:
             await probed.wait()
             return found["caps"]
 
-        limiter = anyio.CapacityLimiter(self.options.workers)
+        limiter = anyio.CapacityLimiter(self.options.range_workers)
         planned: dict[int, ObjectState] = {}
 
         async def plan_one(i: int, ref: ObjectRef) -> None:
@@ -607,10 +619,10 @@ class ExportJob:
             if opts.shape != "spans":
                 wanted = 1
             elif snap.estimate is None:
-                wanted = opts.ranges_per_object
+                wanted = opts.range_split
             else:
                 wanted = max(1, snap.estimate // opts.min_rows_per_range)
-            ranges = plan_ranges(snap, min(opts.ranges_per_object, wanted), caps, since)
+            ranges = plan_ranges(snap, min(opts.range_split, wanted), caps, since)
         obj = ObjectState(
             object_type=ref.object_type,
             id=ref.id,
@@ -691,7 +703,7 @@ class ExportJob:
         return again
 
     async def _run_ranges(self, run: RunState, objects: list[ObjectState] | None = None) -> None:
-        limiter = anyio.CapacityLimiter(self.options.workers)
+        limiter = anyio.CapacityLimiter(self.options.range_workers)
         starts: list[tuple[ObjectState, RangeState, Task, list[int]]] = []
         for obj in run.objects if objects is None else objects:
             task = self.progress.add(
@@ -974,7 +986,7 @@ class ExportJob:
 
         tombstones = await record_tombstones(
             self.client, self.storage, run.run_id, [obj for obj in run.objects if not obj.gone],
-            scope=scope, previous=previous, workers=self.options.workers,
+            scope=scope, previous=previous, workers=self.options.range_workers,
         )  # fmt: skip
         tables = await self._commit_tables(run, scope, tombstones)
         entries = await anyio.to_thread.run_sync(self._attachments.entries)

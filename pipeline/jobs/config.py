@@ -183,8 +183,8 @@ class ExportJobConfig:
     incremental: bool = INCREMENTAL.default
     keep_runs: int | None = KEEP_RUNS.default
     full_every: int | None = FULL_EVERY.default
-    workers: int = EXPORT_WORKERS.default
-    ranges_per_object: int = RANGES_PER_OBJECT.default
+    workers: int | None = EXPORT_WORKERS.default
+    ranges_per_object: int | None = RANGES_PER_OBJECT.default
     min_rows_per_range: int = MIN_ROWS_PER_RANGE.default
     page_limit: int = PAGE_LIMIT.default
     prefetch: int = PREFETCH.default

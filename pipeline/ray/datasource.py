@@ -74,7 +74,7 @@ class BraintrustDatasource(Datasource):
         api_url: str = defaults.API_URL.default,
         api_key_env: str = defaults.API_KEY_ENV.default,
         page_limit: int = defaults.PAGE_LIMIT.default,
-        ranges_per_object: int = defaults.RANGES_PER_OBJECT.default,
+        ranges_per_object: int | None = defaults.RANGES_PER_OBJECT.default,
         min_rows_per_range: int = defaults.MIN_ROWS_PER_RANGE.default,
         budget: Any = None,
     ) -> None:

@@ -399,3 +399,24 @@ def test_an_s3_out_is_not_written_to(
     assert [o["rows"] for o in incremental["objects"]] == [0, 0, 0]
     assert {o["previous_run"] for o in incremental["objects"]} == {run_id}
     assert [o["rows"] for o in full["objects"]] == [LOGS, DATASET_ROWS, EXPERIMENT_ROWS]
+
+
+@pytest.mark.parametrize(("fmt", "ranges"), [("jsonl", 12), ("parquet", 8), ("delta", 8)])
+def test_unless_told_jsonl_reads_more_ranges_at_once_than_the_encoded_formats(
+    profiled_emulator: Emulator, source: dict[str, Any], tmp_path: Path, fmt: str, ranges: int
+) -> None:
+    """A JSONL page is written as it comes, a Parquet page waits for the encoders: without
+    ``--workers`` or ``--ranges-per-object``, logs of 300 rows at 10 rows a range split into 12
+    ranges for JSONL, 8 otherwise; the flags still decide when given."""
+    settings = ["--min-rows-per-range", "10", "--format", fmt, "--dry-run", "--json"]
+    result = btpipe_env(profiled_emulator, {}, "export", "--project", source["name"], "--out", str(tmp_path),
+                        "--objects", "logs", *settings)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert len(orjson.loads(result.stdout)["objects"][0]["ranges"]) == ranges
+    told = btpipe_env(profiled_emulator, {}, "export", "--project", source["name"], "--out", str(tmp_path),
+                      "--objects", "logs", *settings, "--workers", "3")  # fmt: skip
+    assert len(orjson.loads(told.stdout)["objects"][0]["ranges"]) == 3
+    assert (
+        options(source["name"], tmp_path, format=fmt, workers=None, ranges_per_object=None).range_workers
+        == ranges
+    )

@@ -1,9 +1,8 @@
 """The ceiling: download the same pages btpipe reads, as fast as possible, and throw them away.
 
-Same snapshot, same ranges (planned by btpipe's own planner, so under a conservative server
-they split by ``created`` as btpipe's do), the concurrency of btpipe's widest default (JSONL's
-ranges; a Parquet export reads fewer at once, so its ceiling is if anything high); no parsing,
-no files. Usage: python bench/ceiling.py URL KEY OBJECT_TYPE OBJECT_ID [RANGES]
+Same snapshot, same ranges (planned by btpipe's own planner, so split as btpipe's are on
+either profile), the concurrency of btpipe's widest default (JSONL's ranges; a Parquet export
+reads fewer at once, so its ceiling is if anything high); no parsing, no files. Usage: python bench/ceiling.py URL KEY OBJECT_TYPE OBJECT_ID [RANGES]
 """
 
 from __future__ import annotations

@@ -173,6 +173,12 @@ def project_logs_id(url: str) -> str:
         return str(orjson.loads(resp.read())["objects"][0]["id"])
 
 
+def ceiling_command(url: str, project_id: str) -> list[str]:
+    """The download-only ceiling over the sample project's logs; also the unmeasured first pass
+    that reads the emulator's database from disk before the measured runs."""
+    return [PY, str(HERE / "ceiling.py"), url, KEY, "project_logs", project_id]
+
+
 def export_contenders(
     url: str, project_id: str, work: Path, rounds: int = 3, first_rows: dict[str, float] | None = None
 ) -> list[Measured]:
@@ -181,16 +187,7 @@ def export_contenders(
     run; then the plain script once (it is slow enough not to need it). ``first_rows`` gets
     each btpipe contender's median time to first row."""
     env = {"BRAINTRUST_API_URL": url, "BRAINTRUST_API_KEY": KEY}
-    contenders: dict[str, list[str]] = {
-        "ceiling (download and discard)": [
-            PY,
-            str(HERE / "ceiling.py"),
-            url,
-            KEY,
-            "project_logs",
-            project_id,
-        ],
-    }
+    contenders: dict[str, list[str]] = {"ceiling (download and discard)": ceiling_command(url, project_id)}
     for fmt in ("jsonl", "parquet"):
         contenders[f"btpipe export --format {fmt}"] = [
             PY, "-m", "pipeline", "export", "--project", "sample-project", "--objects", "logs",
@@ -371,7 +368,7 @@ def rss_section(args: argparse.Namespace, work: Path, targets: Targets) -> list[
         db = sample_db(spans)
         with emulator(db, 0) as url:
             # the emulator's first pass over a database reads it from disk: not the contenders' time
-            measure("warm-up", [PY, str(HERE / "ceiling.py"), url, KEY, "project_logs", project_logs_id(url)])
+            measure("warm-up", ceiling_command(url, project_logs_id(url)))
             for fmt in ("jsonl", "parquet"):
                 m, summary = measure(
                     f"btpipe export --format {fmt}, {spans:,} spans",

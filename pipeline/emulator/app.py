@@ -140,8 +140,8 @@ async def object_by_id(request: web.Request, kind: Kind, object_id: str) -> web.
 
 
 async def _write(request: web.Request, batches: list[inserts.Batch]) -> list[list[str]]:
-    org_ids = principal(request).org_ids
-    return await store(request).write(lambda c: inserts.write_batches(c, batches, org_ids))
+    who = principal(request)
+    return await store(request).write(lambda c: inserts.write_batches(c, batches, who.org_ids, who.user_id))
 
 
 async def insert_rows(request: web.Request, object_type: ObjectType, object_id: str) -> web.Response:

@@ -50,6 +50,50 @@ def _latest(conn: sqlite3.Connection, object_type: str, object_id: str, row_id: 
     return row
 
 
+def comment_entry(
+    row_id: str,
+    comment: Any,
+    *,
+    user_id: str,
+    source: Any,
+    metadata: Any,
+    entry_id: str | None = None,
+    created: str | None = None,
+) -> dict[str, Any]:
+    """One entry of a row's ``comments``: what was said about row ``row_id``, by whom, from where."""
+    return {
+        "id": entry_id or str(uuid.uuid4()),
+        "created": created or now_iso(),
+        "origin": {"id": row_id},
+        "comment": comment,
+        "user_id": user_id,
+        "source": source or "external",
+        "metadata": metadata,
+    }
+
+
+def attach_comments(conn: sqlite3.Connection, comments: list[tuple[Target, dict[str, Any]]]) -> None:
+    """Append each ``(target, entry)`` to the ``comments`` of the row its ``origin`` names, in
+    one merge write. The official SDKs' ``log_feedback`` sends a comment as a ``/logs3`` row of
+    its own, often in the batch that writes the row it is about; a comment on a row the object
+    does not hold (never written, or deleted) has nothing to show on, and is dropped."""
+    lists: dict[tuple[Target, str], list[Any]] = {}
+    for target, entry in comments:
+        key = (target, entry["origin"]["id"])
+        if key not in lists:
+            try:
+                row = _latest(conn, target.object_type, target.object_id, key[1])
+            except NotFound:
+                continue
+            lists[key] = list(row.get("comments") or [])
+        lists[key].append(entry)
+    merges: dict[Target, list[dict[str, Any]]] = {}
+    for (target, row_id), entries in lists.items():
+        merges.setdefault(target, []).append({"id": row_id, "_is_merge": True, "comments": entries})
+    if merges:
+        write_events(conn, list(merges.items()))
+
+
 def apply_feedback(
     conn: sqlite3.Connection,
     object_type: ObjectType,
@@ -68,7 +112,7 @@ def apply_feedback(
             row = _latest(conn, object_type, object_id, row_id)
             notes[row_id] = {"comments": list(row.get("comments") or []), "audit_data": list(row.get("audit_data") or [])}  # fmt: skip
         update = {k: item[k] for k in _UPDATES if item.get(k) is not None}
-        about = {
+        about: dict[str, Any] = {
             "user_id": user_id,
             "source": item.get("source") or "external",
             "metadata": item.get("metadata"),
@@ -77,7 +121,7 @@ def apply_feedback(
         if update:
             notes[row_id]["audit_data"].append({"created": created, **about, "update": update})
         if item.get("comment") is not None:
-            comment = {"id": str(uuid.uuid4()), "created": created, "origin": {"id": row_id}, "comment": {"text": item["comment"]}, **about}  # fmt: skip
+            comment = comment_entry(row_id, {"text": item["comment"]}, created=created, **about)
             notes[row_id]["comments"].append(comment)
         kept = {name: list(values) for name, values in notes[row_id].items() if values}
         events.append({"id": row_id, "_is_merge": True, **update, **kept})

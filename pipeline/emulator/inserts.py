@@ -13,16 +13,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from pipeline.emulator import spec
+from pipeline.emulator.feedback import attach_comments, comment_entry
 from pipeline.emulator.objects import resolve_row_object
 from pipeline.emulator.rowwrite import Target, write_events
-from pipeline.emulator.validate import BadRequest, events_list, fail, validate_event
+from pipeline.emulator.validate import (
+    BadRequest,
+    date_time,
+    event_checks,
+    events_list,
+    fail,
+    string,
+    validate_event,
+)
 from pipeline.querylang.ast import OBJECT_TYPES, ObjectType
 
 Batch = tuple[ObjectType, str, list[dict[str, Any]]]
 
-#: Bookkeeping the official SDK adds to logs3 rows; accepted and not stored.
-_SDK_ROW_FIELDS = frozenset({"_audit_source", "_audit_metadata"})
+#: Where a ``/logs3`` comment row travels in its batch, until it is attached (``write_batches``).
+_COMMENT: Final = "\0comment"
 #: ``rows.type`` of a ``/logs3`` body that names an overflow upload instead of carrying rows.
 OVERFLOW_REFERENCE_TYPE: Final = "logs3_overflow"
 
@@ -95,24 +103,64 @@ def overflow_reference(body: Any) -> OverflowReference | None:
 
 
 def logs3_insert(body: Any) -> list[Batch]:
+    """The batches of a ``/logs3`` body. Its rows are the SDKs' own: a field the spec's events
+    of that type do not list (the JavaScript SDK forwards an experiment row's
+    ``datasetRecordId``) is accepted and not stored, as the SDK's bookkeeping (``_audit_source``,
+    ``_audit_metadata``) is, and a row with a ``comment`` is a comment on the row its ``origin``
+    names (:func:`_comment_row`)."""
     rows = events_list(body, "rows")
     grouped: dict[tuple[ObjectType, str], list[dict[str, Any]]] = {}
-    keys = spec.all_key_fields()
     for i, row in enumerate(rows):
         where = f"rows[{i}]"
         if not isinstance(row, dict):
             raise fail(where, "expected object")
         object_type, object_id = logs3_target(row, where)
-        event = {k: v for k, v in row.items() if k not in keys and k not in _SDK_ROW_FIELDS}
-        validate_event(object_type, event, where)
+        if "comment" in row:
+            event = _comment_row(row, where)
+        else:
+            known = event_checks(object_type)
+            event = {k: v for k, v in row.items() if k in known}
+            validate_event(object_type, event, where)
         grouped.setdefault((object_type, object_id), []).append(event)
     return [(t, i, events) for (t, i), events in grouped.items()]
 
 
-def write_batches(conn: sqlite3.Connection, batches: list[Batch], org_ids: Sequence[str]) -> list[list[str]]:
-    """Check every target is visible to the caller, then write all batches in one transaction."""
-    targets = []
+def _comment_row(row: dict[str, Any], where: str) -> dict[str, Any]:
+    """A comment row as ``log_feedback`` sends it: ``{id, created, origin: {id}, comment:
+    {text}, <object keys>, _audit_source, _audit_metadata}``, kept for :func:`write_batches`."""
+    origin, comment = row.get("origin"), row["comment"]
+    if not isinstance(origin, dict) or not isinstance(origin.get("id"), str):
+        raise fail(f"{where}.origin.id", "a comment row names the row it is about")
+    if not isinstance(comment, dict) or not isinstance(comment.get("text"), str):
+        raise fail(f"{where}.comment", "expected {text: string}")
+    for name in ("id", "created"):
+        if row.get(name) is not None:
+            (string if name == "id" else date_time)(row[name], f"{where}.{name}")
+    return {_COMMENT: row}
+
+
+def write_batches(
+    conn: sqlite3.Connection, batches: list[Batch], org_ids: Sequence[str], user_id: str = ""
+) -> list[list[str]]:
+    """Check every target is visible to the caller, then write all batches in one transaction;
+    the comment rows of a ``/logs3`` batch are attached after, to the rows written before them.
+    Returns the row ids per batch (a comment row's own id after the others)."""
+    targets: list[tuple[Target, list[dict[str, Any]]]] = []
+    comments: list[tuple[Target, dict[str, Any]]] = []
     for object_type, object_id, events in batches:
         project_id, org_id = resolve_row_object(conn, object_type, object_id, org_ids)
-        targets.append((Target(object_type, object_id, project_id, org_id), events))
-    return write_events(conn, targets)
+        target = Target(object_type, object_id, project_id, org_id)
+        targets.append((target, [e for e in events if _COMMENT not in e]))
+        for event in events:
+            if _COMMENT in event:
+                row = event[_COMMENT]
+                comments.append((target, comment_entry(
+                    row["origin"]["id"], row["comment"], user_id=user_id, source=row.get("_audit_source"),
+                    metadata=row.get("_audit_metadata"), entry_id=row.get("id"), created=row.get("created"),
+                )))  # fmt: skip
+    row_ids = write_events(conn, targets)
+    if comments:
+        attach_comments(conn, comments)
+        for (target, _), ids in zip(targets, row_ids, strict=True):
+            ids.extend(entry["id"] for t, entry in comments if t is target)
+    return row_ids

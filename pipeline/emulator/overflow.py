@@ -174,12 +174,12 @@ def _decode(stored: Stored) -> list[inserts.Batch]:
     return batches
 
 
-def _apply(conn: sqlite3.Connection, key: str, batches: list[inserts.Batch], org_ids: Sequence[str]) -> list[str]:  # fmt: skip
+def _apply(conn: sqlite3.Connection, key: str, batches: list[inserts.Batch], who: Principal) -> list[str]:
     done = conn.execute("SELECT row_ids FROM overflow_uploads WHERE key = ?", (key,)).fetchone()
     if done is not None and done[0] is not None:  # applied meanwhile by a concurrent retry
         applied: list[str] = orjson.loads(done[0])
         return applied
-    row_ids = [i for ids in inserts.write_batches(conn, batches, org_ids) for i in ids]
+    row_ids = [i for ids in inserts.write_batches(conn, batches, who.org_ids, who.user_id) for i in ids]
     conn.execute(
         "UPDATE overflow_uploads SET row_ids = ? WHERE key = ?", (orjson.dumps(row_ids).decode(), key)
     )
@@ -193,7 +193,7 @@ async def apply_reference(db: Store, reference: inserts.OverflowReference, who: 
     if stored.row_ids is not None:
         return stored.row_ids
     batches = await anyio.to_thread.run_sync(_decode, stored)
-    return await db.write(lambda c: _apply(c, reference.key, batches, who.org_ids))
+    return await db.write(lambda c: _apply(c, reference.key, batches, who))
 
 
 # -- routes --------------------------------------------------------------------------------

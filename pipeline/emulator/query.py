@@ -641,7 +641,7 @@ def compile_history(source: Source, version: int, before: tuple[int, str] | None
     ``limit`` counts traces: a page holds every row version of ``traces`` such pairs (a
     trace written in one request is one pair; one written over several requests is read
     back one transaction at a time, as the spec's history walk does), continuing below
-    ``before``. The rows come back as ``(seq, json, xact_id, root_span_id)``."""
+    ``before``. The rows come back as ``(seq, json, xact_id, root_span_id, id)``."""
     params: list[Any] = []
     live = Visibility(source, version).sql("v", params)
     marks = ",".join("?" * len(source.object_ids))
@@ -655,10 +655,10 @@ def compile_history(source: Source, version: int, before: tuple[int, str] | None
         params.extend(before)
     params.append(traces)
     sql = (
-        f"WITH history AS (SELECT r.seq, r.xact_id, r.root_span_id, r.data FROM rows r WHERE {where}),"
+        f"WITH history AS (SELECT r.seq, r.xact_id, r.root_span_id, r.data, r.id FROM rows r WHERE {where}),"
         " page AS (SELECT DISTINCT xact_id, root_span_id FROM history"
         " ORDER BY xact_id DESC, root_span_id DESC LIMIT ?)"
-        " SELECT h.seq, CAST(h.data AS BLOB), h.xact_id, h.root_span_id FROM history h"
+        " SELECT h.seq, CAST(h.data AS BLOB), h.xact_id, h.root_span_id, h.id FROM history h"
         " JOIN page p ON p.xact_id = h.xact_id AND p.root_span_id = h.root_span_id"
         " ORDER BY h.xact_id DESC, h.root_span_id DESC, h.seq DESC"
     )

@@ -162,7 +162,11 @@ def fetch_page(conn: sqlite3.Connection, object_type: ObjectType, object_id: str
     """One page of the legacy ``/v1/{type}/{id}/fetch``: the version history, newest first,
     ``limit`` traces a page (see ``query.compile_history``). It continues after the opaque
     ``cursor`` of the previous page or, the deprecated form, below the pair
-    ``max_xact_id`` + ``max_root_span_id`` (the earliest pair of the previous page)."""
+    ``max_xact_id`` + ``max_root_span_id`` (the earliest pair of the previous page).
+
+    A page holds each row once, in its newest version there: the spec lets a *later* page
+    repeat a row in an older version, and the official Python SDK's ``dataset.fetch()`` joins
+    the pages as they come, so a row updated once would otherwise be read twice."""
     unknown = sorted(set(params) - FETCH_FIELDS)
     if unknown:
         raise QueryError(f"request body: unknown field {unknown[0]!r}")
@@ -187,7 +191,13 @@ def fetch_page(conn: sqlite3.Connection, object_type: ObjectType, object_id: str
     compiled = compile_history(Source(object_type, (object_id,), "spans"), version, before, limit)
     rows = conn.execute(compiled.sql, compiled.params).fetchall()
     cursor = encode_history_cursor(version, rows[-1][2], rows[-1][3]) if rows else None
-    return Page([r[1] for r in rows], cursor, None)
+    newest: list[bytes] = []
+    seen: set[str] = set()
+    for _, text, _, _, row_id in rows:  # newest first
+        if row_id not in seen:
+            seen.add(row_id)
+            newest.append(text)
+    return Page(newest, cursor, None)
 
 
 def _int_param(value: Any, where: str) -> Any:

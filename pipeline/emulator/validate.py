@@ -12,7 +12,7 @@ import functools
 import re
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from pipeline.emulator import spec
 from pipeline.emulator.timestamps import parse_time
@@ -134,10 +134,15 @@ def one_of(choices: frozenset[str]) -> Check:
     return run
 
 
+#: Span types the official SDKs write that the spec's ``SpanType`` does not list yet: their
+#: generated ``SpanType`` has them, and the Python SDK's ``logger.info()`` writes ``log``.
+SDK_SPAN_TYPES: Final = frozenset({"decision", "question", "log"})
+
+
 def _field_checks() -> dict[str, Check]:
     """The value check of every field an insert event of some object type may carry; the
-    enums (span types, origin object types) are the spec's."""
-    span_types = spec.insert_enum("project_logs", "span_attributes", "type")
+    enums (span types, origin object types) are the spec's, span types with the SDKs' own."""
+    span_types = spec.insert_enum("project_logs", "span_attributes", "type") | SDK_SPAN_TYPES
     origin_types = spec.insert_enum("project_logs", "origin", "object_type")
     return {
         "id": nullable(string),

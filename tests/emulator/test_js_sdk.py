@@ -141,6 +141,21 @@ def test_experiment_summarize_against_the_previous_one(node: str, emulator: Emul
     ]  # fmt: skip
 
 
+def test_experiment_over_a_dataset_and_feedback_with_a_comment(node: str, emulator: Emulator) -> None:
+    """Rows of an experiment over a dataset carry ``datasetRecordId``, a field the spec's events
+    do not list; ``logFeedback`` sends its comment as a row of its own. Either refused would
+    drop the batch, silently in this SDK."""
+    out = run_js(node, "feedback.mjs", emulator, BT_TEST_PROJECT=unique_name("js-feedback"))
+    rows = {r["id"]: r for r in read_rows(emulator, "experiment", out["experiment_id"])}
+    assert set(rows) == set(out["logged"])
+    first, second = (rows[i] for i in out["logged"])
+    assert [(r["input"], r["output"], r["expected"]) for r in (first, second)] == [(1, 2, 2), (2, 4, 4)]
+    assert (first["scores"], second["scores"]) == ({"exact": 1, "reviewed": 0.5}, {"exact": 1})
+    assert "datasetRecordId" not in first and not second.get("comments")
+    (comment,) = first["comments"]
+    assert (comment["origin"], comment["comment"], comment["source"]) == ({"id": first["id"]}, {"text": "checked by hand"}, "app")  # fmt: skip
+
+
 def test_eval_runs_a_scorer_end_to_end(node: str, emulator: Emulator) -> None:
     summary = run_js(node, "eval.mjs", emulator, BT_TEST_PROJECT=unique_name("js-eval"))["summary"]
     assert summary["experimentName"] == "doubling"

@@ -92,6 +92,51 @@ def test_nested_spans_keep_their_tree(sdk: Emulator) -> None:
     assert spans["grandchild"]["span_attributes"]["type"] == "llm"
 
 
+def test_log_lines_and_feedback_with_a_comment_are_stored(sdk: Emulator) -> None:
+    """``logger.info()`` writes a span of type ``log`` (the SDK's ``SpanType``, newer than the
+    spec's); ``log_feedback`` merges the scores and sends the comment as a row of its own,
+    which lands in the commented row's ``comments``. Either refused would lose the batch."""
+    logger = braintrust.init_logger(project=unique_name("py-feedback"))
+    with logger.start_span(name="answer", input="q") as span:
+        span.log(output="a", scores={"good": 0.25})
+    line = logger.info("disk almost full", metadata={"host": "h1"})
+    logger.log_feedback(id=span.id, scores={"good": 1, "kind": 0.5}, comment="nice", source="app")
+    logger.flush()
+
+    rows = {r["id"]: r for r in read_rows(sdk, "project_logs", logger.project.id)}
+    assert set(rows) == {span.id, line}
+    assert rows[line]["span_attributes"]["type"] == "log"
+    assert (rows[line]["output"], rows[line]["metadata"]) == ("disk almost full", {"host": "h1"})
+    answer = rows[span.id]
+    assert (answer["output"], answer["scores"]) == ("a", {"good": 1, "kind": 0.5})
+    (comment,) = answer["comments"]
+    assert (comment["origin"], comment["comment"], comment["source"]) == (
+        {"id": span.id},
+        {"text": "nice"},
+        "app",
+    )
+
+
+def test_dataset_fetch_after_changes_reads_each_record_once(sdk: Emulator) -> None:
+    """The SDK's ``dataset.fetch()`` joins legacy fetch pages as they come: after an update,
+    one page must hold the record once, in its new version (the spec lets only a later page
+    repeat an older one)."""
+    project, name = unique_name("py-ds-once"), "changed"
+    dataset = braintrust.init_dataset(project=project, name=name)
+    ids = [dataset.insert(input={"n": n}, expected=n) for n in range(4)]
+    dataset.flush()
+    dataset.update(id=ids[0], expected=100)
+    dataset.insert(id=ids[1], input={"n": 11}, expected=11)
+    dataset.delete(ids[2])
+    dataset.flush()
+
+    fetched = list(braintrust.init_dataset(project=project, name=name).fetch())
+    by_id = sorted(((r["id"], r["input"], r["expected"]) for r in fetched), key=lambda r: r[0])
+    assert by_id == sorted(
+        [(ids[0], {"n": 0}, 100), (ids[1], {"n": 11}, 11), (ids[3], {"n": 3}, 3)], key=lambda r: r[0]
+    )
+
+
 def test_a_row_over_the_request_limit_goes_through_overflow(small_server: RunningServer, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     emulator = Emulator(url=small_server.url, max_request_bytes=SMALL_LIMIT)
     _fresh_sdk(monkeypatch, emulator)

@@ -147,7 +147,9 @@ async def test_fields_the_spec_does_not_list_are_refused(api: Api) -> None:
         )
 
 
-async def test_logs3_drops_object_keys_and_refuses_other_unlisted_fields(api: Api) -> None:
+async def test_logs3_drops_object_keys_and_other_unlisted_fields(api: Api) -> None:
+    """The SDKs' rows carry fields the spec's events do not list (the JavaScript SDK forwards
+    ``datasetRecordId``); the real service takes them, so they are accepted and not stored."""
     ids = await _objects(api)
     pid, exp = ids["project_logs"], ids["experiment"]
     rows = [
@@ -157,14 +159,51 @@ async def test_logs3_drops_object_keys_and_refuses_other_unlisted_fields(api: Ap
     assert (await api.ok("POST", "/logs3", {"rows": rows, "api_version": 2}))["row_ids"] == ["k", "e"]
     (row,) = await api.all_rows({"from": from_object("experiment", exp), "select": [{"op": "star"}]})
     assert row["output"] == 2 and row["project_id"] == pid and "_audit_source" not in row
-    bad = {"rows": [{"id": "o", "project_id": pid, "log_id": "g", "org_id": "x"}], "api_version": 2}
-    reply = await api.call("POST", "/logs3", bad)
-    assert reply.status == 400 and reply.text == "rows[0].org_id: unknown field for a project_logs event"
+    extra = {"id": "o", "project_id": pid, "log_id": "g", "org_id": "x", "datasetRecordId": "d", "input": 3}
+    assert (await api.ok("POST", "/logs3", {"rows": [extra], "api_version": 2}))["row_ids"] == ["o"]
+    logged = await api.all_rows({"from": from_object("project_logs", pid), "select": [{"op": "star"}]})
+    (row,) = [r for r in logged if r["id"] == "o"]
+    assert row["input"] == 3 and row["org_id"] != "x" and "datasetRecordId" not in row
+    wrong = {"rows": [{"id": "w", "project_id": pid, "log_id": "g", "tags": "one"}], "api_version": 2}
+    reply = await api.call("POST", "/logs3", wrong)
+    assert reply.status == 400 and reply.text == "rows[0].tags: expected array, got string"
 
 
-async def test_span_types_are_the_specs(api: Api) -> None:
+async def test_logs3_comment_rows_attach_to_the_row_they_name(api: Api) -> None:
+    """``log_feedback``'s comment row (``{id, created, origin: {id}, comment: {text}, ...}``)
+    joins the ``comments`` of the row it names, written in the same batch or before; one
+    about a row the object does not hold is accepted with nothing to show on."""
     pid = (await _objects(api))["project_logs"]
-    await api.insert("project_logs", pid, [{"id": "c", "span_attributes": {"type": "classifier"}}])
+    keys = {"project_id": pid, "log_id": "g"}
+    said = {"id": "c1", "created": "2026-01-01T00:00:00+00:00", "origin": {"id": "r"}, "comment": {"text": "hi"},
+            "_audit_source": "app", "_audit_metadata": {"who": "me"}, **keys}  # fmt: skip
+    lost = {"id": "c2", "origin": {"id": "missing"}, "comment": {"text": "lost"}, **keys}
+    body = {"rows": [{"id": "r", "input": 1, **keys}, said, lost], "api_version": 2}
+    assert (await api.ok("POST", "/logs3", body))["row_ids"] == ["r", "c1", "c2"]
+    again = {
+        "rows": [{"id": "c3", "origin": {"id": "r"}, "comment": {"text": "again"}, **keys}],
+        "api_version": 2,
+    }
+    await api.ok("POST", "/logs3", again)
+    (row,) = await api.all_rows({"from": from_object("project_logs", pid), "select": [{"op": "star"}]})
+    assert (row["id"], row["input"]) == ("r", 1)
+    first, second = row["comments"]
+    assert {k: v for k, v in first.items() if k != "user_id"} == {
+        "id": "c1", "created": "2026-01-01T00:00:00+00:00", "origin": {"id": "r"}, "comment": {"text": "hi"},
+        "source": "app", "metadata": {"who": "me"},
+    }  # fmt: skip
+    assert (second["id"], second["comment"], second["source"]) == ("c3", {"text": "again"}, "external")
+    bad = {"rows": [{"origin": {"id": "r"}, "comment": "hi", **keys}], "api_version": 2}
+    reply = await api.call("POST", "/logs3", bad)
+    assert reply.status == 400 and reply.text == "rows[0].comment: expected {text: string}"
+
+
+async def test_span_types_are_the_specs_and_the_sdks(api: Api) -> None:
+    """The spec's ``SpanType``, and the three the SDKs' generated one adds (``logger.info()``
+    writes ``log``)."""
+    pid = (await _objects(api))["project_logs"]
+    types = ["classifier", "log", "decision", "question"]
+    await api.insert("project_logs", pid, [{"id": t, "span_attributes": {"type": t}} for t in types])
     reply = await api.call(
         "POST", f"/v1/project_logs/{pid}/insert", {"events": [{"span_attributes": {"type": "nope"}}]}
     )

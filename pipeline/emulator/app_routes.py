@@ -11,6 +11,13 @@ A ``base_experiment`` names an experiment of the project; an unknown one is a 40
 "base experiment", which the SDK answers by registering again without it. Fields these
 routes do not use (``ancestor_commits``, ...) are accepted and ignored, as the SDK sends
 what its version knows.
+
+It opens what exists through three more: ``GET /api/project?id=`` -> the project (``initLogger``
+with a ``projectId``); ``POST /api/experiment/get {project_name | project_id, org_name,
+experiment_name}`` -> the project's experiments of that name, newest first (``initExperiment``
+with ``open``); ``POST /api/self/get_object_info {object_type, object_ids}`` -> ``[{object_id,
+object_name, parent_cols: {project: {id, name}}}]`` for those the caller may see
+(``initDataset`` with a ``datasetId``).
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from aiohttp import web
 from pipeline.emulator import objects
 from pipeline.emulator.auth import Principal
 from pipeline.emulator.objects import NotFound
-from pipeline.emulator.rest import json_body, json_response, principal, store
+from pipeline.emulator.rest import json_body, json_response, principal, store, uuid_param
 from pipeline.emulator.validate import (
     BadRequest,
     Check,
@@ -34,6 +41,7 @@ from pipeline.emulator.validate import (
     fail,
     nullable,
     object_of,
+    one_of,
     string,
     uuid_string,
 )
@@ -136,3 +144,71 @@ async def register(request: web.Request, params: dict[str, str]) -> web.Response
     body = _checked(await json_body(request), fields, required)
     who = principal(request)
     return json_response(await store(request).write(lambda c: run(c, body, who)))
+
+
+# -- lookups ------------------------------------------------------------------------------------
+
+
+def _named_project(conn: sqlite3.Connection, body: dict[str, Any], who: Principal) -> dict[str, Any]:
+    """The existing project a lookup names, by id or by name (in ``org_name`` when given)."""
+    if body.get("project_id"):
+        return objects.get_object(conn, "project", body["project_id"], who.org_ids)
+    name = body.get("project_name")
+    if not name:
+        raise fail("body.project_name", "a project_name or project_id is required")
+    flt = objects.ListFilter(name=name, org_name=body.get("org_name"))
+    found = objects.list_objects(conn, "project", who.org_ids, flt)
+    if not found:
+        raise NotFound(f"project {name!r} not found")
+    return found[0]
+
+
+def experiments_named(conn: sqlite3.Connection, body: dict[str, Any], who: Principal) -> list[dict[str, Any]]:
+    project = _named_project(conn, body, who)
+    flt = objects.ListFilter(project_id=project["id"], name=body.get("experiment_name"))
+    return objects.list_objects(conn, "experiment", who.org_ids, flt)
+
+
+def object_info(conn: sqlite3.Connection, body: dict[str, Any], who: Principal) -> list[dict[str, Any]]:
+    kind = body["object_type"]
+    if not body["object_ids"]:  # an empty id filter would be no filter
+        return []
+    found = objects.list_objects(conn, kind, who.org_ids, objects.ListFilter(ids=tuple(body["object_ids"])))
+    info = []
+    for obj in found:
+        project = (
+            obj if kind == "project" else objects.get_object(conn, "project", obj["project_id"], who.org_ids)
+        )
+        parents = {} if kind == "project" else {"project": {"id": project["id"], "name": project["name"]}}
+        info.append({"object_id": obj["id"], "object_name": obj["name"], "parent_cols": parents})
+    return info
+
+
+Lookup = Callable[[sqlite3.Connection, dict[str, Any], Principal], Any]
+_EXPERIMENT_GET_FIELDS: Final[dict[str, Check]] = {
+    **_PROJECT_FIELDS, "org_name": nullable(string), "experiment_name": nullable(string),
+}  # fmt: skip
+_OBJECT_INFO_FIELDS: Final[dict[str, Check]] = {
+    "object_type": one_of(frozenset({"project", "dataset", "experiment"})), "object_ids": array_of(uuid_string),
+}  # fmt: skip
+_LOOKUPS: Final[dict[str, tuple[Lookup, dict[str, Check], tuple[str, ...]]]] = {
+    "experiment/get": (experiments_named, _EXPERIMENT_GET_FIELDS, ()),
+    "self/get_object_info": (object_info, _OBJECT_INFO_FIELDS, ("object_type", "object_ids")),
+}
+
+
+async def lookup(request: web.Request, params: dict[str, str]) -> web.Response:
+    """``POST /api/experiment/get``, ``POST /api/self/get_object_info``."""
+    run, fields, required = _LOOKUPS[params["what"]]
+    body = _checked(await json_body(request), fields, required)
+    who = principal(request)
+    return json_response(await store(request).read(lambda c: run(c, body, who)))
+
+
+async def project_by_id(request: web.Request, params: dict[str, str]) -> web.Response:
+    """``GET /api/project?id=``."""
+    project_id = uuid_param(request.query.get("id", ""), "id")
+    org_ids = principal(request).org_ids
+    return json_response(
+        await store(request).read(lambda c: objects.get_object(c, "project", project_id, org_ids))
+    )

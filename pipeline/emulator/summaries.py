@@ -239,6 +239,15 @@ async def summarize_experiment(request: web.Request, params: dict[str, str]) -> 
     return json_response(found)
 
 
+async def dataset_records(request: web.Request, params: dict[str, str]) -> web.Response:
+    """``GET /dataset-summary?dataset_id=`` -> ``{total_records}``: the JavaScript SDK's
+    ``dataset.summarize()``."""
+    dataset_id = uuid_param(request.query.get("dataset_id", ""), "dataset_id")
+    org_ids, url = principal(request).org_ids, _app_url(request)
+    found = await store(request).read(lambda c: dataset_summary(c, dataset_id, org_ids, url, True))
+    return json_response(found["data_summary"])
+
+
 async def summarize_dataset(request: web.Request, params: dict[str, str]) -> web.Response:
     dataset_id = uuid_param(params["id"], "dataset id")
     data = _flag(request, "summarize_data")

@@ -156,6 +156,19 @@ def test_experiment_over_a_dataset_and_feedback_with_a_comment(node: str, emulat
     assert (comment["origin"], comment["comment"], comment["source"]) == ({"id": first["id"]}, {"text": "checked by hand"}, "app")  # fmt: skip
 
 
+def test_open_existing_objects_by_name_and_by_id(node: str, emulator: Emulator) -> None:
+    """``initExperiment`` with ``open``, ``initLogger`` with a ``projectId``, ``initDataset``
+    with a ``datasetId`` and its ``summarize``: app lookups the SDK makes before anything else."""
+    project = unique_name("js-open")
+    out = run_js(node, "reopen.mjs", emulator, BT_TEST_PROJECT=project)
+    assert out["experimentRows"] == [{"input": 1, "output": 2}]
+    assert out["logger_project"] == project
+    (span,) = read_rows(emulator, "project_logs", out["project_id"])
+    assert (span["id"], span["input"]) == (out["span_id"], "hello")
+    assert out["datasetRows"] == [{"id": out["record"], "input": "q", "expected": "a"}]
+    assert (out["dataset_name"], out["total_records"]) == ("kept", 1)
+
+
 def test_eval_runs_a_scorer_end_to_end(node: str, emulator: Emulator) -> None:
     summary = run_js(node, "eval.mjs", emulator, BT_TEST_PROJECT=unique_name("js-eval"))["summary"]
     assert summary["experimentName"] == "doubling"

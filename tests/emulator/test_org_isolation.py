@@ -157,6 +157,23 @@ async def test_other_org_cannot_read_or_write(api: Api) -> None:
         ),
         ("POST", "/api/dataset/register", {"project_id": pid, "dataset_name": "intruder"}, None, 404),
         ("POST", "/api/experiment/register", {"project_id": pid, "experiment_name": "intruder"}, None, 404),
+        ("POST", "/api/experiment/get", {"project_id": pid, "experiment_name": "iso"}, None, 404),
+        (
+            "POST",
+            "/api/experiment/get",
+            {"project_name": project["name"], "org_name": org_a["name"]},
+            None,
+            404,
+        ),
+        (
+            "POST",
+            "/api/self/get_object_info",
+            {"object_type": "dataset", "object_ids": [dataset["id"]]},
+            None,
+            200,
+        ),
+        ("GET", "/api/project", None, {"id": pid}, 404),
+        ("GET", "/dataset-summary", None, {"dataset_id": dataset["id"]}, 404),
         ("POST", "/api/base_experiment/get_id", {"id": experiment["id"]}, None, 404),
         ("GET", "/experiment-comparison2", None, {"experiment_id": experiment["id"]}, 404),
         ("GET", f"/v1/experiment/{experiment['id']}/summarize", None, {"summarize_scores": "true"}, 404),
@@ -166,6 +183,12 @@ async def test_other_org_cannot_read_or_write(api: Api) -> None:
         reply = await api.call(method, path, body, key=api.emulator.other_org_key, params=params)
         assert reply.status == status, (method, path, reply.status, reply.text)
         assert "secret" not in reply.text
+
+    hidden = {"object_type": "dataset", "object_ids": [dataset["id"]]}
+    assert (
+        await api.call("POST", "/api/self/get_object_info", hidden, key=api.emulator.other_org_key)
+    ).json == []
+    assert len((await api.ok("POST", "/api/self/get_object_info", hidden))) == 1
 
     # Lists and identity answer 200 but show nothing of org A.
     listed: list[tuple[str, str, dict[str, str] | None]] = [

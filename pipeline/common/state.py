@@ -89,7 +89,10 @@ class ObjectState:
     else ``estimate``, the rows counted just after the version was found: for progress, and
     more rows written than that shows deletes newer than the version), the ranges, and what
     an incremental run reads after (``since`` compared by ``since_field``: ``_xact_id`` or
-    ``_pagination_key``). ``newest_key`` is the ``_pagination_key`` of the snapshot's newest row."""
+    ``_pagination_key``). ``newest_key`` is the ``_pagination_key`` of the snapshot's newest row.
+    ``live_rows``: for a run that records tombstones, the rows of the whole object counted just
+    after the version was found (more ids at the version than that shows deletes newer than it,
+    which the tombstone pass then reads at the current state: ``pipeline.export.tombstones``)."""
 
     object_type: str
     id: str
@@ -105,6 +108,7 @@ class ObjectState:
     pinned: bool = True  # False: read without a version (see the export's _read_unpinned)
     info: dict[str, Any] = field(default_factory=dict)  # a dataset's or experiment's REST fields
     gone: bool = False  # deleted at the source during the run (pipeline.export.gone)
+    live_rows: int | None = None
 
     @property
     def key(self) -> str:

@@ -638,10 +638,24 @@ class ExportJob:
             info={} if ref.object_type == "project_logs" else ref.info,
         )
         counts: tuple[int | None, int | None] = (obj.estimate, None)
+        whole: tuple[int | None, int | None] = (None, None)
+
+        async def count_whole() -> None:
+            # The tombstone pass reads every id of the object at the version, so a delete of a
+            # row older than the last run, which neither count of the rows since shows, must be
+            # seen in the whole object's counts (pipeline.export.tombstones).
+            nonlocal whole
+            assert obj.version is not None
+            whole = await count_now_and_at(
+                self.client, source, None, obj.version, at_version=caps.count_at_version
+            )
+
         async with anyio.create_task_group() as tg:
             if read_ahead:
                 for rng in obj.ranges:
                     tg.start_soon(self._read_first_page, obj, rng)
+            if obj.ranges and obj.version is not None and since_value is not None and opts.shape == "spans":
+                tg.start_soon(count_whole)
             if obj.ranges and obj.version is not None:
                 counts = await count_now_and_at(
                     self.client, source, selected, obj.version, at_version=caps.count_at_version
@@ -649,10 +663,11 @@ class ExportJob:
         # Rows now, counted after the version was found: what a read whose count at the version
         # is unknown is checked against once written (_read_again_where_deleted).
         obj.estimate, at = counts
+        obj.live_rows = whole[0]
         if at is not None:
             obj.expected_rows = at
-            if obj.estimate is not None and obj.estimate < at:
-                self._read_unpinned(obj)
+        if any(now is not None and then is not None and now < then for now, then in (counts, whole)):
+            self._read_unpinned(obj)
         return obj
 
     def _read_unpinned(self, obj: ObjectState) -> None:

@@ -15,8 +15,12 @@ The version the pass reads at: the object's snapshot version when the run's rows
 pinned to it, so that rows and tombstones describe the same moment. When the run read none of
 the object's rows (nothing newer than the last run) or read them unpinned (its newest writes
 were deletes, which leave the newest row's version behind), a read pinned there would still
-see those deleted rows, so the pass reads the current state. A row written meanwhile is never
-taken for deleted: a changed row moves to a later page, it does not leave the read.
+see those deleted rows, so the pass reads the current state. So it does when the pinned pass
+finds more ids than the whole object held just after the version was found (``live_rows``):
+deletes newer than the version, such as an old row deleted after the newest insert, which the
+counts of the rows since the last run cannot show and a server without counts at a version
+cannot show while planning. A row written meanwhile is never taken for deleted: a changed row
+moves to a later page, it does not leave the read.
 
 Only reads of the spans shape record tombstones (their ids are the rows'); a full read needs
 none, its files being the object's complete id set. Memory stays flat whatever the size of
@@ -110,26 +114,58 @@ def write_tombstones(storage: Storage, relpath: str, ids: Iterator[str]) -> File
     return FileInfo(relpath, rows, size, digest.hexdigest())
 
 
-async def strike_off_live_ids(client: BraintrustClient, obj: ObjectState, known: IdSet) -> None:
-    """Read every id of ``obj`` (see the module docstring for the version) and strike each off
-    ``known``."""
-    read_pinned = obj.pinned and bool(obj.ranges) and obj.version is not None
+async def strike_off_live_ids(
+    client: BraintrustClient, obj: ObjectState, known: IdSet, version: str | None
+) -> int:
+    """Read every id of ``obj`` at ``version`` (None: the current state) and strike each off
+    ``known``; how many ids were read."""
     query = build_query(obj.object_type, obj.id, select=[{"alias": "id", "expr": ident("id")}])
-    pager = Pager(client, query, version=obj.version if read_pinned else None)
-    async for page in pager.pages():
+    live = 0
+    async for page in Pager(client, query, version=version).pages():
         ids = [jsoncodec.loads(line)["id"] for line in page.raw.splitlines() if line.strip()]
+        live += len(ids)
         await anyio.to_thread.run_sync(known.discard, ids)
+    return live
+
+
+async def _gone_ids(
+    client: BraintrustClient,
+    storage: Storage,
+    obj: ObjectState,
+    chain: list[Entry],
+    directory: str,
+    *,
+    pinned: bool,
+) -> IdSet | None:
+    """The ids ``chain`` holds that ``obj`` no longer does, read at its version when ``pinned``;
+    ``None`` when that read shows deletes newer than the version (see the module docstring)."""
+    Path(directory).mkdir()
+    known = IdSet(directory)
+    try:
+        await anyio.to_thread.run_sync(load_chain, storage, chain, known)
+        live = await strike_off_live_ids(client, obj, known, obj.version if pinned else None)
+    except BaseException:
+        known.close()
+        raise
+    if pinned and obj.live_rows is not None and live > obj.live_rows:
+        known.close()
+        return None
+    return known
 
 
 async def object_tombstones(
     client: BraintrustClient, storage: Storage, run_id: str, obj: ObjectState, chain: list[Entry]
 ) -> FileInfo:
     """The tombstone file of ``obj`` in run ``run_id``, which continues ``chain``."""
+    pinned = obj.pinned and bool(obj.ranges) and obj.version is not None
     with tempfile.TemporaryDirectory(prefix="btpipe-ids-") as directory:
-        known = IdSet(directory)
+        known = None
+        if pinned:
+            known = await _gone_ids(client, storage, obj, chain, f"{directory}/pinned", pinned=True)
+        if known is None:
+            known = await _gone_ids(client, storage, obj, chain, f"{directory}/now", pinned=False)
+        assert known is not None  # a read of the current state is never read again
         try:
-            await anyio.to_thread.run_sync(load_chain, storage, chain, known)
-            await strike_off_live_ids(client, obj, known)
             relpath = layout.tombstone_path(obj.object_type, obj.id, run_id)
             return await anyio.to_thread.run_sync(write_tombstones, storage, relpath, known.sorted())
         finally:

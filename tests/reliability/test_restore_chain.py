@@ -244,6 +244,26 @@ def test_deletes_alone_between_runs_are_restored(server: Server, tmp_path: Path)
     assert restored(server, restore(server, root, tmp_path / "state", jitter_ms=0)) == after
 
 
+def test_an_old_row_deleted_after_the_newest_insert_is_recorded_gone(server: Server, tmp_path: Path) -> None:
+    """A row is inserted, then an older one deleted: the newest row's version predates the
+    delete and the run's own rows (those since the last run) do not show it, yet the run
+    records the deleted row as gone, so the restore and ``verify`` equal the source now."""
+    source = make_source(server, logs=30, dataset=10)
+    root = tmp_path / "root"
+    export(server, source, root, "--incremental")
+    source.write("logs", [log_row(30, "n")])
+    source.delete("logs", ["log-3"])
+    source.write("dataset", [{"id": "d-10", "input": 10}])
+    source.delete("dataset", ["d-4"])
+    export(server, source, root, "--incremental")
+    after = source.live()
+    assert "log-3" not in after["logs"] and "log-30" in after["logs"] and "d-4" not in after["dataset"]
+    done = restore(server, root, tmp_path / "state", jitter_ms=0)
+    assert restored(server, done) == after
+    verified = btpipe(server, "verify", "--in", str(root), "--to-project", done.project, "--json")
+    assert verified.exit_code == 0 and orjson.loads(verified.stdout)["ok"], verified.output
+
+
 def test_a_restore_refuses_a_broken_chain_and_an_unknown_run(server: Server, tmp_path: Path) -> None:
     source = make_source(server, logs=20, dataset=5)
     root = tmp_path / "root"

@@ -139,11 +139,12 @@ def check_endpoint(
 ) -> None:
     """Refuse an API URL or key that could only fail later, as a traceback or a leak.
 
-    The URL must be ``http(s)://host[:port][/path]``: without a scheme every request would
-    fail inside aiohttp; user info (``https://user:pass@host``) would clash with the bearer
-    header and could be echoed, so it is refused without printing the URL. A key with a line
-    break or other control character (read from a file with its newline) cannot go in a
-    header. Messages never hold the key, and the URL only when it carries no credentials.
+        The URL must be ``http(s)://host[:port][/path]``: without a scheme every request would
+        fail inside aiohttp; user info (``https://user:pass@host``) would clash with the bearer
+        header and could be echoed, so it is refused without printing the URL. A key with a line
+        break or other control character (read from a file with its newline) cannot go in a
+        header. Messages never hold the key, and the URL only when it carries no credentials and no
+    query or fragment (where a key is sometimes put).
     """
     text = api_url
     if not text or any(c.isspace() or not c.isprintable() for c in text):
@@ -153,6 +154,8 @@ def check_endpoint(
         port_ok = parts.port is None or parts.port > 0
     except ValueError:
         raise UsageError(f"{url_name}: the API URL is malformed") from None
+    if parts.query or parts.fragment:  # where a key is sometimes put: never shown
+        raise UsageError(f"{url_name}: an API URL takes no query or fragment (host {parts.hostname or '?'})")
     if "@" in parts.netloc:
         raise UsageError(
             f"{url_name}: a URL with a user name or password is refused (host {parts.hostname or '?'}); "
@@ -162,8 +165,6 @@ def check_endpoint(
         raise UsageError(f"{url_name} {text!r}: needs http:// or https:// (e.g. https://api.braintrust.dev)")
     if not parts.hostname or not port_ok:
         raise UsageError(f"{url_name} {text!r}: names no host, or an invalid port")
-    if parts.query or parts.fragment:
-        raise UsageError(f"{url_name} {text!r}: an API URL takes no query or fragment")
     if any(not c.isprintable() or c.isspace() for c in api_key):
         raise UsageError(
             f"{key_name} holds a line break, space or other control character; set it without one"

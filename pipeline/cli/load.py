@@ -44,7 +44,7 @@ from pipeline.common.defaults import (
     OBJECTS,
     PAGE_LIMIT,
 )
-from pipeline.common.errors import EXIT_FAILED, AuthError, UsageError
+from pipeline.common.errors import EXIT_FAILED, AuthError, UsageError, variable_name
 from pipeline.common.progress import Progress
 from pipeline.common.selection import config_selection
 from pipeline.load.insert import InsertOptions
@@ -85,9 +85,11 @@ def _destination_settings(kw: dict[str, Any], source: ClientSettings) -> ClientS
     if env:
         key = os.environ.get(env, "")
         if not key:
-            raise AuthError(f"destination: environment variable {env} (--to-api-key-env) is not set")
+            raise AuthError(
+                f"destination: environment variable {variable_name(env)} (--to-api-key-env) is not set"
+            )
     check_endpoint(kw["to_api_url"] or source.api_url, key, url_name="destination: --to-api-url",
-                   key_name=f"destination: the key in {env}" if env else "the API key")  # fmt: skip
+                   key_name=f"destination: the key in {variable_name(env)}" if env else "the API key")  # fmt: skip
     return replace(
         source,
         api_url=kw["to_api_url"] or source.api_url,

@@ -18,6 +18,19 @@ Messages must never contain an API key: build them from names, ids and paths onl
 
 from __future__ import annotations
 
+import re
+
+_VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
+
+def variable_name(name: str) -> str:
+    """An environment variable's name as a message may show it: a name a variable can have is
+    shown, anything else (the key itself, given where its variable's name belongs) is not."""
+    if _VARIABLE_NAME.fullmatch(name):
+        return name
+    return "(not a variable name: is it the key itself? give the name of the variable holding it)"
+
+
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_AUTH = 3

@@ -77,7 +77,7 @@ from pipeline.common.defaults import (
     Setting,
     show,
 )
-from pipeline.common.errors import UsageError
+from pipeline.common.errors import UsageError, variable_name
 from pipeline.jobs.fields import Kind, choice, setting, string, string_list
 
 if TYPE_CHECKING:
@@ -400,10 +400,11 @@ class _Loader:
         if not api_key:
             self.fail(
                 self.at(f"{name}.api_key_env"),
-                f"environment variable {key_env} is not set (it must hold the API key)",
+                f"environment variable {variable_name(key_env)} is not set (it must hold the API key)",
             )
         try:
-            check_endpoint(api_url, api_key, url_name="the API URL", key_name=f"the key in {key_env}")
+            key_name = f"the key in {variable_name(key_env)}"
+            check_endpoint(api_url, api_key, url_name="the API URL", key_name=key_name)
         except UsageError as exc:
             self.fail(self.at(f"{name}.api_url"), str(exc))
         return Connection(api_url=api_url, api_key_env=key_env, api_key=api_key, side=name, **values)

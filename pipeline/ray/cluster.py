@@ -24,7 +24,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from ray._private import ray_constants
 
 from pipeline.api.client import BraintrustClient, ClientSettings
-from pipeline.common.errors import AuthError, BtpipeError
+from pipeline.common.errors import AuthError, BtpipeError, variable_name
 from pipeline.ray.budget import SharedPermits
 
 #: The local Ray's object store: pages and Arrow blocks pass through it, a few MB each.
@@ -62,7 +62,7 @@ def key_from(api_key_env: str) -> str:
     key = os.environ.get(api_key_env, "")
     if not key:
         raise AuthError(
-            f"the environment variable {api_key_env} is not set on this Ray worker; set it on every "
+            f"the environment variable {variable_name(api_key_env)} is not set on this Ray worker; set it on every "
             "node (or in the job's runtime environment) to the API key"
         )
     return key

@@ -106,10 +106,11 @@ def source(emulator: Emulator) -> dict[str, Any]:
             lambda url: ["--api-url", url.replace("http://", f"http://user:{SECRET}@")],
             ["user name or password"],
         ),
-        (lambda url: ["--api-url", f"{url}?org=x"], ["query"]),
+        (lambda url: ["--api-url", f"{url}?api_key={SECRET}"], ["query"]),
+        (lambda url: ["--api-url", f"{url}/#{SECRET}"], ["fragment"]),
         (lambda url: ["--api-key", "bt-local-key\n"], ["API key", "line break"]),
     ],
-    ids=["no scheme", "user info", "query", "key with a newline"],
+    ids=["no scheme", "user info", "query", "fragment", "key with a newline"],
 )
 def test_bad_url_or_key_is_refused_before_any_request(
     emulator: Emulator,
@@ -133,6 +134,13 @@ def test_the_destination_url_and_key_are_checked_the_same_way(
     migrate = ["migrate", "--from-project", source["name"], "--to-project", unique("never")]
     one_line(run_cli(env, *migrate, "--to-api-url", "127.0.0.1:1"), 2, "destination: --to-api-url")
     one_line(run_cli(env, *migrate, "--to-api-key-env", "DEST_KEY"), 2, "destination: the key in DEST_KEY")
+    # the key itself where its variable's name belongs, an easy slip: never echoed
+    given = run_cli(env, *migrate, "--to-api-key-env", f"sk-{SECRET}")
+    one_line(given, 3, "--to-api-key-env", "not a variable name")
+    assert SECRET not in given.stderr + given.stdout
+    query = run_cli(env, *migrate, "--to-api-url", f"http://127.0.0.1:1/?k={SECRET}")
+    one_line(query, 2, "destination: --to-api-url", "query")
+    assert SECRET not in query.stderr + query.stdout
 
 
 def test_a_job_file_url_with_user_info_is_refused_when_the_file_is_read(
@@ -146,6 +154,16 @@ def test_a_job_file_url_with_user_info_is_refused_when_the_file_is_read(
         result = run_cli(env, *args)
         one_line(result, 2, "job.toml:source.api_url", "user name or password")
         assert SECRET not in result.stderr + result.stdout
+    job.write_text(f'[source]\napi_url = "http://127.0.0.1:1/?token={SECRET}"\n'
+                   '[job.j]\nkind = "export"\nprojects = ["p"]\nout = "o"\n')  # fmt: skip
+    result = run_cli(env, "validate", str(job))
+    one_line(result, 2, "job.toml:source.api_url", "query")
+    assert SECRET not in result.stderr + result.stdout
+    job.write_text(f'[source]\napi_key_env = "sk-{SECRET}"\n'
+                   '[job.j]\nkind = "export"\nprojects = ["p"]\nout = "o"\n')  # fmt: skip
+    result = run_cli(env, "validate", str(job))
+    one_line(result, 2, "job.toml:source.api_key_env", "not a variable name")
+    assert SECRET not in result.stderr + result.stdout
 
 
 def test_an_empty_out_is_refused_not_the_current_directory(

@@ -174,8 +174,9 @@ def to_options(fn: F) -> F:
     )(fn)
 
 
-def run_async(fn: Callable[[], Awaitable[T]]) -> T:
-    """Run a coroutine, turning btpipe errors into one line and an exit code."""
+def run_async(fn: Callable[[], Awaitable[T]], *, resumable: bool = True) -> T:
+    """Run a coroutine, turning btpipe errors into one line and an exit code; ``resumable``:
+    the command keeps state a re-run resumes from (a read-only one starts again)."""
     try:
         try:
             return anyio.run(fn)
@@ -185,7 +186,10 @@ def run_async(fn: Callable[[], Awaitable[T]]) -> T:
         click.echo(f"btpipe: error: {exc}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        click.echo("btpipe: interrupted; state saved, re-run the same command to resume", err=True)
+        if resumable:
+            click.echo("btpipe: interrupted; state saved, re-run the same command to resume", err=True)
+        else:
+            click.echo("btpipe: interrupted; it keeps no state: re-run the command to start again", err=True)
         sys.exit(EXIT_INTERRUPTED)
 
 

@@ -31,7 +31,7 @@ def doctor(
     """Check a deployment: key, role, limits, read patterns and what btpipe will do there."""
     from pipeline.doctor import examine
 
-    report = run_async(lambda: examine(settings, project=project, write_test=write_test))
+    report = run_async(lambda: examine(settings, project=project, write_test=write_test), resumable=False)
     if as_json:
         emit_json(report.to_json())
     elif not quiet:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import sqlite3
 from pathlib import Path
 
 import click
 
+from pipeline.common.errors import BtpipeError, UsageError
 from pipeline.emulator.app import DEFAULT_MAX_REQUEST_BYTES
 from pipeline.emulator.auth import DEFAULT_KEYS, KeySpec, load_keys_file, parse_key_list, parse_key_spec
 from pipeline.emulator.faults import FaultConfig
@@ -32,7 +34,9 @@ def gather_keys(flags: tuple[str, ...], keys_file: Path | None) -> list[KeySpec]
 
 @click.command("emulator")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
-@click.option("--port", default=8000, show_default=True, type=int, help="Port; 0 picks a free one.")
+@click.option(
+    "--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port; 0 picks a free one."
+)
 @click.option("--db", default=":memory:", show_default=True, help="SQLite file, or :memory:.")
 @click.option("--sample", "sample", default=0, type=int, help="Load N sample traces into sample-project.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the sample data.")
@@ -76,3 +80,9 @@ def emulator(
         asyncio.run(serve(config))
     except KeyboardInterrupt:
         pass
+    except sqlite3.Error as exc:  # a directory, a missing directory, a file that is no database
+        raise UsageError(f"--db {db}: cannot be opened as a SQLite database ({exc})") from None
+    except OSError as exc:  # the port is taken, the host is no address of this machine
+        raise BtpipeError(
+            f"--host {host} --port {port}: cannot listen there ({exc.strerror or exc})"
+        ) from None

@@ -78,7 +78,10 @@ def export(settings: ClientSettings, quiet: bool, as_json: bool, **kw: Any) -> N
     options = ExportOptions(**kw, compression=compression,
                             file_bytes=file_mb * MB)  # fmt: skip
     if dry_run:
-        plan = run_async(lambda: with_client(settings, lambda c: ExportJob(c, options, Progress()).dry_run()))
+        plan = run_async(
+            lambda: with_client(settings, lambda c: ExportJob(c, options, Progress()).dry_run()),
+            resumable=False,
+        )
         if as_json:
             emit_json(plan.to_json())
         else:

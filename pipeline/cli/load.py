@@ -295,7 +295,7 @@ def verify_command(**kw: Any) -> None:
             async with BraintrustClient(source) as src:
                 return await job.against_project(src, kw["project"])
 
-    diffs = run_async(body)
+    diffs = run_async(body, resumable=False)
     if kw["as_json"]:
         emit_json({"ok": all(d.ok for d in diffs), "objects": [d.to_json() for d in diffs]})
     else:

@@ -30,7 +30,7 @@ def query(settings: ClientSettings, text: str, page_all: bool, table: bool, vers
                 for row in page:
                     click.echo(orjson.dumps(row).decode())
 
-    run_async(lambda: with_client(settings, job))
+    run_async(lambda: with_client(settings, job), resumable=False)
     if table:
         click.echo(format_table(rows))
 

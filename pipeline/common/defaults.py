@@ -68,7 +68,9 @@ _FALSE = {"false", "0", "no", "off"}
 class Setting(Generic[T]):
     """One tunable knob. ``value_type`` is the type of a value given (``int``, ``float``,
     ``str`` or ``bool``); a default of None means "not set" and ``shown`` says what that does.
-    ``min`` and ``max`` bound an integer (inclusive); ``above`` bounds a number (exclusive)."""
+    ``min`` and ``max`` bound an integer (inclusive); ``above`` bounds a number (exclusive).
+    ``header``: the text goes into a request header, so it may hold no line break or other
+    control character (one would fail deep in the HTTP client)."""
 
     name: str
     default: T
@@ -85,6 +87,7 @@ class Setting(Generic[T]):
     envvar: str | None = None
     shown: str | None = None
     metavar: str | None = None
+    header: bool = False
 
     @property
     def base(self) -> str:
@@ -142,6 +145,8 @@ class Setting(Generic[T]):
             value = self.value_type(value)
         elif not isinstance(value, str) or not value or (self.choices and value not in self.choices):
             raise BadValue(self.base, value)
+        elif self.header and not value.isprintable():
+            raise BadValue("text without a line break or other control character", value)
         return cast(T, value)
 
     def _in_range(self, value: float) -> bool:
@@ -228,7 +233,7 @@ PREFETCH: Setting[int] = Setting(
     help="Pages buffered per range (bounds memory)", section=EXPORT,
 )  # fmt: skip
 ENCODERS: Setting[int] = Setting(
-    "encoders", 1, int, min=0, flag="--encoders", key="encoders",
+    "encoders", 1, int, min=0, max=64, flag="--encoders", key="encoders",
     help="Parquet: worker processes encoding pages (0: a thread of this process). "
     "JSONL: threads writing pages at once", section=EXPORT,
 )  # fmt: skip
@@ -369,12 +374,12 @@ API_URL: Setting[str] = Setting(
     help="Braintrust API base URL", section=CLIENT,
 )  # fmt: skip
 IMPERSONATE: Setting[str | None] = Setting(
-    "impersonate", None, str, flag="--impersonate", key="impersonate", metavar="USER",
+    "impersonate", None, str, flag="--impersonate", key="impersonate", metavar="USER", header=True,
     help="Run requests as this user id or email (x-bt-impersonate-user); migrate and verify: the source's only",
     shown="the key's own user", section=CLIENT,
 )  # fmt: skip
 TO_IMPERSONATE: Setting[str | None] = Setting(
-    "to_impersonate", None, str, flag="--to-impersonate", metavar="USER",
+    "to_impersonate", None, str, flag="--to-impersonate", metavar="USER", header=True,
     help="Run the destination's requests as this user id or email (in job files: [destination] impersonate)",
     shown="the destination key's own user", section="migrate, verify",
 )  # fmt: skip

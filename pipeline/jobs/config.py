@@ -329,6 +329,8 @@ class _Loader:
             raise ConfigError([f"{self.path}: cannot read ({exc.strerror or exc})"]) from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError([f"{self.path}: invalid TOML: {exc}"]) from None
+        except UnicodeDecodeError as exc:  # TOML is UTF-8 text
+            raise ConfigError([f"{self.path}: not UTF-8 text (byte {exc.start} of the file)"]) from None
 
     def values(self, table: dict[str, Any], keypath: str, keys: dict[str, Kind], env: bool) -> dict[str, Any]:
         """Merge file, environment and flags for one table, then check every value."""

@@ -24,7 +24,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from ray._private import ray_constants
 
 from pipeline.api.client import BraintrustClient, ClientSettings
-from pipeline.common.errors import AuthError, BtpipeError, variable_name
+from pipeline.common.errors import AuthError, BtpipeError, UsageError, variable_name
 from pipeline.ray.budget import SharedPermits
 
 #: The local Ray's object store: pages and Arrow blocks pass through it, a few MB each.
@@ -39,7 +39,11 @@ def start(address: str | None = None, *, num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     if address:
-        ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
+        try:
+            ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
+        except (ValueError, ConnectionError) as exc:  # a malformed address, ray:// without the client
+            reason = (str(exc).strip().strip("'\"").splitlines() or [type(exc).__name__])[0]
+            raise UsageError(f"--ray-address {address}: {reason}") from None
         return
     # Ray's processes read these when they start; this process read them when it imported ray,
     # so the one constant that keeps a local node on 127.0.0.1 (rather than the address of the

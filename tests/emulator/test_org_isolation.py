@@ -188,7 +188,7 @@ async def test_other_org_cannot_read_or_write(api: Api) -> None:
     assert (
         await api.call("POST", "/api/self/get_object_info", hidden, key=api.emulator.other_org_key)
     ).json == []
-    assert len((await api.ok("POST", "/api/self/get_object_info", hidden))) == 1
+    assert len(await api.ok("POST", "/api/self/get_object_info", hidden)) == 1
 
     # Lists and identity answer 200 but show nothing of org A.
     listed: list[tuple[str, str, dict[str, str] | None]] = [

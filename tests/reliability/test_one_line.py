@@ -16,6 +16,7 @@ import errno
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -164,6 +165,42 @@ def test_a_job_file_url_with_user_info_is_refused_when_the_file_is_read(
     result = run_cli(env, "validate", str(job))
     one_line(result, 2, "job.toml:source.api_key_env", "not a variable name")
     assert SECRET not in result.stderr + result.stdout
+
+
+def test_an_emulator_that_cannot_start_says_why(tmp_path: Path) -> None:
+    not_a_db = tmp_path / "notes.db"
+    not_a_db.write_text("not a database")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        one_line(run_cli(os.environ, "emulator", "--port", port, timeout=60), 1, f"--port {port}", "in use")
+    one_line(
+        run_cli(os.environ, "emulator", "--port", "0", "--db", str(not_a_db), timeout=60), 2, "--db", "SQLite"
+    )
+    one_line(
+        run_cli(os.environ, "emulator", "--port", "0", "--db", str(tmp_path), timeout=60), 2, "--db", "SQLite"
+    )
+    one_line(run_cli(os.environ, "emulator", "--port", "70000", timeout=60), 2, "--port")
+
+
+def test_values_no_header_or_file_can_hold_are_refused(
+    emulator: Emulator, source: dict[str, Any], tmp_path: Path
+) -> None:
+    env = cli_env(emulator.url, emulator.key)
+    export = ["export", "--project", source["name"], "--out", str(tmp_path / "out")]
+    one_line(run_cli(env, *export, "--impersonate", "me@x\nX-Other: 1"), 2, "--impersonate", "line break")
+    one_line(run_cli(env, *export, "--encoders", "5000"), 2, "--encoders", "64")
+    bad_ray = run_cli(env, *export, "--engine", "ray", "--ray-address", "notanaddr")
+    one_line(bad_ray, 2, "--ray-address notanaddr", "Invalid address format")
+    job = tmp_path / "job.toml"
+    job.write_bytes(b'[job.j]\nkind = "export"\nprojects = ["\xff"]\nout = "o"\n')
+    one_line(run_cli(env, "validate", str(job)), 2, "job.toml", "not UTF-8")
+    job.write_text(
+        '[source]\nimpersonate = "me@x\\r\\nX: 1"\n[job.j]\nkind = "export"\nprojects = ["p"]\nout = "o"\n'
+    )
+    one_line(run_cli(env, "validate", str(job)), 2, "job.toml:source.impersonate", "line break")
+    assert not (tmp_path / "out").exists()
 
 
 def test_an_empty_out_is_refused_not_the_current_directory(

@@ -427,7 +427,7 @@ class VerifyJob:
     ) -> ObjectDiff:
         """The diff of one input object, or, when a file of it is damaged, a difference
         listing the damaged files instead of a comparison."""
-        damaged = await find_damaged(storage, obj)
+        damaged = await find_damaged(storage, obj, read_unlisted=False)
         if damaged:
             return ObjectDiff(label, f"{project['name']}/{label}", 0, 0, damaged=[str(d) for d in damaged])
         digests = await anyio.to_thread.run_sync(

@@ -174,6 +174,12 @@ def to_options(fn: F) -> F:
     )(fn)
 
 
+def report_error(exc: BaseException) -> None:
+    """``btpipe: error: <message>`` on stderr, on one line whatever the message holds (a
+    library's text quoted in it may have line breaks)."""
+    click.echo(f"btpipe: error: {' '.join(str(exc).split())}", err=True)
+
+
 def run_async(fn: Callable[[], Awaitable[T]], *, resumable: bool = True) -> T:
     """Run a coroutine, turning btpipe errors into one line and an exit code; ``resumable``:
     the command keeps state a re-run resumes from (a read-only one starts again)."""
@@ -183,7 +189,7 @@ def run_async(fn: Callable[[], Awaitable[T]], *, resumable: bool = True) -> T:
         except BaseExceptionGroup as group:
             raise first_error(group) from None
     except BtpipeError as exc:
-        click.echo(f"btpipe: error: {exc}", err=True)
+        report_error(exc)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         if resumable:
@@ -261,7 +267,7 @@ class Btpipe(click.Group):
             click.echo(f"btpipe: error: {exc.format_message()}{where}", err=True)
             sys.exit(EXIT_USAGE)
         except BtpipeError as exc:  # raised while the options were turned into settings
-            click.echo(f"btpipe: error: {exc}", err=True)
+            report_error(exc)
             sys.exit(exc.exit_code)
         except click.Abort:
             click.echo("btpipe: aborted", err=True)

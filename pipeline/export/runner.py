@@ -49,7 +49,7 @@ from pipeline.common.clock import seconds_since_start
 from pipeline.common.errors import BtpipeError, UsageError, first_error
 from pipeline.common.integrity import find_damage
 from pipeline.common.lease import ROOT_LEASE, Guard, GuardedStorage, Lease, guarded, hold, with_guard
-from pipeline.common.manifest import FileInfo, Manifest, ObjectManifest, write_manifest
+from pipeline.common.manifest import FileInfo, Manifest, ObjectManifest, list_manifests, write_manifest
 from pipeline.common.progress import Progress, Task
 from pipeline.common.rows import ObjectType
 from pipeline.common.selection import config_selection
@@ -433,6 +433,9 @@ class ExportJob:
 
     async def _run_held(self, started: float) -> ExportSummary:
         project = await self._load_state()
+        # A file in _manifests/ that is no manifest makes every later reader of the root (runs,
+        # import, an incremental run) refuse it: refused now, before a run is added to it.
+        await anyio.to_thread.run_sync(list_manifests, self.storage)
         resumed = await self._adopt_unfinished_run()
         if self.state.run is None:
             self.state.run = await self._plan(project, read_ahead=self._ranges is None)

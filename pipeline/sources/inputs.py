@@ -23,6 +23,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
+
 from pipeline.common.chains import Entry, RunIndex
 from pipeline.common.errors import UsageError
 from pipeline.common.integrity import Damage, find_damage
@@ -30,7 +32,7 @@ from pipeline.common.manifest import MANIFEST_DIR, FileInfo, Manifest, list_mani
 from pipeline.common.rows import OBJECT_TYPES, ObjectType
 from pipeline.common.selection import parse_selection
 from pipeline.common.storage import Storage, location, open_storage
-from pipeline.sources import discover_files, is_data_file
+from pipeline.sources import discover_files, is_data_file, iter_rows
 from pipeline.sources.delta import is_delta_table
 
 _HIVE = re.compile(r"object_type=([a-z_]+)/object_id=([^/]+)/")
@@ -175,10 +177,25 @@ def _chained(chain: list[Entry]) -> InputObject:
     return found
 
 
-async def find_damaged(storage: Storage, obj: InputObject, start: int = 0) -> list[Damage]:
-    """The files of ``obj`` from ``files[start]`` on that differ from their manifest entry
-    (files outside a manifest are not checked)."""
+async def find_damaged(
+    storage: Storage, obj: InputObject, start: int = 0, *, read_unlisted: bool = True
+) -> list[Damage]:
+    """The files of ``obj`` from ``files[start]`` on that differ from their manifest entry.
+
+    A file outside a manifest (one given alone, a Delta table's) has no entry to compare: it is
+    read through instead, every row decoded, so a malformed row, a cut or corrupt file or one
+    missing stops the import with its one line before any row is sent, not part way. A reader
+    that sends nothing (verify) passes ``read_unlisted=False``: its own read stops the same way."""
+    unlisted = [p for p in obj.files[start:] if p not in obj.listed]
+    if unlisted and read_unlisted:
+        await anyio.to_thread.run_sync(_read_through, storage, unlisted, obj.table)
     return await find_damage(storage, [obj.listed[p] for p in obj.files[start:] if p in obj.listed])
+
+
+def _read_through(storage: Storage, paths: list[str], table: tuple[ObjectType, str] | None) -> None:
+    for path in paths:
+        for _ in iter_rows(storage, path, table=table):
+            pass
 
 
 def select_inputs(objects: list[InputObject], selection: str | None) -> list[InputObject]:

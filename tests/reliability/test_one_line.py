@@ -203,6 +203,56 @@ def test_values_no_header_or_file_can_hold_are_refused(
     assert not (tmp_path / "out").exists()
 
 
+def test_a_root_whose_manifests_cannot_be_read_takes_no_new_run(
+    emulator: Emulator, source: dict[str, Any], tmp_path: Path
+) -> None:
+    """Every reader of the root refuses a file in ``_manifests/`` that is no manifest, so the
+    export refuses it too, before it writes anything: a backup nothing can restore is no backup."""
+    out = tmp_path / "out"
+    (out / "_manifests").mkdir(parents=True)
+    (out / "_manifests" / "notes.json").write_text('{"todo": "check the backups"}')
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    result = run_cli(
+        cli_env(emulator.url, emulator.key), "export", "--project", source["name"], "--out", str(out)
+    )
+    one_line(result, 2, "_manifests/notes.json", "not a btpipe manifest")
+    assert sorted(p.relative_to(out) for p in out.rglob("*") if not p.name.startswith(".")) == before
+
+
+def test_a_file_outside_a_manifest_is_read_through_before_any_row_is_sent(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """A bad row deep in a loose JSONL file, or a Parquet file whose middle is damaged, stops
+    the import before anything reaches the destination (a file a manifest lists is checked
+    against its SHA-256 the same way)."""
+    rows = [{"id": f"r{i}", "input": i} for i in range(3000)]
+    broken = jsonl(tmp_path / "loose.jsonl", [*rows, b'{"id": "r3000", "input": ', *rows[:5]])
+    env = cli_env(emulator.url, emulator.key)
+    target = unique("never-half")
+    result = run_cli(env, *import_cmd(broken, target, tmp_path / "state"))
+    one_line(result, 2, "loose.jsonl:3001")
+    assert project_rows(emulator, target) == {}
+    from tests.test_sinks_parquet import page_of
+
+    storage = open_storage(str(tmp_path / "pq"))
+    from pipeline.sinks.parquet import ParquetSink
+
+    sink = ParquetSink(storage, directory="d", object_type="project_logs", prefix="r", row_group_rows=500)
+    for start in range(0, 3000, 500):
+        sink.write_page(page_of(rows[start : start + 500]))
+    (written,) = sink.close()
+    path = tmp_path / "pq" / written.path
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 4096] = bytes(4096)
+    path.write_bytes(bytes(data))
+    target = unique("never-half")
+    result = run_cli(env, *import_cmd(path, target, tmp_path / "state-pq"))
+    assert result.returncode in (1, 2) and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr and path.name in result.stderr
+    assert project_rows(emulator, target) == {}
+
+
 def test_an_empty_out_is_refused_not_the_current_directory(
     emulator: Emulator, source: dict[str, Any], tmp_path: Path
 ) -> None:

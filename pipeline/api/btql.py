@@ -287,8 +287,9 @@ def parse_text(text: str) -> Query:
         raise UsageError(f"query: {exc}") from None
 
 
-def parse_filter(text: str | None) -> Expr | None:
-    """A user's filter text (``--filter``) as an expression tree; errors name the flag."""
+def parse_filter(text: str | None, option: str = "--filter") -> Expr | None:
+    """A user's filter text as an expression tree; errors name ``option`` (the flag, or where
+    in a job file the text was)."""
     if not text:
         return None
     from pipeline.querylang.parse import parse_expression  # sqlglot loads only for a filter
@@ -297,4 +298,4 @@ def parse_filter(text: str | None) -> Expr | None:
     try:
         return parse_expression(text)
     except QuerySyntaxError as exc:
-        raise UsageError(f"--filter: {exc}") from None
+        raise UsageError(f"{option}: {exc}") from None

@@ -176,8 +176,9 @@ def to_options(fn: F) -> F:
 
 def report_error(exc: BaseException) -> None:
     """``btpipe: error: <message>`` on stderr, on one line whatever the message holds (a
-    library's text quoted in it may have line breaks)."""
-    click.echo(f"btpipe: error: {' '.join(str(exc).split())}", err=True)
+    library's text quoted in it may have line breaks); a job file's problems a line each."""
+    for problem in getattr(exc, "problems", None) or [str(exc)]:
+        click.echo(f"btpipe: error: {' '.join(str(problem).split())}", err=True)
 
 
 def run_async(fn: Callable[[], Awaitable[T]], *, resumable: bool = True) -> T:

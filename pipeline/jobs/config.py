@@ -29,6 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
+from pipeline.api.btql import parse_filter
 from pipeline.api.client import ClientSettings, check_endpoint
 from pipeline.common.defaults import (
     API_KEY_ENV,
@@ -78,6 +79,7 @@ from pipeline.common.defaults import (
     show,
 )
 from pipeline.common.errors import UsageError, variable_name
+from pipeline.common.selection import parse_selection
 from pipeline.jobs.fields import Kind, choice, setting, string, string_list
 
 if TYPE_CHECKING:
@@ -332,6 +334,17 @@ class _Loader:
         except UnicodeDecodeError as exc:  # TOML is UTF-8 text
             raise ConfigError([f"{self.path}: not UTF-8 text (byte {exc.start} of the file)"]) from None
 
+    def _check_texts(self, keypath: str, values: dict[str, Any]) -> None:
+        """Parse the job's ``filter`` and ``objects`` as a run would, so ``validate`` refuses
+        what ``run`` would, each problem named by its file and key."""
+        checks = (("filter", parse_filter), ("objects", parse_selection))
+        for key, parse in checks:
+            if values.get(key):
+                try:
+                    parse(_as_text(values[key]), self.at(f"{keypath}.{key}"))
+                except UsageError as exc:
+                    self.problems.append(str(exc))
+
     def values(self, table: dict[str, Any], keypath: str, keys: dict[str, Kind], env: bool) -> dict[str, Any]:
         """Merge file, environment and flags for one table, then check every value."""
         merged: dict[str, _Value] = {}
@@ -436,11 +449,16 @@ class _Loader:
                 p.startswith(self.at(f"{keypath}.{key}:")) for p in self.problems
             ):
                 self.fail(self.at(f"{keypath}.{key}"), "required key missing")
+        self._check_texts(keypath, values)
         if len(self.problems) > before:
             return None
         if kind == "export":
             return ExportJobConfig(name=name, projects=projects, **values)
         return MigrateJobConfig(name=name, **values)
+
+
+def _as_text(value: Any) -> str:
+    return ",".join(value) if isinstance(value, list | tuple) else str(value)
 
 
 def load_job_file(

@@ -131,6 +131,14 @@ BAD = [
     pytest.param("[job.b\n", ["{f}: invalid TOML: Expected ']' at the end of a table declaration (at line 1, column 7)"], id="bad-toml"),
     pytest.param('title = "x"\n', ["{f}:title: unknown key (expected one of: destination, job, source)", "{f}: no jobs (add a [job.NAME] table)"], id="no-jobs"),
     pytest.param("job = 3\n", ["{f}:job: expected a table, got 3"], id="job-not-table"),
+    pytest.param(
+        '[job.b]\nproject = "p"\nout = "o"\nfilter = "name = "\nobjects = ["logs", "foo"]\n',
+        ["{f}:job.b.filter: syntax error at line 1, column 6 near '='",
+         "{f}:job.b.objects: cannot understand 'foo' (expected logs, datasets, experiments, dataset:NAME, "
+         "experiment:NAME, project_tags, span_iframes, functions, prompts, project_scores, views, automations, "
+         "settings or config)"],
+        id="filter-and-objects-parsed-as-a-run-would",
+    ),
 ]  # fmt: skip
 
 

@@ -6,12 +6,13 @@ import sys
 
 import click
 
-from pipeline.cli.common import Output, emit_json, output_options, run_async, with_progress
+from pipeline.cli.common import Output, emit_json, output_options, report_error, run_async, with_progress
 from pipeline.cli.options import setting_option
 from pipeline.common.defaults import WAIT_LEASE
 from pipeline.common.errors import EXIT_FAILED, EXIT_USAGE
+from pipeline.common.progress import Progress
 from pipeline.jobs.config import ConfigError, JobFile, load_job_file
-from pipeline.jobs.runner import JobResult, run_jobs
+from pipeline.jobs.runner import JobFailed, JobResult, run_jobs
 
 
 def _overrides(sets: tuple[str, ...], out: str | None) -> dict[str, str]:
@@ -63,16 +64,24 @@ def run(
     """Run the jobs of a TOML job file (all of them, or those named by --job)."""
     job_file = _load(config, jobs, _overrides(sets, out))
     output = Output(quiet, as_json)
-    results = run_async(
-        with_progress(
-            output, lambda progress: run_jobs(job_file, progress, wait_lease=wait_lease, restart=restart)
-        )
-    )
+    done: list[JobResult] = []
+    failed: list[JobFailed] = []
+
+    async def jobs_in_order(progress: Progress) -> None:
+        try:
+            await run_jobs(job_file, progress, wait_lease=wait_lease, restart=restart, done=done)
+        except JobFailed as exc:  # reported after the jobs done before it
+            failed.append(exc)
+
+    run_async(with_progress(output, jobs_in_order))
     if as_json:
-        emit_json([r.to_json() for r in results])
+        emit_json([r.to_json() for r in done])
     else:
-        _report(output, results)
-    if not all(r.ok for r in results):
+        _report(output, done)
+    if failed:
+        report_error(failed[0])
+        sys.exit(failed[0].exit_code)
+    if not all(r.ok for r in done):
         sys.exit(EXIT_FAILED)
 
 

@@ -27,7 +27,7 @@ import anyio
 from pipeline.api.client import BraintrustClient
 from pipeline.api.objects import resolve_project
 from pipeline.common.defaults import WAIT_LEASE
-from pipeline.common.errors import UsageError
+from pipeline.common.errors import BtpipeError, UsageError
 from pipeline.common.lease import ROOT_LEASE, guarded, hold
 from pipeline.common.progress import Progress
 from pipeline.common.state import export_store
@@ -185,13 +185,30 @@ async def run_job(
     )
 
 
+class JobFailed(BtpipeError):
+    """A job of a file failed: its error, named by the job, with the error's exit code."""
+
+    def __init__(self, name: str, error: BtpipeError) -> None:
+        super().__init__(f"job {name}: {error}")
+        self.exit_code = error.exit_code
+
+
 async def run_jobs(
-    jobs: JobFile, progress: Progress, *, wait_lease: float = WAIT_LEASE.default, restart: bool = False
+    jobs: JobFile,
+    progress: Progress,
+    *,
+    wait_lease: float = WAIT_LEASE.default,
+    restart: bool = False,
+    done: list[JobResult] | None = None,
 ) -> list[JobResult]:
-    """Every job of ``jobs`` in file order; the first failure stops the rest. Each waits up to
+    """Every job of ``jobs`` in file order; the first failure stops the rest (``JobFailed``),
+    the jobs before it having appended their results to ``done``. Each waits up to
     ``wait_lease`` seconds for a lease another run holds (its output root, its state file);
     ``restart`` discards each job's unfinished run instead of resuming it."""
-    return [
-        await run_job(jobs, job, progress, wait_lease=wait_lease, restart=restart)
-        for job in jobs.jobs.values()
-    ]
+    results = done if done is not None else []
+    for job in jobs.jobs.values():
+        try:
+            results.append(await run_job(jobs, job, progress, wait_lease=wait_lease, restart=restart))
+        except BtpipeError as exc:
+            raise JobFailed(job.name, exc) from exc
+    return results

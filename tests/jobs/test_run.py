@@ -174,3 +174,23 @@ def test_run_prints_one_line_per_job(emulator: Any, tmp_path: Path) -> None:
         rf"job warehouse-logs: {rows:,} rows, 1 files in [\d.]+s -> {re.escape(str(tmp_path))}\n",
         result.stderr,
     )
+
+
+def test_a_failed_job_is_named_and_the_jobs_before_it_are_reported(emulator: Any, tmp_path: Path) -> None:
+    setup = sample_project(emulator, traces=3)
+    config = tmp_path / "two.toml"
+    config.write_text(
+        f'[job.good]\nproject = "{setup["project"]["name"]}"\nout = "{tmp_path / "good"}"\nobjects = "logs"\n'
+        f'[job.bad]\nproject = "{unique("missing")}"\nout = "{tmp_path / "bad"}"\n'
+    )
+    env = {"BRAINTRUST_API_URL": emulator.url, "BRAINTRUST_API_KEY": emulator.key, "BTPIPE_OUT": None}
+    rows = len(all_rows(emulator.url, emulator.key, "project_logs", setup["project"]["id"]))
+    result = CliRunner().invoke(run, [str(config)], env=env)
+    assert result.exit_code == 4, result.stderr
+    good, error = result.stderr.splitlines()
+    assert good.startswith(f"job good: {rows:,} rows, 1 files in ")
+    assert error.startswith("btpipe: error: job bad: project ") and "not found" in error
+    as_json = CliRunner().invoke(run, [str(config), "--json"], env=env)
+    assert as_json.exit_code == 4
+    (done,) = orjson.loads(as_json.stdout)
+    assert (done["name"], done["rows"], done["ok"]) == ("good", rows, True)

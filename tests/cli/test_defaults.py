@@ -74,7 +74,7 @@ def test_client_settings_from_options_defaults_to_the_records() -> None:
     [
         ("--workers", "workers", "0", "expected integer >= 1, got 0"),
         ("--page-limit", "page_limit", "1001", "expected integer between 1 and 1000, got 1001"),
-        ("--encoders", "encoders", "-1", "expected integer >= 0, got -1"),
+        ("--encoders", "encoders", "-1", "expected integer between 0 and 64, got -1"),
         ("--file-mb", "file_mb", "x", 'expected integer, got "x"'),
         ("--format", "format", "csv", 'expected one of "parquet", "jsonl", "delta", got "csv"'),
     ],

@@ -65,6 +65,7 @@ from pipeline.common.config_kinds import (
 from pipeline.common.errors import NotFoundError, UsageError
 from pipeline.common.integrity import find_damage
 from pipeline.common.manifest import FileInfo, Manifest
+from pipeline.common.progress import Progress, Task
 from pipeline.common.rows import DESTINATION_FIELDS
 from pipeline.common.selection import config_selection, parse_one_object
 from pipeline.common.storage import Storage, location
@@ -133,13 +134,19 @@ class Contents:
                 self.known[ref.key] = "missing"
 
 
-async def digest_object(client: BraintrustClient, ref: ObjectRef, contents: Contents) -> Digests:
+async def digest_object(
+    client: BraintrustClient, ref: ObjectRef, contents: Contents, progress: Progress, label: str
+) -> Digests:
+    """The digests of every row of ``ref``, read pinned, counted into a task of ``progress``."""
     query = build_query(ref.object_type, ref.id)
     snap = await pin_read(client, query)
     digests: Digests = {}
+    task = progress.add(label, snap.rows)
     if snap.rows == 0:
+        task.finish()
         return digests
     async for page in Pager(client, query, version=snap.version).pages():
+        task.advance(page.rows, len(page.raw))
         rows = jsoncodec.loads_lines(page.raw)
         keys = None
         if MARKER in page.raw:
@@ -148,6 +155,7 @@ async def digest_object(client: BraintrustClient, ref: ObjectRef, contents: Cont
                 find_references(row, found)
             keys = await contents.of(found.values())
         digest_rows(rows, digests, keys)
+    task.finish()
     return digests
 
 
@@ -161,13 +169,16 @@ def exported_contents(manifests: Iterable[Manifest]) -> dict[str, str]:
 
 
 def digest_files(
-    storage: Storage, files: list[str], deletes: Container[str] = frozenset(), contents: Mapping[str, str] | None = None
+    storage: Storage, files: list[str], deletes: Container[str] = frozenset(),
+    contents: Mapping[str, str] | None = None, task: Task | None = None,
 ) -> Digests:  # fmt: skip
     """The digests of ``files`` applied in order, the ids in ``deletes`` files (tombstones)
-    removed where they come. Blocking: run in a thread."""
+    removed where they come, rows counted into ``task``. Blocking: run in a thread."""
     digests: Digests = {}
     for path in files:
         for chunk in iter_rows(storage, path):
+            if task is not None:
+                task.advance(len(chunk))
             if path in deletes:
                 for row in chunk:
                     digests.pop(str(row.row.get("id")), None)
@@ -314,10 +325,13 @@ async def _object_names(client: BraintrustClient, project: dict[str, Any]) -> di
 class VerifyJob:
     """Pairs source and destination objects by type and name, then compares their digests."""
 
-    def __init__(self, destination: BraintrustClient, to_project: str, objects: str) -> None:
+    def __init__(
+        self, destination: BraintrustClient, to_project: str, objects: str, progress: Progress | None = None
+    ) -> None:
         self.destination = destination
         self.to_project = to_project
         self.objects = objects
+        self.progress = progress if progress is not None else Progress()
         self._contents: Contents | None = None  # the destination's, once its project is known
 
     def _destination_contents(self, project: dict[str, Any]) -> Contents:
@@ -338,7 +352,10 @@ class VerifyJob:
     ) -> ObjectDiff:
         ref = await self._counterpart(project, object_type, name)
         contents = self._destination_contents(project)
-        target = {} if ref is None else await digest_object(self.destination, ref, contents)
+        target = (
+            {} if ref is None
+            else await digest_object(self.destination, ref, contents, self.progress, f"{label} (destination)")
+        )  # fmt: skip
         where = f"{project['name']}/{label}" + ("" if ref is not None else " (missing)")
         return compare(source, target, label, where)
 
@@ -348,7 +365,7 @@ class VerifyJob:
         diffs = []
         contents = Contents(source, str(src_project.get("org_id") or ""))
         for ref in await resolve_selection(source, src_project, self.objects):
-            digests = await digest_object(source, ref, contents)
+            digests = await digest_object(source, ref, contents, self.progress, f"{ref.label} (source)")
             diffs.append(await self._pair(dst_project, ref.object_type, ref.name, ref.label, digests))
         kinds = config_selection(self.objects)
         if kinds:
@@ -430,7 +447,9 @@ class VerifyJob:
         damaged = await find_damaged(storage, obj, read_unlisted=False)
         if damaged:
             return ObjectDiff(label, f"{project['name']}/{label}", 0, 0, damaged=[str(d) for d in damaged])
+        task = self.progress.add(f"{label} (files)", obj.rows)
         digests = await anyio.to_thread.run_sync(
-            digest_files, storage, obj.files, obj.deletes, contents or None
+            digest_files, storage, obj.files, obj.deletes, contents or None, task
         )
+        task.finish()
         return await self._pair(project, object_type, name, label, digests)

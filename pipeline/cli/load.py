@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import click
@@ -49,6 +49,10 @@ from pipeline.common.progress import Progress
 from pipeline.common.selection import config_selection
 from pipeline.load.insert import InsertOptions
 from pipeline.load.run import LoadOptions
+
+if TYPE_CHECKING:
+    from pipeline.api.objects import ObjectRef
+    from pipeline.querylang.ast import Expr
 
 
 def _load_opts(kw: dict[str, Any]) -> LoadOptions:
@@ -228,7 +232,10 @@ def delete_command(**kw: Any) -> None:
     if config_selection(kw["objects"]):
         raise UsageError("--objects: delete removes rows; configuration kinds (prompts, ...) are not rows")
 
-    async def job(client: BraintrustClient) -> list[deleting.DeletePlan]:
+    async def planned(
+        client: BraintrustClient,
+    ) -> tuple[Expr, list[tuple[ObjectRef, deleting.DeletePlan]], bool]:
+        """The matching rows of each object, shown, and whether to delete them (asked first)."""
         filter_expr = parse_filter(kw["filter_text"])
         if filter_expr is None:
             raise UsageError("--filter: an empty filter would match every row; name the rows to delete")
@@ -243,22 +250,27 @@ def delete_command(**kw: Any) -> None:
                 + (f" (e.g. {', '.join(p.sample_ids)})" if p.sample_ids else "")
             )
         if kw["dry_run"] or total == 0:
-            return [p for _, p in plans]
+            return filter_expr, plans, False
         if not kw["yes"]:
             if not sys.stdin.isatty():
                 raise UsageError(f"refusing to delete {_rows(total)} without --yes (stdin is not a terminal)")
             if not await anyio.to_thread.run_sync(lambda: click.confirm(f"Delete {_rows(total)}?", err=True)):
                 raise UsageError("cancelled; nothing was deleted")
-        await deleting.delete(client, plans, filter_expr, InsertOptions(workers=kw["workers"]),
-                              batch_rows=kw["batch_rows"])  # fmt: skip
-        return [p for _, p in plans]
+        return filter_expr, plans, True
 
-    plans = run_async(lambda: with_client(kw["settings"], job))
+    # The question is asked before the progress display starts, which would draw over it.
+    filter_expr, plans, go = run_async(lambda: with_client(kw["settings"], planned))
+    if go:
+        run_async(with_progress(output, lambda progress: with_client(kw["settings"], lambda c: deleting.delete(
+            c, plans, filter_expr, InsertOptions(workers=kw["workers"]), batch_rows=kw["batch_rows"], progress=progress,
+        ))))  # fmt: skip
+    plans_only = [p for _, p in plans]
     if kw["as_json"]:
-        emit_json({"dry_run": kw["dry_run"], "objects": [p.to_json() for p in plans],
-                   "matched": sum(p.matched or 0 for p in plans), "deleted": sum(p.deleted for p in plans)})  # fmt: skip
+        emit_json({"dry_run": kw["dry_run"], "objects": [p.to_json() for p in plans_only],
+                   "matched": sum(p.matched or 0 for p in plans_only),
+                   "deleted": sum(p.deleted for p in plans_only)})  # fmt: skip
     elif not kw["dry_run"]:
-        output.say(f"deleted {sum(p.deleted for p in plans):,} rows")
+        output.say(f"deleted {sum(p.deleted for p in plans_only):,} rows")
 
 
 @click.command("verify")
@@ -286,16 +298,16 @@ def verify_command(**kw: Any) -> None:
         raise click.UsageError("--to-object goes with --in")
     source = _source_settings(kw)
 
-    async def body() -> Any:
+    async def body(progress: Progress) -> Any:
         destination = _destination_settings(kw, source)
         async with BraintrustClient(destination) as dst:
-            job = VerifyJob(dst, kw["to_project"], kw["objects"])
+            job = VerifyJob(dst, kw["to_project"], kw["objects"], progress)
             if kw["input_path"] is not None:
                 return await job.against_files(kw["input_path"], kw["to_object"])
             async with BraintrustClient(source) as src:
                 return await job.against_project(src, kw["project"])
 
-    diffs = run_async(body, resumable=False)
+    diffs = run_async(with_progress(Output(kw["quiet"], kw["as_json"]), body), resumable=False)
     if kw["as_json"]:
         emit_json({"ok": all(d.ok for d in diffs), "objects": [d.to_json() for d in diffs]})
     else:

@@ -156,7 +156,7 @@ async def run_migrate_job(
             result.ok = False
             result.warnings.append(f"job.{job.name}: {summary.skipped:,} events skipped")
         if job.verify:
-            diffs = await VerifyJob(dst, job.to_project, ",".join(job.objects)).against_project(
+            diffs = await VerifyJob(dst, job.to_project, ",".join(job.objects), progress).against_project(
                 src, job.project
             )
             result.details["verify"] = [d.to_json() for d in diffs]

@@ -19,6 +19,7 @@ from pipeline.api.objects import ObjectRef
 from pipeline.api.snapshot import pin_read
 from pipeline.common import jsoncodec
 from pipeline.common.checkpoint import Ledger
+from pipeline.common.progress import Progress, Task
 from pipeline.common.state import ObjectProgress
 from pipeline.load.batcher import Batcher, Item
 from pipeline.load.insert import InsertOptions, InsertPool, feed, request_limit
@@ -70,24 +71,29 @@ async def delete(
     *,
     batch_rows: int = 1000,
     max_batch_bytes: int | None = None,
+    progress: Progress | None = None,
 ) -> None:
-    """Delete every row each plan matched (at its pinned version); fills ``plan.deleted``."""
+    """Delete every row each plan matched (at its pinned version), each object a task of
+    ``progress``; fills ``plan.deleted``."""
+    progress = progress if progress is not None else Progress()
     limit = await request_limit(client, max_batch_bytes)
     pool = InsertPool(client, options, max_request_bytes=limit)
-    ledgers: list[tuple[DeletePlan, Ledger]] = []
+    ledgers: list[tuple[DeletePlan, Ledger, Task]] = []
 
     async def produce() -> None:
         for ref, planned in refs:
             if planned.matched == 0:
                 continue
-            ledger = Ledger(ObjectProgress(destination=ref.id))
-            ledgers.append((planned, ledger))
+            task = progress.add(planned.label, planned.matched)
+            ledger = Ledger(ObjectProgress(destination=ref.id), on_rows=task.advance)
+            ledgers.append((planned, ledger, task))
             batcher = Batcher(ref.rows_path, max_rows=batch_rows, max_bytes=limit, ledger=ledger)
             await feed(pool, batcher, _delete_items(client, ref, filter_expr, planned.version))
 
     await pool.run(produce)
-    for planned, ledger in ledgers:
+    for planned, ledger, task in ledgers:
         planned.deleted = ledger.rows
+        task.finish()
 
 
 async def _delete_items(

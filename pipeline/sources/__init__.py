@@ -47,13 +47,14 @@ def iter_rows(
 def _named_if_missing(
     batches: Iterator[list[SourceRow]], storage: Storage, relpath: str
 ) -> Iterator[list[SourceRow]]:
-    """A file gone by the time it is read (deleted after the input was listed or checked)
-    stops the run with one line naming it."""
+    """A file the input names but that is not there when read (a Delta log naming a file
+    removed from the table's directory, or one deleted after the input was listed) stops the
+    run with one line naming it."""
     try:
         yield from batches
     except FileNotFoundError:
         raise BtpipeError(
-            f"{location(storage, relpath)}: missing (it was deleted after the input was listed)"
+            f"{location(storage, relpath)}: missing (the input names it, but it is not there)"
         ) from None
 
 

@@ -247,3 +247,41 @@ def test_resumed_rows_are_done_but_not_in_the_rate_and_a_client_counts_once() ->
     done = progress.statistics()
     assert done.tasks[0].finished and done.tasks[0].eta is None and done.active == ()
     assert (done.rows, done.bytes, done.retries, done.finished) == (500, 2_048, 5, 1)
+
+
+@pytest.mark.usefixtures("slow")
+def test_verify_shows_its_progress_off_a_terminal_too(server: RunningServer, project: dict[str, Any]) -> None:
+    """Each object read (source and destination) is a task: a project verified against itself
+    reads every row twice."""
+    env = {"BRAINTRUST_API_URL": server.url, "BRAINTRUST_API_KEY": KEY, INTERVAL_ENV: "0.02"}
+    argv = ["verify", "--project", project["name"], "--to-project", project["name"], "--objects", "logs,datasets,experiments"]  # fmt: skip
+    result = CliRunner().invoke(main, argv, env=env, catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert [line for line in lines if line.startswith("btpipe: progress after ")], result.stderr
+    (final,) = [line for line in lines if line.startswith("btpipe: progress finished after ")]
+    assert f"6 of 6 tasks done, {2 * (LOGS + DATASET + EXPERIMENT):,} rows, " in final
+
+
+@pytest.mark.usefixtures("slow")
+def test_delete_shows_its_progress_off_a_terminal_too(server: RunningServer) -> None:
+    logs = [{"id": f"x{i}", "input": i} for i in range(300)]
+    made = make_project(
+        server.url,
+        KEY,
+        "progress-delete",
+        logs=logs,
+        dataset_rows=[],
+        experiment_name="e",
+        experiment_rows=[],
+    )
+    env = {"BRAINTRUST_API_URL": server.url, "BRAINTRUST_API_KEY": KEY, INTERVAL_ENV: "0.02"}
+    argv = ["delete", "--project", made["project"]["name"], "--objects", "logs", "--filter", "input >= 100",
+            "--yes", "--batch-rows", "10", "--workers", "1"]  # fmt: skip
+    result = CliRunner().invoke(main, argv, env=env, catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert [line for line in lines if line.startswith("btpipe: progress after ")], result.stderr
+    (final,) = [line for line in lines if line.startswith("btpipe: progress finished after ")]
+    assert "1 of 1 tasks done, 200 rows, " in final
+    assert lines[-1] == "deleted 200 rows"

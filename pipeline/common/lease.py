@@ -57,7 +57,7 @@ import orjson
 
 from pipeline.common.defaults import LEASE_STALE, BadValue
 from pipeline.common.errors import BtpipeError, LeaseHeld, LeaseLost, UsageError
-from pipeline.common.storage import LocalStorage, ObjectStorage, Storage, TableLocation
+from pipeline.common.storage import LocalStorage, ObjectStorage, Storage, TableLocation, why_not_written
 
 #: The output root's lease, relative to the root.
 ROOT_LEASE = "_lease.json"
@@ -479,7 +479,7 @@ def _storage_error(where: str, exc: OSError) -> BtpipeError:
     """A failed read or write of the lease as one line; a full disk is a failure, anything else
     (no permission, a file where a directory goes) a usage error, as for every other file."""
     error = BtpipeError if exc.errno in (errno.ENOSPC, errno.EDQUOT) else UsageError
-    return error(f"cannot write to {where}: {exc.strerror or exc}")
+    return error(f"cannot write to {where}: {why_not_written(exc, where)}")
 
 
 def _busy(where: str, seen: Seen, waited: float) -> LeaseHeld:

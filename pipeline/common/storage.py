@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import BinaryIO, Protocol, cast
 from urllib.parse import urlparse
 
@@ -113,6 +114,16 @@ def _matches(relpath: str, prefix: str) -> bool:
     return relpath.startswith(prefix) and not is_temp_name(relpath)
 
 
+def why_not_written(exc: OSError, path: str) -> str:
+    """Why a directory or file could not be made at ``path``: the OS's words, except where a
+    file stands in the way of a directory, which they say as "File exists" or "Not a directory"."""
+    if exc.errno in (errno.EEXIST, errno.ENOTDIR):
+        for parent in (path, *(str(p) for p in Path(path).parents)):
+            if os.path.exists(parent) and not os.path.isdir(parent):
+                return f"{parent} is a file, not a directory"
+    return exc.strerror or str(exc)
+
+
 class LocalStorage:
     """Files under a local directory; the directory is created on first write."""
 
@@ -135,7 +146,7 @@ class LocalStorage:
             fh = open(temp, "xb")  # noqa: SIM115 - closed below on every path
         except OSError as exc:
             error = BtpipeError if exc.errno in _OUT_OF_SPACE else UsageError
-            raise error(f"cannot write to {directory}: {exc.strerror or exc}") from exc
+            raise error(f"cannot write to {directory}: {why_not_written(exc, directory)}") from exc
         try:
             yield cast(BinaryIO, fh)
             fh.flush()

@@ -253,6 +253,18 @@ def test_a_file_outside_a_manifest_is_read_through_before_any_row_is_sent(
     assert project_rows(emulator, target) == {}
 
 
+def test_an_out_that_is_a_file_is_named_as_such(
+    emulator: Emulator, source: dict[str, Any], tmp_path: Path
+) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    env = cli_env(emulator.url, emulator.key)
+    for out in (afile, afile / "sub"):
+        result = run_cli(env, "export", "--project", source["name"], "--out", str(out))
+        one_line(result, 2, f"{afile} is a file, not a directory")
+    assert afile.read_text() == "mine"
+
+
 def test_an_empty_out_is_refused_not_the_current_directory(
     emulator: Emulator, source: dict[str, Any], tmp_path: Path
 ) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 
 from pipeline.api.client import BraintrustClient
-from pipeline.common.errors import NotFoundError, first_error
+from pipeline.common.errors import NotFoundError, UsageError, first_error
 from pipeline.common.rows import ObjectType
 from pipeline.common.selection import parse_selection
 
@@ -71,9 +71,12 @@ async def resolve_project(client: BraintrustClient, name_or_id: str) -> dict[str
             return project
         except NotFoundError:
             pass
-    async for obj in _list(client, "project", {"project_name": name_or_id}):
-        if obj["name"] == name_or_id:
-            return obj
+    try:
+        async for obj in _list(client, "project", {"project_name": name_or_id}):
+            if obj["name"] == name_or_id:
+                return obj
+    except NotFoundError as exc:  # the list itself is missing: the URL is not the API's
+        raise UsageError(f"{exc} (no project list at this API URL: check the URL's path)") from None
     raise NotFoundError(client.sided(f"project {name_or_id!r} not found"))
 
 

@@ -253,6 +253,14 @@ def test_a_file_outside_a_manifest_is_read_through_before_any_row_is_sent(
     assert project_rows(emulator, target) == {}
 
 
+def test_an_api_url_with_a_wrong_path_is_a_usage_error_not_a_missing_project(
+    emulator: Emulator, source: dict[str, Any], tmp_path: Path
+) -> None:
+    env = cli_env(f"{emulator.url}/typo", emulator.key)
+    result = run_cli(env, "export", "--project", source["name"], "--out", str(tmp_path / "out"))
+    one_line(result, 2, "/typo/v1/project", "check the URL's path")
+
+
 def test_an_out_that_is_a_file_is_named_as_such(
     emulator: Emulator, source: dict[str, Any], tmp_path: Path
 ) -> None:

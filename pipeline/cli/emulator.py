@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import os
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -22,13 +23,18 @@ KEYS_ENV = "BTPIPE_EMULATOR_KEYS"
 
 def gather_keys(flags: tuple[str, ...], keys_file: Path | None) -> list[KeySpec]:
     """Keys from flags, the environment and a TOML file; the defaults when none is given."""
-    try:
-        specs = [parse_key_spec(f) for f in flags]
-        specs += parse_key_list(os.environ.get(KEYS_ENV, ""))
-        if keys_file is not None:
-            specs += load_keys_file(keys_file)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
+    specs: list[KeySpec] = []
+    sources: list[tuple[str, Callable[[], list[KeySpec]]]] = [
+        ("--key", lambda: [parse_key_spec(f) for f in flags]),
+        (f"${KEYS_ENV}", lambda: parse_key_list(os.environ.get(KEYS_ENV, ""))),
+    ]
+    if keys_file is not None:
+        sources.append((f"--keys-file {keys_file}", lambda: load_keys_file(keys_file)))
+    for where, read in sources:
+        try:
+            specs += read()
+        except ValueError as exc:  # each source named: a bad variable or file is found at once
+            raise click.BadParameter(f"{where}: {exc}") from None
     return specs or list(DEFAULT_KEYS)
 
 

@@ -61,6 +61,9 @@ def string_list() -> Kind:
         return tuple(items)
 
     def parse(text: str) -> tuple[str, ...]:
-        return check([part.strip() for part in text.split(",")])
+        parts = [part.strip() for part in text.split(",")]
+        if not all(parts):
+            raise BadValue("a comma-separated list of non-empty names", text)
+        return check(parts)
 
     return Kind(expected, check, parse)

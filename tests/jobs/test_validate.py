@@ -155,6 +155,12 @@ def test_environment_value_is_checked_and_named(tmp_path: Path) -> None:
     code, _, stderr = check(tmp_path, GOOD_EXPORT, {"BTPIPE_WORKERS": "many"})
     assert code == 2
     assert stderr == 'btpipe: error: env BTPIPE_WORKERS: expected integer, got "many"\n'
+    code, _, stderr = check(tmp_path, GOOD_EXPORT, {"BTPIPE_PROJECTS": ","})
+    assert code == 2
+    assert (
+        stderr
+        == 'btpipe: error: env BTPIPE_PROJECTS: expected a comma-separated list of non-empty names, got ","\n'
+    )
 
 
 def test_flag_value_is_checked_and_named(tmp_path: Path) -> None:

@@ -112,10 +112,11 @@ def winner_and_loser(results: list[Finished]) -> tuple[Finished, Finished]:
     return winner, loser
 
 
-def busy_line(where: str, what: str, host: str, pid: int) -> re.Pattern[str]:
-    """The one line a run refused by a held lease prints."""
+def busy_line(where: str, what: str, host: str, pid: int, job: str | None = None) -> re.Pattern[str]:
+    """The one line a run refused by a held lease prints (``btpipe run``'s names its ``job``)."""
+    named = f"job {re.escape(job)}: " if job else ""
     return re.compile(
-        rf"btpipe: error: {where} is in use by {what} on host {re.escape(host)}, pid {pid}, "
+        rf"btpipe: error: {named}{where} is in use by {what} on host {re.escape(host)}, pid {pid}, "
         r"since \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \(last heartbeat \d+s ago\); "
         r"wait for it with --wait-lease SECONDS\n"
     )
@@ -360,7 +361,9 @@ def test_btpipe_run_holds_its_output_root_through_export_and_retention(
     try:
         winner, loser = winner_and_loser(race(env, command("run", config, "--quiet"),
                                               command("run", config, "--quiet")))  # fmt: skip
-        assert busy_line(re.escape(str(root)), "run", HOST, winner.pid).fullmatch(loser.stderr), loser.stderr
+        assert busy_line(re.escape(str(root)), "run", HOST, winner.pid, "nightly").fullmatch(loser.stderr), (
+            loser.stderr
+        )
         check_local_root(root, project, source)
 
         # An export holding the root: the scheduled run neither exports nor prunes.
@@ -369,7 +372,9 @@ def test_btpipe_run_holds_its_output_root_through_export_and_retention(
         wait_for(lambda: (root / "_lease.json").exists())
         refused = run_cli(env, "run", config, "--quiet")
         assert refused.returncode == EXIT_BUSY
-        assert busy_line(re.escape(str(root)), "export", HOST, holder.pid).fullmatch(refused.stderr)
+        assert busy_line(re.escape(str(root)), "export", HOST, holder.pid, "nightly").fullmatch(
+            refused.stderr
+        )
         assert set(before) <= {p.relative_to(root) for p in root.rglob("*") if p.is_file()}
         _, err = holder.communicate(timeout=300)
         assert (holder.returncode, err) == (0, "")

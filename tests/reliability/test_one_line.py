@@ -343,7 +343,8 @@ def test_a_file_deleted_after_the_input_was_listed(tmp_path: Path) -> None:
     storage = open_storage(str(tmp_path))
     for name in ("gone.jsonl", "gone.parquet"):
         with pytest.raises(
-            BtpipeError, match=rf"^{re.escape(str(tmp_path))}/{name}: missing \(it was deleted"
+            BtpipeError,
+            match=rf"^{re.escape(str(tmp_path))}/{name}: missing \(the input names it, but it is not there\)",
         ):
             next(iter_rows(storage, name))
 

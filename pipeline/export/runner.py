@@ -16,6 +16,8 @@ only write what they are given and publish a file when told.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, contextmanager
@@ -62,7 +64,7 @@ from pipeline.common.state import (
     Watermark,
     export_store,
 )
-from pipeline.common.storage import Retries, Storage, open_storage
+from pipeline.common.storage import LocalStorage, Retries, Storage, open_storage
 from pipeline.export.attachments import AttachmentExport
 from pipeline.export.budget import PageBudget, Slot
 from pipeline.export.config import export_config
@@ -372,6 +374,17 @@ class ExportJob:
     async def run(self) -> ExportSummary:
         started = time.monotonic()
         retries = await self._open_storage()
+        root = self.storage.root if isinstance(self.storage, LocalStorage) else ""
+        fresh = bool(root) and not await anyio.to_thread.run_sync(os.path.exists, root)
+        try:
+            return await self._run_in(retries, started)
+        except BaseException:
+            if fresh:  # a run that failed before writing anything leaves no empty root behind
+                with contextlib.suppress(OSError):
+                    await anyio.to_thread.run_sync(os.rmdir, root)
+            raise
+
+    async def _run_in(self, retries: Retries, started: float) -> ExportSummary:
         if self._in_workers:
             # started now, so the workers import pyarrow while the export plans
             self._workers = await anyio.to_thread.run_sync(

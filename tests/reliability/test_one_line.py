@@ -273,6 +273,20 @@ def test_an_out_that_is_a_file_is_named_as_such(
     assert afile.read_text() == "mine"
 
 
+def test_a_failed_export_leaves_no_empty_root_behind(emulator: Emulator, tmp_path: Path) -> None:
+    env = cli_env(emulator.url, emulator.key)
+    new_root = tmp_path / "new"
+    one_line(run_cli(env, "export", "--project", unique("missing"), "--out", str(new_root)), 4, "not found")
+    assert not new_root.exists()
+    wrong_key = cli_env(emulator.url, "bt-wrong")
+    one_line(run_cli(wrong_key, "export", "--project", "p", "--out", str(new_root)), 3, "rejected")
+    assert not new_root.exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    one_line(run_cli(env, "export", "--project", unique("missing"), "--out", str(kept)), 4, "not found")
+    assert kept.is_dir()  # a root that was there before stays
+
+
 def test_an_empty_out_is_refused_not_the_current_directory(
     emulator: Emulator, source: dict[str, Any], tmp_path: Path
 ) -> None:

@@ -15,7 +15,7 @@ from pipeline.common.arrow_schema import OBJECT_ID_COLUMNS, restore_table
 from pipeline.sinks.delta import APP_ID, RUN_ID_KEY, run_number
 from pipeline.sources.decode import table_to_rows
 from tests.conftest import Emulator
-from tests.helpers import all_rows, btpipe, insert, make_project, unique
+from tests.helpers import all_rows, btpipe, insert, make_project, post, unique
 from tests.reliability.support import hashes
 
 TYPES = ("project_logs", "dataset", "experiment")
@@ -156,3 +156,27 @@ def test_import_from_a_delta_table_round_trips(
         source = objects[object_type]["id"]
         want = first if until else all_rows(emulator.url, emulator.key, object_type, source)
         assert hashes(got.values()) == hashes(want.values()), (object_type, until)
+
+
+def test_a_table_missing_a_data_file_is_refused_before_any_row_is_sent(
+    emulator: Emulator, objects: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    """The log names every data file; one removed from the directory stops the import with one
+    line naming it, and nothing reaches the destination (the files are read through first)."""
+    root = tmp_path / "out"
+    project = objects["project_logs"]
+    result = btpipe(emulator, "export", "--project", project["name"], "--out", str(root), "--format", "delta",
+                    "--objects", "logs", "--file-rows", "20", "--workers", "1", "--quiet")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    files = sorted((root / "delta" / "project_logs").rglob("*.parquet"))
+    assert len(files) == 3
+    files[-1].unlink()
+    target = unique("delta-half")
+    args = ["import", "--in", str(root / "delta" / "project_logs"), "--to-project", target, "--create-project",
+            "--state-dir", str(tmp_path / "state"), "--quiet", "--batch-rows", "5"]  # fmt: skip
+    refused = btpipe(emulator, *args)
+    assert refused.exit_code == 1, refused.output
+    (line,) = refused.stderr.splitlines()
+    assert line.endswith(f"{files[-1].name}: missing (the input names it, but it is not there)"), line
+    made = post(emulator.url, emulator.key, "/v1/project", {"name": target})  # the one import created
+    assert all_rows(emulator.url, emulator.key, "project_logs", made["id"]) == {}

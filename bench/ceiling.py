@@ -1,8 +1,9 @@
 """The ceiling: download the same pages btpipe reads, as fast as possible, and throw them away.
 
 Same snapshot, same ranges (planned by btpipe's own planner, so split as btpipe's are on
-either profile), the concurrency of btpipe's widest default (JSONL's ranges; a Parquet export
-reads fewer at once, so its ceiling is if anything high); no parsing, no files. Usage: python bench/ceiling.py URL KEY OBJECT_TYPE OBJECT_ID [RANGES]
+either profile), RANGES at once (btpipe's widest default unless told; the benchmark measures
+several and takes the fastest); no parsing, no files.
+Usage: python bench/ceiling.py URL KEY OBJECT_TYPE OBJECT_ID [RANGES]
 """
 
 from __future__ import annotations

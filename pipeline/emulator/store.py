@@ -24,6 +24,9 @@ import anyio.to_thread
 
 T = TypeVar("T")
 
+#: How much of the database file readers map (SQLite caps it at its compiled maximum).
+MMAP_BYTES = 2**31 - 2**16
+
 #: First transaction id handed out; 64-bit, strictly increasing, kept in ``meta``.
 FIRST_XACT_ID = 1_000_000_000_000_000_000
 
@@ -156,6 +159,10 @@ def _connect(path: str) -> sqlite3.Connection:
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA busy_timeout=10000")
     conn.execute("PRAGMA cache_size=-65536")
+    # Readers map the file instead of copying its pages into a cache of their own: with one
+    # connection per thread, each cache warmed separately, so a page read cost more CPU the
+    # more reads ran at once (about a third more at 12 than at 4), which no real server does.
+    conn.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
     return conn
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from pipeline.common.errors import BtpipeError
 from pipeline.common.storage import is_temp_name, open_storage
-from pipeline.sinks.workers import WorkerPool, parquet_sink
+from pipeline.sinks.workers import PAGES_PER_WORKER, WorkerPool, parquet_sink
 from tests.test_sinks_parquet import canonical, page_of, read_all
 
 
@@ -58,6 +58,37 @@ def test_concurrent_sinks_in_two_workers_write_every_row_in_order(tmp_path: Path
         assert canonical(read_all(storage, [f.path for f in published[sink]])) == canonical(expected)
     assert not [p for p in storage.list_files() if is_temp_name(p)]
     assert not _shared_blocks() - before  # none left behind (other processes may come and go)
+
+
+def test_ranges_waiting_for_a_busy_worker_do_not_each_hold_a_shared_memory_copy(tmp_path: Path) -> None:
+    """Eight sinks in one worker, written at once: the pages waiting for the worker stay with
+    their writers, and only the two a worker takes at a time are copied to shared memory."""
+    storage = open_storage(str(tmp_path))
+    pages = {sink: [_rows(sink, 30, 2_000)[i : i + 10] for i in range(0, 30, 10)] for sink in range(8)}
+    published: dict[int, list[Any]] = {}
+    with WorkerPool(1, storage.url) as pool:
+        sinks = {
+            sink: pool.open(partial(parquet_sink, directory=f"s{sink}", object_type="dataset"))
+            for sink in range(8)
+        }
+        start = threading.Barrier(8)
+
+        def write(sink: int) -> None:
+            start.wait()
+            with sinks[sink] as remote:
+                for page in pages[sink]:
+                    remote.write_page(page_of(page))
+                published[sink] = remote.close()
+
+        threads = [threading.Thread(target=write, args=(sink,)) for sink in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(pool._all) <= PAGES_PER_WORKER  # the blocks made, kept for reuse until the pool closes
+    for sink in range(8):
+        expected = [row for page in pages[sink] for row in page]
+        assert canonical(read_all(storage, [f.path for f in published[sink]])) == canonical(expected)
 
 
 def test_errors_in_a_worker_reach_the_caller_and_an_aborted_sink_publishes_nothing(tmp_path: Path) -> None:

@@ -7,6 +7,8 @@ inherited) that each host the sinks assigned to them. Every call of a ``RemoteSi
 the one process that holds its sink, so one range's pages are written in order. Pages travel
 through shared-memory slots (one copy in, one out; a pipe costs several and wakes both
 processes for every 64 KiB), and only the ``FileInfo`` records of published files come back.
+A worker is handed two pages at a time; the other ranges wait holding their own page only,
+so shared memory stays at two slots per worker (a container's ``/dev/shm`` is often 64 MB).
 
 Workers ignore Ctrl-C (the main process decides how to stop and aborts the sinks it opened)
 and exit on their own when the main process dies, leaving only temporary files, which the
@@ -40,6 +42,9 @@ from pipeline.sinks.base import ClosingSink, Sink, close_or_abort
 SinkFactory = Callable[[Storage], Sink]
 T = TypeVar("T")
 _MIN_SLOT_BYTES = 4 * 2**20
+#: Pages handed to one worker at once: the one it encodes and the next, ready when it is done.
+#: Ranges beyond that wait holding only their own page, not a shared-memory copy of it too.
+PAGES_PER_WORKER = 2
 GC_YOUNG_THRESHOLD = 50_000
 
 
@@ -148,6 +153,7 @@ class WorkerPool:
         self._free: list[tuple[int, SharedMemory | None]] = []
         self._all: dict[int, SharedMemory] = {}
         self._slot_lock = threading.Lock()
+        self._rooms = [threading.BoundedSemaphore(PAGES_PER_WORKER) for _ in self._executors]
         for executor in self._executors:  # start the processes and their imports right away
             executor.submit(_ready, preload)
 
@@ -178,8 +184,8 @@ class WorkerPool:
     def open(self, factory: SinkFactory) -> RemoteSink:
         """A sink built by ``factory`` in the next worker (round robin). Blocks."""
         sink_id = next(self._ids)
-        executor = self._executors[sink_id % len(self._executors)]
-        sink = RemoteSink(self, executor, sink_id)
+        worker = sink_id % len(self._executors)
+        sink = RemoteSink(self, self._executors[worker], self._rooms[worker], sink_id)
         sink.call(_open, factory)
         return sink
 
@@ -224,9 +230,12 @@ def _release(block: SharedMemory) -> None:
 class RemoteSink(ClosingSink):
     """A ``Sink`` whose calls run in a worker process; every method blocks until it has."""
 
-    def __init__(self, pool: WorkerPool, executor: ProcessPoolExecutor, sink_id: int) -> None:
+    def __init__(
+        self, pool: WorkerPool, executor: ProcessPoolExecutor, room: threading.Semaphore, sink_id: int
+    ) -> None:
         self._pool = pool
         self._executor = executor
+        self._room = room  # pages given to this sink's worker at once
         self._id = sink_id
         self._closed = False
 
@@ -237,17 +246,18 @@ class RemoteSink(ClosingSink):
             raise BtpipeError("a worker process encoding the export stopped unexpectedly") from exc
 
     def write_page(self, page: bytes, rows: int | None = None) -> None:
-        try:
-            number, block = self._pool.take_slot(len(page))
-        except OSError:  # no shared memory to be had (a small /dev/shm): send the bytes instead
-            self.call(_write_page_bytes, page)
-            return
-        try:
-            assert block.buf is not None
-            block.buf[: len(page)] = page
-            self.call(_write_page, number, block.name, len(page))
-        finally:
-            self._pool.give_slot(number, block)
+        with self._room:
+            try:
+                number, block = self._pool.take_slot(len(page))
+            except OSError:  # no shared memory to be had (a small /dev/shm): send the bytes instead
+                self.call(_write_page_bytes, page)
+                return
+            try:
+                assert block.buf is not None
+                block.buf[: len(page)] = page
+                self.call(_write_page, number, block.name, len(page))
+            finally:
+                self._pool.give_slot(number, block)
 
     def flush(self) -> list[FileInfo]:
         return self.call(_flush)

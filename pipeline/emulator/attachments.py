@@ -153,8 +153,13 @@ def _describe(conn: sqlite3.Connection, org_id: str, key: str, now: float) -> tu
 
 
 async def describe(request: web.Request, params: dict[str, str]) -> web.Response:
-    """``GET /attachment?key&filename&content_type&org_id``: where to download it, and its status."""
+    """``GET /attachment?key&filename&content_type&org_id``: where to download it, and its status.
+
+    An ``external_attachment`` lives at a URL of its own, which the SDKs send instead of a key
+    (``?url=``): its bytes are there, so that URL is where to download it."""
     q = request.query
+    if "key" not in q and "url" in q:
+        return json_response({"downloadUrl": _text(dict(q), "url"), "status": {"upload_status": "done"}})
     key = _text(dict(q), "key")
     org_id, now = _org(principal(request), q.get("org_id")), time.time()
     token, status = await store(request).write(lambda c: _describe(c, org_id, key, now))

@@ -1,9 +1,9 @@
 """``POST /v1/{project_logs|experiment|dataset}/{id}/feedback``: feedback on rows by id.
 
 Applied the way the spec describes each field of a ``Feedback*Item`` (and the official SDK's
-``log_feedback`` writes it): ``scores`` are merged into the row's scores, ``expected`` and
-``tags`` replace the row's, all in one merge write (a new row version, like an ``_is_merge``
-insert). A ``comment`` is attached to the row in its ``comments`` list; ``metadata`` and
+``log_feedback`` writes it): ``scores`` are merged into the row's scores, ``expected``
+replaces the row's and ``tags`` join them, all in one merge write (a new row version, like an
+``_is_merge`` insert, which joins tags as sets). A ``comment`` is attached to the row in its ``comments`` list; ``metadata`` and
 ``source`` describe the feedback, not the event, so they go with the comment and with an entry
 of the row's ``audit_data`` (the spec's "audit log attached to the event"), never into the row's
 own metadata. The row must exist (404 otherwise); every item of a request is written under one

@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from pipeline.emulator.feedback import attach_comments, comment_entry
 from pipeline.emulator.objects import resolve_row_object
-from pipeline.emulator.rowwrite import Target, write_events
+from pipeline.emulator.rowwrite import AUDIT, Target, write_events
 from pipeline.emulator.validate import (
     BadRequest,
     date_time,
@@ -105,9 +105,10 @@ def overflow_reference(body: Any) -> OverflowReference | None:
 def logs3_insert(body: Any) -> list[Batch]:
     """The batches of a ``/logs3`` body. Its rows are the SDKs' own: a field the spec's events
     of that type do not list (the JavaScript SDK forwards an experiment row's
-    ``datasetRecordId``) is accepted and not stored, as the SDK's bookkeeping (``_audit_source``,
-    ``_audit_metadata``) is, and a row with a ``comment`` is a comment on the row its ``origin``
-    names (:func:`_comment_row`)."""
+    ``datasetRecordId``) is accepted and not stored; the SDK's ``_audit_source`` and
+    ``_audit_metadata`` (``log_feedback``) become an entry of the row's ``audit_data``, as the
+    feedback route records them; and a row with a ``comment`` is a comment on the row its
+    ``origin`` names (:func:`_comment_row`)."""
     rows = events_list(body, "rows")
     grouped: dict[tuple[ObjectType, str], list[dict[str, Any]]] = {}
     for i, row in enumerate(rows):
@@ -121,6 +122,8 @@ def logs3_insert(body: Any) -> list[Batch]:
             known = event_checks(object_type)
             event = {k: v for k, v in row.items() if k in known}
             validate_event(object_type, event, where)
+            if row.get("_audit_source") is not None or row.get("_audit_metadata") is not None:
+                event[AUDIT] = {"source": row.get("_audit_source") or "external", "metadata": row.get("_audit_metadata")}  # fmt: skip
         grouped.setdefault((object_type, object_id), []).append(event)
     return [(t, i, events) for (t, i), events in grouped.items()]
 
@@ -139,6 +142,12 @@ def _comment_row(row: dict[str, Any], where: str) -> dict[str, Any]:
     return {_COMMENT: row}
 
 
+def _audited(event: dict[str, Any], user_id: str) -> dict[str, Any]:
+    if AUDIT not in event:
+        return event
+    return {**event, AUDIT: {"user_id": user_id, **event[AUDIT]}}
+
+
 def write_batches(
     conn: sqlite3.Connection, batches: list[Batch], org_ids: Sequence[str], user_id: str = ""
 ) -> list[list[str]]:
@@ -150,7 +159,7 @@ def write_batches(
     for object_type, object_id, events in batches:
         project_id, org_id = resolve_row_object(conn, object_type, object_id, org_ids)
         target = Target(object_type, object_id, project_id, org_id)
-        targets.append((target, [e for e in events if _COMMENT not in e]))
+        targets.append((target, [_audited(e, user_id) for e in events if _COMMENT not in e]))
         for event in events:
             if _COMMENT in event:
                 row = event[_COMMENT]

@@ -33,6 +33,18 @@ STAMPED_FIELDS: Final = (
 )  # fmt: skip
 
 
+#: Fields a merge into an existing row leaves as they were: the spec says of each "if the row
+#: is being merged into an existing row, this field will be ignored", and the SDKs' own merge
+#: of a batch keeps them (``MERGE_ROW_SKIP_FIELDS``).
+MERGE_KEEPS: Final = frozenset({"created", "span_id", "root_span_id", "span_parents", "_parent_id"})
+#: Top-level lists a merge joins as sets (the existing items, then the new ones not among
+#: them) unless ``_merge_paths`` names them: the SDKs' ``_SET_UNION_FIELDS``, whose merge of a
+#: batch must agree with the server's.
+SET_UNION_FIELDS: Final = frozenset({"tags"})
+#: An event key :mod:`inserts` sets on a row carrying the SDKs' ``_audit_source`` or
+#: ``_audit_metadata`` (``log_feedback``): who changed the row, from where, and why.
+AUDIT: Final = "\0audit"
+
 #: Read fields no event sets that a row keeps from version to version: the comments and audit
 #: entries feedback attaches to it (``feedback.py``).
 KEPT_FIELDS: Final = ("comments", "audit_data")
@@ -102,12 +114,28 @@ def _array_delete(row: dict[str, Any], instructions: list[dict[str, Any]]) -> No
             node[last] = [v for v in node[last] if v not in item["delete"]]
 
 
+def _union(old: list[Any], new: list[Any]) -> list[Any]:
+    seen: set[bytes] = set()
+    joined = []
+    for item in (*old, *new):
+        key = jsonvalues.dumps(item)
+        if key not in seen:
+            seen.add(key)
+            joined.append(item)
+    return joined
+
+
 def _resolve(layout: RowLayout, event: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any]:
     """The fields an event could set (data and identity) of the row after applying ``event``."""
-    fields = {k: v for k, v in event.items() if k not in layout.control}
+    fields = {k: v for k, v in event.items() if k not in layout.control and k != AUDIT}
     if event.get("_is_merge") and previous is not None:
         merged = {k: v for k, v in previous.items() if k in layout.insertable}
         stop = {tuple(p) for p in event.get("_merge_paths") or ()}
+        fields = {k: v for k, v in fields.items() if k not in MERGE_KEEPS}
+        for name in SET_UNION_FIELDS:
+            old, new = merged.get(name), fields.get(name)
+            if isinstance(old, list) and isinstance(new, list) and (name,) not in stop:
+                fields[name] = _union(old, new)
         deep_merge(merged, fields, stop)
         fields = merged
     if event.get("_array_delete"):
@@ -141,6 +169,10 @@ def stored_row(target: Target, fields: dict[str, Any], xact: int, seq: int) -> d
     for key, value in fields.items():
         if key in layout.data or key in layout.kept:
             row[key] = value
+    if target.object_type == "dataset":
+        # The official SDKs read every dataset row's "expected" (the Python SDK's fetch fails on
+        # a row without it): a record never given one reads back with null.
+        row.setdefault("expected", None)
     return row
 
 
@@ -154,6 +186,20 @@ def _latest(conn: sqlite3.Connection, target: Target, row_id: str) -> dict[str, 
         return None
     latest: dict[str, Any] = jsonvalues.loads(found[1])
     return latest
+
+
+def _under_parent(fields: dict[str, Any], parent: dict[str, Any] | None) -> None:
+    """Make a new row naming ``_parent_id`` a sub-span of that row (the spec's deprecated way
+    to nest spans), unless it names its parents itself; a parent the object lacks leaves it a
+    root. A parent written earlier in the same request gets its span ids now."""
+    if parent is None or fields.get("span_parents"):
+        return
+    if not parent.get("span_id"):
+        parent["span_id"] = str(uuid.uuid4())
+    if not parent.get("root_span_id"):
+        parent["root_span_id"] = str(uuid.uuid4()) if parent.get("span_parents") else parent["span_id"]
+    fields["span_parents"] = [parent["span_id"]]
+    fields["root_span_id"] = parent["root_span_id"]
 
 
 def write_events(conn: sqlite3.Connection, batches: Iterable[tuple[Target, list[dict[str, Any]]]]) -> list[list[str]]:  # fmt: skip
@@ -175,7 +221,15 @@ def write_events(conn: sqlite3.Connection, batches: Iterable[tuple[Target, list[
                 pending[key] = None
                 continue
             previous = pending[key] if key in pending else _latest(conn, target, row_id)
-            pending[key] = {**_resolve(layout, event, previous), "id": row_id}
+            resolved = pending[key] = {**_resolve(layout, event, previous), "id": row_id}
+            if event.get("_parent_id") and not (event.get("_is_merge") and previous is not None):
+                parent_key = (target, event["_parent_id"])
+                parent = pending.get(parent_key) if parent_key in pending else _latest(conn, *parent_key)
+                _under_parent(resolved, parent)
+            if event.get(AUDIT) is not None and "audit_data" in layout.kept:
+                update = {k: v for k, v in event.items() if k in layout.data}
+                entry = {"created": now_iso(), **event[AUDIT], "update": update}
+                resolved["audit_data"] = [*(resolved.get("audit_data") or []), entry]
         row_ids.append(ids)
     seq = next_row_seq(conn)
     records = []

@@ -153,6 +153,47 @@ def test_project_logs(bt: Braintrust) -> None:
     assert list(newest(bt.projects.logs.fetch_post(project.id, limit=5).events)) == ["l0"]
 
 
+def test_merges_keep_span_ids_and_parent_ids_nest_spans(bt: Braintrust) -> None:
+    """The spec: a merge into an existing row ignores ``span_id``, ``root_span_id`` and
+    ``span_parents``; the deprecated ``_parent_id`` makes a new row a sub-span of the row it
+    names (the spec's own example)."""
+    project = bt.projects.create(name="merge-ids")
+    bt.projects.logs.insert(
+        project.id, events=[{"id": "r", "span_id": "s0", "root_span_id": "t0", "input": "q"}]
+    )
+    bt.projects.logs.insert(
+        project.id,
+        events=[
+            {
+                "id": "r",
+                "_is_merge": True,
+                "span_id": "s9",
+                "root_span_id": "t9",
+                "span_parents": ["s0"],
+                "output": "a",
+            }
+        ],
+    )
+    bt.projects.logs.insert(project.id, events=[{"id": "abc", "input": "foo", "output": "bar"}])
+    bt.projects.logs.insert(
+        project.id, events=[{"_parent_id": "abc", "id": "llm_call", "input": {"prompt": "p"}}]
+    )
+    events = newest(bt.projects.logs.fetch(project.id).events)
+    merged, parent, child = events["r"], events["abc"], events["llm_call"]
+    assert (merged.span_id, merged.root_span_id, merged.span_parents, merged.is_root) == (
+        "s0",
+        "t0",
+        None,
+        True,
+    )
+    assert (merged.input, merged.output) == ("q", "a")
+    assert (child.span_parents, child.root_span_id, child.is_root) == (
+        [parent.span_id],
+        parent.root_span_id,
+        False,
+    )
+
+
 def test_roles(bt: Braintrust) -> None:
     made = [bt.roles.create(name=f"role-{n}", member_permissions=[{"permission": "read"}]) for n in range(5)]
     system = [r["id"] for r in SYSTEM_ROLES]

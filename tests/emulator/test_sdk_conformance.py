@@ -137,6 +137,66 @@ def test_dataset_fetch_after_changes_reads_each_record_once(sdk: Emulator) -> No
     )
 
 
+def test_feedback_after_a_flush_adds_tags_keeps_the_span_and_audits_its_metadata(sdk: Emulator) -> None:
+    """The SDK merges a batch itself (tags joined as sets, the span's ids and ``created`` kept,
+    ``MERGE_ROW_SKIP_FIELDS``); after a flush the server merges, and must do the same. The
+    feedback's metadata and source are audit data of the row, not lost."""
+    logger = braintrust.init_logger(project=unique_name("py-merge"))
+    with logger.start_span(name="root", input="q", tags=["a", "x"]) as span:
+        span.log(output="answer")
+    logger.flush()
+    before = {r["id"]: r for r in read_rows(sdk, "project_logs", logger.project.id)}[span.id]
+    logger.log_feedback(id=span.id, tags=["b", "a"], scores={"ok": 1}, metadata={"by": "u-42"}, source="app")
+    logger.flush()
+
+    (row,) = read_rows(sdk, "project_logs", logger.project.id)
+    assert row["tags"] == ["a", "x", "b"]
+    assert (row["output"], row["scores"]) == ("answer", {"ok": 1})
+    kept = ("span_id", "root_span_id", "span_parents", "is_root", "created")
+    assert {k: row.get(k) for k in kept} == {k: before.get(k) for k in kept}
+    (audit,) = row["audit_data"]
+    assert (audit["source"], audit["metadata"], audit["update"]) == (
+        "app",
+        {"by": "u-42"},
+        {"tags": ["b", "a"], "scores": {"ok": 1}},
+    )
+
+
+def test_dataset_records_without_expected_are_fetched(sdk: Emulator) -> None:
+    """``dataset.fetch()`` reads every record's ``expected`` (or the legacy ``output``): a record
+    never given one, or rebuilt by a merge after a delete, reads back with null."""
+    project, name = unique_name("py-ds-noexp"), "partial"
+    dataset = braintrust.init_dataset(project=project, name=name)
+    first = dataset.insert(input="question only")
+    second = dataset.insert(input="gone", expected="e")
+    dataset.flush()
+    dataset.delete(second)
+    dataset.flush()
+    dataset.update(id=second, metadata={"m": 1})
+    dataset.flush()
+
+    fetched = {r["id"]: r for r in braintrust.init_dataset(project=project, name=name).fetch()}
+    assert {i: (r.get("input"), r["expected"], r.get("metadata")) for i, r in fetched.items()} == {
+        first: ("question only", None, None),
+        second: (None, None, {"m": 1}),
+    }
+
+
+def test_an_external_attachment_reads_from_its_url(sdk: Emulator) -> None:
+    """The SDK asks ``GET /attachment?url=`` for an ``external_attachment`` (no key) and reads
+    the bytes from the ``downloadUrl`` it gets back."""
+    project = unique_name("py-ext")
+    dataset = braintrust.init_dataset(project=project, name="d")
+    link = braintrust.ExternalAttachment(url=f"{sdk.url}/version", filename="v.json", content_type="application/json")  # fmt: skip
+    dataset.insert(input={"doc": link}, expected="x")
+    dataset.flush()
+
+    (row,) = list(braintrust.init_dataset(project=project, name="d").fetch())
+    doc = row["input"]["doc"]
+    assert doc.status() == {"upload_status": "done"}
+    assert doc.data == requests.get(f"{sdk.url}/version", timeout=30).content
+
+
 def test_a_row_over_the_request_limit_goes_through_overflow(small_server: RunningServer, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     emulator = Emulator(url=small_server.url, max_request_bytes=SMALL_LIMIT)
     _fresh_sdk(monkeypatch, emulator)

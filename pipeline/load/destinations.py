@@ -127,6 +127,23 @@ def creation_order(wanted: list[Wanted]) -> list[Wanted]:
     return datasets + ordered + [w for w in wanted if w.kind not in ("dataset", "experiment")]
 
 
+def _refuse_merging_namesakes(wanted: list[Wanted]) -> None:
+    """UsageError when two source objects of one kind share a name: both would be written into
+    the one destination object of that name (a dataset deleted and created again under its old
+    name, in an export root holding runs from before and after)."""
+    seen: dict[tuple[str, str], Wanted] = {}
+    for item in wanted:
+        if item.kind == "project_logs":
+            continue
+        first = seen.setdefault((item.kind, item.name), item)
+        if first is not item:
+            ids = ", ".join(w.info.get("id") or w.key for w in (first, item))
+            raise UsageError(
+                f"{item.kind} {item.name!r}: two source {item.kind}s have that name ({ids}) and would "
+                "both be written into one; load them separately (--in one run's manifest, or --until)"
+            )
+
+
 async def ensure_objects(
     client: BraintrustClient,
     project: dict[str, Any],
@@ -147,6 +164,7 @@ async def ensure_objects(
     is not ours needs ``into_existing`` (UsageError before any is created otherwise); its
     references are then updated, or ``warnings`` say why not."""
     ordered = creation_order(wanted)
+    _refuse_merging_namesakes(ordered)
     found: dict[str, dict[str, Any]] = {}
     for item in ordered:
         if item.kind != "project_logs":

@@ -285,3 +285,43 @@ def test_a_resumed_import_writes_into_the_objects_it_created(
     # another job (a state directory of its own) did not create them: it is refused
     again = btpipe(emulator, *args[:-1], str(tmp_path / "other-state"))
     assert "already exists" in one_line_error(again, 2)
+
+
+def test_a_dataset_deleted_and_made_again_under_its_name_is_not_merged_into_one(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """An export root with runs from before and after a dataset was deleted and created again
+    under its old name holds two source datasets of one name: importing both would write the
+    old one's rows into the new one's copy. The import refuses before writing anything."""
+    project = post(emulator.url, emulator.key, "/v1/project", {"name": unique("remade")})
+    old = post(emulator.url, emulator.key, "/v1/dataset", {"project_id": project["id"], "name": "d"})
+    insert(emulator.url, emulator.key, "dataset", old["id"], [{"id": f"a{i}", "input": i} for i in range(4)])
+    out = str(tmp_path / "out")
+    export = ["export", "--project", project["name"], "--objects", "datasets", "--out", out]
+    assert btpipe(emulator, *export).exit_code == 0
+    request = urllib.request.Request(
+        f"{emulator.url}/v1/dataset/{old['id']}",
+        method="DELETE",
+        headers={"Authorization": f"Bearer {emulator.key}"},
+    )
+    urllib.request.urlopen(request).close()
+    new = post(emulator.url, emulator.key, "/v1/dataset", {"project_id": project["id"], "name": "d"})
+    insert(emulator.url, emulator.key, "dataset", new["id"], [{"id": f"n{i}", "input": i} for i in range(2)])
+    assert btpipe(emulator, *export).exit_code == 0
+
+    target = unique("remade-copy")
+    args = [
+        "import",
+        "--in",
+        out,
+        "--to-project",
+        target,
+        "--create-project",
+        "--state-dir",
+        str(tmp_path / "s"),
+    ]
+    assert one_line_error(btpipe(emulator, *args), 2) == (
+        f"dataset 'd': two source datasets have that name ({old['id']}, {new['id']}) and would both be "
+        "written into one; load them separately (--in one run's manifest, or --until)"
+    )
+    assert not project_exists(emulator, target) or objects(emulator, "dataset", target) == {}

@@ -3,7 +3,8 @@
 Each side is an object on an API (read through the export pager under a pinned snapshot
 version) or an export directory (read through :mod:`pipeline.sources`). A row is reduced to
 a 16-byte BLAKE2b digest of its user-visible fields: the fields a copy legitimately changes
-(``rows.DESTINATION_FIELDS``: server-owned fields, object keys, ``origin``) are left out, keys
+(``rows.DESTINATION_FIELDS``: server-owned fields, object keys, ``origin``) are left out but
+for what the row's comments say (:func:`comments_said`), keys
 are sorted, and a field whose value is null counts as absent (the API reports missing fields
 as null). Only ``id -> digest`` maps are held, never rows, so memory is ~100 bytes per row.
 An export root is read as an import restores it (:mod:`pipeline.sources.inputs`): per object,
@@ -84,9 +85,21 @@ SAMPLE = 20
 Digests = dict[str, bytes]
 
 
+def comments_said(entries: Any) -> list[Any]:
+    """What a row's comments say, which a copy keeps: each entry's ``comment``, in a fixed
+    order. Who wrote an entry and when are the writer's (a copy is written by its loader)."""
+    if not isinstance(entries, list):
+        return []
+    said = [e["comment"] for e in entries if isinstance(e, dict) and e.get("comment") is not None]
+    return sorted(said, key=jsoncodec.canonical)
+
+
 def row_digest(row: dict[str, Any], contents: Mapping[str, str] | None = None) -> bytes:
     """The digest of ``row``; ``contents`` maps attachment keys to what their bytes hash to."""
     visible = {k: v for k, v in row.items() if k not in DESTINATION_FIELDS and v is not None}
+    said = comments_said(row.get("comments"))
+    if said:
+        visible["comments"] = said
     if contents:
         visible = rewrite(visible, contents)
     return hashlib.blake2b(jsoncodec.canonical(visible), digest_size=16).digest()

@@ -120,6 +120,8 @@ def _report_load(output: Output, summary: Any, verb: str) -> None:
         if summary.config_versions:
             output.say(f"  {summary.config_versions:,} earlier prompt versions replayed")
         output.say(f"{verb} {summary.rows:,} rows in {summary.seconds:.1f}s ({summary.retries} retries)")
+        if summary.comments:
+            output.say(f"comments: {summary.comments:,} given to the rows written")
         attached = summary.attachments
         if attached.get("uploaded") or attached.get("present"):
             output.say(f"attachments: {attached['uploaded']:,} uploaded ({attached['bytes']:,} bytes), "
@@ -260,17 +262,24 @@ def delete_command(**kw: Any) -> None:
 
     # The question is asked before the progress display starts, which would draw over it.
     filter_expr, plans, go = run_async(lambda: with_client(kw["settings"], planned))
+    warnings: list[str] = []
     if go:
         run_async(with_progress(output, lambda progress: with_client(kw["settings"], lambda c: deleting.delete(
             c, plans, filter_expr, InsertOptions(workers=kw["workers"]), batch_rows=kw["batch_rows"], progress=progress,
+            warnings=warnings,
         ))))  # fmt: skip
     plans_only = [p for _, p in plans]
+    changed = sum(p.changed for p in plans_only)
     if kw["as_json"]:
         emit_json({"dry_run": kw["dry_run"], "objects": [p.to_json() for p in plans_only],
                    "matched": sum(p.matched or 0 for p in plans_only),
-                   "deleted": sum(p.deleted for p in plans_only)})  # fmt: skip
+                   "deleted": sum(p.deleted for p in plans_only), "changed": changed,
+                   "warnings": warnings})  # fmt: skip
     elif not kw["dry_run"]:
-        output.say(f"deleted {sum(p.deleted for p in plans_only):,} rows")
+        output.say(f"deleted {sum(p.deleted for p in plans_only):,} rows" + (
+            f"; {changed:,} no longer matched when their turn came and were left" if changed else ""))  # fmt: skip
+    for warning in warnings:
+        output.warn(warning)
 
 
 @click.command("verify")

@@ -86,7 +86,12 @@ def attach_comments(conn: sqlite3.Connection, comments: list[tuple[Target, dict[
             except NotFound:
                 continue
             lists[key] = list(row.get("comments") or [])
-        lists[key].append(entry)
+        entries = lists[key]
+        same = [i for i, old in enumerate(entries) if isinstance(old, dict) and old.get("id") == entry["id"]]
+        if same:  # a comment row is upserted by its id, as any row: sent again, it replaces itself
+            entries[same[0]] = entry
+        else:
+            entries.append(entry)
     merges: dict[Target, list[dict[str, Any]]] = {}
     for (target, row_id), entries in lists.items():
         merges.setdefault(target, []).append({"id": row_id, "_is_merge": True, "comments": entries})

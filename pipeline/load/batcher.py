@@ -34,6 +34,8 @@ class Item:
     where: str
     mark: Any = None
     refused: str | None = None
+    #: The row's comments, sent after it as ``/logs3`` rows (``transform.comment_rows``).
+    comments: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass

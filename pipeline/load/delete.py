@@ -2,7 +2,11 @@
 
 The ids are read through the export pager under one pinned snapshot version, so deleting
 while paging cannot shift the pages; delete events (``{"id": ..., "_object_delete": true}``)
-go through the same batcher and insert pool as an import. ``plan`` (the ``--dry-run``) only
+go through the same batcher and insert pool as an import. Rows change while a delete runs:
+before a page of ids is deleted, the filter is asked again about those ids at the current
+state (``filter AND id IN [...]``), and an id that no longer matches is left alone (counted in
+``changed``). A server that refuses that question (400) or cannot answer it in time (504) is
+deleted from as read, with a warning, once. ``plan`` (the ``--dry-run``) only
 counts and samples ids. There is no resume state: re-running the same command finds whatever
 still matches, which is exactly what is left to do.
 """
@@ -19,13 +23,17 @@ from pipeline.api.objects import ObjectRef
 from pipeline.api.snapshot import pin_read
 from pipeline.common import jsoncodec
 from pipeline.common.checkpoint import Ledger
+from pipeline.common.errors import ApiError
 from pipeline.common.progress import Progress, Task
 from pipeline.common.state import ObjectProgress
 from pipeline.load.batcher import Batcher, Item
 from pipeline.load.insert import InsertOptions, InsertPool, feed, request_limit
-from pipeline.querylang.ast import Expr, ident
+from pipeline.querylang.ast import Expr, all_of, binary, ident, literal
 
 SAMPLE_IDS = 10
+#: Answers to the second question that mean the server will not answer it: refused (400), or
+#: too slow to answer (504) where an id list is no index to it.
+_WILL_NOT_SAY = frozenset({400, 504})
 
 
 @dataclass
@@ -36,6 +44,8 @@ class DeletePlan:
     matched: int | None  # None: the server could not count them (a scan too big)
     sample_ids: list[str] = field(default_factory=list)
     deleted: int = 0
+    #: Ids read as matching that no longer matched when their page was deleted: left alone.
+    changed: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,13 +82,16 @@ async def delete(
     batch_rows: int = 1000,
     max_batch_bytes: int | None = None,
     progress: Progress | None = None,
+    warnings: list[str] | None = None,
 ) -> None:
-    """Delete every row each plan matched (at its pinned version), each object a task of
-    ``progress``; fills ``plan.deleted``."""
+    """Delete every row each plan matched (at its pinned version) and still matches, each
+    object a task of ``progress``; fills ``plan.deleted`` and ``plan.changed``. ``warnings``
+    gets a line when the server would not say which ids still match."""
     progress = progress if progress is not None else Progress()
     limit = await request_limit(client, max_batch_bytes)
     pool = InsertPool(client, options, max_request_bytes=limit)
     ledgers: list[tuple[DeletePlan, Ledger, Task]] = []
+    recheck = _Recheck(warnings if warnings is not None else [])
 
     async def produce() -> None:
         for ref, planned in refs:
@@ -88,7 +101,7 @@ async def delete(
             ledger = Ledger(ObjectProgress(destination=ref.id), on_rows=task.advance)
             ledgers.append((planned, ledger, task))
             batcher = Batcher(ref.rows_path, max_rows=batch_rows, max_bytes=limit, ledger=ledger)
-            await feed(pool, batcher, _delete_items(client, ref, filter_expr, planned.version))
+            await feed(pool, batcher, _delete_items(client, ref, filter_expr, planned, recheck))
 
     await pool.run(produce)
     for planned, ledger, task in ledgers:
@@ -96,12 +109,50 @@ async def delete(
         task.finish()
 
 
+class _Recheck:
+    """Asks the filter again about ids read as matching; stops asking, with a warning, on a
+    server that refuses the question."""
+
+    def __init__(self, warnings: list[str]) -> None:
+        self.warnings = warnings
+        self.refused = False
+
+    async def still_matching(
+        self, client: BraintrustClient, ref: ObjectRef, filter_expr: Expr, ids: list[str]
+    ) -> set[str] | None:
+        """The ids of ``ids`` the filter matches now; None when the server will not say."""
+        if self.refused or not ids:
+            return None
+        check = all_of(filter_expr, binary("in", ident("id"), literal(ids)))
+        assert check is not None
+        pager = Pager(client, _id_query(ref, check), version=None)  # the current state
+        found: set[str] = set()
+        try:
+            async for page in pager.pages():
+                found.update(_ids(page.raw))
+        except ApiError as exc:
+            if exc.status not in _WILL_NOT_SAY:
+                raise
+            self.refused = True
+            self.warnings.append(
+                "the server would not check the rows again before deleting them "
+                f"(filter AND id IN [...]: {exc}); rows changed while the delete ran were deleted as read"
+            )
+            return None
+        return found
+
+
 async def _delete_items(
-    client: BraintrustClient, ref: ObjectRef, filter_expr: Expr, version: str | None
+    client: BraintrustClient, ref: ObjectRef, filter_expr: Expr, planned: DeletePlan, recheck: _Recheck
 ) -> AsyncIterator[list[Item]]:
-    pager = Pager(client, _id_query(ref, filter_expr), version=version)
+    pager = Pager(client, _id_query(ref, filter_expr), version=planned.version)
     async for page in pager.pages():
+        ids = _ids(page.raw)
+        still = await recheck.still_matching(client, ref, filter_expr, ids)
+        if still is not None:
+            planned.changed += len(ids) - len(still)
+            ids = [row_id for row_id in ids if row_id in still]
         yield [
             Item(jsoncodec.dumps({"id": row_id, "_object_delete": True}), row_id, f"{ref.label} id {row_id}")
-            for row_id in _ids(page.raw)
+            for row_id in ids
         ]

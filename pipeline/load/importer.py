@@ -59,7 +59,7 @@ from pipeline.load.destinations import (
 from pipeline.load.ordered import delete_item, feed_runs, run_spans
 from pipeline.load.run import LoadOptions, LoadRun, LoadSummary, ObjectResult
 from pipeline.load.scope import InputScope, chosen_project, one_project, read_scope, refuse_other_shapes
-from pipeline.load.transform import SourceObject, encode_checked, to_event
+from pipeline.load.transform import SourceObject, comment_rows, encode_checked, to_event
 from pipeline.sources import SourceRow, iter_rows
 from pipeline.sources.config import damaged_config, find_config, read_config
 from pipeline.sources.inputs import InputObject, find_damaged, find_inputs, open_input, select_inputs
@@ -343,5 +343,6 @@ def _next_items(
             continue
         event = to_event(row, source)
         data, refused = encode_checked(event)
-        items.append(Item(data, event_id, where, FilePosition(path, position), refused))
+        item = Item(data, event_id, where, FilePosition(path, position), refused, comment_rows(row))
+        items.append(item)
     return items

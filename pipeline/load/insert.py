@@ -13,7 +13,8 @@ through the overflow route the official SDKs use (:mod:`pipeline.load.overflow`)
 batch like any other for the checkpoint. Where the server has no such route (or refuses the
 event there), it stops the run with an error naming its id, size and the limit, or with
 ``--on-error skip`` is written to the error file (one JSON line with the event itself, so
-nothing is silently dropped) and counted.
+nothing is silently dropped) and counted. The comments of the rows a request wrote follow it,
+as the ``/logs3`` comment rows the SDKs' ``log_feedback`` sends (``transform.comment_rows``).
 """
 
 from __future__ import annotations
@@ -27,16 +28,18 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from pipeline.api.client import BadRequestError, BraintrustClient
-from pipeline.common import defaults
+from pipeline.common import defaults, jsoncodec
 from pipeline.common.errors import ApiError, BtpipeError, first_error
 from pipeline.load.batcher import Batch, Batcher, Item, request_body
 from pipeline.load.errorlog import ErrorLog
-from pipeline.load.overflow import OverflowRefused, OverflowSender
+from pipeline.load.overflow import API_VERSION, OverflowRefused, OverflowSender, object_ids
 
 OnError = Literal["fail", "skip"]
 BAD_REQUEST = 400
 PAYLOAD_TOO_LARGE = 413
 _EVENT_INDEX = re.compile(r"\bevents\[(\d+)\]")
+#: Bytes of a ``/logs3`` body besides its rows.
+_LOGS3_ENVELOPE = 40
 
 
 async def request_limit(client: BraintrustClient, flag: int | None) -> int:
@@ -65,6 +68,7 @@ class InsertStatistics:
     splits: int
     skipped: int
     overflowed: int  # oversize events written through the overflow route
+    comments: int = 0  # comments given to the rows written (``/logs3`` comment rows)
 
 
 class ByteBudget:
@@ -111,11 +115,13 @@ class InsertPool:
         self._budget = ByteBudget(options.max_bytes_in_flight)
         self._overflow = OverflowSender(client)
         self._send: MemoryObjectSendStream[Batch] | None = None
-        self._batches = self._rows = self._splits = 0
+        self._batches = self._rows = self._splits = self._comments = 0
 
     def statistics(self) -> InsertStatistics:
         skipped = self.error_log.count if self.error_log else 0
-        return InsertStatistics(self._batches, self._rows, self._splits, skipped, self._overflow.sent)
+        return InsertStatistics(
+            self._batches, self._rows, self._splits, skipped, self._overflow.sent, self._comments
+        )
 
     async def run(self, produce: Callable[[], Awaitable[None]]) -> None:
         """Start the workers, run ``produce`` (which calls :meth:`submit`), drain, stop."""
@@ -182,6 +188,29 @@ class InsertPool:
             await self._insert(batch, items[half:])
             return
         self._rows += len(items)
+        await self._comment(batch, items)
+
+    async def _comment(self, batch: Batch, items: list[Item]) -> None:
+        """Give the rows just written the comments their sources have: ``/logs3`` comment rows
+        (``transform.comment_rows``) with the destination's object ids, in requests within the
+        request limit. Each keeps its entry's id, so sending it again replaces it."""
+        rows = [row for item in items for row in item.comments]
+        if not rows:
+            return
+        ids = object_ids(batch.path)
+        encoded = [jsoncodec.dumps({**ids, **row}) for row in rows]
+        start, size = 0, 0
+        for end, data in enumerate(encoded):
+            if end > start and size + len(data) + _LOGS3_ENVELOPE > self.max_request_bytes:
+                await self._post_comments(encoded[start:end])
+                start, size = end, 0
+            size += len(data) + 1
+        await self._post_comments(encoded[start:])
+
+    async def _post_comments(self, rows: list[bytes]) -> None:
+        body = b'{"rows":[' + b",".join(rows) + b'],"api_version":' + str(API_VERSION).encode() + b"}"
+        await self.client.post_raw("/logs3", body)
+        self._comments += len(rows)
 
     async def _oversize(self, batch: Batch, item: Item, limit: str) -> None:
         """Send ``item`` through the overflow route; where it cannot go, fail or skip it."""
@@ -191,6 +220,7 @@ class InsertPool:
             why = refused.reason
         else:
             self._rows += 1
+            await self._comment(batch, [item])
             return
         reason = (
             f"event {item.id!r} at {item.where} is {len(item.data):,} bytes encoded, more than {limit}, "

@@ -46,7 +46,7 @@ from pipeline.load.config import ConfigCopy
 from pipeline.load.destinations import Wanted, ensure_objects, experiments_in_dependency_order
 from pipeline.load.insert import feed
 from pipeline.load.run import LoadOptions, LoadRun, LoadSummary, ObjectResult
-from pipeline.load.transform import SourceObject, encode_checked, to_event
+from pipeline.load.transform import SourceObject, comment_rows, encode_checked, to_event
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,8 @@ def page_items(raw: bytes, source: SourceObject, cursor: str | None, label: str)
     items = []
     for number, row in enumerate(jsoncodec.loads_lines(raw), 1):
         data, refused = encode_checked(to_event(row, source))
-        items.append(Item(data, str(row.get("id")), f"{label} page row {number}", refused=refused))
+        where = f"{label} page row {number}"
+        items.append(Item(data, str(row.get("id")), where, refused=refused, comments=comment_rows(row)))
     if items:
         items[-1] = replace(items[-1], mark=cursor)
     return items

@@ -73,6 +73,7 @@ class LoadSummary:
     retries: int = 0
     splits: int = 0
     overflowed: int = 0  # events over the request limit written through the overflow route
+    comments: int = 0  # comments given to the rows written, as /logs3 comment rows
     request_limit: int = 0
     error_file: str | None = None
     state_file: str | None = None
@@ -239,6 +240,7 @@ class LoadRun:
         self.summary.retries = stats.retries
         self.summary.splits = self.pool.statistics().splits
         self.summary.overflowed = self.pool.statistics().overflowed
+        self.summary.comments = self.pool.statistics().comments
         self.summary.objects = results
         self.summary.attachments = asdict(self.attachments.counts)
         await self.state.clear()

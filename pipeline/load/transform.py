@@ -11,6 +11,11 @@ row read back is a whole row, and a stray ``_object_delete`` in a backup must no
 restore into a delete. Where a row has no ``origin``, it gets one pointing at the row it was
 copied from (provenance; ``verify`` ignores it because it is a destination field).
 
+A row's ``comments`` (what feedback attached to it) are no field of an event: the insert
+endpoints take none. They travel as the official SDKs' ``log_feedback`` sends a comment, as
+``/logs3`` rows of their own naming the row in ``origin`` (:func:`comment_rows`), each with its
+entry's id, so a comment sent again replaces itself instead of doubling.
+
 An event nested deeper than the service accepts (:data:`MAX_NESTING_DEPTH`) is found here,
 before any request (:func:`encode_checked`), so it is reported with its file and line (or
 skipped with ``--on-error skip``) rather than failing a whole batch with a 400, or the
@@ -20,6 +25,7 @@ encoder with a RecursionError.
 from __future__ import annotations
 
 import re
+import uuid
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -72,6 +78,32 @@ def to_event(row: dict[str, Any], source: SourceObject) -> dict[str, Any]:
         else:
             event.pop("origin", None)
     return event
+
+
+def comment_rows(row: dict[str, Any]) -> tuple[dict[str, Any], ...]:
+    """The ``/logs3`` comment rows that give ``row``'s copy the comments ``row`` has (without
+    the object ids, which the insert adds): ``{id, created, origin: {id}, comment,
+    _audit_source, _audit_metadata}``, as ``log_feedback`` writes them. An entry without an id
+    gets one from its row and content, the same each time."""
+    entries, row_id = row.get("comments"), row.get("id")
+    if not entries or not isinstance(entries, list) or not isinstance(row_id, str):
+        return ()
+    rows = []
+    for entry in entries:
+        if not isinstance(entry, dict) or not isinstance(entry.get("comment"), dict):
+            continue
+        entry_id = entry.get("id")
+        if not isinstance(entry_id, str) or not entry_id:
+            entry_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{row_id}/{jsoncodec.canonical(entry).decode()}"))
+        comment: dict[str, Any] = {"id": entry_id, "origin": {"id": row_id}, "comment": entry["comment"]}
+        if isinstance(entry.get("created"), str):
+            comment["created"] = entry["created"]
+        if entry.get("source") is not None:
+            comment["_audit_source"] = entry["source"]
+        if entry.get("metadata") is not None:
+            comment["_audit_metadata"] = entry["metadata"]
+        rows.append(comment)
+    return tuple(rows)
 
 
 def encode_event(event: dict[str, Any]) -> bytes:

@@ -10,6 +10,7 @@ calls ``flush`` there. Format-specific sinks subclass ``PartFileSink`` and only 
 from __future__ import annotations
 
 import hashlib
+import os
 from contextlib import ExitStack
 from types import TracebackType
 from typing import BinaryIO, Protocol, Self
@@ -17,6 +18,11 @@ from typing import BinaryIO, Protocol, Self
 from pipeline.common.errors import BtpipeError
 from pipeline.common.manifest import FileInfo
 from pipeline.common.storage import Storage, location
+
+#: A part on local disk is flushed to it every this many bytes, so the ``fsync`` that
+#: publishes it has little left to write: at 0 ms the ranges' parts all end together, and
+#: their last sync was most of the run's tail.
+SYNC_EVERY_BYTES = 8 * 2**20
 
 
 class Sink(Protocol):
@@ -51,6 +57,11 @@ class CountingWriter:
         self._dest = dest
         self._hash = hashlib.sha256()
         self.bytes = 0
+        self._unsynced = 0
+        try:
+            self._fileno: int | None = dest.fileno()
+        except (AttributeError, OSError, ValueError):
+            self._fileno = None
         self.closed = False
         self.failure: OSError | None = None
 
@@ -64,6 +75,14 @@ class CountingWriter:
             return len(data)
         self._hash.update(data)
         self.bytes += len(data)
+        self._unsynced += len(data)
+        if self._unsynced >= SYNC_EVERY_BYTES and self._fileno is not None:
+            self._unsynced = 0
+            try:
+                self._dest.flush()
+                os.fdatasync(self._fileno)
+            except OSError as exc:
+                self.failure = exc
         return len(data)
 
     def writable(self) -> bool:

@@ -25,6 +25,29 @@ def _rows(sink: int, count: int, width: int) -> list[dict[str, Any]]:
     return [{"id": f"s{sink}-{i:05d}", "input": {"text": "é" * width, "i": i}} for i in range(count)]
 
 
+def write_at_once(
+    sinks: dict[int, Any], pages: dict[int, list[list[dict[str, Any]]]]
+) -> dict[int, list[Any]]:
+    """Each sink's pages written and the sink closed, every sink in a thread of its own,
+    all starting together; the files each published."""
+    published: dict[int, list[Any]] = {}
+    start = threading.Barrier(len(sinks))
+
+    def write(sink: int) -> None:
+        start.wait()
+        with sinks[sink] as remote:
+            for page in pages[sink]:
+                remote.write_page(page_of(page))
+            published[sink] = remote.close()
+
+    threads = [threading.Thread(target=write, args=(sink,)) for sink in sinks]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return published
+
+
 def test_concurrent_sinks_in_two_workers_write_every_row_in_order(tmp_path: Path) -> None:
     before = _shared_blocks()
     storage = open_storage(str(tmp_path))
@@ -33,7 +56,6 @@ def test_concurrent_sinks_in_two_workers_write_every_row_in_order(tmp_path: Path
         sink: [_rows(sink, 40, 20 if sink < 3 else 75_000)[i : i + 10] for i in range(0, 40, 10)]
         for sink in range(4)
     }
-    published: dict[int, list[Any]] = {}
     with WorkerPool(2, storage.url) as pool:
         sinks = {
             sink: pool.open(
@@ -41,18 +63,7 @@ def test_concurrent_sinks_in_two_workers_write_every_row_in_order(tmp_path: Path
             )
             for sink in range(4)
         }
-
-        def write(sink: int) -> None:
-            with sinks[sink] as remote:
-                for page in pages[sink]:
-                    remote.write_page(page_of(page))
-                published[sink] = remote.close()
-
-        threads = [threading.Thread(target=write, args=(sink,)) for sink in range(4)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        published = write_at_once(sinks, pages)
     for sink in range(4):
         expected = [row for page in pages[sink] for row in page]
         assert canonical(read_all(storage, [f.path for f in published[sink]])) == canonical(expected)
@@ -65,26 +76,12 @@ def test_ranges_waiting_for_a_busy_worker_do_not_each_hold_a_shared_memory_copy(
     their writers, and only the two a worker takes at a time are copied to shared memory."""
     storage = open_storage(str(tmp_path))
     pages = {sink: [_rows(sink, 30, 2_000)[i : i + 10] for i in range(0, 30, 10)] for sink in range(8)}
-    published: dict[int, list[Any]] = {}
     with WorkerPool(1, storage.url) as pool:
         sinks = {
             sink: pool.open(partial(parquet_sink, directory=f"s{sink}", object_type="dataset"))
             for sink in range(8)
         }
-        start = threading.Barrier(8)
-
-        def write(sink: int) -> None:
-            start.wait()
-            with sinks[sink] as remote:
-                for page in pages[sink]:
-                    remote.write_page(page_of(page))
-                published[sink] = remote.close()
-
-        threads = [threading.Thread(target=write, args=(sink,)) for sink in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        published = write_at_once(sinks, pages)
         assert len(pool._all) <= PAGES_PER_WORKER  # the blocks made, kept for reuse until the pool closes
     for sink in range(8):
         expected = [row for page in pages[sink] for row in page]

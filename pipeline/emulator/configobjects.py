@@ -23,6 +23,7 @@ marks the object deleted. Objects of another org answer exactly like missing one
 
 from __future__ import annotations
 
+import copy
 import functools
 import sqlite3
 import uuid
@@ -34,7 +35,7 @@ import orjson
 from pipeline.emulator import access, objects, spec, versions
 from pipeline.emulator.auth import Principal
 from pipeline.emulator.objects import Conflict, ListFilter, NotFound, StoredKind
-from pipeline.emulator.rowwrite import now_iso
+from pipeline.emulator.rowwrite import deep_merge, now_iso
 from pipeline.emulator.validate import BadRequest
 
 #: The kinds served here, in the order a copy creates them (what others refer to first).
@@ -281,6 +282,10 @@ def patch(conn: sqlite3.Connection, kind: StoredKind, object_id: str, body: dict
         elif name in read and name not in ("object_type", "object_id"):
             if value is None and not _nullable(read[name]):
                 continue  # a null name, slug, url, ... leaves it as it is
+            if isinstance(value, dict) and isinstance(obj.get(name), dict):
+                merged = copy.deepcopy(obj[name])  # the spec: "object-type fields will be deep-merged"
+                deep_merge(merged, value, set())
+                value = merged
             obj[name] = value
     _check_key_free(conn, ck, parent, obj)
     return objects.save_object(conn, _store(conn, ck, obj, "merge"))

@@ -18,7 +18,7 @@ from typing import Any, Final, Literal
 
 import orjson
 
-from pipeline.emulator.rowwrite import now_iso
+from pipeline.emulator.rowwrite import deep_merge, now_iso
 
 Kind = Literal["project", "dataset", "experiment"]
 KINDS: Final[tuple[Kind, ...]] = ("project", "dataset", "experiment")
@@ -67,6 +67,19 @@ def _load(conn: sqlite3.Connection, kind: StoredKind, object_id: str, org_ids: S
     if row is None:
         raise NotFound(f"{kind} {object_id} not found")
     return int(row[0]), orjson.loads(row[1])
+
+
+def _anchor_seq(conn: sqlite3.Connection, kind: StoredKind, object_id: str, org_ids: Sequence[str]) -> int:  # fmt: skip
+    """Where a list continues after (or before) ``object_id``: an object deleted since the page
+    that named it still marks its place, so a client paging through a list while objects go
+    keeps its cursor ("the final item in the last page you fetched", as the spec puts it)."""
+    row = conn.execute(
+        f"SELECT seq FROM objects WHERE kind = ? AND id = ? AND org_id IN ({_marks(len(org_ids))})",
+        (kind, object_id, *org_ids),
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"{kind} {object_id} not found")
+    return int(row[0])
 
 
 def get_object(
@@ -195,7 +208,7 @@ def list_objects(conn: sqlite3.Connection, kind: StoredKind, org_ids: Sequence[s
     order = "DESC"
     for anchor, op in ((flt.starting_after, "<"), (flt.ending_before, ">")):
         if anchor is not None:
-            seq, _ = _load(conn, kind, anchor, org_ids)
+            seq = _anchor_seq(conn, kind, anchor, org_ids)
             where.append(f"o.seq {op} ?")
             params.append(seq)
             order = "ASC" if op == ">" else order
@@ -207,11 +220,16 @@ def list_objects(conn: sqlite3.Connection, kind: StoredKind, org_ids: Sequence[s
     return found[::-1] if order == "ASC" else found
 
 
+#: Object fields a PATCH replaces whole, where the spec says so ("Patch operations replace all
+#: settings"); every other object-valued field is deep-merged.
+REPLACED_ON_PATCH: Final = frozenset({("project", "settings")})
+
+
 def patch_object(conn: sqlite3.Connection, kind: Kind, object_id: str, org_ids: Sequence[str], body: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
     obj = get_object(conn, kind, object_id, org_ids)
     for key, value in body.items():
-        if key in ("metadata",) and isinstance(value, dict) and isinstance(obj.get(key), dict):
-            obj[key] = {**obj[key], **value}
+        if isinstance(value, dict) and isinstance(obj.get(key), dict) and (kind, key) not in REPLACED_ON_PATCH:
+            deep_merge(obj[key], value, set())  # the spec: "object-type fields will be deep-merged"
         elif value is not None or key != "name":
             obj[key] = value
     if kind == "experiment" and "repo_info" in body:

@@ -194,6 +194,49 @@ def test_merges_keep_span_ids_and_parent_ids_nest_spans(bt: Braintrust) -> None:
     )
 
 
+def test_patches_deep_merge_object_fields_and_replace_project_settings(bt: Braintrust) -> None:
+    """The spec's PATCH: "Any object-type fields will be deep-merged with existing content";
+    project settings are the exception it names ("Patch operations replace all settings")."""
+    project = bt.projects.create(name="deep-merge")
+    prompt = bt.prompts.create(project_id=project.id, name="pr", slug="pr", prompt_data={
+        "prompt": {"type": "chat", "messages": [{"role": "system", "content": "terse"}]},
+        "options": {"model": "gpt-4o", "params": {"temperature": 0.2}},
+    })  # fmt: skip
+    patched = bt.prompts.update(prompt.id, prompt_data={"options": {"params": {"max_tokens": 50}}})
+    assert patched.prompt_data is not None
+    assert patched.prompt_data.model_dump(exclude_none=True) == {
+        "prompt": {"type": "chat", "messages": [{"role": "system", "content": "terse"}]},
+        "options": {"model": "gpt-4o", "params": {"temperature": 0.2, "max_tokens": 50}},
+    }
+    experiment = bt.experiments.create(project_id=project.id, name="e", metadata={"run": {"seed": 1, "gpu": "a100"}})  # fmt: skip
+    assert bt.experiments.update(experiment.id, metadata={"run": {"seed": 2}}).metadata == {"run": {"seed": 2, "gpu": "a100"}}  # fmt: skip
+    view = bt.views.create(object_type="project", object_id=project.id, view_type="experiments", name="v",
+                           options={"columnOrder": ["a", "b"]})  # fmt: skip
+    options = bt.views.update(view.id, object_type="project", object_id=project.id, options={"columnSizing": {"a": 100}}).options  # fmt: skip
+    assert options is not None
+    assert options.model_dump(exclude_none=True, by_alias=True) == {
+        "columnOrder": ["a", "b"],
+        "columnSizing": {"a": 100},
+    }
+    bt.projects.update(project.id, settings={"comparison_key": "input"})
+    settings = bt.projects.update(project.id, settings={"baseline_experiment_id": experiment.id}).settings
+    assert settings is not None
+    assert (settings.comparison_key, settings.baseline_experiment_id) == (None, experiment.id)
+
+
+def test_a_list_pages_on_after_the_last_item_of_a_page_was_deleted(bt: Braintrust) -> None:
+    """A generated client pages with ``starting_after`` = the last id of the page before; that
+    object deleted in between still marks where the list goes on."""
+    project = bt.projects.create(name="anchor-gone")
+    older = bt.datasets.create(project_id=project.id, name="d1")
+    newer = bt.datasets.create(project_id=project.id, name="d2")
+    (first,) = bt.datasets.list(project_id=project.id, limit=1).objects
+    assert first.id == newer.id
+    bt.datasets.delete(newer.id)
+    page = bt.datasets.list(project_id=project.id, limit=1, starting_after=newer.id).objects
+    assert [d.id for d in page] == [older.id]
+
+
 def test_roles(bt: Braintrust) -> None:
     made = [bt.roles.create(name=f"role-{n}", member_permissions=[{"permission": "read"}]) for n in range(5)]
     system = [r["id"] for r in SYSTEM_ROLES]

@@ -122,6 +122,10 @@ def _report_load(output: Output, summary: Any, verb: str) -> None:
         output.say(f"{verb} {summary.rows:,} rows in {summary.seconds:.1f}s ({summary.retries} retries)")
         if summary.comments:
             output.say(f"comments: {summary.comments:,} given to the rows written")
+        if summary.comments_skipped:
+            output.say(
+                f"{summary.comments_skipped:,} comments too big to send were recorded in {summary.error_file}"
+            )
         attached = summary.attachments
         if attached.get("uploaded") or attached.get("present"):
             output.say(f"attachments: {attached['uploaded']:,} uploaded ({attached['bytes']:,} bytes), "
@@ -134,7 +138,7 @@ def _report_load(output: Output, summary: Any, verb: str) -> None:
             output.warn(warning)
         for broken in summary.broken:
             output.warn(f"not copied: {broken}")
-    if summary.skipped or summary.damaged or summary.broken:
+    if summary.skipped or summary.comments_skipped or summary.damaged or summary.broken:
         sys.exit(EXIT_FAILED)
 
 

@@ -228,7 +228,11 @@ REPLACED_ON_PATCH: Final = frozenset({("project", "settings")})
 def patch_object(conn: sqlite3.Connection, kind: Kind, object_id: str, org_ids: Sequence[str], body: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
     obj = get_object(conn, kind, object_id, org_ids)
     for key, value in body.items():
-        if isinstance(value, dict) and isinstance(obj.get(key), dict) and (kind, key) not in REPLACED_ON_PATCH:
+        if (
+            isinstance(value, dict)
+            and isinstance(obj.get(key), dict)
+            and (kind, key) not in REPLACED_ON_PATCH
+        ):
             deep_merge(obj[key], value, set())  # the spec: "object-type fields will be deep-merged"
         elif value is not None or key != "name":
             obj[key] = value

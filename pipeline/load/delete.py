@@ -5,8 +5,8 @@ while paging cannot shift the pages; delete events (``{"id": ..., "_object_delet
 go through the same batcher and insert pool as an import. Rows change while a delete runs:
 before a page of ids is deleted, the filter is asked again about those ids at the current
 state (``filter AND id IN [...]``), and an id that no longer matches is left alone (counted in
-``changed``). A server that refuses that question (400) or cannot answer it in time (504) is
-deleted from as read, with a warning, once. ``plan`` (the ``--dry-run``) only
+``changed``). A server that refuses that question (400) or cannot answer it in time (504, or
+no answer within the retries) is deleted from as read, with a warning, once. ``plan`` (the ``--dry-run``) only
 counts and samples ids. There is no resume state: re-running the same command finds whatever
 still matches, which is exactly what is left to do.
 """
@@ -23,7 +23,7 @@ from pipeline.api.objects import ObjectRef
 from pipeline.api.snapshot import pin_read
 from pipeline.common import jsoncodec
 from pipeline.common.checkpoint import Ledger
-from pipeline.common.errors import ApiError
+from pipeline.common.errors import ApiError, TransientApiError
 from pipeline.common.progress import Progress, Task
 from pipeline.common.state import ObjectProgress
 from pipeline.load.batcher import Batcher, Item
@@ -130,8 +130,8 @@ class _Recheck:
         try:
             async for page in pager.pages():
                 found.update(_ids(page.raw))
-        except ApiError as exc:
-            if exc.status not in _WILL_NOT_SAY:
+        except ApiError as exc:  # a TransientApiError: the retries ran out, on 504s or not
+            if exc.status not in _WILL_NOT_SAY and not isinstance(exc, TransientApiError):
                 raise
             self.refused = True
             self.warnings.append(

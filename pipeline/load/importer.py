@@ -231,6 +231,8 @@ class ImportJob:
                     tg.start_soon(load, obj, ref)
 
         summary = await run.complete(produce, started, [obj.key for obj, _ref, _created in plans], results)
+        if self._objects is not None:
+            summary.comments = None  # sent by the tasks that loaded the objects, not counted here
         links = _version_links(inputs, destinations, scope)
         await link_dataset_versions(self.client, links, summary.warnings)
         return summary

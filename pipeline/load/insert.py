@@ -69,6 +69,7 @@ class InsertStatistics:
     skipped: int
     overflowed: int  # oversize events written through the overflow route
     comments: int = 0  # comments given to the rows written (``/logs3`` comment rows)
+    comments_skipped: int = 0  # comments over the request limit, in the error file instead
 
 
 class ByteBudget:
@@ -115,12 +116,18 @@ class InsertPool:
         self._budget = ByteBudget(options.max_bytes_in_flight)
         self._overflow = OverflowSender(client)
         self._send: MemoryObjectSendStream[Batch] | None = None
-        self._batches = self._rows = self._splits = self._comments = 0
+        self._batches = self._rows = self._splits = self._comments = self._comments_skipped = 0
 
     def statistics(self) -> InsertStatistics:
         skipped = self.error_log.count if self.error_log else 0
         return InsertStatistics(
-            self._batches, self._rows, self._splits, skipped, self._overflow.sent, self._comments
+            self._batches,
+            self._rows,
+            self._splits,
+            skipped - self._comments_skipped,
+            self._overflow.sent,
+            self._comments,
+            self._comments_skipped,
         )
 
     async def run(self, produce: Callable[[], Awaitable[None]]) -> None:
@@ -194,11 +201,19 @@ class InsertPool:
         """Give the rows just written the comments their sources have: ``/logs3`` comment rows
         (``transform.comment_rows``) with the destination's object ids, in requests within the
         request limit. Each keeps its entry's id, so sending it again replaces it."""
-        rows = [row for item in items for row in item.comments]
-        if not rows:
+        if not any(item.comments for item in items):
             return
         ids = object_ids(batch.path)
-        encoded = [jsoncodec.dumps({**ids, **row}) for row in rows]
+        encoded = []
+        for item in items:
+            for row in item.comments:
+                data = jsoncodec.dumps({**ids, **row})
+                if len(data) + _LOGS3_ENVELOPE > self.max_request_bytes:
+                    await self._comment_too_big(item, row["id"], data)
+                else:
+                    encoded.append(data)
+        if not encoded:
+            return
         start, size = 0, 0
         for end, data in enumerate(encoded):
             if end > start and size + len(data) + _LOGS3_ENVELOPE > self.max_request_bytes:
@@ -206,6 +221,21 @@ class InsertPool:
                 start, size = end, 0
             size += len(data) + 1
         await self._post_comments(encoded[start:])
+
+    async def _comment_too_big(self, item: Item, comment_id: str, data: bytes) -> None:
+        """A comment over the request limit: stop the run naming it, or with ``--on-error skip``
+        record it in the error file (its row stays written) and go on."""
+        where = f"{item.where}, comment {comment_id}"
+        reason = (
+            f"the comment {comment_id!r} on event {item.id!r} at {item.where} is {len(data):,} bytes "
+            f"encoded, more than the request limit of {self.max_request_bytes:,} bytes"
+        )
+        if self.options.on_error != "skip" or self.error_log is None:
+            raise BtpipeError(
+                f"{reason}; re-run with --on-error skip to record it in an error file and go on"
+            )
+        await self.error_log.record(Item(data, comment_id, where), reason)
+        self._comments_skipped += 1
 
     async def _post_comments(self, rows: list[bytes]) -> None:
         body = b'{"rows":[' + b",".join(rows) + b'],"api_version":' + str(API_VERSION).encode() + b"}"

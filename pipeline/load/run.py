@@ -65,7 +65,8 @@ class ObjectResult:
 
 @dataclass
 class LoadSummary:
-    """What a load (import or migrate) did; ``skipped`` > 0 or ``damaged`` means exit code 1."""
+    """What a load (import or migrate) did; ``skipped`` > 0, ``comments_skipped`` > 0 or
+    ``damaged`` means exit code 1."""
 
     seconds: float = 0.0
     resumed: bool = False
@@ -73,7 +74,11 @@ class LoadSummary:
     retries: int = 0
     splits: int = 0
     overflowed: int = 0  # events over the request limit written through the overflow route
-    comments: int = 0  # comments given to the rows written, as /logs3 comment rows
+    #: Comments given to the rows written (``/logs3`` comment rows); None where the objects were
+    #: loaded elsewhere (Ray tasks), which copy them without counting here.
+    comments: int | None = 0
+    #: Comments too big for one request, recorded in the error file instead (exit code 1).
+    comments_skipped: int = 0
     request_limit: int = 0
     error_file: str | None = None
     state_file: str | None = None
@@ -241,6 +246,7 @@ class LoadRun:
         self.summary.splits = self.pool.statistics().splits
         self.summary.overflowed = self.pool.statistics().overflowed
         self.summary.comments = self.pool.statistics().comments
+        self.summary.comments_skipped = self.pool.statistics().comments_skipped
         self.summary.objects = results
         self.summary.attachments = asdict(self.attachments.counts)
         await self.state.clear()

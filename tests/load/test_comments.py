@@ -104,3 +104,50 @@ def test_import_and_migrate_copy_comments_once_and_verify_compares_them(
     post(emulator.url, emulator.key, f"/v1/project_logs/{source['id']}/feedback", {"feedback": [{"id": "l4", "comment": "late"}]})  # fmt: skip
     late = btpipe(emulator, "verify", "--project", source["name"], "--to-project", migrated)
     assert late.exit_code == 1, late.output
+
+
+def test_a_comment_too_big_for_any_request_stops_the_import_or_is_recorded(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    project = post(emulator.url, emulator.key, "/v1/project", {"name": unique("big-comment")})
+    insert(
+        emulator.url,
+        emulator.key,
+        "project_logs",
+        project["id"],
+        [{"id": f"l{i}", "input": i} for i in range(3)],
+    )
+    feedback = [{"id": "l1", "comment": "x" * 300_000}, {"id": "l2", "comment": "short"}]
+    post(emulator.url, emulator.key, f"/v1/project_logs/{project['id']}/feedback", {"feedback": feedback})
+    out = str(tmp_path / "out")
+    assert btpipe(emulator, "export", "--project", project["name"], "--out", out).exit_code == 0
+    (big,) = said(all_rows(emulator.url, emulator.key, "project_logs", project["id"]))["l1"]
+
+    target = unique("big-comment-copy")
+    load = ["import", "--in", out, "--to-project", target, "--create-project", "--max-batch-bytes", "200000"]
+    stopped = btpipe(emulator, *load, "--state-dir", str(tmp_path / "a"))
+    assert stopped.exit_code == 1
+    (line,) = stopped.stderr.strip().splitlines()  # one line, naming the comment, its row and the limit
+    assert line.startswith(
+        f"btpipe: error: the comment {big[0]!r} on event 'l1' at {out}/object_type=project_logs/"
+    )
+    assert line.endswith(
+        "bytes encoded, more than the request limit of 200,000 bytes; "
+        "re-run with --on-error skip to record it in an error file and go on"
+    )
+
+    errors = tmp_path / "errors.jsonl"
+    skipped = btpipe(emulator, *load, "--state-dir", str(tmp_path / "b"), "--on-error", "skip",
+                     "--error-file", str(errors), "--restart", "--into-existing")  # fmt: skip
+    assert skipped.exit_code == 1, skipped.output
+    assert f"1 comments too big to send were recorded in {errors}" in skipped.output
+    (copy,) = get(emulator, f"/v1/project?project_name={target}")["objects"]
+    rows = all_rows(emulator.url, emulator.key, "project_logs", copy["id"])
+    assert sorted(rows) == ["l0", "l1", "l2"]
+    assert {k: [c[1] for c in v] for k, v in said(rows).items()} == {"l2": [{"text": "short"}]}
+    (entry,) = [orjson.loads(line) for line in errors.read_bytes().splitlines()]
+    assert (entry["id"], entry["event"]["origin"], entry["event"]["comment"]) == (
+        big[0],
+        {"id": "l1"},
+        big[1],
+    )

@@ -5,9 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
+import orjson
+import pytest
+from aiohttp import ClientSession, web
 
 from pipeline.api.btql import parse_filter
-from pipeline.api.client import BraintrustClient, ClientSettings
+from pipeline.api.client import BraintrustClient, ClientSettings, RetryPolicy
 from pipeline.api.objects import ObjectRef, resolve_project, resolve_selection
 from pipeline.load import delete as deleting
 from pipeline.load.insert import InsertOptions
@@ -45,3 +48,71 @@ def test_rows_changed_after_their_ids_were_read_are_left(emulator: Emulator) -> 
     assert sorted(left) == [f"r{i:02d}" for i in range(30, 40)]
     assert all(row["metadata"] == {"status": "keep"} for row in left.values())
     assert (planned.deleted, planned.changed, warnings) == (30, 10, [])
+
+
+def _asks_in(node: Any) -> bool:
+    if isinstance(node, dict):
+        return node.get("op") == "in" or any(_asks_in(v) for v in node.values())
+    return isinstance(node, list) and any(_asks_in(v) for v in node)
+
+
+def _proxy(upstream: str, status: int) -> web.Application:
+    """The emulator behind a server that answers ``status`` to every ``/btql`` query whose
+    filter has an ``in``, as a deployment without it (400) or too slow for it (504) would."""
+
+    async def handle(request: web.Request) -> web.Response:
+        body = await request.read()
+        if request.path == "/btql" and _asks_in(orjson.loads(body).get("query", {}).get("filter")):
+            return web.Response(status=status, text="not this query")
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
+        drop = ("content-length", "transfer-encoding", "connection")
+        async with (
+            ClientSession(auto_decompress=False) as session,
+            session.request(request.method, upstream + request.path_qs, data=body, headers=headers) as answer,
+        ):
+            kept = {k: v for k, v in answer.headers.items() if k.lower() not in drop}
+            return web.Response(status=answer.status, body=await answer.read(), headers=kept)
+
+    app = web.Application(client_max_size=64 * 2**20)
+    app.router.add_route("*", "/{tail:.*}", handle)
+    return app
+
+
+@pytest.mark.parametrize("status", [400, 504])
+def test_a_server_that_will_not_check_again_is_deleted_from_as_read(emulator: Emulator, status: int) -> None:
+    project = post(emulator.url, emulator.key, "/v1/project", {"name": unique("no-recheck")})
+    rows = [
+        {"id": f"r{i:02d}", "input": i, "metadata": {"status": "stale" if i % 2 else "fresh"}}
+        for i in range(20)
+    ]
+    insert(emulator.url, emulator.key, "project_logs", project["id"], rows)
+    filter_expr = parse_filter("metadata.status = 'stale'")
+    assert filter_expr is not None
+    warnings: list[str] = []
+    planned: list[deleting.DeletePlan] = []
+
+    async def run() -> None:
+        runner = web.AppRunner(_proxy(emulator.url, status))
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        fast = RetryPolicy(max_attempts=2, base_delay=0.01, max_delay=0.02)
+        settings = ClientSettings(api_url=f"http://127.0.0.1:{port}", api_key=emulator.key, retry=fast)
+        try:
+            async with BraintrustClient(settings) as client:
+                (ref,) = await resolve_selection(
+                    client, await resolve_project(client, project["name"]), "logs"
+                )
+                plan = await deleting.plan(client, ref, filter_expr)
+                planned.append(plan)
+                await deleting.delete(client, [(ref, plan)], filter_expr, InsertOptions(), warnings=warnings)
+        finally:
+            await runner.cleanup()
+
+    anyio.run(run)
+    left = all_rows(emulator.url, emulator.key, "project_logs", project["id"])
+    assert sorted(left) == [f"r{i:02d}" for i in range(0, 20, 2)]
+    assert (planned[0].deleted, planned[0].changed) == (10, 0)
+    (warning,) = warnings
+    assert warning.startswith("the server would not check the rows again before deleting them")

@@ -59,27 +59,17 @@ def _marks(n: int) -> str:
     return ",".join("?" * n)
 
 
-def _load(conn: sqlite3.Connection, kind: StoredKind, object_id: str, org_ids: Sequence[str]) -> tuple[int, dict[str, Any]]:  # fmt: skip
+def _load(conn: sqlite3.Connection, kind: StoredKind, object_id: str, org_ids: Sequence[str], *, deleted_too: bool = False) -> tuple[int, dict[str, Any]]:  # fmt: skip
+    """``(seq, object)`` of a live object the caller may see (or a deleted one, with
+    ``deleted_too``); else :class:`NotFound`."""
+    live = "" if deleted_too else " AND deleted = 0"
     row = conn.execute(
-        f"SELECT seq, data FROM objects WHERE kind = ? AND id = ? AND deleted = 0 AND org_id IN ({_marks(len(org_ids))})",
+        f"SELECT seq, data FROM objects WHERE kind = ? AND id = ?{live} AND org_id IN ({_marks(len(org_ids))})",
         (kind, object_id, *org_ids),
     ).fetchone()
     if row is None:
         raise NotFound(f"{kind} {object_id} not found")
     return int(row[0]), orjson.loads(row[1])
-
-
-def _anchor_seq(conn: sqlite3.Connection, kind: StoredKind, object_id: str, org_ids: Sequence[str]) -> int:  # fmt: skip
-    """Where a list continues after (or before) ``object_id``: an object deleted since the page
-    that named it still marks its place, so a client paging through a list while objects go
-    keeps its cursor ("the final item in the last page you fetched", as the spec puts it)."""
-    row = conn.execute(
-        f"SELECT seq FROM objects WHERE kind = ? AND id = ? AND org_id IN ({_marks(len(org_ids))})",
-        (kind, object_id, *org_ids),
-    ).fetchone()
-    if row is None:
-        raise NotFound(f"{kind} {object_id} not found")
-    return int(row[0])
 
 
 def get_object(
@@ -208,7 +198,9 @@ def list_objects(conn: sqlite3.Connection, kind: StoredKind, org_ids: Sequence[s
     order = "DESC"
     for anchor, op in ((flt.starting_after, "<"), (flt.ending_before, ">")):
         if anchor is not None:
-            seq = _anchor_seq(conn, kind, anchor, org_ids)
+            # an object deleted since the page that named it still marks its place, so a client
+            # paging while objects go keeps its cursor ("the final item in the last page you fetched")
+            seq, _ = _load(conn, kind, anchor, org_ids, deleted_too=True)
             where.append(f"o.seq {op} ?")
             params.append(seq)
             order = "ASC" if op == ">" else order

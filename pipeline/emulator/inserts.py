@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from pipeline.emulator.feedback import attach_comments, comment_entry
+from pipeline.emulator.feedback import comment_entry
 from pipeline.emulator.objects import resolve_row_object
-from pipeline.emulator.rowwrite import AUDIT, Target, write_events
+from pipeline.emulator.rowwrite import AUDIT, COMMENT, Target, write_events
 from pipeline.emulator.validate import (
     BadRequest,
     date_time,
@@ -151,25 +151,22 @@ def _audited(event: dict[str, Any], user_id: str) -> dict[str, Any]:
 def write_batches(
     conn: sqlite3.Connection, batches: list[Batch], org_ids: Sequence[str], user_id: str = ""
 ) -> list[list[str]]:
-    """Check every target is visible to the caller, then write all batches in one transaction;
-    the comment rows of a ``/logs3`` batch are attached after, to the rows written before them.
-    Returns the row ids per batch (a comment row's own id after the others)."""
+    """Check every target is visible to the caller, then write all batches in one transaction.
+    The comment rows of a ``/logs3`` batch go after its other rows, so a comment finds the row
+    it is about when the batch writes that row too; their ids come back after the others'."""
     targets: list[tuple[Target, list[dict[str, Any]]]] = []
-    comments: list[tuple[Target, dict[str, Any]]] = []
     for object_type, object_id, events in batches:
         project_id, org_id = resolve_row_object(conn, object_type, object_id, org_ids)
-        target = Target(object_type, object_id, project_id, org_id)
-        targets.append((target, [_audited(e, user_id) for e in events if _COMMENT not in e]))
-        for event in events:
-            if _COMMENT in event:
-                row = event[_COMMENT]
-                comments.append((target, comment_entry(
-                    row["origin"]["id"], row["comment"], user_id=user_id, source=row.get("_audit_source"),
-                    metadata=row.get("_audit_metadata"), entry_id=row.get("id"), created=row.get("created"),
-                )))  # fmt: skip
-    row_ids = write_events(conn, targets)
-    if comments:
-        attach_comments(conn, comments)
-        for (target, _), ids in zip(targets, row_ids, strict=True):
-            ids.extend(entry["id"] for t, entry in comments if t is target)
-    return row_ids
+        rows = [_audited(e, user_id) for e in events if _COMMENT not in e]
+        comments = [_comment_event(e[_COMMENT], user_id) for e in events if _COMMENT in e]
+        targets.append((Target(object_type, object_id, project_id, org_id), rows + comments))
+    return write_events(conn, targets)
+
+
+def _comment_event(row: dict[str, Any], user_id: str) -> dict[str, Any]:
+    """The event attaching a ``/logs3`` comment row to the row its ``origin`` names."""
+    entry = comment_entry(
+        row["origin"]["id"], row["comment"], user_id=user_id, source=row.get("_audit_source"),
+        metadata=row.get("_audit_metadata"), entry_id=row.get("id"), created=row.get("created"),
+    )  # fmt: skip
+    return {"id": row["origin"]["id"], COMMENT: entry}

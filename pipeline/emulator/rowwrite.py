@@ -44,6 +44,10 @@ SET_UNION_FIELDS: Final = frozenset({"tags"})
 #: An event key :mod:`inserts` sets on a row carrying the SDKs' ``_audit_source`` or
 #: ``_audit_metadata`` (``log_feedback``): who changed the row, from where, and why.
 AUDIT: Final = "\0audit"
+#: An event key naming one entry for the ``comments`` of the row the event's ``id`` names
+#: (``feedback.comment_entry``): added, or replacing the entry of the same id, as a comment
+#: row is upserted by its id. A comment on a row the object does not hold is dropped.
+COMMENT: Final = "\0comment"
 
 #: Read fields no event sets that a row keeps from version to version: the comments and audit
 #: entries feedback attaches to it (``feedback.py``).
@@ -176,7 +180,8 @@ def stored_row(target: Target, fields: dict[str, Any], xact: int, seq: int) -> d
     return row
 
 
-def _latest(conn: sqlite3.Connection, target: Target, row_id: str) -> dict[str, Any] | None:
+def latest_row(conn: sqlite3.Connection, target: Target, row_id: str) -> dict[str, Any] | None:
+    """The row ``row_id`` of ``target`` as it is now; None when deleted or never written."""
     found = conn.execute(
         "SELECT deleted, data FROM rows WHERE object_type = ? AND object_id = ? AND id = ?"
         " ORDER BY xact_id DESC LIMIT 1",
@@ -186,6 +191,18 @@ def _latest(conn: sqlite3.Connection, target: Target, row_id: str) -> dict[str, 
         return None
     latest: dict[str, Any] = jsonvalues.loads(found[1])
     return latest
+
+
+def _commented(layout: RowLayout, previous: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
+    """The row ``previous`` with ``entry`` among its comments (in place of one of its id)."""
+    fields = _resolve(layout, {"id": previous["id"], "_is_merge": True}, previous)
+    comments = list(fields.get("comments") or [])
+    same = [i for i, e in enumerate(comments) if isinstance(e, dict) and e.get("id") == entry["id"]]
+    if same:
+        comments[same[0]] = entry
+    else:
+        comments.append(entry)
+    return {**fields, "comments": comments, "id": previous["id"]}
 
 
 def _under_parent(fields: dict[str, Any], parent: dict[str, Any] | None) -> None:
@@ -215,16 +232,22 @@ def write_events(conn: sqlite3.Connection, batches: Iterable[tuple[Target, list[
         ids = []
         for event in events:
             row_id = event.get("id") or str(uuid.uuid4())
-            ids.append(row_id)
             key = (target, row_id)
             if event.get("_object_delete"):
+                ids.append(row_id)
                 pending[key] = None
                 continue
-            previous = pending[key] if key in pending else _latest(conn, target, row_id)
+            previous = pending[key] if key in pending else latest_row(conn, target, row_id)
+            if COMMENT in event:
+                ids.append(event[COMMENT]["id"])
+                if previous is not None and "comments" in layout.kept:
+                    pending[key] = _commented(layout, previous, event[COMMENT])
+                continue
+            ids.append(row_id)
             resolved = pending[key] = {**_resolve(layout, event, previous), "id": row_id}
             if event.get("_parent_id") and not (event.get("_is_merge") and previous is not None):
                 parent_key = (target, event["_parent_id"])
-                parent = pending.get(parent_key) if parent_key in pending else _latest(conn, *parent_key)
+                parent = pending.get(parent_key) if parent_key in pending else latest_row(conn, *parent_key)
                 _under_parent(resolved, parent)
             if event.get(AUDIT) is not None and "audit_data" in layout.kept:
                 update = {k: v for k, v in event.items() if k in layout.data}

@@ -228,6 +228,8 @@ async def apikey_login(request: web.Request, params: dict[str, str]) -> web.Resp
 
 
 async def self_me(request: web.Request, params: dict[str, str]) -> web.Response:
+    """``/api/self/me``, and ``GET /ping``: the SDKs' ``user_info()`` and the JavaScript
+    connection's ``ping()`` ask the API there (not in the spec; answered as ``self/me``)."""
     return json_response(access.me(principal(request)))
 
 
@@ -262,6 +264,7 @@ ROUTES: Final[list[tuple[str, str, Handler]]] = [
     ("POST", "/api/apikey/login", apikey_login),
     ("POST", "/api/self/me", self_me),
     ("GET", "/api/self/me", self_me),
+    ("GET", "/ping", self_me),
     ("GET", "/v1", hello),
     ("GET", "/v1/role", role_routes.list_roles),
     ("POST", "/v1/role", role_routes.create_role),

@@ -158,7 +158,8 @@ def test_experiment_over_a_dataset_and_feedback_with_a_comment(node: str, emulat
 
 def test_open_existing_objects_by_name_and_by_id(node: str, emulator: Emulator) -> None:
     """``initExperiment`` with ``open``, ``initLogger`` with a ``projectId``, ``initDataset``
-    with a ``datasetId`` and its ``summarize``: app lookups the SDK makes before anything else."""
+    with a ``datasetId`` and its ``summarize``: app lookups the SDK makes before anything else; and the connection's ``ping()``, which
+    is true only when ``GET /ping`` answers 200."""
     project = unique_name("js-open")
     out = run_js(node, "reopen.mjs", emulator, BT_TEST_PROJECT=project)
     assert out["experimentRows"] == [{"input": 1, "output": 2}]
@@ -167,6 +168,7 @@ def test_open_existing_objects_by_name_and_by_id(node: str, emulator: Emulator) 
     assert (span["id"], span["input"]) == (out["span_id"], "hello")
     assert out["datasetRows"] == [{"id": out["record"], "input": "q", "expected": "a"}]
     assert (out["dataset_name"], out["total_records"]) == ("kept", 1)
+    assert out["ping"] is True
 
 
 def test_eval_runs_a_scorer_end_to_end(node: str, emulator: Emulator) -> None:

@@ -66,6 +66,16 @@ def read_rows(emulator: Emulator, object_type: str, object_id: str) -> list[dict
             return rows
 
 
+def test_user_info_pings_the_api(sdk: Emulator) -> None:
+    """``braintrust.user_info()`` asks ``GET /ping`` of the API; a 404 there raised."""
+    braintrust.login()
+    info = braintrust.user_info()
+    me = requests.post(
+        f"{sdk.url}/api/self/me", headers={"Authorization": f"Bearer {sdk.key}"}, timeout=30
+    ).json()
+    assert info == me and info["id"] and info["email"]
+
+
 def test_nested_spans_keep_their_tree(sdk: Emulator) -> None:
     logger = braintrust.init_logger(project=unique_name("py-spans"))
     with logger.start_span(name="root", input={"q": "why"}) as root:

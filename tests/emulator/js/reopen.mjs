@@ -1,6 +1,6 @@
 // Open what exists: initExperiment with open, initLogger by projectId, initDataset by
 // datasetId (then summarize it).
-import { initDataset, initExperiment, initLogger } from "braintrust";
+import { initDataset, initExperiment, initLogger, login } from "braintrust";
 
 const project = process.env.BT_TEST_PROJECT;
 const experiment = initExperiment(project, { experiment: "kept" });
@@ -24,7 +24,9 @@ const byId = initDataset({ datasetId: await dataset.id });
 const datasetRows = [];
 for await (const row of byId.fetch()) datasetRows.push({ id: row.id, input: row.input, expected: row.expected });
 const summary = await byId.summarize();
+const ping = await (await login({})).apiConn().ping();
 console.log(JSON.stringify({
+  ping,
   project_id: projectId, experiment_id: await reopened.id, experimentRows, span_id: span.id,
   logger_project: (await logger.project).name, record, datasetRows, dataset_name: await byId.name,
   total_records: summary.dataSummary?.totalRecords ?? null,

@@ -25,6 +25,7 @@ from pipeline.emulator import bodies, spec
 from pipeline.emulator.objects import NotFound, resolve_row_object
 from pipeline.emulator.rest import json_body, json_response, principal, store, uuid_param
 from pipeline.emulator.rowwrite import AUDIT, COMMENT, Target, latest_row, now_iso, write_events
+from pipeline.emulator.timestamps import canonical_time
 from pipeline.querylang.ast import ObjectType
 
 #: The row fields a feedback item updates, each as the spec's item describes it.
@@ -52,7 +53,7 @@ def comment_entry(
     """One entry of a row's ``comments``: what was said about row ``row_id``, by whom, from where."""
     return {
         "id": entry_id or str(uuid.uuid4()),
-        "created": created or now_iso(),
+        "created": canonical_time(created) if created else now_iso(),
         "origin": {"id": row_id},
         "comment": comment,
         "user_id": user_id,

@@ -171,8 +171,9 @@ async def test_logs3_drops_object_keys_and_other_unlisted_fields(api: Api) -> No
 
 async def test_logs3_comment_rows_attach_to_the_row_they_name(api: Api) -> None:
     """``log_feedback``'s comment row (``{id, created, origin: {id}, comment: {text}, ...}``)
-    joins the ``comments`` of the row it names, written in the same batch or before; one
-    about a row the object does not hold is accepted with nothing to show on."""
+    joins the ``comments`` of the row it names, written in the same batch or before, its
+    ``created`` spelled as a row's is; one about a row the object does not hold is accepted
+    with nothing to show on."""
     pid = (await _objects(api))["project_logs"]
     keys = {"project_id": pid, "log_id": "g"}
     said = {"id": "c1", "created": "2026-01-01T00:00:00+00:00", "origin": {"id": "r"}, "comment": {"text": "hi"},
@@ -189,7 +190,7 @@ async def test_logs3_comment_rows_attach_to_the_row_they_name(api: Api) -> None:
     assert (row["id"], row["input"]) == ("r", 1)
     first, second = row["comments"]
     assert {k: v for k, v in first.items() if k != "user_id"} == {
-        "id": "c1", "created": "2026-01-01T00:00:00+00:00", "origin": {"id": "r"}, "comment": {"text": "hi"},
+        "id": "c1", "created": "2026-01-01T00:00:00.000Z", "origin": {"id": "r"}, "comment": {"text": "hi"},
         "source": "app", "metadata": {"who": "me"},
     }  # fmt: skip
     assert (second["id"], second["comment"], second["source"]) == ("c3", {"text": "again"}, "external")

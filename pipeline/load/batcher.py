@@ -36,6 +36,8 @@ class Item:
     refused: str | None = None
     #: The row's comments, sent after it as ``/logs3`` rows (``transform.comment_rows``).
     comments: tuple[dict[str, Any], ...] = ()
+    #: Whether the event counts as a row of the input (not one a restore adds of itself).
+    counted: bool = True
 
 
 @dataclass

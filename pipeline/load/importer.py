@@ -56,7 +56,15 @@ from pipeline.load.destinations import (
     ensure_objects,
     link_dataset_versions,
 )
-from pipeline.load.ordered import delete_item, feed_runs, run_spans
+from pipeline.load.ordered import (
+    CommentLedger,
+    delete_item,
+    feed_runs,
+    note_given,
+    renewed_deletes,
+    replay_given,
+    run_spans,
+)
 from pipeline.load.run import LoadOptions, LoadRun, LoadSummary, ObjectResult
 from pipeline.load.scope import InputScope, chosen_project, one_project, read_scope, refuse_other_shapes
 from pipeline.load.transform import SourceObject, comment_rows, encode_checked, to_event
@@ -261,7 +269,8 @@ def object_runs(
 ) -> Iterator[AsyncIterator[list[Item]]]:
     """A reader of ``obj``'s items for ``ref`` per run (:mod:`pipeline.load.ordered`), from
     ``mark`` on, their attachments copied by ``attachments``: what an import feeds its
-    batcher, in this process or in a Ray task."""
+    batcher, in this process or in a Ray task. Before each run, the deletes of the rows it
+    writes again that lost comments at the source go out as a run of their own."""
     source = SourceObject(obj.object_type or ref.object_type, obj.id)
     files = obj.files
     start_file, after = 0, -1
@@ -269,8 +278,29 @@ def object_runs(
         if mark.path not in files:
             raise UsageError(f"{mark.path}: in the saved state but not in the input any more; pass --restart")
         start_file, after = files.index(mark.path), mark.position
-    for span in run_spans(files, obj.runs, start_file):
-        yield _chunks(storage, obj, source, span, after if span.start == start_file else -1, attachments)
+    ledger = CommentLedger()
+    try:
+        # A resumed restore applied the deletes of its mark's run before that run's rows; those
+        # of a later run need what the earlier runs gave.
+        if mark is not None and any(obj.runs.get(p) != obj.runs.get(mark.path) for p in files[start_file:]):
+            yield _replayed(ledger, storage, obj, (mark.path, mark.position))
+        for span in run_spans(files, obj.runs, start_file):
+            skip_to = after if span.start == start_file else -1
+            data = [files[i] for i in span if files[i] not in obj.deletes]
+            first = skip_to if data and data[0] == files[span.start] else -1
+            yield renewed_deletes(storage, obj, data, first, ledger)
+            yield _chunks(storage, obj, source, span, skip_to, attachments, ledger)
+    finally:
+        ledger.close()
+
+
+async def _replayed(
+    ledger: CommentLedger, storage: Storage, obj: InputObject, upto: tuple[str, int]
+) -> AsyncIterator[list[Item]]:
+    """No items: notes in ``ledger`` the comments a resumed restore gave before it stopped."""
+    await anyio.to_thread.run_sync(replay_given, ledger, storage, obj, upto)
+    return
+    yield
 
 
 async def _chunks(
@@ -280,6 +310,7 @@ async def _chunks(
     span: range,
     after: int,
     attachments: AttachmentCopier,
+    ledger: CommentLedger,
 ) -> AsyncIterator[list[Item]]:
     """The items of ``obj.files[i]`` for each ``i`` of ``span``, after row ``after`` of the first."""
     for index in span:
@@ -288,7 +319,9 @@ async def _chunks(
         deletes = path in obj.deletes
         reader = iter_rows(storage, path, table=obj.table)
         while True:
-            items = await anyio.to_thread.run_sync(_next_items, reader, source, storage, skip_to, deletes)
+            items = await anyio.to_thread.run_sync(
+                _next_items, reader, source, storage, skip_to, deletes, ledger
+            )
             if items is None:
                 break
             if items:
@@ -325,10 +358,15 @@ def _version_links(
 
 
 def _next_items(
-    reader: Iterator[list[SourceRow]], source: SourceObject, storage: Storage, skip_to: int, deletes: bool
+    reader: Iterator[list[SourceRow]],
+    source: SourceObject,
+    storage: Storage,
+    skip_to: int,
+    deletes: bool,
+    ledger: CommentLedger,
 ) -> list[Item] | None:
-    """Read one chunk and turn it into items, deletes of its ids for a tombstone file (runs in
-    a worker thread)."""
+    """Read one chunk and turn it into items, deletes of its ids for a tombstone file, noted
+    in ``ledger`` (runs in a worker thread)."""
     chunk = next(reader, None)
     if chunk is None:
         return None
@@ -347,4 +385,5 @@ def _next_items(
         data, refused = encode_checked(event)
         item = Item(data, event_id, where, FilePosition(path, position), refused, comment_rows(row))
         items.append(item)
+    note_given(ledger, items, deletes)
     return items

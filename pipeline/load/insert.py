@@ -154,7 +154,7 @@ class InsertPool:
         """Queue ``batch``; waits while the workers or the byte budget are full."""
         if self._send is None:
             raise RuntimeError("submit() outside InsertPool.run()")
-        batch.ledger.register(batch.seq, batch.mark, len(batch.items))
+        batch.ledger.register(batch.seq, batch.mark, sum(item.counted for item in batch.items))
         await self._budget.acquire(batch.nbytes)
         await self._send.send(batch)
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import anyio
 
+from pipeline.common import layout
 from pipeline.common.chains import Entry, RunIndex
 from pipeline.common.errors import UsageError
 from pipeline.common.integrity import Damage, find_damage
@@ -93,6 +94,10 @@ def split_input(text: str) -> tuple[str, str]:
     if is_data_file(text):
         root, _, name = text.rpartition("/")
         return root or ".", name
+    parent, _, kind = text.rpartition("/")
+    root, _, tables = parent.rpartition("/")
+    if tables == layout.DELTA_DIR and kind in OBJECT_TYPES and root:
+        return root, layout.delta_table(kind)  # a table of a root, whose manifests name its objects
     return text, ""
 
 
@@ -148,7 +153,32 @@ def _table_inputs(storage: Storage, prefix: str, until: str | None) -> list[Inpu
             f"--until {until!r}: {location(storage, prefix)} is a Delta table; name one of its versions"
         )
     found = table_objects(storage, prefix, None if until is None else int(until))
-    return [InputObject(o.object_type, o.object_id, None, list(o.files), in_table=True) for o in found]
+    named = _named_in_manifests(storage) if prefix.startswith(f"{layout.DELTA_DIR}/") else {}
+    inputs = []
+    for found_obj in found:
+        name, info = named.get(found_obj.object_id, (None, {}))
+        inputs.append(
+            InputObject(
+                found_obj.object_type,
+                found_obj.object_id,
+                name,
+                list(found_obj.files),
+                info=info,
+                in_table=True,
+            )
+        )
+    return inputs
+
+
+def _named_in_manifests(storage: Storage) -> dict[str, tuple[str | None, dict[str, Any]]]:
+    """By object id, the name and REST fields the newest run of the root that read the object
+    gives it (its Delta tables record only ids)."""
+    named: dict[str, tuple[str | None, dict[str, Any]]] = {}
+    if storage.list_files(f"{MANIFEST_DIR}/"):
+        for manifest in list_manifests(storage):
+            for obj in manifest.objects:
+                named[obj.object_id] = (obj.name or named.get(obj.object_id, (None, {}))[0], obj.info or {})
+    return named
 
 
 def _object_type(name: str | None, where: str) -> ObjectType | None:

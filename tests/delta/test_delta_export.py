@@ -15,7 +15,7 @@ from pipeline.common.arrow_schema import OBJECT_ID_COLUMNS, restore_table
 from pipeline.sinks.delta import APP_ID, RUN_ID_KEY, run_number
 from pipeline.sources.decode import table_to_rows
 from tests.conftest import Emulator
-from tests.helpers import all_rows, btpipe, insert, make_project, post, unique
+from tests.helpers import all_rows, btpipe, insert, make_project, post, send, unique
 from tests.reliability.support import hashes
 
 TYPES = ("project_logs", "dataset", "experiment")
@@ -137,8 +137,8 @@ def test_a_full_run_deletes_what_the_source_no_longer_holds(
 def test_import_from_a_delta_table_round_trips(
     emulator: Emulator, objects: dict[str, dict[str, Any]], tmp_path: Path
 ) -> None:
-    """Each table, imported into a new project, gives back the source's rows; ``--until``
-    takes an earlier table version."""
+    """Each table, imported into a new project, gives back the source's rows, in objects named
+    as the source's; ``--until`` takes an earlier table version."""
     root = tmp_path / "out"
     project = objects["project_logs"]
     export(emulator, project, root)
@@ -156,6 +156,9 @@ def test_import_from_a_delta_table_round_trips(
         source = objects[object_type]["id"]
         want = first if until else all_rows(emulator.url, emulator.key, object_type, source)
         assert hashes(got.values()) == hashes(want.values()), (object_type, until)
+        if object_type == "dataset":  # named as the export root's manifests name it, not by its id
+            made = send("GET", emulator.url, emulator.key, f"/v1/dataset/{done['destination_id']}")
+            assert made["name"] == objects["dataset"]["name"]
 
 
 def test_a_table_missing_a_data_file_is_refused_before_any_row_is_sent(

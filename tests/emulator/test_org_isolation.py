@@ -198,6 +198,7 @@ async def test_other_org_cannot_read_or_write(api: Api) -> None:
         ("POST", "/api/apikey/login", None),
         ("POST", "/api/self/me", None),
         ("GET", "/api/self/me", None),
+        ("GET", "/ping", None),
         ("GET", "/v1/role", None),
         ("GET", "/v1/acl/list_org", None),
         ("GET", "/v1/user", None),

@@ -278,13 +278,17 @@ def object_runs(
         if mark.path not in files:
             raise UsageError(f"{mark.path}: in the saved state but not in the input any more; pass --restart")
         start_file, after = files.index(mark.path), mark.position
+    spans = run_spans(files, obj.runs, start_file)
+    if len(spans) <= 1:  # no later run to write a row again: no comments to keep track of
+        yield from (_chunks(storage, obj, source, span, after, attachments, None) for span in spans)
+        return
     ledger = CommentLedger()
     try:
         # A resumed restore applied the deletes of its mark's run before that run's rows; those
         # of a later run need what the earlier runs gave.
-        if mark is not None and any(obj.runs.get(p) != obj.runs.get(mark.path) for p in files[start_file:]):
+        if mark is not None:
             yield _replayed(ledger, storage, obj, (mark.path, mark.position))
-        for span in run_spans(files, obj.runs, start_file):
+        for span in spans:
             skip_to = after if span.start == start_file else -1
             data = [files[i] for i in span if files[i] not in obj.deletes]
             first = skip_to if data and data[0] == files[span.start] else -1
@@ -310,7 +314,7 @@ async def _chunks(
     span: range,
     after: int,
     attachments: AttachmentCopier,
-    ledger: CommentLedger,
+    ledger: CommentLedger | None,
 ) -> AsyncIterator[list[Item]]:
     """The items of ``obj.files[i]`` for each ``i`` of ``span``, after row ``after`` of the first."""
     for index in span:
@@ -363,10 +367,10 @@ def _next_items(
     storage: Storage,
     skip_to: int,
     deletes: bool,
-    ledger: CommentLedger,
+    ledger: CommentLedger | None,
 ) -> list[Item] | None:
     """Read one chunk and turn it into items, deletes of its ids for a tombstone file, noted
-    in ``ledger`` (runs in a worker thread)."""
+    in ``ledger`` when there is one (runs in a worker thread)."""
     chunk = next(reader, None)
     if chunk is None:
         return None
@@ -385,5 +389,6 @@ def _next_items(
         data, refused = encode_checked(event)
         item = Item(data, event_id, where, FilePosition(path, position), refused, comment_rows(row))
         items.append(item)
-    note_given(ledger, items, deletes)
+    if ledger is not None:
+        note_given(ledger, items, deletes)
     return items

@@ -128,12 +128,15 @@ class CommentLedger:
         self.empty = True
 
     def give(self, rows: Iterable[tuple[str, frozenset[str]]]) -> None:
-        """Note each row's comments as those of its new version (replacing what it had)."""
-        rows = list(rows)
+        """Note each row's comments as those of its new version (replacing what it had; of
+        an id given twice, as in a file joining two exports, the later version)."""
+        newest = dict(rows)
         with self._db:
-            self._db.executemany("DELETE FROM given WHERE row_id = ?", ((row_id,) for row_id, _ in rows))
-            self._db.executemany("INSERT INTO given VALUES (?, ?)", ((r, c) for r, ids in rows for c in ids))
-        self.empty = self.empty and not any(ids for _, ids in rows)
+            self._db.executemany("DELETE FROM given WHERE row_id = ?", ((row_id,) for row_id in newest))
+            self._db.executemany(
+                "INSERT INTO given VALUES (?, ?)", ((r, c) for r, ids in newest.items() for c in ids)
+            )
+        self.empty = self.empty and not any(newest.values())
 
     def forget(self, row_ids: Iterable[str]) -> None:
         """The rows were deleted: they have no comments any more."""
@@ -143,16 +146,15 @@ class CommentLedger:
     def lacking(self, versions: list[tuple[str, frozenset[str]]]) -> list[str]:
         """The ids among ``versions`` (id, comment ids of the new version) whose new version
         lacks a comment given to the row before."""
-        found: list[str] = []
-        new = dict(versions)
-        for start in range(0, len(versions), _LOOKUP_CHUNK):
-            ids = [row_id for row_id, _ in versions[start : start + _LOOKUP_CHUNK]]
-            marks = ",".join("?" * len(ids))
-            given = self._db.execute(
-                f"SELECT row_id, comment_id FROM given WHERE row_id IN ({marks})", ids
-            ).fetchall()
-            found += sorted({row_id for row_id, comment_id in given if comment_id not in new[row_id]})
-        return found
+        found: set[str] = set()
+        new = dict(versions)  # of an id given twice, the later version
+        ids = list(new)
+        for start in range(0, len(ids), _LOOKUP_CHUNK):
+            chunk = ids[start : start + _LOOKUP_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            given = self._db.execute(f"SELECT row_id, comment_id FROM given WHERE row_id IN ({marks})", chunk)
+            found.update(row_id for row_id, comment_id in given.fetchall() if comment_id not in new[row_id])
+        return sorted(found)
 
     def close(self) -> None:
         self._db.close()

@@ -16,6 +16,7 @@ from pipeline.common.state import FilePosition
 from pipeline.common.storage import open_storage
 from pipeline.load.batcher import Item
 from pipeline.load.importer import object_runs
+from pipeline.load.ordered import CommentLedger
 from pipeline.sources.inputs import find_inputs
 from tests.conftest import Emulator
 from tests.helpers import all_rows, btpipe, insert, post, unique
@@ -225,3 +226,40 @@ def restore_events(out: str, resume: bool) -> list[tuple[bool, str]]:
         return [(item.counted, item.id) for run in runs async for chunk in run for item in chunk]
 
     return anyio.run(read)
+
+
+def test_a_file_holding_an_id_twice_with_one_comment_imports(emulator: Emulator, tmp_path: Path) -> None:
+    """Two versions of a row in one file (two exports joined), each with the same comment: the
+    second version wins and the comment is given once."""
+    comment = {
+        "id": "c-1",
+        "created": "2026-01-01T00:00:00.000Z",
+        "comment": {"text": "hi"},
+        "origin": {"id": "a"},
+    }
+    lines = [{"id": "a", "input": "v1", "comments": [comment]}, {"id": "b", "input": "b"},
+             {"id": "a", "input": "v2", "comments": [comment]}]  # fmt: skip
+    path = tmp_path / "logs.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+    target = unique("twice")
+    load = btpipe(emulator, "import", "--in", str(path), "--to-project", target, "--create-project",
+                  "--to-object", "logs", "--state-dir", str(tmp_path / "s"))  # fmt: skip
+    assert load.exit_code == 0, load.output
+    (project,) = get(emulator, f"/v1/project?project_name={target}")["objects"]
+    rows = all_rows(emulator.url, emulator.key, "project_logs", project["id"])
+    assert {k: v["input"] for k, v in rows.items()} == {"a": "v2", "b": "b"}
+    assert {k: [c[:2] for c in v] for k, v in said(rows).items()} == {"a": [("c-1", {"text": "hi"})]}
+
+
+def test_the_ledger_keeps_the_later_version_of_an_id_given_twice() -> None:
+    ledger = CommentLedger()
+    try:
+        ledger.give([("a", frozenset({"c1"})), ("b", frozenset()), ("a", frozenset({"c1", "c2"}))])
+        assert not ledger.empty
+        versions = [("a", frozenset({"c1"})), ("b", frozenset()), ("a", frozenset({"c2", "c1"}))]
+        assert ledger.lacking(versions) == []
+        assert ledger.lacking([("a", frozenset({"c1"})), ("a", frozenset({"c2"}))]) == ["a"]
+        ledger.forget(["a"])
+        assert ledger.lacking([("a", frozenset())]) == []
+    finally:
+        ledger.close()

@@ -96,8 +96,8 @@ def split_input(text: str) -> tuple[str, str]:
         return root or ".", name
     parent, _, kind = text.rpartition("/")
     root, _, tables = parent.rpartition("/")
-    if tables == layout.DELTA_DIR and kind in OBJECT_TYPES and root:
-        return root, layout.delta_table(kind)  # a table of a root, whose manifests name its objects
+    if tables == layout.DELTA_DIR and kind in OBJECT_TYPES:
+        return root or ".", layout.delta_table(kind)  # a table of a root, whose manifests name its objects
     return text, ""
 
 
@@ -177,7 +177,8 @@ def _named_in_manifests(storage: Storage) -> dict[str, tuple[str | None, dict[st
     if storage.list_files(f"{MANIFEST_DIR}/"):
         for manifest in list_manifests(storage):
             for obj in manifest.objects:
-                named[obj.object_id] = (obj.name or named.get(obj.object_id, (None, {}))[0], obj.info or {})
+                name, info = named.get(obj.object_id, (None, {}))
+                named[obj.object_id] = (obj.name or name, obj.info or info)
     return named
 
 

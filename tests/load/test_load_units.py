@@ -122,6 +122,10 @@ def test_split_input() -> None:
     assert split_input("out/_manifests/R.json") == ("out", "_manifests/R.json")
     assert split_input("out/x/part-00000.parquet") == ("out/x", "part-00000.parquet")
     assert split_input("s3://b/out/") == ("s3://b/out", "")
+    # a root's Delta table: opened at the root, whose manifests name the table's objects
+    assert split_input("s3://b/out/delta/dataset/") == ("s3://b/out", "delta/dataset")
+    assert split_input("delta/project_logs") == (".", "delta/project_logs")
+    assert split_input("out/delta/other") == ("out/delta/other", "")
 
 
 def test_objects_selection_is_parsed_once_for_projects_and_files() -> None:

@@ -183,16 +183,28 @@ def report_error(exc: BaseException) -> None:
 
 def run_async(fn: Callable[[], Awaitable[T]], *, resumable: bool = True) -> T:
     """Run a coroutine, turning btpipe errors into one line and an exit code; ``resumable``:
-    the command keeps state a re-run resumes from (a read-only one starts again)."""
+    the command keeps state a re-run resumes from (a read-only one starts again). An interrupt
+    that lands once the work is done (while the event loop, a worker pool or a local Ray shuts
+    down) does not undo it: the result stands, and a job's state, already removed as complete,
+    is not claimed saved."""
+    finished: list[T] = []
+
+    async def run() -> T:
+        result = await fn()
+        finished.append(result)
+        return result
+
     try:
         try:
-            return anyio.run(fn)
+            return anyio.run(run)
         except BaseExceptionGroup as group:
             raise first_error(group) from None
     except BtpipeError as exc:
         report_error(exc)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
+        if finished:
+            return finished[0]
         if resumable:
             click.echo("btpipe: interrupted; state saved, re-run the same command to resume", err=True)
         else:

@@ -332,6 +332,8 @@ def test_query_errors(text: str, message: str) -> None:
         ("CAST(x AS INT) = 1", "unsupported syntax 'CAST(x AS INT)' at line 1, column 6"),
         ("a = 1; b = 2", "a query must be a single statement (remove the ';')"),
         ("", "empty expression"),
+        ("metadata.x = 1e400", "the number 1e400 is beyond the range of a 64-bit float"),
+        ("metadata.x IN (1, -1e999)", "the number 1e999 is beyond the range of a 64-bit float"),
     ],
 )
 def test_expression_errors(text: str, message: str) -> None:

@@ -9,6 +9,7 @@ being flattened into one ``and`` and ``-(1)`` from being folded into the literal
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -78,9 +79,13 @@ def ident_path(node: exp.Expr) -> list[str]:
 
 
 def number(text: str) -> int | float:
-    """A numeric literal's value: int unless written with a fraction or exponent."""
+    """A numeric literal's value: int unless written with a fraction or exponent. One beyond a
+    double's range is refused: it would become infinity, which JSON writes as null."""
     if any(c in text for c in ".eE"):
-        return float(text)
+        value = float(text)
+        if not math.isfinite(value):
+            raise QuerySyntaxError(f"the number {text} is beyond the range of a 64-bit float")
+        return value
     return int(text)
 
 

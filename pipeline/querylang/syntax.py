@@ -69,7 +69,13 @@ _DIALECT = Dialect.get_or_raise(None)
 
 
 def tokenize(text: str) -> list[Token]:
-    """Tokens of ``text``; comments are attached to tokens, never returned as tokens."""
+    """Tokens of ``text``; comments are attached to tokens, never returned as tokens. Text that
+    was not UTF-8 (bytes a command line decoded as surrogates) is refused: no query could carry it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        line, column = position(text, exc.start)
+        raise QuerySyntaxError(f"the text is not valid UTF-8 (at line {line}, column {column})") from None
     tokenizer = Tokenizer(dialect=_DIALECT)
     try:
         return tokenizer.tokenize(text)

@@ -203,6 +203,19 @@ def test_values_no_header_or_file_can_hold_are_refused(
     assert not (tmp_path / "out").exists()
 
 
+def test_a_filter_out_of_range_or_not_utf8_is_refused_and_deletes_nothing(
+    emulator: Emulator, source: dict[str, Any]
+) -> None:
+    """``1e400`` once became infinity, sent as null: ``metadata.x = 1e400`` deleted every row
+    without ``metadata.x``. Bytes that are not UTF-8 (a Latin-1 terminal's "é") ended in a
+    traceback."""
+    env = cli_env(emulator.url, emulator.key)
+    delete = ["delete", "--project", source["name"], "--yes", "--filter"]
+    one_line(run_cli(env, *delete, "metadata.x = 1e400"), 2, "--filter", "1e400", "64-bit float")
+    one_line(run_cli(env, *delete, "input = 'Caf\udce9'"), 2, "--filter", "UTF-8")
+    assert len(project_rows(emulator, source["name"])) == 30
+
+
 def test_a_root_whose_manifests_cannot_be_read_takes_no_new_run(
     emulator: Emulator, source: dict[str, Any], tmp_path: Path
 ) -> None:

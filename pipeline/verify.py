@@ -226,10 +226,12 @@ class ObjectDiff:
     damaged: list[str] = field(default_factory=list)
     #: What is counted: rows, or configuration objects (named by name or slug, not id).
     unit: str = "rows"
+    #: The destination holds no such object at all (a difference even when the source's is empty).
+    absent: bool = False
 
     @property
     def ok(self) -> bool:
-        return not (self.missing or self.extra or self.differing or self.damaged)
+        return not (self.missing or self.extra or self.differing or self.damaged or self.absent)
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "ok": self.ok}
@@ -242,7 +244,7 @@ class ObjectDiff:
         head = f"{self.source} -> {self.destination}: {counts}"
         if self.ok:
             return f"{head}: identical"
-        parts = [head]
+        parts = [f"{head}: not at the destination" if self.absent else head]
         for name, count, ids in (
             ("missing", self.missing, self.missing_ids),
             ("extra", self.extra, self.extra_ids),
@@ -369,8 +371,9 @@ class VerifyJob:
             {} if ref is None
             else await digest_object(self.destination, ref, contents, self.progress, f"{label} (destination)")
         )  # fmt: skip
-        where = f"{project['name']}/{label}" + ("" if ref is not None else " (missing)")
-        return compare(source, target, label, where)
+        diff = compare(source, target, label, f"{project['name']}/{label}")
+        diff.absent = ref is None
+        return diff
 
     async def against_project(self, source: BraintrustClient, project_name: str) -> list[ObjectDiff]:
         src_project = await resolve_project(source, project_name)

@@ -290,3 +290,33 @@ def test_import_oversize_event_from_a_file_and_error_paths(emulator: Emulator, t
     notours = run(import_command, emulator, "--in", str(tmp_path / "bad"), "--to-project", dest, "--restart",
                   "--into-existing", "--state-dir", str(tmp_path / "st2"))  # fmt: skip
     assert notours.exit_code == 2 and "not a btpipe Parquet file" in notours.stderr
+
+
+def test_verify_counts_an_object_the_destination_lacks_even_when_empty(emulator: Emulator) -> None:
+    """An empty dataset or experiment the destination does not hold at all is a difference,
+    not "0 vs 0 rows: identical"."""
+    src = post(emulator.url, emulator.key, "/v1/project", {"name": unique("verify-src")})
+    post(emulator.url, emulator.key, "/v1/dataset", {"project_id": src["id"], "name": "golden-set"})
+    post(emulator.url, emulator.key, "/v1/experiment", {"project_id": src["id"], "name": "baseline"})
+    dst = post(emulator.url, emulator.key, "/v1/project", {"name": unique("verify-dst")})
+    result = run(verify_command, emulator, "--project", src["name"], "--to-project", dst["name"],
+                 "--objects", "logs,datasets,experiments", "--json")  # fmt: skip
+    assert result.exit_code == 1, result.output
+    diffs = {d["source"]: d for d in orjson.loads(result.stdout)["objects"]}
+    assert (
+        diffs["logs"]["ok"]
+        and not diffs["dataset:golden-set"]["ok"]
+        and not diffs["experiment:baseline"]["ok"]
+    )
+    assert diffs["dataset:golden-set"]["absent"] is True
+    text = run(
+        verify_command,
+        emulator,
+        "--project",
+        src["name"],
+        "--to-project",
+        dst["name"],
+        "--objects",
+        "datasets",
+    )
+    assert text.exit_code == 1 and "not at the destination" in text.output

@@ -1,8 +1,8 @@
 """Destination objects: find or create datasets and experiments by name, remapping references.
 
 Datasets and experiments are matched by name inside the destination project and created when
-missing, carrying the source's description and metadata (and, for experiments, tags and
-``dataset_version``). An experiment's ``base_exp_id`` and ``dataset_id`` point at objects of
+missing, carrying the source's description and metadata (and, for experiments, tags; never
+the source's ``dataset_version``, see below). An experiment's ``base_exp_id`` and ``dataset_id`` point at objects of
 the *source*; they are rewritten through ``id_map`` (source id -> destination id), so objects
 are created in dependency order: datasets, then experiments base before derived
 (:func:`creation_order`), whatever order the caller found them in. A reference to an object
@@ -18,9 +18,10 @@ source's target was not copied, or the server refuses) is reported as a warning.
 
 A ``dataset_version`` is a transaction id of the *source* dataset, which means nothing at the
 destination. After the rows are in, :func:`link_dataset_versions` points it at the copy's
-newest version when the source experiment ran against the dataset as it was exported (its
-version at or after the export's snapshot); an older version has no counterpart in the copy,
-so the experiment links the copy's current version, with a warning.
+newest version when the source experiment ran against the dataset as it was copied (its
+version at or after the snapshot an import's export or a migration read); an older version
+has no counterpart in the copy, so the experiment links the copy's current version, with a
+warning.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from pipeline.querylang.ast import from_object
 
 _COPIED_FIELDS: dict[str, tuple[str, ...]] = {
     "dataset": ("description", "metadata", "tags"),
-    "experiment": ("description", "metadata", "tags", "public", "repo_info", "dataset_version"),
+    "experiment": ("description", "metadata", "tags", "public", "repo_info"),
 }
 _REFERENCES = ("base_exp_id", "dataset_id")
 
@@ -57,8 +58,6 @@ def creation_body(
             source_id = info.get(key)
             if source_id is not None and source_id in id_map:
                 body[key] = id_map[source_id]
-        if "dataset_id" not in body:
-            body.pop("dataset_version", None)
     return body
 
 
@@ -250,7 +249,7 @@ async def link_dataset_versions(
     for link in links:
         if link.copied_at is None or version_number(link.pinned) < version_number(link.copied_at):
             warnings.append(
-                f"{link.experiment.label}: its dataset_version {link.pinned} is older than the exported "
+                f"{link.experiment.label}: its dataset_version {link.pinned} is older than the copied "
                 f"{link.dataset_label}; it links the copy's current version"
             )
             continue

@@ -43,7 +43,13 @@ from pipeline.load.acls import AclCopy, AclTarget
 from pipeline.load.attachments import AttachmentCopier, SourceAttachments
 from pipeline.load.batcher import Item
 from pipeline.load.config import ConfigCopy
-from pipeline.load.destinations import Wanted, ensure_objects, experiments_in_dependency_order
+from pipeline.load.destinations import (
+    VersionLink,
+    Wanted,
+    ensure_objects,
+    experiments_in_dependency_order,
+    link_dataset_versions,
+)
 from pipeline.load.insert import feed
 from pipeline.load.run import LoadOptions, LoadRun, LoadSummary, ObjectResult
 from pipeline.load.transform import SourceObject, comment_rows, encode_checked, to_event
@@ -68,6 +74,22 @@ def order_for_creation(refs: list[ObjectRef]) -> list[ObjectRef]:
     experiments = [by_id[i["id"]] for i in experiments_in_dependency_order([r.info for r in by_id.values()])]
     logs = [r for r in refs if r.object_type == "project_logs"]
     return datasets + experiments + logs
+
+
+def version_links(
+    plans: list[tuple[ObjectRef, ObjectRef, bool]], copied_at: dict[str, str | None]
+) -> list[VersionLink]:
+    """Each migrated experiment whose source pinned a ``dataset_version`` of a dataset migrated
+    with it, with the version that dataset's rows were read at (``copied_at``, by source id)."""
+    datasets = {ref.id: (ref, dest) for ref, dest, _ in plans if ref.object_type == "dataset"}
+    links = []
+    for ref, dest, _ in plans:
+        dataset = datasets.get(ref.info.get("dataset_id") or "")
+        pinned = ref.info.get("dataset_version")
+        if ref.object_type == "experiment" and dataset is not None and pinned is not None:
+            source, copy = dataset
+            links.append(VersionLink(dest, copy, source.label, str(pinned), copied_at.get(source.id)))
+    return links
 
 
 def page_items(raw: bytes, source: SourceObject, cursor: str | None, label: str) -> list[Item]:
@@ -140,6 +162,7 @@ class MigrateJob:
         if opts.acls:
             await self._copy_acls(run, src_project, dst_project, plans, config, id_map)
         results: list[ObjectResult] = []
+        copied_at: dict[str, str | None] = {}  # source id -> the snapshot version its rows were read at
 
         async def produce() -> None:
             for ref, dest, created in plans:
@@ -153,6 +176,7 @@ class MigrateJob:
                     )
                     state.objects[key] = record
                     await state.save()
+                copied_at[ref.id] = record.version
                 task = self.progress.add(f"{ref.label} -> {dest.label}", record.expected, done=record.rows)
                 if record.expected != 0:
                     batcher = run.batcher(record, dest, task)
@@ -161,7 +185,9 @@ class MigrateJob:
                 results.append(ObjectResult(ref.label, dest.label, dest.id, created, 0, 0))
 
         keys = [f"{ref.object_type}:{ref.id}" for ref, _dest, _created in plans]
-        return await run.complete(produce, started, keys, results)
+        summary = await run.complete(produce, started, keys, results)
+        await link_dataset_versions(self.destination, version_links(plans, copied_at), summary.warnings)
+        return summary
 
     async def _config_copy(
         self, src_project: dict[str, Any], dst_project: dict[str, Any]

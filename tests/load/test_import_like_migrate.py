@@ -111,7 +111,7 @@ def test_import_keeps_every_reference_whatever_the_objects_order(
     assert candidate["dataset_version"] is None and third["dataset_version"] is None
     assert [line for line in imported.stderr.splitlines() if "warning" in line] == [
         "btpipe: warning: experiment:candidate: its dataset_version "
-        f"{linked['made']['candidate']['dataset_version']} is older than the exported dataset:silver; "
+        f"{linked['made']['candidate']['dataset_version']} is older than the copied dataset:silver; "
         "it links the copy's current version"
     ]
     source = linked["made"]
@@ -325,3 +325,22 @@ def test_a_dataset_deleted_and_made_again_under_its_name_is_not_merged_into_one(
         "written into one; load them separately (--in one run's manifest, or --until)"
     )
     assert not project_exists(emulator, target) or objects(emulator, "dataset", target) == {}
+
+
+def test_migrate_links_dataset_versions_as_import_does(emulator: Emulator, linked: dict[str, Any]) -> None:
+    """A source transaction id means nothing at the destination: the copy of an experiment that
+    pinned its dataset as copied pins the dataset copy's newest version (reading it there gives
+    the rows), and one that pinned an older version is left unpinned, with a warning."""
+    target = unique("migrated")
+    moved = btpipe(emulator, "migrate", "--from-project", linked["project"]["name"], "--to-project", target,
+                   "--create-project", "--objects", "datasets,experiments")  # fmt: skip
+    assert moved.exit_code == 0, moved.output
+    datasets, experiments = objects(emulator, "dataset", target), objects(emulator, "experiment", target)
+    golden = datasets["golden"]["id"]
+    assert experiments["baseline"]["dataset_version"] == newest_version(emulator, "dataset", golden)
+    assert experiments["candidate"]["dataset_version"] is None
+    assert [line for line in moved.stderr.splitlines() if "warning" in line] == [
+        "btpipe: warning: experiment:candidate: its dataset_version "
+        f"{linked['made']['candidate']['dataset_version']} is older than the copied dataset:silver; "
+        "it links the copy's current version"
+    ]

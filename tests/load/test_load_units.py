@@ -108,7 +108,7 @@ def test_experiment_creation_remaps_references_and_drops_unknown_ones() -> None:
                             "description": "why", "metadata": {"a": 1}}  # fmt: skip
     body = creation_body("experiment", "exp", "P2", info, {"e1": "E1", "d1": "D1"})
     assert body == {"project_id": "P2", "name": "exp", "description": "why", "metadata": {"a": 1},
-                    "dataset_version": "9", "base_exp_id": "E1", "dataset_id": "D1"}  # fmt: skip
+                    "base_exp_id": "E1", "dataset_id": "D1"}  # fmt: skip
     assert creation_body("experiment", "exp", "P2", info, {}) == {
         "project_id": "P2", "name": "exp", "description": "why", "metadata": {"a": 1}
     }  # fmt: skip

@@ -10,7 +10,9 @@ load created, then each configuration object as it is written), so a prompt's to
 destination's function. An object is found at the destination by its name or slug: one equal
 after remapping is left alone, one that differs is replaced (``PUT``), a missing one created;
 so a re-run changes nothing and never makes twins. A prompt created at the destination gets
-its earlier versions first, oldest first, so its history is kept. A load of some kinds only
+its earlier versions first, oldest first, under its current slug, so its history is kept; one
+whose history there is the first of the source's versions (a load stopped while writing them)
+gets the rest. A load of some kinds only
 (``--objects prompts``) also reads the kinds they refer to, to point references at the
 destination's objects of the same slug, without writing them.
 
@@ -28,7 +30,7 @@ from typing import Any
 import anyio
 
 from pipeline.api.client import BraintrustClient
-from pipeline.api.config import fetch_config, write_object
+from pipeline.api.config import fetch_config, prompt_versions, write_object
 from pipeline.common.config_kinds import (
     BY_NAME,
     KINDS,
@@ -161,21 +163,78 @@ class ConfigCopy:
                 await self._write_level(level, kind_of, counts, id_map, labels)
         return self.outcome
 
-    async def _replay(self, kind: ConfigKind, obj: dict[str, Any], id_map: dict[str, str]) -> None:
-        """Write ``obj``'s earlier versions, oldest first, before it is created, so the copy
-        keeps its history; a version whose references cannot be remapped is left out (listed)."""
+    def _version_bodies(
+        self, kind: ConfigKind, obj: dict[str, Any], id_map: dict[str, str]
+    ) -> tuple[list[dict[str, Any]], list[str]]:
+        """The write requests of ``obj``'s earlier versions that can be copied, oldest first,
+        each under ``obj``'s current key (a ``PUT`` finds its object by slug, so a version under
+        an older slug would make a second object); and why the others cannot."""
+        bodies: list[dict[str, Any]] = []
+        left_out: list[str] = []
         for version in self.source.versions.get(str(obj.get("id")), []):
             missing = [ref for ref in references(version) if ref not in id_map]
             if missing:
-                self.outcome.skipped.append(
+                left_out.append(
                     f"{label(kind, obj)}: version {version.get('_xact_id')} refers to id {missing[0]}, "
                     "which was not copied; that version left out"
                 )
                 continue
-            await write_object(
-                self.client, kind, create_body(kind, remap(version, id_map), self.project["id"])
-            )
+            keyed = {**version, **{name: obj.get(name) for name in kind.key}}
+            bodies.append(create_body(kind, remap(keyed, id_map), self.project["id"]))
+        return bodies, left_out
+
+    async def _replay(
+        self, kind: ConfigKind, obj: dict[str, Any], id_map: dict[str, str], start: int = 0
+    ) -> None:
+        """Write ``obj``'s earlier versions from the ``start``-th, oldest first, before its
+        current one, so the copy keeps its history; a version whose references cannot be
+        remapped is left out (listed)."""
+        bodies, left_out = self._version_bodies(kind, obj, id_map)
+        self.outcome.skipped += left_out
+        for body in bodies[start:]:
+            await write_object(self.client, kind, body)
             self.outcome.versions += 1
+
+    def _history_begun(
+        self,
+        kind: ConfigKind,
+        obj: dict[str, Any],
+        existing: dict[str, Any],
+        id_map: dict[str, str],
+        held: dict[str, list[dict[str, Any]]] | None,
+    ) -> int | None:
+        """How many of ``obj``'s earlier versions ``existing`` already holds, when its whole
+        history (``held``: the destination's earlier versions by prompt id) is the first of
+        them: what a run stopped while replaying them left. None otherwise (the object is then
+        replaced as it is)."""
+        bodies, _ = self._version_bodies(kind, obj, id_map)
+        if kind.name != "prompt" or not bodies or held is None:
+            return None
+        history = [*held.get(str(existing.get("id")), []), existing]
+        if len(history) > len(bodies):
+            return None
+        if all(comparable(h, {}) == comparable(b, {}) for h, b in zip(history, bodies, strict=False)):
+            return len(history)
+        return None
+
+    async def _held_versions(
+        self, level: list[dict[str, Any]], kind_of: dict[int, ConfigKind], id_map: dict[str, str]
+    ) -> dict[str, list[dict[str, Any]]] | None:
+        """The earlier versions of the destination's prompts this level replaces (they differ
+        from the source's) and whose source has a history, by prompt id; one listing for all."""
+        replaced = []
+        for obj in level:
+            kind = kind_of[id(obj)]
+            existing = self.existing.get(kind.name, {}).get(key_of(kind, obj))
+            if kind.name != "prompt" or existing is None or not self.source.versions.get(str(obj.get("id"))):
+                continue
+            if all(ref in id_map for ref in references(obj)):
+                body = create_body(kind, remap(obj, id_map), self.project["id"])
+                if comparable(existing, {}) != comparable(body, {}):
+                    replaced.append(existing)
+        if not replaced:
+            return {}
+        return await prompt_versions(self.client, self.project["id"], replaced, self.workers)
 
     async def _write_level(
         self,
@@ -187,6 +246,7 @@ class ConfigCopy:
     ) -> None:
         limiter = anyio.CapacityLimiter(self.workers)
         written: dict[str, str] = {}
+        held = await self._held_versions(level, kind_of, id_map)
 
         async def one(obj: dict[str, Any]) -> None:
             kind = kind_of[id(obj)]
@@ -202,8 +262,9 @@ class ConfigCopy:
                 result = existing
             else:
                 async with limiter:
-                    if existing is None:
-                        await self._replay(kind, obj, id_map)
+                    begun = 0 if existing is None else self._history_begun(kind, obj, existing, id_map, held)
+                    if begun is not None:
+                        await self._replay(kind, obj, id_map, begun)
                     result = await write_object(self.client, kind, body)
                 if existing is None:
                     counts[kind.name].created += 1

@@ -497,3 +497,46 @@ def test_delete_refuses_configuration_kinds(emulator: Emulator) -> None:
     assert result.stderr.strip().splitlines() == [
         "btpipe: error: --objects: delete removes rows; configuration kinds (prompts, ...) are not rows"
     ]
+
+
+def _prompt(project_id: str, slug: str, description: str) -> dict[str, Any]:
+    return {"project_id": project_id, "slug": slug, "name": "Greeter", "description": description,
+            "prompt_data": {"prompt": {"type": "chat", "messages": [{"role": "system", "content": description}]}}}  # fmt: skip
+
+
+def test_a_renamed_prompt_keeps_one_history(emulator: Emulator) -> None:
+    """Earlier versions under an old slug go to the same prompt: written by that slug they made
+    a second prompt."""
+    url, key = emulator.url, emulator.key
+    source = post(url, key, "/v1/project", {"name": unique("renamed")})
+    for description in ("v0", "v1"):
+        made = send("PUT", url, key, "/v1/prompt", _prompt(source["id"], "greeter-old", description))
+    send("PATCH", url, key, f"/v1/prompt/{made['id']}", {"slug": "greeter", "description": "v2"})
+    target = unique("renamed-copy")
+    moved = btpipe(emulator, "migrate", "--from-project", source["name"], "--to-project", target,
+                   "--create-project", "--objects", "prompts")  # fmt: skip
+    assert moved.exit_code == 0, moved.output
+    (project,) = send("GET", url, key, "/v1/project", params={"project_name": target})["objects"]
+    prompts = send("GET", url, key, "/v1/prompt", params={"project_id": project["id"]})["objects"]
+    assert [p["slug"] for p in prompts] == ["greeter"]
+    assert history(emulator, key, project["id"], prompts[0]["id"]) == ["v0", "v1", "v2"]
+    assert btpipe(emulator, "verify", "--project", source["name"], "--to-project", target,
+                  "--objects", "prompts").exit_code == 0  # fmt: skip
+
+
+def test_a_prompt_whose_history_a_stopped_run_began_gets_the_rest(emulator: Emulator) -> None:
+    """A migration stopped while it replayed a prompt's versions left the first ones at the
+    destination; the next run writes the versions after them, not only the current one."""
+    url, key = emulator.url, emulator.key
+    source = post(url, key, "/v1/project", {"name": unique("history")})
+    target = post(url, key, "/v1/project", {"name": unique("history-copy")})
+    descriptions = [f"d{n}" for n in range(6)]
+    for description in descriptions:
+        send("PUT", url, key, "/v1/prompt", _prompt(source["id"], "greeter", description))
+    for description in descriptions[:3]:  # what the stopped run wrote
+        send("PUT", url, key, "/v1/prompt", _prompt(target["id"], "greeter", description))
+    moved = btpipe(emulator, "migrate", "--from-project", source["name"], "--to-project", target["name"],
+                   "--objects", "prompts", "--json")  # fmt: skip
+    assert moved.exit_code == 0, moved.output
+    (prompt,) = send("GET", url, key, "/v1/prompt", params={"project_id": target["id"]})["objects"]
+    assert history(emulator, key, target["id"], prompt["id"]) == descriptions

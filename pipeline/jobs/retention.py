@@ -34,7 +34,7 @@ from pipeline.common.chains import BrokenChain, RunIndex, order_runs, scope_of
 from pipeline.common.manifest import Manifest, list_manifests, manifest_path
 from pipeline.common.storage import Storage
 from pipeline.jobs.config import ExportJobConfig
-from pipeline.jobs.runs import record_pruned
+from pipeline.jobs.runs import pruning_finished, record_pruned, unfinished_pruning
 
 
 @dataclass(frozen=True)
@@ -146,24 +146,29 @@ def _chains_of(runs: list[RunRecord], kept: list[RunRecord]) -> set[str]:
 
 
 def prune_runs(storage: Storage, runs: list[RunRecord]) -> int:
-    """Delete each run's manifest, then its data and tombstone files; the number of files
-    deleted.
+    """Delete each run's manifest, then its data and tombstone files, and whatever files an
+    earlier pruning stopped before deleting; the number of files deleted.
 
-    The runs go on the root's record of pruned runs first (:func:`pipeline.jobs.runs.record_pruned`,
-    which ``btpipe runs`` lists), then each manifest goes before its files, so that a crash part
-    way leaves unlisted files, never a manifest that names missing ones. ``storage`` is that of
-    the run holding the root's lease (:func:`pipeline.common.lease.guarded`): each write and
-    deletion checks the lease first, so a run whose lease another run took over deletes nothing
-    more (``LeaseLost``).
+    The runs and their files go on the root's record of pruned runs first
+    (:func:`pipeline.jobs.runs.record_pruned`, which ``btpipe runs`` lists), then each manifest
+    goes before its files, so that a crash part way leaves unlisted files, never a manifest that
+    names missing ones; the record keeps those files until a pruning has deleted them (a glob
+    over the root would still read them as rows). ``storage`` is that of the run holding the
+    root's lease (:func:`pipeline.common.lease.guarded`): each write and deletion checks the
+    lease first, so a run whose lease another run took over deletes nothing more
+    (``LeaseLost``).
     """
-    if runs:
-        record_pruned(storage, [run.manifest for run in runs])
+    left = unfinished_pruning(storage)
+    paths = [path for run in runs for path in (manifest_path(run.run_id), *run.files)]
+    if not runs and not left:
+        return 0
+    record_pruned(storage, [run.manifest for run in runs], paths)
     deleted = 0
-    for run in runs:
-        for relpath in (manifest_path(run.run_id), *run.files):
-            try:
-                storage.delete(relpath)
-                deleted += 1
-            except FileNotFoundError:
-                pass
+    for relpath in dict.fromkeys([*left, *paths]):
+        try:
+            storage.delete(relpath)
+            deleted += 1
+        except FileNotFoundError:
+            pass
+    pruning_finished(storage)
     return deleted

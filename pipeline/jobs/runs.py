@@ -255,12 +255,12 @@ def describe_unfinished(project_id: str, run: RunState) -> RunSummary:
 # -- the record of pruned runs ---------------------------------------------------------------
 
 
-def read_pruned(storage: Storage) -> list[RunSummary]:
-    """The runs :data:`PRUNED_RECORD` lists, in the order they were pruned (none without one)."""
+def _pruned_record(storage: Storage) -> dict[str, Any]:
+    """The record :data:`PRUNED_RECORD` holds (an empty one where there is none)."""
     try:
         data = storage.read_bytes(PRUNED_RECORD)
     except FileNotFoundError:
-        return []
+        return {"format": PRUNED_FORMAT, "runs": []}
     where = f"{root_name(storage).rstrip('/')}/{PRUNED_RECORD}"
     try:
         raw = orjson.loads(data)
@@ -268,16 +268,33 @@ def read_pruned(storage: Storage) -> list[RunSummary]:
             raise UsageError(
                 f"{where}: record format {raw.get('format')!r}, but this btpipe reads format {PRUNED_FORMAT}"
             )
-        return [RunSummary.from_record(run) for run in raw["runs"]]
+        for run in raw["runs"]:  # every entry must be readable
+            RunSummary.from_record(run)
+        if not all(isinstance(path, str) for path in raw.get("unfinished", [])):
+            raise TypeError("unfinished: expected a list of paths")
+        record: dict[str, Any] = raw
+        return record
     except (ValueError, TypeError, AttributeError, KeyError) as exc:
         raise UsageError(f"{where}: not a record of pruned runs ({exc})") from exc
 
 
-def record_pruned(storage: Storage, manifests: Sequence[Manifest]) -> None:
-    """Add the runs of ``manifests`` to the root's record of pruned runs; retention calls this
-    before it deletes anything, so a run it deletes is always on the record (a run recorded
-    but still there, after a crash, is listed as the manifest says, and pruned again later)."""
-    known = read_pruned(storage)
+def read_pruned(storage: Storage) -> list[RunSummary]:
+    """The runs :data:`PRUNED_RECORD` lists, in the order they were pruned (none without one)."""
+    return [RunSummary.from_record(run) for run in _pruned_record(storage)["runs"]]
+
+
+def unfinished_pruning(storage: Storage) -> list[str]:
+    """Files of pruned runs a pruning stopped before deleting (they are deleted next time)."""
+    return list(_pruned_record(storage).get("unfinished", []))
+
+
+def record_pruned(storage: Storage, manifests: Sequence[Manifest], files: Sequence[str] = ()) -> None:
+    """Add the runs of ``manifests`` to the root's record of pruned runs, and ``files`` (theirs)
+    to the files still to delete; retention calls this before it deletes anything, so a run it
+    deletes is always on the record (a run recorded but still there, after a crash, is listed
+    as the manifest says, and pruned again later), and so are the files a crash leaves."""
+    record = _pruned_record(storage)
+    known = [RunSummary.from_record(run) for run in record["runs"]]
     seen = {run.run_id for run in known}
     pruned_at = datetime.now(UTC).isoformat()
     added = [
@@ -285,9 +302,23 @@ def record_pruned(storage: Storage, manifests: Sequence[Manifest]) -> None:
         for m in manifests
         if m.run_id not in seen
     ]
-    if added:
-        document = {"format": PRUNED_FORMAT, "runs": [run.to_json() for run in [*known, *added]]}
-        storage.write_bytes(PRUNED_RECORD, orjson.dumps(document, option=orjson.OPT_INDENT_2))
+    unfinished = list(dict.fromkeys([*record.get("unfinished", []), *files]))
+    if added or unfinished != record.get("unfinished", []):
+        _write_pruned(storage, [*known, *added], unfinished)
+
+
+def pruning_finished(storage: Storage) -> None:
+    """Every file on the record's list to delete is gone: clear the list."""
+    record = _pruned_record(storage)
+    if record.get("unfinished"):
+        _write_pruned(storage, [RunSummary.from_record(run) for run in record["runs"]], [])
+
+
+def _write_pruned(storage: Storage, runs: list[RunSummary], unfinished: list[str]) -> None:
+    document: dict[str, Any] = {"format": PRUNED_FORMAT, "runs": [run.to_json() for run in runs]}
+    if unfinished:
+        document["unfinished"] = unfinished
+    storage.write_bytes(PRUNED_RECORD, orjson.dumps(document, option=orjson.OPT_INDENT_2))
 
 
 # -- the root --------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -156,3 +157,36 @@ def test_prune_deletes_manifest_data_and_tombstones_of_old_runs_of_one_project(t
     plan = plan_retention(runs, 2, JOB)
     assert prune_runs(storage, plan.prune) == 7
     assert storage.list_files() == sorted([*kept, "_pruned.json"])  # the record of pruned runs
+
+
+class _StopsAfter(LocalStorage):
+    """Local storage whose process "dies" after ``left`` more deletions (as kill -9 would)."""
+
+    def __init__(self, root: str, left: int) -> None:
+        super().__init__(root)
+        self.left = left
+
+    def delete(self, relpath: str) -> None:
+        super().delete(relpath)
+        self.left -= 1
+        if self.left == 0:
+            raise KeyboardInterrupt
+
+
+def test_a_pruning_stopped_part_way_is_finished_by_the_next_one(tmp_path: Path) -> None:
+    """The manifest goes first; the files a stopped pruning left (which a glob over the root
+    still reads as rows) go at the next pruning, even one with nothing new to prune."""
+    storage = LocalStorage(str(tmp_path))
+    days = [f"2026-02-0{i}" for i in range(4)]
+    kept: list[str] = []
+    for day in (1, 2, 3):
+        files = write_run(storage, run(days[day], read("p", 10 * day, files=parts(days[day]))))
+        if day > 1:
+            kept += files
+    plan = plan_retention(project_runs(storage, "p"), 2, JOB)
+    assert [r.run_id for r in plan.prune] == [days[1]]
+    with pytest.raises(KeyboardInterrupt):
+        prune_runs(_StopsAfter(str(tmp_path), 1), plan.prune)  # only the manifest went
+    assert [r.run_id for r in project_runs(storage, "p")] == days[2:]
+    assert prune_runs(storage, []) == 2  # the two data files the stopped pruning left
+    assert storage.list_files() == sorted([*kept, "_pruned.json"])

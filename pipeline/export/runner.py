@@ -54,7 +54,7 @@ from pipeline.common.lease import ROOT_LEASE, Guard, GuardedStorage, Lease, guar
 from pipeline.common.manifest import FileInfo, Manifest, ObjectManifest, list_manifests, write_manifest
 from pipeline.common.progress import Progress, Task
 from pipeline.common.rows import ObjectType
-from pipeline.common.selection import config_selection
+from pipeline.common.selection import config_selection, parse_selection
 from pipeline.common.state import (
     ExportState,
     ObjectState,
@@ -1091,7 +1091,16 @@ class ExportJob:
             for obj in run.objects
             if not obj.gone
         ]
-        return await anyio.to_thread.run_sync(commit_run, self.storage, run.run_id, staged, self._lease_check)
+        # Every dataset (experiment) of the project listed: one the table holds and the run did
+        # not list was deleted at the source.
+        listed: dict[ObjectType, str] = {
+            s.object_type: self.state.project_id
+            for s in parse_selection(self.options.objects)
+            if s.name is None and s.object_type != "project_logs"
+        }
+        return await anyio.to_thread.run_sync(
+            commit_run, self.storage, run.run_id, staged, self._lease_check, listed
+        )
 
     def _previous_run(self, obj: ObjectState) -> str | None:
         """The run that read ``obj`` last in this run's scope: the one an incremental read

@@ -207,11 +207,14 @@ def commit_table(
     object_type: ObjectType,
     objects: list[StagedObject],
     check: Callable[[], None],
+    listed_project: str | None = None,
 ) -> int | None:
     """Apply ``objects`` (all of ``object_type``) to its table in one commit, unless the
     table's latest btpipe transaction is already this run's; the table version after it
-    (None: nothing to apply and no table). ``check`` runs just before the commit (the lease).
-    Blocking."""
+    (None: nothing to apply and no table). ``listed_project``: the run listed every object of
+    the type in that project, so that project's objects the table holds and the run did not
+    list were deleted at the source, and leave the table. ``check`` runs just before the
+    commit (the lease). Blocking."""
     relpath = layout.delta_table(object_type)
     where = storage.table_location(relpath)
     table = _open_table(where)
@@ -219,13 +222,23 @@ def commit_table(
     if table is not None and table.transaction_version(APP_ID) == number:
         return table.version()  # committed before the run was stopped: not again
     complete = [o.object_id for o in objects if o.complete]
-    changes = any(o.files or o.tombstones for o in objects) or (table is not None and complete)
+    gone = (
+        []
+        if table is None or listed_project is None
+        else _unlisted(table, object_type, objects, listed_project)
+    )
+    changes = any(o.files or o.tombstones for o in objects) or (table is not None and (complete or gone))
     if not changes:
         return None if table is None else table.version()
     commit = CommitProperties(
         custom_metadata={RUN_ID_KEY: run_id}, app_transactions=[Transaction(APP_ID, number)]
     )
     id_column = OBJECT_ID_COLUMNS[object_type]
+    if table is not None and not objects:  # only objects deleted at the source
+        check()
+        table.delete(f"{id_column} IN ({', '.join(_sql_text(i) for i in gone)})", commit_properties=commit)
+        table.update_incremental()
+        return table.version()
     if table is None:
         partial = [o.object_id for o in objects if not o.complete]
         if partial:
@@ -264,8 +277,8 @@ def commit_table(
         .when_matched_update_all(f"NOT s.{DELETE_COLUMN} AND {newer}", except_cols=[DELETE_COLUMN])
         .when_not_matched_insert_all(f"NOT s.{DELETE_COLUMN}", except_cols=[DELETE_COLUMN])
     )
-    if complete:
-        full = ", ".join(_sql_text(i) for i in complete)
+    if complete or gone:
+        full = ", ".join(_sql_text(i) for i in [*complete, *gone])
         merger = merger.when_not_matched_by_source_delete(f"t.{id_column} IN ({full})")
     check()
     merger.execute()
@@ -273,16 +286,40 @@ def commit_table(
     return table.version()
 
 
+def _unlisted(
+    table: DeltaTable, object_type: ObjectType, objects: list[StagedObject], project_id: str
+) -> list[str]:
+    """The objects of project ``project_id`` the table holds that are not among ``objects``:
+    the partitions of other ids, each asked for its project (one row of one column)."""
+    column = OBJECT_ID_COLUMNS[object_type]
+    listed = {o.object_id for o in objects}
+    held = pa.table(table.get_add_actions(flatten=True)).column(f"partition.{column}").to_pylist()
+    found = []
+    dataset = table.to_pyarrow_dataset()  # its fragments carry their partition, so a filter prunes
+    for object_id in sorted(set(held) - listed):
+        sample = dataset.head(1, columns=["project_id"], filter=pc.field(column) == object_id)
+        if sample.num_rows and sample.column(0)[0].as_py() == project_id:
+            found.append(object_id)
+    return found
+
+
 def commit_run(
-    storage: Storage, run_id: str, objects: list[StagedObject], check: Callable[[], None]
+    storage: Storage,
+    run_id: str,
+    objects: list[StagedObject],
+    check: Callable[[], None],
+    listed: dict[ObjectType, str] | None = None,
 ) -> dict[str, int]:
     """Apply run ``run_id`` to the table of each object type it read (see the module
-    docstring); the version of each table after it, by object type. Blocking."""
+    docstring); ``listed``: the object types the run listed every object of, with their
+    project, whose tables lose that project's objects the run did not list. The version of
+    each table after it, by object type. Blocking."""
+    listed = listed or {}
     versions: dict[str, int] = {}
-    for object_type in dict.fromkeys(o.object_type for o in objects):
+    for object_type in dict.fromkeys([*(o.object_type for o in objects), *listed]):
         of_type = [o for o in objects if o.object_type == object_type]
         try:
-            version = commit_table(storage, run_id, object_type, of_type, check)
+            version = commit_table(storage, run_id, object_type, of_type, check, listed.get(object_type))
         except (DeltaError, OSError) as exc:  # the files stay staged: a re-run commits them
             detail = " ".join(str(exc).split())[:300]
             where = location(storage, layout.delta_table(object_type))

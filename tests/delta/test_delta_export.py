@@ -183,3 +183,34 @@ def test_a_table_missing_a_data_file_is_refused_before_any_row_is_sent(
     assert line.endswith(f"{files[-1].name}: missing (the input names it, but it is not there)"), line
     made = post(emulator.url, emulator.key, "/v1/project", {"name": target})  # the one import created
     assert all_rows(emulator.url, emulator.key, "project_logs", made["id"]) == {}
+
+
+def test_an_object_deleted_at_the_source_leaves_its_table(
+    emulator: Emulator, objects: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    """A dataset and an experiment deleted at the source are gone from their tables after the
+    next run that lists every object of their kind, incremental or not; another project's
+    objects in the same tables, and a run of one named dataset, leave them alone."""
+    root = tmp_path / "out"
+    project = objects["project_logs"]
+    other = make_project(emulator.url, emulator.key, "delta-other", logs=[{"id": "o1", "input": 1}],
+                         dataset_rows=[{"id": "od1", "input": 1}], experiment_name="oexp",
+                         experiment_rows=[{"id": "oe1", "input": 1}])  # fmt: skip
+    kept = post(emulator.url, emulator.key, "/v1/dataset", {"project_id": project["id"], "name": "kept"})
+    insert(emulator.url, emulator.key, "dataset", kept["id"], [{"id": "k1", "input": 1}])
+    export(emulator, project, root)
+    export(emulator, other["project"], root)
+    for kind in ("dataset", "experiment"):
+        send("DELETE", emulator.url, emulator.key, f"/v1/{kind}/{objects[kind]['id']}")
+    named = btpipe(emulator, "export", "--project", project["name"], "--out", str(root), "--format", "delta",
+                   "--objects", "dataset:kept", "--incremental", "--quiet")  # fmt: skip
+    assert named.exit_code == 0, named.output
+    assert len(table_rows(root, "dataset", objects["dataset"]["id"])) == 20  # not a run of every dataset
+    export(emulator, project, root)
+    for kind in ("dataset", "experiment"):
+        assert table_rows(root, kind, objects[kind]["id"]) == {}
+        assert table_rows(root, kind, other[kind]["id"]) == all_rows(emulator.url, emulator.key, kind, other[kind]["id"])  # fmt: skip
+    assert table_rows(root, "dataset", kept["id"]) == all_rows(
+        emulator.url, emulator.key, "dataset", kept["id"]
+    )
+    assert_equal_to_source(emulator, {"project_logs": project}, root)

@@ -535,9 +535,16 @@ class GuardedStorage:
 
     @contextmanager
     def open_atomic(self, relpath: str, *, final: Callable[[], str] | None = None) -> Iterator[BinaryIO]:
-        with self.inner.open_atomic(relpath, final=final) as fh:
-            yield fh
-            self._check()  # raising here discards the file unpublished
+        try:
+            with self.inner.open_atomic(relpath, final=final) as fh:
+                yield fh
+                self._check()  # raising here discards the file unpublished
+        except (BtpipeError, OSError) as exc:
+            if not isinstance(exc, LeaseLost):
+                # Another run may have taken the root over since the check, its clean-up
+                # deleting this file before it was renamed: then that is what to report.
+                self._check()
+            raise
 
     def write_bytes(self, relpath: str, data: bytes) -> None:
         with self.open_atomic(relpath) as fh:

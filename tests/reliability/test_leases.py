@@ -435,3 +435,23 @@ def test_runs_taking_over_one_stale_lease_at_once_leave_exactly_one_holder(tmp_p
         assert won.count(True) == 1
         assert [p.name for p in tmp_path.iterdir()] == ["_lease.json"]  # no temporary file left
         (tmp_path / "_lease.json").unlink()
+
+
+def test_a_write_that_fails_because_the_root_was_taken_over_says_so(tmp_path: Path) -> None:
+    """The lease is checked, then another run takes the root over and its clean-up deletes this
+    run's temporary file before it is renamed: the failed write is reported as the lost lease,
+    not as a file that cannot be written."""
+    storage = open_storage(str(tmp_path))
+    calls = []
+
+    def check() -> None:
+        calls.append(1)
+        if len(calls) == 1:  # passes; the takeover comes right after it
+            for temp in tmp_path.rglob("*.tmp"):
+                temp.unlink()
+            return
+        raise LeaseLost("the lease was taken over by backup-02")
+
+    with pytest.raises(LeaseLost, match="backup-02"):
+        lease.GuardedStorage(storage, check).write_bytes("_state/export-p.json", b"{}")
+    assert not (tmp_path / "_state" / "export-p.json").exists()

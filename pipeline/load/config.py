@@ -12,9 +12,9 @@ after remapping is left alone, one that differs is replaced (``PUT``), a missing
 so a re-run changes nothing and never makes twins. A prompt created at the destination gets
 its earlier versions first, oldest first, under its current slug, so its history is kept; one
 whose history there is the first of the source's versions (a load stopped while writing them)
-gets the rest. A load of some kinds only
-(``--objects prompts``) also reads the kinds they refer to, to point references at the
-destination's objects of the same slug, without writing them.
+gets the rest. A load of some kinds only (``--objects prompts``) also reads the kinds they
+refer to, to point references at the destination's objects of the same slug, without
+writing them.
 
 Not copied, and listed by name: code functions whose bundle lives in the source org
 (``skipped``: a warning), and objects whose reference cannot be remapped, such as a prompt

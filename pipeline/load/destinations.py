@@ -2,11 +2,12 @@
 
 Datasets and experiments are matched by name inside the destination project and created when
 missing, carrying the source's description and metadata (and, for experiments, tags; never
-the source's ``dataset_version``, see below). An experiment's ``base_exp_id`` and ``dataset_id`` point at objects of
-the *source*; they are rewritten through ``id_map`` (source id -> destination id), so objects
-are created in dependency order: datasets, then experiments base before derived
-(:func:`creation_order`), whatever order the caller found them in. A reference to an object
-that was not copied is dropped rather than left pointing into another project or org.
+the source's ``dataset_version``, see below). An experiment's ``base_exp_id`` and
+``dataset_id`` point at objects of the *source*; they are rewritten through ``id_map`` (source
+id -> destination id), so objects are created in dependency order: datasets, then experiments
+base before derived (:func:`creation_order`), whatever order the caller found them in. A
+reference to an object that was not copied is dropped rather than left pointing into another
+project or org.
 
 An object of the same name that the destination already has is written into only when asked
 (``into_existing``): otherwise its rows would merge silently with the copied ones, under

@@ -228,8 +228,8 @@ def commit_table(
         else _unlisted(table, object_type, objects, listed_project)
     )
     changes = any(o.files or o.tombstones for o in objects) or (table is not None and (complete or gone))
-    if not changes:
-        return None if table is None else table.version()
+    if not changes:  # a table the run read no object of and changed nothing in is not its
+        return None if table is None or not objects else table.version()
     commit = CommitProperties(
         custom_metadata={RUN_ID_KEY: run_id}, app_transactions=[Transaction(APP_ID, number)]
     )

@@ -49,6 +49,21 @@ class Scope:
 FULL_SCOPE: Final = Scope()
 
 
+def incremental_refusal(scope: Scope) -> str | None:
+    """Why an incremental read of ``scope`` cannot be complete, or None. A trace is selected by
+    a span that matches the filter; read incrementally, by a span that matches it *and* is new,
+    so a trace that matched before and has gained spans since, none of them matching, would
+    never be read again."""
+    if scope.filter and scope.shape != "spans":
+        return (
+            f"with --filter and --shape {scope.shape}, a run reads again only the traces where a new "
+            "span itself matches the filter, so new spans of a trace that matched before would be "
+            f"missed: export --shape {scope.shape} without --incremental, or --incremental with "
+            "--shape spans"
+        )
+    return None
+
+
 def scope_of(manifest: Manifest) -> Scope:
     return Scope(manifest.options.get("shape") or "spans", manifest.options.get("filter") or "")
 

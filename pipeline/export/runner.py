@@ -46,7 +46,7 @@ from pipeline.api.snapshot import (
 )
 from pipeline.common import defaults, layout
 from pipeline.common.attachments import manifest_section
-from pipeline.common.chains import FULL_SCOPE, Scope
+from pipeline.common.chains import FULL_SCOPE, Scope, incremental_refusal
 from pipeline.common.clock import seconds_since_start
 from pipeline.common.errors import BtpipeError, UsageError, first_error
 from pipeline.common.integrity import find_damage
@@ -335,6 +335,9 @@ class ExportJob:
             raise UsageError(f"--format: expected parquet, jsonl or delta, got {options.format!r}")
         if options.shape not in ("spans", "traces", "summary"):
             raise UsageError(f"--shape: expected spans, traces or summary, got {options.shape!r}")
+        refusal = incremental_refusal(Scope(options.shape, options.filter or ""))
+        if options.incremental and refusal:
+            raise UsageError(f"--incremental: {refusal}")
         self.client = client
         self.options = options
         self.progress = progress

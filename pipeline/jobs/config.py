@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pipeline.api.btql import parse_filter
 from pipeline.api.client import ClientSettings, check_endpoint
+from pipeline.common.chains import Scope, incremental_refusal
 from pipeline.common.defaults import (
     API_KEY_ENV,
     API_URL,
@@ -450,6 +451,9 @@ class _Loader:
             ):
                 self.fail(self.at(f"{keypath}.{key}"), "required key missing")
         self._check_texts(keypath, values)
+        refusal = incremental_refusal(Scope(values.get("shape") or "spans", values.get("filter") or ""))
+        if kind == "export" and values.get("incremental") and refusal:
+            self.fail(self.at(f"{keypath}.incremental"), refusal)
         if len(self.problems) > before:
             return None
         if kind == "export":

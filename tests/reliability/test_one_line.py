@@ -216,6 +216,28 @@ def test_a_filter_out_of_range_or_not_utf8_is_refused_and_deletes_nothing(
     assert len(project_rows(emulator, source["name"])) == 30
 
 
+def test_an_incremental_filtered_read_of_whole_traces_is_refused(
+    emulator: Emulator, source: dict[str, Any], tmp_path: Path
+) -> None:
+    """A trace is selected by a span matching the filter; incrementally, only by a new span
+    matching it, so a matching trace's new spans that do not match themselves were never read
+    again (exit 0). Refused on the command line and in a job file, before anything is written."""
+    env = cli_env(emulator.url, emulator.key)
+    out = tmp_path / "out"
+    for shape in ("traces", "summary"):
+        export = ["export", "--project", source["name"], "--out", str(out), "--incremental",
+                  "--filter", "input = 1", "--shape", shape]  # fmt: skip
+        one_line(run_cli(env, *export), 2, "--incremental", f"--shape {shape}", "--filter")
+    assert not out.exists()
+    job = tmp_path / "job.toml"
+    job.write_text(
+        f'[job.j]\nkind = "export"\nprojects = ["{source["name"]}"]\nout = "{out}"\n'
+        'incremental = true\nfilter = "input = 1"\nshape = "traces"\n'
+    )
+    one_line(run_cli(env, "validate", str(job)), 2, "job.toml:job.j", "--shape traces")
+    assert run_cli(env, *export[:-2], "--shape", "spans").returncode == 0  # spans: fine
+
+
 def test_a_root_whose_manifests_cannot_be_read_takes_no_new_run(
     emulator: Emulator, source: dict[str, Any], tmp_path: Path
 ) -> None:

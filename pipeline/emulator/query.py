@@ -65,6 +65,15 @@ _OWN_PAGINATION_KEY: Final = re.compile(r"p(\d{20})")
 _ARITH_SQL: Final = {"add": "+", "sub": "-", "mul": "*", "div": "/", "mod": "%"}
 
 
+def xact_number(value: str | int) -> int:
+    """A transaction id as a number; ValueError for text that is not one or a number beyond
+    the 64 bits a transaction id has (SQLite could not even compare it)."""
+    number = int(value)
+    if not -(2**63) <= number < 2**63:
+        raise ValueError(f"{value!r} is out of range")
+    return number
+
+
 @dataclass(frozen=True)
 class Source:
     """What a query reads: one object type, one or more object ids, a shape."""
@@ -280,7 +289,7 @@ class _Compiler:
         value = node["value"]
         if other == {"op": "ident", "name": ["_xact_id"]} and isinstance(value, str):
             try:
-                return {"op": "literal", "value": int(value)}
+                return {"op": "literal", "value": xact_number(value)}
             except ValueError:
                 raise QueryError(f"_xact_id: {value!r} is not a transaction id") from None
         if other == _CREATED and times:

@@ -32,6 +32,7 @@ from pipeline.emulator.query import (
     paging_direction,
     parse_limit,
     parse_source,
+    xact_number,
 )
 from pipeline.emulator.scanlimit import budget, enforced
 from pipeline.emulator.store import current_xact_id
@@ -88,7 +89,7 @@ def parse_xact(value: Any, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise QueryError(f"{where}: expected a transaction id (decimal string or integer)")
     try:
-        return int(value)
+        return xact_number(value)
     except ValueError:
         raise QueryError(f"{where}: {value!r} is not a transaction id") from None
 

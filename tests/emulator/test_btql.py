@@ -229,6 +229,12 @@ async def test_query_errors(api: Api) -> None:
             400,
             "not a transaction id",
         ),
+        ({"query": {"from": src}, "version": str(2**64)}, 400, "is not a transaction id"),
+        (
+            {"query": {"from": src, "filter": binary("gt", ident("_xact_id"), literal(str(2**70)))}},
+            400,
+            "not a transaction id",
+        ),
         ({"query": {"from": src, "sort": [{"expr": ident("id")}]}, "cursor": "MTox"}, 400, "need no sort"),
         ({"query": {"from": src}, "cursor": "!!!"}, 400, "malformed cursor"),
         ({"query": "select: *"}, 400, "query: query has no 'from:' clause"),

@@ -7,7 +7,7 @@ from typing import Any
 import click
 import orjson
 
-from pipeline.api.btql import query_pages
+from pipeline.api.btql import parse_text, query_pages
 from pipeline.api.client import BraintrustClient, ClientSettings
 from pipeline.cli.common import api_options, run_async, with_client
 
@@ -21,6 +21,12 @@ from pipeline.cli.common import api_options, run_async, with_client
 def query(settings: ClientSettings, text: str, page_all: bool, table: bool, version: str | None) -> None:
     """Run a BTQL or SQL query and print the rows (JSON lines, or --table)."""
     rows: list[dict[str, Any]] = []
+    if page_all and any(key in parse_text(text) for key in ("sort", "measures", "dimensions")):
+        click.echo(
+            "btpipe: warning: --all: a query with sort or aggregates is answered in one page, "
+            "its limit capping the rows",
+            err=True,
+        )
 
     async def job(client: BraintrustClient) -> None:
         async for page in query_pages(client, text, page_all=page_all, version=version):

@@ -29,6 +29,13 @@ def test_all_follows_cursors_to_every_row(emulator: Any) -> None:
     every = btpipe(emulator, "query", text, "--all")
     assert every.exit_code == 0, every.output
     assert sorted(r["id"] for r in lines(every.stdout)) == [f"q{i:04d}" for i in range(2500)]
+    sorted_text = f"select: id | from: project_logs('{project['id']}') | sort: id desc | limit: 3"
+    one_page = btpipe(emulator, "query", sorted_text, "--all")  # a sorted query is one page
+    assert one_page.exit_code == 0 and len(lines(one_page.stdout)) == 3
+    assert one_page.stderr.strip() == (
+        "btpipe: warning: --all: a query with sort or aggregates is answered in one page, "
+        "its limit capping the rows"
+    )
 
 
 def test_walkthrough_review_status_and_span_durations(emulator: Any) -> None:

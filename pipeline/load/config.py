@@ -217,6 +217,15 @@ class ConfigCopy:
             return len(history)
         return None
 
+    def _target(
+        self, kind: ConfigKind, obj: dict[str, Any], id_map: dict[str, str]
+    ) -> tuple[dict[str, Any] | None, dict[str, Any], bool]:
+        """The destination's object of ``obj``'s key (None: none), the request writing ``obj``'s
+        copy, and whether that object already equals the copy."""
+        body = create_body(kind, remap(obj, id_map), self.project["id"])
+        existing = self.existing.get(kind.name, {}).get(key_of(kind, obj))
+        return existing, body, existing is not None and comparable(existing, {}) == comparable(body, {})
+
     async def _held_versions(
         self, level: list[dict[str, Any]], kind_of: dict[int, ConfigKind], id_map: dict[str, str]
     ) -> dict[str, list[dict[str, Any]]] | None:
@@ -225,12 +234,11 @@ class ConfigCopy:
         replaced = []
         for obj in level:
             kind = kind_of[id(obj)]
-            existing = self.existing.get(kind.name, {}).get(key_of(kind, obj))
-            if kind.name != "prompt" or existing is None or not self.source.versions.get(str(obj.get("id"))):
+            if kind.name != "prompt" or not self.source.versions.get(str(obj.get("id"))):
                 continue
             if all(ref in id_map for ref in references(obj)):
-                body = create_body(kind, remap(obj, id_map), self.project["id"])
-                if comparable(existing, {}) != comparable(body, {}):
+                existing, _, same = self._target(kind, obj, id_map)
+                if existing is not None and not same:
                     replaced.append(existing)
         if not replaced:
             return {}
@@ -255,9 +263,8 @@ class ConfigCopy:
                 named = ", ".join(labels.get(ref, f"id {ref} (not in the source project)") for ref in missing)
                 self.outcome.broken.append(f"{label(kind, obj)}: refers to {named}, which was not copied")
                 return
-            body = create_body(kind, remap(obj, id_map), self.project["id"])
-            existing = self.existing.get(kind.name, {}).get(key_of(kind, obj))
-            if existing is not None and comparable(existing, {}) == comparable(body, {}):
+            existing, body, same = self._target(kind, obj, id_map)
+            if existing is not None and same:
                 counts[kind.name].unchanged += 1
                 result = existing
             else:

@@ -141,9 +141,11 @@ SDK_SPAN_TYPES: Final = frozenset({"decision", "question", "log"})
 
 def _field_checks() -> dict[str, Check]:
     """The value check of every field an insert event of some object type may carry; the
-    enums (span types, origin object types) are the spec's, span types with the SDKs' own."""
+    enums (span types and purposes, origin object types) are the spec's, span types with the
+    SDKs' own."""
     span_types = spec.insert_enum("project_logs", "span_attributes", "type") | SDK_SPAN_TYPES
     origin_types = spec.insert_enum("project_logs", "origin", "object_type")
+    purposes = spec.insert_enum("project_logs", "span_attributes", "purpose")
     return {
         "id": nullable(string),
         "created": nullable(date_time),
@@ -160,7 +162,13 @@ def _field_checks() -> dict[str, Check]:
         "tags": nullable(array_of(string)),
         "context": nullable(object_of()),
         "span_attributes": nullable(
-            object_of({"name": nullable(string), "type": nullable(one_of(span_types)), "purpose": any_value})
+            object_of(
+                {
+                    "name": nullable(string),
+                    "type": nullable(one_of(span_types)),
+                    "purpose": nullable(one_of(purposes)),
+                }
+            )
         ),
         "origin": nullable(
             object_of(

@@ -114,6 +114,10 @@ async def test_validation_messages(api: Api) -> None:
             {"events": [{"span_attributes": {"type": "nope"}}]},
             "events[0].span_attributes.type: expected one of",
         ),
+        (  # the spec's SpanAttributes.purpose is "scorer" or null, all the SDKs write
+            {"events": [{"span_attributes": {"purpose": "judge"}}]},
+            "events[0].span_attributes.purpose: expected one of scorer",
+        ),
         ({"events": "x"}, "events: expected array"),
     ]
     for body, message in cases:

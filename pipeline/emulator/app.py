@@ -56,6 +56,7 @@ from pipeline.emulator.rest import (
     PRINCIPAL,
     STORE_KEY,
     Handler,
+    created_response,
     json_body,
     json_response,
     principal,
@@ -93,11 +94,13 @@ async def create_object(request: web.Request, kind: Kind) -> web.Response:
         org = who.default_org(body.get("org_name"))
         if org is None:
             raise NotFound(f"org {body.get('org_name')!r} not found")
-        obj = await store(request).write(lambda c: objects.create_project(c, body, org.org_id, who.user_id))
+        obj, existed = await store(request).write(
+            lambda c: objects.create_project(c, body, org.org_id, who.user_id)
+        )
     else:
         create = objects.create_dataset if kind == "dataset" else objects.create_experiment
-        obj = await store(request).write(lambda c: create(c, body, who.org_ids, who.user_id))
-    return json_response(obj)
+        obj, existed = await store(request).write(lambda c: create(c, body, who.org_ids, who.user_id))
+    return created_response(obj, existed)
 
 
 def _list_filter(request: web.Request, kind: Kind) -> ListFilter:

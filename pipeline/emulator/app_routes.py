@@ -85,7 +85,7 @@ def _project(conn: sqlite3.Connection, body: dict[str, Any], who: Principal) -> 
     member = who.default_org() if org_id is None else next((m for m in who.orgs if m.org_id == org_id), None)
     if member is None:
         raise NotFound(f"org {org_id} not found")
-    return objects.create_project(conn, {"name": name}, member.org_id, who.user_id)
+    return objects.create_project(conn, {"name": name}, member.org_id, who.user_id)[0]
 
 
 def register_project(conn: sqlite3.Connection, body: dict[str, Any], who: Principal) -> dict[str, Any]:
@@ -96,7 +96,7 @@ def register_dataset(conn: sqlite3.Connection, body: dict[str, Any], who: Princi
     project = _project(conn, body, who)
     spec = {"project_id": project["id"], "name": body["dataset_name"], "description": body.get("description"),
             "metadata": body.get("metadata")}  # fmt: skip
-    return {"project": project, "dataset": objects.create_dataset(conn, spec, who.org_ids, who.user_id)}
+    return {"project": project, "dataset": objects.create_dataset(conn, spec, who.org_ids, who.user_id)[0]}
 
 
 def _base_experiment_id(
@@ -127,7 +127,10 @@ def register_experiment(conn: sqlite3.Connection, body: dict[str, Any], who: Pri
         "base_exp_id": _base_experiment_id(conn, body, project),
         **{k: body[k] for k in _EXPERIMENT_COPIED if k in body},
     }  # fmt: skip
-    return {"project": project, "experiment": objects.create_experiment(conn, spec, who.org_ids, who.user_id)}
+    return {
+        "project": project,
+        "experiment": objects.create_experiment(conn, spec, who.org_ids, who.user_id)[0],
+    }
 
 
 Register = Callable[[sqlite3.Connection, dict[str, Any], Principal], dict[str, Any]]

@@ -12,16 +12,14 @@ filter (span iframes, automations), so a client can list one project's.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any
 
 from aiohttp import web
 
 from pipeline.emulator import bodies, configobjects, listing, versions
 from pipeline.emulator.objects import ListFilter, StoredKind
-from pipeline.emulator.rest import json_body, json_response, principal, store, uuid_param
+from pipeline.emulator.rest import created_response, json_body, json_response, principal, store, uuid_param
 from pipeline.emulator.validate import BadRequest
-
-FOUND_EXISTING_HEADER: Final = "x-bt-found-existing"
 
 
 def _kind(params: dict[str, str]) -> StoredKind:
@@ -44,7 +42,7 @@ async def create(request: web.Request, params: dict[str, str]) -> web.Response:
     obj, existed = await store(request).write(
         lambda c: configobjects.create(c, kind, body, who, replace=replace)
     )
-    return json_response(obj, headers={FOUND_EXISTING_HEADER: "true" if existed else "false"})
+    return created_response(obj, existed)
 
 
 def _list_filter(request: web.Request, kind: StoredKind) -> ListFilter:

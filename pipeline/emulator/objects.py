@@ -19,6 +19,7 @@ from typing import Any, Final, Literal
 import orjson
 
 from pipeline.emulator.rowwrite import deep_merge, now_iso
+from pipeline.emulator.validate import BadRequest
 
 Kind = Literal["project", "dataset", "experiment"]
 KINDS: Final[tuple[Kind, ...]] = ("project", "dataset", "experiment")
@@ -36,7 +37,8 @@ class NotFound(LookupError):
 
 
 class Conflict(ValueError):
-    """The request collides with another object (a slug taken by another kind); the 409 body."""
+    """The request collides with another object (a slug taken by another kind, a name taken in
+    the parent); the 409 body."""
 
 
 @dataclass(frozen=True)
@@ -110,34 +112,35 @@ def insert_object(
 
 def create_project(
     conn: sqlite3.Connection, body: dict[str, Any], org_id: str, user_id: str
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], bool]:
+    """Get-or-create by name, as every create here: ``(the project, whether it was there)``."""
     existing = by_name(conn, "project", org_id, None, body["name"])
     if existing is not None:
-        return existing
+        return existing, True
     obj = {
         "id": str(uuid.uuid4()), "org_id": org_id, "name": body["name"],
         "description": body.get("description"), "created": now_iso(), "deleted_at": None,
         "user_id": user_id, "settings": body.get("settings"),
     }  # fmt: skip
-    return insert_object(conn, "project", obj, org_id)
+    return insert_object(conn, "project", obj, org_id), False
 
 
 def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "dataset"
 
 
-def create_dataset(conn: sqlite3.Connection, body: dict[str, Any], org_ids: Sequence[str], user_id: str) -> dict[str, Any]:  # fmt: skip
+def create_dataset(conn: sqlite3.Connection, body: dict[str, Any], org_ids: Sequence[str], user_id: str) -> tuple[dict[str, Any], bool]:  # fmt: skip
     project = get_object(conn, "project", body["project_id"], org_ids)
     existing = by_name(conn, "dataset", project["org_id"], project["id"], body["name"])
     if existing is not None:
-        return existing
+        return existing, True
     obj = {
         "id": str(uuid.uuid4()), "project_id": project["id"], "name": body["name"],
         "description": body.get("description"), "created": now_iso(), "deleted_at": None,
         "user_id": user_id, "tags": body.get("tags"), "metadata": body.get("metadata"),
         "url_slug": _slug(body["name"]),
     }  # fmt: skip
-    return insert_object(conn, "dataset", obj, project["org_id"])
+    return insert_object(conn, "dataset", obj, project["org_id"]), False
 
 
 _EXPERIMENT_FIELDS: Final = (
@@ -146,14 +149,31 @@ _EXPERIMENT_FIELDS: Final = (
 )  # fmt: skip
 
 
-def create_experiment(conn: sqlite3.Connection, body: dict[str, Any], org_ids: Sequence[str], user_id: str) -> dict[str, Any]:  # fmt: skip
+#: Experiment fields that name another object, which must be one of the experiment's org.
+_EXPERIMENT_LINKS: Final[dict[str, StoredKind]] = {"dataset_id": "dataset", "base_exp_id": "experiment"}
+
+
+def _check_links(conn: sqlite3.Connection, fields: dict[str, Any], org_id: str) -> None:
+    """Refuse a link to an object that is not there, is another kind, or is another org's
+    (which the caller is told nothing more about than a missing one)."""
+    for field, kind in _EXPERIMENT_LINKS.items():
+        value = fields.get(field)
+        if value is None:
+            continue
+        try:
+            located(conn, kind, value, (org_id,))
+        except NotFound:
+            raise BadRequest(f"{field}: no {kind} {value} in this organization") from None
+
+
+def create_experiment(conn: sqlite3.Connection, body: dict[str, Any], org_ids: Sequence[str], user_id: str) -> tuple[dict[str, Any], bool]:  # fmt: skip
     project = get_object(conn, "project", body["project_id"], org_ids)
     org_id = project["org_id"]
     name = body.get("name") or "experiment"
     existing = by_name(conn, "experiment", org_id, project["id"], name)
     if existing is not None:
         if not body.get("ensure_new"):
-            return existing
+            return existing, True
         n = 1
         while by_name(conn, "experiment", org_id, project["id"], f"{name}-{n}") is not None:
             n += 1
@@ -164,7 +184,8 @@ def create_experiment(conn: sqlite3.Connection, body: dict[str, Any], org_ids: S
         "commit": (body.get("repo_info") or {}).get("commit"), "deleted_at": None,
         "public": bool(body.get("public") or False), "user_id": user_id,
     }  # fmt: skip
-    return insert_object(conn, "experiment", obj, org_id)
+    _check_links(conn, obj, org_id)
+    return insert_object(conn, "experiment", obj, org_id), False
 
 
 def list_objects(conn: sqlite3.Connection, kind: StoredKind, org_ids: Sequence[str], flt: ListFilter) -> list[dict[str, Any]]:  # fmt: skip
@@ -218,7 +239,16 @@ REPLACED_ON_PATCH: Final = frozenset({("project", "settings")})
 
 
 def patch_object(conn: sqlite3.Connection, kind: Kind, object_id: str, org_ids: Sequence[str], body: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    """Apply a PATCH. A name stays unique in its parent (create finds objects by it): a rename
+    onto a live object's name is a :class:`Conflict`."""
+    org_id, parent = located(conn, kind, object_id, org_ids)
     obj = get_object(conn, kind, object_id, org_ids)
+    name = body.get("name")
+    if name is not None and name != obj["name"] and by_name(conn, kind, org_id, parent, name) is not None:
+        where = "its organization" if kind == "project" else "its project"
+        raise Conflict(f"name: {name!r} is taken by another {kind} in {where}")
+    if kind == "experiment":
+        _check_links(conn, body, org_id)
     for key, value in body.items():
         if (
             isinstance(value, dict)

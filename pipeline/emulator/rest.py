@@ -24,6 +24,8 @@ Handler = Callable[[web.Request, dict[str, str]], Awaitable[web.StreamResponse]]
 STORE_KEY: Final = web.AppKey("store", Store)
 AUTH_KEY: Final = web.AppKey("auth", Authenticator)
 PRINCIPAL: Final = web.RequestKey("principal", Principal)
+#: Set on every get-or-create answer: whether the object was there already (the SDKs' name).
+FOUND_EXISTING_HEADER: Final = "x-bt-found-existing"
 
 
 def principal(request: web.Request) -> Principal:
@@ -33,6 +35,11 @@ def principal(request: web.Request) -> Principal:
 
 def store(request: web.Request) -> Store:
     return request.app[STORE_KEY]
+
+
+def created_response(obj: Any, existed: bool) -> web.Response:
+    """The answer of a get-or-create: the object, and whether it was found."""
+    return json_response(obj, headers={FOUND_EXISTING_HEADER: "true" if existed else "false"})
 
 
 def json_response(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:

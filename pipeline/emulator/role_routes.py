@@ -15,7 +15,7 @@ from aiohttp import web
 from pipeline.emulator import access, bodies, listing, roles
 from pipeline.emulator.auth import Principal
 from pipeline.emulator.objects import NotFound
-from pipeline.emulator.rest import json_body, json_response, principal, store, uuid_param
+from pipeline.emulator.rest import created_response, json_body, json_response, principal, store, uuid_param
 
 
 def _require_owner(conn: sqlite3.Connection, who: Principal, org_id: str) -> None:
@@ -47,11 +47,11 @@ async def create_role(request: web.Request, params: dict[str, str]) -> web.Respo
         raise NotFound(f"org {body.get('org_name')!r} not found")
     replace = request.method == "PUT"
 
-    def run(conn: sqlite3.Connection) -> dict[str, Any]:
+    def run(conn: sqlite3.Connection) -> tuple[dict[str, Any], bool]:
         _require_owner(conn, who, org.org_id)
         return roles.create_role(conn, body, org.org_id, who.user_id, replace=replace)
 
-    return json_response(await store(request).write(run))
+    return created_response(*await store(request).write(run))
 
 
 async def role_by_id(request: web.Request, params: dict[str, str]) -> web.Response:

@@ -79,9 +79,9 @@ def _permissions(items: Sequence[dict[str, Any]] | None) -> list[dict[str, Any]]
     return [{"permission": p, "restrict_object_type": r} for p, r in pairs]
 
 
-def create_role(conn: sqlite3.Connection, body: dict[str, Any], org_id: str, user_id: str, *, replace: bool) -> dict[str, Any]:  # fmt: skip
+def create_role(conn: sqlite3.Connection, body: dict[str, Any], org_id: str, user_id: str, *, replace: bool) -> tuple[dict[str, Any], bool]:  # fmt: skip
     """Get-or-create by name within the org; with ``replace`` (``PUT``) an existing role takes the
-    body's fields."""
+    body's fields. ``(the role, whether it was there)``."""
     fields = {
         "description": body.get("description"),
         "member_permissions": _permissions(body.get("member_permissions")),
@@ -89,12 +89,12 @@ def create_role(conn: sqlite3.Connection, body: dict[str, Any], org_id: str, use
     }
     existing = objects.by_name(conn, "role", org_id, None, body["name"])
     if existing is not None:
-        return objects.save_object(conn, {**existing, **fields}) if replace else existing
+        return (objects.save_object(conn, {**existing, **fields}) if replace else existing), True
     role = {
         "id": str(uuid.uuid4()), "org_id": org_id, "user_id": user_id, "created": now_iso(),
         "name": body["name"], **fields, "deleted_at": None,
     }  # fmt: skip
-    return objects.insert_object(conn, "role", role, org_id)
+    return objects.insert_object(conn, "role", role, org_id), False
 
 
 def patch_role(conn: sqlite3.Connection, role_id: str, org_ids: Sequence[str], body: dict[str, Any]) -> dict[str, Any]:  # fmt: skip

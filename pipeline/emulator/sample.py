@@ -198,9 +198,9 @@ def load_sample(db: Store, org_name: str, email: str, n_traces: int, seed: int =
         org_id, user_id = conn.execute(
             "SELECT o.id, u.id FROM orgs o, users u WHERE o.name = ? AND u.email = ?", (org_name, email)
         ).fetchone()
-        project = objects.create_project(conn, {"name": "sample-project"}, org_id, user_id)
-        dataset = objects.create_dataset(conn, {"project_id": project["id"], "name": "sample-dataset"}, [org_id], user_id)  # fmt: skip
-        experiment = objects.create_experiment(
+        project, _ = objects.create_project(conn, {"name": "sample-project"}, org_id, user_id)
+        dataset, _ = objects.create_dataset(conn, {"project_id": project["id"], "name": "sample-dataset"}, [org_id], user_id)  # fmt: skip
+        experiment, _ = objects.create_experiment(
             conn, {"project_id": project["id"], "name": "sample-experiment", "dataset_id": dataset["id"]},
             [org_id], user_id,
         )  # fmt: skip
@@ -263,7 +263,7 @@ def load_attachment_sample(db: Store, org_id: str, seed: int) -> None:
 
     def create(conn: sqlite3.Connection) -> str:
         owner = conn.execute("SELECT user_id FROM members WHERE org_id = ? LIMIT 1", (org_id,)).fetchone()[0]
-        project_id: str = objects.create_project(conn, {"name": "sample-attachments"}, org_id, owner)["id"]
+        project_id: str = objects.create_project(conn, {"name": "sample-attachments"}, org_id, owner)[0]["id"]
         for ref, data in refs:
             attachments.store_bytes(conn, org_id, ref["key"], ref["filename"], ref["content_type"], data)
         return project_id

@@ -114,3 +114,69 @@ async def test_malformed_object_requests_are_400(api: Api) -> None:
         assert message in reply.text
     missing = await api.call("GET", f"/v1/project/{uuid.uuid4()}")
     assert missing.status == 404
+
+
+async def test_create_says_whether_it_found_the_object(api: Api) -> None:
+    """``x-bt-found-existing`` on every get-or-create, as on the configuration objects."""
+    project = await api.project()
+    bodies = {
+        "/v1/project": {"name": unique_name("found")},
+        "/v1/dataset": {"project_id": project["id"], "name": "found"},
+        "/v1/experiment": {"project_id": project["id"], "name": "found"},
+        "/v1/role": {"name": unique_name("found")},
+    }
+    for path, body in bodies.items():
+        first = await api.call("POST", path, body)
+        again = await api.call("POST", path, body)
+        assert (first.status, again.status) == (200, 200), (path, first.text, again.text)
+        assert first.headers.get("x-bt-found-existing") == "false", path
+        assert again.headers.get("x-bt-found-existing") == "true", path
+
+
+async def test_rename_onto_a_taken_name_is_409(api: Api) -> None:
+    """Names are unique in their parent (create finds an object by it), so a rename onto a
+    taken one is refused and the object keeps its name."""
+    project = await api.project()
+    other = await api.project()
+    a, b = await api.dataset(project["id"]), await api.dataset(project["id"])
+    e1 = await api.ok("POST", "/v1/experiment", {"project_id": project["id"], "name": "e1"})
+    e2 = await api.ok("POST", "/v1/experiment", {"project_id": project["id"], "name": "e2"})
+    for kind, moved, taken in (
+        ("project", other, project["name"]),
+        ("dataset", b, a["name"]),
+        ("experiment", e2, "e1"),
+    ):
+        reply = await api.call("PATCH", f"/v1/{kind}/{moved['id']}", {"name": taken})
+        assert reply.status == 409 and taken in reply.text, (kind, reply.text)
+        assert (await api.ok("GET", f"/v1/{kind}/{moved['id']}"))["name"] == moved["name"]
+    # its own name, or a name free in the parent, is fine; the name of a deleted object too
+    assert (await api.ok("PATCH", f"/v1/experiment/{e1['id']}", {"name": "e1"}))["name"] == "e1"
+    await api.ok("DELETE", f"/v1/dataset/{a['id']}")
+    assert (await api.ok("PATCH", f"/v1/dataset/{b['id']}", {"name": a["name"]}))["name"] == a["name"]
+
+
+async def test_experiment_links_name_objects_of_its_org(api: Api) -> None:
+    """``dataset_id`` and ``base_exp_id`` must name a dataset and an experiment of the
+    experiment's organization: another org's (which the caller cannot see) or none is a 400."""
+    project = await api.project()
+    dataset = await api.dataset(project["id"])
+    base = await api.ok("POST", "/v1/experiment", {"project_id": project["id"], "name": "base"})
+    other_key = api.emulator.other_org_key
+    theirs = await api.ok("POST", "/v1/project", {"name": unique_name("theirs")}, key=other_key)
+    their_dataset = await api.ok("POST", "/v1/dataset", {"project_id": theirs["id"], "name": "d"}, key=other_key)  # fmt: skip
+    body = {"project_id": project["id"], "name": "linked"}
+    for field, value in (
+        ("dataset_id", their_dataset["id"]),
+        ("dataset_id", str(uuid.uuid4())),
+        ("base_exp_id", str(uuid.uuid4())),
+        ("base_exp_id", dataset["id"]),  # a dataset is not an experiment
+    ):
+        reply = await api.call("POST", "/v1/experiment", {**body, field: value})
+        assert reply.status == 400 and field in reply.text, (field, reply.text)
+    made = await api.ok("POST", "/v1/experiment", {**body, "dataset_id": dataset["id"], "base_exp_id": base["id"]})  # fmt: skip
+    assert (made["dataset_id"], made["base_exp_id"]) == (dataset["id"], base["id"])
+    patch = await api.call("PATCH", f"/v1/experiment/{made['id']}", {"dataset_id": their_dataset["id"]})
+    assert patch.status == 400 and "dataset_id" in patch.text, patch.text
+    unlinked = await api.ok("PATCH", f"/v1/experiment/{made['id']}", {"dataset_id": None})
+    assert unlinked["dataset_id"] is None
+    assert (await api.call("GET", f"/v1/experiment/{made['id']}")).status == 200

@@ -180,25 +180,27 @@ async def ensure_objects(
                     f"--into-existing to write into it (its rows are merged with the {verb} ones)"
                 )
     result: dict[str, Destination] = {}
+    experiments: list[tuple[Wanted, dict[str, Any]]] = []  # each with the object as it is now
     for item in ordered:
         existing = found.get(item.key)
         if item.kind == "project_logs":
             destination = Destination(logs_ref(project), False)
         elif existing is None:
             body = creation_body(item.kind, item.name, project["id"], item.info, id_map)
-            destination = Destination(
-                object_ref(item.kind, await client.post_json(f"/v1/{item.kind}", body)), True
-            )
-            await remember(item.key, destination.ref.id)
-        elif ours.get(item.key) == existing["id"]:
+            existing = await client.post_json(f"/v1/{item.kind}", body)
             destination = Destination(object_ref(item.kind, existing), True)
+            await remember(item.key, destination.ref.id)
         else:
-            destination = Destination(object_ref(item.kind, existing), False)
-            if item.kind == "experiment":
-                await _follow_references(client, existing, item.info, id_map, warnings)
+            destination = Destination(object_ref(item.kind, existing), ours.get(item.key) == existing["id"])
+        if item.kind == "experiment" and existing is not None:
+            experiments.append((item, existing))
         if item.info.get("id"):
             id_map[item.info["id"]] = destination.ref.id
         result[item.key] = destination
+    # Bases come first, except in a cycle (A based on B based on A): a reference created
+    # before its target is set now, as are those of experiments that were there already.
+    for item, existing in experiments:
+        await _follow_references(client, existing, item.info, id_map, warnings, own=result[item.key].created)
     return result
 
 
@@ -208,9 +210,11 @@ async def _follow_references(
     info: dict[str, Any],
     id_map: dict[str, str],
     warnings: list[str],
+    *,
+    own: bool,
 ) -> None:
-    """Point an existing experiment's references where the copy's point; warn where they
-    cannot be and differ."""
+    """Point an experiment's references where the copy's point; warn where they cannot be
+    and differ, or where one the job did not create keeps a reference of its own."""
     label = f"experiment:{existing['name']}"
     wanted = {key: id_map[info[key]] for key in _REFERENCES if info.get(key) in id_map}
     change = {key: value for key, value in wanted.items() if existing.get(key) != value}
@@ -224,7 +228,7 @@ async def _follow_references(
                 for key, value in change.items()
             )
     for key in _REFERENCES:
-        if key not in wanted and existing.get(key) is not None:
+        if not own and key not in wanted and existing.get(key) is not None:
             warnings.append(
                 f"{label}: keeps its {key} {existing[key]}, which the source experiment does not share"
             )

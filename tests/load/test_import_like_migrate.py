@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from tests.conftest import Emulator
-from tests.helpers import all_rows, btpipe, insert, post, unique
+from tests.helpers import all_rows, btpipe, insert, post, send, unique
 from tests.reliability.support import hashes
 
 
@@ -344,3 +344,22 @@ def test_migrate_links_dataset_versions_as_import_does(emulator: Emulator, linke
         f"{linked['made']['candidate']['dataset_version']} is older than the copied dataset:silver; "
         "it links the copy's current version"
     ]
+
+
+def test_base_experiments_in_a_cycle_keep_every_link(emulator: Emulator) -> None:
+    """Experiments that name each other as base (A -> B -> C -> A, set by PATCH) cannot be
+    created bases first: each is created, then its link is set once the other is there."""
+    url, key = emulator.url, emulator.key
+    project = post(url, key, "/v1/project", {"name": unique("cycle")})
+    made = {name: post(url, key, "/v1/experiment", {"project_id": project["id"], "name": name})
+            for name in ("a", "b", "c")}  # fmt: skip
+    for name, base in (("a", "b"), ("b", "c"), ("c", "a")):
+        send("PATCH", url, key, f"/v1/experiment/{made[name]['id']}", {"base_exp_id": made[base]["id"]})
+    target = unique("cycle-copy")
+    moved = btpipe(emulator, "migrate", "--from-project", project["name"], "--to-project", target,
+                   "--create-project", "--objects", "experiments")  # fmt: skip
+    assert moved.exit_code == 0, moved.output
+    assert "warning" not in moved.stderr
+    copied = objects(emulator, "experiment", target)
+    ids = {e["id"]: name for name, e in copied.items()}
+    assert {name: ids.get(e["base_exp_id"]) for name, e in copied.items()} == {"a": "b", "b": "c", "c": "a"}

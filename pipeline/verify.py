@@ -63,12 +63,13 @@ from pipeline.common.config_kinds import (
     key_of,
     label,
 )
-from pipeline.common.errors import NotFoundError, UsageError
+from pipeline.common.errors import AttachmentUnavailable, NotFoundError, UsageError
 from pipeline.common.integrity import find_damage
 from pipeline.common.manifest import FileInfo, Manifest
+from pipeline.common.object_fields import COPIED_FIELDS, COPIED_KINDS, REFERENCES
 from pipeline.common.progress import Progress, Task
 from pipeline.common.rows import DESTINATION_FIELDS
-from pipeline.common.selection import config_selection, parse_one_object
+from pipeline.common.selection import Selector, config_selection, parse_one_object, parse_selection
 from pipeline.common.storage import Storage, location
 from pipeline.sources import iter_rows
 from pipeline.sources.config import damaged_config, find_config, read_config
@@ -143,7 +144,7 @@ class Contents:
                 url = await download_url(self.client, ref, self.org_id)
                 await download(self.client, ref, url, 2**62, consume)
                 self.known[ref.key] = f"sha256:{hashed[-1]}"
-            except NotFoundError:
+            except (AttachmentUnavailable, NotFoundError):  # no bytes ready, or the URL is gone
                 self.known[ref.key] = "missing"
 
 
@@ -328,13 +329,64 @@ def compare_config(
     return diffs
 
 
-async def _object_names(client: BraintrustClient, project: dict[str, Any]) -> dict[str, str]:
+#: A project's datasets and experiments, by kind.
+Listed = dict[str, list[dict[str, Any]]]
+
+
+async def _list_objects(client: BraintrustClient, project: dict[str, Any]) -> Listed:
+    return {kind: [o async for o in list_objects(client, kind, project["id"])] for kind in COPIED_KINDS}
+
+
+def _object_names(project: dict[str, Any], listed: Listed) -> dict[str, str]:
     """The project's id, and its datasets' and experiments' ids, with the names verify uses."""
     names = {project["id"]: "project"}
-    for kind in ("dataset", "experiment"):
-        async for obj in list_objects(client, kind, project["id"]):
-            names[obj["id"]] = f"{kind}:{obj['name']}"
+    for kind, objects in listed.items():
+        names.update((obj["id"], f"{kind}:{obj['name']}") for obj in objects)
     return names
+
+
+def _object_digests(kind: str, objects: list[dict[str, Any]], names: dict[str, str]) -> Digests:
+    """Each object by name, digested over the fields its copy carries; a reference by the name
+    of what it points at, or None outside the project (a copy drops such a reference)."""
+    digests = {}
+    for obj in objects:
+        shown = {name: obj.get(name) for name in COPIED_FIELDS[kind]}
+        if kind == "experiment":
+            shown.update((ref, names.get(obj.get(ref) or "")) for ref in REFERENCES)
+        digests[obj["name"]] = hashlib.blake2b(jsoncodec.canonical(shown), digest_size=16).digest()
+    return digests
+
+
+def compare_objects(
+    selection: list[Selector],
+    source: Listed,
+    source_names: dict[str, str],
+    destination: Listed,
+    destination_names: dict[str, str],
+    project_name: str,
+) -> list[ObjectDiff]:
+    """Per kind selected, the source's datasets or experiments against the destination's, by
+    name and the fields a copy carries. Selected whole (``datasets``), an object only the
+    destination has is extra; selected by name, only those names are compared."""
+    diffs = []
+    for kind in COPIED_KINDS:
+        chosen = [s for s in selection if s.object_type == kind]
+        if not chosen:
+            continue
+        named = None if any(s.name is None for s in chosen) else {s.name for s in chosen}
+        ours = [o for o in source[kind] if named is None or o["name"] in named]
+        theirs = [o for o in destination[kind] if named is None or o["name"] in named]
+        if not ours and not theirs:
+            continue
+        diff = compare(
+            _object_digests(kind, ours, source_names),
+            _object_digests(kind, theirs, destination_names),
+            f"{kind}s",
+            f"{project_name}/{kind}s",
+        )
+        diff.unit = "objects"
+        diffs.append(diff)
+    return diffs
 
 
 class VerifyJob:
@@ -383,19 +435,27 @@ class VerifyJob:
         for ref in await resolve_selection(source, src_project, self.objects):
             digests = await digest_object(source, ref, contents, self.progress, f"{ref.label} (source)")
             diffs.append(await self._pair(dst_project, ref.object_type, ref.name, ref.label, digests))
+        src_listed, dst_listed = await _list_objects(source, src_project), await _list_objects(self.destination, dst_project)  # fmt: skip
+        names, their_names = _object_names(src_project, src_listed), _object_names(dst_project, dst_listed)
+        selection = parse_selection(self.objects)
+        diffs += compare_objects(selection, src_listed, names, dst_listed, their_names, dst_project["name"])
         kinds = config_selection(self.objects)
         if kinds:
             config = await fetch_config(source, src_project, kinds)
-            names = await _object_names(source, src_project)
-            diffs += await self._pair_config(dst_project, config, names)
+            diffs += await self._pair_config(dst_project, config, names, their_names)
         return diffs
 
     async def _pair_config(
-        self, project: dict[str, Any], config: ConfigSet, names: dict[str, str]
+        self,
+        project: dict[str, Any],
+        config: ConfigSet,
+        names: dict[str, str],
+        their_names: dict[str, str] | None = None,
     ) -> list[ObjectDiff]:
         """The configuration diffs of ``config`` (the source's) against the destination's."""
         theirs = await fetch_config(self.destination, project, list(config.objects))
-        their_names = await _object_names(self.destination, project)
+        if their_names is None:
+            their_names = _object_names(project, await _list_objects(self.destination, project))
         return compare_config(config, names, theirs, their_names, project["name"])
 
     async def against_files(self, input_path: str, to_object: str | None = None) -> list[ObjectDiff]:

@@ -36,14 +36,9 @@ from pipeline.api.objects import ObjectRef, find_object, logs_ref, object_ref
 from pipeline.api.snapshot import take_snapshot
 from pipeline.common import jsoncodec
 from pipeline.common.errors import ApiError, UsageError
+from pipeline.common.object_fields import COPIED_FIELDS, REFERENCES
 from pipeline.common.rows import ObjectType
 from pipeline.querylang.ast import from_object
-
-_COPIED_FIELDS: dict[str, tuple[str, ...]] = {
-    "dataset": ("description", "metadata", "tags"),
-    "experiment": ("description", "metadata", "tags", "public", "repo_info"),
-}
-_REFERENCES = ("base_exp_id", "dataset_id")
 
 
 def creation_body(
@@ -51,11 +46,11 @@ def creation_body(
 ) -> dict[str, Any]:
     """The ``POST /v1/<kind>`` body for a copy of ``info`` named ``name`` in ``project_id``."""
     body: dict[str, Any] = {"project_id": project_id, "name": name}
-    for key in _COPIED_FIELDS[kind]:
+    for key in COPIED_FIELDS[kind]:
         if info.get(key) is not None:
             body[key] = info[key]
     if kind == "experiment":
-        for key in _REFERENCES:
+        for key in REFERENCES:
             source_id = info.get(key)
             if source_id is not None and source_id in id_map:
                 body[key] = id_map[source_id]
@@ -216,7 +211,7 @@ async def _follow_references(
     """Point an experiment's references where the copy's point; warn where they cannot be
     and differ, or where one the job did not create keeps a reference of its own."""
     label = f"experiment:{existing['name']}"
-    wanted = {key: id_map[info[key]] for key in _REFERENCES if info.get(key) in id_map}
+    wanted = {key: id_map[info[key]] for key in REFERENCES if info.get(key) in id_map}
     change = {key: value for key, value in wanted.items() if existing.get(key) != value}
     if change:
         try:
@@ -227,7 +222,7 @@ async def _follow_references(
                 f"{label}: keeps its {key} {existing.get(key)}, not the copied {value} ({exc})"
                 for key, value in change.items()
             )
-    for key in _REFERENCES:
+    for key in REFERENCES:
         if not own and key not in wanted and existing.get(key) is not None:
             warnings.append(
                 f"{label}: keeps its {key} {existing[key]}, which the source experiment does not share"

@@ -128,7 +128,9 @@ def test_migrate_project_across_orgs_and_verify(emulator: Any, tmp_path: Path) -
         "--set", f"to_project={target}", "--set", f"state_dir={tmp_path}", env=env,
     ))  # fmt: skip
     assert result["ok"] is True and result["warnings"] == []
-    assert [d["ok"] for d in result["details"]["verify"]] == [True, True, True]
+    verified = result["details"]["verify"]
+    assert [d["ok"] for d in verified] == [True] * 5  # the logs, a dataset, an experiment, and the two kinds
+    assert [d["source"] for d in verified if d["unit"] == "objects"] == ["datasets", "experiments"]
     copies = {o["source"]: o["destination_id"] for o in result["details"]["migrate"]["objects"]}
     source_logs = all_rows(emulator.url, emulator.key, "project_logs", setup["project"]["id"])
     copied_logs = all_rows(emulator.url, emulator.other_org_key, "project_logs", copies["logs"])

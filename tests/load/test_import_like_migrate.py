@@ -363,3 +363,38 @@ def test_base_experiments_in_a_cycle_keep_every_link(emulator: Emulator) -> None
     copied = objects(emulator, "experiment", target)
     ids = {e["id"]: name for name, e in copied.items()}
     assert {name: ids.get(e["base_exp_id"]) for name, e in copied.items()} == {"a": "b", "b": "c", "c": "a"}
+
+
+def test_verify_compares_the_objects_themselves(emulator: Emulator, linked: dict[str, Any]) -> None:
+    """Besides their rows, verify compares the datasets and experiments: one the destination
+    has that the source does not, and the fields a copy carries (a description, metadata, the
+    base experiment and dataset, by name)."""
+    target = unique("objects")
+    source = linked["project"]["name"]
+    moved = btpipe(emulator, "migrate", "--from-project", source, "--to-project", target,
+                   "--create-project", "--objects", "datasets,experiments")  # fmt: skip
+    assert moved.exit_code == 0, moved.output
+    check = ["verify", "--project", source, "--to-project", target, "--objects", "datasets,experiments"]
+    same = btpipe(emulator, *check)
+    assert same.exit_code == 0, same.output
+    assert f"experiments -> {target}/experiments: 3 vs 3 objects: identical" in same.stdout
+    assert f"datasets -> {target}/datasets: 2 vs 2 objects: identical" in same.stdout
+    url, key = emulator.url, emulator.key
+    copied = objects(emulator, "experiment", target)
+    send("PATCH", url, key, f"/v1/experiment/{copied['baseline']['id']}", {"metadata": {"deep": {"k": 2}}})
+    send("PATCH", url, key, f"/v1/experiment/{copied['candidate']['id']}", {"base_exp_id": None})
+    project_id = copied["baseline"]["project_id"]
+    post(url, key, "/v1/dataset", {"project_id": project_id, "name": "extra"})
+    changed = btpipe(emulator, *check, "--json")
+    assert changed.exit_code == 1, changed.output
+    diffs = {d["source"]: d for d in orjson.loads(changed.stdout)["objects"]}
+    assert (diffs["experiments"]["differing_ids"], diffs["experiments"]["extra"]) == (
+        ["baseline", "candidate"],
+        0,
+    )
+    assert (diffs["datasets"]["extra_ids"], diffs["datasets"]["differing"]) == (["extra"], 0)
+    assert diffs["dataset:golden"]["ok"] and diffs["experiment:baseline"]["ok"]  # the rows are the same
+    one = btpipe(
+        emulator, "verify", "--project", source, "--to-project", target, "--objects", "dataset:golden"
+    )
+    assert one.exit_code == 0, one.output  # a named object: other datasets are not its business

@@ -1,0 +1,21 @@
+"""What the copy of a dataset or experiment carries over from its source object.
+
+Import and migrate create copies with these fields; verify compares them. References name
+other objects by id, so a copy remaps them (and drops one to an object not copied), and verify
+compares them by the name of what they point at.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from pipeline.querylang.ast import ObjectType
+
+#: The kinds of object copied whole (the project logs are the project's own).
+COPIED_KINDS: Final[tuple[ObjectType, ...]] = ("dataset", "experiment")
+COPIED_FIELDS: Final[dict[str, tuple[str, ...]]] = {
+    "dataset": ("description", "metadata", "tags"),
+    "experiment": ("description", "metadata", "tags", "public", "repo_info"),
+}
+#: Fields of an experiment holding the id of another object of its project.
+REFERENCES: Final = ("base_exp_id", "dataset_id")

@@ -118,9 +118,15 @@ class WatchedClient(BraintrustClient):
         self.rate_limit_headers: dict[str, str] = {}
 
     async def _send(
-        self, method: str, path: str, params: Mapping[str, str] | None, body: bytes | None
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, str] | None,
+        body: bytes | None,
+        *,
+        once: bool = False,
     ) -> Response:
-        response = await super()._send(method, path, params, body)
+        response = await super()._send(method, path, params, body, once=once)
         for name, value in response.headers.items():
             if name.lower().startswith("x-ratelimit-") or name.lower() == "retry-after":
                 self.rate_limit_headers.setdefault(  # str(): aiohttp's names are a str subclass
@@ -177,6 +183,14 @@ class Doctor:
     # -- the checks -----------------------------------------------------------------------
 
     async def run(self, project: str | None, write_test: str | None) -> None:
+        """Every check in order; a server that stops answering (retries run out) ends the run
+        as a failed check, so the report of what was found is still printed."""
+        try:
+            await self._checks(project, write_test)
+        except TransientApiError as exc:
+            self.fail("server", exc)
+
+    async def _checks(self, project: str | None, write_test: str | None) -> None:
         orgs = await self.key()
         me = await self.user()
         await self.role(orgs[0] if orgs else None, me)

@@ -194,6 +194,18 @@ class ClientStatistics:
     concurrency: int = field(default=0, compare=False)
 
 
+def _hidden_retry(session: aiohttp.ClientSession, allowed: bool) -> None:
+    """Allow or forbid aiohttp's own retry for the request about to start: a PUT or DELETE
+    whose kept-alive connection closes before the answer is sent again at once, outside the
+    retry policy. Harmless for reads, but a ``PUT`` of a prompt makes a version: one whose
+    answer was lost after the server took it was written twice, where the policy's retry
+    first looks whether it landed. aiohttp reads the switch as the request starts, before its
+    first wait, so each request sets its own. No public switch exists (aiohttp's test client
+    sets this attribute); a version without it has nothing to switch."""
+    if hasattr(session, "_retry_connection"):
+        session._retry_connection = allowed
+
+
 class Aimd:
     """Additive increase, multiplicative decrease of a limit, the rule every request budget of
     btpipe follows (a client's concurrency here, a cluster's request rate in ``pipeline.ray``).
@@ -383,9 +395,13 @@ class BraintrustClient:
         params: Mapping[str, str] | None = None,
         body: bytes | None = None,
         shrink_on: frozenset[int] = frozenset(),
+        landed: Callable[[], Awaitable[Response | None]] | None = None,
     ) -> Response:
         """Send with retries. ``shrink_on`` statuses raise :class:`PageTooLargeError` at once so
-        the caller can retry with a smaller request instead of the same one.
+        the caller can retry with a smaller request instead of the same one. ``landed``, for a
+        write that is not idempotent, looks before each retry for the effect of an attempt
+        whose answer was lost (the connection dropped after the server took it): an answer it
+        returns stands for the request's, and nothing is sent again.
 
         A failure spends one of ``max_attempts``, except a 429 while the client is making
         progress (some request succeeded within ``throttle_patience`` seconds): that one is
@@ -393,8 +409,9 @@ class BraintrustClient:
         success that recent (a key that never gets through), 429s spend attempts like any
         failure, so the request gives up after about ``throttle_patience`` plus its budget.
         """
+        once = landed is not None
         return await self._retrying(
-            f"{method} {path}", lambda: self._send(method, path, params, body), shrink_on
+            f"{method} {path}", lambda: self._send(method, path, params, body, once=once), shrink_on, landed
         )
 
     async def signed_transfer(
@@ -416,7 +433,11 @@ class BraintrustClient:
         return await self._retrying(where, send)
 
     async def _retrying(
-        self, where: str, send: Callable[[], Awaitable[Response]], shrink_on: frozenset[int] = frozenset()
+        self,
+        where: str,
+        send: Callable[[], Awaitable[Response]],
+        shrink_on: frozenset[int] = frozenset(),
+        landed: Callable[[], Awaitable[Response | None]] | None = None,
     ) -> Response:
         policy = self.settings.retry
         attempts = waits = 0
@@ -461,6 +482,8 @@ class BraintrustClient:
                     )
                 self._retries += 1
             await anyio.sleep(policy.delay(waits, retry_after))
+            if landed is not None and (found := await landed()) is not None:
+                return found
 
     def _making_progress(self) -> bool:
         """Whether some request of this client succeeded within the throttle patience."""
@@ -468,12 +491,20 @@ class BraintrustClient:
         return self._last_success is not None and monotonic() - self._last_success <= patience
 
     async def _send(
-        self, method: str, path: str, params: Mapping[str, str] | None, body: bytes | None
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, str] | None,
+        body: bytes | None,
+        *,
+        once: bool = False,
     ) -> Response:
+        """One attempt; ``once``: not even aiohttp may send it again (see :func:`_hidden_retry`)."""
         if self._session is None:
             raise RuntimeError("BraintrustClient used outside 'async with'")
         self._requests += 1
         headers = {"Content-Type": "application/json"} if body is not None else None
+        _hidden_retry(self._session, not once)
         async with self._session.request(
             method,
             self.base_url + path,

@@ -15,16 +15,18 @@ from typing import Any
 
 import anyio
 
-from pipeline.api.client import BraintrustClient
+from pipeline.api.client import BraintrustClient, Response
 from pipeline.api.objects import list_all
-from pipeline.common import defaults
+from pipeline.common import defaults, jsoncodec
 from pipeline.common.config_kinds import (
     BY_NAME,
     SETTINGS_NAME,
     VERSIONS_OF,
     ConfigKind,
     ConfigSet,
+    comparable,
     is_prompt_function,
+    key_of,
 )
 from pipeline.common.errors import ApiError, NotFoundError, TransientApiError, first_error
 
@@ -156,13 +158,34 @@ async def prompt_versions(
     return {pid: found[pid] for pid in older if found[pid]}
 
 
-async def write_object(client: BraintrustClient, kind: ConfigKind, body: dict[str, Any]) -> dict[str, Any]:
+async def write_object(
+    client: BraintrustClient, kind: ConfigKind, body: dict[str, Any], before: dict[str, Any] | None
+) -> dict[str, Any]:
     """Create or replace one object (``body`` from :func:`~pipeline.common.config_kinds.create_body`);
-    the object as the server now holds it."""
+    the object as the server now holds it. ``before`` is the destination's object of that key
+    as it was (None: none).
+
+    Every ``PUT`` makes a version, so one is not simply sent again when its answer was lost:
+    before a retry, the object is read, and one that now equals ``body`` in another version
+    than ``before``'s is the write that landed."""
     if kind.path is None:
         project: dict[str, Any] = await client.patch_json(
             f"/v1/project/{body['project_id']}", {"settings": body.get("settings")}
         )
         return {"name": SETTINGS_NAME, "id": project["id"], "settings": project.get("settings")}
-    written: dict[str, Any] = await client.put_json(kind.path, body)
+
+    async def landed() -> Response | None:
+        key = key_of(kind, body)
+        found = [
+            o for o in await list_kind(client, kind, {"id": body["project_id"]}) if key_of(kind, o) == key
+        ]
+        if not found or comparable(found[0], {}) != comparable(body, {}):
+            return None
+        if before is not None and found[0].get("_xact_id") == before.get("_xact_id"):
+            return None
+        return Response(200, {}, jsoncodec.dumps(found[0]))
+
+    written: dict[str, Any] = (
+        await client.request("PUT", kind.path, body=jsoncodec.dumps(body), landed=landed)
+    ).json()
     return written

@@ -184,16 +184,23 @@ class ConfigCopy:
         return bodies, left_out
 
     async def _replay(
-        self, kind: ConfigKind, obj: dict[str, Any], id_map: dict[str, str], start: int = 0
-    ) -> None:
+        self,
+        kind: ConfigKind,
+        obj: dict[str, Any],
+        id_map: dict[str, str],
+        start: int,
+        before: dict[str, Any] | None,
+    ) -> dict[str, Any] | None:
         """Write ``obj``'s earlier versions from the ``start``-th, oldest first, before its
         current one, so the copy keeps its history; a version whose references cannot be
-        remapped is left out (listed)."""
+        remapped is left out (listed). ``before``: the destination's object as it is; returns
+        it as the last version left it."""
         bodies, left_out = self._version_bodies(kind, obj, id_map)
         self.outcome.skipped += left_out
         for body in bodies[start:]:
-            await write_object(self.client, kind, body)
+            before = await write_object(self.client, kind, body, before)
             self.outcome.versions += 1
+        return before
 
     def _history_begun(
         self,
@@ -270,9 +277,10 @@ class ConfigCopy:
             else:
                 async with limiter:
                     begun = 0 if existing is None else self._history_begun(kind, obj, existing, id_map, held)
+                    before = existing
                     if begun is not None:
-                        await self._replay(kind, obj, id_map, begun)
-                    result = await write_object(self.client, kind, body)
+                        before = await self._replay(kind, obj, id_map, begun, existing)
+                    result = await write_object(self.client, kind, body, before)
                 if existing is None:
                     counts[kind.name].created += 1
                 else:

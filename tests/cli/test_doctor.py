@@ -49,6 +49,14 @@ def version_limited() -> Iterator[Emulator]:
         yield Emulator(url=server.url)
 
 
+@pytest.fixture(scope="module")
+def listing_down() -> Iterator[Emulator]:
+    """Every request but the key's lookup answered 503: the server gives up mid-way."""
+    faults = FaultConfig(rate=1.0, kinds=("503",), retry_after=0, exempt=("/api/apikey", "/api/self", "/v1/user", "/v1/organization", "/v1/acl"))  # fmt: skip
+    with RunningServer(ServerConfig(port=0, faults=faults)) as server:
+        yield Emulator(url=server.url)
+
+
 def project_with_rows(emulator: Emulator, rows: int = 3) -> dict[str, Any]:
     project = post(emulator.url, emulator.key, "/v1/project", {"name": unique("doctor")})
     events = [{"id": f"r{i}", "input": i, "created": f"2026-01-0{i + 1}T00:00:00Z"} for i in range(rows)]
@@ -223,3 +231,17 @@ def test_rate_limit_headers_are_reported(version_limited: Emulator) -> None:
     )
     assert lines["rate limits"][0] == "ok"
     assert lines["rate limits"][1].startswith("Retry-After: 0 (HTTP 429 to GET /version); 1 retries, ")
+
+
+def test_a_server_that_gives_up_still_gets_its_report(listing_down: Emulator) -> None:
+    """Retries running out is a failed check like any other: the report up to it is printed
+    (``--json`` too), the error line names it, and the exit is 1."""
+    result = btpipe(listing_down, "doctor", "--max-retries", "2", "--max-backoff", "0.01", "--json")
+    assert result.exit_code == 1, result.output
+    found = report(result)
+    assert found["ok"] is False and found["exit_code"] == 1
+    failed = [c for c in found["checks"] if c["status"] == "failed"]
+    assert failed and "gave up after 2 attempts" in failed[0]["answer"], found["checks"]
+    assert result.stderr.startswith("btpipe: error: ") and "gave up after 2 attempts" in result.stderr
+    text = btpipe(listing_down, "doctor", "--max-retries", "2", "--max-backoff", "0.01")
+    assert text.exit_code == 1 and "btpipe cannot work here: " in text.stdout

@@ -11,6 +11,7 @@ of another kind at the destination is one line and exit 2.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from hypothesis import strategies as st
 from pipeline.common.config_kinds import BY_NAME, ordered_levels, references, remap
 from pipeline.common.errors import UsageError
 from pipeline.common.selection import config_selection, parse_selection
+from pipeline.emulator.server import spawn_emulator
 from tests.conftest import Emulator
 from tests.helpers import all_rows, btpipe, insert, post, send, unique
 
@@ -540,3 +542,27 @@ def test_a_prompt_whose_history_a_stopped_run_began_gets_the_rest(emulator: Emul
     assert moved.exit_code == 0, moved.output
     (prompt,) = send("GET", url, key, "/v1/prompt", params={"project_id": target["id"]})["objects"]
     assert history(emulator, key, target["id"], prompt["id"]) == descriptions
+
+
+def test_a_version_write_whose_answer_was_lost_is_not_written_twice(
+    emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A destination that drops connections after taking a write: each prompt version goes in
+    once (a retried PUT of a prompt makes another version), so the history is the source's."""
+    url, key = emulator.url, emulator.key
+    source = post(url, key, "/v1/project", {"name": unique("lossy")})
+    descriptions = [f"d{n}" for n in range(8)]
+    for description in descriptions:
+        send("PUT", url, key, "/v1/prompt", _prompt(source["id"], "greeter", description))
+    with spawn_emulator(tmp_path / "dst.db", "--faults", "rate=0.5,kinds=drop,seed=3") as lossy:
+        destination = dataclasses.replace(emulator, url=lossy)
+        monkeypatch.setenv("DESTINATION_KEY", key)
+        target = unique("lossy-copy")
+        moved = btpipe(emulator, "migrate", "--from-project", source["name"], "--to-project", target,
+                       "--create-project", "--objects", "prompts", "--to-api-url", lossy,
+                       "--to-api-key-env", "DESTINATION_KEY", "--max-retries", "30", "--max-backoff", "0.05")  # fmt: skip
+        assert moved.exit_code == 0, moved.output
+        send("PUT", lossy, destination.admin_key, "/_emulator/faults", {"rate": 0})
+        (project,) = send("GET", lossy, key, "/v1/project", params={"project_name": target})["objects"]
+        (prompt,) = send("GET", lossy, key, "/v1/prompt", params={"project_id": project["id"]})["objects"]
+        assert history(destination, key, project["id"], prompt["id"]) == descriptions

@@ -25,7 +25,7 @@ import aiohttp
 
 from pipeline.api.client import BraintrustClient, Response
 from pipeline.common.attachments import Reference
-from pipeline.common.errors import AttachmentTooLarge, NotFoundError
+from pipeline.common.errors import AttachmentTooLarge, AttachmentUnavailable, NotFoundError
 
 #: Bytes read from, or sent to, a signed URL at a time.
 CHUNK_BYTES: Final = 1 << 20
@@ -56,16 +56,17 @@ async def bounded(chunks: AsyncIterator[bytes], ref: Reference, limit: int) -> A
 
 
 async def download_url(client: BraintrustClient, ref: Reference, org_id: str) -> str:
-    """Where to read ``ref``'s bytes; NotFoundError when the deployment has none ready."""
+    """Where to read ``ref``'s bytes; :class:`AttachmentUnavailable` when the deployment has
+    none ready (the upload failed or is not done, or it does not know the key)."""
     params = {"key": ref.key, "filename": ref.filename, "content_type": ref.content_type, "org_id": org_id}
-    meta = await client.get_json("/attachment", params=params)
+    try:
+        meta = await client.get_json("/attachment", params=params)
+    except NotFoundError as exc:
+        raise AttachmentUnavailable(client.sided(f"{describe(ref)}: not found ({exc})")) from None
     status = (meta.get("status") or {}).get("upload_status") if isinstance(meta, dict) else None
     if status != "done" or not isinstance(meta.get("downloadUrl"), str):
-        raise NotFoundError(
-            client.sided(
-                f"{describe(ref)}: not ready to read (upload status {status!r}); a row refers to it, "
-                "so the run stopped: run again once its upload is done, or export with --attachments skip"
-            )
+        raise AttachmentUnavailable(
+            client.sided(f"{describe(ref)}: not ready to read (upload status {status!r})")
         )
     url: str = meta["downloadUrl"]
     return url
@@ -75,7 +76,7 @@ async def is_uploaded(client: BraintrustClient, ref: Reference, org_id: str) -> 
     """Whether the deployment holds ``ref`` ready (an earlier run uploaded it)."""
     try:
         await download_url(client, ref, org_id)
-    except NotFoundError:
+    except AttachmentUnavailable:
         return False
     return True
 

@@ -77,6 +77,11 @@ class AttachmentTooLarge(BtpipeError):
     """An attachment over ``--max-attachment-mb``: the run stopped before publishing what refers to it."""
 
 
+class AttachmentUnavailable(BtpipeError):
+    """An attachment a row refers to cannot be read where it should be (its upload failed or
+    is not done, or the key is unknown there)."""
+
+
 class LeaseHeld(BtpipeError):
     """Another run holds the lease of the output root or state file; this one did nothing."""
 

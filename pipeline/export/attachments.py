@@ -24,6 +24,7 @@ from pipeline.api.attachments import download, download_url
 from pipeline.api.client import BraintrustClient
 from pipeline.common import layout
 from pipeline.common.attachments import Entry, Reference, key_digest, page_references
+from pipeline.common.errors import AttachmentUnavailable
 from pipeline.common.storage import Storage
 
 
@@ -92,7 +93,13 @@ class AttachmentExport:
         return entry if self.storage.exists(layout.attachment_path(entry.sha256)) else None
 
     async def _download(self, ref: Reference) -> None:
-        url = await download_url(self.client, ref, self.org_id)
+        try:
+            url = await download_url(self.client, ref, self.org_id)
+        except AttachmentUnavailable as exc:
+            raise AttachmentUnavailable(
+                f"{exc}; a row refers to it, so the run stopped: run again once its upload is done, "
+                "or export with --attachments skip"
+            ) from None
         result: list[Entry] = []
 
         async def consume(chunks: AsyncIterator[bytes], _size: int | None) -> None:

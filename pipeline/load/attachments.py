@@ -31,7 +31,7 @@ from pipeline.api import attachments as api
 from pipeline.api.client import BraintrustClient
 from pipeline.common import jsoncodec, layout
 from pipeline.common.attachments import MARKER, Entry, Reference, find_references, key_digest, rewrite
-from pipeline.common.errors import DamagedFileError
+from pipeline.common.errors import AttachmentUnavailable, DamagedFileError
 from pipeline.common.storage import Storage, location
 from pipeline.load.batcher import Item
 from pipeline.load.transform import encode_checked
@@ -64,10 +64,10 @@ class ExportedAttachments:
         index = layout.attachment_index_path(key_digest(ref.key))
         try:
             entry = Entry.from_json(self.storage.read_bytes(index))
-        except FileNotFoundError:
-            raise DamagedFileError(
+        except FileNotFoundError:  # left out on purpose (or its index removed): the row's choice
+            raise AttachmentUnavailable(
                 f"{location(self.storage, index)}: {api.describe(ref)} is not in the export "
-                "(exported with --attachments skip, or removed); no row referring to it was sent"
+                "(exported with --attachments skip, or removed)"
             ) from None
         if not self.storage.exists(layout.attachment_path(entry.sha256)):
             raise DamagedFileError(
@@ -148,12 +148,16 @@ class AttachmentCopier:
         self.org_id = str(project.get("org_id") or "")
         self.mapping = mapping
         self.counts = AttachmentCounts()
+        #: Source keys whose bytes cannot be read there (why): the rows naming them are refused.
+        self.unavailable: dict[str, str] = {}
         self._limiter = anyio.CapacityLimiter(workers)
         self._pending: dict[str, anyio.Event] = {}
 
     async def rewrite(self, items: list[Item]) -> list[Item]:
         """``items`` with every attachment reference uploaded and rewritten. The attachments of
-        all the items are copied together (``workers`` at a time), not one item after another."""
+        all the items are copied together (``workers`` at a time), not one item after another.
+        An item naming an attachment the source cannot give (its upload failed there) is
+        refused, so the load stops naming it or, with ``--on-error skip``, records it."""
         if not any(MARKER in item.data for item in items):
             return items
         found: list[tuple[int, dict[str, Any], dict[str, Reference]]] = []
@@ -165,7 +169,11 @@ class AttachmentCopier:
                     found.append((index, event, refs))
         await self._ensure(list({ref.key: ref for _, _, refs in found for ref in refs.values()}.values()))
         out = list(items)
-        for index, event, _refs in found:
+        for index, event, refs in found:
+            lost = next((self.unavailable[r.key] for r in refs.values() if r.key in self.unavailable), None)
+            if lost is not None:
+                out[index] = replace(items[index], refused=f"refers to {lost}, whose bytes cannot be copied")
+                continue
             data, refused = encode_checked(rewrite(event, self.mapping))
             out[index] = replace(items[index], data=data, refused=refused)
         return out
@@ -189,7 +197,11 @@ class AttachmentCopier:
                 if await api.is_uploaded(self.destination, new, self.org_id):
                     self.counts.present += 1
                 else:
-                    size = await self.source.copy(ref, self.destination, new, self.org_id)
+                    try:
+                        size = await self.source.copy(ref, self.destination, new, self.org_id)
+                    except AttachmentUnavailable as exc:
+                        self.unavailable[ref.key] = str(exc)
+                        return
                     self.counts.bytes += size  # after the await: ``x += await`` reads x before it
                     self.counts.uploaded += 1
                 self.mapping[ref.key] = new.key

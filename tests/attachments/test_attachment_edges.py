@@ -135,20 +135,35 @@ def test_a_source_upload_never_done_stops_with_one_line(
 ) -> None:
     made = _unfinished(emulator, status)
     out = tmp_path / "backup"
+    insert(
+        emulator.url, emulator.key, "project_logs", made["project"]["id"], [{"id": "u2", "input": "plain"}]
+    )
     failed = btpipe(emulator, "export", "--project", made["project"]["name"], "--out", str(out))
-    assert failed.exit_code == 4, failed.output
+    assert failed.exit_code == 1, failed.output
     (line,) = _error_lines(failed.output)
     assert made["key"] in line and f"upload status '{status}'" in line and "--attachments skip" in line
     assert not list((out / "_manifests").glob("*.json"))
     skipped = _summary(btpipe(emulator, "export", "--project", made["project"]["name"], "--out", str(out),
                               "--restart", "--attachments", "skip", "--json"))  # fmt: skip
-    assert (skipped["rows"], skipped["attachments"]["skipped"]) == (1, 1)
+    assert (skipped["rows"], skipped["attachments"]["skipped"]) == (2, 1)
+    # a copy stops at the row naming the attachment, saying how to go on without it; with
+    # --on-error skip the row is recorded and every other row copied, and the run exits 1
     monkeypatch.setenv("OTHER_KEY", emulator.other_org_key)
-    moved = btpipe(emulator, "migrate", "--from-project", made["project"]["name"], "--to-project", unique("never"),
-                   "--create-project", "--to-api-key-env", "OTHER_KEY", "--state-dir", str(tmp_path / "s"))  # fmt: skip
-    assert moved.exit_code == 4, moved.output
+    target = unique("never")
+    copy = ["migrate", "--from-project", made["project"]["name"], "--to-project", target, "--create-project",
+            "--to-api-key-env", "OTHER_KEY", "--state-dir", str(tmp_path / "s")]  # fmt: skip
+    moved = btpipe(emulator, *copy)
+    assert moved.exit_code == 1, moved.output
     (line,) = _error_lines(moved.output)
-    assert made["key"] in line and f"upload status '{status}'" in line
+    assert made["key"] in line and f"upload status '{status}'" in line and "'u1'" in line
+    assert "--on-error skip" in line
+    errors = tmp_path / "errors.jsonl"
+    moved = btpipe(emulator, *copy, "--on-error", "skip", "--error-file", str(errors))
+    assert moved.exit_code == 1, moved.output
+    rows = all_rows(emulator.url, emulator.other_org_key, "project_logs", _project(emulator, emulator.other_org_key, target)["id"])  # fmt: skip
+    assert set(rows) == {"u2"}
+    (recorded,) = [orjson.loads(line) for line in errors.read_bytes().splitlines()]
+    assert recorded["id"] == "u1" and made["key"] in recorded["error"], recorded
 
 
 def test_interrupted_export_and_import_resume_without_doubles(emulator: Emulator, tmp_path: Path) -> None:

@@ -99,45 +99,59 @@ def _stored(column: pa.Array, kind: pa.DataType) -> pa.Array:
     return column.cast(kind)
 
 
-def _row_batches(storage: Storage, obj: StagedObject) -> Iterator[pa.RecordBatch]:
+def _row_batches(storage: Storage, obj: StagedObject, deleted: pa.Array) -> Iterator[pa.RecordBatch]:
     """The staged rows of ``obj`` as a merge source: the stored schema and the delete flag
-    (False); a row lacking its object's id gets it."""
+    (False); a row lacking its object's id gets it. A row whose id is among ``deleted`` (the
+    run's tombstones) is left out: a run that read its rows without a version (the server pins
+    them at the first page) may read a row the tombstone pass, later, finds deleted. The
+    delete is the newer news, as a restore applies it (rows, then tombstones), and a merge
+    source may hold an id only once."""
     schema = _source_schema(obj.object_type)
     index = schema.get_field_index(OBJECT_ID_COLUMNS[obj.object_type])
     for relpath in obj.files:
         with storage.open_read(relpath) as raw:
             for batch in pq.ParquetFile(raw).iter_batches(batch_size=_BATCH_ROWS):
+                if len(deleted):
+                    batch = batch.filter(pc.invert(pc.is_in(batch.column("id"), value_set=deleted)))
                 columns = [_stored(batch.column(f.name), f.type) for f in stored_schema(obj.object_type)]
                 columns[index] = pc.fill_null(columns[index], obj.object_id)
                 columns.append(pa.array([False] * batch.num_rows, pa.bool_()))
                 yield pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
-def _delete_batches(storage: Storage, obj: StagedObject) -> Iterator[pa.RecordBatch]:
-    """The ids of ``obj``'s tombstone file as delete rows: id, object id and the flag set."""
+def _tombstone_ids(storage: Storage, obj: StagedObject) -> pa.Array:
+    """The ids of ``obj``'s tombstone file (the ids one incremental run found deleted), held
+    as one Arrow array while the run is merged."""
     if obj.tombstones is None:
-        return
-    schema = _source_schema(obj.object_type)
-    id_column = OBJECT_ID_COLUMNS[obj.object_type]
-
-    def batch(ids: list[str]) -> pa.RecordBatch:
-        values = {"id": pa.array(ids, pa.string()), id_column: pa.array([obj.object_id] * len(ids), pa.string()),
-                  DELETE_COLUMN: pa.array([True] * len(ids), pa.bool_())}  # fmt: skip
-        return pa.RecordBatch.from_arrays(
-            [values.get(f.name, pa.nulls(len(ids), f.type)) for f in schema], schema=schema
-        )
-
+        return pa.array([], pa.string())
+    ids: list[pa.Array] = []
     with storage.open_read(obj.tombstones) as raw:
         rest = b""
         while True:
             chunk = raw.read(_READ_BYTES)
             lines = (rest + chunk).split(b"\n")
             rest = lines.pop() if chunk else b""
-            ids = [jsoncodec.loads(line)["id"] for line in lines if line.strip()]
-            if ids:
-                yield batch(ids)
+            ids.append(pa.array([jsoncodec.loads(line)["id"] for line in lines if line.strip()], pa.string()))
             if not chunk:
-                return
+                return pa.concat_arrays(ids)
+
+
+def _delete_batches(obj: StagedObject, deleted: pa.Array) -> Iterator[pa.RecordBatch]:
+    """``deleted`` (``obj``'s tombstones) as delete rows: id, object id and the flag set."""
+    schema = _source_schema(obj.object_type)
+    id_column = OBJECT_ID_COLUMNS[obj.object_type]
+    for start in range(0, len(deleted), _BATCH_ROWS):
+        ids = deleted.slice(start, _BATCH_ROWS)
+        values = {"id": ids, id_column: pa.array([obj.object_id] * len(ids), pa.string()),
+                  DELETE_COLUMN: pa.array([True] * len(ids), pa.bool_())}  # fmt: skip
+        yield pa.RecordBatch.from_arrays([values.get(f.name, pa.nulls(len(ids), f.type)) for f in schema], schema=schema)  # fmt: skip
+
+
+def _merge_batches(storage: Storage, obj: StagedObject) -> Iterator[pa.RecordBatch]:
+    """``obj``'s merge source: its rows, then its deletes."""
+    deleted = _tombstone_ids(storage, obj)
+    yield from _row_batches(storage, obj, deleted)
+    yield from _delete_batches(obj, deleted)
 
 
 def _open_table(where: TableLocation) -> DeltaTable | None:
@@ -252,13 +266,7 @@ def commit_table(
         assert created is not None
         return created.version()
     source = pa.RecordBatchReader.from_batches(
-        _source_schema(object_type),
-        (
-            b
-            for o in objects
-            for part in (_row_batches(storage, o), _delete_batches(storage, o))
-            for b in part
-        ),
+        _source_schema(object_type), (b for o in objects for b in _merge_batches(storage, o))
     )
     touched = ", ".join(_sql_text(o.object_id) for o in objects)
     # _xact_id is a decimal column; null only for a version of another spelling (then in _extra)
@@ -324,7 +332,8 @@ def commit_run(
             detail = " ".join(str(exc).split())[:300]
             where = location(storage, layout.delta_table(object_type))
             raise BtpipeError(
-                f"{where}: the run could not be committed to the Delta table: {detail}"
+                f"{where}: the run could not be committed to the Delta table: {detail} (a re-run "
+                "commits the staged files again; if it fails the same way, --restart reads the run anew)"
             ) from exc
         if version is not None:
             versions[object_type] = version

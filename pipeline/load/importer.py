@@ -131,7 +131,7 @@ class ImportJob:
         storage, prefix = await anyio.to_thread.run_sync(open_input, opts.input)
         self.storage = storage
         found = await anyio.to_thread.run_sync(find_inputs, storage, prefix, opts.until)
-        scope = await anyio.to_thread.run_sync(read_scope, storage, prefix)
+        scope = await anyio.to_thread.run_sync(read_scope, storage, prefix, opts.until)
         project_id = chosen_project(scope, opts.from_project, opts.input)
         inputs = select_inputs(one_project(scope, found, project_id), opts.objects)
         kinds = config_selection(opts.objects)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pipeline.common.chains import RunIndex
 from pipeline.common.errors import UsageError
 from pipeline.common.manifest import Manifest
 from pipeline.common.storage import Storage
@@ -82,9 +83,13 @@ class InputScope:
         return max(versions, key=version_number, default=None)
 
 
-def read_scope(storage: Storage, prefix: str) -> InputScope:
-    """The scope of the input at ``prefix`` (blocking: run in a thread)."""
-    return InputScope(input_manifests(storage, prefix))
+def read_scope(storage: Storage, prefix: str, until: str | None = None) -> InputScope:
+    """The scope of the input at ``prefix``, as of run ``until`` when given (the runs a restore
+    ``--until`` reads: a later run's snapshot is not what it restores). Blocking: run in a thread."""
+    manifests = input_manifests(storage, prefix)
+    if until is not None and manifests:
+        manifests = RunIndex(manifests, storage.url).until(until).runs
+    return InputScope(manifests)
 
 
 def chosen_project(scope: InputScope, from_project: str | None, where: str) -> str | None:

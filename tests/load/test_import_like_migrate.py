@@ -398,3 +398,30 @@ def test_verify_compares_the_objects_themselves(emulator: Emulator, linked: dict
         emulator, "verify", "--project", source, "--to-project", target, "--objects", "dataset:golden"
     )
     assert one.exit_code == 0, one.output  # a named object: other datasets are not its business
+
+
+def test_a_restore_until_an_earlier_run_links_the_version_that_run_copied(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """``--until`` restores the dataset as that run had it, so an experiment that ran against
+    the dataset as then exported links the copy's newest version; a later run's newer dataset
+    snapshot is not the one restored."""
+    url, key = emulator.url, emulator.key
+    project = post(url, key, "/v1/project", {"name": unique("until")})
+    dataset = post(url, key, "/v1/dataset", {"project_id": project["id"], "name": "golden"})
+    insert(url, key, "dataset", dataset["id"], [{"id": f"g{i}", "input": i} for i in range(5)])
+    pinned = newest_version(emulator, "dataset", dataset["id"])
+    post(url, key, "/v1/experiment", {"project_id": project["id"], "name": "exp", "dataset_id": dataset["id"], "dataset_version": pinned})  # fmt: skip
+    out = tmp_path / "backup"
+    export = ["export", "--project", project["name"], "--out", str(out), "--format", "jsonl", "--objects", "datasets,experiments"]  # fmt: skip
+    assert btpipe(emulator, *export).exit_code == 0
+    first_run = sorted(p.stem for p in (out / "_manifests").glob("*.json"))[0]
+    insert(url, key, "dataset", dataset["id"], [{"id": "late", "input": 99}])
+    assert btpipe(emulator, *export, "--incremental").exit_code == 0
+    target = unique("until-copy")
+    restored = btpipe(emulator, "import", "--in", str(out), "--to-project", target, "--create-project",
+                      "--until", first_run, "--state-dir", str(tmp_path / "state"))  # fmt: skip
+    assert restored.exit_code == 0, restored.output
+    assert "warning" not in restored.stderr, restored.stderr
+    copy = objects(emulator, "dataset", target)["golden"]
+    assert objects(emulator, "experiment", target)["exp"]["dataset_version"] == newest_version(emulator, "dataset", copy["id"])  # fmt: skip

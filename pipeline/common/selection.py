@@ -3,6 +3,8 @@
 ``logs`` (or ``project_logs``), ``datasets``, ``experiments`` select every object of a kind;
 ``dataset:NAME`` and ``experiment:NAME`` select one. ``--objects`` takes a comma list of these;
 ``--to-object`` takes exactly one object (``logs``, ``dataset:NAME`` or ``experiment:NAME``).
+Items are stripped of surrounding blanks; a name holding a comma, or blanks at its ends, is
+written as a JSON string: ``dataset:"a, b"``, ``dataset:" padded "``.
 
 ``--objects`` also names kinds of project configuration (:mod:`pipeline.common.config_kinds`):
 ``prompts``, ``functions``, ``project_scores``, ``project_tags``, ``views``, ``span_iframes``,
@@ -12,6 +14,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from pipeline.common.config_kinds import ALL_CONFIG, BY_SELECTOR, KINDS
@@ -35,9 +38,48 @@ class Selector:
     name: str | None = None
 
 
-def parse_selector(item: str) -> Selector | None:
+def _items(text: str, option: str) -> list[str]:
+    """The items of a comma list, stripped; a comma inside a JSON string (a quoted name) does
+    not end its item."""
+    items: list[str] = []
+    start = at = 0
+    while at < len(text):
+        if text[at] == '"':
+            try:
+                _, at = _STRING.raw_decode(text, at)
+            except ValueError:
+                raise UsageError(
+                    f"{option}: unterminated or malformed quoted name in {text[start:]!r}"
+                ) from None
+            continue
+        if text[at] == ",":
+            items.append(text[start:at].strip())
+            start = at + 1
+        at += 1
+    items.append(text[start:].strip())
+    return items
+
+
+_STRING = json.JSONDecoder()
+
+
+def _name(text: str, option: str) -> str:
+    """A name as written: a JSON string is decoded, anything else taken as it is."""
+    if not text.startswith('"'):
+        return text
+    try:
+        name, end = _STRING.raw_decode(text)
+    except ValueError:
+        end = -1
+    if end != len(text) or not isinstance(name, str):
+        raise UsageError(f"{option}: {text!r} is not one quoted name (write it as a JSON string)")
+    return name
+
+
+def parse_selector(item: str, option: str = "--objects") -> Selector | None:
     """One item, or None when it is not of the syntax."""
     kind, _, name = item.partition(":")
+    name = _name(name, option)
     if item in ("logs", "project_logs"):
         return Selector("project_logs")
     if item in _PLURALS:
@@ -55,11 +97,10 @@ def parse_selection(text: str, option: str = "--objects") -> list[Selector]:
     """Parse a comma list of row selectors; blank items and configuration kinds are passed
     over (:func:`config_selection` reads those)."""
     selectors: list[Selector] = []
-    for raw in text.split(","):
-        item = raw.strip()
+    for item in _items(text, option):
         if not item or _is_config(item):
             continue
-        selector = parse_selector(item)
+        selector = parse_selector(item, option)
         if selector is None:
             raise UsageError(f"{option}: cannot understand {item!r} (expected {_EXPECTED})")
         selectors.append(selector)
@@ -68,7 +109,7 @@ def parse_selection(text: str, option: str = "--objects") -> list[Selector]:
 
 def parse_one_object(text: str, option: str = "--to-object") -> tuple[ObjectType, str | None]:
     """One named destination: ``logs`` | ``dataset:NAME`` | ``experiment:NAME``."""
-    selector = parse_selector(text.strip())
+    selector = parse_selector(text.strip(), option)
     if selector is None or (selector.object_type != "project_logs" and selector.name is None):
         raise UsageError(f"{option}: expected logs, dataset:NAME or experiment:NAME, got {text!r}")
     return selector.object_type, selector.name
@@ -77,7 +118,7 @@ def parse_one_object(text: str, option: str = "--to-object") -> tuple[ObjectType
 def config_selection(text: str | None) -> list[str]:
     """The configuration kinds (API names, in recreation order) a comma list names; no list
     (an import's default: everything) names them all."""
-    items = {raw.strip() for raw in (text or "").split(",")}
+    items = set(_items(text or "", "--objects"))
     if text is None or ALL_CONFIG in items:
         return [kind.name for kind in KINDS]
     return [kind.name for kind in KINDS if kind.selector in items]

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from pipeline.common.checkpoint import PrefixTracker
 from pipeline.common.errors import UsageError
 from pipeline.common.rows import READ_ONLY_FIELDS
-from pipeline.common.selection import Selector, parse_selection
+from pipeline.common.selection import Selector, config_selection, parse_selection
 from pipeline.load.batcher import ENVELOPE_BYTES, Batcher, Item, request_body
 from pipeline.load.destinations import creation_body, experiments_in_dependency_order
 from pipeline.load.transform import SourceObject, to_event
@@ -134,6 +134,15 @@ def test_objects_selection_is_parsed_once_for_projects_and_files() -> None:
     ]  # fmt: skip
     with pytest.raises(UsageError, match=r"--objects: cannot understand 'dataset:' \(expected logs, "):
         parse_selection("logs,dataset:")
+    # a name holding a comma, or blanks at its ends, is a JSON string
+    assert parse_selection('dataset:"a,b", dataset:" padded ",experiment:"say \\"hi\\"",logs') == [
+        Selector("dataset", "a,b"), Selector("dataset", " padded "), Selector("experiment", 'say "hi"'),
+        Selector("project_logs"),
+    ]  # fmt: skip
+    assert config_selection('dataset:"x,prompts"') == []  # not a kind named inside a name
+    for bad in ('dataset:"open', 'dataset:"a"b'):
+        with pytest.raises(UsageError, match="--objects: "):
+            parse_selection(bad)
     logs = InputObject("project_logs", "P", "proj")
     d1, d2 = InputObject("dataset", "D1", "one"), InputObject("dataset", "D2", "two")
     exp = InputObject("experiment", "E1", "exp")

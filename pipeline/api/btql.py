@@ -256,14 +256,14 @@ class Pager:
 
 
 async def query_pages(
-    client: BraintrustClient, text: str, *, page_all: bool, version: str | None = None
+    client: BraintrustClient, query: Query, *, page_all: bool, version: str | None = None
 ) -> AsyncIterator[list[dict[str, Any]]]:
-    """Run a text query (BTQL or SQL); with ``page_all``, follow cursors until the last page.
+    """Run a query (a user's text, :func:`parse_text` parsed); with ``page_all``, follow
+    cursors until the last page.
 
-    The text is parsed here and sent as a query object, the cursor inside it, as the SDKs
-    page; a query with ``sort`` or aggregates is one page. Unless ``version`` pins it, the
-    first page's ``_xact_id`` values cannot pin the rest, so pages read the latest state."""
-    query = parse_text(text)
+    It is sent as a query object, the cursor inside it, as the SDKs page; a query with
+    ``sort`` or aggregates is one page. Unless ``version`` pins it, the first page's
+    ``_xact_id`` values cannot pin the rest, so pages read the latest state."""
     while True:
         response = await run_query(client, query, version=version)
         payload = response.json() or {}

@@ -21,7 +21,8 @@ from pipeline.cli.common import api_options, run_async, with_client
 def query(settings: ClientSettings, text: str, page_all: bool, table: bool, version: str | None) -> None:
     """Run a BTQL or SQL query and print the rows (JSON lines, or --table)."""
     rows: list[dict[str, Any]] = []
-    if page_all and any(key in parse_text(text) for key in ("sort", "measures", "dimensions")):
+    parsed = parse_text(text)
+    if page_all and any(key in parsed for key in ("sort", "measures", "dimensions")):
         click.echo(
             "btpipe: warning: --all: a query with sort or aggregates is answered in one page, "
             "its limit capping the rows",
@@ -29,7 +30,7 @@ def query(settings: ClientSettings, text: str, page_all: bool, table: bool, vers
         )
 
     async def job(client: BraintrustClient) -> None:
-        async for page in query_pages(client, text, page_all=page_all, version=version):
+        async for page in query_pages(client, parsed, page_all=page_all, version=version):
             if table:
                 rows.extend(page)
             else:

@@ -11,7 +11,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from pipeline.api.btql import QUERY_SOURCE, query_pages
+from pipeline.api.btql import QUERY_SOURCE, parse_text, query_pages
 from pipeline.api.client import BraintrustClient
 from tests.api.test_client import answer, serve, settings
 
@@ -34,7 +34,7 @@ async def paged(request: web.Request, n: int) -> web.StreamResponse:
 )
 async def test_the_cursor_goes_inside_the_parsed_query(text: str) -> None:
     async with serve(paged) as fake, BraintrustClient(settings(fake.url)) as client:
-        pages = [page async for page in query_pages(client, text, page_all=True, version="77")]
+        pages = [page async for page in query_pages(client, parse_text(text), page_all=True, version="77")]
     assert pages == [ROWS[0:2], ROWS[2:4], ROWS[4:5]]
     bodies: list[dict[str, Any]] = [seen.json() for seen in fake.hits("/btql")]
     assert [b["query"].get("cursor") for b in bodies] == [None, "2", "4", "5"]

@@ -159,26 +159,28 @@ async def prompt_versions(
 
 
 async def write_object(
-    client: BraintrustClient, kind: ConfigKind, body: dict[str, Any], before: dict[str, Any] | None
+    client: BraintrustClient,
+    kind: ConfigKind,
+    body: dict[str, Any],
+    before: dict[str, Any] | None,
+    project: dict[str, Any],
 ) -> dict[str, Any]:
-    """Create or replace one object (``body`` from :func:`~pipeline.common.config_kinds.create_body`);
-    the object as the server now holds it. ``before`` is the destination's object of that key
-    as it was (None: none).
+    """Create or replace one object of ``project`` (``body`` from
+    :func:`~pipeline.common.config_kinds.create_body`); the object as the server now holds it.
+    ``before`` is the destination's object of that key as it was (None: none).
 
     Every ``PUT`` makes a version, so one is not simply sent again when its answer was lost:
     before a retry, the object is read, and one that now equals ``body`` in another version
     than ``before``'s is the write that landed."""
     if kind.path is None:
-        project: dict[str, Any] = await client.patch_json(
-            f"/v1/project/{body['project_id']}", {"settings": body.get("settings")}
+        current: dict[str, Any] = await client.patch_json(
+            f"/v1/project/{project['id']}", {"settings": body.get("settings")}
         )
-        return {"name": SETTINGS_NAME, "id": project["id"], "settings": project.get("settings")}
+        return {"name": SETTINGS_NAME, "id": current["id"], "settings": current.get("settings")}
 
     async def landed() -> Response | None:
         key = key_of(kind, body)
-        found = [
-            o for o in await list_kind(client, kind, {"id": body["project_id"]}) if key_of(kind, o) == key
-        ]
+        found = [o for o in await list_kind(client, kind, project) if key_of(kind, o) == key]
         if not found or comparable(found[0], {}) != comparable(body, {}):
             return None
         if before is not None and found[0].get("_xact_id") == before.get("_xact_id"):

@@ -198,7 +198,7 @@ class ConfigCopy:
         bodies, left_out = self._version_bodies(kind, obj, id_map)
         self.outcome.skipped += left_out
         for body in bodies[start:]:
-            before = await write_object(self.client, kind, body, before)
+            before = await write_object(self.client, kind, body, before, self.project)
             self.outcome.versions += 1
         return before
 
@@ -280,7 +280,7 @@ class ConfigCopy:
                     before = existing
                     if begun is not None:
                         before = await self._replay(kind, obj, id_map, begun, existing)
-                    result = await write_object(self.client, kind, body, before)
+                    result = await write_object(self.client, kind, body, before, self.project)
                 if existing is None:
                     counts[kind.name].created += 1
                 else:

@@ -554,15 +554,22 @@ def test_a_version_write_whose_answer_was_lost_is_not_written_twice(
     descriptions = [f"d{n}" for n in range(8)]
     for description in descriptions:
         send("PUT", url, key, "/v1/prompt", _prompt(source["id"], "greeter", description))
-    with spawn_emulator(tmp_path / "dst.db", "--faults", "rate=0.5,kinds=drop,seed=3") as lossy:
+    # every kind is written through the same check, a view's request naming its project apart
+    send("PUT", url, key, "/v1/view", {"object_type": "project", "object_id": source["id"], "view_type": "logs", "name": "triage"})  # fmt: skip
+    send("PUT", url, key, "/v1/project_score", {"project_id": source["id"], "name": "accuracy", "score_type": "slider"})  # fmt: skip
+    send("PUT", url, key, "/v1/project_tag", {"project_id": source["id"], "name": "needs-review"})
+    with spawn_emulator(tmp_path / "dst.db", "--faults", "rate=0.8,kinds=drop,seed=3") as lossy:
         destination = dataclasses.replace(emulator, url=lossy)
         monkeypatch.setenv("DESTINATION_KEY", key)
         target = unique("lossy-copy")
         moved = btpipe(emulator, "migrate", "--from-project", source["name"], "--to-project", target,
-                       "--create-project", "--objects", "prompts", "--to-api-url", lossy,
+                       "--create-project", "--objects", "config", "--to-api-url", lossy,
                        "--to-api-key-env", "DESTINATION_KEY", "--max-retries", "30", "--max-backoff", "0.05")  # fmt: skip
         assert moved.exit_code == 0, moved.output
         send("PUT", lossy, destination.admin_key, "/_emulator/faults", {"rate": 0})
         (project,) = send("GET", lossy, key, "/v1/project", params={"project_name": target})["objects"]
         (prompt,) = send("GET", lossy, key, "/v1/prompt", params={"project_id": project["id"]})["objects"]
         assert history(destination, key, project["id"], prompt["id"]) == descriptions
+        checked = btpipe(emulator, "verify", "--project", source["name"], "--to-project", target, "--objects",
+                         "config", "--to-api-url", lossy, "--to-api-key-env", "DESTINATION_KEY")  # fmt: skip
+        assert checked.exit_code == 0, checked.output

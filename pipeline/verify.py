@@ -345,16 +345,19 @@ def _object_names(project: dict[str, Any], listed: Listed) -> dict[str, str]:
     return names
 
 
-def _object_digests(kind: str, objects: list[dict[str, Any]], names: dict[str, str]) -> Digests:
-    """Each object by name, digested over the fields its copy carries; a reference by the name
-    of what it points at, or None outside the project (a copy drops such a reference)."""
-    digests = {}
-    for obj in objects:
-        shown = {name: obj.get(name) for name in COPIED_FIELDS[kind]}
-        if kind == "experiment":
-            shown.update((ref, names.get(obj.get(ref) or "")) for ref in REFERENCES)
-        digests[obj["name"]] = hashlib.blake2b(jsoncodec.canonical(shown), digest_size=16).digest()
-    return digests
+def _shown(kind: str, obj: dict[str, Any], names: dict[str, str], selected: Container[str]) -> dict[str, Any]:
+    """The fields ``obj``'s copy carries; a reference by the name of what it points at, or
+    None when that is not among the ``selected`` objects (a copy drops such a reference)."""
+    shown = {name: obj.get(name) for name in COPIED_FIELDS[kind]}
+    if kind == "experiment":
+        for ref in REFERENCES:
+            target = names.get(obj.get(ref) or "")
+            shown[ref] = target if target in selected else None
+    return shown
+
+
+def _digest(shown: dict[str, Any]) -> bytes:
+    return hashlib.blake2b(jsoncodec.canonical(shown), digest_size=16).digest()
 
 
 def compare_objects(
@@ -368,23 +371,33 @@ def compare_objects(
     """Per kind selected, the source's datasets or experiments against the destination's, by
     name and the fields a copy carries. Selected whole (``datasets``), an object only the
     destination has is extra; selected by name, only those names are compared."""
-    diffs = []
+    chosen: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {}
     for kind in COPIED_KINDS:
-        chosen = [s for s in selection if s.object_type == kind]
-        if not chosen:
-            continue
-        named = None if any(s.name is None for s in chosen) else {s.name for s in chosen}
-        ours = [o for o in source[kind] if named is None or o["name"] in named]
-        theirs = [o for o in destination[kind] if named is None or o["name"] in named]
+        selectors = [s for s in selection if s.object_type == kind]
+        if selectors:
+            named = None if any(s.name is None for s in selectors) else {s.name for s in selectors}
+            chosen[kind] = (
+                [o for o in source[kind] if named is None or o["name"] in named],
+                [o for o in destination[kind] if named is None or o["name"] in named],
+            )
+    selected = {f"{kind}:{o['name']}" for kind, (ours, _) in chosen.items() for o in ours}
+    diffs = []
+    for copied, (ours, theirs) in chosen.items():
         if not ours and not theirs:
             continue
+        mine = {o["name"]: _shown(copied, o, source_names, selected) for o in ours}
+        copies = {o["name"]: _shown(copied, o, destination_names, selected) for o in theirs}
         diff = compare(
-            _object_digests(kind, ours, source_names),
-            _object_digests(kind, theirs, destination_names),
-            f"{kind}s",
-            f"{project_name}/{kind}s",
+            {name: _digest(shown) for name, shown in mine.items()},
+            {name: _digest(shown) for name, shown in copies.items()},
+            f"{copied}s",
+            f"{project_name}/{copied}s",
         )
         diff.unit = "objects"
+        diff.differing_ids = [  # which fields: an object has few, and the user needs to know
+            f"{name} ({', '.join(k for k in mine[name] if mine[name][k] != copies[name][k])})"
+            for name in diff.differing_ids
+        ]
         diffs.append(diff)
     return diffs
 

@@ -13,9 +13,10 @@ An object of the same name that the destination already has is written into only
 (``into_existing``): otherwise its rows would merge silently with the copied ones, under
 references that belong to something else. Every name is looked up before the first object is
 created, so a refusal leaves nothing behind. An object the job itself created (its state says
-so) is its own, and a resumed run goes on into it unasked. Written into, an existing
-experiment has its references set to the remapped ones (``PATCH``); one that cannot be (the
-source's target was not copied, or the server refuses) is reported as a warning.
+so) is its own, and a resumed run goes on into it unasked. Written into, an existing object
+gets the source's fields (``PATCH``), and an existing experiment its references remapped; one
+that cannot be (the source's target was not copied, or the server refuses) is reported as a
+warning.
 
 A ``dataset_version`` is a transaction id of the *source* dataset, which means nothing at the
 destination. After the rows are in, :func:`link_dataset_versions` points it at the copy's
@@ -156,8 +157,9 @@ async def ensure_objects(
 
     ``ours`` maps keys to the objects this job created before (resumed); ``remember(key, id)``
     records each new one before anything is written into it. An object of the same name that
-    is not ours needs ``into_existing`` (UsageError before any is created otherwise); its
-    references are then updated, or ``warnings`` say why not."""
+    is not ours needs ``into_existing`` (UsageError before any is created otherwise); one that
+    was there already gets the source's fields (description, metadata, tags, ...) and
+    references, or ``warnings`` say why not."""
     ordered = creation_order(wanted)
     _refuse_merging_namesakes(ordered)
     found: dict[str, dict[str, Any]] = {}
@@ -187,6 +189,7 @@ async def ensure_objects(
             await remember(item.key, destination.ref.id)
         else:
             destination = Destination(object_ref(item.kind, existing), ours.get(item.key) == existing["id"])
+            existing = await _follow_fields(client, item, existing, warnings)
         if item.kind == "experiment" and existing is not None:
             experiments.append((item, existing))
         if item.info.get("id"):
@@ -197,6 +200,35 @@ async def ensure_objects(
     for item, existing in experiments:
         await _follow_references(client, existing, item.info, id_map, warnings, own=result[item.key].created)
     return result
+
+
+async def _follow_fields(
+    client: BraintrustClient, item: Wanted, existing: dict[str, Any], warnings: list[str]
+) -> dict[str, Any]:
+    """Bring the fields a copy carries of an object that was there already to the source's
+    (those the source's description has: a manifest may not list all); warn for one a
+    ``PATCH`` cannot make equal (it merges objects, so a key the source dropped stays). The
+    object as it is now."""
+    change = {
+        key: item.info[key]
+        for key in COPIED_FIELDS[item.kind]
+        if key in item.info and item.info[key] != existing.get(key)
+    }
+    if not change:
+        return existing
+    label = f"{item.kind}:{existing['name']}"
+    try:
+        response = await client.request(
+            "PATCH", f"/v1/{item.kind}/{existing['id']}", body=jsoncodec.dumps(change)
+        )
+    except ApiError as exc:
+        warnings.append(f"{label}: keeps its {', '.join(change)}, not the source's ({exc})")
+        return existing
+    updated: dict[str, Any] = response.json()
+    still = [key for key, value in change.items() if updated.get(key) != value]
+    if still:
+        warnings.append(f"{label}: its {', '.join(still)} still differ from the source's after an update")
+    return updated
 
 
 async def _follow_references(

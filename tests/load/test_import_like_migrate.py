@@ -388,10 +388,8 @@ def test_verify_compares_the_objects_themselves(emulator: Emulator, linked: dict
     changed = btpipe(emulator, *check, "--json")
     assert changed.exit_code == 1, changed.output
     diffs = {d["source"]: d for d in orjson.loads(changed.stdout)["objects"]}
-    assert (diffs["experiments"]["differing_ids"], diffs["experiments"]["extra"]) == (
-        ["baseline", "candidate"],
-        0,
-    )
+    assert diffs["experiments"]["differing_ids"] == ["baseline (metadata)", "candidate (base_exp_id)"]
+    assert diffs["experiments"]["extra"] == 0
     assert (diffs["datasets"]["extra_ids"], diffs["datasets"]["differing"]) == (["extra"], 0)
     assert diffs["dataset:golden"]["ok"] and diffs["experiment:baseline"]["ok"]  # the rows are the same
     one = btpipe(
@@ -425,3 +423,33 @@ def test_a_restore_until_an_earlier_run_links_the_version_that_run_copied(
     assert "warning" not in restored.stderr, restored.stderr
     copy = objects(emulator, "dataset", target)["golden"]
     assert objects(emulator, "experiment", target)["exp"]["dataset_version"] == newest_version(emulator, "dataset", copy["id"])  # fmt: skip
+
+
+def test_verify_after_a_copy_of_some_objects_and_a_copy_into_existing_ones(
+    emulator: Emulator, linked: dict[str, Any]
+) -> None:
+    """A copy of the experiments alone drops their links to the datasets it did not copy, and
+    verify of that selection does not count them; a copy into objects that were there already
+    brings their fields to the source's, so verify agrees after the source's were edited."""
+    source = linked["project"]["name"]
+    target = unique("some")
+    copy = ["migrate", "--from-project", source, "--to-project", target, "--objects", "experiments"]
+    assert btpipe(emulator, *copy, "--create-project").exit_code == 0
+    check = ["verify", "--project", source, "--to-project", target, "--objects", "experiments"]
+    same = btpipe(emulator, *check)
+    assert same.exit_code == 0, same.output
+    url, key = emulator.url, emulator.key
+    edited = {"description": "changed", "tags": ["t"], "metadata": {"k": 1}}
+    send("PATCH", url, key, f"/v1/experiment/{linked['made']['third']['id']}", edited)
+    try:
+        assert btpipe(emulator, *check).exit_code == 1
+        again = btpipe(emulator, *copy, "--into-existing")
+        assert again.exit_code == 0, again.output
+        assert "warning" not in again.stderr, again.stderr
+        third = objects(emulator, "experiment", target)["third"]
+        assert {k: third[k] for k in edited} == edited
+        after = btpipe(emulator, *check)
+        assert after.exit_code == 0, after.output
+    finally:
+        send("PATCH", url, key, f"/v1/experiment/{linked['made']['third']['id']}",
+             {"description": None, "tags": None, "metadata": None})  # fmt: skip

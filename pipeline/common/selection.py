@@ -38,13 +38,13 @@ class Selector:
     name: str | None = None
 
 
-def _items(text: str, option: str) -> list[str]:
-    """The items of a comma list, stripped; a comma inside a JSON string (a quoted name) does
-    not end its item."""
+def split_items(text: str, option: str = "--objects") -> list[str]:
+    """The items of a comma list, stripped; a comma inside a quoted name (a JSON string right
+    after ``kind:``) does not end its item. A quote elsewhere is a character of the name."""
     items: list[str] = []
     start = at = 0
     while at < len(text):
-        if text[at] == '"':
+        if text[at] == '"' and at > 0 and text[at - 1] == ":":
             try:
                 _, at = _STRING.raw_decode(text, at)
             except ValueError:
@@ -97,7 +97,7 @@ def parse_selection(text: str, option: str = "--objects") -> list[Selector]:
     """Parse a comma list of row selectors; blank items and configuration kinds are passed
     over (:func:`config_selection` reads those)."""
     selectors: list[Selector] = []
-    for item in _items(text, option):
+    for item in split_items(text, option):
         if not item or _is_config(item):
             continue
         selector = parse_selector(item, option)
@@ -118,7 +118,7 @@ def parse_one_object(text: str, option: str = "--to-object") -> tuple[ObjectType
 def config_selection(text: str | None) -> list[str]:
     """The configuration kinds (API names, in recreation order) a comma list names; no list
     (an import's default: everything) names them all."""
-    items = set(_items(text or "", "--objects"))
+    items = set(split_items(text or ""))
     if text is None or ALL_CONFIG in items:
         return [kind.name for kind in KINDS]
     return [kind.name for kind in KINDS if kind.selector in items]

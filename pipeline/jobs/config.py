@@ -80,7 +80,7 @@ from pipeline.common.defaults import (
     show,
 )
 from pipeline.common.errors import UsageError, variable_name
-from pipeline.common.selection import parse_selection
+from pipeline.common.selection import parse_selection, split_items
 from pipeline.jobs.fields import Kind, choice, setting, string, string_list
 
 if TYPE_CHECKING:
@@ -111,7 +111,7 @@ CONNECTION_KEYS: dict[str, Kind] = _keys(CONNECTION_SETTINGS)
 #: ``objects`` is the OBJECTS setting, but a file may also give it as an array.
 _COMMON_JOB_KEYS: dict[str, Kind] = {
     "kind": choice(*JOB_KINDS),
-    "objects": string_list(),
+    "objects": string_list(split_items),
     "project": string(),
 }
 

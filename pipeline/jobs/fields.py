@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.common.defaults import BadValue, Setting
+from pipeline.common.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -50,8 +51,13 @@ def choice(*allowed: str) -> Kind:
     return Kind(expected, check, check)
 
 
-def string_list() -> Kind:
-    """A string or an array of strings; text is split on commas."""
+def _commas(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",")]
+
+
+def string_list(split: Callable[[str], list[str]] = _commas) -> Kind:
+    """A string or an array of strings; text (``--set``, the environment) is cut into items by
+    ``split`` (on commas unless told)."""
     expected = "a string or an array of strings"
 
     def check(value: Any) -> tuple[str, ...]:
@@ -61,7 +67,10 @@ def string_list() -> Kind:
         return tuple(items)
 
     def parse(text: str) -> tuple[str, ...]:
-        parts = [part.strip() for part in text.split(",")]
+        try:
+            parts = split(text)
+        except UsageError:
+            raise BadValue("a comma-separated list (a name holding a comma quoted as a JSON string)", text) from None  # fmt: skip
         if not all(parts):
             raise BadValue("a comma-separated list of non-empty names", text)
         return check(parts)

@@ -8,6 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.cli.jobs import validate
+from pipeline.common.selection import Selector, parse_selection
 from pipeline.jobs.config import ExportJobConfig, MigrateJobConfig, load_job_file
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -259,3 +260,22 @@ def test_migrate_creates_the_destination_project_only_when_asked(tmp_path: Path)
     shipped = load_job_file(str(CONFIGS / "migrate-project.toml"), environ={**KEYS})
     shipped_job = shipped.jobs["migrate"]
     assert isinstance(shipped_job, MigrateJobConfig) and shipped_job.migrate_options().create_project is True
+
+
+def test_objects_from_text_keep_quoted_names(tmp_path: Path) -> None:
+    """``--set objects=`` and ``BTPIPE_OBJECTS`` are cut as ``--objects`` is: a quoted name keeps
+    its comma and its blanks; a quote inside a name is a character of it."""
+    path = tmp_path / "job.toml"
+    path.write_text(GOOD_EXPORT)
+    text = 'logs,dataset:"a, b",dataset:5" screen'
+    by_flag = load_job_file(str(path), environ={"BRAINTRUST_API_KEY": "k"}, overrides={"objects": text})
+    by_env = load_job_file(str(path), environ={"BRAINTRUST_API_KEY": "k", "BTPIPE_OBJECTS": text})
+    for jobs in (by_flag, by_env):
+        assert jobs.jobs["b"].objects == ("logs", 'dataset:"a, b"', 'dataset:5" screen')
+        assert parse_selection(jobs.jobs["b"].export_options("p", incremental=False).objects) == [
+            Selector("project_logs"), Selector("dataset", "a, b"), Selector("dataset", '5" screen')
+        ]  # fmt: skip
+    code, _, stderr = check(tmp_path, GOOD_EXPORT, {"BTPIPE_OBJECTS": 'dataset:"open'})
+    assert code == 2 and stderr.startswith(
+        "btpipe: error: env BTPIPE_OBJECTS: expected a comma-separated list"
+    ), stderr

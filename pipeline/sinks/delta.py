@@ -110,9 +110,14 @@ def _row_batches(storage: Storage, obj: StagedObject, deleted: pa.Array) -> Iter
     index = schema.get_field_index(OBJECT_ID_COLUMNS[obj.object_type])
     for relpath in obj.files:
         with storage.open_read(relpath) as raw:
-            for batch in pq.ParquetFile(raw).iter_batches(batch_size=_BATCH_ROWS):
-                if len(deleted):
-                    batch = batch.filter(pc.invert(pc.is_in(batch.column("id"), value_set=deleted)))
+            parquet = pq.ParquetFile(raw)
+            both = pa.array([], pa.string())
+            if len(deleted):  # the file's ids against the tombstones once: few or none are both
+                ids = parquet.read(columns=["id"]).column("id").combine_chunks()
+                both = ids.filter(pc.is_in(ids, value_set=deleted))
+            for batch in parquet.iter_batches(batch_size=_BATCH_ROWS):
+                if len(both):
+                    batch = batch.filter(pc.invert(pc.is_in(batch.column("id"), value_set=both)))
                 columns = [_stored(batch.column(f.name), f.type) for f in stored_schema(obj.object_type)]
                 columns[index] = pc.fill_null(columns[index], obj.object_id)
                 columns.append(pa.array([False] * batch.num_rows, pa.bool_()))

@@ -12,10 +12,13 @@ A run is a base only for the objects it read whole: the chains are followed obje
 so a run that read some objects whole and others from where the last run stopped keeps what
 the latter need. The job's runs are those of its *scope*: its object selection, shape and
 filter. A run of another scope in the same root (an ad-hoc ``export --objects logs``, a
-``--filter`` export) is kept apart: it neither counts toward ``keep_runs`` nor lets the job
-prune a run its own objects still need, and the job never prunes it (whoever made it removes
-it). It can still be a link of a chain: an ad-hoc export of every log row continues the logs
-chain like a run of the job would, and a restore reads it as such.
+``--filter`` export, another job's run) is kept apart: it neither counts toward ``keep_runs``
+nor lets the job prune a run its own objects still need, and the job never prunes it (whoever
+made it removes it). It can still be a link of a chain: an ad-hoc export of every log row
+continues the logs chain like a run of the job would, and a restore reads it as such. And the
+other way round: a run of another scope may continue a chain through the job's runs (two jobs
+reading the same logs share their watermark), so the job keeps every run the chains of those
+runs go back to, for as long as they are there.
 
 Runs are ordered by what they read (:func:`pipeline.common.chains.order_runs`), never by the
 clock of the host that made them, so a host whose clock is behind does not prune its own runs.
@@ -124,6 +127,7 @@ def plan_retention(runs: list[RunRecord], keep_runs: int, scope: RunScope | None
         needed = _chains_of(runs, newest)
     except BrokenChain as exc:
         return RetentionPlan(prune=[], keep=mine, warning=f"nothing pruned: {exc}", apart=apart)
+    needed |= _chains_of(runs, apart, broken_too=True)
     keep = [r for r in mine if r.run_id in needed]
     warning = None
     if len(keep) > keep_runs:
@@ -134,13 +138,20 @@ def plan_retention(runs: list[RunRecord], keep_runs: int, scope: RunScope | None
     return RetentionPlan(prune=[r for r in mine if r not in keep], keep=keep, warning=warning, apart=apart)
 
 
-def _chains_of(runs: list[RunRecord], kept: list[RunRecord]) -> set[str]:
-    """The ids of ``kept`` and of every run the chains of the objects they read go back to."""
+def _chains_of(runs: list[RunRecord], kept: list[RunRecord], *, broken_too: bool = False) -> set[str]:
+    """The ids of ``kept`` and of every run the chains of the objects they read go back to.
+    A chain already broken raises :class:`BrokenChain`, or with ``broken_too`` protects
+    nothing (the runs of another scope: whatever the job prunes, they cannot be restored)."""
     index = RunIndex([r.manifest for r in runs], "the output root")
     needed = {r.run_id for r in kept}
     for run in kept:
         for obj in run.manifest.objects:
-            chain = index.chain_to(obj.object_id, scope_of(run.manifest), run.run_id)
+            try:
+                chain = index.chain_to(obj.object_id, scope_of(run.manifest), run.run_id)
+            except BrokenChain:
+                if not broken_too:
+                    raise
+                continue
             needed.update(entry.run_id for entry in chain)
     return needed
 

@@ -190,3 +190,20 @@ def test_a_pruning_stopped_part_way_is_finished_by_the_next_one(tmp_path: Path) 
     assert [r.run_id for r in project_runs(storage, "p")] == days[2:]
     assert prune_runs(storage, []) == 2  # the two data files the stopped pruning left
     assert storage.list_files() == sorted([*kept, "_pruned.json"])
+
+
+def test_a_run_of_another_scope_keeps_the_jobs_runs_its_chain_needs() -> None:
+    """Two jobs on one root: job b's run continues the logs chain through job a's runs (the
+    watermark is the object's, not the job's), so job a keeps them while b's run is there; a
+    run of another scope whose chain is already broken protects nothing."""
+    mine = RunScope("logs")
+    a0 = run("a0", read("L", 10), objects="logs")
+    a1 = run("a1", read("L", 20, since=10, previous="a0"), objects="logs")
+    b2 = run("b2", read("L", 30, since=20, previous="a1"), read("D", 31))  # job b: logs and a dataset
+    a3 = run("a3", read("L", 40), objects="logs")  # job a's new base
+    a4 = run("a4", read("L", 50, since=40, previous="a3"), objects="logs")
+    plan = plan_retention([a0, a1, b2, a3, a4], 1, mine)
+    assert plan.prune == [] and plan.keep == [a0, a1, a3, a4] and plan.apart == [b2]
+    broken = run("b9", read("L", 60, since=55, previous="gone"), read("D", 61))
+    plan = plan_retention([a0, a1, a3, a4, broken], 1, mine)
+    assert plan.prune == [a0, a1] and plan.keep == [a3, a4]

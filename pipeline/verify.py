@@ -95,6 +95,11 @@ def comments_said(entries: Any) -> list[Any]:
     return sorted(said, key=jsoncodec.canonical)
 
 
+def content_digest(value: Any) -> bytes:
+    """What verify compares of a row or an object: BLAKE2b-128 of its canonical JSON."""
+    return hashlib.blake2b(jsoncodec.canonical(value), digest_size=16).digest()
+
+
 def row_digest(row: dict[str, Any], contents: Mapping[str, str] | None = None) -> bytes:
     """The digest of ``row``; ``contents`` maps attachment keys to what their bytes hash to."""
     visible = {k: v for k, v in row.items() if k not in DESTINATION_FIELDS and v is not None}
@@ -103,7 +108,7 @@ def row_digest(row: dict[str, Any], contents: Mapping[str, str] | None = None) -
         visible["comments"] = said
     if contents:
         visible = rewrite(visible, contents)
-    return hashlib.blake2b(jsoncodec.canonical(visible), digest_size=16).digest()
+    return content_digest(visible)
 
 
 def digest_rows(
@@ -280,12 +285,7 @@ def compare(source: Digests, destination: Digests, source_label: str, destinatio
 
 def _config_digests(kind: ConfigKind, objects: list[dict[str, Any]], names: dict[str, str]) -> Digests:
     """Each object of one kind by its name or slug, digested as :func:`comparable` shows it."""
-    return {
-        key_of(kind, obj): hashlib.blake2b(
-            jsoncodec.canonical(comparable(obj, names)), digest_size=16
-        ).digest()
-        for obj in objects
-    }
+    return {key_of(kind, obj): content_digest(comparable(obj, names)) for obj in objects}
 
 
 def _names(config: ConfigSet, names: dict[str, str]) -> dict[str, str]:
@@ -356,10 +356,6 @@ def _shown(kind: str, obj: dict[str, Any], names: dict[str, str], selected: Cont
     return shown
 
 
-def _digest(shown: dict[str, Any]) -> bytes:
-    return hashlib.blake2b(jsoncodec.canonical(shown), digest_size=16).digest()
-
-
 def compare_objects(
     selection: list[Selector],
     source: Listed,
@@ -388,8 +384,8 @@ def compare_objects(
         mine = {o["name"]: _shown(copied, o, source_names, selected) for o in ours}
         copies = {o["name"]: _shown(copied, o, destination_names, selected) for o in theirs}
         diff = compare(
-            {name: _digest(shown) for name, shown in mine.items()},
-            {name: _digest(shown) for name, shown in copies.items()},
+            {name: content_digest(shown) for name, shown in mine.items()},
+            {name: content_digest(shown) for name, shown in copies.items()},
             f"{copied}s",
             f"{project_name}/{copied}s",
         )

@@ -7,6 +7,9 @@ and the exit code documented in the README (see :mod:`pipeline.common.errors`).
 
 from __future__ import annotations
 
+import gc
+from typing import Any
+
 import click
 
 from pipeline import __version__
@@ -36,3 +39,17 @@ LAZY_COMMANDS = {
 @click.version_option(__version__, prog_name="btpipe")
 def main() -> None:
     """Bulk export and import for the Braintrust REST API."""
+
+
+def program() -> Any:
+    """The ``btpipe`` program (``python -m pipeline`` too): :func:`main`, then a quicker exit.
+
+    The interpreter's last garbage collection walks every object the run left behind
+    (aiohttp's, click's, a big export's), 10 to 20 ms of a 1.5 s export. Frozen,
+    they are not walked; they go with the process all the same. Files and sessions are closed
+    by then, as every command closes its own. (Tests call :func:`main` in their process and
+    keep collecting.)"""
+    try:
+        return main()
+    finally:
+        gc.freeze()

@@ -36,7 +36,7 @@ from pipeline.api.client import BraintrustClient
 from pipeline.api.objects import ObjectRef, find_object, logs_ref, object_ref
 from pipeline.api.snapshot import take_snapshot
 from pipeline.common import jsoncodec
-from pipeline.common.errors import ApiError, UsageError
+from pipeline.common.errors import ApiError, TransientApiError, UsageError
 from pipeline.common.object_fields import COPIED_FIELDS, REFERENCES
 from pipeline.common.rows import ObjectType
 from pipeline.querylang.ast import from_object
@@ -221,6 +221,8 @@ async def _follow_fields(
         response = await client.request(
             "PATCH", f"/v1/{item.kind}/{existing['id']}", body=jsoncodec.dumps(change)
         )
+    except TransientApiError:
+        raise  # not a refusal: the run stops, and a re-run updates the object
     except ApiError as exc:
         warnings.append(f"{label}: keeps its {', '.join(change)}, not the source's ({exc})")
         return existing
@@ -249,6 +251,8 @@ async def _follow_references(
         try:
             body = jsoncodec.dumps(change)
             await client.request("PATCH", f"/v1/experiment/{existing['id']}", body=body)
+        except TransientApiError:
+            raise
         except ApiError as exc:
             warnings.extend(
                 f"{label}: keeps its {key} {existing.get(key)}, not the copied {value} ({exc})"

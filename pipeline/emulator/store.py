@@ -1,8 +1,8 @@
 """SQLite storage for the emulator: schema, connections and the transaction id counter.
 
 One writer connection guarded by a lock serialises every write (SQLite allows one writer
-anyway); readers get one connection per thread so, in WAL mode, a long page read never
-waits for an insert. An in-memory database cannot be shared between connections without
+anyway); each read takes a reader connection of its own (an idle one, else a new one) so,
+in WAL mode, a long page read never waits for an insert. An in-memory database cannot be shared between connections without
 shared-cache locking surprises, so ``:memory:`` uses the single writer connection for
 reads too. Callers on the event loop go through :meth:`Store.read` / :meth:`Store.write`,
 which leave the loop with ``anyio.to_thread.run_sync``.
@@ -160,7 +160,7 @@ def _connect(path: str) -> sqlite3.Connection:
         conn.execute("PRAGMA busy_timeout=10000")
     conn.execute("PRAGMA cache_size=-65536")
     # Readers map the file instead of copying its pages into a cache of their own: with one
-    # connection per thread, each cache warmed separately, so a page read cost more CPU the
+    # connection per read at once, each cache warmed separately, so a page read cost more CPU the
     # more reads ran at once (about a third more at 12 than at 4), which no real server does.
     conn.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
     return conn
@@ -176,8 +176,8 @@ class Store:
         self._writer = _connect(path)
         self._writer.executescript(SCHEMA)
         _migrate(self._writer)
-        self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
+        self._readers: list[sqlite3.Connection] = []  # every reader opened, to close them
+        self._idle: list[sqlite3.Connection] = []  # readers no read holds now
         self._readers_lock = threading.Lock()
         self._closed = False
 
@@ -189,11 +189,15 @@ class Store:
             with self._lock:
                 return fn(self._writer)
         conn = self._reader()
-        conn.execute("BEGIN")
         try:
-            return fn(conn)
+            conn.execute("BEGIN")
+            try:
+                return fn(conn)
+            finally:
+                conn.execute("COMMIT")
         finally:
-            conn.execute("COMMIT")
+            with self._readers_lock:
+                self._idle.append(conn)
 
     def write_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in one write transaction on the writer connection; roll back on error."""
@@ -228,12 +232,15 @@ class Store:
             self._writer.close()
 
     def _reader(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = _connect(self.path)
-            self._local.conn = conn
-            with self._readers_lock:
-                self._readers.append(conn)
+        """A read connection no read holds: an idle one, or a new one when all are busy. So
+        there are never more than reads at once; one per thread, as before, grew with every
+        worker thread the event loop's pool replaced, each with its files and its mapping."""
+        with self._readers_lock:
+            if self._idle:
+                return self._idle.pop()
+        conn = _connect(self.path)
+        with self._readers_lock:
+            self._readers.append(conn)
         return conn
 
 

@@ -119,9 +119,9 @@ def logs3_insert(body: Any) -> list[Batch]:
         if "comment" in row:
             event = _comment_row(row, where)
         else:
-            known = event_checks(object_type)
+            known = event_checks(object_type, logs3=True)
             event = {k: v for k, v in row.items() if k in known}
-            validate_event(object_type, event, where)
+            validate_event(object_type, event, where, logs3=True)
             if row.get("_audit_source") is not None or row.get("_audit_metadata") is not None:
                 event[AUDIT] = {"source": row.get("_audit_source") or "external", "metadata": row.get("_audit_metadata")}  # fmt: skip
         grouped.setdefault((object_type, object_id), []).append(event)

@@ -74,7 +74,11 @@ def row_layout(object_type: ObjectType) -> RowLayout:
     return RowLayout(
         insertable=fields.insert,
         control=fields.control,
-        data=frozenset(name for name in fields.read if name in fields.insert and name not in stamped),
+        data=frozenset(
+            name
+            for name in fields.read
+            if (name in fields.insert or name in spec.LOGS3_FIELDS) and name not in stamped
+        ),
         fixed=fields.fixed,
         object_id_field=fields.object_id_field,
         unlisted=tuple(name for name in STAMPED_FIELDS if name not in fields.read),

@@ -97,6 +97,13 @@ def read_schema(object_type: ObjectType) -> dict[str, Any]:
     return _event_schema(_operation(object_type, "fetch")[1]["responses"]["200"])
 
 
+#: Row fields the spec's rows carry and its insert events do not list, which the official
+#: SDKs write through ``/logs3`` all the same: an ``Eval``'s classifier results go on each root
+#: span as ``classifications`` (the Python SDK's ``framework.py``, the JavaScript SDK's
+#: ``rootSpan.log({ classifications })``).
+LOGS3_FIELDS: Final = ("classifications",)
+
+
 @functools.cache
 def row_fields(object_type: ObjectType) -> RowFields:
     """The tables for ``object_type``, derived once."""

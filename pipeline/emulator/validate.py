@@ -191,22 +191,41 @@ def _field_checks() -> dict[str, Check]:
             array_of(object_of({"path": array_of(string), "delete": array_of(any_value)}, extra=None))
         ),
         "_parent_id": nullable(string),
+        "classifications": nullable(
+            object_of(
+                extra=array_of(
+                    object_of(
+                        {
+                            "id": string,
+                            "label": string,
+                            "confidence": nullable(number),
+                            "metadata": nullable(object_of()),
+                        },
+                        required=("id",),
+                    )
+                )
+            )
+        ),
     }
 
 
 @functools.cache
-def event_checks(object_type: ObjectType) -> dict[str, Check]:
+def event_checks(object_type: ObjectType, *, logs3: bool = False) -> dict[str, Check]:
     """The check of each field the spec lets an insert event of ``object_type`` carry; any
-    other field is unknown."""
+    other field is unknown. ``logs3``: also the row fields the SDKs write through ``/logs3``
+    that the spec's insert events do not list (``spec.LOGS3_FIELDS``)."""
     checks = _field_checks()
-    return {name: checks[name] for name in spec.row_fields(object_type).insert}
+    fields = spec.row_fields(object_type)
+    extra = [name for name in spec.LOGS3_FIELDS if name in fields.read] if logs3 else []
+    return {name: checks[name] for name in (*fields.insert, *extra)}
 
 
-def validate_event(object_type: ObjectType, event: Any, where: str) -> None:
-    """Check one insert event against the spec's schema for ``object_type``."""
+def validate_event(object_type: ObjectType, event: Any, where: str, *, logs3: bool = False) -> None:
+    """Check one insert event against the spec's schema for ``object_type`` (``logs3``: as
+    ``/logs3`` takes it, see :func:`event_checks`)."""
     if not isinstance(event, dict):
         raise fail(where, f"expected object, got {_type_name(event)}")
-    checks = event_checks(object_type)
+    checks = event_checks(object_type, logs3=logs3)
     for name, value in event.items():
         check = checks.get(name)
         if check is None:

@@ -36,6 +36,9 @@ class Item:
     refused: str | None = None
     #: The row's comments, sent after it as ``/logs3`` rows (``transform.comment_rows``).
     comments: tuple[dict[str, Any], ...] = ()
+    #: Fields of the row the REST insert does not take, sent after it as a ``/logs3`` merge
+    #: row before its comments (``transform.logs3_merges``).
+    merges: tuple[dict[str, Any], ...] = ()
     #: Whether the event counts as a row of the input (not one a restore adds of itself).
     counted: bool = True
 

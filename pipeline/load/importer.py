@@ -67,7 +67,7 @@ from pipeline.load.ordered import (
 )
 from pipeline.load.run import LoadOptions, LoadRun, LoadSummary, ObjectResult
 from pipeline.load.scope import InputScope, chosen_project, one_project, read_scope, refuse_other_shapes
-from pipeline.load.transform import SourceObject, comment_rows, encode_checked, to_event
+from pipeline.load.transform import SourceObject, comment_rows, encode_checked, logs3_merges, to_event
 from pipeline.sources import SourceRow, iter_rows
 from pipeline.sources.config import damaged_config, find_config, read_config
 from pipeline.sources.inputs import InputObject, find_damaged, find_inputs, open_input, select_inputs
@@ -387,7 +387,9 @@ def _next_items(
             continue
         event = to_event(row, source)
         data, refused = encode_checked(event)
-        item = Item(data, event_id, where, FilePosition(path, position), refused, comment_rows(row))
+        item = Item(
+            data, event_id, where, FilePosition(path, position), refused, comment_rows(row), logs3_merges(row)
+        )
         items.append(item)
     if ledger is not None:
         note_given(ledger, items, deletes)

@@ -201,21 +201,21 @@ class InsertPool:
         """Give the rows just written the comments their sources have: ``/logs3`` comment rows
         (``transform.comment_rows``) with the destination's object ids, in requests within the
         request limit. Each keeps its entry's id, so sending it again replaces it."""
-        if not any(item.comments for item in items):
+        if not any(item.comments or item.merges for item in items):
             return
         ids = object_ids(batch.path)
-        encoded = []
+        encoded: list[tuple[bytes, bool]] = []  # each row, and whether it is a comment
         for item in items:
-            for row in item.comments:
+            for row in (*item.merges, *item.comments):
                 data = jsoncodec.dumps({**ids, **row})
                 if len(data) + _LOGS3_ENVELOPE > self.max_request_bytes:
                     await self._comment_too_big(item, row["id"], data)
                 else:
-                    encoded.append(data)
+                    encoded.append((data, "comment" in row))
         if not encoded:
             return
         start, size = 0, 0
-        for end, data in enumerate(encoded):
+        for end, (data, _) in enumerate(encoded):
             if end > start and size + len(data) + _LOGS3_ENVELOPE > self.max_request_bytes:
                 await self._post_comments(encoded[start:end])
                 start, size = end, 0
@@ -237,10 +237,10 @@ class InsertPool:
         await self.error_log.record(Item(data, comment_id, where), reason)
         self._comments_skipped += 1
 
-    async def _post_comments(self, rows: list[bytes]) -> None:
-        body = b'{"rows":[' + b",".join(rows) + b'],"api_version":' + str(API_VERSION).encode() + b"}"
+    async def _post_comments(self, rows: list[tuple[bytes, bool]]) -> None:
+        body = b'{"rows":[' + b",".join(r for r, _ in rows) + b'],"api_version":' + str(API_VERSION).encode() + b"}"  # fmt: skip
         await self.client.post_raw("/logs3", body)
-        self._comments += len(rows)
+        self._comments += sum(comment for _, comment in rows)
 
     async def _oversize(self, batch: Batch, item: Item, limit: str) -> None:
         """Send ``item`` through the overflow route; where it cannot go, fail or skip it."""

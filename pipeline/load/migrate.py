@@ -52,7 +52,7 @@ from pipeline.load.destinations import (
 )
 from pipeline.load.insert import feed
 from pipeline.load.run import LoadOptions, LoadRun, LoadSummary, ObjectResult
-from pipeline.load.transform import SourceObject, comment_rows, encode_checked, to_event
+from pipeline.load.transform import SourceObject, comment_rows, encode_checked, logs3_merges, to_event
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,16 @@ def page_items(raw: bytes, source: SourceObject, cursor: str | None, label: str)
     for number, row in enumerate(jsoncodec.loads_lines(raw), 1):
         data, refused = encode_checked(to_event(row, source))
         where = f"{label} page row {number}"
-        items.append(Item(data, str(row.get("id")), where, refused=refused, comments=comment_rows(row)))
+        items.append(
+            Item(
+                data,
+                str(row.get("id")),
+                where,
+                refused=refused,
+                comments=comment_rows(row),
+                merges=logs3_merges(row),
+            )
+        )
     if items:
         items[-1] = replace(items[-1], mark=cursor)
     return items

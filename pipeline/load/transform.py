@@ -38,7 +38,11 @@ from pipeline.common.rows import (
     ObjectType,
 )
 
-_DROPPED = READ_ONLY_FIELDS | ALL_OBJECT_KEY_FIELDS | CONTROL_FIELDS
+#: Row fields the REST insert does not take (its events do not list them) that the official
+#: SDKs write through ``/logs3``: an ``Eval``'s ``classifications``, logged on each root span
+#: as a merge. A copy writes them the same way, after the row (:func:`logs3_merges`).
+LOGS3_FIELDS: Final = ("classifications",)
+_DROPPED = READ_ONLY_FIELDS | ALL_OBJECT_KEY_FIELDS | CONTROL_FIELDS | frozenset(LOGS3_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,15 @@ def to_event(row: dict[str, Any], source: SourceObject) -> dict[str, Any]:
         else:
             event.pop("origin", None)
     return event
+
+
+def logs3_merges(row: dict[str, Any]) -> tuple[dict[str, Any], ...]:
+    """The ``/logs3`` merge row giving ``row``'s copy its :data:`LOGS3_FIELDS` (without the
+    object ids, which the insert adds), as the SDKs log them; none when it has none."""
+    fields = {name: row[name] for name in LOGS3_FIELDS if row.get(name) is not None}
+    if not fields or not isinstance(row.get("id"), str):
+        return ()
+    return ({"id": row["id"], "_is_merge": True, **fields},)
 
 
 def comment_rows(row: dict[str, Any]) -> tuple[dict[str, Any], ...]:

@@ -34,7 +34,7 @@ from pipeline.load.batcher import Item
 from pipeline.load.destinations import Wanted, ensure_objects
 from pipeline.load.insert import InsertOptions, InsertPool, feed, request_limit
 from pipeline.load.run import destination_project, object_batcher
-from pipeline.load.transform import SourceObject, comment_rows, encode_checked, to_event
+from pipeline.load.transform import SourceObject, comment_rows, encode_checked, logs3_merges, to_event
 from pipeline.ray import cluster
 from pipeline.sources.decode import table_to_rows
 
@@ -68,7 +68,7 @@ def _items(block: pa.Table, fallback: ObjectType, task: int, number: int) -> lis
         if not isinstance(event_id, str):
             raise UsageError(f"{where}: row has no string id")
         data, refused = encode_checked(to_event(row, source))
-        items.append(Item(data, event_id, where, None, refused, comment_rows(row)))
+        items.append(Item(data, event_id, where, None, refused, comment_rows(row), logs3_merges(row)))
     return items
 
 

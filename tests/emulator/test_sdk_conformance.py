@@ -329,3 +329,25 @@ def test_eval_runs_a_scorer_end_to_end(sdk: Emulator) -> None:
     assert scored == {n: {"exact_match": 0.0 if n == 3 else 1.0} for n in range(5)}
     for row in rows:
         assert row["is_root"] or row["span_parents"] == [roots[row["root_span_id"]]["span_id"]]
+
+
+def sentiment(input: int, output: int, expected: int) -> braintrust.score.Classification:
+    return braintrust.score.Classification(id="even" if output % 2 == 0 else "odd", label="parity")
+
+
+def test_eval_classifications_are_stored_on_the_root_spans(sdk: Emulator) -> None:
+    """The SDK logs a classifier's results as ``classifications`` on each root span through
+    ``/logs3`` (a field the spec's rows carry, its insert events do not list): they read back."""
+    result = braintrust.Eval(
+        unique_name("py-classify"),
+        data=lambda: [braintrust.EvalCase(input=n, expected=n) for n in range(3)],
+        task=lambda input: input,
+        classifiers=[sentiment],
+        experiment_name="parity",
+    )
+    assert result.summary.experiment_id is not None
+    rows = read_rows(sdk, "experiment", result.summary.experiment_id)
+    roots = {r["input"]: r["classifications"] for r in rows if r["is_root"]}
+    assert {n: [(c["id"], c.get("label")) for c in found["sentiment"]] for n, found in roots.items()} == {
+        0: [("even", "parity")], 1: [("odd", "parity")], 2: [("even", "parity")]
+    }  # fmt: skip

@@ -453,3 +453,32 @@ def test_verify_after_a_copy_of_some_objects_and_a_copy_into_existing_ones(
     finally:
         send("PATCH", url, key, f"/v1/experiment/{linked['made']['third']['id']}",
              {"description": None, "tags": None, "metadata": None})  # fmt: skip
+
+
+def test_classifications_are_copied_as_the_sdks_write_them(emulator: Emulator, tmp_path: Path) -> None:
+    """An ``Eval``'s classifier results (``classifications``, written by the SDKs through
+    ``/logs3``; the REST insert does not take them) reach the copy, by migrate and by import."""
+    url, key = emulator.url, emulator.key
+    project = post(url, key, "/v1/project", {"name": unique("classify")})
+    experiment = post(url, key, "/v1/experiment", {"project_id": project["id"], "name": "parity"})
+    found = {"parity": [{"id": "even", "label": "Even", "confidence": 0.9, "metadata": {"k": 1}}]}
+    ids = {"project_id": project["id"], "experiment_id": experiment["id"]}
+    rows = [{**ids, "id": "c1", "input": 2, "classifications": found}, {**ids, "id": "c2", "input": 3}]
+    send("POST", url, key, "/logs3", {"rows": rows, "api_version": 2})
+    source = all_rows(url, key, "experiment", experiment["id"])
+    assert source["c1"]["classifications"] == found
+    out = tmp_path / "backup"
+    assert btpipe(emulator, "export", "--project", project["name"], "--out", str(out), "--objects", "experiments").exit_code == 0  # fmt: skip
+    for how, args in (
+        ("migrate", ["migrate", "--from-project", project["name"]]),
+        ("import", ["import", "--in", str(out), "--state-dir", str(tmp_path / "state")]),
+    ):
+        target = unique(f"classify-{how}")
+        copied = btpipe(
+            emulator, *args, "--to-project", target, "--create-project", "--objects", "experiments"
+        )
+        assert copied.exit_code == 0, copied.output
+        copy = all_rows(url, key, "experiment", objects(emulator, "experiment", target)["parity"]["id"])
+        assert {i: r.get("classifications") for i, r in copy.items()} == {"c1": found, "c2": None}, how
+        checked = btpipe(emulator, "verify", "--project", project["name"], "--to-project", target, "--objects", "experiments")  # fmt: skip
+        assert checked.exit_code == 0, checked.output

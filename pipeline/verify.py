@@ -345,15 +345,22 @@ def _object_names(project: dict[str, Any], listed: Listed) -> dict[str, str]:
     return names
 
 
-def _shown(kind: str, obj: dict[str, Any], names: dict[str, str], selected: Container[str]) -> dict[str, Any]:
-    """The fields ``obj``'s copy carries; a reference by the name of what it points at, or
-    None when that is not among the ``selected`` objects (a copy drops such a reference)."""
+def _shown(kind: str, obj: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+    """The fields ``obj``'s copy carries; a reference by the name of what it points at (None
+    outside the project: a copy drops such a reference)."""
     shown = {name: obj.get(name) for name in COPIED_FIELDS[kind]}
     if kind == "experiment":
-        for ref in REFERENCES:
-            target = names.get(obj.get(ref) or "")
-            shown[ref] = target if target in selected else None
+        shown.update((ref, names.get(obj.get(ref) or "")) for ref in REFERENCES)
     return shown
+
+
+def _dropped_links(mine: dict[str, Any], copy: dict[str, Any], selected: Container[str]) -> None:
+    """Count as equal a link of the source's to an object outside the ``selected`` ones that
+    the copy does not have: a copy of some objects drops it. A copy that links something
+    else is still a difference."""
+    for ref in REFERENCES:
+        if ref in mine and mine[ref] not in selected and copy.get(ref) is None:
+            mine[ref] = None
 
 
 def compare_objects(
@@ -381,8 +388,10 @@ def compare_objects(
     for copied, (ours, theirs) in chosen.items():
         if not ours and not theirs:
             continue
-        mine = {o["name"]: _shown(copied, o, source_names, selected) for o in ours}
-        copies = {o["name"]: _shown(copied, o, destination_names, selected) for o in theirs}
+        mine = {o["name"]: _shown(copied, o, source_names) for o in ours}
+        copies = {o["name"]: _shown(copied, o, destination_names) for o in theirs}
+        for name in mine.keys() & copies.keys():
+            _dropped_links(mine[name], copies[name], selected)
         diff = compare(
             {name: content_digest(shown) for name, shown in mine.items()},
             {name: content_digest(shown) for name, shown in copies.items()},
@@ -391,7 +400,7 @@ def compare_objects(
         )
         diff.unit = "objects"
         diff.differing_ids = [  # which fields: an object has few, and the user needs to know
-            f"{name} ({', '.join(k for k in mine[name] if mine[name][k] != copies[name][k])})"
+            f"{name} ({', '.join(k for k in mine[name] if content_digest(mine[name][k]) != content_digest(copies[name][k]))})"
             for name in diff.differing_ids
         ]
         diffs.append(diff)

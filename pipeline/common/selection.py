@@ -15,6 +15,7 @@ written as a JSON string: ``dataset:"a, b"``, ``dataset:" padded "``.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 from pipeline.common.config_kinds import ALL_CONFIG, BY_SELECTOR, KINDS
@@ -40,11 +41,12 @@ class Selector:
 
 def split_items(text: str, option: str = "--objects") -> list[str]:
     """The items of a comma list, stripped; a comma inside a quoted name (a JSON string right
-    after ``kind:``) does not end its item. A quote elsewhere is a character of the name."""
+    after ``dataset:`` or ``experiment:``) does not end its item. A quote elsewhere is a
+    character of the name."""
     items: list[str] = []
     start = at = 0
     while at < len(text):
-        if text[at] == '"' and at > 0 and text[at - 1] == ":":
+        if text[at] == '"' and _QUOTABLE.fullmatch(text, start, at):
             try:
                 _, at = _STRING.raw_decode(text, at)
             except ValueError:
@@ -61,6 +63,8 @@ def split_items(text: str, option: str = "--objects") -> list[str]:
 
 
 _STRING = json.JSONDecoder()
+#: What comes before a quoted name in an item: its kind and the colon (blanks before them).
+_QUOTABLE = re.compile(r"\s*(?:dataset|experiment):")
 
 
 def _name(text: str, option: str) -> str:

@@ -105,6 +105,9 @@ class Wanted:
     kind: ObjectType
     name: str
     info: dict[str, Any]
+    #: The destination is the source object's own copy (same kind and name), not an object
+    #: the user named for the rows (``--to-object``): one there already takes its fields.
+    counterpart: bool = True
 
 
 @dataclass(frozen=True)
@@ -189,7 +192,8 @@ async def ensure_objects(
             await remember(item.key, destination.ref.id)
         else:
             destination = Destination(object_ref(item.kind, existing), ours.get(item.key) == existing["id"])
-            existing = await _follow_fields(client, item, existing, warnings)
+            if item.counterpart:
+                existing = await _follow_fields(client, item, existing, warnings)
         if item.kind == "experiment" and existing is not None:
             experiments.append((item, existing))
         if item.info.get("id"):
@@ -202,32 +206,44 @@ async def ensure_objects(
     return result
 
 
+def _differ(a: Any, b: Any) -> bool:
+    """Whether two JSON values differ as JSON does (``true`` is not ``1``, as in Python)."""
+    return jsoncodec.canonical(a) != jsoncodec.canonical(b)
+
+
 async def _follow_fields(
     client: BraintrustClient, item: Wanted, existing: dict[str, Any], warnings: list[str]
 ) -> dict[str, Any]:
     """Bring the fields a copy carries of an object that was there already to the source's
-    (those the source's description has: a manifest may not list all); warn for one a
-    ``PATCH`` cannot make equal (it merges objects, so a key the source dropped stays). The
-    object as it is now."""
+    (those the source's description has: a manifest may not list all). A ``PATCH`` merges
+    objects, so a key the source dropped would stay: such a field is cleared, then set. A
+    warning says what still differs. The object as it is now."""
     change = {
         key: item.info[key]
         for key in COPIED_FIELDS[item.kind]
-        if key in item.info and item.info[key] != existing.get(key)
+        if key in item.info and _differ(item.info[key], existing.get(key))
     }
     if not change:
         return existing
     label = f"{item.kind}:{existing['name']}"
+
+    async def patch(fields: dict[str, Any]) -> dict[str, Any]:
+        body = jsoncodec.dumps(fields)
+        found: dict[str, Any] = (await client.request("PATCH", f"/v1/{item.kind}/{existing['id']}", body=body)).json()  # fmt: skip
+        return found
+
     try:
-        response = await client.request(
-            "PATCH", f"/v1/{item.kind}/{existing['id']}", body=jsoncodec.dumps(change)
-        )
+        updated = await patch(change)
+        still = {key: value for key, value in change.items() if _differ(updated.get(key), value)}
+        if still:  # the merge kept keys the source dropped: clear those fields, then set them
+            await patch({key: None for key in still})
+            updated = await patch(still)
+            still = {key: value for key, value in still.items() if _differ(updated.get(key), value)}
     except TransientApiError:
         raise  # not a refusal: the run stops, and a re-run updates the object
     except ApiError as exc:
         warnings.append(f"{label}: keeps its {', '.join(change)}, not the source's ({exc})")
         return existing
-    updated: dict[str, Any] = response.json()
-    still = [key for key, value in change.items() if updated.get(key) != value]
     if still:
         warnings.append(f"{label}: its {', '.join(still)} still differ from the source's after an update")
     return updated

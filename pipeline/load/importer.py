@@ -341,7 +341,7 @@ def _wanted(obj: InputObject, to_object: tuple[ObjectType, str | None] | None) -
     info = {key: value for key, value in obj.info.items() if key != "dataset_version"}
     if obj.id is not None:
         info["id"] = obj.id
-    return Wanted(obj.key, kind, name, info)
+    return Wanted(obj.key, kind, name, info, counterpart=to_object is None)
 
 
 def _version_links(

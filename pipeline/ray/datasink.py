@@ -119,7 +119,7 @@ class BraintrustDatasink(Datasink[int]):
                 return None
 
             found = await ensure_objects(
-                client, project, [Wanted("ray", kind, name or "imported", {})], id_map={},
+                client, project, [Wanted("ray", kind, name or "imported", {}, counterpart=False)], id_map={},
                 into_existing=self.into_existing, ours={}, remember=remember, warnings=[], verb="written",
             )  # fmt: skip
             return _Target(found["ray"].ref, await request_limit(client, self._max_batch_bytes))

@@ -439,6 +439,15 @@ def test_verify_after_a_copy_of_some_objects_and_a_copy_into_existing_ones(
     same = btpipe(emulator, *check)
     assert same.exit_code == 0, same.output
     url, key = emulator.url, emulator.key
+    # a copy that links another object than the source's, outside the selection, differs
+    wrong = post(url, key, "/v1/dataset", {"project_id": objects(emulator, "experiment", target)["baseline"]["project_id"], "name": "golden"})  # fmt: skip
+    baseline = objects(emulator, "experiment", target)["baseline"]
+    other = post(url, key, "/v1/dataset", {"project_id": baseline["project_id"], "name": "other"})
+    send("PATCH", url, key, f"/v1/experiment/{baseline['id']}", {"dataset_id": other["id"]})
+    linked_elsewhere = btpipe(emulator, *check)
+    assert linked_elsewhere.exit_code == 1 and "baseline (dataset_id)" in linked_elsewhere.stdout
+    send("PATCH", url, key, f"/v1/experiment/{baseline['id']}", {"dataset_id": None})
+    assert wrong["name"] == "golden"  # a dataset of the source's name does not make a dropped link one
     edited = {"description": "changed", "tags": ["t"], "metadata": {"k": 1}}
     send("PATCH", url, key, f"/v1/experiment/{linked['made']['third']['id']}", edited)
     try:
@@ -482,3 +491,50 @@ def test_classifications_are_copied_as_the_sdks_write_them(emulator: Emulator, t
         assert {i: r.get("classifications") for i, r in copy.items()} == {"c1": found, "c2": None}, how
         checked = btpipe(emulator, "verify", "--project", project["name"], "--to-project", target, "--objects", "experiments")  # fmt: skip
         assert checked.exit_code == 0, checked.output
+
+
+def test_into_an_object_named_for_the_rows_its_fields_stay(emulator: Emulator, tmp_path: Path) -> None:
+    """``--to-object`` sends the rows into an object the user names: with ``--into-existing``
+    its description, tags and metadata stay its own (they were overwritten by the source's)."""
+    url, key = emulator.url, emulator.key
+    project = post(url, key, "/v1/project", {"name": unique("named")})
+    source = post(url, key, "/v1/dataset", {"project_id": project["id"], "name": "raw", "description": "src"})
+    insert(url, key, "dataset", source["id"], [{"id": "n1", "input": 1}])
+    out = tmp_path / "backup"
+    assert btpipe(emulator, "export", "--project", project["name"], "--out", str(out), "--objects", "datasets").exit_code == 0  # fmt: skip
+    target = post(url, key, "/v1/project", {"name": unique("named-copy")})
+    curated = {"description": "hand-written", "tags": ["gold"], "metadata": {"owner": "alice"}}
+    made = post(url, key, "/v1/dataset", {"project_id": target["id"], "name": "curated", **curated})
+    imported = btpipe(emulator, "import", "--in", str(out), "--to-project", target["name"], "--to-object",
+                      "dataset:curated", "--into-existing", "--state-dir", str(tmp_path / "state"))  # fmt: skip
+    assert imported.exit_code == 0, imported.output
+    now = send("GET", url, key, f"/v1/dataset/{made['id']}")
+    assert {k: now[k] for k in curated} == curated
+    assert set(all_rows(url, key, "dataset", made["id"])) == {"n1"}
+
+
+def test_fields_equal_as_json_are_compared_as_json(emulator: Emulator, linked: dict[str, Any]) -> None:
+    """``true`` and ``1`` are equal in Python, not in JSON: a copy into an existing object
+    updates such a field, verify names it, and a nested key the source dropped goes too."""
+    url, key = emulator.url, emulator.key
+    source = linked["project"]["name"]
+    target = unique("json-equal")
+    copy = ["migrate", "--from-project", source, "--to-project", target, "--objects", "datasets"]
+    assert btpipe(emulator, *copy, "--create-project").exit_code == 0
+    copied = objects(emulator, "dataset", target)["golden"]
+    send("PATCH", url, key, f"/v1/dataset/{copied['id']}", {"metadata": {"flag": 1, "a": {"x": 1, "y": 2}}})
+    golden = linked["made"]["golden"]["id"]
+    send("PATCH", url, key, f"/v1/dataset/{golden}", {"metadata": {"flag": True, "a": {"x": 1}}})
+    try:
+        check = ["verify", "--project", source, "--to-project", target, "--objects", "datasets", "--json"]
+        before = btpipe(emulator, *check)
+        assert before.exit_code == 1
+        diffs = {d["source"]: d for d in orjson.loads(before.stdout)["objects"]}
+        assert diffs["datasets"]["differing_ids"] == ["golden (metadata)"]
+        again = btpipe(emulator, *copy, "--into-existing")
+        assert again.exit_code == 0, again.output
+        assert "warning" not in again.stderr, again.stderr
+        assert objects(emulator, "dataset", target)["golden"]["metadata"] == {"flag": True, "a": {"x": 1}}
+        assert btpipe(emulator, *check).exit_code == 0
+    finally:
+        send("PATCH", url, key, f"/v1/dataset/{golden}", {"metadata": None})

@@ -140,6 +140,8 @@ def test_objects_selection_is_parsed_once_for_projects_and_files() -> None:
         Selector("project_logs"),
     ]  # fmt: skip
     assert config_selection('dataset:"x,prompts"') == []  # not a kind named inside a name
+    # a quote after another colon of the name is a character of it
+    assert parse_selection('dataset:a:"b,logs') == [Selector("dataset", 'a:"b'), Selector("project_logs")]
     for bad in ('dataset:"open', 'dataset:"a"b'):
         with pytest.raises(UsageError, match="--objects: "):
             parse_selection(bad)

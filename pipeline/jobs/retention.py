@@ -127,10 +127,17 @@ def plan_retention(runs: list[RunRecord], keep_runs: int, scope: RunScope | None
         needed = _chains_of(runs, newest)
     except BrokenChain as exc:
         return RetentionPlan(prune=[], keep=mine, warning=f"nothing pruned: {exc}", apart=apart)
-    needed |= _chains_of(runs, apart, broken_too=True)
-    keep = [r for r in mine if r.run_id in needed]
+    theirs = {r.run_id: _chains_of(runs, [r], broken_too=True) for r in apart}
+    held = set().union(*theirs.values()) - needed  # the job's runs only other scopes need
+    keep = [r for r in mine if r.run_id in needed or r.run_id in held]
     warning = None
-    if len(keep) > keep_runs:
+    if len(keep) > keep_runs and any(r.run_id in held for r in keep):
+        holders = sorted(run_id for run_id, chain in theirs.items() if chain & held)
+        warning = (
+            f"keeping {len(keep)} runs instead of {keep_runs}: run(s) of another scope go back to "
+            f"some of them ({', '.join(holders)}); they are kept while those runs are there"
+        )
+    elif len(keep) > keep_runs:
         warning = (
             f"keeping {len(keep)} runs instead of {keep_runs}: the oldest kept runs are incremental and "
             f"need the full run {keep[0].run_id} (set full_every to re-base)"

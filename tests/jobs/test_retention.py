@@ -204,6 +204,10 @@ def test_a_run_of_another_scope_keeps_the_jobs_runs_its_chain_needs() -> None:
     a4 = run("a4", read("L", 50, since=40, previous="a3"), objects="logs")
     plan = plan_retention([a0, a1, b2, a3, a4], 1, mine)
     assert plan.prune == [] and plan.keep == [a0, a1, a3, a4] and plan.apart == [b2]
+    assert plan.warning == (
+        "keeping 4 runs instead of 1: run(s) of another scope go back to some of them (b2); "
+        "they are kept while those runs are there"
+    )
     broken = run("b9", read("L", 60, since=55, previous="gone"), read("D", 61))
     plan = plan_retention([a0, a1, a3, a4, broken], 1, mine)
     assert plan.prune == [a0, a1] and plan.keep == [a3, a4]

@@ -453,11 +453,13 @@ class VerifyJob:
         for ref in await resolve_selection(source, src_project, self.objects):
             digests = await digest_object(source, ref, contents, self.progress, f"{ref.label} (source)")
             diffs.append(await self._pair(dst_project, ref.object_type, ref.name, ref.label, digests))
+        selection = parse_selection(self.objects)
+        kinds = config_selection(self.objects)
+        if not kinds and not any(s.object_type in COPIED_KINDS for s in selection):
+            return diffs  # logs only: no object of the project to compare or to name
         src_listed, dst_listed = await _list_objects(source, src_project), await _list_objects(self.destination, dst_project)  # fmt: skip
         names, their_names = _object_names(src_project, src_listed), _object_names(dst_project, dst_listed)
-        selection = parse_selection(self.objects)
         diffs += compare_objects(selection, src_listed, names, dst_listed, their_names, dst_project["name"])
-        kinds = config_selection(self.objects)
         if kinds:
             config = await fetch_config(source, src_project, kinds)
             diffs += await self._pair_config(dst_project, config, names, their_names)

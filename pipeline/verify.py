@@ -5,8 +5,9 @@ version) or an export directory (read through :mod:`pipeline.sources`). A row is
 a 16-byte BLAKE2b digest of its user-visible fields: the fields a copy legitimately changes
 (``rows.DESTINATION_FIELDS``: server-owned fields, object keys, ``origin``) are left out but
 for what the row's comments say (:func:`comments_said`), keys
-are sorted, and a field whose value is null counts as absent (the API reports missing fields
-as null). Only ``id -> digest`` maps are held, never rows, so memory is ~100 bytes per row.
+are sorted, a field whose value is null counts as absent (the API reports missing fields
+as null), and ``created`` counts as the instant it names, whatever its ISO-8601 spelling (a
+file may spell it ``+00:00``, the server keeps its own spelling). Only ``id -> digest`` maps are held, never rows, so memory is ~100 bytes per row.
 An export root is read as an import restores it (:mod:`pipeline.sources.inputs`): per object,
 the runs of its chain in order, a later version of an id replacing an earlier one and the ids
 a run's tombstones name removed.
@@ -52,6 +53,7 @@ from pipeline.api.objects import (
 )
 from pipeline.api.snapshot import pin_read
 from pipeline.common import defaults, jsoncodec, layout
+from pipeline.common.arrow_schema import format_created, parse_created
 from pipeline.common.attachments import MARKER, Reference, find_references, rewrite
 from pipeline.common.config_kinds import (
     BY_NAME,
@@ -103,6 +105,9 @@ def content_digest(value: Any) -> bytes:
 def row_digest(row: dict[str, Any], contents: Mapping[str, str] | None = None) -> bytes:
     """The digest of ``row``; ``contents`` maps attachment keys to what their bytes hash to."""
     visible = {k: v for k, v in row.items() if k not in DESTINATION_FIELDS and v is not None}
+    created = visible.get("created")
+    if type(created) is str and (instant := parse_created(created)) is not None:
+        visible["created"] = format_created(instant)
     said = comments_said(row.get("comments"))
     if said:
         visible["comments"] = said

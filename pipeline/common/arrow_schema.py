@@ -230,6 +230,18 @@ def restore_table(table: pa.Table, object_type: ObjectType) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
+def parse_created(text: str) -> datetime | None:
+    """A ``created`` text as a time in UTC (a text without an offset is UTC, as the server reads
+    it); None when it is no ISO-8601 time."""
+    try:
+        parsed = datetime.fromisoformat(text)
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        return parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None
+
+
 def format_created(value: datetime) -> str:
     """The ISO-8601 spelling ``created`` is rebuilt with (UTC, ``Z``, milli- or microseconds)."""
     naive = value.astimezone(UTC).replace(tzinfo=None)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import operator
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import cache
 from typing import Any, Final
 
@@ -29,6 +29,7 @@ from pipeline.common.arrow_schema import (
     Kind,
     column_kind,
     format_created,
+    parse_created,
     row_fields,
     schema_for,
 )
@@ -144,12 +145,8 @@ def _created_column(
 
 def _typed_created(value: str) -> tuple[datetime | None, bool]:
     """One ``created`` text parsed (None when it does not parse), and whether it spells back."""
-    try:
-        parsed = datetime.fromisoformat(value)
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
-        parsed = parsed.astimezone(UTC)
-    except (ValueError, OverflowError):
+    parsed = parse_created(value)
+    if parsed is None:
         return None, False
     return parsed, format_created(parsed) == value
 

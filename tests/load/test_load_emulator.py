@@ -320,3 +320,26 @@ def test_verify_counts_an_object_the_destination_lacks_even_when_empty(emulator:
         "datasets",
     )
     assert text.exit_code == 1 and "not at the destination" in text.output
+
+
+def test_verify_compares_created_as_a_time_not_as_its_spelling(emulator: Emulator, tmp_path: Path) -> None:
+    """Hand-written files spell ``created`` as they like; the server keeps the instant in its
+    own spelling. The same instant is no difference, another instant is."""
+    spellings = ["2026-01-01T00:00:00+00:00", "2026-01-01T05:30:00.000+05:30", "2026-01-01T00:00:00",
+                 "2026-01-01T00:00:00.000Z", "2026-01-01T00:00:00.123456Z"]  # fmt: skip
+    rows = [{"id": f"c{i}", "span_id": f"c{i}", "root_span_id": f"c{i}", "input": i, "expected": "x",
+             "created": c} for i, c in enumerate(spellings)]  # fmt: skip
+    files = tmp_path / "rows.jsonl"
+    files.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    dest = unique("created-dst")
+    target = ("--to-project", dest, "--to-object", "dataset:times")
+    imported = run(import_command, emulator, "--in", str(files), *target, "--create-project",
+                   "--state-dir", str(tmp_path / "st"))  # fmt: skip
+    assert imported.exit_code == 0, imported.output
+    same = run(verify_command, emulator, "--in", str(files), *target, "--json")
+    assert same.exit_code == 0, same.output
+    rows[4]["created"] = "2026-01-01T00:00:00.123Z"  # another instant: a millisecond rounded off
+    files.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    moved = run(verify_command, emulator, "--in", str(files), *target, "--json")
+    assert moved.exit_code == 1, moved.output
+    assert orjson.loads(moved.stdout)["objects"][0]["differing"] == 1

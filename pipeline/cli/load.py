@@ -265,13 +265,14 @@ def delete_command(**kw: Any) -> None:
         return filter_expr, plans, True
 
     # The question is asked before the progress display starts, which would draw over it.
-    filter_expr, plans, go = run_async(lambda: with_client(kw["settings"], planned))
+    # delete keeps no state: a re-run finds what still matches, which is what is left to do
+    filter_expr, plans, go = run_async(lambda: with_client(kw["settings"], planned), resumable=False)
     warnings: list[str] = []
     if go:
         run_async(with_progress(output, lambda progress: with_client(kw["settings"], lambda c: deleting.delete(
             c, plans, filter_expr, InsertOptions(workers=kw["workers"]), batch_rows=kw["batch_rows"], progress=progress,
             warnings=warnings,
-        ))))  # fmt: skip
+        ))), resumable=False)  # fmt: skip
     plans_only = [p for _, p in plans]
     changed = sum(p.changed for p in plans_only)
     if kw["as_json"]:

@@ -41,7 +41,11 @@ class DeletePlan:
     label: str
     object_id: str
     version: str | None
-    matched: int | None  # None: the server could not count them (a scan too big)
+    #: Counted when planned (None: the server could not count them, a scan too big); once the
+    #: delete ran, the ids it read as matching, which is deleted plus changed. The two differ
+    #: when the read was not pinned (the object's newest write was a delete) and rows were
+    #: written meanwhile.
+    matched: int | None
     sample_ids: list[str] = field(default_factory=list)
     deleted: int = 0
     #: Ids read as matching that no longer matched when their page was deleted: left alone.
@@ -92,6 +96,7 @@ async def delete(
     pool = InsertPool(client, options, max_request_bytes=limit)
     ledgers: list[tuple[DeletePlan, Ledger, Task]] = []
     recheck = _Recheck(warnings if warnings is not None else [])
+    read: dict[str, int] = {}
 
     async def produce() -> None:
         for ref, planned in refs:
@@ -101,11 +106,12 @@ async def delete(
             ledger = Ledger(ObjectProgress(destination=ref.id), on_rows=task.advance)
             ledgers.append((planned, ledger, task))
             batcher = Batcher(ref.rows_path, max_rows=batch_rows, max_bytes=limit, ledger=ledger)
-            await feed(pool, batcher, _delete_items(client, ref, filter_expr, planned, recheck))
+            await feed(pool, batcher, _delete_items(client, ref, filter_expr, planned, recheck, read))
 
     await pool.run(produce)
     for planned, ledger, task in ledgers:
         planned.deleted = ledger.rows
+        planned.matched = read.get(planned.object_id, 0)
         task.finish()
 
 
@@ -143,11 +149,18 @@ class _Recheck:
 
 
 async def _delete_items(
-    client: BraintrustClient, ref: ObjectRef, filter_expr: Expr, planned: DeletePlan, recheck: _Recheck
+    client: BraintrustClient,
+    ref: ObjectRef,
+    filter_expr: Expr,
+    planned: DeletePlan,
+    recheck: _Recheck,
+    read: dict[str, int],
 ) -> AsyncIterator[list[Item]]:
+    """Delete events for the ids read as matching (``read`` counts them per object)."""
     pager = Pager(client, _id_query(ref, filter_expr), version=planned.version)
     async for page in pager.pages():
         ids = _ids(page.raw)
+        read[planned.object_id] = read.get(planned.object_id, 0) + len(ids)
         still = await recheck.still_matching(client, ref, filter_expr, ids)
         if still is not None:
             planned.changed += len(ids) - len(still)

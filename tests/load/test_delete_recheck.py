@@ -116,3 +116,33 @@ def test_a_server_that_will_not_check_again_is_deleted_from_as_read(emulator: Em
     assert (planned[0].deleted, planned[0].changed) == (10, 0)
     (warning,) = warnings
     assert warning.startswith("the server would not check the rows again before deleting them")
+
+
+def test_the_rows_a_delete_reports_matched_are_those_it_read(emulator: Emulator) -> None:
+    """A delete whose object's newest write was a delete reads without a version, so rows
+    written after it counted are read too: what it reports matched is what it read, and
+    matched is deleted plus changed."""
+    project = post(emulator.url, emulator.key, "/v1/project", {"name": unique("recount")})
+    rows = [{"id": f"r{i:02d}", "input": i, "metadata": {"status": "stale"}} for i in range(40)]
+    insert(emulator.url, emulator.key, "project_logs", project["id"], rows)
+    insert(emulator.url, emulator.key, "project_logs", project["id"], [{"id": "r00", "_object_delete": True}])
+    filter_expr = parse_filter("metadata.status = 'stale'")
+    assert filter_expr is not None
+    settings = ClientSettings(api_url=emulator.url, api_key=emulator.key)
+
+    async def planning() -> tuple[ObjectRef, deleting.DeletePlan]:
+        async with BraintrustClient(settings) as client:
+            (ref,) = await resolve_selection(client, await resolve_project(client, project["name"]), "logs")
+            return ref, await deleting.plan(client, ref, filter_expr)
+
+    async def deleting_(planned: Any) -> None:
+        async with BraintrustClient(settings) as client:
+            await deleting.delete(client, [planned], filter_expr, InsertOptions(), batch_rows=7)
+
+    ref, planned = anyio.run(planning)
+    assert (planned.version, planned.matched) == (None, 39)
+    later = [{"id": f"n{i}", "input": i, "metadata": {"status": "stale"}} for i in range(5)]
+    insert(emulator.url, emulator.key, "project_logs", project["id"], later)
+    anyio.run(deleting_, (ref, planned))
+    assert all_rows(emulator.url, emulator.key, "project_logs", project["id"]) == {}
+    assert (planned.matched, planned.deleted, planned.changed) == (44, 44, 0)

@@ -213,6 +213,26 @@ def test_delete_dry_run_then_real(emulator: Emulator) -> None:
     assert set(left) == {f"log-{i}" for i in range(60) if i % 3 != 1}
 
 
+def test_an_interrupted_delete_says_it_keeps_no_state(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C during a delete: exit 5, and no claim of a saved state to resume (delete keeps
+    none; running it again finds what still matches)."""
+    from pipeline.load import delete as deleting
+
+    async def interrupted(*args: Any, **kwargs: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(deleting, "delete", interrupted)
+    src = make_project(emulator)
+    seed(emulator, src, n=12)
+    result = run(
+        delete_command, emulator, "--project", src["name"], "--filter", "metadata.user_id = 'u1'", "--yes"
+    )
+    assert result.exit_code == 5
+    assert "keeps no state" in result.stderr and "state saved" not in result.stderr
+
+
 def test_413_splits_batches_and_an_event_the_server_refuses_goes_through_overflow(
     emulator: Emulator, tmp_path: Path
 ) -> None:

@@ -19,24 +19,37 @@ from tests.conftest import Emulator
 from tests.helpers import all_rows, insert, post, unique
 
 
-def test_rows_changed_after_their_ids_were_read_are_left(emulator: Emulator) -> None:
-    project = post(emulator.url, emulator.key, "/v1/project", {"name": unique("recheck")})
+def _stale_logs(emulator: Emulator, name: str) -> tuple[dict[str, Any], Expr, ClientSettings]:
+    """A project with 40 log rows the filter ``metadata.status = 'stale'`` matches."""
+    project = post(emulator.url, emulator.key, "/v1/project", {"name": unique(name)})
     rows = [{"id": f"r{i:02d}", "input": i, "metadata": {"status": "stale"}} for i in range(40)]
     insert(emulator.url, emulator.key, "project_logs", project["id"], rows)
     filter_expr = parse_filter("metadata.status = 'stale'")
     assert filter_expr is not None
-    settings = ClientSettings(api_url=emulator.url, api_key=emulator.key)
+    return project, filter_expr, ClientSettings(api_url=emulator.url, api_key=emulator.key)
+
+
+def _planned(
+    settings: ClientSettings, project: dict[str, Any], filter_expr: Expr
+) -> tuple[ObjectRef, deleting.DeletePlan]:
+    """The delete plan of the project's logs."""
 
     async def planning() -> tuple[ObjectRef, deleting.DeletePlan]:
         async with BraintrustClient(settings) as client:
             (ref,) = await resolve_selection(client, await resolve_project(client, project["name"]), "logs")
             return ref, await deleting.plan(client, ref, filter_expr)
 
+    return anyio.run(planning)
+
+
+def test_rows_changed_after_their_ids_were_read_are_left(emulator: Emulator) -> None:
+    project, filter_expr, settings = _stale_logs(emulator, "recheck")
+
     async def deleting_(planned: Any, expr: Expr, warnings: list[str]) -> None:
         async with BraintrustClient(settings) as client:
             await deleting.delete(client, [planned], expr, InsertOptions(), batch_rows=7, warnings=warnings)
 
-    ref, planned = anyio.run(planning)
+    ref, planned = _planned(settings, project, filter_expr)
     assert planned.matched == 40
     # someone keeps ten of the rows after the delete read their ids (at its pinned version)
     kept = [{"id": f"r{i:02d}", "_is_merge": True, "metadata": {"status": "keep"}} for i in range(30, 40)]
@@ -122,24 +135,14 @@ def test_the_rows_a_delete_reports_matched_are_those_it_read(emulator: Emulator)
     """A delete whose object's newest write was a delete reads without a version, so rows
     written after it counted are read too: what it reports matched is what it read, and
     matched is deleted plus changed."""
-    project = post(emulator.url, emulator.key, "/v1/project", {"name": unique("recount")})
-    rows = [{"id": f"r{i:02d}", "input": i, "metadata": {"status": "stale"}} for i in range(40)]
-    insert(emulator.url, emulator.key, "project_logs", project["id"], rows)
+    project, filter_expr, settings = _stale_logs(emulator, "recount")
     insert(emulator.url, emulator.key, "project_logs", project["id"], [{"id": "r00", "_object_delete": True}])
-    filter_expr = parse_filter("metadata.status = 'stale'")
-    assert filter_expr is not None
-    settings = ClientSettings(api_url=emulator.url, api_key=emulator.key)
-
-    async def planning() -> tuple[ObjectRef, deleting.DeletePlan]:
-        async with BraintrustClient(settings) as client:
-            (ref,) = await resolve_selection(client, await resolve_project(client, project["name"]), "logs")
-            return ref, await deleting.plan(client, ref, filter_expr)
 
     async def deleting_(planned: Any) -> None:
         async with BraintrustClient(settings) as client:
             await deleting.delete(client, [planned], filter_expr, InsertOptions(), batch_rows=7)
 
-    ref, planned = anyio.run(planning)
+    ref, planned = _planned(settings, project, filter_expr)
     assert (planned.version, planned.matched) == (None, 39)
     later = [{"id": f"n{i}", "input": i, "metadata": {"status": "stale"}} for i in range(5)]
     insert(emulator.url, emulator.key, "project_logs", project["id"], later)

@@ -17,7 +17,9 @@ only write what they are given and publish a file when told.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, contextmanager
@@ -25,7 +27,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from types import TracebackType
-from typing import Any, Literal, Protocol, cast
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 import anyio
 import orjson
@@ -74,6 +76,9 @@ from pipeline.querylang.ast import Expr, all_of, from_object
 from pipeline.sinks.base import Sink
 from pipeline.sinks.jsonl import JsonlSink
 from pipeline.sinks.workers import WorkerPool, parquet_sink
+
+if TYPE_CHECKING:
+    from pipeline.export.tombstones import IdSet
 
 JsonlCompression = Literal["gzip", "zstd"] | None
 
@@ -362,6 +367,11 @@ class ExportJob:
         self._first_row_seconds: float | None = None
         self._repaired: list[str] = []  # files of a resumed run found damaged (_check_published)
         self._first_pages: dict[tuple[str, int], tuple[Pager, _HeldPage | None]] = {}  # read while planning
+        # By object key, the ids of each object read unpinned incrementally, taken just before
+        # its read in this process (pipeline.export.tombstones), on disk under _ids_dir.
+        self._ids_before: dict[str, IdSet] = {}
+        self._ids_dir: tempfile.TemporaryDirectory[str] | None = None
+        self._ids_taken = itertools.count()
         self.storage: Storage
         self._lease_check: Callable[[], None]  # before a write outside the storage (a Delta commit)
         self._guard: Guard  # the lease, as the encoder processes check it before publishing
@@ -399,6 +409,10 @@ class ExportJob:
             for _, first in self._first_pages.values():  # read while planning, never used
                 if first is not None:
                     first.slot.release()
+            for ids in self._ids_before.values():
+                ids.close()
+            if self._ids_dir is not None:
+                self._ids_dir.cleanup()
             if self._workers is not None:
                 await anyio.to_thread.run_sync(self._workers.close)
 
@@ -457,6 +471,7 @@ class ExportJob:
             self.state.run = await self._plan(project, read_ahead=self._ranges is None)
             await self._save()
         run = self.state.run
+        await self._read_unpinned_again(run)
         await anyio.to_thread.run_sync(self.storage.cleanup_temp, "")
         opts = self.options
         self.org_id = str(project.get("org_id") or "")
@@ -736,6 +751,31 @@ class ExportJob:
             await self._save()
         return again
 
+    def _tombstones_before_read(self, obj: ObjectState) -> bool:
+        """Whether ``obj``'s tombstones are found just before its rows are read: an incremental
+        read of the spans shape without a version (pipeline.export.tombstones)."""
+        return obj.since is not None and self.options.shape == "spans" and not obj.pinned and not obj.gone
+
+    async def _read_unpinned_again(self, run: RunState) -> None:
+        """The objects of a resumed run that an earlier process began reading unpinned are read
+        again from their start: the ids they held before that read were not kept."""
+        for obj in run.objects:
+            if self._tombstones_before_read(obj) and any(r.done or r.rows or r.files for r in obj.ranges):
+                await anyio.to_thread.run_sync(drop_files, self.storage, obj, run.run_id)
+                self._read_unpinned(obj)
+                await self._save()
+
+    async def _ids_before_read(self, obj: ObjectState) -> None:
+        """Take the ids ``obj`` holds now, before its unpinned read, once per object."""
+        if not self._tombstones_before_read(obj) or obj.key in self._ids_before:
+            return
+        from pipeline.export.tombstones import live_ids
+
+        if self._ids_dir is None:
+            self._ids_dir = tempfile.TemporaryDirectory(prefix="btpipe-ids-")
+        directory = f"{self._ids_dir.name}/{next(self._ids_taken)}"  # numbered before any await
+        self._ids_before[obj.key] = await live_ids(self.client, obj, directory)
+
     async def _run_ranges(self, run: RunState, objects: list[ObjectState] | None = None) -> None:
         limiter = anyio.CapacityLimiter(self.options.range_workers)
         starts: list[tuple[ObjectState, RangeState, Task, list[int]]] = []
@@ -771,6 +811,7 @@ class ExportJob:
             async with limiter:
                 if obj.gone:
                     return
+                await self._ids_before_read(obj)
                 if self._ranges is not None:
                     await self._ranges(self, run, obj, rng, task)
                 else:
@@ -1020,7 +1061,7 @@ class ExportJob:
 
         tombstones = await record_tombstones(
             self.client, self.storage, run.run_id, [obj for obj in run.objects if not obj.gone],
-            scope=scope, previous=previous, workers=self.options.range_workers,
+            scope=scope, previous=previous, workers=self.options.range_workers, before=self._ids_before,
         )  # fmt: skip
         tables = await self._commit_tables(run, scope, tombstones)
         entries = await anyio.to_thread.run_sync(self._attachments.entries)

@@ -12,15 +12,19 @@ which the manifest lists like a data file (rows, bytes, SHA-256). A restore dele
 after the run's rows (:mod:`pipeline.load.ordered`); a warehouse load can do the same.
 
 The version the pass reads at: the object's snapshot version when the run's rows were read
-pinned to it, so that rows and tombstones describe the same moment. When the run read none of
-the object's rows (nothing newer than the last run) or read them unpinned (its newest writes
-were deletes, which leave the newest row's version behind), a read pinned there would still
-see those deleted rows, so the pass reads the current state. So it does when the pinned pass
-finds more ids than the whole object held just after the version was found (``live_rows``):
-deletes newer than the version, such as an old row deleted after the newest insert, which the
-counts of the rows since the last run cannot show and a server without counts at a version
-cannot show while planning. A row written meanwhile is never taken for deleted: a changed row
-moves to a later page, it does not leave the read.
+pinned to it, so that rows and tombstones describe the same moment. When the pinned pass finds
+more ids than the whole object held just after the version was found (``live_rows``), deletes
+newer than the version exist (an old row deleted after the newest insert, which the counts of
+the rows since the last run cannot show, nor a server without counts at a version while
+planning): the ids gone now are tombstones too. The ids gone at the version stay tombstones:
+a row deleted before it and written again since is not among the rows read there. When the run
+read none of the object's rows (nothing newer than the last run), the pass reads the current
+state. When it read them unpinned (its newest writes were deletes, which leave the newest
+row's version behind), the pass is taken just before the rows are read (:func:`live_ids`),
+and an id the read found is never a tombstone: a pass after the read could find alive a row
+deleted before the read and written again after it, which the read did not see, and a restore
+would keep the content deleted before the run. A row written meanwhile is never taken for
+deleted: a changed row moves to a later page, it does not leave the read.
 
 Only reads of the spans shape record tombstones (their ids are the rows'); a full read needs
 none, its files being the object's complete id set. Memory stays flat whatever the size of
@@ -32,7 +36,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from contextlib import closing
 from itertools import islice
 from pathlib import Path
@@ -114,18 +118,60 @@ def write_tombstones(storage: Storage, relpath: str, ids: Iterator[str]) -> File
     return FileInfo(relpath, rows, size, digest.hexdigest())
 
 
+async def _id_pages(
+    client: BraintrustClient, obj: ObjectState, version: str | None
+) -> AsyncIterator[list[str]]:
+    """Every id of ``obj`` at ``version`` (None: the current state), a page at a time."""
+    query = build_query(obj.object_type, obj.id, select=[{"alias": "id", "expr": ident("id")}])
+    async for page in Pager(client, query, version=version).pages():
+        yield [jsoncodec.loads(line)["id"] for line in page.raw.splitlines() if line.strip()]
+
+
 async def strike_off_live_ids(
     client: BraintrustClient, obj: ObjectState, known: IdSet, version: str | None
 ) -> int:
     """Read every id of ``obj`` at ``version`` (None: the current state) and strike each off
     ``known``; how many ids were read."""
-    query = build_query(obj.object_type, obj.id, select=[{"alias": "id", "expr": ident("id")}])
     live = 0
-    async for page in Pager(client, query, version=version).pages():
-        ids = [jsoncodec.loads(line)["id"] for line in page.raw.splitlines() if line.strip()]
+    async for ids in _id_pages(client, obj, version):
         live += len(ids)
         await anyio.to_thread.run_sync(known.discard, ids)
     return live
+
+
+async def live_ids(client: BraintrustClient, obj: ObjectState, directory: str) -> IdSet:
+    """Every id ``obj`` holds now, in an ``IdSet`` in ``directory`` (created): taken just before
+    an unpinned read of its rows, for :func:`object_tombstones`."""
+    Path(directory).mkdir()
+    live = IdSet(directory)
+    try:
+        async for ids in _id_pages(client, obj, None):
+            await anyio.to_thread.run_sync(live.add, ids)
+    except BaseException:
+        live.close()
+        raise
+    return live
+
+
+def _gone_before_read(
+    storage: Storage, obj: ObjectState, chain: list[Entry], before: IdSet, directory: str
+) -> IdSet:
+    """The ids ``chain`` holds that ``obj`` no longer held just before its rows were read
+    (``before``), less the ids the read found (blocking)."""
+    from pipeline.sources.ids import iter_ids
+
+    Path(directory).mkdir()
+    known = IdSet(directory)
+    try:
+        load_chain(storage, chain, known)
+        known.discard(before.sorted())
+        for info in (f for rng in obj.ranges for f in rng.files):
+            for ids in iter_ids(storage, info.path):
+                known.discard(ids)
+    except BaseException:
+        known.close()
+        raise
+    return known
 
 
 async def _gone_ids(
@@ -134,37 +180,63 @@ async def _gone_ids(
     obj: ObjectState,
     chain: list[Entry],
     directory: str,
-    *,
-    pinned: bool,
-) -> IdSet | None:
-    """The ids ``chain`` holds that ``obj`` no longer does, read at its version when ``pinned``;
-    ``None`` when that read shows deletes newer than the version (see the module docstring)."""
+    version: str | None,
+) -> tuple[IdSet, int]:
+    """The ids ``chain`` holds that ``obj`` does not at ``version`` (None: now), and how many
+    ids it holds there."""
     Path(directory).mkdir()
     known = IdSet(directory)
     try:
         await anyio.to_thread.run_sync(load_chain, storage, chain, known)
-        live = await strike_off_live_ids(client, obj, known, obj.version if pinned else None)
+        live = await strike_off_live_ids(client, obj, known, version)
     except BaseException:
         known.close()
         raise
-    if pinned and obj.live_rows is not None and live > obj.live_rows:
+    return known, live
+
+
+async def _gone_at_or_since(
+    client: BraintrustClient, storage: Storage, obj: ObjectState, chain: list[Entry], directory: str
+) -> IdSet:
+    """The ids ``chain`` holds that ``obj`` did not at its version, where the rows were read.
+    When it holds more ids there than just after the version was found, deletes newer than the
+    version exist: the ids gone now are added (see the module docstring). An id gone at the
+    version stays gone even if written again since, which the run's rows do not hold."""
+    known, live = await _gone_ids(client, storage, obj, chain, f"{directory}/pinned", obj.version)
+    if obj.live_rows is None or live <= obj.live_rows:
+        return known
+    try:
+        now, _ = await _gone_ids(client, storage, obj, chain, f"{directory}/now", None)
+        try:
+            await anyio.to_thread.run_sync(now.add, known.sorted())
+        except BaseException:
+            now.close()
+            raise
+    finally:
         known.close()
-        return None
-    return known
+    return now
 
 
 async def object_tombstones(
-    client: BraintrustClient, storage: Storage, run_id: str, obj: ObjectState, chain: list[Entry]
+    client: BraintrustClient,
+    storage: Storage,
+    run_id: str,
+    obj: ObjectState,
+    chain: list[Entry],
+    before: IdSet | None = None,
 ) -> FileInfo:
-    """The tombstone file of ``obj`` in run ``run_id``, which continues ``chain``."""
+    """The tombstone file of ``obj`` in run ``run_id``, which continues ``chain``; ``before``:
+    the ids it held just before an unpinned read of its rows (:func:`live_ids`)."""
     pinned = obj.pinned and bool(obj.ranges) and obj.version is not None
     with tempfile.TemporaryDirectory(prefix="btpipe-ids-") as directory:
-        known = None
         if pinned:
-            known = await _gone_ids(client, storage, obj, chain, f"{directory}/pinned", pinned=True)
-        if known is None:
-            known = await _gone_ids(client, storage, obj, chain, f"{directory}/now", pinned=False)
-        assert known is not None  # a read of the current state is never read again
+            known = await _gone_at_or_since(client, storage, obj, chain, directory)
+        elif before is not None:
+            known = await anyio.to_thread.run_sync(
+                _gone_before_read, storage, obj, chain, before, f"{directory}/before"
+            )
+        else:
+            known, _ = await _gone_ids(client, storage, obj, chain, f"{directory}/now", None)
         try:
             relpath = layout.tombstone_path(obj.object_type, obj.id, run_id)
             return await anyio.to_thread.run_sync(write_tombstones, storage, relpath, known.sorted())
@@ -181,10 +253,12 @@ async def record_tombstones(
     scope: Scope,
     previous: dict[str, str | None],
     workers: int,
+    before: Mapping[str, IdSet] | None = None,
 ) -> dict[str, FileInfo]:
     """By object key, the tombstone file of each object of ``objects`` read incrementally in
-    the spans shape; ``previous`` names, by object key, the run each read continues. Objects
-    go ``workers`` at a time."""
+    the spans shape; ``previous`` names, by object key, the run each read continues, ``before``
+    the ids of each object read unpinned just before its read. Objects go ``workers`` at a
+    time."""
     wanted = [obj for obj in objects if obj.since is not None and scope.shape == "spans"]
     if not wanted:
         return {}
@@ -195,7 +269,9 @@ async def record_tombstones(
 
     async def one(obj: ObjectState) -> None:
         async with limiter:
-            recorded[obj.key] = await object_tombstones(client, storage, run_id, obj, chains[obj.key])
+            recorded[obj.key] = await object_tombstones(
+                client, storage, run_id, obj, chains[obj.key], (before or {}).get(obj.key)
+            )
 
     async with anyio.create_task_group() as tg:
         for obj in wanted:

@@ -373,16 +373,12 @@ def test_rows_deleted_by_the_newest_write_stay_deleted(emulator: Any, tmp_path: 
     assert len(files) == 1
 
 
-def test_a_row_deleted_then_written_again_while_an_unpinned_incremental_run_reads(
-    emulator: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-):
-    """An incremental run whose object's newest write was a delete reads it unpinned. A row
-    deleted before that read and written again after it is not among the run's rows; its
-    tombstone is still recorded (the run's deletes are those before its read), so a restore
-    ``--until`` the run does not bring back the content deleted before it."""
-    from pipeline.export import tombstones
-
-    proj = post(emulator.url, emulator.key, "/v1/project", {"name": unique("recreated")})
+def _newest_write_a_delete(
+    emulator: Any, tmp_path: Path, name: str
+) -> tuple[dict[str, Any], Path, list[str]]:
+    """A project whose logs were exported whole, then had r0 deleted, r4 changed and r1 deleted
+    (the newest write a delete); the project, the export root and the export's arguments."""
+    proj = post(emulator.url, emulator.key, "/v1/project", {"name": unique(name)})
     insert(emulator.url, emulator.key, "project_logs", proj["id"],
            [{"id": f"r{i}", "input": i, "output": "v1"} for i in range(5)])  # fmt: skip
     out = tmp_path / "out"
@@ -405,6 +401,29 @@ def test_a_row_deleted_then_written_again_while_an_unpinned_incremental_run_read
         {"id": "r1", "_object_delete": True},
     ):
         insert(emulator.url, emulator.key, "project_logs", proj["id"], [event])
+    return proj, out, args
+
+
+def _restored_outputs(emulator: Any, out: Path, until: str, tmp_path: Path) -> dict[str, Any]:
+    """Each restored row's ``output`` by id, of a restore of ``out`` up to run ``until``."""
+    dest = unique("restored")
+    restored = btpipe(emulator, "import", "--in", str(out), "--to-project", dest, "--create-project",
+                      "--until", until, "--state-dir", str(tmp_path / "st"))  # fmt: skip
+    assert restored.exit_code == 0, restored.output
+    dest_id = post(emulator.url, emulator.key, "/v1/project", {"name": dest})["id"]
+    return {i: r["output"] for i, r in all_rows(emulator.url, emulator.key, "project_logs", dest_id).items()}
+
+
+def test_a_row_deleted_then_written_again_while_an_unpinned_incremental_run_reads(
+    emulator: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """An incremental run whose object's newest write was a delete reads it unpinned. A row
+    deleted before that read and written again after it is not among the run's rows; its
+    tombstone is still recorded (the run's deletes are those before its read), so a restore
+    ``--until`` the run does not bring back the content deleted before it."""
+    from pipeline.export import tombstones
+
+    proj, out, args = _newest_write_a_delete(emulator, tmp_path, "recreated")
     recorded = tombstones.record_tombstones
 
     async def written_again_first(*a: Any, **k: Any) -> Any:
@@ -416,13 +435,8 @@ def test_a_row_deleted_then_written_again_while_an_unpinned_incremental_run_read
     second = btpipe(emulator, *args, "--incremental")
     assert second.exit_code == 0, second.output
     monkeypatch.setattr(tombstones, "record_tombstones", recorded)
-    dest = unique("restored")
-    restored = btpipe(emulator, "import", "--in", str(out), "--to-project", dest, "--create-project",
-                      "--until", orjson.loads(second.stdout)["run_id"], "--state-dir", str(tmp_path / "st"))  # fmt: skip
-    assert restored.exit_code == 0, restored.output
-    dest_id = post(emulator.url, emulator.key, "/v1/project", {"name": dest})["id"]
-    rows = all_rows(emulator.url, emulator.key, "project_logs", dest_id)
-    assert {i: r["output"] for i, r in rows.items()} == {"r2": "v1", "r3": "v1", "r4": "v2"}
+    restored = _restored_outputs(emulator, out, orjson.loads(second.stdout)["run_id"], tmp_path)
+    assert restored == {"r2": "v1", "r3": "v1", "r4": "v2"}
     third = btpipe(emulator, *args, "--incremental")  # the row written again comes with the next run
     assert third.exit_code == 0, third.output
     again = [r["output"] for r in read_export_files(out, "project_logs", proj["id"]) if r["id"] == "r0"]
@@ -437,29 +451,7 @@ def test_a_resumed_run_reads_again_an_object_an_earlier_process_read_unpinned(
     from pipeline.common.errors import ApiError
     from pipeline.export import tombstones
 
-    proj = post(emulator.url, emulator.key, "/v1/project", {"name": unique("resumed-unpinned")})
-    insert(emulator.url, emulator.key, "project_logs", proj["id"],
-           [{"id": f"r{i}", "input": i, "output": "v1"} for i in range(5)])  # fmt: skip
-    out = tmp_path / "out"
-    args = [
-        "export",
-        "--project",
-        proj["name"],
-        "--objects",
-        "logs",
-        "--format",
-        "jsonl",
-        "--out",
-        str(out),
-        "--json",
-    ]
-    assert btpipe(emulator, *args).exit_code == 0
-    for event in (
-        {"id": "r0", "_object_delete": True},
-        {"id": "r4", "output": "v2"},
-        {"id": "r1", "_object_delete": True},
-    ):
-        insert(emulator.url, emulator.key, "project_logs", proj["id"], [event])
+    proj, out, args = _newest_write_a_delete(emulator, tmp_path, "resumed-unpinned")
 
     async def stopped(*a: Any, **k: Any) -> Any:
         raise ApiError("the process stopped here")
@@ -474,14 +466,9 @@ def test_a_resumed_run_reads_again_an_object_an_earlier_process_read_unpinned(
     assert resumed.exit_code == 0, resumed.output
     summary = orjson.loads(resumed.stdout)
     assert summary["resumed"] is True
-    dest = unique("restored")
-    restored = btpipe(emulator, "import", "--in", str(out), "--to-project", dest, "--create-project",
-                      "--until", summary["run_id"], "--state-dir", str(tmp_path / "st"))  # fmt: skip
-    assert restored.exit_code == 0, restored.output
-    dest_id = post(emulator.url, emulator.key, "/v1/project", {"name": dest})["id"]
-    rows = all_rows(emulator.url, emulator.key, "project_logs", dest_id)
     # A server that counts at a version shows the newest write was a delete: the object is
     # read unpinned, and again once resumed. Elsewhere it is read at its version, where r0 was
     # deleted. Never does r0 come back as it was before the run.
     again = {} if emulator.conservative else {"r0": "again"}
-    assert {i: r["output"] for i, r in rows.items()} == {**again, "r2": "v1", "r3": "v1", "r4": "v2"}
+    restored = _restored_outputs(emulator, out, summary["run_id"], tmp_path)
+    assert restored == {**again, "r2": "v1", "r3": "v1", "r4": "v2"}

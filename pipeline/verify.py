@@ -7,7 +7,9 @@ a 16-byte BLAKE2b digest of its user-visible fields: the fields a copy legitimat
 for what the row's comments say (:func:`comments_said`), keys
 are sorted, a field whose value is null counts as absent (the API reports missing fields
 as null), and ``created`` counts as the instant it names, whatever its ISO-8601 spelling (a
-file may spell it ``+00:00``, the server keeps its own spelling). Only ``id -> digest`` maps are held, never rows, so memory is ~100 bytes per row.
+file may spell it ``+00:00``, the server keeps its own spelling); a field the server gives a
+row that lacks it (``SERVER_FILLED``: ``created``, ``span_id``, ``root_span_id``) is left out
+on both sides where the source row lacks it, as a hand-written file's may. Only ``id -> digest`` maps are held, never rows, so memory is ~100 bytes per row.
 An export root is read as an import restores it (:mod:`pipeline.sources.inputs`): per object,
 the runs of its chain in order, a later version of an id replacing an earlier one and the ids
 a run's tombstones name removed.
@@ -34,7 +36,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import AsyncIterator, Container, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import anyio
 
@@ -86,6 +88,13 @@ from pipeline.sources.inputs import (
 
 SAMPLE = 20
 Digests = dict[str, bytes]
+#: By id, the fields of ``SERVER_FILLED`` a source row lacks (only rows lacking some).
+Lacking = dict[str, frozenset[str]]
+#: What the server gives an inserted row that lacks it: a source row without one (a
+#: hand-written file) is compared without it on both sides.
+SERVER_FILLED: Final = ("created", "span_id", "root_span_id")
+_NONE_LACKING: Final[frozenset[str]] = frozenset()
+_SHARED: dict[frozenset[str], frozenset[str]] = {}
 
 
 def comments_said(entries: Any) -> list[Any]:
@@ -102,9 +111,14 @@ def content_digest(value: Any) -> bytes:
     return hashlib.blake2b(jsoncodec.canonical(value), digest_size=16).digest()
 
 
-def row_digest(row: dict[str, Any], contents: Mapping[str, str] | None = None) -> bytes:
-    """The digest of ``row``; ``contents`` maps attachment keys to what their bytes hash to."""
-    visible = {k: v for k, v in row.items() if k not in DESTINATION_FIELDS and v is not None}
+def row_digest(
+    row: dict[str, Any], contents: Mapping[str, str] | None = None, without: frozenset[str] = _NONE_LACKING
+) -> bytes:
+    """The digest of ``row`` less the fields ``without``; ``contents`` maps attachment keys to
+    what their bytes hash to."""
+    visible = {
+        k: v for k, v in row.items() if k not in DESTINATION_FIELDS and v is not None and k not in without
+    }
     created = visible.get("created")
     if type(created) is str and (instant := parse_created(created)) is not None:
         visible["created"] = format_created(instant)
@@ -117,10 +131,27 @@ def row_digest(row: dict[str, Any], contents: Mapping[str, str] | None = None) -
 
 
 def digest_rows(
-    rows: Iterable[dict[str, Any]], into: Digests, contents: Mapping[str, str] | None = None
+    rows: Iterable[dict[str, Any]],
+    into: Digests,
+    contents: Mapping[str, str] | None = None,
+    *,
+    lacking: Lacking | None = None,
+    source: bool = True,
 ) -> None:
+    """Digest ``rows`` into ``into``. A ``source`` side records in ``lacking`` the fields of
+    ``SERVER_FILLED`` each row lacks; the destination digests each row without them."""
     for row in rows:
-        into[str(row.get("id"))] = row_digest(row, contents)
+        row_id = str(row.get("id"))
+        without = _NONE_LACKING
+        if lacking is not None and not source:
+            without = lacking.get(row_id, _NONE_LACKING)
+        elif lacking is not None:
+            missing = frozenset(f for f in SERVER_FILLED if row.get(f) is None)
+            if missing:
+                lacking[row_id] = _SHARED.setdefault(missing, missing)  # one object per combination
+            else:
+                lacking.pop(row_id, None)
+        into[row_id] = row_digest(row, contents, without)
 
 
 class Contents:
@@ -159,9 +190,17 @@ class Contents:
 
 
 async def digest_object(
-    client: BraintrustClient, ref: ObjectRef, contents: Contents, progress: Progress, label: str
+    client: BraintrustClient,
+    ref: ObjectRef,
+    contents: Contents,
+    progress: Progress,
+    label: str,
+    *,
+    lacking: Lacking | None = None,
+    source: bool = True,
 ) -> Digests:
-    """The digests of every row of ``ref``, read pinned, counted into a task of ``progress``."""
+    """The digests of every row of ``ref``, read pinned, counted into a task of ``progress``
+    (``lacking`` and ``source`` as :func:`digest_rows` takes them)."""
     query = build_query(ref.object_type, ref.id)
     snap = await pin_read(client, query)
     digests: Digests = {}
@@ -178,7 +217,7 @@ async def digest_object(
             for row in rows:
                 find_references(row, found)
             keys = await contents.of(found.values())
-        digest_rows(rows, digests, keys)
+        digest_rows(rows, digests, keys, lacking=lacking, source=source)
     task.finish()
     return digests
 
@@ -194,10 +233,11 @@ def exported_contents(manifests: Iterable[Manifest]) -> dict[str, str]:
 
 def digest_files(
     storage: Storage, files: list[str], deletes: Container[str] = frozenset(),
-    contents: Mapping[str, str] | None = None, task: Task | None = None,
+    contents: Mapping[str, str] | None = None, task: Task | None = None, lacking: Lacking | None = None,
 ) -> Digests:  # fmt: skip
     """The digests of ``files`` applied in order, the ids in ``deletes`` files (tombstones)
-    removed where they come, rows counted into ``task``. Blocking: run in a thread."""
+    removed where they come, rows counted into ``task``, the fields each row lacks recorded
+    in ``lacking`` (:func:`digest_rows`). Blocking: run in a thread."""
     digests: Digests = {}
     for path in files:
         for chunk in iter_rows(storage, path):
@@ -207,7 +247,7 @@ def digest_files(
                 for row in chunk:
                     digests.pop(str(row.row.get("id")), None)
             else:
-                digest_rows((r.row for r in chunk), digests, contents)
+                digest_rows((r.row for r in chunk), digests, contents, lacking=lacking)
     return digests
 
 
@@ -438,13 +478,20 @@ class VerifyJob:
         return None if found is None else object_ref(object_type, found)  # type: ignore[arg-type]
 
     async def _pair(
-        self, project: dict[str, Any], object_type: str, name: str | None, label: str, source: Digests
+        self,
+        project: dict[str, Any],
+        object_type: str,
+        name: str | None,
+        label: str,
+        source: Digests,
+        lacking: Lacking,
     ) -> ObjectDiff:
         ref = await self._counterpart(project, object_type, name)
         contents = self._destination_contents(project)
         target = (
             {} if ref is None
-            else await digest_object(self.destination, ref, contents, self.progress, f"{label} (destination)")
+            else await digest_object(self.destination, ref, contents, self.progress, f"{label} (destination)",
+                                     lacking=lacking, source=False)
         )  # fmt: skip
         diff = compare(source, target, label, f"{project['name']}/{label}")
         diff.absent = ref is None
@@ -456,8 +503,13 @@ class VerifyJob:
         diffs = []
         contents = Contents(source, str(src_project.get("org_id") or ""))
         for ref in await resolve_selection(source, src_project, self.objects):
-            digests = await digest_object(source, ref, contents, self.progress, f"{ref.label} (source)")
-            diffs.append(await self._pair(dst_project, ref.object_type, ref.name, ref.label, digests))
+            lacking: Lacking = {}
+            digests = await digest_object(
+                source, ref, contents, self.progress, f"{ref.label} (source)", lacking=lacking
+            )
+            diffs.append(
+                await self._pair(dst_project, ref.object_type, ref.name, ref.label, digests, lacking)
+            )
         selection = parse_selection(self.objects)
         kinds = config_selection(self.objects)
         if not kinds and not any(s.object_type in COPIED_KINDS for s in selection):
@@ -549,8 +601,9 @@ class VerifyJob:
         if damaged:
             return ObjectDiff(label, f"{project['name']}/{label}", 0, 0, damaged=[str(d) for d in damaged])
         task = self.progress.add(f"{label} (files)", obj.rows)
+        lacking: Lacking = {}
         digests = await anyio.to_thread.run_sync(
-            digest_files, storage, obj.files, obj.deletes, contents or None, task
+            digest_files, storage, obj.files, obj.deletes, contents or None, task, lacking
         )
         task.finish()
-        return await self._pair(project, object_type, name, label, digests)
+        return await self._pair(project, object_type, name, label, digests, lacking)

@@ -363,3 +363,27 @@ def test_verify_compares_created_as_a_time_not_as_its_spelling(emulator: Emulato
     moved = run(verify_command, emulator, "--in", str(files), *target, "--json")
     assert moved.exit_code == 1, moved.output
     assert orjson.loads(moved.stdout)["objects"][0]["differing"] == 1
+
+
+def test_verify_of_a_file_whose_rows_lack_what_the_server_fills_in(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """Hand-written rows often have no ``created``, ``span_id`` or ``root_span_id``; the server
+    gives each inserted row its own. Verify compares what the file says, not what it left out."""
+    rows = [{"id": f"h{i}", "input": i, "expected": {"a": i}} for i in range(4)]
+    rows[1]["created"] = "2026-01-01T00:00:00Z"
+    rows[2]["span_id"] = "mine"
+    files = tmp_path / "rows.jsonl"
+    files.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    target = ("--to-project", unique("filled-dst"), "--to-object", "dataset:filled")
+    imported = run(import_command, emulator, "--in", str(files), *target, "--create-project",
+                   "--state-dir", str(tmp_path / "st"))  # fmt: skip
+    assert imported.exit_code == 0, imported.output
+    same = run(verify_command, emulator, "--in", str(files), *target, "--json")
+    assert same.exit_code == 0, same.output
+    rows[3]["expected"] = {"a": "changed"}
+    rows[2]["span_id"] = "not mine"
+    files.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    moved = run(verify_command, emulator, "--in", str(files), *target, "--json")
+    assert moved.exit_code == 1, moved.output
+    assert sorted(orjson.loads(moved.stdout)["objects"][0]["differing_ids"]) == ["h2", "h3"]

@@ -3,7 +3,7 @@
 The ids are read through the export pager under one pinned snapshot version, so deleting
 while paging cannot shift the pages; delete events (``{"id": ..., "_object_delete": true}``)
 go through the same batcher and insert pool as an import. Rows change while a delete runs:
-before a page of ids is deleted, the filter is asked again about those ids at the current
+before each batch of ids is deleted, the filter is asked again about those ids at the current
 state (``filter AND id IN [...]``), and an id that no longer matches is left alone (counted in
 ``changed``). A server that refuses that question (400) or cannot answer it in time (504, or
 no answer within the retries) is deleted from as read, with a warning, once. ``plan`` (the ``--dry-run``) only
@@ -106,7 +106,8 @@ async def delete(
             ledger = Ledger(ObjectProgress(destination=ref.id), on_rows=task.advance)
             ledgers.append((planned, ledger, task))
             batcher = Batcher(ref.rows_path, max_rows=batch_rows, max_bytes=limit, ledger=ledger)
-            await feed(pool, batcher, _delete_items(client, ref, filter_expr, planned, recheck, read))
+            items = _delete_items(client, ref, filter_expr, planned, recheck, read, batch_rows)
+            await feed(pool, batcher, items)
 
     await pool.run(produce)
     for planned, ledger, task in ledgers:
@@ -155,17 +156,26 @@ async def _delete_items(
     planned: DeletePlan,
     recheck: _Recheck,
     read: dict[str, int],
+    batch_rows: int,
 ) -> AsyncIterator[list[Item]]:
-    """Delete events for the ids read as matching (``read`` counts them per object)."""
+    """Delete events for the ids read as matching (``read`` counts them per object), a batch
+    at a time: each batch is asked again just before it goes to the workers, and the next is
+    asked only once this one is sent or waits for one (at most ``workers`` batches wait)."""
     pager = Pager(client, _id_query(ref, filter_expr), version=planned.version)
     async for page in pager.pages():
         ids = _ids(page.raw)
         read[planned.object_id] = read.get(planned.object_id, 0) + len(ids)
-        still = await recheck.still_matching(client, ref, filter_expr, ids)
-        if still is not None:
-            planned.changed += len(ids) - len(still)
-            ids = [row_id for row_id in ids if row_id in still]
-        yield [
-            Item(jsoncodec.dumps({"id": row_id, "_object_delete": True}), row_id, f"{ref.label} id {row_id}")
-            for row_id in ids
-        ]
+        for start in range(0, len(ids), max(1, batch_rows)):
+            batch = ids[start : start + max(1, batch_rows)]
+            still = await recheck.still_matching(client, ref, filter_expr, batch)
+            if still is not None:
+                planned.changed += len(batch) - len(still)
+                batch = [row_id for row_id in batch if row_id in still]
+            yield [
+                Item(
+                    jsoncodec.dumps({"id": row_id, "_object_delete": True}),
+                    row_id,
+                    f"{ref.label} id {row_id}",
+                )
+                for row_id in batch
+            ]

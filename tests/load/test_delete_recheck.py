@@ -149,3 +149,35 @@ def test_the_rows_a_delete_reports_matched_are_those_it_read(emulator: Emulator)
     anyio.run(deleting_, (ref, planned))
     assert all_rows(emulator.url, emulator.key, "project_logs", project["id"]) == {}
     assert (planned.matched, planned.deleted, planned.changed) == (44, 44, 0)
+
+
+def test_each_batch_is_asked_again_just_before_it_is_deleted(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With batches smaller than a page, a row that stops matching while the page's earlier
+    batches are deleted is still left: the question is asked per batch, not per page."""
+    project, filter_expr, settings = _stale_logs(emulator, "per-batch")
+    ref, planned = _planned(settings, project, filter_expr)
+    asked = deleting._Recheck.still_matching
+    calls: list[int] = []
+
+    async def asked_then_kept(self: Any, *args: Any) -> Any:
+        found = await asked(self, *args)
+        calls.append(len(args[-1]))
+        if len(calls) == 1:  # someone keeps r39 while the first batches are deleted
+            kept = [{"id": "r39", "_is_merge": True, "metadata": {"status": "keep"}}]
+            await anyio.to_thread.run_sync(
+                insert, emulator.url, emulator.key, "project_logs", project["id"], kept
+            )
+        return found
+
+    monkeypatch.setattr(deleting._Recheck, "still_matching", asked_then_kept)
+
+    async def deleting_() -> None:
+        async with BraintrustClient(settings) as client:
+            await deleting.delete(client, [(ref, planned)], filter_expr, InsertOptions(), batch_rows=7)
+
+    anyio.run(deleting_)
+    left = all_rows(emulator.url, emulator.key, "project_logs", project["id"])
+    assert sorted(left) == ["r39"] and left["r39"]["metadata"] == {"status": "keep"}
+    assert (planned.deleted, planned.changed, calls) == (39, 1, [7, 7, 7, 7, 7, 5])

@@ -92,7 +92,10 @@ class ObjectState:
     ``_pagination_key``). ``newest_key`` is the ``_pagination_key`` of the snapshot's newest row.
     ``live_rows``: for a run that records tombstones, the rows of the whole object counted just
     after the version was found (more ids at the version than that shows deletes newer than it,
-    which the tombstone pass then reads at the current state: ``pipeline.export.tombstones``)."""
+    which the tombstone pass then reads at the current state: ``pipeline.export.tombstones``).
+    ``newer_deletes``: such deletes were seen while planning or reading (fewer rows now than at
+    the version, or more rows written than counted); a run that records tombstones reads the
+    object pinned all the same, and its tombstone pass also reads the current state."""
 
     object_type: str
     id: str
@@ -109,6 +112,7 @@ class ObjectState:
     info: dict[str, Any] = field(default_factory=dict)  # a dataset's or experiment's REST fields
     gone: bool = False  # deleted at the source during the run (pipeline.export.gone)
     live_rows: int | None = None
+    newer_deletes: bool = False
 
     @property
     def key(self) -> str:

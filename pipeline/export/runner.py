@@ -17,9 +17,7 @@ only write what they are given and publish a file when told.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, contextmanager
@@ -27,7 +25,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
+from typing import Any, Literal, Protocol, cast
 
 import anyio
 import orjson
@@ -76,9 +74,6 @@ from pipeline.querylang.ast import Expr, all_of, from_object
 from pipeline.sinks.base import Sink
 from pipeline.sinks.jsonl import JsonlSink
 from pipeline.sinks.workers import WorkerPool, parquet_sink
-
-if TYPE_CHECKING:
-    from pipeline.export.tombstones import IdSet
 
 JsonlCompression = Literal["gzip", "zstd"] | None
 
@@ -367,11 +362,6 @@ class ExportJob:
         self._first_row_seconds: float | None = None
         self._repaired: list[str] = []  # files of a resumed run found damaged (_check_published)
         self._first_pages: dict[tuple[str, int], tuple[Pager, _HeldPage | None]] = {}  # read while planning
-        # By object key, the ids of each object read unpinned incrementally, taken just before
-        # its read in this process (pipeline.export.tombstones), on disk under _ids_dir.
-        self._ids_before: dict[str, IdSet] = {}
-        self._ids_dir: tempfile.TemporaryDirectory[str] | None = None
-        self._ids_taken = itertools.count()
         self.storage: Storage
         self._lease_check: Callable[[], None]  # before a write outside the storage (a Delta commit)
         self._guard: Guard  # the lease, as the encoder processes check it before publishing
@@ -409,10 +399,6 @@ class ExportJob:
             for _, first in self._first_pages.values():  # read while planning, never used
                 if first is not None:
                     first.slot.release()
-            for ids in self._ids_before.values():
-                ids.close()
-            if self._ids_dir is not None:
-                self._ids_dir.cleanup()
             if self._workers is not None:
                 await anyio.to_thread.run_sync(self._workers.close)
 
@@ -471,7 +457,6 @@ class ExportJob:
             self.state.run = await self._plan(project, read_ahead=self._ranges is None)
             await self._save()
         run = self.state.run
-        await self._read_unpinned_again(run)
         await anyio.to_thread.run_sync(self.storage.cleanup_temp, "")
         opts = self.options
         self.org_id = str(project.get("org_id") or "")
@@ -701,8 +686,18 @@ class ExportJob:
         if at is not None:
             obj.expected_rows = at
         if any(now is not None and then is not None and now < then for now, then in (counts, whole)):
-            self._read_unpinned(obj)
+            if self._records_tombstones(obj):
+                obj.newer_deletes = True  # its tombstones record them (pipeline.export.tombstones)
+            else:
+                self._read_unpinned(obj)
         return obj
+
+    def _records_tombstones(self, obj: ObjectState) -> bool:
+        """Whether the run records ``obj``'s deletes (an incremental read of the spans shape).
+        Such an object is read pinned even when deletes newer than its version exist: the rows
+        read there that are deleted by the end of the run are tombstones, and an unpinned read
+        would start at a moment no id pass can be taken at."""
+        return obj.since is not None and self.options.shape == "spans"
 
     def _read_unpinned(self, obj: ObjectState) -> None:
         """The newest writes were deletes: they leave no visible row, so the version of the
@@ -741,40 +736,19 @@ class ExportJob:
         """The objects read pinned that wrote more rows than were there just after their
         version was found, set to be read again without a version: only deletes newer than
         the version make that so (see ``_read_unpinned``). A server that counts at a version
-        shows this while planning; elsewhere it shows only now. Their files go first."""
-        again = [obj for obj in run.objects if _shows_newer_deletes(obj)]
+        shows this while planning; elsewhere it shows only now. Their files go first. An object
+        whose run records its deletes keeps its read: its tombstones record them."""
+        shown = [obj for obj in run.objects if _shows_newer_deletes(obj)]
+        again = [obj for obj in shown if not self._records_tombstones(obj)]
+        for obj in shown:
+            obj.newer_deletes = True
         for obj in again:
             for info in [f for rng in obj.ranges for f in rng.files]:
                 await anyio.to_thread.run_sync(self._delete_if_there, info.path)
             self._read_unpinned(obj)
-        if again:
+        if shown:
             await self._save()
         return again
-
-    def _tombstones_before_read(self, obj: ObjectState) -> bool:
-        """Whether ``obj``'s tombstones are found just before its rows are read: an incremental
-        read of the spans shape without a version (pipeline.export.tombstones)."""
-        return obj.since is not None and self.options.shape == "spans" and not obj.pinned and not obj.gone
-
-    async def _read_unpinned_again(self, run: RunState) -> None:
-        """The objects of a resumed run that an earlier process began reading unpinned are read
-        again from their start: the ids they held before that read were not kept."""
-        for obj in run.objects:
-            if self._tombstones_before_read(obj) and any(r.done or r.rows or r.files for r in obj.ranges):
-                await anyio.to_thread.run_sync(drop_files, self.storage, obj, run.run_id)
-                self._read_unpinned(obj)
-                await self._save()
-
-    async def _ids_before_read(self, obj: ObjectState) -> None:
-        """Take the ids ``obj`` holds now, before its unpinned read, once per object."""
-        if not self._tombstones_before_read(obj) or obj.key in self._ids_before:
-            return
-        from pipeline.export.tombstones import live_ids
-
-        if self._ids_dir is None:
-            self._ids_dir = tempfile.TemporaryDirectory(prefix="btpipe-ids-")
-        directory = f"{self._ids_dir.name}/{next(self._ids_taken)}"  # numbered before any await
-        self._ids_before[obj.key] = await live_ids(self.client, obj, directory)
 
     async def _run_ranges(self, run: RunState, objects: list[ObjectState] | None = None) -> None:
         limiter = anyio.CapacityLimiter(self.options.range_workers)
@@ -811,7 +785,6 @@ class ExportJob:
             async with limiter:
                 if obj.gone:
                     return
-                await self._ids_before_read(obj)
                 if self._ranges is not None:
                     await self._ranges(self, run, obj, rng, task)
                 else:
@@ -1061,7 +1034,7 @@ class ExportJob:
 
         tombstones = await record_tombstones(
             self.client, self.storage, run.run_id, [obj for obj in run.objects if not obj.gone],
-            scope=scope, previous=previous, workers=self.options.range_workers, before=self._ids_before,
+            scope=scope, previous=previous, workers=self.options.range_workers,
         )  # fmt: skip
         tables = await self._commit_tables(run, scope, tombstones)
         entries = await anyio.to_thread.run_sync(self._attachments.entries)

@@ -11,20 +11,21 @@ order). The ids left are gone from the source; they are written, sorted, to one 
 which the manifest lists like a data file (rows, bytes, SHA-256). A restore deletes them right
 after the run's rows (:mod:`pipeline.load.ordered`); a warehouse load can do the same.
 
-The version the pass reads at: the object's snapshot version when the run's rows were read
-pinned to it, so that rows and tombstones describe the same moment. When the pinned pass finds
-more ids than the whole object held just after the version was found (``live_rows``), deletes
-newer than the version exist (an old row deleted after the newest insert, which the counts of
-the rows since the last run cannot show, nor a server without counts at a version while
-planning): the ids gone now are tombstones too. The ids gone at the version stay tombstones:
-a row deleted before it and written again since is not among the rows read there. When the run
-read none of the object's rows (nothing newer than the last run), the pass reads the current
-state. When it read them unpinned (its newest writes were deletes, which leave the newest
-row's version behind), the pass is taken just before the rows are read (:func:`live_ids`),
-and an id the read found is never a tombstone: a pass after the read could find alive a row
-deleted before the read and written again after it, which the read did not see, and a restore
-would keep the content deleted before the run. A row written meanwhile is never taken for
-deleted: a changed row moves to a later page, it does not leave the read.
+The version the pass reads at: the object's snapshot version, where the run's rows were read
+(an incremental run reads pinned even when deletes newer than the version exist), so that rows
+and tombstones describe the same moment. Deletes newer than the version (an old row deleted
+after the newest insert, which leaves the newest row's version behind) are seen while planning
+(fewer rows now than at the version), once the rows are read (more rows than counted just after
+the version was found) or by this pass (more ids at the version than the whole object held just
+after it was found, ``live_rows``). Then the pass also reads the current state, and a tombstone
+is an id gone at the version or gone now, among the chain's ids and the rows the run read: a
+row read at the version and deleted since is not brought back, and a row deleted before the
+version and written again since, which the rows read there do not hold, is not brought back
+with the content deleted before it either (the next run holds its new version). When the run
+read none of the object's rows (nothing newer than the last run), or read them unpinned (a run
+planned by an earlier version of btpipe), the pass reads the current state. A row written
+meanwhile is never taken for deleted: a changed row moves to a later page, it does not leave
+the read.
 
 Only reads of the spans shape record tombstones (their ids are the rows'); a full read needs
 none, its files being the object's complete id set. Memory stays flat whatever the size of
@@ -36,7 +37,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import tempfile
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from contextlib import closing
 from itertools import islice
 from pathlib import Path
@@ -118,60 +119,18 @@ def write_tombstones(storage: Storage, relpath: str, ids: Iterator[str]) -> File
     return FileInfo(relpath, rows, size, digest.hexdigest())
 
 
-async def _id_pages(
-    client: BraintrustClient, obj: ObjectState, version: str | None
-) -> AsyncIterator[list[str]]:
-    """Every id of ``obj`` at ``version`` (None: the current state), a page at a time."""
-    query = build_query(obj.object_type, obj.id, select=[{"alias": "id", "expr": ident("id")}])
-    async for page in Pager(client, query, version=version).pages():
-        yield [jsoncodec.loads(line)["id"] for line in page.raw.splitlines() if line.strip()]
-
-
 async def strike_off_live_ids(
     client: BraintrustClient, obj: ObjectState, known: IdSet, version: str | None
 ) -> int:
     """Read every id of ``obj`` at ``version`` (None: the current state) and strike each off
     ``known``; how many ids were read."""
+    query = build_query(obj.object_type, obj.id, select=[{"alias": "id", "expr": ident("id")}])
     live = 0
-    async for ids in _id_pages(client, obj, version):
+    async for page in Pager(client, query, version=version).pages():
+        ids = [jsoncodec.loads(line)["id"] for line in page.raw.splitlines() if line.strip()]
         live += len(ids)
         await anyio.to_thread.run_sync(known.discard, ids)
     return live
-
-
-async def live_ids(client: BraintrustClient, obj: ObjectState, directory: str) -> IdSet:
-    """Every id ``obj`` holds now, in an ``IdSet`` in ``directory`` (created): taken just before
-    an unpinned read of its rows, for :func:`object_tombstones`."""
-    Path(directory).mkdir()
-    live = IdSet(directory)
-    try:
-        async for ids in _id_pages(client, obj, None):
-            await anyio.to_thread.run_sync(live.add, ids)
-    except BaseException:
-        live.close()
-        raise
-    return live
-
-
-def _gone_before_read(
-    storage: Storage, obj: ObjectState, chain: list[Entry], before: IdSet, directory: str
-) -> IdSet:
-    """The ids ``chain`` holds that ``obj`` no longer held just before its rows were read
-    (``before``), less the ids the read found (blocking)."""
-    from pipeline.sources.ids import iter_ids
-
-    Path(directory).mkdir()
-    known = IdSet(directory)
-    try:
-        load_chain(storage, chain, known)
-        known.discard(before.sorted())
-        for info in (f for rng in obj.ranges for f in rng.files):
-            for ids in iter_ids(storage, info.path):
-                known.discard(ids)
-    except BaseException:
-        known.close()
-        raise
-    return known
 
 
 async def _gone_ids(
@@ -181,13 +140,22 @@ async def _gone_ids(
     chain: list[Entry],
     directory: str,
     version: str | None,
+    read: list[FileInfo] | None = None,
 ) -> tuple[IdSet, int]:
-    """The ids ``chain`` holds that ``obj`` does not at ``version`` (None: now), and how many
-    ids it holds there."""
+    """The ids ``chain`` holds, and the files ``read`` of this run, that ``obj`` does not hold at
+    ``version`` (None: now); and how many ids it holds there."""
+    from pipeline.sources.ids import iter_ids
+
+    def load() -> None:
+        load_chain(storage, chain, known)
+        for info in read or []:
+            for ids in iter_ids(storage, info.path):
+                known.add(ids)
+
     Path(directory).mkdir()
     known = IdSet(directory)
     try:
-        await anyio.to_thread.run_sync(load_chain, storage, chain, known)
+        await anyio.to_thread.run_sync(load)
         live = await strike_off_live_ids(client, obj, known, version)
     except BaseException:
         known.close()
@@ -195,18 +163,20 @@ async def _gone_ids(
     return known, live
 
 
-async def _gone_at_or_since(
+async def _gone(
     client: BraintrustClient, storage: Storage, obj: ObjectState, chain: list[Entry], directory: str
 ) -> IdSet:
-    """The ids ``chain`` holds that ``obj`` did not at its version, where the rows were read.
-    When it holds more ids there than just after the version was found, deletes newer than the
-    version exist: the ids gone now are added (see the module docstring). An id gone at the
-    version stays gone even if written again since, which the run's rows do not hold."""
+    """The tombstones of ``obj``: the ids gone at its version, and, where deletes newer than
+    it exist, those gone now (see the module docstring)."""
+    if not (obj.pinned and obj.ranges and obj.version is not None):
+        known, _ = await _gone_ids(client, storage, obj, chain, f"{directory}/now", None)
+        return known
     known, live = await _gone_ids(client, storage, obj, chain, f"{directory}/pinned", obj.version)
-    if obj.live_rows is None or live <= obj.live_rows:
+    if not obj.newer_deletes and (obj.live_rows is None or live <= obj.live_rows):
         return known
     try:
-        now, _ = await _gone_ids(client, storage, obj, chain, f"{directory}/now", None)
+        read = [f for rng in obj.ranges for f in rng.files]
+        now, _ = await _gone_ids(client, storage, obj, chain, f"{directory}/now", None, read)
         try:
             await anyio.to_thread.run_sync(now.add, known.sorted())
         except BaseException:
@@ -218,25 +188,11 @@ async def _gone_at_or_since(
 
 
 async def object_tombstones(
-    client: BraintrustClient,
-    storage: Storage,
-    run_id: str,
-    obj: ObjectState,
-    chain: list[Entry],
-    before: IdSet | None = None,
+    client: BraintrustClient, storage: Storage, run_id: str, obj: ObjectState, chain: list[Entry]
 ) -> FileInfo:
-    """The tombstone file of ``obj`` in run ``run_id``, which continues ``chain``; ``before``:
-    the ids it held just before an unpinned read of its rows (:func:`live_ids`)."""
-    pinned = obj.pinned and bool(obj.ranges) and obj.version is not None
+    """The tombstone file of ``obj`` in run ``run_id``, which continues ``chain``."""
     with tempfile.TemporaryDirectory(prefix="btpipe-ids-") as directory:
-        if pinned:
-            known = await _gone_at_or_since(client, storage, obj, chain, directory)
-        elif before is not None:
-            known = await anyio.to_thread.run_sync(
-                _gone_before_read, storage, obj, chain, before, f"{directory}/before"
-            )
-        else:
-            known, _ = await _gone_ids(client, storage, obj, chain, f"{directory}/now", None)
+        known = await _gone(client, storage, obj, chain, directory)
         try:
             relpath = layout.tombstone_path(obj.object_type, obj.id, run_id)
             return await anyio.to_thread.run_sync(write_tombstones, storage, relpath, known.sorted())
@@ -253,12 +209,10 @@ async def record_tombstones(
     scope: Scope,
     previous: dict[str, str | None],
     workers: int,
-    before: Mapping[str, IdSet] | None = None,
 ) -> dict[str, FileInfo]:
     """By object key, the tombstone file of each object of ``objects`` read incrementally in
-    the spans shape; ``previous`` names, by object key, the run each read continues, ``before``
-    the ids of each object read unpinned just before its read. Objects go ``workers`` at a
-    time."""
+    the spans shape; ``previous`` names, by object key, the run each read continues. Objects
+    go ``workers`` at a time."""
     wanted = [obj for obj in objects if obj.since is not None and scope.shape == "spans"]
     if not wanted:
         return {}
@@ -269,9 +223,7 @@ async def record_tombstones(
 
     async def one(obj: ObjectState) -> None:
         async with limiter:
-            recorded[obj.key] = await object_tombstones(
-                client, storage, run_id, obj, chains[obj.key], (before or {}).get(obj.key)
-            )
+            recorded[obj.key] = await object_tombstones(client, storage, run_id, obj, chains[obj.key])
 
     async with anyio.create_task_group() as tg:
         for obj in wanted:

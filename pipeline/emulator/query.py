@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from pipeline.emulator import jsonvalues
 from pipeline.emulator.scanlimit import SCAN_FUNCTION
 from pipeline.emulator.summary import summary_cte
 from pipeline.emulator.timestamps import canonical_from_key_sql, key_sql, time_key
@@ -221,6 +222,13 @@ def json_path(name: list[Any], where: str) -> str:
 # -- expressions --------------------------------------------------------------------------
 
 
+def _composite(node: Any) -> bool:
+    """Whether ``node`` is a list or object literal."""
+    return (
+        isinstance(node, dict) and node.get("op") == "literal" and isinstance(node.get("value"), list | dict)
+    )
+
+
 @dataclass
 class _Compiler:
     alias: str
@@ -251,7 +259,7 @@ class _Compiler:
     def _literal(self, node: dict[str, Any], where: str, as_json: bool, aggregate: bool) -> str:
         value = node.get("value")
         if isinstance(value, list | dict):
-            raise QueryError(f"{where}: list or object literals are only allowed on the right of 'in'")
+            raise QueryError(f"{where}: list or object literals are only allowed with 'in', '=' and '!='")
         return self.bind(value)
 
     def _ident(self, node: dict[str, Any], where: str, as_json: bool, aggregate: bool) -> str:
@@ -305,12 +313,26 @@ class _Compiler:
         if op in ("eq", "ne") and isinstance(right, dict) and right.get("op") == "literal" and right.get("value") is None:  # fmt: skip
             left_sql = self.expr(left, f"{where}.left", aggregate=aggregate)
             return f"({left_sql} IS {'NOT ' if op == 'ne' else ''}NULL)"
+        if op in ("eq", "ne") and (_composite(right) or _composite(left)):
+            return self._json_equal(node, where)
         if left == _PAGINATION_KEY and (seq := _own_seq(right)) is not None:
             return f"({self.alias}.seq {_COMPARE_SQL[op]} {self.bind(seq)})"  # keyset paging on the index
         if right == _PAGINATION_KEY and (seq := _own_seq(left)) is not None:
             return f"({self.bind(seq)} {_COMPARE_SQL[op]} {self.alias}.seq)"
         left_sql, right_sql = self._operands(node, where, aggregate)
         return f"({left_sql} {_COMPARE_SQL[op]} {right_sql})"
+
+    def _json_equal(self, node: dict[str, Any], where: str) -> str:
+        """``field = [..]`` or ``{..}``: the field's JSON value equals the literal, as JSON
+        (object keys in any order, ``true`` not ``1``), as the SDKs' span filters send it."""
+        left, right = node.get("left"), node.get("right")
+        side, target, literal = ("left", left, right) if _composite(right) else ("right", right, left)
+        assert isinstance(literal, dict)
+        if not (isinstance(target, dict) and target.get("op") == "ident"):
+            raise QueryError(f"{where}.{side}: a list or object compares only with a field")
+        value = self.expr(target, f"{where}.{side}", as_json=True)
+        equal = f"bt_json_equal({value}, {self.bind(jsonvalues.dumps(literal['value']).decode())})"
+        return equal if node["op"] == "eq" else f"(NOT {equal})"
 
     def _arith(self, node: dict[str, Any], where: str, as_json: bool, aggregate: bool) -> str:
         left_sql, right_sql = self._operands(node, where, aggregate)

@@ -22,6 +22,8 @@ from typing import TypeVar
 
 import anyio.to_thread
 
+from pipeline.emulator import jsonvalues
+
 T = TypeVar("T")
 
 #: How much of the database file readers map (SQLite caps it at its compiled maximum).
@@ -151,9 +153,17 @@ def _bt_like(value: object, pattern: object, ignore_case: int) -> int | None:
     return int(_like_regex(str(pattern), bool(ignore_case)).fullmatch(str(value)) is not None)
 
 
+def _bt_json_equal(value: object, literal: object) -> int | None:
+    """Whether a field's JSON text equals a literal's, as JSON (``jsonvalues.same``)."""
+    if value is None or literal is None:
+        return None
+    return int(jsonvalues.same(jsonvalues.loads(str(value)), jsonvalues.loads(str(literal))))
+
+
 def _connect(path: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     conn.create_function("bt_like", 3, _bt_like, deterministic=True)
+    conn.create_function("bt_json_equal", 2, _bt_json_equal, deterministic=True)
     if path != ":memory:":
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")

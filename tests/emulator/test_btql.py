@@ -256,3 +256,25 @@ async def test_query_errors(api: Api) -> None:
         assert reply.status == status and message in reply.text, (body, reply.status, reply.text)
     bad_json = await api.call("POST", "/btql", raw=b"{")
     assert bad_json.status == 400 and "invalid JSON" in bad_json.text
+
+
+async def test_equality_with_a_list_or_object_compares_as_json(api: Api) -> None:
+    """``eq``/``ne`` with a list or object literal (the SDKs' span filters send them): equal as
+    JSON, object keys in any order, ``true`` not ``1``; an absent field matches neither."""
+    pid = (await api.project())["id"]
+    await api.insert("project_logs", pid, [
+        {"id": "a", "metadata": {"ids": [1, 2], "o": {"x": 1, "y": [True]}}},
+        {"id": "b", "metadata": {"ids": [2, 1], "o": {"y": [True], "x": 1}}},
+        {"id": "c", "metadata": {"ids": [1, 2.0], "o": {"x": 1, "y": [1]}}},
+        {"id": "d", "metadata": {}},
+    ])  # fmt: skip
+    ids = ident("metadata", "ids")
+    obj = ident("metadata", "o")
+    assert await ids_of(api, pid, binary("eq", ids, literal([1, 2]))) == {"a", "c"}
+    assert await ids_of(api, pid, binary("eq", literal([2, 1]), ids)) == {"b"}
+    assert await ids_of(api, pid, binary("ne", ids, literal([1, 2]))) == {"b"}
+    assert await ids_of(api, pid, binary("eq", obj, literal({"y": [True], "x": 1}))) == {"a", "b"}
+    assert await ids_of(api, pid, binary("eq", ids, literal([]))) == set()
+    refused = await api.call("POST", "/btql", {"query": {
+        "from": from_object("project_logs", pid), "filter": binary("lt", ids, literal([1]))}})  # fmt: skip
+    assert refused.status == 400 and "only allowed with 'in', '=' and '!='" in refused.text

@@ -351,3 +351,32 @@ def test_eval_classifications_are_stored_on_the_root_spans(sdk: Emulator) -> Non
     assert {n: [(c["id"], c.get("label")) for c in found["sentiment"]] for n, found in roots.items()} == {
         0: [("even", "parity")], 1: [("odd", "parity")], 2: [("even", "parity")]
     }  # fmt: skip
+
+
+def test_a_scorer_fetches_spans_by_list_valued_metadata(sdk: Emulator) -> None:
+    """A scorer's ``trace.get_spans`` pushes each metadata filter down as ``eq`` with the
+    value as a literal, lists included; the server compares it as JSON."""
+    import asyncio
+
+    from braintrust.trace import LocalTrace
+
+    logger = braintrust.init_logger(project=unique_name("py-trace"))
+    with logger.start_span(name="root") as root:
+        with root.start_span(name="retrieve", type="tool") as found:
+            found.log(metadata={"doc_ids": [1, 2], "opts": {"k": 3, "deep": {"on": True}}, "tags": []})
+        with root.start_span(name="other", type="tool") as other:
+            other.log(metadata={"doc_ids": [2, 1], "opts": {"k": 3, "deep": {"on": 1}}, "tags": ["x"]})
+    logger.flush()
+    state = sdk_logger._state
+    state.span_cache.disable()  # so the spans come from the server, as for a remote scorer
+    state.login()
+    trace = LocalTrace("project_logs", logger.project.id, root.root_span_id, None, state)
+
+    def ids(metadata: dict[str, Any]) -> set[str]:
+        return {s.span_id for s in asyncio.run(trace.get_spans(filters={"metadata": metadata}))}
+
+    assert ids({"doc_ids": [1, 2]}) == {found.span_id}
+    assert ids({"doc_ids": [2, 1]}) == {other.span_id}
+    assert ids({"tags": []}) == {found.span_id}
+    assert ids({"opts": {"k": 3, "deep": {"on": True}}}) == {found.span_id}
+    assert ids({"doc_ids": [1]}) == set()

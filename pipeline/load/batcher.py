@@ -104,7 +104,7 @@ class Batcher:
         return ready
 
     def flush(self) -> list[Batch]:
-        """The partial batch, if any (call at the end of the input)."""
+        """The partial batch, if any (at the end of the input, or of a chunk that must go out whole)."""
         return self._flush()
 
     def _flush(self) -> list[Batch]:

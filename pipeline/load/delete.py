@@ -107,7 +107,7 @@ async def delete(
             ledgers.append((planned, ledger, task))
             batcher = Batcher(ref.rows_path, max_rows=batch_rows, max_bytes=limit, ledger=ledger)
             items = _delete_items(client, ref, filter_expr, planned, recheck, read, batch_rows)
-            await feed(pool, batcher, items)
+            await feed(pool, batcher, items, whole_chunks=True)
 
     await pool.run(produce)
     for planned, ledger, task in ledgers:

@@ -279,11 +279,18 @@ def _name_the_event(exc: ApiError, items: list[Item]) -> ApiError:
     return BadRequestError(f"event {item.id!r} at {item.where} was refused: {exc}", exc.status)
 
 
-async def feed(pool: InsertPool, batcher: Batcher, chunks: AsyncIterator[list[Item]]) -> None:
-    """Batch every item of ``chunks`` and submit the batches in order, the partial one last."""
+async def feed(
+    pool: InsertPool, batcher: Batcher, chunks: AsyncIterator[list[Item]], *, whole_chunks: bool = False
+) -> None:
+    """Batch every item of ``chunks`` and submit the batches in order, the partial one last.
+    ``whole_chunks``: each chunk's last batch goes out before the next chunk is asked for
+    (else a full batch waits in the batcher for the next item)."""
     async for items in chunks:
         for item in items:
             for batch in batcher.add(item):
+                await pool.submit(batch)
+        if whole_chunks:
+            for batch in batcher.flush():
                 await pool.submit(batch)
     for batch in batcher.flush():
         await pool.submit(batch)

@@ -181,3 +181,39 @@ def test_each_batch_is_asked_again_just_before_it_is_deleted(
     left = all_rows(emulator.url, emulator.key, "project_logs", project["id"])
     assert sorted(left) == ["r39"] and left["r39"]["metadata"] == {"status": "keep"}
     assert (planned.deleted, planned.changed, calls) == (39, 1, [7, 7, 7, 7, 7, 5])
+
+
+def test_a_batch_goes_to_the_workers_before_the_next_is_asked_about(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The question about a batch is its last before its delete: the batch is handed to the
+    workers before the next batch is asked about (a full batch once waited in the batcher
+    for the next one's first id, so a row changed meanwhile was deleted anyway)."""
+    from pipeline.load.insert import InsertPool
+
+    project, filter_expr, settings = _stale_logs(emulator, "handed-over")
+    ref, planned = _planned(settings, project, filter_expr)
+    order: list[tuple[str, tuple[str, ...]]] = []
+    asked, submit = deleting._Recheck.still_matching, InsertPool.submit
+
+    async def logged_ask(self: Any, *args: Any) -> Any:
+        order.append(("ask", tuple(args[-1])))
+        return await asked(self, *args)
+
+    async def logged_submit(self: Any, batch: Any) -> None:
+        order.append(("send", tuple(item.id for item in batch.items)))
+        await submit(self, batch)
+
+    monkeypatch.setattr(deleting._Recheck, "still_matching", logged_ask)
+    monkeypatch.setattr(InsertPool, "submit", logged_submit)
+
+    async def deleting_() -> None:
+        async with BraintrustClient(settings) as client:
+            await deleting.delete(
+                client, [(ref, planned)], filter_expr, InsertOptions(workers=1), batch_rows=16
+            )
+
+    anyio.run(deleting_)
+    ids = sorted(f"r{i:02d}" for i in range(40))
+    batches = [tuple(ids[i : i + 16]) for i in range(0, 40, 16)]
+    assert order == [(step, b) for b in batches for step in ("ask", "send")]

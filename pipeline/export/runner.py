@@ -17,7 +17,9 @@ only write what they are given and publish a file when told.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, contextmanager
@@ -25,7 +27,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from types import TracebackType
-from typing import Any, Literal, Protocol, cast
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 import anyio
 import orjson
@@ -74,6 +76,9 @@ from pipeline.querylang.ast import Expr, all_of, from_object
 from pipeline.sinks.base import Sink
 from pipeline.sinks.jsonl import JsonlSink
 from pipeline.sinks.workers import WorkerPool, parquet_sink
+
+if TYPE_CHECKING:
+    from pipeline.export.tombstones import IdSet
 
 JsonlCompression = Literal["gzip", "zstd"] | None
 
@@ -362,6 +367,11 @@ class ExportJob:
         self._first_row_seconds: float | None = None
         self._repaired: list[str] = []  # files of a resumed run found damaged (_check_published)
         self._first_pages: dict[tuple[str, int], tuple[Pager, _HeldPage | None]] = {}  # read while planning
+        # By object key, the ids each object whose deletes newer than its version were seen
+        # held as this process started reading it (pipeline.export.tombstones), under _ids_dir.
+        self._ids_at_start: dict[str, IdSet] = {}
+        self._ids_dir: tempfile.TemporaryDirectory[str] | None = None
+        self._ids_taken = itertools.count()
         self.storage: Storage
         self._lease_check: Callable[[], None]  # before a write outside the storage (a Delta commit)
         self._guard: Guard  # the lease, as the encoder processes check it before publishing
@@ -399,6 +409,10 @@ class ExportJob:
             for _, first in self._first_pages.values():  # read while planning, never used
                 if first is not None:
                     first.slot.release()
+            for ids in self._ids_at_start.values():
+                ids.close()
+            if self._ids_dir is not None:
+                self._ids_dir.cleanup()
             if self._workers is not None:
                 await anyio.to_thread.run_sync(self._workers.close)
 
@@ -465,7 +479,10 @@ class ExportJob:
             download=opts.attachments == "download", limit=opts.max_attachment_mb * defaults.MB,
             workers=opts.attachment_workers, keys=run.attachments, skipped=run.skipped_attachments,
         )  # fmt: skip
-        await self._run_ranges(run)
+        async with anyio.create_task_group() as tg:
+            for obj in run.objects:
+                tg.start_soon(self._take_ids_at_start, obj)
+            await self._run_ranges(run)
         if again := await self._read_again_where_deleted(run):
             await self._run_ranges(run, again)
         await self._drop_gone(run)
@@ -691,6 +708,22 @@ class ExportJob:
             else:
                 self._read_unpinned(obj)
         return obj
+
+    async def _take_ids_at_start(self, obj: ObjectState) -> None:
+        """The ids of an object read pinned whose deletes newer than its version were seen
+        while planning, taken as its read starts: a row deleted after the version and written
+        again during the run is then a tombstone, not a row with its content of before the
+        delete (pipeline.export.tombstones)."""
+        if not (self._records_tombstones(obj) and obj.newer_deletes and obj.pinned and obj.ranges):
+            return
+        if obj.gone or obj.key in self._ids_at_start:
+            return
+        from pipeline.export.tombstones import live_ids
+
+        if self._ids_dir is None:
+            self._ids_dir = tempfile.TemporaryDirectory(prefix="btpipe-ids-")
+        directory = f"{self._ids_dir.name}/{next(self._ids_taken)}"  # numbered before any await
+        self._ids_at_start[obj.key] = await live_ids(self.client, obj, directory)
 
     def _records_tombstones(self, obj: ObjectState) -> bool:
         """Whether the run records ``obj``'s deletes (an incremental read of the spans shape).
@@ -1034,7 +1067,7 @@ class ExportJob:
 
         tombstones = await record_tombstones(
             self.client, self.storage, run.run_id, [obj for obj in run.objects if not obj.gone],
-            scope=scope, previous=previous, workers=self.options.range_workers,
+            scope=scope, previous=previous, workers=self.options.range_workers, start=self._ids_at_start,
         )  # fmt: skip
         tables = await self._commit_tables(run, scope, tombstones)
         entries = await anyio.to_thread.run_sync(self._attachments.entries)

@@ -17,15 +17,15 @@ and tombstones describe the same moment. Deletes newer than the version (an old 
 after the newest insert, which leaves the newest row's version behind) are seen while planning
 (fewer rows now than at the version), once the rows are read (more rows than counted just after
 the version was found) or by this pass (more ids at the version than the whole object held just
-after it was found, ``live_rows``). Then the pass also reads the current state, and a tombstone
-is an id gone at the version or gone now, among the chain's ids and the rows the run read: a
-row read at the version and deleted since is not brought back, and a row deleted before the
-version and written again since, which the rows read there do not hold, is not brought back
-with the content deleted before it either (the next run holds its new version). When the run
-read none of the object's rows (nothing newer than the last run), or read them unpinned (a run
-planned by an earlier version of btpipe), the pass reads the current state. A row written
-meanwhile is never taken for deleted: a changed row moves to a later page, it does not leave
-the read.
+after it was found, ``live_rows``). Then a tombstone is an id gone at the version, or gone when
+the run started reading the object (:func:`live_ids`, taken beside the read when the deletes
+were seen while planning; else the pass reads the current state), among the chain's ids and
+the rows the run read. So a row read at the version and deleted before the run is not brought
+back, nor a row deleted before the version or before the run and written again since with
+its content of before that delete (the next run holds its new version). When the run read none
+of the object's rows (nothing newer than the last run), or read them unpinned (a run planned
+by an earlier version of btpipe), the pass reads the current state. A row written meanwhile is
+never taken for deleted: a changed row moves to a later page, it does not leave the read.
 
 Only reads of the spans shape record tombstones (their ids are the rows'); a full read needs
 none, its files being the object's complete id set. Memory stays flat whatever the size of
@@ -37,7 +37,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from contextlib import closing
 from itertools import islice
 from pathlib import Path
@@ -119,18 +119,43 @@ def write_tombstones(storage: Storage, relpath: str, ids: Iterator[str]) -> File
     return FileInfo(relpath, rows, size, digest.hexdigest())
 
 
+async def _id_pages(
+    client: BraintrustClient, obj: ObjectState, version: str | None
+) -> AsyncIterator[list[str]]:
+    """Every id of ``obj`` at ``version`` (None: the current state), a page at a time."""
+    query = build_query(obj.object_type, obj.id, select=[{"alias": "id", "expr": ident("id")}])
+    async for page in Pager(client, query, version=version).pages():
+        yield [jsoncodec.loads(line)["id"] for line in page.raw.splitlines() if line.strip()]
+
+
 async def strike_off_live_ids(
     client: BraintrustClient, obj: ObjectState, known: IdSet, version: str | None
 ) -> int:
     """Read every id of ``obj`` at ``version`` (None: the current state) and strike each off
     ``known``; how many ids were read."""
-    query = build_query(obj.object_type, obj.id, select=[{"alias": "id", "expr": ident("id")}])
     live = 0
-    async for page in Pager(client, query, version=version).pages():
-        ids = [jsoncodec.loads(line)["id"] for line in page.raw.splitlines() if line.strip()]
+    async for ids in _id_pages(client, obj, version):
         live += len(ids)
         await anyio.to_thread.run_sync(known.discard, ids)
     return live
+
+
+def _known(storage: Storage, chain: list[Entry], read: list[FileInfo], directory: str) -> IdSet:
+    """The ids ``chain`` holds and those of this run's files ``read``, in an ``IdSet`` in
+    ``directory`` (created; blocking)."""
+    from pipeline.sources.ids import iter_ids
+
+    Path(directory).mkdir()
+    known = IdSet(directory)
+    try:
+        load_chain(storage, chain, known)
+        for info in read:
+            for ids in iter_ids(storage, info.path):
+                known.add(ids)
+    except BaseException:
+        known.close()
+        raise
+    return known
 
 
 async def _gone_ids(
@@ -144,18 +169,8 @@ async def _gone_ids(
 ) -> tuple[IdSet, int]:
     """The ids ``chain`` holds, and the files ``read`` of this run, that ``obj`` does not hold at
     ``version`` (None: now); and how many ids it holds there."""
-    from pipeline.sources.ids import iter_ids
-
-    def load() -> None:
-        load_chain(storage, chain, known)
-        for info in read or []:
-            for ids in iter_ids(storage, info.path):
-                known.add(ids)
-
-    Path(directory).mkdir()
-    known = IdSet(directory)
+    known = await anyio.to_thread.run_sync(_known, storage, chain, read or [], directory)
     try:
-        await anyio.to_thread.run_sync(load)
         live = await strike_off_live_ids(client, obj, known, version)
     except BaseException:
         known.close()
@@ -163,11 +178,45 @@ async def _gone_ids(
     return known, live
 
 
+def _gone_at_start(
+    storage: Storage, chain: list[Entry], read: list[FileInfo], directory: str, start: IdSet
+) -> IdSet:
+    """The ids ``chain`` holds, and those of this run's files ``read``, that the object did
+    not hold when the run started (``start``, from :func:`live_ids`; blocking)."""
+    known = _known(storage, chain, read, directory)
+    try:
+        known.discard(start.sorted())
+    except BaseException:
+        known.close()
+        raise
+    return known
+
+
+async def live_ids(client: BraintrustClient, obj: ObjectState, directory: str) -> IdSet:
+    """Every id ``obj`` holds now, in an ``IdSet`` in ``directory`` (created): taken as a run
+    starts reading an object whose deletes newer than its version were seen while planning."""
+    Path(directory).mkdir()
+    live = IdSet(directory)
+    try:
+        async for ids in _id_pages(client, obj, None):
+            await anyio.to_thread.run_sync(live.add, ids)
+    except BaseException:
+        live.close()
+        raise
+    return live
+
+
 async def _gone(
-    client: BraintrustClient, storage: Storage, obj: ObjectState, chain: list[Entry], directory: str
+    client: BraintrustClient,
+    storage: Storage,
+    obj: ObjectState,
+    chain: list[Entry],
+    directory: str,
+    start: IdSet | None,
 ) -> IdSet:
     """The tombstones of ``obj``: the ids gone at its version, and, where deletes newer than
-    it exist, those gone now (see the module docstring)."""
+    it exist, those gone when the run started (``start``), else those gone now (see the
+    module docstring)."""
     if not (obj.pinned and obj.ranges and obj.version is not None):
         known, _ = await _gone_ids(client, storage, obj, chain, f"{directory}/now", None)
         return known
@@ -176,23 +225,34 @@ async def _gone(
         return known
     try:
         read = [f for rng in obj.ranges for f in rng.files]
-        now, _ = await _gone_ids(client, storage, obj, chain, f"{directory}/now", None, read)
+        if start is not None:
+            later = await anyio.to_thread.run_sync(
+                _gone_at_start, storage, chain, read, f"{directory}/start", start
+            )
+        else:
+            later, _ = await _gone_ids(client, storage, obj, chain, f"{directory}/now", None, read)
         try:
-            await anyio.to_thread.run_sync(now.add, known.sorted())
+            await anyio.to_thread.run_sync(later.add, known.sorted())
         except BaseException:
-            now.close()
+            later.close()
             raise
     finally:
         known.close()
-    return now
+    return later
 
 
 async def object_tombstones(
-    client: BraintrustClient, storage: Storage, run_id: str, obj: ObjectState, chain: list[Entry]
+    client: BraintrustClient,
+    storage: Storage,
+    run_id: str,
+    obj: ObjectState,
+    chain: list[Entry],
+    start: IdSet | None = None,
 ) -> FileInfo:
-    """The tombstone file of ``obj`` in run ``run_id``, which continues ``chain``."""
+    """The tombstone file of ``obj`` in run ``run_id``, which continues ``chain``; ``start``:
+    the ids it held when the run started reading it (:func:`live_ids`), where taken."""
     with tempfile.TemporaryDirectory(prefix="btpipe-ids-") as directory:
-        known = await _gone(client, storage, obj, chain, directory)
+        known = await _gone(client, storage, obj, chain, directory, start)
         try:
             relpath = layout.tombstone_path(obj.object_type, obj.id, run_id)
             return await anyio.to_thread.run_sync(write_tombstones, storage, relpath, known.sorted())
@@ -209,10 +269,12 @@ async def record_tombstones(
     scope: Scope,
     previous: dict[str, str | None],
     workers: int,
+    start: Mapping[str, IdSet] | None = None,
 ) -> dict[str, FileInfo]:
     """By object key, the tombstone file of each object of ``objects`` read incrementally in
-    the spans shape; ``previous`` names, by object key, the run each read continues. Objects
-    go ``workers`` at a time."""
+    the spans shape; ``previous`` names, by object key, the run each read continues, ``start``
+    the ids of each object taken as the run started reading it (:func:`live_ids`). Objects go
+    ``workers`` at a time."""
     wanted = [obj for obj in objects if obj.since is not None and scope.shape == "spans"]
     if not wanted:
         return {}
@@ -223,7 +285,9 @@ async def record_tombstones(
 
     async def one(obj: ObjectState) -> None:
         async with limiter:
-            recorded[obj.key] = await object_tombstones(client, storage, run_id, obj, chains[obj.key])
+            recorded[obj.key] = await object_tombstones(
+                client, storage, run_id, obj, chains[obj.key], (start or {}).get(obj.key)
+            )
 
     async with anyio.create_task_group() as tg:
         for obj in wanted:

@@ -470,6 +470,8 @@ class ExportJob:
         if self.state.run is None:
             self.state.run = await self._plan(project, read_ahead=self._ranges is None)
             await self._save()
+        else:
+            await self._plan_again_where_ids_were_lost(project, self.state.run)
         run = self.state.run
         await anyio.to_thread.run_sync(self.storage.cleanup_temp, "")
         opts = self.options
@@ -709,14 +711,39 @@ class ExportJob:
                 self._read_unpinned(obj)
         return obj
 
+    async def _plan_again_where_ids_were_lost(self, project: dict[str, Any], run: RunState) -> None:
+        """Plan again, from scratch, each object of a resumed run whose ids at its start an
+        earlier process took (``_take_ids_at_start``): they were not kept, and ids taken now
+        would miss a row deleted after the version and written again before now. Its files go;
+        the new plan reads it at a new version."""
+        stale = [
+            i for i, obj in enumerate(run.objects)
+            if self._needs_ids_at_start(obj) and any(r.done or r.rows or r.files for r in obj.ranges)
+        ]  # fmt: skip
+        if not stale:
+            return
+        probed = await capabilities(self.client, from_object("project_logs", project["id"]))
+
+        async def caps() -> Capabilities:
+            return probed
+
+        for i in stale:
+            obj = run.objects[i]
+            await anyio.to_thread.run_sync(drop_files, self.storage, obj, run.run_id)
+            ref = ObjectRef(cast(ObjectType, obj.object_type), obj.id, obj.name, obj.project_id, obj.info)
+            run.objects[i] = await self._plan_object(ref, caps, read_ahead=False)
+            await self._save()
+
+    def _needs_ids_at_start(self, obj: ObjectState) -> bool:
+        """Whether the run takes ``obj``'s ids as it starts reading it (``_take_ids_at_start``)."""
+        return self._records_tombstones(obj) and obj.newer_deletes and obj.pinned and bool(obj.ranges)
+
     async def _take_ids_at_start(self, obj: ObjectState) -> None:
         """The ids of an object read pinned whose deletes newer than its version were seen
         while planning, taken as its read starts: a row deleted after the version and written
         again during the run is then a tombstone, not a row with its content of before the
         delete (pipeline.export.tombstones)."""
-        if not (self._records_tombstones(obj) and obj.newer_deletes and obj.pinned and obj.ranges):
-            return
-        if obj.gone or obj.key in self._ids_at_start:
+        if not self._needs_ids_at_start(obj) or obj.gone or obj.key in self._ids_at_start:
             return
         from pipeline.export.tombstones import live_ids
 

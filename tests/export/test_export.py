@@ -282,11 +282,10 @@ class StoppableExport:
 def test_stopped_export_resumes_to_exact_rows(emulator: Any, tmp_path: Path, fmt: str, stop: signal.Signals):
     """kill -9 (or Ctrl-C) once a file is published; a Parquet export's worker processes go
     with it, and the re-run finishes with every row exactly once."""
-    # JSONL is fast enough to finish before the signal lands unless its ranges go one at a time
-    pace = ["--workers", "1"] if fmt == "jsonl" else []
-    export, proc = StoppableExport.start(
-        emulator, tmp_path, "--format", fmt, "--page-limit", "100", "--file-rows", "500", *pace
-    )
+    # JSONL is fast enough to finish before the signal lands unless its ranges go one at a time,
+    # in small pages (on a busy machine it once did at 100 rows a page)
+    pace = ["--workers", "1", "--page-limit", "20"] if fmt == "jsonl" else ["--page-limit", "100"]
+    export, proc = StoppableExport.start(emulator, tmp_path, "--format", fmt, "--file-rows", "500", *pace)
     tree = _process_tree(proc.pid)
     assert len(tree) > 1 or fmt == "jsonl", "a Parquet export encodes in a worker process"
     proc.send_signal(stop)
@@ -480,15 +479,21 @@ def test_a_row_changed_then_deleted_just_before_an_incremental_run_reads(
     assert restored.pop("r4", None) in (None, "v2") and restored == {"r2": "v1", "r3": "v1"}
 
 
-def test_a_resumed_incremental_run_records_the_deletes_before_and_during_it(
-    emulator: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("row", ["r0", "r1"])  # deleted before the run's version, and after it
+def test_a_resumed_incremental_run_and_a_row_written_again_before_it_resumed(
+    emulator: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, row: str
 ):
-    """A run stopped after reading its rows and resumed once a deleted row was written again:
-    the row stays a tombstone of the run (it was gone at the run's version), and comes with
-    the next run."""
+    """A run stopped after reading its rows, resumed once a deleted row was written again. The
+    ids the first process took as it started are gone with it, so the resumed run plans such
+    an object again: the row is restored as written again or absent, never as it was before
+    its delete, and the next run holds it."""
     from pipeline.common.errors import ApiError
     from pipeline.export import tombstones
 
+    if emulator.conservative and row == "r1":
+        pytest.skip(
+            "a server that cannot count at a version shows such deletes only once read (known limitation)"
+        )
     proj, out, args = _newest_write_a_delete(emulator, tmp_path, "resumed-deletes")
 
     async def stopped(*a: Any, **k: Any) -> Any:
@@ -498,18 +503,18 @@ def test_a_resumed_incremental_run_records_the_deletes_before_and_during_it(
     assert btpipe(emulator, *args, "--incremental").exit_code == 1
     monkeypatch.undo()
     insert(
-        emulator.url, emulator.key, "project_logs", proj["id"], [{"id": "r0", "input": 0, "output": "again"}]
+        emulator.url, emulator.key, "project_logs", proj["id"], [{"id": row, "input": 0, "output": "again"}]
     )
     resumed = btpipe(emulator, *args, "--incremental")
     assert resumed.exit_code == 0, resumed.output
     summary = orjson.loads(resumed.stdout)
     assert summary["resumed"] is True
     restored = _restored_outputs(emulator, out, summary["run_id"], tmp_path)
-    assert restored == {"r2": "v1", "r3": "v1", "r4": "v2"}
+    assert restored.pop(row, None) in (None, "again") and restored == {"r2": "v1", "r3": "v1", "r4": "v2"}
     third = btpipe(emulator, *args, "--incremental")
     assert third.exit_code == 0, third.output
     latest = _restored_outputs(emulator, out, orjson.loads(third.stdout)["run_id"], tmp_path / "third")
-    assert latest == {"r0": "again", "r2": "v1", "r3": "v1", "r4": "v2"}
+    assert latest == {row: "again", "r2": "v1", "r3": "v1", "r4": "v2"}
 
 
 def test_a_row_deleted_before_the_run_and_written_again_during_it(

@@ -718,7 +718,7 @@ class ExportJob:
         the new plan reads it at a new version."""
         stale = [
             i for i, obj in enumerate(run.objects)
-            if self._needs_ids_at_start(obj) and any(r.done or r.rows or r.files for r in obj.ranges)
+            if self._needs_ids_at_start(obj) and not obj.gone and any(r.done or r.rows or r.files for r in obj.ranges)
         ]  # fmt: skip
         if not stale:
             return

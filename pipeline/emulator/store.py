@@ -154,10 +154,12 @@ def _bt_like(value: object, pattern: object, ignore_case: int) -> int | None:
 
 
 def _bt_json_equal(value: object, literal: object) -> int | None:
-    """Whether a field's JSON text equals a literal's, as JSON (``jsonvalues.same``)."""
+    """Whether a field's JSON text equals a literal's, as JSON (``jsonvalues.same``); NULL where
+    the field is absent or a JSON null, as every other comparison has it."""
     if value is None or literal is None:
         return None
-    return int(jsonvalues.same(jsonvalues.loads(str(value)), jsonvalues.loads(str(literal))))
+    found = jsonvalues.loads(str(value))
+    return None if found is None else int(jsonvalues.same(found, jsonvalues.loads(str(literal))))
 
 
 def _connect(path: str) -> sqlite3.Connection:

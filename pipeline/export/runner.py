@@ -713,13 +713,10 @@ class ExportJob:
 
     async def _plan_again_where_ids_were_lost(self, project: dict[str, Any], run: RunState) -> None:
         """Plan again, from scratch, each object of a resumed run whose ids at its start an
-        earlier process took (``_take_ids_at_start``): they were not kept, and ids taken now
-        would miss a row deleted after the version and written again before now. Its files go;
-        the new plan reads it at a new version."""
-        stale = [
-            i for i, obj in enumerate(run.objects)
-            if self._needs_ids_at_start(obj) and not obj.gone and any(r.done or r.rows or r.files for r in obj.ranges)
-        ]  # fmt: skip
+        earlier process took or was to take (``_take_ids_at_start``): they were not kept, and
+        ids taken now would miss a row deleted after the version and written again before now.
+        Its files go; the new plan reads it at a new version."""
+        stale = [i for i, obj in enumerate(run.objects) if self._needs_ids_at_start(obj) and not obj.gone]
         if not stale:
             return
         probed = await capabilities(self.client, from_object("project_logs", project["id"]))
@@ -731,7 +728,11 @@ class ExportJob:
             obj = run.objects[i]
             await anyio.to_thread.run_sync(drop_files, self.storage, obj, run.run_id)
             ref = ObjectRef(cast(ObjectType, obj.object_type), obj.id, obj.name, obj.project_id, obj.info)
-            run.objects[i] = await self._plan_object(ref, caps, read_ahead=False)
+            try:
+                run.objects[i] = await self._plan_object(ref, caps, read_ahead=False)
+            except Exception as exc:
+                if not await self._gone(obj, exc):  # deleted at the source since: nothing to read
+                    raise
             await self._save()
 
     def _needs_ids_at_start(self, obj: ObjectState) -> bool:

@@ -1096,7 +1096,9 @@ class ExportJob:
         tombstones = await record_tombstones(
             self.client, self.storage, run.run_id, [obj for obj in run.objects if not obj.gone],
             scope=scope, previous=previous, workers=self.options.range_workers, start=self._ids_at_start,
+            gone=self._gone,
         )  # fmt: skip
+        await self._drop_gone(run)  # an object found deleted at the source by its pass
         tables = await self._commit_tables(run, scope, tombstones)
         entries = await anyio.to_thread.run_sync(self._attachments.entries)
         attached = manifest_section(entries, len(run.skipped_attachments))

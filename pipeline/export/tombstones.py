@@ -37,7 +37,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import tempfile
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import closing
 from itertools import islice
 from pathlib import Path
@@ -270,11 +270,13 @@ async def record_tombstones(
     previous: dict[str, str | None],
     workers: int,
     start: Mapping[str, IdSet] | None = None,
+    gone: Callable[[ObjectState, Exception], Awaitable[bool]] | None = None,
 ) -> dict[str, FileInfo]:
     """By object key, the tombstone file of each object of ``objects`` read incrementally in
     the spans shape; ``previous`` names, by object key, the run each read continues, ``start``
     the ids of each object taken as the run started reading it (:func:`live_ids`). Objects go
-    ``workers`` at a time."""
+    ``workers`` at a time. An object whose pass fails and that ``gone`` then finds deleted at
+    the source gets no tombstone file."""
     wanted = [obj for obj in objects if obj.since is not None and scope.shape == "spans"]
     if not wanted:
         return {}
@@ -285,9 +287,13 @@ async def record_tombstones(
 
     async def one(obj: ObjectState) -> None:
         async with limiter:
-            recorded[obj.key] = await object_tombstones(
-                client, storage, run_id, obj, chains[obj.key], (start or {}).get(obj.key)
-            )
+            try:
+                recorded[obj.key] = await object_tombstones(
+                    client, storage, run_id, obj, chains[obj.key], (start or {}).get(obj.key)
+                )
+            except Exception as exc:
+                if gone is None or not await gone(obj, exc):
+                    raise
 
     async with anyio.create_task_group() as tg:
         for obj in wanted:

@@ -554,12 +554,7 @@ def test_a_resumed_run_whose_object_to_plan_again_was_deleted_at_the_source(
 
     if emulator.conservative:
         pytest.skip("a server that cannot count at a version does not plan such an object again")
-    proj = post(emulator.url, emulator.key, "/v1/project", {"name": unique("gone-again")})
-    ds = post(emulator.url, emulator.key, "/v1/dataset", {"project_id": proj["id"], "name": "d"})
-    insert(emulator.url, emulator.key, "dataset", ds["id"], [{"id": f"d{i}", "input": i} for i in range(5)])
-    out = tmp_path / "out"
-    args = _jsonl_export(proj["name"], "datasets", out)
-    assert btpipe(emulator, *args).exit_code == 0
+    ds, out, args = _dataset_exported(emulator, tmp_path, "gone-again")
     insert(emulator.url, emulator.key, "dataset", ds["id"], [{"id": "d1", "input": "new"}])
     insert(emulator.url, emulator.key, "dataset", ds["id"], [{"id": "d0", "_object_delete": True}])
 
@@ -578,6 +573,18 @@ def test_a_resumed_run_whose_object_to_plan_again_was_deleted_at_the_source(
     assert not list(out.glob(f"object_type=dataset/object_id={ds['id']}/run={summary['run_id']}/*"))
 
 
+def _dataset_exported(emulator: Any, tmp_path: Path, name: str) -> tuple[dict[str, Any], Path, list[str]]:
+    """A project with one dataset "d" of five rows, exported whole: the dataset, the export
+    root and the export's arguments."""
+    proj = post(emulator.url, emulator.key, "/v1/project", {"name": unique(name)})
+    ds = post(emulator.url, emulator.key, "/v1/dataset", {"project_id": proj["id"], "name": "d"})
+    insert(emulator.url, emulator.key, "dataset", ds["id"], [{"id": f"d{i}", "input": i} for i in range(5)])
+    out = tmp_path / "out"
+    args = _jsonl_export(proj["name"], "datasets", out)
+    assert btpipe(emulator, *args).exit_code == 0
+    return ds, out, args
+
+
 async def _delete_dataset(emulator: Any, dataset_id: str) -> int:
     from aiohttp import ClientSession
 
@@ -586,3 +593,28 @@ async def _delete_dataset(emulator: Any, dataset_id: str) -> int:
         session.delete(f"{emulator.url}/v1/dataset/{dataset_id}") as resp,
     ):
         return resp.status
+
+
+def test_an_object_deleted_at_the_source_before_its_tombstone_pass_is_gone(
+    emulator: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A dataset whose rows a run read, deleted at the source before the run's tombstone pass
+    (here: between a stop and the resume): the run finishes without it (listed as gone)."""
+    from pipeline.common.errors import ApiError
+    from pipeline.export import tombstones
+
+    ds, out, args = _dataset_exported(emulator, tmp_path, "gone-late")
+    insert(emulator.url, emulator.key, "dataset", ds["id"], [{"id": "d9", "input": 9}])
+
+    async def stopped(*a: Any, **k: Any) -> Any:
+        raise ApiError("the process stopped here")
+
+    monkeypatch.setattr(tombstones, "record_tombstones", stopped)
+    assert btpipe(emulator, *args, "--incremental").exit_code == 1
+    monkeypatch.undo()
+    assert anyio.run(_delete_dataset, emulator, ds["id"]) == 200
+    resumed = btpipe(emulator, *args, "--incremental")
+    assert resumed.exit_code == 0, resumed.output
+    summary = orjson.loads(resumed.stdout)
+    assert summary["gone"] == [f"dataset:d ({ds['id']})"]
+    assert not list(out.glob(f"object_type=dataset/object_id={ds['id']}/run={summary['run_id']}/*"))

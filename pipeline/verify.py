@@ -9,7 +9,8 @@ are sorted, a field whose value is null counts as absent (the API reports missin
 as null), and ``created`` counts as the instant it names, whatever its ISO-8601 spelling (a
 file may spell it ``+00:00``, the server keeps its own spelling); a field the server gives a
 row that lacks it (``SERVER_FILLED``: ``created``, ``span_id``, ``root_span_id``) is left out
-on both sides where the source row lacks it, as a hand-written file's may. Only ``id -> digest`` maps are held, never rows, so memory is ~100 bytes per row.
+on both sides where the source row lacks it, as a hand-written file's may. Only ``id -> digest``
+maps are held, never rows, so memory is ~100 bytes per row.
 An export root is read as an import restores it (:mod:`pipeline.sources.inputs`): per object,
 the runs of its chain in order, a later version of an id replacing an earlier one and the ids
 a run's tombstones name removed.

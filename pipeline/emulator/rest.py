@@ -54,6 +54,10 @@ async def json_body(request: web.Request) -> Any:
         return {}
     try:
         return jsonvalues.loads(raw)
+    except RecursionError:
+        raise BadRequest(
+            "request body: nested too deep (more levels of objects and arrays than it decodes)"
+        ) from None
     except ValueError as exc:
         raise BadRequest(f"request body: invalid JSON ({exc})") from None
 

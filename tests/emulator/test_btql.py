@@ -279,3 +279,27 @@ async def test_equality_with_a_list_or_object_compares_as_json(api: Api) -> None
     refused = await api.call("POST", "/btql", {"query": {
         "from": from_object("project_logs", pid), "filter": binary("lt", ids, literal([1]))}})  # fmt: skip
     assert refused.status == 400 and "only allowed with 'in', '=' and '!='" in refused.text
+
+
+async def test_a_body_nested_too_deep_is_a_400(api: Api) -> None:
+    """A request body nested deeper than the decoder goes is refused with a 400 naming the
+    problem, not a 500: a /btql filter literal and an object create alike."""
+    import orjson
+
+    pid = (await api.project())["id"]
+    deep = b"[" * 3000 + b"1" + b"]" * 3000
+    query = {
+        "from": from_object("project_logs", pid),
+        "filter": binary("eq", ident("metadata", "x"), literal("DEEP")),
+    }
+    bodies = {
+        "/btql": orjson.dumps({"query": query}).replace(b'"DEEP"', deep),
+        "/v1/dataset": b'{"project_id": "'
+        + pid.encode()
+        + b'", "name": "d", "metadata": {"x": '
+        + deep
+        + b"}}",
+    }
+    for path, raw in bodies.items():
+        reply = await api.call("POST", path, raw=raw)
+        assert reply.status == 400 and "nested too deep" in reply.text, (path, reply.status, reply.text[:200])

@@ -95,7 +95,8 @@ class ObjectState:
     which the tombstone pass then reads at the current state: ``pipeline.export.tombstones``).
     ``newer_deletes``: such deletes were seen while planning or reading (fewer rows now than at
     the version, or more rows written than counted); a run that records tombstones reads the
-    object pinned all the same, and its tombstone pass also reads the current state."""
+    object pinned all the same, and its tombstones also hold the ids gone when it started
+    reading the object, or else those gone at its end (``pipeline.export.tombstones``)."""
 
     object_type: str
     id: str

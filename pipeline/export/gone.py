@@ -55,8 +55,10 @@ def gone_label(obj: ObjectState) -> str:
 def drop_files(storage: Storage, obj: ObjectState, run_id: str) -> None:
     """Delete every file ``run_id`` wrote of ``obj``, listed in the state or not (one published
     just before a crash is not), and mark its ranges done and empty, so the run holds nothing
-    of it: a gone object's, and a discarded run's (``--restart``) (blocking: run in a thread)."""
-    for path in storage.list_files(f"{layout.object_dir(obj.object_type, obj.id, run_id)}/"):
+    of it: a gone object's, and a discarded run's (``--restart``); its tombstone file too, which
+    a stopped run may have written (blocking: run in a thread)."""
+    paths = storage.list_files(f"{layout.object_dir(obj.object_type, obj.id, run_id)}/")
+    for path in [*paths, layout.tombstone_path(obj.object_type, obj.id, run_id)]:
         try:
             storage.delete(path)
         except FileNotFoundError:

@@ -716,6 +716,8 @@ class ExportJob:
         earlier process took or was to take (``_take_ids_at_start``): they were not kept, and
         ids taken now would miss a row deleted after the version and written again before now.
         Its files go; the new plan reads it at a new version."""
+        if self.options.format == "delta":
+            return  # the stopped run may have committed its tables: they hold the plan it had
         stale = [i for i, obj in enumerate(run.objects) if self._needs_ids_at_start(obj) and not obj.gone]
         if not stale:
             return
@@ -1096,7 +1098,8 @@ class ExportJob:
         tombstones = await record_tombstones(
             self.client, self.storage, run.run_id, [obj for obj in run.objects if not obj.gone],
             scope=scope, previous=previous, workers=self.options.range_workers, start=self._ids_at_start,
-            gone=self._gone,
+            # a Delta run may have committed this object's rows before it stopped: it fails instead
+            gone=None if self.options.format == "delta" else self._gone,
         )  # fmt: skip
         await self._drop_gone(run)  # an object found deleted at the source by its pass
         tables = await self._commit_tables(run, scope, tombstones)

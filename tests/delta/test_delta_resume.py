@@ -92,3 +92,35 @@ def test_killed_at_random_moments_the_resumed_run_commits_once(
     assert table_rows(root, "project_logs", project["id"]) == all_rows(
         emulator_server.url, key, "project_logs", project["id"]
     )
+
+
+def test_a_resumed_run_that_committed_its_table_keeps_its_plan(
+    emulator: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Delta run stopped after committing its table, resumed after more writes: it keeps
+    the plan the committed table holds, so the table equals a restore of the run."""
+    from pipeline.common.errors import ApiError
+    from pipeline.export import runner
+    from tests.export.test_export import _newest_write_a_delete, _restored_outputs
+
+    proj, _, args = _newest_write_a_delete(emulator, tmp_path, "delta-committed")
+    delta = [a if a != "jsonl" else "delta" for a in args]
+    delta[delta.index("--out") + 1] = str(tmp_path / "delta-out")
+    assert btpipe(emulator, *delta).exit_code == 0
+    insert(emulator.url, emulator.key, "project_logs", proj["id"], [{"id": "r5", "input": 5, "output": "v1"}])
+    insert(emulator.url, emulator.key, "project_logs", proj["id"], [{"id": "r2", "_object_delete": True}])
+
+    async def stopped(*a: Any, **k: Any) -> Any:
+        raise ApiError("the process stopped here")
+
+    monkeypatch.setattr(runner, "export_config", stopped)  # after the table's commit
+    assert btpipe(emulator, *delta, "--incremental").exit_code == 1
+    monkeypatch.undo()
+    insert(emulator.url, emulator.key, "project_logs", proj["id"], [{"id": "r9", "input": 9, "output": "v1"}])
+    resumed = btpipe(emulator, *delta, "--incremental")
+    assert resumed.exit_code == 0, resumed.output
+    run_id = orjson.loads(resumed.stdout)["run_id"]
+    table = {
+        i: r["output"] for i, r in table_rows(tmp_path / "delta-out", "project_logs", proj["id"]).items()
+    }
+    assert table == _restored_outputs(emulator, tmp_path / "delta-out", run_id, tmp_path)

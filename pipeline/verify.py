@@ -136,23 +136,22 @@ def digest_rows(
     into: Digests,
     contents: Mapping[str, str] | None = None,
     *,
-    lacking: Lacking | None = None,
-    source: bool = True,
+    record: Lacking | None = None,
+    without: Lacking | None = None,
 ) -> None:
-    """Digest ``rows`` into ``into``. A ``source`` side records in ``lacking`` the fields of
-    ``SERVER_FILLED`` each row lacks; the destination digests each row without them."""
+    """Digest ``rows`` into ``into``. ``record`` (the source side) gets the fields of
+    ``SERVER_FILLED`` each row lacks; ``without`` (the destination side, the source's record)
+    leaves those fields out of each row's digest."""
     for row in rows:
         row_id = str(row.get("id"))
-        without = _NONE_LACKING
-        if lacking is not None and not source:
-            without = lacking.get(row_id, _NONE_LACKING)
-        elif lacking is not None:
+        if record is not None:
             missing = frozenset(f for f in SERVER_FILLED if row.get(f) is None)
             if missing:
-                lacking[row_id] = _SHARED.setdefault(missing, missing)  # one object per combination
+                record[row_id] = _SHARED.setdefault(missing, missing)  # one object per combination
             else:
-                lacking.pop(row_id, None)
-        into[row_id] = row_digest(row, contents, without)
+                record.pop(row_id, None)
+        dropped = _NONE_LACKING if without is None else without.get(row_id, _NONE_LACKING)
+        into[row_id] = row_digest(row, contents, dropped)
 
 
 class Contents:
@@ -197,11 +196,11 @@ async def digest_object(
     progress: Progress,
     label: str,
     *,
-    lacking: Lacking | None = None,
-    source: bool = True,
+    record: Lacking | None = None,
+    without: Lacking | None = None,
 ) -> Digests:
     """The digests of every row of ``ref``, read pinned, counted into a task of ``progress``
-    (``lacking`` and ``source`` as :func:`digest_rows` takes them)."""
+    (``record`` and ``without`` as :func:`digest_rows` takes them)."""
     query = build_query(ref.object_type, ref.id)
     snap = await pin_read(client, query)
     digests: Digests = {}
@@ -218,7 +217,7 @@ async def digest_object(
             for row in rows:
                 find_references(row, found)
             keys = await contents.of(found.values())
-        digest_rows(rows, digests, keys, lacking=lacking, source=source)
+        digest_rows(rows, digests, keys, record=record, without=without)
     task.finish()
     return digests
 
@@ -248,7 +247,7 @@ def digest_files(
                 for row in chunk:
                     digests.pop(str(row.row.get("id")), None)
             else:
-                digest_rows((r.row for r in chunk), digests, contents, lacking=lacking)
+                digest_rows((r.row for r in chunk), digests, contents, record=lacking)
     return digests
 
 
@@ -492,7 +491,7 @@ class VerifyJob:
         target = (
             {} if ref is None
             else await digest_object(self.destination, ref, contents, self.progress, f"{label} (destination)",
-                                     lacking=lacking, source=False)
+                                     without=lacking)
         )  # fmt: skip
         diff = compare(source, target, label, f"{project['name']}/{label}")
         diff.absent = ref is None
@@ -506,7 +505,7 @@ class VerifyJob:
         for ref in await resolve_selection(source, src_project, self.objects):
             lacking: Lacking = {}
             digests = await digest_object(
-                source, ref, contents, self.progress, f"{ref.label} (source)", lacking=lacking
+                source, ref, contents, self.progress, f"{ref.label} (source)", record=lacking
             )
             diffs.append(
                 await self._pair(dst_project, ref.object_type, ref.name, ref.label, digests, lacking)

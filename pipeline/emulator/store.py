@@ -18,7 +18,7 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from functools import lru_cache
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio.to_thread
 
@@ -159,7 +159,13 @@ def _bt_json_equal(value: object, literal: object) -> int | None:
     if value is None or literal is None:
         return None
     found = jsonvalues.loads(str(value))
-    return None if found is None else int(jsonvalues.same(found, jsonvalues.loads(str(literal))))
+    return None if found is None else int(jsonvalues.same(found, _literal_value(str(literal))))
+
+
+@lru_cache(maxsize=64)
+def _literal_value(text: str) -> Any:
+    """A query's literal, decoded once for all the rows it is compared with (never mutated)."""
+    return jsonvalues.loads(text)
 
 
 def _connect(path: str) -> sqlite3.Connection:

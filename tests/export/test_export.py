@@ -25,6 +25,7 @@ from tests.helpers import (
     make_project,
     post,
     read_export_files,
+    send,
     unique,
     visible_files,
 )
@@ -564,8 +565,7 @@ def test_a_resumed_run_whose_object_to_plan_again_was_deleted_at_the_source(
     monkeypatch.setattr(ExportJob, "_read_range", stopped)
     assert btpipe(emulator, *args, "--incremental").exit_code == 1
     monkeypatch.undo()
-    delete = anyio.run(_delete_dataset, emulator, ds["id"])
-    assert delete == 200
+    send("DELETE", emulator.url, emulator.key, f"/v1/dataset/{ds['id']}")
     resumed = btpipe(emulator, *args, "--incremental")
     assert resumed.exit_code == 0, resumed.output
     summary = orjson.loads(resumed.stdout)
@@ -585,16 +585,6 @@ def _dataset_exported(emulator: Any, tmp_path: Path, name: str) -> tuple[dict[st
     return ds, out, args
 
 
-async def _delete_dataset(emulator: Any, dataset_id: str) -> int:
-    from aiohttp import ClientSession
-
-    async with (
-        ClientSession(headers={"Authorization": f"Bearer {emulator.key}"}) as session,
-        session.delete(f"{emulator.url}/v1/dataset/{dataset_id}") as resp,
-    ):
-        return resp.status
-
-
 def test_an_object_deleted_at_the_source_before_its_tombstone_pass_is_gone(
     emulator: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
@@ -612,7 +602,7 @@ def test_an_object_deleted_at_the_source_before_its_tombstone_pass_is_gone(
     monkeypatch.setattr(runner, "export_config", stopped)  # after its tombstone pass wrote a file
     assert btpipe(emulator, *args, "--incremental").exit_code == 1
     monkeypatch.undo()
-    assert anyio.run(_delete_dataset, emulator, ds["id"]) == 200
+    send("DELETE", emulator.url, emulator.key, f"/v1/dataset/{ds['id']}")
     resumed = btpipe(emulator, *args, "--incremental")
     assert resumed.exit_code == 0, resumed.output
     summary = orjson.loads(resumed.stdout)

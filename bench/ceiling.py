@@ -18,7 +18,7 @@ import aiohttp
 from pipeline.api.capabilities import capabilities
 from pipeline.api.client import BraintrustClient, ClientSettings
 from pipeline.api.snapshot import Range, Since, plan_ranges, take_snapshot
-from pipeline.common.defaults import JSONL_WORKERS
+from pipeline.common.defaults import RANGE_WORKERS
 from pipeline.querylang.ast import from_object
 
 
@@ -34,7 +34,7 @@ async def plan(
 
 async def main() -> None:
     url, key, object_type, object_id = sys.argv[1:5]
-    wanted = int(sys.argv[5]) if len(sys.argv) > 5 else JSONL_WORKERS
+    wanted = int(sys.argv[5]) if len(sys.argv) > 5 else RANGE_WORKERS
     version, ranges = await plan(url, key, object_type, object_id, wanted)
     headers = {"Authorization": f"Bearer {key}", "Accept-Encoding": "identity"}
     totals = [0, 0]

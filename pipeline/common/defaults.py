@@ -206,14 +206,13 @@ DRY_RUN: Setting[bool] = Setting(
     help="Only print the plan (objects, row counts, ranges, where files would go); write nothing",
     section=EXPORT,
 )  # fmt: skip
-#: Ranges an export pages at once unless told: JSONL writes a page as it comes, so more ranges
-#: keep more requests in flight where the server is far; a Parquet page waits for its encoders,
-#: so more ranges there only hold more pages in memory.
-JSONL_WORKERS = 12
-ENCODED_WORKERS = 8
+#: Ranges an export pages at once unless told, whatever the format: more ranges keep more
+#: requests in flight where the server is far. A Parquet page may wait for its encoders, but
+#: the page budget (ranges plus the encoders' pages) bounds what waits.
+RANGE_WORKERS = 12
 EXPORT_WORKERS: Setting[int | None] = Setting(
     "workers", None, int, min=1, flag="--workers", key="workers",
-    help="Ranges paged at the same time", shown=f"{JSONL_WORKERS} for JSONL, {ENCODED_WORKERS} for Parquet and Delta",
+    help="Ranges paged at the same time", shown=str(RANGE_WORKERS),
     section=EXPORT,
 )  # fmt: skip
 RANGES_PER_OBJECT: Setting[int | None] = Setting(

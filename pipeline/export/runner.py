@@ -123,10 +123,8 @@ class ExportOptions:
 
     @property
     def range_workers(self) -> int:
-        """Ranges paged at once: ``workers``, else the format's default (see ``defaults``)."""
-        if self.workers is not None:
-            return self.workers
-        return defaults.JSONL_WORKERS if self.format == "jsonl" else defaults.ENCODED_WORKERS
+        """Ranges paged at once: ``workers``, else the default (see ``defaults``)."""
+        return self.workers if self.workers is not None else defaults.RANGE_WORKERS
 
     @property
     def range_split(self) -> int:
@@ -864,15 +862,20 @@ class ExportJob:
         a stream of at most ``prefetch`` pages."""
         read = self._first_pages.pop((obj.id, rng.index), None)
         pager, first = read if read is not None else (self._pager(obj, rng), None)
+        # The fetcher owns the first page; only its slot stays here. A page referred to for the
+        # whole range would stay in memory beyond the page budget long after it was written.
+        slot = None if first is None else first.slot
+        del read
         send, receive = anyio.create_memory_object_stream[_HeldPage](self.options.prefetch)
         try:
             with _releasing(receive):
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._fetch, pager, send, first)
+                    del first
                     await self._write(run, obj, rng, receive, task)
         finally:
-            if first is not None:  # a no-op unless the fetcher was cancelled before it ran
-                first.slot.release()
+            if slot is not None:  # a no-op unless the fetcher was cancelled before it ran
+                slot.release()
 
     @property
     def guard(self) -> Guard:
@@ -930,7 +933,7 @@ class ExportJob:
         whether its file ends after it. A page holds a slot of the page budget until it is
         written; one this task still holds when it stops (failed, cancelled) it gives back."""
         ends = _FileEnds(self.options.file_rows, self.options.file_bytes)
-        held = first
+        held, first = first, None  # once sent, the page is the writer's alone
         try:
             async with send:
                 if held is None:
@@ -1027,17 +1030,21 @@ class ExportJob:
         async with AsyncExitStack() as stack:
             stack.push_async_exit(partial(_exit_in_thread, sink))  # on failure: abort the open file
             async for held in receive:
-                page = held.page
+                page, ends_file = held.page, held.ends_file
                 with held.slot:
                     await anyio.to_thread.run_sync(
                         sink.write_page, page.raw, page.rows, limiter=self._encoders
                     )
                     await self._attachments.take(page.raw)
+                # The page's bytes go with its slot: held until the next page comes, they would
+                # be one page per range beyond the page budget.
+                del held
+                cursor, rows, size = page.cursor, page.rows, len(page.raw)
+                del page
                 if self._first_row_seconds is None:
                     self._first_row_seconds = seconds_since_start()
-                cursor = page.cursor
-                task.advance(page.rows, len(page.raw))
-                if held.ends_file:
+                task.advance(rows, size)
+                if ends_file:
                     published = await anyio.to_thread.run_sync(sink.flush)
                     await self._published(rng, published, cursor, done=False)
             published = await anyio.to_thread.run_sync(sink.close)

@@ -125,7 +125,7 @@ def test_shipped_job_files_take_the_defaults_they_do_not_set() -> None:
     (job,) = jobs.jobs.values()
     assert isinstance(job, ExportJobConfig)
     assert (job.workers, job.page_limit, job.encoders) == (None, 1000, 1)
-    assert job.export_options("p", incremental=False).range_workers == (12 if job.format == "jsonl" else 8)
+    assert job.export_options("p", incremental=False).range_workers == 12
     assert jobs.source is not None and jobs.source.client_settings() == ClientSettings(
         api_url=defaults.API_URL.default, api_key="k"
     )

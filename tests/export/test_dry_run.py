@@ -403,13 +403,13 @@ def test_an_s3_out_is_not_written_to(
     assert [o["rows"] for o in full["objects"]] == [LOGS, DATASET_ROWS, EXPERIMENT_ROWS]
 
 
-@pytest.mark.parametrize(("fmt", "ranges"), [("jsonl", 12), ("parquet", 8), ("delta", 8)])
-def test_unless_told_jsonl_reads_more_ranges_at_once_than_the_encoded_formats(
-    profiled_emulator: Emulator, source: dict[str, Any], tmp_path: Path, fmt: str, ranges: int
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet", "delta"])
+def test_unless_told_every_format_reads_twelve_ranges_at_once(
+    profiled_emulator: Emulator, source: dict[str, Any], tmp_path: Path, fmt: str
 ) -> None:
-    """A JSONL page is written as it comes, a Parquet page waits for the encoders: without
-    ``--workers`` or ``--ranges-per-object``, logs of 300 rows at 10 rows a range split into 12
-    ranges for JSONL, 8 otherwise; the flags still decide when given."""
+    """Without ``--workers`` or ``--ranges-per-object``, logs of 300 rows at 10 rows a range
+    split into 12 ranges whatever the format; the flags still decide when given."""
+    ranges = 12
     settings = ["--min-rows-per-range", "10", "--format", fmt, "--dry-run", "--json"]
     result = btpipe_env(profiled_emulator, {}, "export", "--project", source["name"], "--out", str(tmp_path),
                         "--objects", "logs", *settings)  # fmt: skip

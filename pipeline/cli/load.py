@@ -268,21 +268,31 @@ def delete_command(**kw: Any) -> None:
     # delete keeps no state: a re-run finds what still matches, which is what is left to do
     filter_expr, plans, go = run_async(lambda: with_client(kw["settings"], planned), resumable=False)
     warnings: list[str] = []
-    if go:
-        run_async(with_progress(output, lambda progress: with_client(kw["settings"], lambda c: deleting.delete(
-            c, plans, filter_expr, InsertOptions(workers=kw["workers"]), batch_rows=kw["batch_rows"], progress=progress,
-            warnings=warnings,
-        ))), resumable=False)  # fmt: skip
     plans_only = [p for _, p in plans]
-    changed = sum(p.changed for p in plans_only)
-    if kw["as_json"]:
-        emit_json({"dry_run": kw["dry_run"], "objects": [p.to_json() for p in plans_only],
-                   "matched": sum(p.matched or 0 for p in plans_only),
-                   "deleted": sum(p.deleted for p in plans_only), "changed": changed,
-                   "warnings": warnings})  # fmt: skip
-    elif not kw["dry_run"]:
-        output.say(f"deleted {sum(p.deleted for p in plans_only):,} rows" + (
-            f"; {changed:,} no longer matched when their turn came and were left" if changed else ""))  # fmt: skip
+
+    def summary(stopped: bool) -> None:
+        deleted, changed = sum(p.deleted for p in plans_only), sum(p.changed for p in plans_only)
+        if kw["as_json"]:
+            emit_json({"dry_run": kw["dry_run"], "stopped": stopped, "objects": [p.to_json() for p in plans_only],
+                       "matched": sum(p.matched or 0 for p in plans_only), "deleted": deleted, "changed": changed,
+                       "warnings": warnings})  # fmt: skip
+        elif stopped:  # whatever the flags: rows are gone, and the user must know how many
+            click.echo(f"btpipe: {deleted:,} rows were deleted before it stopped (and perhaps a batch "
+                       "sent as it stopped); what still matches is left", err=True)  # fmt: skip
+        elif not kw["dry_run"]:
+            output.say(f"deleted {deleted:,} rows" + (
+                f"; {changed:,} no longer matched when their turn came and were left" if changed else ""))  # fmt: skip
+
+    if go:
+        try:
+            run_async(with_progress(output, lambda progress: with_client(kw["settings"], lambda c: deleting.delete(
+                c, plans, filter_expr, InsertOptions(workers=kw["workers"]), batch_rows=kw["batch_rows"],
+                progress=progress, warnings=warnings,
+            ))), resumable=False)  # fmt: skip
+        except SystemExit:  # interrupted or failed: its line is out; then what was deleted
+            summary(stopped=True)
+            raise
+    summary(stopped=False)
     for warning in warnings:
         output.warn(warning)
 

@@ -89,8 +89,10 @@ async def delete(
     warnings: list[str] | None = None,
 ) -> None:
     """Delete every row each plan matched (at its pinned version) and still matches, each
-    object a task of ``progress``; fills ``plan.deleted`` and ``plan.changed``. ``warnings``
-    gets a line when the server would not say which ids still match."""
+    object a task of ``progress``; fills ``plan.deleted`` and ``plan.changed``, also when it
+    stops part way (then ``deleted`` counts the batches confirmed in order; one sent as it
+    stopped may have been applied too). ``warnings`` gets a line when the server would not
+    say which ids still match."""
     progress = progress if progress is not None else Progress()
     limit = await request_limit(client, max_batch_bytes)
     pool = InsertPool(client, options, max_request_bytes=limit)
@@ -109,11 +111,13 @@ async def delete(
             items = _delete_items(client, ref, filter_expr, planned, recheck, read, batch_rows)
             await feed(pool, batcher, items, whole_chunks=True)
 
-    await pool.run(produce)
-    for planned, ledger, task in ledgers:
-        planned.deleted = ledger.rows
-        planned.matched = read.get(planned.object_id, 0)
-        task.finish()
+    try:
+        await pool.run(produce)
+    finally:  # stopped too (Ctrl-C, an error): the counts say what was done before it stopped
+        for planned, ledger, task in ledgers:
+            planned.deleted = ledger.rows
+            planned.matched = read.get(planned.object_id, 0)
+            task.finish()
 
 
 class _Recheck:

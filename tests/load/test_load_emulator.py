@@ -7,6 +7,10 @@ Results are checked by reading the destination back with plain aiohttp (tests.he
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +26,16 @@ from pipeline.common.manifest import Manifest, ObjectManifest, write_manifest
 from pipeline.common.rows import DESTINATION_FIELDS
 from pipeline.common.state import ObjectProgress
 from pipeline.common.storage import open_storage
+from pipeline.emulator.auth import DEFAULT_KEYS
+from pipeline.emulator.faults import FaultConfig
+from pipeline.emulator.server import RunningServer, ServerConfig
 from pipeline.load.batcher import Batcher, Item
 from pipeline.load.insert import ErrorLog, InsertOptions, InsertPool
 from pipeline.sinks.jsonl import JsonlSink
 from pipeline.sinks.parquet import ParquetSink
 from tests.conftest import Emulator
 from tests.helpers import all_rows, insert, post, unique
+from tests.reliability.support import cli_env
 
 
 @pytest.fixture(scope="module")
@@ -387,3 +395,33 @@ def test_verify_of_a_file_whose_rows_lack_what_the_server_fills_in(
     moved = run(verify_command, emulator, "--in", str(files), *target, "--json")
     assert moved.exit_code == 1, moved.output
     assert sorted(orjson.loads(moved.stdout)["objects"][0]["differing_ids"]) == ["h2", "h3"]
+
+
+def test_a_delete_stopped_part_way_says_how_many_rows_it_deleted(tmp_path: Path) -> None:
+    """Ctrl-C in the middle of a delete: besides exit 5 and its line, the rows deleted so far
+    (rows are gone, and the user must know how many), with ``--json`` as the usual summary
+    marked ``stopped``. The count is of batches the server confirmed; the one batch in flight
+    as it stopped (``--workers 1``) may be gone too."""
+    with RunningServer(ServerConfig(port=0, db=str(tmp_path / "emulator.db"))) as server:
+        key = DEFAULT_KEYS[0].key
+        project = post(server.url, key, "/v1/project", {"name": unique("stopped-delete")})
+        insert(server.url, key, "project_logs", project["id"],
+               [{"id": f"r{i:03d}", "input": i, "metadata": {"doomed": True}} for i in range(300)])  # fmt: skip
+        server.faults.replace(FaultConfig.parse("rate=0,latency_ms=40"))
+        args = ("delete", "--project", project["name"], "--filter", "metadata.doomed = true", "--yes", "--json",
+                "--batch-rows", "5", "--workers", "1")  # fmt: skip
+        running = subprocess.Popen([sys.executable, "-m", "pipeline", *args], env=cli_env(server.url, key),
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        deadline = time.monotonic() + 60
+        while len(all_rows(server.url, key, "project_logs", project["id"])) > 270:
+            assert time.monotonic() < deadline and running.poll() is None, "the delete did not get going"
+            time.sleep(0.05)
+        running.send_signal(signal.SIGINT)
+        out, err = running.communicate(timeout=60)
+        server.faults.replace(FaultConfig.parse("rate=0"))
+        gone = 300 - len(all_rows(server.url, key, "project_logs", project["id"]))
+    assert running.returncode == 5, err
+    summary = orjson.loads(out)
+    assert summary["stopped"] is True
+    assert 30 <= summary["deleted"] <= gone <= summary["deleted"] + 5
+    assert "keeps no state" in err

@@ -311,6 +311,7 @@ ROUTES: Final[list[tuple[str, str, Handler]]] = [
     ("GET", f"/v1/(?P<type>{_ROW_TYPES})/(?P<id>[^/]+)/fetch", _rows(fetch_rows)),
     ("POST", f"/v1/(?P<type>{_ROW_TYPES})/(?P<id>[^/]+)/fetch", _rows(fetch_rows)),
     ("POST", f"/v1/(?P<kind>{_CONFIG_RE})", config_routes.create),
+    ("DELETE", "/v1/(?P<kind>ai_secret)", config_routes.delete_by_name),
     ("PUT", f"/v1/(?P<kind>{_CONFIG_RE})", config_routes.create),
     ("GET", f"/v1/(?P<kind>{_CONFIG_RE})", config_routes.list_objects),
     ("GET", f"/v1/(?P<kind>{_CONFIG_RE})/(?P<id>[^/]+)", config_routes.by_id),

@@ -4,7 +4,7 @@ create-or-replace), list, get, patch, delete.
 
 Lists take the paging parameters (``listing.py``) and the filters the spec lists for the kind:
 ``<kind>_name``, ``project_id``/``project_name``, ``slug``, ``version`` (each object as of that
-version), ``score_type``, ``view_type``, ``org_name``; a view list names the object its views
+version), ``score_type``, ``view_type``, ``ai_secret_type``, ``org_name``; a view list names the object its views
 are on (``object_type``/``object_id``, required as in the spec). ``project_id`` and
 ``project_name`` are also read for the project-level kinds whose list the spec gives no project
 filter (span iframes, automations), so a client can list one project's.
@@ -54,6 +54,8 @@ def _list_filter(request: web.Request, kind: StoredKind) -> ListFilter:
             fields.append((name, (q[name],)))
     if "score_type" in ck.list_params and listing.multi(q, "score_type"):
         fields.append(("score_type", listing.multi(q, "score_type")))
+    if "ai_secret_type" in ck.list_params and listing.multi(q, "ai_secret_type"):
+        fields.append(("type", listing.multi(q, "ai_secret_type")))
     project_id = q.get("project_id")
     if ck.parent == "object":
         for name in ("object_type", "object_id"):
@@ -100,3 +102,12 @@ async def by_id(request: web.Request, params: dict[str, str]) -> web.Response:
         else {}
     )
     return json_response(await db.write(lambda c: configobjects.delete(c, kind, object_id, body, who)))
+
+
+async def delete_by_name(request: web.Request, params: dict[str, str]) -> web.Response:
+    """``DELETE /v1/<kind>`` naming the object in the body (``name``, ``org_name``): the
+    org-level kinds whose spec has it (AI secrets)."""
+    kind = _kind(params)
+    body = bodies.checked(bodies.request_schema("DELETE", f"/v1/{kind}"), await json_body(request))
+    who = principal(request)
+    return json_response(await store(request).write(lambda c: configobjects.delete_named(c, kind, body, who)))

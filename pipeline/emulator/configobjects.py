@@ -1,5 +1,5 @@
 """Project configuration objects, one implementation for every kind: prompts, functions, project
-scores and tags, views, span iframes, project automations and (org-level) groups.
+scores and tags, views, span iframes, project automations and (org-level) groups and AI secrets.
 
 Everything a kind needs is read from the shipped spec's operations on ``/v1/<kind>``: the create
 schema (``POST``), the object as read back (the ``200`` answer), the patch schema
@@ -19,6 +19,12 @@ schema (``POST``), the object as read back (the ``200`` answer), the patch schem
 keeps its id and creation time and takes the body's fields, the absent ones null); ``PATCH``
 sets the fields it names (``add_*``/``remove_*`` lists change a group's members); ``DELETE``
 marks the object deleted. Objects of another org answer exactly like missing ones.
+
+An AI secret's ``secret`` is written, never read back (the spec's read schema has no such
+field): the object shows ``preview_secret`` (its last four characters behind asterisks, for a
+value of 12 or more; asterisks only for a shorter one), when and by whom it was last set. A
+replace (``PUT``) or patch without a ``secret`` (or with a null one) leaves it as it was, as
+the spec says of ``PUT``. The emulator keeps only that preview: nothing it serves reads the value.
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ from pipeline.emulator.validate import BadRequest
 
 #: The kinds served here, in the order a copy creates them (what others refer to first).
 CONFIG_KINDS: Final[tuple[StoredKind, ...]] = (
-    "group", "project_tag", "span_iframe", "function", "prompt", "project_score",
+    "ai_secret", "group", "project_tag", "span_iframe", "function", "prompt", "project_score",
     "project_automation", "view",
 )  # fmt: skip
 #: Kinds sharing one slug namespace within a project.
@@ -200,6 +206,31 @@ def _store(conn: sqlite3.Connection, ck: ConfigKind, obj: dict[str, Any], action
     return versions.record(conn, obj, action) if ck.versioned else obj
 
 
+#: The write-only field of each kind that has one.
+_WRITE_ONLY: Final[dict[str, str]] = {"ai_secret": "secret"}
+_SHOWN_SECRET_CHARS: Final = 4
+_SHOWN_FROM_LENGTH: Final = 12
+
+
+def _preview(secret: str) -> str:
+    shown = secret[-_SHOWN_SECRET_CHARS:] if len(secret) >= _SHOWN_FROM_LENGTH else ""
+    return "*" * 8 + shown
+
+
+def _write_only(ck: ConfigKind, obj: dict[str, Any], given: dict[str, Any], who: Principal) -> None:
+    """Take ``ck``'s write-only field out of ``obj``; when ``given`` sets it (not null), record
+    its preview and when and by whom it was set instead (see the module docstring)."""
+    name = _WRITE_ONLY.get(ck.kind)
+    if name is None:
+        return
+    obj.pop(name, None)
+    value = given.get(name)
+    if isinstance(value, str):
+        obj.update(preview_secret=_preview(value), secret_updated_at=now_iso(), secret_updated_by_user_id=who.user_id)  # fmt: skip
+    if "updated_at" in ck.read.get("properties", {}):
+        obj["updated_at"] = now_iso()
+
+
 def create(conn: sqlite3.Connection, kind: StoredKind, body: dict[str, Any], who: Principal, *, replace: bool) -> tuple[dict[str, Any], bool]:  # fmt: skip
     """Get-or-create (``replace`` False) or create-or-replace; the object and whether it existed."""
     ck = config_kind(kind)
@@ -215,6 +246,7 @@ def create(conn: sqlite3.Connection, kind: StoredKind, body: dict[str, Any], who
         obj = {**existing, **fields, **kept}
         if obj.get("user_id") is None:  # a view's creator, when the replacing body names none
             obj["user_id"] = existing.get("user_id")
+        _write_only(ck, obj, body, who)
         _check_slug_free(conn, ck, parent, obj)
         return objects.save_object(conn, _store(conn, ck, obj, "upsert")), True
     read = ck.read.get("properties", {})
@@ -225,6 +257,7 @@ def create(conn: sqlite3.Connection, kind: StoredKind, body: dict[str, Any], who
         obj["user_id"] = who.user_id
     if "org_id" in read:
         obj["org_id"] = parent.org_id
+    _write_only(ck, obj, body, who)
     _check_slug_free(conn, ck, parent, obj)
     _store(conn, ck, obj, "upsert")
     conn.execute(
@@ -287,6 +320,7 @@ def patch(conn: sqlite3.Connection, kind: StoredKind, object_id: str, body: dict
                 deep_merge(merged, value, set())
                 value = merged
             obj[name] = value
+    _write_only(ck, obj, body, who)
     _check_key_free(conn, ck, parent, obj)
     return objects.save_object(conn, _store(conn, ck, obj, "merge"))
 
@@ -311,6 +345,17 @@ def delete(conn: sqlite3.Connection, kind: StoredKind, object_id: str, body: dic
         "UPDATE objects SET deleted = 1, data = ? WHERE id = ?", (orjson.dumps(obj).decode(), object_id)
     )
     return obj
+
+
+def delete_named(conn: sqlite3.Connection, kind: StoredKind, body: dict[str, Any], who: Principal) -> dict[str, Any]:  # fmt: skip
+    """Delete the org-level object of ``kind`` that ``body`` names (``name``, ``org_name``)."""
+    org = who.default_org(body.get("org_name"))
+    found = (
+        None if org is None else find_by_key(conn, kind, Parent(org.org_id, None), {"name": body.get("name")})
+    )
+    if found is None:
+        raise NotFound(f"{kind} {body.get('name')!r} not found")
+    return delete(conn, kind, found["id"], {}, who)
 
 
 def list_objects(conn: sqlite3.Connection, kind: StoredKind, flt: ListFilter, who: Principal, on: tuple[str, str] | None = None) -> list[dict[str, Any]]:  # fmt: skip

@@ -25,10 +25,11 @@ Kind = Literal["project", "dataset", "experiment"]
 KINDS: Final[tuple[Kind, ...]] = ("project", "dataset", "experiment")
 #: Every kind kept in the ``objects`` table: the REST kinds above, org-level custom roles, the
 #: settings of an org (``organizations.py``) and the project configuration objects
-#: (``configobjects.py``: prompts, functions, scores, tags, views, span iframes, automations, groups).
+#: (``configobjects.py``: prompts, functions, scores, tags, views, span iframes, automations, groups,
+#: AI secrets).
 StoredKind = Literal[
     "project", "dataset", "experiment", "role", "organization", "prompt", "function",
-    "project_score", "project_tag", "view", "span_iframe", "project_automation", "group",
+    "project_score", "project_tag", "view", "span_iframe", "project_automation", "group", "ai_secret",
 ]  # fmt: skip
 
 

@@ -304,3 +304,42 @@ def test_replace_resets_what_the_body_leaves_out(bt: Braintrust, project: Any) -
         None,
     )
     assert int(replaced.xact_id) > int(made.xact_id)
+
+
+def test_ai_secrets_are_written_never_read_back(server: RunningServer, bt: Braintrust) -> None:
+    """AI secrets (the first thing an org migration copies): get-or-create by name, the value
+    never in any answer (a preview instead), kept by a replace or patch that sends none,
+    listed by name and type, deleted by id or by name; Owner only to change, other orgs see
+    none."""
+    value = "sk-live-abcdefghijklmnop-WXYZ"
+    made = bt.ai_secrets.create(name="openai", type="openai", secret=value, metadata={"team": "a"})
+    raw = httpx.get(f"{server.url}/v1/ai_secret/{made.id}", headers={"Authorization": "Bearer owner-key"})
+    assert value not in raw.text and "WXYZ" in raw.text and "secret" not in raw.json()
+    assert made.preview_secret == "********WXYZ"
+    assert made.secret_updated_at is not None and made.secret_updated_by_user_id is not None
+    assert bt.ai_secrets.create(name="openai", secret="sk-other-value-0000") == made  # found, unchanged
+    short = bt.ai_secrets.create(name="short", type="anthropic", secret="abc")
+    assert short.preview_secret == "********"
+    replaced = bt.ai_secrets.replace(name="openai", type="azure")  # no secret: the value stays
+    assert (replaced.id, replaced.type, replaced.preview_secret) == (made.id, "azure", "********WXYZ")
+    assert replaced.metadata is None  # a replace takes the body's fields, the absent ones null
+    patched = bt.ai_secrets.update(made.id, secret="sk-new-value-000000-QRST")
+    assert patched.preview_secret == "********QRST" and patched.type == "azure"
+    assert ids(bt.ai_secrets.list(ai_secret_name="openai")) == [made.id]
+    assert ids(bt.ai_secrets.list(ai_secret_type=["anthropic"])) == [short.id]
+    assert ids(bt.ai_secrets.list(limit=1)) == [short.id, made.id]  # newest first, auto-paged
+    with client(server, "member-key") as member:
+        assert member.ai_secrets.retrieve(made.id) == patched
+        with pytest.raises(PermissionDeniedError):
+            member.ai_secrets.create(name="mine", secret="x")
+    with client(server, "outsider-key") as outsider:
+        assert ids(outsider.ai_secrets.list()) == []
+        with pytest.raises(NotFoundError):
+            outsider.ai_secrets.retrieve(made.id)
+        with pytest.raises(NotFoundError):
+            outsider.ai_secrets.find_and_delete(name="openai")
+    assert bt.ai_secrets.find_and_delete(name="openai").id == made.id
+    assert bt.ai_secrets.delete(short.id).id == short.id
+    assert ids(bt.ai_secrets.list()) == []
+    with pytest.raises(NotFoundError):
+        bt.ai_secrets.find_and_delete(name="openai")

@@ -51,6 +51,9 @@ async def test_other_org_cannot_read_or_write(api: Api) -> None:
     role = await api.ok("POST", "/v1/role", {"name": unique_name("role"), "member_roles": [OWNER_ROLE_ID]})
     org_a = owner["organizations"][0]
     prompt = await api.ok("POST", "/v1/prompt", {"project_id": pid, "name": "secret", "slug": "secret"})
+    ai_secret = await api.ok(
+        "POST", "/v1/ai_secret", {"name": unique_name("key"), "secret": "sk-org-a-0123456789"}
+    )
     view = {"object_type": "project", "object_id": pid}
     await api.ok("POST", "/v1/view", {**view, "view_type": "logs", "name": "secret"})
     before = await snapshot(api, ids), await api.ok("GET", "/v1/prompt", params={"project_id": pid})
@@ -122,6 +125,10 @@ async def test_other_org_cannot_read_or_write(api: Api) -> None:
         ("DELETE", f"/v1/prompt/{prompt['id']}", None, None, 404),
         ("GET", "/v1/view", None, view, 404),
         ("POST", "/v1/group", {"name": "intruder", "org_name": org_a["name"]}, None, 404),
+        ("GET", f"/v1/ai_secret/{ai_secret['id']}", None, None, 404),
+        ("PATCH", f"/v1/ai_secret/{ai_secret['id']}", {"secret": "sk-intruder"}, None, 404),
+        ("DELETE", "/v1/ai_secret", {"name": ai_secret["name"], "org_name": org_a["name"]}, None, 404),
+        ("DELETE", f"/v1/ai_secret/{ai_secret['id']}", None, None, 404),
         ("GET", f"/v1/user/{owner['id']}", None, None, 404),
         ("GET", f"/v1/organization/{org_a['id']}", None, None, 404),
         ("PATCH", f"/v1/organization/{org_a['id']}", {"name": "owned"}, None, 404),
@@ -182,7 +189,7 @@ async def test_other_org_cannot_read_or_write(api: Api) -> None:
     for method, path, body, params, status in cases:
         reply = await api.call(method, path, body, key=api.emulator.other_org_key, params=params)
         assert reply.status == status, (method, path, reply.status, reply.text)
-        assert "secret" not in reply.text
+        assert "secret" not in reply.text.replace("ai_secret", "")  # org A's content, never a kind's name
 
     hidden = {"object_type": "dataset", "object_ids": [dataset["id"]]}
     assert (
@@ -227,6 +234,7 @@ async def test_other_org_cannot_read_or_write(api: Api) -> None:
 
     assert (await snapshot(api, ids), await api.ok("GET", "/v1/prompt", params={"project_id": pid})) == before
     assert await api.ok("GET", f"/v1/role/{role['id']}") == role
+    assert await api.ok("GET", f"/v1/ai_secret/{ai_secret['id']}") == ai_secret
     assert (await api.ok("GET", f"/v1/organization/{org_a['id']}"))["name"] == org_a["name"]
     await api.ok("DELETE", f"/v1/role/{role['id']}")
     covered = {(m, re.sub("/{2,}", "/", p)) for m, p, *_ in cases}

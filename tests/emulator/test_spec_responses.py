@@ -31,12 +31,11 @@ _METHODS = ("get", "post", "put", "patch", "delete")
 #: served route's pattern takes the path for an id).
 NOT_SERVED: frozenset[str] = frozenset({
     # Object kinds the emulator does not keep (create, replace, list, get, patch, delete each):
-    # agents, AI secrets, environment variables, MCP servers, dataset snapshots.
-    *(f"{verb}{kind}" for kind in ("Agent", "AiSecret", "EnvVar", "McpServer", "DatasetSnapshot")
+    # agents, environment variables, MCP servers, dataset snapshots.
+    *(f"{verb}{kind}" for kind in ("Agent", "EnvVar", "McpServer", "DatasetSnapshot")
       for verb in ("post", "put", "get")),
-    *(f"{verb}{kind}Id" for kind in ("Agent", "AiSecret", "EnvVar", "McpServer", "DatasetSnapshot")
+    *(f"{verb}{kind}Id" for kind in ("Agent", "EnvVar", "McpServer", "DatasetSnapshot")
       for verb in ("get", "patch", "delete")),
-    "deleteAiSecret",  # delete an AI secret by name
     "postFunctionIdInvoke",  # running a function needs a model or code runner
     # API keys and service tokens: the emulator's keys are fixed when it starts.
     "getApiKey", "getApiKeyId", "deleteApiKeyId",
@@ -180,6 +179,11 @@ CONFIG: dict[str, tuple[str, Callable[[Context], dict[str, Any]], dict[str, Any]
         lambda ctx: {"name": uuid.uuid4().hex, "member_users": [ctx.member_id]},
         {"description": "patched"},
     ),
+    "ai_secret": (
+        "AiSecret",
+        lambda ctx: {"name": uuid.uuid4().hex, "type": "openai", "secret": "sk-spec-0123456789"},
+        {"metadata": {"k": 1}, "secret": "sk-spec-patched-98765"},
+    ),
 }
 
 
@@ -229,6 +233,11 @@ CASES: dict[str, Callable[[Context], Request]] = {
             ("post", "Feedback", _FEEDBACK),
         )
     },
+    "deleteAiSecret": lambda ctx: Request(
+        "DELETE",
+        "/v1/ai_secret",
+        {"name": ctx.ok("POST", "/v1/ai_secret", CONFIG["ai_secret"][1](ctx))["name"]},
+    ),
     "getExperimentIdSummarize": _rows("experiment", "summarize", method="GET"),
     "getDatasetIdSummarize": _rows("dataset", "summarize", method="GET"),
     "postCrossObjectInsert": lambda ctx: Request(

@@ -587,6 +587,7 @@ class ExportJob:
     async def _plan(self, project: dict[str, Any], *, read_ahead: bool = True) -> RunState:
         """Plan a new run: the selected objects, each snapshot and split into ranges;
         ``read_ahead``: read each range's first page meanwhile (a dry run reads none)."""
+        started = datetime.now(UTC).isoformat()  # before the snapshots: what they read is no older
         found: dict[str, Capabilities] = {}
         probed = anyio.Event()
 
@@ -621,7 +622,7 @@ class ExportJob:
             raise first_error(group) from None
         return RunState(
             run_id=layout.new_run_id(),
-            started_at=datetime.now(UTC).isoformat(),
+            started_at=started,
             options=self.options.run_key(),
             objects=[planned[i] for i in range(len(refs))],
         )

@@ -138,7 +138,7 @@ def _report_load(output: Output, summary: Any, verb: str) -> None:
             output.warn(warning)
         for broken in summary.broken:
             output.warn(f"not copied: {broken}")
-    if summary.skipped or summary.comments_skipped or summary.damaged or summary.broken:
+    if summary.failures():
         sys.exit(EXIT_FAILED)
 
 

@@ -139,7 +139,8 @@ async def run_migrate_job(
 ) -> JobResult:
     """Copy ``job.project`` to ``job.to_project`` and, with ``verify``, compare the two.
 
-    Skipped events or a verify difference leave ``ok`` false (exit code 1, like ``btpipe verify``).
+    What ``btpipe migrate`` exits 1 for (:meth:`LoadSummary.failures`) or a verify difference
+    leaves ``ok`` false (exit code 1); its warnings go with the job's.
     """
     started = time.monotonic()
     result = JobResult(name=job.name, kind=job.kind)
@@ -152,9 +153,11 @@ async def run_migrate_job(
         summary = await MigrateJob(src, dst, options, progress).run()
         result.rows = summary.rows
         result.details["migrate"] = summary.to_json()
-        if summary.skipped:
+        result.warnings += [f"job.{job.name}: {line}" for line in summary.warnings]
+        failures = summary.failures()
+        if failures:
             result.ok = False
-            result.warnings.append(f"job.{job.name}: {summary.skipped:,} events skipped")
+            result.warnings += [f"job.{job.name}: {line}" for line in failures]
         if job.verify:
             diffs = await VerifyJob(dst, job.to_project, ",".join(job.objects), progress).against_project(
                 src, job.project

@@ -65,8 +65,7 @@ class ObjectResult:
 
 @dataclass
 class LoadSummary:
-    """What a load (import or migrate) did; ``skipped`` > 0, ``comments_skipped`` > 0 or
-    ``damaged`` means exit code 1."""
+    """What a load (import or migrate) did; any of :meth:`failures` means exit code 1."""
 
     seconds: float = 0.0
     resumed: bool = False
@@ -109,6 +108,20 @@ class LoadSummary:
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "rows": self.rows, "skipped": self.skipped}
+
+    def failures(self) -> list[str]:
+        """Why the load did not carry everything over, one line each (exit code 1): events
+        and comments recorded in the error file, damaged inputs, configuration not copied."""
+        lines = []
+        if self.skipped:
+            lines.append(f"{self.skipped:,} events skipped (recorded in {self.error_file})")
+        if self.comments_skipped:
+            lines.append(
+                f"{self.comments_skipped:,} comments too big to send (recorded in {self.error_file})"
+            )
+        lines += [f"not imported: {damaged}" for damaged in self.damaged]
+        lines += [f"not copied: {broken}" for broken in self.broken]
+        return lines
 
     def add_config(self, outcome: ConfigOutcome) -> None:
         """What :class:`~pipeline.load.config.ConfigCopy` did: counts, and its lines (code

@@ -12,7 +12,7 @@ from click.testing import CliRunner, Result
 
 from pipeline.cli.jobs import run
 from pipeline.emulator.sample import generate_traces
-from tests.helpers import all_rows, insert, make_project, read_export_files, unique
+from tests.helpers import all_rows, insert, make_project, post, read_export_files, unique
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -196,3 +196,38 @@ def test_a_failed_job_is_named_and_the_jobs_before_it_are_reported(emulator: Any
     assert as_json.exit_code == 4
     (done,) = orjson.loads(as_json.stdout)
     assert (done["name"], done["rows"], done["ok"]) == ("good", rows, True)
+
+
+def test_a_migrate_job_that_leaves_configuration_behind_fails_and_says_what(
+    emulator: Any, tmp_path: Path
+) -> None:
+    """What ``btpipe migrate`` exits 1 for (a configuration object whose reference cannot be
+    remapped) fails the job too, named in its warnings; a code bundle left out is a warning."""
+    other = post(emulator.url, emulator.key, "/v1/project", {"name": unique("elsewhere")})
+    tool = post(emulator.url, emulator.key, "/v1/function", {
+        "project_id": other["id"], "name": "tool", "slug": "tool", "function_data": {"type": "prompt"},
+        "prompt_data": {"prompt": {"type": "chat", "messages": [{"role": "user", "content": "x"}]}}})  # fmt: skip
+    source = post(emulator.url, emulator.key, "/v1/project", {"name": unique("left-behind")})
+    post(emulator.url, emulator.key, "/v1/prompt", {
+        "project_id": source["id"], "name": "uses", "slug": "uses",
+        "prompt_data": {"prompt": {"type": "chat", "messages": [{"role": "user", "content": "y"}]},
+                        "tool_functions": [{"type": "function", "id": tool["id"]}]}})  # fmt: skip
+    bundle = {"type": "code", "data": {"type": "bundle", "bundle_id": "b-1", "location": {"type": "function", "index": 0},
+                                       "runtime_context": {"runtime": "node", "version": "20"}}}  # fmt: skip
+    post(emulator.url, emulator.key, "/v1/function",
+         {"project_id": source["id"], "name": "bundled", "slug": "bundled", "function_data": bundle})  # fmt: skip
+    config = tmp_path / "job.toml"
+    config.write_text(
+        f'[destination]\napi_url = "{emulator.url}"\napi_key_env = "BRAINTRUST_API_KEY"\n[job.m]\nkind = "migrate"\n'
+        f'project = "{source["name"]}"\nto_project = "{unique("copy")}"\ncreate_project = true\n'
+        f'objects = ["config"]\nverify = false\nstate_dir = "{tmp_path / "state"}"\n'
+    )
+    env = {"BRAINTRUST_API_URL": emulator.url, "BRAINTRUST_API_KEY": emulator.key, "BTPIPE_OUT": None}
+    result = CliRunner().invoke(run, [str(config), "--json"], env=env)
+    assert result.exit_code == 1, result.stderr
+    (done,) = orjson.loads(result.stdout)
+    assert done["ok"] is False
+    assert any(w.startswith("job.m: not copied: prompt 'uses': refers to ") for w in done["warnings"])
+    assert "job.m: function 'bundled': a code bundle cannot be copied; skipped" in done["warnings"]
+    text = CliRunner().invoke(run, [str(config)], env=env)
+    assert text.exit_code == 1 and "not copied: prompt 'uses'" in text.stderr

@@ -338,6 +338,12 @@ class ExportJob:
             raise UsageError(f"--format: expected parquet, jsonl or delta, got {options.format!r}")
         if options.shape not in ("spans", "traces", "summary"):
             raise UsageError(f"--shape: expected spans, traces or summary, got {options.shape!r}")
+        if options.format == "delta" and options.shape == "summary":
+            raise UsageError(
+                "--shape summary: a Delta table holds one row per span, and a summary row (one per "
+                "trace, under its root span's id) would overwrite its root span; export summaries "
+                "with --format parquet or jsonl"
+            )
         refusal = incremental_refusal(Scope(options.shape, options.filter or ""))
         if options.incremental and refusal:
             raise UsageError(f"--incremental: {refusal}")
@@ -616,6 +622,7 @@ class ExportJob:
                     raise UsageError(
                         f"--objects {self.options.objects!r} selects nothing in project {project['name']!r}"
                     )
+                await self._refuse_partial_new_tables(refs)
                 for i, ref in enumerate(refs):
                     tg.start_soon(plan_one, i, ref)
         except BaseExceptionGroup as group:
@@ -626,6 +633,19 @@ class ExportJob:
             options=self.options.run_key(),
             objects=[planned[i] for i in range(len(refs))],
         )
+
+    async def _refuse_partial_new_tables(self, refs: list[ObjectRef]) -> None:
+        """With ``--format delta``, a run reading part of the rows (``--filter``, ``--shape
+        traces``) cannot create a table: refused before anything is read (an incremental run
+        with no earlier one reads everything)."""
+        opts = self.options
+        partial_by = "--filter" if opts.filter else f"--shape {opts.shape}" if opts.shape != "spans" else None
+        if opts.format != "delta" or partial_by is None:
+            return
+        from pipeline.sinks.delta import refuse_partial_new_table
+
+        for object_type in dict.fromkeys(ref.object_type for ref in refs):
+            await anyio.to_thread.run_sync(refuse_partial_new_table, self.storage, object_type, partial_by)
 
     async def _plan_object(
         self, ref: ObjectRef, probed: Callable[[], Awaitable[Capabilities]], *, read_ahead: bool

@@ -159,6 +159,18 @@ def _merge_batches(storage: Storage, obj: StagedObject) -> Iterator[pa.RecordBat
     yield from _delete_batches(obj, deleted)
 
 
+def refuse_partial_new_table(storage: Storage, object_type: ObjectType, partial_by: str) -> None:
+    """UsageError when ``object_type`` has no table yet: a run reading part of the rows
+    (``partial_by``: the flag that makes it so) cannot create one. Blocking."""
+    relpath = layout.delta_table(object_type)
+    if _open_table(storage.table_location(relpath)) is None:
+        raise UsageError(
+            f"{location(storage, relpath)}: no Delta table there, and a run with {partial_by} reads only "
+            "part of the rows; create the table with a full export first (without --filter, --shape or "
+            "--incremental)"
+        )
+
+
 def _open_table(where: TableLocation) -> DeltaTable | None:
     if not DeltaTable.is_deltatable(where.uri, storage_options=where.options):
         return None

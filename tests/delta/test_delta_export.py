@@ -214,3 +214,27 @@ def test_an_object_deleted_at_the_source_leaves_its_table(
         emulator.url, emulator.key, "dataset", kept["id"]
     )
     assert_equal_to_source(emulator, {"project_logs": project}, root)
+
+
+def test_runs_a_table_cannot_take_are_refused_before_anything_is_read(
+    emulator: Emulator, objects: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    """A Delta table holds one row per span: summary rows (one per trace, under its root span's
+    id) would overwrite root spans, so ``--shape summary`` is refused; a run reading part of
+    the rows (``--filter``, ``--shape traces``) cannot create a table. Both exit 2 naming the
+    flag, before anything is read or written, so the plain run after them starts afresh."""
+    root = tmp_path / "out"
+    project = objects["project_logs"]
+    base = ("export", "--project", project["name"], "--out", str(root), "--format", "delta", "--quiet")
+    summary = btpipe(emulator, *base, "--shape", "summary")
+    assert summary.exit_code == 2 and "--shape summary" in summary.stderr, summary.output
+    for flags in (("--filter", "input = 0"), ("--shape", "traces")):
+        refused = btpipe(emulator, *base, *flags)
+        assert refused.exit_code == 2 and flags[0] in refused.stderr and "no Delta table" in refused.stderr
+        assert not root.exists() or not any(root.rglob("*.json")), refused.output
+    export(emulator, project, root)
+    assert_equal_to_source(emulator, objects, root)
+    before = DeltaTable(str(root / "delta" / "project_logs")).version()
+    assert btpipe(emulator, *base, "--shape", "summary").exit_code == 2  # a table there: still refused
+    assert DeltaTable(str(root / "delta" / "project_logs")).version() == before
+    assert_equal_to_source(emulator, objects, root)

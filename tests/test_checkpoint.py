@@ -90,3 +90,25 @@ def test_a_ledger_without_save_only_counts() -> None:
 
     ledger = anyio.run(scenario)
     assert (ledger.rows, progress.rows, progress.cursor) == (5, 5, "c1")
+
+
+@given(st.integers(1, 30), st.randoms())
+def test_confirmed_counts_every_finished_batch_whatever_the_order(n: int, rng: random.Random) -> None:
+    """``confirmed``: the rows of every batch finished, in the prefix or beyond it (what a
+    stopped delete has deleted), while ``rows`` waits for the prefix (what a resume may skip)."""
+    order = list(range(n))
+    rng.shuffle(order)
+    sizes = [seq % 4 + 1 for seq in range(n)]
+
+    async def scenario() -> None:
+        ledger = Ledger(ObjectProgress("D"))
+        for seq in range(n):
+            ledger.register(seq, batch_mark(seq), sizes[seq])
+        done: set[int] = set()
+        for seq in order:
+            await ledger.finished(seq)
+            done.add(seq)
+            assert ledger.confirmed == sum(sizes[s] for s in done)
+            assert ledger.rows == sum(sizes[: prefix(done)])
+
+    anyio.run(scenario)

@@ -277,8 +277,8 @@ def delete_command(**kw: Any) -> None:
                        "matched": sum(p.matched or 0 for p in plans_only), "deleted": deleted, "changed": changed,
                        "warnings": warnings})  # fmt: skip
         elif stopped:  # whatever the flags: rows are gone, and the user must know how many
-            click.echo(f"btpipe: {deleted:,} rows were deleted before it stopped (and perhaps a batch "
-                       "sent as it stopped); what still matches is left", err=True)  # fmt: skip
+            click.echo(f"btpipe: {deleted:,} rows were deleted before it stopped (and perhaps the "
+                       "batches sent as it stopped); what still matches is left", err=True)  # fmt: skip
         elif not kw["dry_run"]:
             output.say(f"deleted {deleted:,} rows" + (
                 f"; {changed:,} no longer matched when their turn came and were left" if changed else ""))  # fmt: skip

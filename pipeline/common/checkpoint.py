@@ -61,6 +61,11 @@ class PrefixTracker:
         """Registered batches not yet in the prefix."""
         return len(self._marks)
 
+    @property
+    def confirmed(self) -> int:
+        """Rows of every batch finished, in the prefix or beyond it."""
+        return self.rows + sum(self._rows[seq] for seq in self._finished)
+
 
 class Ledger:
     """The checkpoint of one object of a load: batches registered in order, finished in any.
@@ -98,6 +103,12 @@ class Ledger:
     def skipped(self) -> int:
         """Events this run skipped in the prefix (see the class docstring)."""
         return self.tracker.skipped
+
+    @property
+    def confirmed(self) -> int:
+        """Rows of every batch this run finished, whatever the order: what the server has
+        applied (a stopped delete's count), where ``rows`` is what a resume may skip."""
+        return self.tracker.confirmed
 
     def register(self, seq: int, mark: Mark | None, rows: int) -> None:
         self.tracker.register(seq, mark, rows)

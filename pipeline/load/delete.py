@@ -90,8 +90,8 @@ async def delete(
 ) -> None:
     """Delete every row each plan matched (at its pinned version) and still matches, each
     object a task of ``progress``; fills ``plan.deleted`` and ``plan.changed``, also when it
-    stops part way (then ``deleted`` counts the batches confirmed in order; one sent as it
-    stopped may have been applied too). ``warnings`` gets a line when the server would not
+    stops part way (then ``deleted`` counts every batch the server confirmed; those sent as
+    it stopped, at most ``workers``, may have been applied too). ``warnings`` gets a line when the server would not
     say which ids still match."""
     progress = progress if progress is not None else Progress()
     limit = await request_limit(client, max_batch_bytes)
@@ -115,7 +115,7 @@ async def delete(
         await pool.run(produce)
     finally:  # stopped too (Ctrl-C, an error): the counts say what was done before it stopped
         for planned, ledger, task in ledgers:
-            planned.deleted = ledger.rows
+            planned.deleted = ledger.confirmed
             planned.matched = read.get(planned.object_id, 0)
             task.finish()
 

@@ -143,13 +143,16 @@ def remap(value: Any, id_map: Mapping[str, str]) -> Any:
 def references(value: Any) -> list[str]:
     """The ids an object refers to that must exist for it to work: every saved function
     reference (``{"type": "function", "id": ...}``: prompt tools, online scorers, the default
-    preprocessor, graph nodes) and the settings' ``baseline_experiment_id``."""
+    preprocessor; ``{"function_id": ...}``, the spec's FunctionId: a graph node's function),
+    and the settings' ``baseline_experiment_id``."""
     found: list[str] = []
 
     def walk(node: Any) -> None:
         if isinstance(node, dict):
             if node.get("type") == "function" and isinstance(node.get("id"), str):
                 found.append(node["id"])
+            if isinstance(node.get("function_id"), str):
+                found.append(node["function_id"])
             if isinstance(node.get("baseline_experiment_id"), str):
                 found.append(node["baseline_experiment_id"])
             for item in node.values():

@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -573,3 +574,52 @@ def test_a_version_write_whose_answer_was_lost_is_not_written_twice(
         checked = btpipe(emulator, "verify", "--project", source["name"], "--to-project", target, "--objects",
                          "config", "--to-api-url", lossy, "--to-api-key-env", "DESTINATION_KEY")  # fmt: skip
         assert checked.exit_code == 0, checked.output
+
+
+def test_graph_nodes_name_the_copies_of_their_functions(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A graph function's nodes name functions by ``{"function_id": ...}`` (the spec's
+    FunctionId): each is written after the functions it names and names their copies, in
+    another org too; a node naming a function the source does not have is a broken reference."""
+    monkeypatch.setenv(OTHER, emulator.other_org_key)
+    url, key = emulator.url, emulator.key
+    project = post(url, key, "/v1/project", {"name": unique("graph")})
+
+    def function(slug: str, data: dict[str, Any]) -> dict[str, Any]:
+        made: dict[str, Any] = send("PUT", url, key, "/v1/function",
+                                    {"project_id": project["id"], "name": slug, "slug": slug, "function_data": data})  # fmt: skip
+        return made
+
+    def graph(*node_ids: str) -> dict[str, Any]:
+        nodes: dict[str, Any] = {"in": {"type": "input"}, "out": {"type": "output"}}
+        nodes.update(
+            {f"n{i}": {"type": "function", "function": {"function_id": f}} for i, f in enumerate(node_ids)}
+        )
+        return {"type": "graph", "nodes": nodes, "edges": {}}
+
+    # Listed newest first, the graph comes before the tools it names: only its references order it.
+    tool_a, tool_b = function("tool-a", INLINE), function("tool-b", INLINE)
+    function("graph-g", graph(tool_a["id"], tool_b["id"]))
+    target = unique("graph-copy")
+    for _ in range(2):
+        result = btpipe(emulator, "migrate", "--from-project", project["name"], "--to-project", target,
+                        "--create-project", "--objects", "config", "--to-api-key-env", OTHER, "--json")  # fmt: skip
+        assert result.exit_code == 0, result.output
+    copied = destination_project(emulator, target)
+    functions = listing(emulator, emulator.other_org_key, copied["id"])["function"]
+    nodes = functions["graph-g"]["function_data"]["nodes"]
+    assert [nodes[n]["function"]["function_id"] for n in ("n0", "n1")] == [
+        functions["tool-a"]["id"],
+        functions["tool-b"]["id"],
+    ]
+    assert orjson.loads(result.stdout)["config"][2] == {
+        "kind": "function",
+        "created": 0,
+        "updated": 0,
+        "unchanged": 3,
+    }
+    function("graph-h", graph("00000000-0000-4000-8000-00000000dead"))
+    broken = btpipe(emulator, "migrate", "--from-project", project["name"], "--to-project", target,
+                    "--objects", "config", "--to-api-key-env", OTHER)  # fmt: skip
+    assert broken.exit_code == 1 and "not copied: function 'graph-h': refers to id" in broken.stderr

@@ -28,7 +28,7 @@ its first row (:class:`~pipeline.common.errors.DamagedFileError`), or, with
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -202,6 +202,7 @@ class ImportJob:
             if config.project_id is not None:
                 id_map[config.project_id] = project["id"]
             run.summary.add_config(await copy.apply(id_map))
+        copies = {obj.id: ref.id for obj, ref, _ in plans if obj.id is not None}
         results = [ObjectResult(obj.label, ref.label, ref.id, created, 0, 0) for obj, ref, created in plans]
         self.request_limit = run.summary.request_limit
 
@@ -215,7 +216,9 @@ class ImportJob:
             if self._objects is None:
                 batcher = run.batcher(record, ref, task)
                 await feed_runs(
-                    run.pool, batcher, object_runs(storage, obj, ref, record.position, run.attachments)
+                    run.pool,
+                    batcher,
+                    object_runs(storage, obj, ref, record.position, run.attachments, copies),
                 )
             else:
 
@@ -266,12 +269,14 @@ def object_runs(
     ref: ObjectRef,
     mark: FilePosition | None,
     attachments: AttachmentCopier,
+    copies: Mapping[str, str] | None = None,
 ) -> Iterator[AsyncIterator[list[Item]]]:
     """A reader of ``obj``'s items for ``ref`` per run (:mod:`pipeline.load.ordered`), from
     ``mark`` on, their attachments copied by ``attachments``: what an import feeds its
     batcher, in this process or in a Ray task. Before each run, the deletes of the rows it
-    writes again that lost comments at the source go out as a run of their own."""
-    source = SourceObject(obj.object_type or ref.object_type, obj.id)
+    writes again that lost comments at the source go out as a run of their own. ``copies``:
+    the objects the load copies (source id -> destination id), for the rows' ``origin``."""
+    source = SourceObject(obj.object_type or ref.object_type, obj.id, copies or {})
     files = obj.files
     start_file, after = 0, -1
     if mark is not None:

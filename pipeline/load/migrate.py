@@ -125,6 +125,7 @@ class MigrateJob:
         self.destination = destination
         self.options = options
         self.progress = progress
+        self._copies: dict[str, str] = {}  # the objects copied, source id -> destination id
         progress.watch_retries(source)
 
     async def run(self) -> LoadSummary:
@@ -166,6 +167,7 @@ class MigrateJob:
             for w, ref in zip(wanted, refs, strict=True)
         ]
         id_map = {src_project["id"]: dst_project["id"], **{ref.id: dest.id for ref, dest, _ in plans}}
+        self._copies = {ref.id: dest.id for ref, dest, _ in plans}
         if config is not None:
             run.summary.add_config(await config.apply(id_map))
         if opts.acls:
@@ -254,7 +256,7 @@ class MigrateJob:
             max_limit=self.options.page_limit,
             limit=self.options.page_limit,
         )
-        source = SourceObject(ref.object_type, ref.id)
+        source = SourceObject(ref.object_type, ref.id, self._copies)
         async for page in pager.pages():
             items = await anyio.to_thread.run_sync(page_items, page.raw, source, page.cursor, ref.label)
             yield await attachments.rewrite(items)

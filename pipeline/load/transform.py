@@ -9,7 +9,8 @@ kept, so traces and timestamps survive and a re-sent event overwrites instead of
 Write-control fields (``_object_delete``, ``_is_merge``, ...) are never copied from data: a
 row read back is a whole row, and a stray ``_object_delete`` in a backup must not turn a
 restore into a delete. Where a row has no ``origin``, it gets one pointing at the row it was
-copied from (provenance; ``verify`` ignores it because it is a destination field).
+copied from (provenance; ``verify`` ignores it because it is a destination field). An origin
+it has (an eval row's dataset record) that names an object the load copies names the copy.
 
 A row's ``comments`` (what feedback attached to it) are no field of an event: the insert
 endpoints take none. They travel as the official SDKs' ``log_feedback`` sends a comment, as
@@ -26,7 +27,8 @@ from __future__ import annotations
 
 import re
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from pipeline.common import jsoncodec
@@ -52,6 +54,9 @@ class SourceObject:
 
     object_type: ObjectType
     id: str | None = None
+    #: The objects the load copies, source id -> destination id: an ``origin`` naming one is
+    #: pointed at its copy.
+    copies: Mapping[str, str] = field(default_factory=dict)
 
 
 def source_object_id(row: dict[str, Any], source: SourceObject) -> str | None:
@@ -66,6 +71,9 @@ def source_object_id(row: dict[str, Any], source: SourceObject) -> str | None:
 def to_event(row: dict[str, Any], source: SourceObject) -> dict[str, Any]:
     """The insert event for ``row`` (a fresh dict; ``row`` is not modified)."""
     event = {k: v for k, v in row.items() if k not in _DROPPED}
+    origin_of = event.get("origin")
+    if isinstance(origin_of, dict) and origin_of.get("object_id") in source.copies:
+        event["origin"] = {**origin_of, "object_id": source.copies[origin_of["object_id"]]}
     if event.get("origin") is None and "id" in row:
         object_id = source_object_id(row, source)
         if object_id is not None:

@@ -34,7 +34,7 @@ from pipeline.load.insert import ErrorLog, InsertOptions, InsertPool
 from pipeline.sinks.jsonl import JsonlSink
 from pipeline.sinks.parquet import ParquetSink
 from tests.conftest import Emulator
-from tests.helpers import all_rows, insert, post, unique
+from tests.helpers import all_rows, btpipe, insert, post, unique
 from tests.reliability.support import cli_env
 
 
@@ -426,3 +426,39 @@ def test_a_delete_stopped_part_way_says_how_many_rows_it_deleted(tmp_path: Path)
     assert summary["stopped"] is True
     assert 80 <= summary["deleted"] <= gone <= summary["deleted"] + 4 * 5
     assert "keeps no state" in err
+
+
+def test_a_rows_origin_in_a_copied_object_names_the_copy(emulator: Emulator, tmp_path: Path) -> None:
+    """An eval row's ``origin`` names the dataset record it came from; when the load copies that
+    dataset too, the copy's row names the copied dataset (migrate and import). An origin in an
+    object the load does not copy stays as it is."""
+    src = make_project(emulator)
+    dataset = post(emulator.url, emulator.key, "/v1/dataset", {"project_id": src["id"], "name": "golden"})
+    insert(emulator.url, emulator.key, "dataset", dataset["id"], [{"id": "rec1", "input": 1, "expected": 2}])
+    exp = post(emulator.url, emulator.key, "/v1/experiment", {"project_id": src["id"], "name": "e", "dataset_id": dataset["id"]})  # fmt: skip
+    elsewhere = "00000000-0000-4000-8000-0000000000ee"
+    insert(emulator.url, emulator.key, "experiment", exp["id"], [
+        {"id": "r1", "input": 1, "origin": {"object_type": "dataset", "object_id": dataset["id"], "id": "rec1"}},
+        {"id": "r2", "input": 2, "origin": {"object_type": "dataset", "object_id": elsewhere, "id": "x"}},
+    ])  # fmt: skip
+    other = emulator.other_org_key
+    out = tmp_path / "out"
+    exported = btpipe(emulator, "export", "--project", src["name"], "--objects", "datasets,experiments",
+                      "--out", str(out), "--quiet")  # fmt: skip
+    assert exported.exit_code == 0, exported.output
+    migrated = run(migrate_command, emulator, "--from-project", src["name"], "--objects", "datasets,experiments",
+                   "--to-project", unique("migrated"), "--create-project", "--to-api-url", emulator.url,
+                   "--to-api-key-env", "OTHER_KEY", "--state-dir", str(tmp_path / "m"), "--json",
+                   env={"OTHER_KEY": other})  # fmt: skip
+    imported = run(import_command, emulator, "--in", str(out), "--to-project", unique("imported"),
+                   "--create-project", "--state-dir", str(tmp_path / "i"), "--json", key=other)  # fmt: skip
+    for how, result in (("migrate", migrated), ("import", imported)):
+        assert result.exit_code == 0, result.output
+        ids = {o["source"]: o["destination_id"] for o in orjson.loads(result.stdout)["objects"]}
+        rows = all_rows(emulator.url, other, "experiment", ids["experiment:e"])
+        assert rows["r1"]["origin"] == {
+            "object_type": "dataset",
+            "object_id": ids["dataset:golden"],
+            "id": "rec1",
+        }, how
+        assert rows["r2"]["origin"]["object_id"] == elsewhere, how

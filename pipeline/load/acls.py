@@ -8,7 +8,7 @@ again on the destination's copy:
 
 - a grant to a **group** names the destination's group of the same name;
 - a grant of a **custom role** names the destination's role of the same name, created with the
-  same permissions when missing;
+  same permissions and inherited roles (``member_roles``, mapped the same way) when missing;
 - a grant to a **user**, and a group's member users, are mapped by email, and only with
   ``--map-users``: the destination's user with the same email. A user the destination org
   does not have is listed, never invented (no invitation is sent).
@@ -23,7 +23,7 @@ from typing import Any
 
 from pipeline.api.client import BraintrustClient
 from pipeline.api.objects import list_all
-from pipeline.common.errors import NotFoundError
+from pipeline.common.errors import ApiError, NotFoundError
 
 
 @dataclass(frozen=True)
@@ -171,11 +171,15 @@ class AclCopy:
             )
         return str(mine["id"])
 
-    async def _role(self, role_id: str) -> str:
-        """The destination role named as the source's custom role, created with its permissions
-        when missing (a built-in role has the same name everywhere)."""
+    async def _role(self, role_id: str, inheriting: frozenset[str] = frozenset()) -> str:
+        """The destination role named as the source's custom role, created when missing with
+        its permissions and the roles it inherits (``member_roles``, each mapped the same way
+        first; a built-in role has the same name everywhere). ``inheriting``: the roles whose
+        copy waits for this one (a role inheriting itself, through others, is refused)."""
         if role_id in self._roles:
             return self._roles[role_id]
+        if role_id in inheriting:
+            raise ApiError(f"role {role_id} inherits itself through its member_roles; cannot copy it")
         role = await self.source.get_json(f"/v1/role/{role_id}")
         org = await self._org()
         found = [
@@ -186,8 +190,10 @@ class AclCopy:
         ]
         mine = next((r for r in found if r["name"] == role["name"]), None)
         if mine is None:
+            inherited = [await self._role(r, inheriting | {role_id}) for r in role.get("member_roles") or []]
             body = {"name": role["name"], "description": role.get("description"),
-                    "member_permissions": role.get("member_permissions") or [], "org_name": org}  # fmt: skip
+                    "member_permissions": role.get("member_permissions") or [], "member_roles": inherited or None,
+                    "org_name": org}  # fmt: skip
             mine = await self.destination.post_json("/v1/role", body)
             self.outcome.roles_created += 1
         self._roles[role_id] = str(mine["id"])

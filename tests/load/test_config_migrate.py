@@ -623,3 +623,47 @@ def test_graph_nodes_name_the_copies_of_their_functions(
     broken = btpipe(emulator, "migrate", "--from-project", project["name"], "--to-project", target,
                     "--objects", "config", "--to-api-key-env", OTHER)  # fmt: skip
     assert broken.exit_code == 1 and "not copied: function 'graph-h': refers to id" in broken.stderr
+
+
+def test_a_custom_roles_inherited_roles_are_copied_with_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A custom role granted on the project is created in the destination org with its
+    permissions and the roles it inherits (``member_roles``: a built-in role, another custom
+    role, created first), each named as the destination's own; a user in both orgs keeps
+    everything the role gave."""
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+    from pipeline.emulator.auth import KeySpec
+    from pipeline.emulator.server import RunningServer, ServerConfig
+
+    keys = (KeySpec("a-owner", "owner@a.test", "a"), KeySpec("b-owner", "owner@b.test", "b"),
+            KeySpec("a-shared", "shared@x.test", "a", "member"), KeySpec("b-shared", "shared@x.test", "b", "member"))  # fmt: skip
+    with RunningServer(ServerConfig(port=0, db=str(tmp_path / "e.db"), keys=keys)) as server:
+        url = server.url
+        monkeypatch.setenv("B_KEY", "b-owner")
+        roles = {r["name"]: r["id"] for r in send("GET", url, "a-owner", "/v1/role")["objects"]}
+        base = post(
+            url, "a-owner", "/v1/role", {"name": "base", "member_permissions": [{"permission": "read_acls"}]}
+        )
+        plus = post(url, "a-owner", "/v1/role", {"name": "eng-plus", "member_permissions": [{"permission": "create_acls"}],
+                                                 "member_roles": [roles["Engineer"], base["id"]]})  # fmt: skip
+        project = post(url, "a-owner", "/v1/project", {"name": "p"})
+        [shared] = send("GET", url, "a-owner", "/v1/user", params={"email": "shared@x.test"})["objects"]
+        post(url, "a-owner", "/v1/acl", {"object_type": "project", "object_id": project["id"], "user_id": shared["id"],
+                                         "role_id": plus["id"]})  # fmt: skip
+        env = {"BRAINTRUST_API_URL": url, "BRAINTRUST_API_KEY": "a-owner"}
+        result = CliRunner().invoke(main, ["migrate", "--from-project", "p", "--to-project", "p2", "--create-project",
+                                           "--objects", "config", "--acls", "--map-users", "--to-api-key-env", "B_KEY",
+                                           "--json"], env=env)  # fmt: skip
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["acls"]["roles_created"] == 2
+        theirs = {r["name"]: r for r in send("GET", url, "b-owner", "/v1/role")["objects"]}
+        assert theirs["eng-plus"]["member_permissions"] == [
+            {"permission": "create_acls", "restrict_object_type": None}
+        ]
+        assert sorted(theirs["eng-plus"]["member_roles"]) == sorted(
+            [theirs["Engineer"]["id"], theirs["base"]["id"]]
+        )
+        assert theirs["base"]["org_id"] != base["org_id"]

@@ -80,9 +80,13 @@ async def resolve_project(client: BraintrustClient, name_or_id: str) -> dict[str
     raise NotFoundError(client.sided(f"project {name_or_id!r} not found"))
 
 
-async def ensure_project(client: BraintrustClient, name: str) -> dict[str, Any]:
-    """Create the project if it does not exist (the API returns the existing one otherwise)."""
-    project: dict[str, Any] = await client.post_json("/v1/project", {"name": name})
+async def ensure_project(
+    client: BraintrustClient, name: str, description: str | None = None
+) -> dict[str, Any]:
+    """Create the project if it does not exist (the API returns the existing one otherwise,
+    as it is); ``description``: the new project's."""
+    body = {"name": name} if description is None else {"name": name, "description": description}
+    project: dict[str, Any] = await client.post_json("/v1/project", body)
     return project
 
 

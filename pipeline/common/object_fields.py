@@ -15,7 +15,10 @@ from pipeline.querylang.ast import ObjectType
 COPIED_KINDS: Final[tuple[ObjectType, ...]] = ("dataset", "experiment")
 COPIED_FIELDS: Final[dict[str, tuple[str, ...]]] = {
     "dataset": ("description", "metadata", "tags"),
-    "experiment": ("description", "metadata", "tags", "public", "repo_info"),
+    "experiment": ("description", "metadata", "tags", "public", "repo_info", "internal_metadata"),
 }
 #: Fields of an experiment holding the id of another object of its project.
 REFERENCES: Final = ("base_exp_id", "dataset_id")
+#: The field of an experiment naming the function (of ``function_type`` parameters) it ran
+#: with; a copy names the function's copy, set once the configuration is written.
+PARAMETERS: Final = "parameters_id"

@@ -37,7 +37,7 @@ from pipeline.api.objects import ObjectRef, find_object, logs_ref, object_ref
 from pipeline.api.snapshot import take_snapshot
 from pipeline.common import jsoncodec
 from pipeline.common.errors import ApiError, TransientApiError, UsageError
-from pipeline.common.object_fields import COPIED_FIELDS, REFERENCES
+from pipeline.common.object_fields import COPIED_FIELDS, PARAMETERS, REFERENCES
 from pipeline.common.rows import ObjectType
 from pipeline.querylang.ast import from_object
 
@@ -309,6 +309,36 @@ async def link_dataset_versions(
         if version is not None:
             body = jsoncodec.dumps({"dataset_version": version})
             await client.request("PATCH", f"/v1/experiment/{link.experiment.id}", body=body)
+
+
+async def link_parameters(
+    client: BraintrustClient,
+    experiments: list[tuple[dict[str, Any], ObjectRef]],
+    id_map: dict[str, str],
+    warnings: list[str],
+) -> None:
+    """Point each experiment copy at the copy of the function its source ran with
+    (``parameters_id``, once the configuration is written: ``id_map`` holds its copy). A
+    ``parameters_version`` names a version of the source's function, which a copy does not
+    have: the copy links the function's copy as it is (a warning says so); a function not
+    copied leaves the link out (a warning too). ``experiments``: (source info, copy)."""
+    for info, copy in experiments:
+        source_id = info.get(PARAMETERS)
+        if not isinstance(source_id, str):
+            continue
+        if source_id not in id_map:
+            warnings.append(
+                f"{copy.label}: its parameters function {source_id} was not copied (copy the project's "
+                "functions too: --objects ...,functions); the link is left out"
+            )
+            continue
+        if info.get("parameters_version") is not None:
+            warnings.append(
+                f"{copy.label}: its parameters_version {info['parameters_version']} is a version of the "
+                "source's function; it links the function's copy as it is"
+            )
+        body = jsoncodec.dumps({PARAMETERS: id_map[source_id], "parameters_version": None})
+        await client.request("PATCH", f"/v1/experiment/{copy.id}", body=body)
 
 
 def version_number(version: str) -> int:

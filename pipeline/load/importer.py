@@ -55,6 +55,7 @@ from pipeline.load.destinations import (
     Wanted,
     ensure_objects,
     link_dataset_versions,
+    link_parameters,
 )
 from pipeline.load.ordered import (
     CommentLedger,
@@ -197,12 +198,14 @@ class ImportJob:
             warnings=run.summary.warnings, verb="imported",
         )  # fmt: skip
         plans = [(obj, destinations[obj.key].ref, destinations[obj.key].created) for obj in inputs]
+        copies = {obj.id: ref.id for obj, ref, _ in plans if obj.id is not None}  # the objects, for origins
+        id_map = dict(copies)  # and the configuration, as it is written
         if copy is not None:
-            id_map = {obj.id: ref.id for obj, ref, _ in plans if obj.id is not None}
             if config.project_id is not None:
                 id_map[config.project_id] = project["id"]
             run.summary.add_config(await copy.apply(id_map))
-        copies = {obj.id: ref.id for obj, ref, _ in plans if obj.id is not None}
+        await link_parameters(self.client, [(obj.info, ref) for obj, ref, _ in plans if obj.object_type == "experiment"],
+                              id_map, run.summary.warnings)  # fmt: skip
         results = [ObjectResult(obj.label, ref.label, ref.id, created, 0, 0) for obj, ref, created in plans]
         self.request_limit = run.summary.request_limit
 

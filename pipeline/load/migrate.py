@@ -49,6 +49,7 @@ from pipeline.load.destinations import (
     ensure_objects,
     experiments_in_dependency_order,
     link_dataset_versions,
+    link_parameters,
 )
 from pipeline.load.insert import feed
 from pipeline.load.run import LoadOptions, LoadRun, LoadSummary, ObjectResult
@@ -148,6 +149,7 @@ class MigrateJob:
             self.destination, opts.load, self.progress, exits=exits,
             job="migrate", source=source, to_project=opts.to_project, create_project=opts.create_project,
             attachments=SourceAttachments(self.source, str(src_project.get("org_id") or ""), opts.load.attachment_limit),
+            description=src_project.get("description"),
         )  # fmt: skip
         state = run.state
         config = await self._config_copy(src_project, dst_project)
@@ -170,6 +172,8 @@ class MigrateJob:
         self._copies = {ref.id: dest.id for ref, dest, _ in plans}
         if config is not None:
             run.summary.add_config(await config.apply(id_map))
+        await link_parameters(self.destination, [(ref.info, dest) for ref, dest, _ in plans if ref.object_type == "experiment"],
+                              id_map, run.summary.warnings)  # fmt: skip
         if opts.acls:
             await self._copy_acls(run, src_project, dst_project, plans, config, id_map)
         results: list[ObjectResult] = []

@@ -133,8 +133,11 @@ class LoadSummary:
         self.warnings += [f"{kind}: not served by the deployment; not copied" for kind in outcome.unserved]
 
 
-async def destination_project(client: BraintrustClient, name: str, create: bool) -> dict[str, Any]:
-    """The destination project; created only when asked, so a typo cannot scatter data."""
+async def destination_project(
+    client: BraintrustClient, name: str, create: bool, description: str | None = None
+) -> dict[str, Any]:
+    """The destination project; created only when asked (with ``description``, the source
+    project's), so a typo cannot scatter data."""
     try:
         return await resolve_project(client, name)
     except NotFoundError:
@@ -142,7 +145,7 @@ async def destination_project(client: BraintrustClient, name: str, create: bool)
             raise NotFoundError(
                 f"destination project {name!r} not found (pass --create-project to create it)"
             ) from None
-    return await ensure_project(client, name)
+    return await ensure_project(client, name, description)
 
 
 def open_error_log(options: LoadOptions, state: JobState) -> ErrorLog | None:
@@ -196,18 +199,20 @@ class LoadRun:
         create_project: bool,
         exits: AsyncExitStack,
         attachments: Source,
+        description: str | None = None,
     ) -> tuple[LoadRun, dict[str, Any]]:
         """The opening every load shares: take the lease of the state of the ``job`` run
         identified by ``source`` (what is read, and which objects) and the destination, held
         until ``exits`` closes; load (or, with ``restart``, discard) that state; find the
-        destination project (created only when ``create_project``), start the insert pool;
+        destination project (created only when ``create_project``, with ``description``), start
+        the insert pool;
         attachments the rows refer to are read from ``attachments``. Returns the run and the
         project."""
         identity = {**source, "api_url": client.base_url, "project": to_project}
         state = JobState(options.state_dir, job, identity)
         await exits.enter_async_context(state.held(wait=options.wait_lease))
         resumed = await state.load(restart=options.restart)
-        project = await destination_project(client, to_project, create_project)
+        project = await destination_project(client, to_project, create_project, description)
         run = cls(client, options, state, progress)
         run.attachments = AttachmentCopier(
             attachments, client, project, mapping=state.attachments, workers=options.attachment_workers

@@ -667,3 +667,37 @@ def test_a_custom_roles_inherited_roles_are_copied_with_it(
             [theirs["Engineer"]["id"], theirs["base"]["id"]]
         )
         assert theirs["base"]["org_id"] != base["org_id"]
+
+
+def test_an_experiments_parameters_and_the_projects_description_are_copied(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """An experiment's ``parameters_id`` names the copy of the function it ran with (set once
+    the configuration is written; its ``parameters_version``, a version of the source's
+    function, gives a warning), its ``internal_metadata`` is kept, and a project the migration
+    creates gets the source's description. Without the functions, the link is left out with a
+    warning, never pointed at the source's function."""
+    monkeypatch.setenv(OTHER, emulator.other_org_key)
+    url, key, other = emulator.url, emulator.key, emulator.other_org_key
+    project = post(url, key, "/v1/project", {"name": unique("params"), "description": "the project's own"})
+    params = send("PUT", url, key, "/v1/function", {"project_id": project["id"], "name": "params", "slug": "params",
+                                                    "function_type": "parameters", "function_data": INLINE})  # fmt: skip
+    post(url, key, "/v1/experiment", {"project_id": project["id"], "name": "e1", "parameters_id": params["id"],
+                                      "parameters_version": params["_xact_id"], "internal_metadata": {"k": 1}})  # fmt: skip
+    target = unique("params-copy")
+    result = btpipe(emulator, "migrate", "--from-project", project["name"], "--to-project", target, "--create-project",
+                    "--objects", "experiments,functions", "--to-api-key-env", OTHER)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "e1: its parameters_version" in result.stderr
+    copied = destination_project(emulator, target)
+    assert copied["description"] == "the project's own"
+    [experiment] = send("GET", url, other, "/v1/experiment", params={"project_id": copied["id"]})["objects"]
+    [function] = send("GET", url, other, "/v1/function", params={"project_id": copied["id"]})["objects"]
+    assert (experiment["parameters_id"], experiment["internal_metadata"]) == (function["id"], {"k": 1})
+    alone = unique("params-alone")
+    result = btpipe(emulator, "migrate", "--from-project", project["name"], "--to-project", alone, "--create-project",
+                    "--objects", "experiments", "--to-api-key-env", OTHER)  # fmt: skip
+    assert result.exit_code == 0 and "was not copied" in result.stderr, result.output
+    [experiment] = send("GET", url, other, "/v1/experiment",
+                        params={"project_id": destination_project(emulator, alone)["id"]})["objects"]  # fmt: skip
+    assert experiment["parameters_id"] is None

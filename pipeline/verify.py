@@ -485,6 +485,7 @@ class VerifyJob:
         label: str,
         source: Digests,
         lacking: Lacking,
+        destination_label: str | None = None,
     ) -> ObjectDiff:
         ref = await self._counterpart(project, object_type, name)
         contents = self._destination_contents(project)
@@ -493,7 +494,7 @@ class VerifyJob:
             else await digest_object(self.destination, ref, contents, self.progress, f"{label} (destination)",
                                      without=lacking)
         )  # fmt: skip
-        diff = compare(source, target, label, f"{project['name']}/{label}")
+        diff = compare(source, target, label, f"{project['name']}/{destination_label or label}")
         diff.absent = ref is None
         return diff
 
@@ -549,7 +550,11 @@ class VerifyJob:
                 raise UsageError(
                     f"--to-object names one destination but {input_path} holds {len(found)} objects"
                 )
-            return [await self._pair_files(dst_project, storage, found[0], object_type, name, input_path, {})]
+            return [
+                await self._pair_files(
+                    dst_project, storage, found[0], object_type, name, input_path, {}, to_object
+                )
+            ]
         loose = [obj for obj in found if obj.object_type is None]
         if loose:
             raise UsageError(
@@ -594,16 +599,24 @@ class VerifyJob:
         name: str | None,
         label: str,
         contents: Mapping[str, str],
+        destination_label: str | None = None,
     ) -> ObjectDiff:
         """The diff of one input object, or, when a file of it is damaged, a difference
-        listing the damaged files instead of a comparison."""
+        listing the damaged files instead of a comparison; ``destination_label``: how the
+        destination object is named when not as the input is (``--to-object``)."""
         damaged = await find_damaged(storage, obj, read_unlisted=False)
         if damaged:
-            return ObjectDiff(label, f"{project['name']}/{label}", 0, 0, damaged=[str(d) for d in damaged])
+            return ObjectDiff(
+                label,
+                f"{project['name']}/{destination_label or label}",
+                0,
+                0,
+                damaged=[str(d) for d in damaged],
+            )
         task = self.progress.add(f"{label} (files)", obj.rows)
         lacking: Lacking = {}
         digests = await anyio.to_thread.run_sync(
             digest_files, storage, obj.files, obj.deletes, contents or None, task, lacking
         )
         task.finish()
-        return await self._pair(project, object_type, name, label, digests, lacking)
+        return await self._pair(project, object_type, name, label, digests, lacking, destination_label)

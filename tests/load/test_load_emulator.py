@@ -370,7 +370,9 @@ def test_verify_compares_created_as_a_time_not_as_its_spelling(emulator: Emulato
     files.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
     moved = run(verify_command, emulator, "--in", str(files), *target, "--json")
     assert moved.exit_code == 1, moved.output
-    assert orjson.loads(moved.stdout)["objects"][0]["differing"] == 1
+    [diff] = orjson.loads(moved.stdout)["objects"]
+    assert diff["differing"] == 1
+    assert (diff["source"], diff["destination"]) == (str(files), f"{dest}/dataset:times")  # named as told
 
 
 def test_verify_of_a_file_whose_rows_lack_what_the_server_fills_in(

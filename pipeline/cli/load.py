@@ -291,6 +291,8 @@ def delete_command(**kw: Any) -> None:
             ))), resumable=False)  # fmt: skip
         except SystemExit:  # interrupted or failed: its line is out; then what was deleted
             summary(stopped=True)
+            for warning in warnings:
+                output.warn(warning)
             raise
     summary(stopped=False)
     for warning in warnings:

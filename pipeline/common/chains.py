@@ -64,6 +64,18 @@ def incremental_refusal(scope: Scope) -> str | None:
     return None
 
 
+def format_refusal(fmt: str, shape: str) -> str | None:
+    """Why ``--format fmt`` cannot hold what ``--shape shape`` reads, or None: a Delta table
+    holds one row per span, and a summary row (one per trace, under its root span's id) would
+    overwrite that span."""
+    if fmt == "delta" and shape == "summary":
+        return (
+            "a Delta table holds one row per span, and a summary row (one per trace, under its root "
+            "span's id) would overwrite its root span; export summaries with --format parquet or jsonl"
+        )
+    return None
+
+
 def scope_of(manifest: Manifest) -> Scope:
     return Scope(manifest.options.get("shape") or "spans", manifest.options.get("filter") or "")
 

@@ -244,8 +244,8 @@ def create(conn: sqlite3.Connection, kind: StoredKind, body: dict[str, Any], who
     if existing is not None:
         kept = {name: existing.get(name) for name in ck.server_fields}
         obj = {**existing, **fields, **kept}
-        if obj.get("user_id") is None:  # a view's creator, when the replacing body names none
-            obj["user_id"] = existing.get("user_id")
+        if "user_id" in ck.read.get("properties", {}) and obj.get("user_id") is None:
+            obj["user_id"] = existing.get("user_id")  # a view's creator, when the replacing body names none
         _write_only(ck, obj, body, who)
         _check_slug_free(conn, ck, parent, obj)
         return objects.save_object(conn, _store(conn, ck, obj, "upsert")), True

@@ -48,7 +48,7 @@ from pipeline.api.snapshot import (
 )
 from pipeline.common import defaults, layout
 from pipeline.common.attachments import manifest_section
-from pipeline.common.chains import FULL_SCOPE, Scope, incremental_refusal
+from pipeline.common.chains import FULL_SCOPE, Scope, format_refusal, incremental_refusal
 from pipeline.common.clock import seconds_since_start
 from pipeline.common.errors import BtpipeError, UsageError, first_error
 from pipeline.common.integrity import find_damage
@@ -338,12 +338,9 @@ class ExportJob:
             raise UsageError(f"--format: expected parquet, jsonl or delta, got {options.format!r}")
         if options.shape not in ("spans", "traces", "summary"):
             raise UsageError(f"--shape: expected spans, traces or summary, got {options.shape!r}")
-        if options.format == "delta" and options.shape == "summary":
-            raise UsageError(
-                "--shape summary: a Delta table holds one row per span, and a summary row (one per "
-                "trace, under its root span's id) would overwrite its root span; export summaries "
-                "with --format parquet or jsonl"
-            )
+        unfit = format_refusal(options.format, options.shape)
+        if unfit:
+            raise UsageError(f"--shape {options.shape}: {unfit}")
         refusal = incremental_refusal(Scope(options.shape, options.filter or ""))
         if options.incremental and refusal:
             raise UsageError(f"--incremental: {refusal}")

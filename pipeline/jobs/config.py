@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pipeline.api.btql import parse_filter
 from pipeline.api.client import ClientSettings, check_endpoint
-from pipeline.common.chains import Scope, incremental_refusal
+from pipeline.common.chains import Scope, format_refusal, incremental_refusal
 from pipeline.common.defaults import (
     API_KEY_ENV,
     API_URL,
@@ -454,6 +454,9 @@ class _Loader:
         refusal = incremental_refusal(Scope(values.get("shape") or "spans", values.get("filter") or ""))
         if kind == "export" and values.get("incremental") and refusal:
             self.fail(self.at(f"{keypath}.incremental"), refusal)
+        unfit = format_refusal(str(values.get("format") or ""), str(values.get("shape") or "spans"))
+        if kind == "export" and unfit:
+            self.fail(self.at(f"{keypath}.shape"), unfit)
         if len(self.problems) > before:
             return None
         if kind == "export":

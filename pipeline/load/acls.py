@@ -23,7 +23,7 @@ from typing import Any
 
 from pipeline.api.client import BraintrustClient
 from pipeline.api.objects import list_all
-from pipeline.common.errors import ApiError, NotFoundError
+from pipeline.common.errors import NotFoundError
 
 
 @dataclass(frozen=True)
@@ -175,11 +175,9 @@ class AclCopy:
         """The destination role named as the source's custom role, created when missing with
         its permissions and the roles it inherits (``member_roles``, each mapped the same way
         first; a built-in role has the same name everywhere). ``inheriting``: the roles whose
-        copy waits for this one (a role inheriting itself, through others, is refused)."""
+        copy waits for this one."""
         if role_id in self._roles:
             return self._roles[role_id]
-        if role_id in inheriting:
-            raise ApiError(f"role {role_id} inherits itself through its member_roles; cannot copy it")
         role = await self.source.get_json(f"/v1/role/{role_id}")
         org = await self._org()
         found = [
@@ -190,7 +188,11 @@ class AclCopy:
         ]
         mine = next((r for r in found if r["name"] == role["name"]), None)
         if mine is None:
-            inherited = [await self._role(r, inheriting | {role_id}) for r in role.get("member_roles") or []]
+            inherited = [
+                mapped
+                for member in role.get("member_roles") or []
+                if (mapped := await self._inherited(role, member, inheriting | {role_id})) is not None
+            ]
             body = {"name": role["name"], "description": role.get("description"),
                     "member_permissions": role.get("member_permissions") or [], "member_roles": inherited or None,
                     "org_name": org}  # fmt: skip
@@ -198,3 +200,19 @@ class AclCopy:
             self.outcome.roles_created += 1
         self._roles[role_id] = str(mine["id"])
         return self._roles[role_id]
+
+    async def _inherited(self, role: dict[str, Any], member: str, inheriting: frozenset[str]) -> str | None:
+        """The destination's copy of a role ``role`` inherits; None, listed as not copied,
+        where it cannot be (a cycle of roles inheriting each other, or a role since deleted)."""
+        if member in inheriting:
+            self.outcome.not_copied.append(
+                f"role {role['name']!r}: inherits role {member}, which inherits it back; that inheritance is left out"
+            )
+            return None
+        try:
+            return await self._role(member, inheriting)
+        except NotFoundError:
+            self.outcome.not_copied.append(
+                f"role {role['name']!r}: inherits role {member}, which the source no longer has; left out"
+            )
+            return None

@@ -328,8 +328,9 @@ async def link_parameters(
             continue
         if source_id not in id_map:
             warnings.append(
-                f"{copy.label}: its parameters function {source_id} was not copied (copy the project's "
-                "functions too: --objects ...,functions); the link is left out"
+                f"{copy.label}: its parameters function {source_id} is not among the objects this load "
+                "copied (--objects names no functions, or it could not be copied); its parameters_id "
+                "is not set by this load"
             )
             continue
         if info.get("parameters_version") is not None:

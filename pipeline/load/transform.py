@@ -72,8 +72,10 @@ def to_event(row: dict[str, Any], source: SourceObject) -> dict[str, Any]:
     """The insert event for ``row`` (a fresh dict; ``row`` is not modified)."""
     event = {k: v for k, v in row.items() if k not in _DROPPED}
     origin_of = event.get("origin")
-    if isinstance(origin_of, dict) and origin_of.get("object_id") in source.copies:
-        event["origin"] = {**origin_of, "object_id": source.copies[origin_of["object_id"]]}
+    if isinstance(origin_of, dict):
+        named = origin_of.get("object_id")
+        if isinstance(named, str) and named in source.copies:  # any other value: the server's to judge
+            event["origin"] = {**origin_of, "object_id": source.copies[named]}
     if event.get("origin") is None and "id" in row:
         object_id = source_object_id(row, source)
         if object_id is not None:

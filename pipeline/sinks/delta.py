@@ -166,8 +166,7 @@ def refuse_partial_new_table(storage: Storage, object_type: ObjectType, partial_
     if _open_table(storage.table_location(relpath)) is None:
         raise UsageError(
             f"{location(storage, relpath)}: no Delta table there, and a run with {partial_by} reads only "
-            "part of the rows; create the table with a full export first (without --filter, --shape or "
-            "--incremental)"
+            "part of the rows; create the table first with a run without --filter and --shape"
         )
 
 

@@ -320,6 +320,9 @@ def test_ai_secrets_are_written_never_read_back(server: RunningServer, bt: Brain
     assert bt.ai_secrets.create(name="openai", secret="sk-other-value-0000") == made  # found, unchanged
     short = bt.ai_secrets.create(name="short", type="anthropic", secret="abc")
     assert short.preview_secret == "********"
+    put = httpx.put(f"{server.url}/v1/ai_secret", json={"name": "short", "type": "anthropic"},
+                    headers={"Authorization": "Bearer owner-key"})  # fmt: skip
+    assert set(put.json()) == set(short.model_dump())  # only the read schema's fields, none added
     replaced = bt.ai_secrets.replace(name="openai", type="azure")  # no secret: the value stays
     assert (replaced.id, replaced.type, replaced.preview_secret) == (made.id, "azure", "********WXYZ")
     assert replaced.metadata is None  # a replace takes the body's fields, the absent ones null

@@ -73,6 +73,12 @@ BAD = [
         id="wrong-type-bool",
     ),
     pytest.param(
+        '[job.b]\nproject = "p"\nout = "o"\nformat = "delta"\nshape = "summary"\n',
+        ["{f}:job.b.shape: a Delta table holds one row per span, and a summary row (one per trace, under "
+         "its root span's id) would overwrite its root span; export summaries with --format parquet or jsonl"],
+        id="delta-summary",
+    ),
+    pytest.param(
         '[job.b]\nproject = "p"\nout = "o"\nformat = "csv"\n',
         ['{f}:job.b.format: expected one of "parquet", "jsonl", "delta", got "csv"'],
         id="bad-choice",

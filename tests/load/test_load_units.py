@@ -48,6 +48,16 @@ def test_transform_keeps_an_existing_origin_and_finds_the_object_from_the_row() 
     )
 
 
+def test_an_origin_naming_a_copied_object_names_the_copy_and_any_other_stays() -> None:
+    copies = {"D1": "D2"}
+    origin = {"object_type": "dataset", "object_id": "D1", "id": "r", "_xact_id": "5"}
+    event = to_event({**ROW, "origin": origin}, SourceObject("experiment", "E", copies))
+    assert event["origin"] == {**origin, "object_id": "D2"}
+    for odd in (["D1"], {"x": 1}, 7, None, "elsewhere"):  # left for the server to judge, as before
+        kept = {"object_type": "dataset", "object_id": odd, "id": "r"}
+        assert to_event({**ROW, "origin": kept}, SourceObject("experiment", "E", copies))["origin"] == kept
+
+
 def _items(sizes: list[int]) -> list[Item]:
     return [
         Item(orjson.dumps({"id": str(i), "p": "x" * n}), str(i), f"f:{i}", ("f", i))

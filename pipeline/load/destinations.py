@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from pipeline.api.client import BraintrustClient
 from pipeline.api.objects import ObjectRef, find_object, logs_ref, object_ref
@@ -40,6 +40,9 @@ from pipeline.common.errors import ApiError, TransientApiError, UsageError
 from pipeline.common.object_fields import COPIED_FIELDS, PARAMETERS, REFERENCES
 from pipeline.common.rows import ObjectType
 from pipeline.querylang.ast import from_object
+
+#: What ``ensure_objects`` records of an object it is about to create, before the create.
+CREATING: Final = "(creating)"
 
 
 def creation_body(
@@ -159,10 +162,12 @@ async def ensure_objects(
     references remapped through ``id_map`` (which gains every source id -> destination id).
 
     ``ours`` maps keys to the objects this job created before (resumed); ``remember(key, id)``
-    records each new one before anything is written into it. An object of the same name that
-    is not ours needs ``into_existing`` (UsageError before any is created otherwise); one that
-    was there already gets the source's fields (description, metadata, tags, ...) and
-    references, or ``warnings`` say why not."""
+    records each new one before anything is written into it, and ``remember(key, CREATING)``
+    each one about to be created: a job stopped between the create and the record finds the
+    object of that name and takes it as its own. An object of the same name that is not ours
+    needs ``into_existing`` (UsageError before any is created otherwise); one that was there
+    already gets the source's fields (description, metadata, tags, ...) and references, or
+    ``warnings`` say why not."""
     ordered = creation_order(wanted)
     _refuse_merging_namesakes(ordered)
     found: dict[str, dict[str, Any]] = {}
@@ -171,6 +176,11 @@ async def ensure_objects(
             existing = await find_object(client, item.kind, project["id"], item.name)
             if existing is not None:
                 found[item.key] = existing
+    for item in ordered:  # created by a stopped run of this job just before it recorded the id
+        existing = found.get(item.key)
+        if existing is not None and ours.get(item.key) == CREATING:
+            ours[item.key] = existing["id"]
+            await remember(item.key, existing["id"])
     if not into_existing:
         for item in ordered:
             existing = found.get(item.key)
@@ -187,6 +197,7 @@ async def ensure_objects(
             destination = Destination(logs_ref(project), False)
         elif existing is None:
             body = creation_body(item.kind, item.name, project["id"], item.info, id_map)
+            await remember(item.key, CREATING)
             existing = await client.post_json(f"/v1/{item.kind}", body)
             destination = Destination(object_ref(item.kind, existing), True)
             await remember(item.key, destination.ref.id)

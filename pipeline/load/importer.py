@@ -244,11 +244,16 @@ class ImportJob:
                 for obj, ref, _created in plans:
                     tg.start_soon(load, obj, ref)
 
-        summary = await run.complete(produce, started, [obj.key for obj, _ref, _created in plans], results)
+        async def link_versions(summary: LoadSummary) -> None:
+            await link_dataset_versions(
+                self.client, _version_links(inputs, destinations, scope), summary.warnings
+            )
+
+        summary = await run.complete(
+            produce, started, [obj.key for obj, _ref, _created in plans], results, link_versions
+        )
         if self._objects is not None:
             summary.comments = None  # sent by the tasks that loaded the objects, not counted here
-        links = _version_links(inputs, destinations, scope)
-        await link_dataset_versions(self.client, links, summary.warnings)
         return summary
 
     @staticmethod

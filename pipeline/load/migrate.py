@@ -200,9 +200,11 @@ class MigrateJob:
                 results.append(ObjectResult(ref.label, dest.label, dest.id, created, 0, 0))
 
         keys = [f"{ref.object_type}:{ref.id}" for ref, _dest, _created in plans]
-        summary = await run.complete(produce, started, keys, results)
-        await link_dataset_versions(self.destination, version_links(plans, copied_at), summary.warnings)
-        return summary
+
+        async def link_versions(summary: LoadSummary) -> None:
+            await link_dataset_versions(self.destination, version_links(plans, copied_at), summary.warnings)
+
+        return await run.complete(produce, started, keys, results, link_versions)
 
     async def _config_copy(
         self, src_project: dict[str, Any], dst_project: dict[str, Any]

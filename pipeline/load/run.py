@@ -242,10 +242,13 @@ class LoadRun:
         started: float,
         keys: list[str],
         results: list[ObjectResult],
+        finish: Callable[[LoadSummary], Awaitable[None]] | None = None,
     ) -> LoadSummary:
         """Run ``produce`` through the pool, saving the state whatever happens; then take each
-        result's counts from its progress record (``keys[i]`` is the record of ``results[i]``)
-        and delete the state file, since a completed job starts afresh next time."""
+        result's counts from its progress record (``keys[i]`` is the record of ``results[i]``),
+        run ``finish`` (what follows the rows, such as linking dataset versions: stopped there,
+        a re-run finds every row written and does it again) and delete the state file, since a
+        completed job starts afresh next time."""
         try:
             await self.pool.run(produce)
         finally:
@@ -267,5 +270,7 @@ class LoadRun:
         self.summary.comments_skipped = self.pool.statistics().comments_skipped
         self.summary.objects = results
         self.summary.attachments = asdict(self.attachments.counts)
+        if finish is not None:
+            await finish(self.summary)
         await self.state.clear()
         return self.summary

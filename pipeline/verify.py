@@ -71,7 +71,7 @@ from pipeline.common.config_kinds import (
 from pipeline.common.errors import AttachmentUnavailable, NotFoundError, UsageError
 from pipeline.common.integrity import find_damage
 from pipeline.common.manifest import FileInfo, Manifest
-from pipeline.common.object_fields import COPIED_FIELDS, COPIED_KINDS, REFERENCES
+from pipeline.common.object_fields import COPIED_FIELDS, COPIED_KINDS, PARAMETERS, REFERENCES
 from pipeline.common.progress import Progress, Task
 from pipeline.common.rows import DESTINATION_FIELDS
 from pipeline.common.selection import Selector, config_selection, parse_one_object, parse_selection
@@ -379,15 +379,26 @@ Listed = dict[str, list[dict[str, Any]]]
 
 
 async def _list_objects(client: BraintrustClient, project: dict[str, Any]) -> Listed:
-    return {kind: [o async for o in list_objects(client, kind, project["id"])] for kind in COPIED_KINDS}
+    """The project's datasets and experiments, and its functions (what an experiment's
+    ``parameters_id`` names)."""
+    listed: Listed = {
+        kind: [o async for o in list_objects(client, kind, project["id"])] for kind in COPIED_KINDS
+    }
+    listed["function"] = (await fetch_config(client, project, ["function"])).objects.get("function", [])
+    return listed
 
 
 def _object_names(project: dict[str, Any], listed: Listed) -> dict[str, str]:
-    """The project's id, and its datasets' and experiments' ids, with the names verify uses."""
+    """The project's id, and its datasets', experiments' and functions' ids, with the names
+    verify uses."""
     names = {project["id"]: "project"}
     for kind, objects in listed.items():
-        names.update((obj["id"], f"{kind}:{obj['name']}") for obj in objects)
+        names.update((obj["id"], f"{kind}:{obj.get('slug') or obj['name']}") for obj in objects)
     return names
+
+
+#: An experiment's fields naming another object of its project, compared by that object's name.
+_LINKS: Final = (*REFERENCES, PARAMETERS)
 
 
 def _shown(kind: str, obj: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
@@ -395,7 +406,7 @@ def _shown(kind: str, obj: dict[str, Any], names: dict[str, str]) -> dict[str, A
     outside the project: a copy drops such a reference)."""
     shown = {name: obj.get(name) for name in COPIED_FIELDS[kind]}
     if kind == "experiment":
-        shown.update((ref, names.get(obj.get(ref) or "")) for ref in REFERENCES)
+        shown.update((ref, names.get(obj.get(ref) or "")) for ref in _LINKS)
     return shown
 
 
@@ -403,7 +414,7 @@ def _dropped_links(mine: dict[str, Any], copy: dict[str, Any], selected: Contain
     """Count as equal a link of the source's to an object outside the ``selected`` ones that
     the copy does not have: a copy of some objects drops it. A copy that links something
     else is still a difference."""
-    for ref in REFERENCES:
+    for ref in _LINKS:
         if ref in mine and mine[ref] not in selected and copy.get(ref) is None:
             mine[ref] = None
 
@@ -415,10 +426,13 @@ def compare_objects(
     destination: Listed,
     destination_names: dict[str, str],
     project_name: str,
+    config_kinds: Container[str] = (),
 ) -> list[ObjectDiff]:
     """Per kind selected, the source's datasets or experiments against the destination's, by
     name and the fields a copy carries. Selected whole (``datasets``), an object only the
-    destination has is extra; selected by name, only those names are compared."""
+    destination has is extra; selected by name, only those names are compared. An
+    experiment's link to a function counts only where the functions are compared too
+    (``config_kinds``)."""
     chosen: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {}
     for kind in COPIED_KINDS:
         selectors = [s for s in selection if s.object_type == kind]
@@ -429,6 +443,8 @@ def compare_objects(
                 [o for o in destination[kind] if named is None or o["name"] in named],
             )
     selected = {f"{kind}:{o['name']}" for kind, (ours, _) in chosen.items() for o in ours}
+    if "function" in config_kinds:
+        selected |= {f"function:{o.get('slug') or o['name']}" for o in source.get("function", [])}
     diffs = []
     for copied, (ours, theirs) in chosen.items():
         if not ours and not theirs:
@@ -517,7 +533,9 @@ class VerifyJob:
             return diffs  # logs only: no object of the project to compare or to name
         src_listed, dst_listed = await _list_objects(source, src_project), await _list_objects(self.destination, dst_project)  # fmt: skip
         names, their_names = _object_names(src_project, src_listed), _object_names(dst_project, dst_listed)
-        diffs += compare_objects(selection, src_listed, names, dst_listed, their_names, dst_project["name"])
+        diffs += compare_objects(
+            selection, src_listed, names, dst_listed, their_names, dst_project["name"], kinds
+        )
         if kinds:
             config = await fetch_config(source, src_project, kinds)
             diffs += await self._pair_config(dst_project, config, names, their_names)

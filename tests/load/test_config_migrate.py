@@ -721,6 +721,14 @@ def test_an_experiments_parameters_and_the_projects_description_are_copied(
     [experiment] = send("GET", url, other, "/v1/experiment", params={"project_id": copied["id"]})["objects"]
     [function] = send("GET", url, other, "/v1/function", params={"project_id": copied["id"]})["objects"]
     assert (experiment["parameters_id"], experiment["internal_metadata"]) == (function["id"], {"k": 1})
+    check = ("verify", "--project", project["name"], "--to-project", target, "--objects", "experiments,functions",
+             "--to-api-key-env", OTHER, "--json")  # fmt: skip
+    assert btpipe(emulator, *check).exit_code == 0
+    send("PATCH", url, other, f"/v1/experiment/{experiment['id']}", {"parameters_id": None})
+    unlinked = btpipe(emulator, *check)
+    assert unlinked.exit_code == 1, unlinked.output
+    [diff] = [d for d in json.loads(unlinked.stdout)["objects"] if d["source"] == "experiments"]
+    assert diff["differing_ids"] == ["e1 (parameters_id)"]
     alone = unique("params-alone")
     result = btpipe(emulator, "migrate", "--from-project", project["name"], "--to-project", alone, "--create-project",
                     "--objects", "experiments", "--to-api-key-env", OTHER)  # fmt: skip
@@ -730,3 +738,6 @@ def test_an_experiments_parameters_and_the_projects_description_are_copied(
     [experiment] = send("GET", url, other, "/v1/experiment",
                         params={"project_id": destination_project(emulator, alone)["id"]})["objects"]  # fmt: skip
     assert experiment["parameters_id"] is None
+    alone_check = btpipe(emulator, "verify", "--project", project["name"], "--to-project", alone, "--objects",
+                         "experiments", "--to-api-key-env", OTHER)  # fmt: skip
+    assert alone_check.exit_code == 0, alone_check.output  # the functions were not copied: no link to compare

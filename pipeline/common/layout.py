@@ -62,8 +62,11 @@ def range_prefix(range_index: int) -> str:
     return f"r{range_index:02d}-part"
 
 
+STATE_DIR = "_state"
+
+
 def state_path(project_id: str) -> str:
-    return f"_state/export-{project_id}.json"
+    return f"{STATE_DIR}/export-{project_id}.json"
 
 
 #: Where attachments go: each one once, named by the SHA-256 of its bytes, plus one small

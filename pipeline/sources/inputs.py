@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+import orjson
 
 from pipeline.common import layout
 from pipeline.common.chains import Entry, RunIndex
@@ -131,8 +132,10 @@ def find_inputs(storage: Storage, prefix: str, until: str | None = None) -> list
         if until is not None:
             index = index.until(until)
         return [_chained(index.restore_chain(obj.object_id)) for obj in index.objects()]
+    paths = discover_files(storage, prefix)
+    _refuse_unfinished_runs(storage, prefix, paths)
     found: dict[tuple[str | None, str | None], InputObject] = {}
-    for path in discover_files(storage, prefix):
+    for path in paths:
         match = _HIVE.search(f"{storage.url.rstrip('/')}/{path}")
         object_type = _object_type(match.group(1) if match else None, f"in the path {path}")
         object_id = match.group(2) if match else None
@@ -141,6 +144,30 @@ def find_inputs(storage: Storage, prefix: str, until: str | None = None) -> list
             found[key] = InputObject(object_type, object_id, None)
         found[key].files.append(path)
     return list(found.values())
+
+
+_RUN_DIR = re.compile(r"(?:^|/)run=([^/]+)/")
+
+
+def _refuse_unfinished_runs(storage: Storage, prefix: str, paths: list[str]) -> None:
+    """UsageError when ``prefix`` is an export root whose files are those of a run its export
+    state says is unfinished (no manifest lists them yet): they hold part of the rows, and an
+    import of them would exit 0 on a partial restore. A directory below the root is still
+    imported as its files are."""
+    if prefix:
+        return
+    runs = {m.group(1) for path in paths if (m := _RUN_DIR.search(path))}
+    for state_file in storage.list_files(layout.STATE_DIR):
+        try:
+            run = (orjson.loads(storage.read_bytes(state_file)) or {}).get("run") or {}
+        except (orjson.JSONDecodeError, AttributeError, FileNotFoundError):
+            continue  # not an export state this check can read: the files are imported as they are
+        if isinstance(run, dict) and run.get("run_id") in runs:
+            raise UsageError(
+                f"{location(storage, state_file)}: run {run['run_id']} of this export is unfinished, and "
+                "its files hold part of the rows; run the export again to finish it (then import the "
+                "root), or pass --in its files' directory to import them as they are"
+            )
 
 
 def _table_inputs(storage: Storage, prefix: str, until: str | None) -> list[InputObject]:

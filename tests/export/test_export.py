@@ -298,6 +298,11 @@ def test_stopped_export_resumes_to_exact_rows(emulator: Any, tmp_path: Path, fmt
         ]
     assert _gone(tree), "worker processes outlived the export"
     assert 0 < len(export.rows()) < 6000
+    # The root holds only the stopped run's files: an import of it would restore part of the rows.
+    partial = btpipe(
+        emulator, "import", "--in", str(export.out), "--to-project", unique("partial"), "--create-project"
+    )
+    assert partial.exit_code == 2 and "is unfinished, and its files hold part of the rows" in partial.stderr
     export.resume_gives_every_row_once(emulator)
 
 

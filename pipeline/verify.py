@@ -378,13 +378,16 @@ def compare_config(
 Listed = dict[str, list[dict[str, Any]]]
 
 
-async def _list_objects(client: BraintrustClient, project: dict[str, Any]) -> Listed:
-    """The project's datasets and experiments, and its functions (what an experiment's
-    ``parameters_id`` names)."""
+async def _list_objects(
+    client: BraintrustClient, project: dict[str, Any], *, functions: bool = False
+) -> Listed:
+    """The project's datasets and experiments, and with ``functions`` its functions (what an
+    experiment's ``parameters_id`` names)."""
     listed: Listed = {
         kind: [o async for o in list_objects(client, kind, project["id"])] for kind in COPIED_KINDS
     }
-    listed["function"] = (await fetch_config(client, project, ["function"])).objects.get("function", [])
+    if functions:
+        listed["function"] = (await fetch_config(client, project, ["function"])).objects.get("function", [])
     return listed
 
 
@@ -443,8 +446,13 @@ def compare_objects(
                 [o for o in destination[kind] if named is None or o["name"] in named],
             )
     selected = {f"{kind}:{o['name']}" for kind, (ours, _) in chosen.items() for o in ours}
-    if "function" in config_kinds:
-        selected |= {f"function:{o.get('slug') or o['name']}" for o in source.get("function", [])}
+    if "function" in config_kinds:  # a code bundle is no copy's: a link to one counts as none
+        function = BY_NAME["function"]
+        selected |= {
+            f"function:{o.get('slug') or o['name']}"
+            for o in source.get("function", [])
+            if not is_code_bundle(function, o)
+        }
     diffs = []
     for copied, (ours, theirs) in chosen.items():
         if not ours and not theirs:
@@ -531,7 +539,9 @@ class VerifyJob:
         kinds = config_selection(self.objects)
         if not kinds and not any(s.object_type in COPIED_KINDS for s in selection):
             return diffs  # logs only: no object of the project to compare or to name
-        src_listed, dst_listed = await _list_objects(source, src_project), await _list_objects(self.destination, dst_project)  # fmt: skip
+        linked = any(s.object_type == "experiment" for s in selection)  # their parameters functions
+        src_listed = await _list_objects(source, src_project, functions=linked)
+        dst_listed = await _list_objects(self.destination, dst_project, functions=linked)
         names, their_names = _object_names(src_project, src_listed), _object_names(dst_project, dst_listed)
         diffs += compare_objects(
             selection, src_listed, names, dst_listed, their_names, dst_project["name"], kinds

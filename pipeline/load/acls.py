@@ -64,6 +64,7 @@ class AclCopy:
         self._emails: dict[str, str] = {}
         self._groups: dict[str, str] = {}
         self._roles: dict[str, str] = {}
+        self._source_roles: dict[str, dict[str, Any]] = {}
         self._org_name: str | None = None
 
     async def copy(self, source_project: dict[str, Any], targets: list[AclTarget]) -> AclOutcome:
@@ -178,7 +179,7 @@ class AclCopy:
         copy waits for this one."""
         if role_id in self._roles:
             return self._roles[role_id]
-        role = await self.source.get_json(f"/v1/role/{role_id}")
+        role = await self._source_role(role_id)
         org = await self._org()
         found = [
             r
@@ -210,9 +211,16 @@ class AclCopy:
             )
             return None
         try:
-            return await self._role(member, inheriting)
+            await self._source_role(member)
         except NotFoundError:
             self.outcome.not_copied.append(
                 f"role {role['name']!r}: inherits role {member}, which the source no longer has; left out"
             )
             return None
+        return await self._role(member, inheriting)
+
+    async def _source_role(self, role_id: str) -> dict[str, Any]:
+        """The source's role ``role_id`` (read once)."""
+        if role_id not in self._source_roles:
+            self._source_roles[role_id] = await self.source.get_json(f"/v1/role/{role_id}")
+        return self._source_roles[role_id]

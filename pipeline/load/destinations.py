@@ -41,8 +41,10 @@ from pipeline.common.object_fields import COPIED_FIELDS, PARAMETERS, REFERENCES
 from pipeline.common.rows import ObjectType
 from pipeline.querylang.ast import from_object
 
-#: What ``ensure_objects`` records of an object it is about to create, before the create.
+#: What ``ensure_objects`` records of an object it is about to create, before the create;
+#: and, once the server refused to create it, what replaces that mark.
 CREATING: Final = "(creating)"
+REFUSED: Final = "(refused)"
 
 
 def creation_body(
@@ -198,7 +200,13 @@ async def ensure_objects(
         elif existing is None:
             body = creation_body(item.kind, item.name, project["id"], item.info, id_map)
             await remember(item.key, CREATING)
-            existing = await client.post_json(f"/v1/{item.kind}", body)
+            try:
+                existing = await client.post_json(f"/v1/{item.kind}", body)
+            except TransientApiError:
+                raise  # the server may have made it: the mark stays for the re-run to find it
+            except ApiError:  # refused: nothing was made, so nothing of that name is ours
+                await remember(item.key, REFUSED)
+                raise
             destination = Destination(object_ref(item.kind, existing), True)
             await remember(item.key, destination.ref.id)
         else:

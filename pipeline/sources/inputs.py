@@ -157,12 +157,22 @@ def _refuse_unfinished_runs(storage: Storage, prefix: str, paths: list[str]) -> 
     if prefix:
         return
     runs = {m.group(1) for path in paths if (m := _RUN_DIR.search(path))}
-    for state_file in storage.list_files(layout.STATE_DIR):
+    if not runs:
+        return
+    for state_file in storage.list_files(f"{layout.STATE_DIR}/"):
         try:
-            run = (orjson.loads(storage.read_bytes(state_file)) or {}).get("run") or {}
-        except (orjson.JSONDecodeError, AttributeError, FileNotFoundError):
-            continue  # not an export state this check can read: the files are imported as they are
-        if isinstance(run, dict) and run.get("run_id") in runs:
+            state = orjson.loads(storage.read_bytes(state_file))
+        except FileNotFoundError:
+            continue  # removed meanwhile: a run that finished
+        except orjson.JSONDecodeError:
+            state = None
+        if not isinstance(state, dict):  # which runs are unfinished cannot be told: refused
+            raise UsageError(
+                f"{location(storage, state_file)}: corrupt export state, so whether the root's files are "
+                "those of a finished run cannot be told; pass --in their directory to import them as they are"
+            )
+        run = state.get("run")
+        if isinstance(run, dict) and isinstance(run.get("run_id"), str) and run["run_id"] in runs:
             raise UsageError(
                 f"{location(storage, state_file)}: run {run['run_id']} of this export is unfinished, and "
                 "its files hold part of the rows; run the export again to finish it (then import the "

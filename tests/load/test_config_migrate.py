@@ -711,6 +711,14 @@ def test_an_experiments_parameters_and_the_projects_description_are_copied(
                                                     "function_type": "parameters", "function_data": INLINE})  # fmt: skip
     post(url, key, "/v1/experiment", {"project_id": project["id"], "name": "e1", "parameters_id": params["id"],
                                       "parameters_version": params["_xact_id"], "internal_metadata": {"k": 1}})  # fmt: skip
+    bundled = send("PUT", url, key, "/v1/function", {"project_id": project["id"], "name": "bundled", "slug": "bundled",
+                                                     "function_type": "parameters", "function_data": BUNDLE})  # fmt: skip
+    post(
+        url,
+        key,
+        "/v1/experiment",
+        {"project_id": project["id"], "name": "e2", "parameters_id": bundled["id"]},
+    )
     target = unique("params-copy")
     result = btpipe(emulator, "migrate", "--from-project", project["name"], "--to-project", target, "--create-project",
                     "--objects", "experiments,functions", "--to-api-key-env", OTHER)  # fmt: skip
@@ -718,7 +726,8 @@ def test_an_experiments_parameters_and_the_projects_description_are_copied(
     assert "e1: its parameters_version" in result.stderr
     copied = destination_project(emulator, target)
     assert copied["description"] == "the project's own"
-    [experiment] = send("GET", url, other, "/v1/experiment", params={"project_id": copied["id"]})["objects"]
+    experiments = send("GET", url, other, "/v1/experiment", params={"project_id": copied["id"]})["objects"]
+    experiment = next(e for e in experiments if e["name"] == "e1")
     [function] = send("GET", url, other, "/v1/function", params={"project_id": copied["id"]})["objects"]
     assert (experiment["parameters_id"], experiment["internal_metadata"]) == (function["id"], {"k": 1})
     check = ("verify", "--project", project["name"], "--to-project", target, "--objects", "experiments,functions",
@@ -735,9 +744,9 @@ def test_an_experiments_parameters_and_the_projects_description_are_copied(
     assert result.exit_code == 0 and "is not among the objects this load copied" in result.stderr, (
         result.output
     )
-    [experiment] = send("GET", url, other, "/v1/experiment",
-                        params={"project_id": destination_project(emulator, alone)["id"]})["objects"]  # fmt: skip
-    assert experiment["parameters_id"] is None
+    alone_experiments = send("GET", url, other, "/v1/experiment",
+                             params={"project_id": destination_project(emulator, alone)["id"]})["objects"]  # fmt: skip
+    assert [e["parameters_id"] for e in alone_experiments] == [None, None]
     alone_check = btpipe(emulator, "verify", "--project", project["name"], "--to-project", alone, "--objects",
                          "experiments", "--to-api-key-env", OTHER)  # fmt: skip
     assert alone_check.exit_code == 0, alone_check.output  # the functions were not copied: no link to compare

@@ -125,3 +125,40 @@ def test_interrupted_while_linking_dataset_versions_the_rerun_links_them(
     assert again.returncode == 0, again.stderr
     [experiment], _ = copied(emulator, target)
     assert experiment["dataset_version"] is not None
+
+
+#: ``btpipe ARGS`` whose first ``POST /v1/dataset`` the server refuses (a 400).
+REFUSED_CREATE = """
+import sys
+from pipeline.api.client import BraintrustClient
+from pipeline.cli import main
+from pipeline.common.errors import ApiError
+
+post_json = BraintrustClient.post_json
+refused = []
+
+async def refusing(self, path, *args, **kwargs):
+    if path == "/v1/dataset" and not refused:
+        refused.append(path)
+        raise ApiError("POST /v1/dataset -> HTTP 400: refused", status=400)
+    return await post_json(self, path, *args, **kwargs)
+
+BraintrustClient.post_json = refusing
+main(sys.argv[1:], prog_name="btpipe")
+"""
+
+
+def test_a_create_the_server_refused_leaves_nothing_of_that_name_ours(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """The mark a load leaves before creating an object does not outlive a refusal: a dataset
+    someone else makes under that name afterwards is still refused as theirs."""
+    project = source(emulator)
+    target = unique("refused-copy")
+    refused = migrate(emulator, REFUSED_CREATE, project["name"], target, tmp_path)
+    assert refused.returncode != 0, refused.stderr
+    _, made = copied(emulator, target)
+    theirs = post(emulator.url, emulator.key, "/v1/dataset", {"project_id": made["id"], "name": "golden"})
+    again = migrate(emulator, None, project["name"], target, tmp_path)
+    assert again.returncode == 2 and "dataset 'golden' already exists" in again.stderr, again.stderr
+    assert all_rows(emulator.url, emulator.key, "dataset", theirs["id"]) == {}

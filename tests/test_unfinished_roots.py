@@ -1,0 +1,56 @@
+"""An export root holding only the files of a run its state says is unfinished is refused as an
+input (the files hold part of the rows); a state that cannot be read is refused too, since
+which runs are unfinished cannot be told; any other root or a directory below it is taken as
+its files are."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from pipeline.common.errors import UsageError
+from pipeline.common.storage import open_storage
+from pipeline.sources.inputs import find_inputs
+
+PART = "object_type=project_logs/object_id=P/run=R1/r00-part-00000.jsonl"
+
+
+def root_with(tmp_path: Path, state: bytes | None) -> Path:
+    (tmp_path / PART).parent.mkdir(parents=True)
+    (tmp_path / PART).write_bytes(b'{"id": "a", "input": 1}\n')
+    if state is not None:
+        (tmp_path / "_state").mkdir()
+        (tmp_path / "_state" / "export-P.json").write_bytes(state)
+    return tmp_path
+
+
+def inputs(root: Path, prefix: str = "") -> list[str]:
+    return [path for obj in find_inputs(open_storage(str(root)), prefix) for path in obj.files]
+
+
+def test_the_files_of_an_unfinished_run_are_refused(tmp_path: Path) -> None:
+    root = root_with(tmp_path, orjson.dumps({"format": 1, "project_id": "P", "run": {"run_id": "R1"}}))
+    with pytest.raises(UsageError, match="run R1 of this export is unfinished"):
+        inputs(root)
+    assert inputs(root, "object_type=project_logs/") == [PART]  # a directory below: as its files are
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        orjson.dumps({"format": 1, "project_id": "P", "run": None}),  # finished
+        orjson.dumps({"format": 1, "project_id": "P", "run": {"run_id": "R0"}}),  # another run
+        orjson.dumps({"format": 1, "project_id": "P", "run": {"run_id": ["R1"]}}),  # no run id
+        None,  # no state at all: loose files
+    ],
+)
+def test_other_roots_are_taken_as_their_files_are(tmp_path: Path, state: bytes | None) -> None:
+    assert inputs(root_with(tmp_path, state)) == [PART]
+
+
+@pytest.mark.parametrize("state", [b'{"format": 1, "project_id"', b"[1, 2]"])
+def test_a_state_that_cannot_be_read_is_refused(tmp_path: Path, state: bytes) -> None:
+    with pytest.raises(UsageError, match="corrupt export state"):
+        inputs(root_with(tmp_path, state))

@@ -62,11 +62,12 @@ def range_prefix(range_index: int) -> str:
     return f"r{range_index:02d}-part"
 
 
-STATE_DIR = "_state"
+#: Where each project's export state lives: ``<EXPORT_STATES><project id>.json``.
+EXPORT_STATES = "_state/export-"
 
 
 def state_path(project_id: str) -> str:
-    return f"{STATE_DIR}/export-{project_id}.json"
+    return f"{EXPORT_STATES}{project_id}.json"
 
 
 #: Where attachments go: each one once, named by the SHA-256 of its bytes, plus one small

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-import orjson
 
 from pipeline.common import layout
 from pipeline.common.chains import Entry, RunIndex
@@ -33,6 +32,7 @@ from pipeline.common.integrity import Damage, find_damage
 from pipeline.common.manifest import MANIFEST_DIR, FileInfo, Manifest, list_manifests, read_manifest
 from pipeline.common.rows import OBJECT_TYPES, ObjectType
 from pipeline.common.selection import parse_selection
+from pipeline.common.state import ExportState, StateStore
 from pipeline.common.storage import Storage, location, open_storage
 from pipeline.sources import discover_files, is_data_file, iter_rows
 from pipeline.sources.delta import is_delta_table
@@ -159,22 +159,18 @@ def _refuse_unfinished_runs(storage: Storage, prefix: str, paths: list[str]) -> 
     runs = {m.group(1) for path in paths if (m := _RUN_DIR.search(path))}
     if not runs:
         return
-    for state_file in storage.list_files(f"{layout.STATE_DIR}/"):
+    for state_file in storage.list_files(layout.EXPORT_STATES):
         try:
-            state = orjson.loads(storage.read_bytes(state_file))
-        except FileNotFoundError:
-            continue  # removed meanwhile: a run that finished
-        except orjson.JSONDecodeError:
-            state = None
-        if not isinstance(state, dict):  # which runs are unfinished cannot be told: refused
+            state = StateStore(storage, state_file, ExportState).load()
+        except UsageError as exc:  # which runs are unfinished cannot be told: refused
             raise UsageError(
-                f"{location(storage, state_file)}: corrupt export state, so whether the root's files are "
-                "those of a finished run cannot be told; pass --in their directory to import them as they are"
-            )
-        run = state.get("run")
-        if isinstance(run, dict) and isinstance(run.get("run_id"), str) and run["run_id"] in runs:
+                f"{exc}; whether the root's files are those of a finished run cannot be told: pass --in "
+                "their directory to import them as they are"
+            ) from None
+        run = None if state is None else state.run
+        if run is not None and isinstance(run.run_id, str) and run.run_id in runs:
             raise UsageError(
-                f"{location(storage, state_file)}: run {run['run_id']} of this export is unfinished, and "
+                f"{location(storage, state_file)}: run {run.run_id} of this export is unfinished, and "
                 "its files hold part of the rows; run the export again to finish it (then import the "
                 "root), or pass --in its files' directory to import them as they are"
             )

@@ -555,7 +555,6 @@ def test_a_resumed_run_whose_object_to_plan_again_was_deleted_at_the_source(
 ):
     """The dataset a resumed run would plan again was deleted at the source meanwhile: the run
     finishes without it (listed as gone), holding none of its rows."""
-    from pipeline.common.errors import ApiError
     from pipeline.export.runner import ExportJob
 
     if emulator.conservative:
@@ -564,18 +563,30 @@ def test_a_resumed_run_whose_object_to_plan_again_was_deleted_at_the_source(
     insert(emulator.url, emulator.key, "dataset", ds["id"], [{"id": "d1", "input": "new"}])
     insert(emulator.url, emulator.key, "dataset", ds["id"], [{"id": "d0", "_object_delete": True}])
 
+    _stopped_deleted_resumed(emulator, args, ds, out, monkeypatch.context(), ExportJob, "_read_range")
+
+
+def _stopped_deleted_resumed(
+    emulator: Any, args: list[str], ds: dict[str, Any], out: Path, patching: Any, owner: Any, name: str
+) -> dict[str, Any]:
+    """An incremental run of ``args`` stopped (with an API error) where ``owner.name`` is
+    called, the dataset deleted at the source, and the run resumed: it finishes without the
+    dataset, listed as gone, none of its files left in the run. The resumed run's summary."""
+    from pipeline.common.errors import ApiError
+
     async def stopped(*a: Any, **k: Any) -> Any:
         raise ApiError("the process stopped here")
 
-    monkeypatch.setattr(ExportJob, "_read_range", stopped)
-    assert btpipe(emulator, *args, "--incremental").exit_code == 1
-    monkeypatch.undo()
+    with patching as patch:
+        patch.setattr(owner, name, stopped)
+        assert btpipe(emulator, *args, "--incremental").exit_code == 1
     send("DELETE", emulator.url, emulator.key, f"/v1/dataset/{ds['id']}")
     resumed = btpipe(emulator, *args, "--incremental")
     assert resumed.exit_code == 0, resumed.output
-    summary = orjson.loads(resumed.stdout)
+    summary: dict[str, Any] = orjson.loads(resumed.stdout)
     assert summary["gone"] == [f"dataset:d ({ds['id']})"]
     assert not list(out.glob(f"object_type=dataset/object_id={ds['id']}/run={summary['run_id']}/*"))
+    return summary
 
 
 def _dataset_exported(emulator: Any, tmp_path: Path, name: str) -> tuple[dict[str, Any], Path, list[str]]:
@@ -595,24 +606,15 @@ def test_an_object_deleted_at_the_source_before_its_tombstone_pass_is_gone(
 ):
     """A dataset whose rows a run read, deleted at the source before the run's tombstone pass
     (here: between a stop and the resume): the run finishes without it (listed as gone)."""
-    from pipeline.common.errors import ApiError
     from pipeline.export import runner
 
     ds, out, args = _dataset_exported(emulator, tmp_path, "gone-late")
     insert(emulator.url, emulator.key, "dataset", ds["id"], [{"id": "d9", "input": 9}])
 
-    async def stopped(*a: Any, **k: Any) -> Any:
-        raise ApiError("the process stopped here")
-
-    monkeypatch.setattr(runner, "export_config", stopped)  # after its tombstone pass wrote a file
-    assert btpipe(emulator, *args, "--incremental").exit_code == 1
-    monkeypatch.undo()
-    send("DELETE", emulator.url, emulator.key, f"/v1/dataset/{ds['id']}")
-    resumed = btpipe(emulator, *args, "--incremental")
-    assert resumed.exit_code == 0, resumed.output
-    summary = orjson.loads(resumed.stdout)
-    assert summary["gone"] == [f"dataset:d ({ds['id']})"]
-    assert not list(out.glob(f"object_type=dataset/object_id={ds['id']}/run={summary['run_id']}/*"))
+    # stopped after its tombstone pass wrote a file
+    summary = _stopped_deleted_resumed(
+        emulator, args, ds, out, monkeypatch.context(), runner, "export_config"
+    )
     assert not list(
         out.glob(f"_tombstones/object_type=dataset/object_id={ds['id']}/run={summary['run_id']}/*")
     )

@@ -40,17 +40,7 @@ main(sys.argv[1:], prog_name="btpipe")
 def test_started_at_is_before_planning(emulator: Emulator, tmp_path: Path) -> None:
     project = post(emulator.url, emulator.key, "/v1/project", {"name": unique("times")})
     insert(emulator.url, emulator.key, "project_logs", project["id"], [{"id": "a", "input": 1}])
-    args = (
-        "export",
-        "--project",
-        project["name"],
-        "--objects",
-        "logs",
-        "--out",
-        str(tmp_path),
-        "--json",
-        "--quiet",
-    )
+    args = ("export", "--project", project["name"], "--objects", "logs", "--out", str(tmp_path), "--json", "--quiet")  # fmt: skip
     done = subprocess.run([sys.executable, "-c", SLOW_PLANNING, *args], env=cli_env(emulator.url, emulator.key),
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr

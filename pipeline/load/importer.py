@@ -91,7 +91,8 @@ class ObjectLoader(Protocol):
     """Loads one input object somewhere else than in this process (``pipeline.ray`` runs it
     as a task of a Ray cluster): it reads ``obj``'s files from ``record``'s mark on, inserts
     them into ``ref``, and hands each newer checkpoint of ``record`` to ``save``, in order,
-    with the attachments it copied so far (source key -> destination key)."""
+    with the attachments it copied so far (source key -> destination key). ``copies``: the
+    objects the import copies (source id -> destination id), for the rows' ``origin``."""
 
     async def __call__(
         self,
@@ -99,6 +100,7 @@ class ObjectLoader(Protocol):
         obj: InputObject,
         ref: ObjectRef,
         record: ObjectProgress,
+        copies: Mapping[str, str],
         save: Callable[[ObjectProgress, dict[str, str]], Awaitable[None]],
     ) -> None: ...
 
@@ -231,7 +233,7 @@ class ImportJob:
                     run.attachments.mapping.update(attachments)
                     await state.save()
 
-                await self._objects(self, obj, ref, record, save)
+                await self._objects(self, obj, ref, record, copies, save)
             task.finish()
             await state.save()
 
@@ -277,14 +279,14 @@ def object_runs(
     ref: ObjectRef,
     mark: FilePosition | None,
     attachments: AttachmentCopier,
-    copies: Mapping[str, str] | None = None,
+    copies: Mapping[str, str],
 ) -> Iterator[AsyncIterator[list[Item]]]:
     """A reader of ``obj``'s items for ``ref`` per run (:mod:`pipeline.load.ordered`), from
     ``mark`` on, their attachments copied by ``attachments``: what an import feeds its
     batcher, in this process or in a Ray task. Before each run, the deletes of the rows it
     writes again that lost comments at the source go out as a run of their own. ``copies``:
     the objects the load copies (source id -> destination id), for the rows' ``origin``."""
-    source = SourceObject(obj.object_type or ref.object_type, obj.id, copies or {})
+    source = SourceObject(obj.object_type or ref.object_type, obj.id, copies)
     files = obj.files
     start_file, after = 0, -1
     if mark is not None:

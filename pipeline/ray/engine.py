@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from functools import partial
@@ -56,7 +56,8 @@ TASK_CPUS = 0.25
 class ObjectPlan:
     """What an import task needs besides its object: where the input is, how to batch and
     insert, and how to copy attachments as the driver would (the destination project, the
-    attachments copied before, source key -> destination key)."""
+    attachments copied before, source key -> destination key), and the objects the import
+    copies (source id -> destination id), for the rows' ``origin``."""
 
     input_url: str
     insert: InsertOptions
@@ -66,6 +67,7 @@ class ObjectPlan:
     mapping: dict[str, str]
     attachment_limit: int
     attachment_workers: int
+    copies: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -152,7 +154,7 @@ def _import_object(
                 await report((copy.copy(record), dict(copier.mapping)))
 
             batcher = object_batcher(ref, record, plan.batch_rows, plan.request_limit, save=save)
-            runs = object_runs(storage, obj, ref, record.position, copier)
+            runs = object_runs(storage, obj, ref, record.position, copier, plan.copies)
             await pool.run(partial(feed_runs, pool, batcher, runs))
 
     yield from _stream(body)
@@ -214,6 +216,7 @@ class RayObjects:
         obj: InputObject,
         ref: ObjectRef,
         record: ObjectProgress,
+        copies: Mapping[str, str],
         save: Callable[[ObjectProgress, dict[str, str]], Awaitable[None]],
     ) -> None:
         load = job.options.load
@@ -226,7 +229,7 @@ class RayObjects:
             plan = ObjectPlan(
                 job.storage.url, load.insert, load.batch_rows, job.request_limit,
                 {"id": copier.project_id, "org_id": copier.org_id}, dict(copier.mapping),
-                load.attachment_limit, load.attachment_workers,
+                load.attachment_limit, load.attachment_workers, dict(copies),
             )  # fmt: skip
             return _import_object.remote(
                 cluster.worker_settings(job.client.settings), self.api_key_env, self.budget,

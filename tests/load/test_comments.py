@@ -222,7 +222,7 @@ def restore_events(out: str, resume: bool) -> list[tuple[bool, str]]:
     ref = ObjectRef("project_logs", "copy", "copy", "project", {})
 
     async def read() -> list[tuple[bool, str]]:
-        runs = object_runs(storage, logs, ref, mark, _Copier())  # type: ignore[arg-type]
+        runs = object_runs(storage, logs, ref, mark, _Copier(), {})  # type: ignore[arg-type]
         return [(item.counted, item.id) for run in runs async for chunk in run for item in chunk]
 
     return anyio.run(read)

@@ -178,3 +178,26 @@ def test_a_range_task_lost_with_its_worker_runs_again_from_its_checkpoint(
     assert sorted(r["id"] for r in rows) == sorted(
         all_rows(emulator.url, emulator.key, "project_logs", project["id"])
     )
+
+
+def test_an_origin_naming_a_dataset_the_ray_import_copies_names_the_copy(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """As with the local engine: an eval row's ``origin`` names the copy of its dataset."""
+    project = post(emulator.url, emulator.key, "/v1/project", {"name": unique("ray-origin")})
+    dataset = post(emulator.url, emulator.key, "/v1/dataset", {"project_id": project["id"], "name": "golden"})
+    insert(emulator.url, emulator.key, "dataset", dataset["id"], [{"id": "rec1", "input": 1, "expected": 2}])
+    exp = post(emulator.url, emulator.key, "/v1/experiment",
+               {"project_id": project["id"], "name": "e", "dataset_id": dataset["id"]})  # fmt: skip
+    insert(emulator.url, emulator.key, "experiment", exp["id"],
+           [{"id": "r1", "input": 1, "origin": {"object_type": "dataset", "object_id": dataset["id"], "id": "rec1"}}])  # fmt: skip
+    out = tmp_path / "out"
+    result = btpipe(emulator, "export", "--project", project["name"], "--objects", "datasets,experiments",
+                    "--out", str(out), "--quiet")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    result = btpipe(emulator, "import", "--in", str(out), "--to-project", unique("ray-origin-copy"),
+                    "--create-project", "--engine", "ray", "--state-dir", str(tmp_path / "state"), "--json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    ids = {o["source"]: o["destination_id"] for o in orjson.loads(result.stdout)["objects"]}
+    (row,) = all_rows(emulator.url, emulator.key, "experiment", ids["experiment:e"]).values()
+    assert row["origin"] == {"object_type": "dataset", "object_id": ids["dataset:golden"], "id": "rec1"}

@@ -328,9 +328,11 @@ def compare(source: Digests, destination: Digests, source_label: str, destinatio
     return diff
 
 
-def _config_digests(kind: ConfigKind, objects: list[dict[str, Any]], names: dict[str, str]) -> Digests:
+def _config_digests(
+    kind: ConfigKind, objects: list[dict[str, Any]], names: dict[str, str], project_name: str | None
+) -> Digests:
     """Each object of one kind by its name or slug, digested as :func:`comparable` shows it."""
-    return {key_of(kind, obj): content_digest(comparable(obj, names)) for obj in objects}
+    return {key_of(kind, obj): content_digest(comparable(obj, names, project_name)) for obj in objects}
 
 
 def _names(config: ConfigSet, names: dict[str, str]) -> dict[str, str]:
@@ -364,8 +366,8 @@ def compare_config(
         if not ours and not theirs:
             continue
         diff = compare(
-            _config_digests(kind, ours, src_names),
-            _config_digests(kind, theirs, dst_names),
+            _config_digests(kind, ours, src_names, source.project_name),
+            _config_digests(kind, theirs, dst_names, destination.project_name),
             kind.selector,
             f"{project_name}/{kind.selector}",
         )

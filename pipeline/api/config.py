@@ -60,7 +60,7 @@ async def fetch_config(
     """Every object of ``kinds`` in ``project``, the kinds listed at once. A function that is
     a prompt and listed as a prompt too is kept once, as the prompt. ``versions``: also each
     prompt's earlier versions (:func:`prompt_versions`), ``workers`` read at once."""
-    result = ConfigSet()
+    result = ConfigSet(project_name=project.get("name"))
     found: dict[str, list[dict[str, Any]] | None] = {}
 
     async def one(name: str) -> None:

@@ -96,10 +96,15 @@ class ConfigSet:
     unserved: list[str] = field(default_factory=list)
     #: Each prompt's versions before its current one, oldest first, by prompt id.
     versions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    #: The name of the project the objects were read from (None: not known), which a
+    #: function reference by project name and slug uses for a function of that project.
+    project_name: str | None = None
 
     def take(self, kinds: list[str]) -> ConfigSet:
         """Move ``kinds`` out of this set into a new one (the kinds a load only looks up)."""
-        taken = ConfigSet({k: self.objects.pop(k) for k in kinds if k in self.objects})
+        taken = ConfigSet(
+            {k: self.objects.pop(k) for k in kinds if k in self.objects}, project_name=self.project_name
+        )
         self.unserved = [k for k in self.unserved if k not in kinds]
         return taken
 
@@ -128,15 +133,23 @@ def is_prompt_function(obj: Mapping[str, Any]) -> bool:
     return isinstance(data, dict) and data.get("type") == "prompt"
 
 
-def remap(value: Any, id_map: Mapping[str, str]) -> Any:
+def remap(value: Any, id_map: Mapping[str, str], projects: Mapping[str, str] | None = None) -> Any:
     """``value`` with every string that is a source id in ``id_map`` replaced by its
-    destination id, at any depth. Ids are UUIDs, so a string equal to one is that reference."""
+    destination id, at any depth. Ids are UUIDs, so a string equal to one is that reference.
+
+    ``projects`` (source project name -> destination name) renames the project of each
+    function reference by project name and slug (``{"project_name": ..., "slug": ...}``, the
+    spec's FunctionId): a name is text, so only that field of such a reference is one."""
     if isinstance(value, str):
         return id_map.get(value, value)
     if isinstance(value, dict):
-        return {k: remap(v, id_map) for k, v in value.items()}
+        out = {k: remap(v, id_map, projects) for k, v in value.items()}
+        named = value.get("project_name")
+        if projects and isinstance(named, str) and named in projects and isinstance(value.get("slug"), str):
+            out["project_name"] = projects[named]
+        return out
     if isinstance(value, list):
-        return [remap(v, id_map) for v in value]
+        return [remap(v, id_map, projects) for v in value]
     return value
 
 
@@ -173,12 +186,16 @@ def create_body(kind: ConfigKind, obj: Mapping[str, Any], project_id: str) -> di
     return {**body, "project_id": project_id}
 
 
-def comparable(obj: Mapping[str, Any], names: Mapping[str, str]) -> dict[str, Any]:
+def comparable(
+    obj: Mapping[str, Any], names: Mapping[str, str], project_name: str | None = None
+) -> dict[str, Any]:
     """``obj`` as verify compares it: without the fields a copy changes or that are null
     (the API reports a missing field as null), every id it holds replaced by the name of
-    what it points at (``names``), so a copy compares equal to its source."""
+    what it points at (``names``), and a reference by name to a function of its own project
+    (``project_name``) naming it as ``project``, so a copy compares equal to its source."""
     kept = {k: v for k, v in obj.items() if k not in SERVER_FIELDS and v is not None}
-    named: dict[str, Any] = remap(kept, names)
+    own = {project_name: "project"} if project_name is not None else None
+    named: dict[str, Any] = remap(kept, names, own)
     return named
 
 

@@ -95,6 +95,8 @@ class ConfigCopy:
         self.existing: dict[str, dict[str, dict[str, Any]]] = {}
         self.found: dict[str, str] = {}
         self.outcome = ConfigOutcome(unserved=list(source.unserved))
+        #: A function reference by the source project's name and a slug names the copy's.
+        self._projects = {source.project_name: project["name"]} if source.project_name else None
 
     async def check(self) -> None:
         """List what the destination holds; refuse a key taken by an object of another kind
@@ -180,7 +182,7 @@ class ConfigCopy:
                 )
                 continue
             keyed = {**version, **{name: obj.get(name) for name in kind.key}}
-            bodies.append(create_body(kind, remap(keyed, id_map), self.project["id"]))
+            bodies.append(create_body(kind, remap(keyed, id_map, self._projects), self.project["id"]))
         return bodies, left_out
 
     async def _replay(
@@ -229,7 +231,7 @@ class ConfigCopy:
     ) -> tuple[dict[str, Any] | None, dict[str, Any], bool]:
         """The destination's object of ``obj``'s key (None: none), the request writing ``obj``'s
         copy, and whether that object already equals the copy."""
-        body = create_body(kind, remap(obj, id_map), self.project["id"])
+        body = create_body(kind, remap(obj, id_map, self._projects), self.project["id"])
         existing = self.existing.get(kind.name, {}).get(key_of(kind, obj))
         return existing, body, existing is not None and comparable(existing, {}) == comparable(body, {})
 

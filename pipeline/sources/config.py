@@ -30,8 +30,9 @@ class ConfigInput:
     #: The source project's id, and its datasets' and experiments' ids with their labels, as
     #: the runs read them (verify names references by them).
     names: dict[str, str] = field(default_factory=dict)
-    #: The source project of the newest run read.
+    #: The source project of the newest run read, and its name as that run knew it.
     project_id: str | None = None
+    project_name: str | None = None
 
     @property
     def files(self) -> list[FileInfo]:
@@ -62,6 +63,7 @@ def find_config(
         if manifest.project_id:
             found.names[manifest.project_id] = "project"
             found.project_id = manifest.project_id
+            found.project_name = manifest.options.get("project_name") or found.project_name
         for obj in manifest.objects:
             if obj.object_type != "project_logs":
                 found.names[obj.object_id] = f"{obj.object_type}:{obj.name or obj.object_id}"
@@ -75,7 +77,7 @@ async def damaged_config(storage: Storage, found: ConfigInput) -> list[Damage]:
 
 def read_config(storage: Storage, found: ConfigInput) -> ConfigSet:
     """The objects of every kind found (blocking: run in a thread; the files are small)."""
-    result = ConfigSet()
+    result = ConfigSet(project_name=found.project_name)
     histories = set(VERSIONS_OF.values())
     for kind, entry in found.entries.items():
         objects: list[dict[str, Any]] = []

@@ -625,6 +625,50 @@ def test_graph_nodes_name_the_copies_of_their_functions(
     assert broken.exit_code == 1 and "not copied: function 'graph-h': refers to id" in broken.stderr
 
 
+def test_a_graph_node_naming_its_own_project_by_name_names_the_copys_project(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A graph node may name its function by project name and slug (the spec's FunctionId):
+    one naming the source project names the copy's project after migrate and import, one
+    naming another project stays; verify tells a copy still naming the source project apart."""
+    monkeypatch.setenv(OTHER, emulator.other_org_key)
+    url, key = emulator.url, emulator.key
+    project = post(url, key, "/v1/project", {"name": unique("graph-by-name")})
+    send("PUT", url, key, "/v1/function", {"project_id": project["id"], "name": "tool", "slug": "tool", "function_data": INLINE})  # fmt: skip
+    nodes = {
+        "own": {"type": "function", "function": {"project_name": project["name"], "slug": "tool"}},
+        "other": {"type": "function", "function": {"project_name": "shared-tools", "slug": "tool"}},
+    }
+    send("PUT", url, key, "/v1/function", {"project_id": project["id"], "name": "g", "slug": "g",
+                                           "function_data": {"type": "graph", "nodes": nodes, "edges": {}}})  # fmt: skip
+    migrated, imported = unique("graph-by-name-m"), unique("graph-by-name-i")
+    result = btpipe(emulator, "migrate", "--from-project", project["name"], "--to-project", migrated,
+                    "--create-project", "--objects", "config", "--to-api-key-env", OTHER)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "out"
+    result = btpipe(emulator, "export", "--project", project["name"], "--objects", "config", "--out", str(out), "--quiet")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    result = btpipe(emulator, "import", "--in", str(out), "--to-project", imported, "--create-project",
+                    "--state-dir", str(tmp_path / "i"), key=emulator.other_org_key)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    for target in (migrated, imported):
+        copied = destination_project(emulator, target)
+        graph = listing(emulator, emulator.other_org_key, copied["id"])["function"]["g"]
+        assert {n: v["function"]["project_name"] for n, v in graph["function_data"]["nodes"].items()} == {
+            "own": target,
+            "other": "shared-tools",
+        }
+    checked = btpipe(emulator, "verify", "--project", project["name"], "--to-project", migrated,
+                     "--objects", "config", "--to-api-key-env", OTHER)  # fmt: skip
+    assert checked.exit_code == 0, checked.output
+    copied = destination_project(emulator, migrated)
+    send("PUT", url, emulator.other_org_key, "/v1/function", {"project_id": copied["id"], "name": "g", "slug": "g",
+                                                              "function_data": {"type": "graph", "nodes": nodes, "edges": {}}})  # fmt: skip
+    checked = btpipe(emulator, "verify", "--project", project["name"], "--to-project", migrated,
+                     "--objects", "config", "--to-api-key-env", OTHER)  # fmt: skip
+    assert checked.exit_code == 1, checked.output
+
+
 def test_a_custom_roles_inherited_roles_are_copied_with_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

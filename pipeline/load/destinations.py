@@ -6,8 +6,9 @@ the source's ``dataset_version``, see below). An experiment's ``base_exp_id`` an
 ``dataset_id`` point at objects of the *source*; they are rewritten through ``id_map`` (source
 id -> destination id), so objects are created in dependency order: datasets, then experiments
 base before derived (:func:`creation_order`), whatever order the caller found them in. A
-reference to an object that was not copied is dropped rather than left pointing into another
-project or org.
+reference to an object that was not copied names the destination's object of the same name
+(:func:`counterparts`), or, where it has none, is dropped rather than left pointing into
+another project or org.
 
 An object of the same name that the destination already has is written into only when asked
 (``into_existing``): otherwise its rows would merge silently with the copied ones, under
@@ -28,12 +29,12 @@ warning.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 from pipeline.api.client import BraintrustClient
-from pipeline.api.objects import ObjectRef, find_object, logs_ref, object_ref
+from pipeline.api.objects import ObjectRef, find_object, list_objects, logs_ref, object_ref
 from pipeline.api.snapshot import take_snapshot
 from pipeline.common import jsoncodec
 from pipeline.common.errors import ApiError, TransientApiError, UsageError
@@ -61,6 +62,22 @@ def creation_body(
             if source_id is not None and source_id in id_map:
                 body[key] = id_map[source_id]
     return body
+
+
+async def counterparts(
+    client: BraintrustClient, project: dict[str, Any], others: Mapping[str, tuple[ObjectType, str]]
+) -> dict[str, str]:
+    """Source id -> the destination project's dataset or experiment of the same kind and name,
+    for the source objects a load does not copy (``others``: source id -> (kind, name)) where
+    the destination has one. References to them (an experiment's ``dataset_id`` or
+    ``base_exp_id``, a row's ``origin``, a setting's baseline experiment) go there, as those to
+    configuration of a kind not copied go to the destination's object of the same key: a load
+    of experiments alone links the datasets an earlier load copied."""
+    found: dict[tuple[str, str], str] = {}
+    for kind in sorted({kind for kind, _ in others.values()}):
+        async for obj in list_objects(client, kind, project["id"]):
+            found.setdefault((kind, str(obj.get("name"))), str(obj["id"]))
+    return {source_id: found[wanted] for source_id, wanted in others.items() if wanted in found}
 
 
 async def ensure_object(

@@ -53,6 +53,7 @@ from pipeline.load.destinations import (
     Destination,
     VersionLink,
     Wanted,
+    counterparts,
     ensure_objects,
     link_dataset_versions,
     link_parameters,
@@ -194,13 +195,19 @@ class ImportJob:
             state.created[key] = destination_id
             await state.save()
 
+        copied = {obj.id for obj in inputs}
+        uncopied = {k: v for k, v in scope.named_objects(project_id).items() if k not in copied}
+        elsewhere = await counterparts(self.client, project, uncopied)
         destinations = await ensure_objects(
-            self.client, project, [_wanted(obj, to_object) for obj in inputs], id_map={},
+            self.client, project, [_wanted(obj, to_object) for obj in inputs], id_map=dict(elsewhere),
             into_existing=opts.load.into_existing, ours=state.created, remember=remember,
             warnings=run.summary.warnings, verb="imported",
         )  # fmt: skip
         plans = [(obj, destinations[obj.key].ref, destinations[obj.key].created) for obj in inputs]
-        copies = {obj.id: ref.id for obj, ref, _ in plans if obj.id is not None}  # the objects, for origins
+        copies = {
+            **elsewhere,
+            **{obj.id: ref.id for obj, ref, _ in plans if obj.id is not None},
+        }  # for origins
         id_map = dict(copies)  # and the configuration, as it is written
         if copy is not None:
             if config.project_id is not None:

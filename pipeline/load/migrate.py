@@ -32,12 +32,14 @@ import anyio
 from pipeline.api.btql import Pager, build_query
 from pipeline.api.client import BraintrustClient
 from pipeline.api.config import fetch_config
-from pipeline.api.objects import ObjectRef, resolve_project, resolve_selection
+from pipeline.api.objects import ObjectRef, list_objects, resolve_project, resolve_selection
 from pipeline.api.snapshot import pin_read
 from pipeline.common import defaults, jsoncodec
 from pipeline.common.config_kinds import lookup_kinds
+from pipeline.common.object_fields import COPIED_KINDS
 from pipeline.common.progress import Progress
-from pipeline.common.selection import config_selection
+from pipeline.common.rows import ObjectType
+from pipeline.common.selection import config_selection, parse_selection
 from pipeline.common.state import ObjectProgress
 from pipeline.load.acls import AclCopy, AclTarget
 from pipeline.load.attachments import AttachmentCopier, SourceAttachments
@@ -46,6 +48,7 @@ from pipeline.load.config import ConfigCopy
 from pipeline.load.destinations import (
     VersionLink,
     Wanted,
+    counterparts,
     ensure_objects,
     experiments_in_dependency_order,
     link_dataset_versions,
@@ -159,8 +162,9 @@ class MigrateJob:
             await state.save()
 
         wanted = [Wanted(f"{ref.object_type}:{ref.id}", ref.object_type, ref.name, ref.info) for ref in refs]
+        elsewhere = await counterparts(self.destination, dst_project, await self._uncopied(src_project, refs))
         destinations = await ensure_objects(
-            self.destination, dst_project, wanted, id_map={src_project["id"]: dst_project["id"]},
+            self.destination, dst_project, wanted, id_map={src_project["id"]: dst_project["id"], **elsewhere},
             into_existing=opts.load.into_existing, ours=state.created, remember=remember,
             warnings=run.summary.warnings, verb="migrated",
         )  # fmt: skip
@@ -168,8 +172,8 @@ class MigrateJob:
             (ref, destinations[w.key].ref, destinations[w.key].created)
             for w, ref in zip(wanted, refs, strict=True)
         ]
-        id_map = {src_project["id"]: dst_project["id"], **{ref.id: dest.id for ref, dest, _ in plans}}
-        self._copies = {ref.id: dest.id for ref, dest, _ in plans}
+        self._copies = {**elsewhere, **{ref.id: dest.id for ref, dest, _ in plans}}
+        id_map = {src_project["id"]: dst_project["id"], **self._copies}
         if config is not None:
             run.summary.add_config(await config.apply(id_map))
         await link_parameters(self.destination, [(ref.info, dest) for ref, dest, _ in plans if ref.object_type == "experiment"],
@@ -205,6 +209,21 @@ class MigrateJob:
             await link_dataset_versions(self.destination, version_links(plans, copied_at), summary.warnings)
 
         return await run.complete(produce, started, keys, results, link_versions)
+
+    async def _uncopied(
+        self, src_project: dict[str, Any], refs: list[ObjectRef]
+    ) -> dict[str, tuple[ObjectType, str]]:
+        """The source's datasets and experiments the selection leaves out (id -> kind and
+        name): references to them go to the destination's namesakes (:func:`counterparts`)."""
+        kinds = {s.object_type for s in parse_selection(self.options.objects) if s.name is None}
+        copied = {ref.id for ref in refs}
+        return {
+            obj["id"]: (kind, obj["name"])
+            for kind in COPIED_KINDS
+            if kind not in kinds
+            for obj in [o async for o in list_objects(self.source, kind, src_project["id"])]
+            if obj["id"] not in copied
+        }
 
     async def _config_copy(
         self, src_project: dict[str, Any], dst_project: dict[str, Any]

@@ -17,10 +17,13 @@ project's logs. Loose files (no manifest) name no project and no shape: nothing 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 from pipeline.common.chains import RunIndex
 from pipeline.common.errors import UsageError
 from pipeline.common.manifest import Manifest
+from pipeline.common.object_fields import COPIED_KINDS
+from pipeline.common.rows import ObjectType
 from pipeline.common.storage import Storage
 from pipeline.load.destinations import version_number
 from pipeline.sources.inputs import InputObject, input_manifests
@@ -71,6 +74,21 @@ class InputScope:
                 )
                 names[project_id] = name or names.get(project_id)
         return [SourceProject(pid, name) for pid, name in names.items()]
+
+    def named_objects(self, project_id: str | None) -> dict[str, tuple[ObjectType, str]]:
+        """The datasets and experiments of ``project_id`` the manifests name, id -> kind and
+        newest name: an import's rows may refer to those it does not copy."""
+        found: dict[str, tuple[ObjectType, str]] = {}
+        for manifest in self.manifests:
+            for obj in manifest.objects:
+                owner = obj.project_id or manifest.options.get("project_id")
+                if (
+                    obj.object_type in COPIED_KINDS
+                    and obj.name
+                    and (project_id is None or owner == project_id)
+                ):
+                    found[obj.object_id] = (cast(ObjectType, obj.object_type), obj.name)
+        return found
 
     def exported_version(self, object_id: str | None) -> str | None:
         """The newest snapshot version the object was exported at (None: not known)."""

@@ -34,7 +34,7 @@ from pipeline.load.insert import ErrorLog, InsertOptions, InsertPool
 from pipeline.sinks.jsonl import JsonlSink
 from pipeline.sinks.parquet import ParquetSink
 from tests.conftest import Emulator
-from tests.helpers import all_rows, btpipe, insert, post, unique
+from tests.helpers import all_rows, btpipe, insert, post, send, unique
 from tests.reliability.support import cli_env
 
 
@@ -464,3 +464,59 @@ def test_a_rows_origin_in_a_copied_object_names_the_copy(emulator: Emulator, tmp
             "id": "rec1",
         }, how
         assert rows["r2"]["origin"]["object_id"] == elsewhere, how
+
+
+def test_a_load_of_experiments_alone_links_the_datasets_an_earlier_load_copied(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """Datasets copied by one load, experiments by the next: the experiments' ``dataset_id``
+    and their rows' ``origin`` name the destination's dataset of the same name (migrate and
+    import), not the source's; a dataset the destination lacks leaves the link out and the
+    origin as it was."""
+    src = make_project(emulator)
+    golden = post(emulator.url, emulator.key, "/v1/dataset", {"project_id": src["id"], "name": "golden"})
+    other = post(emulator.url, emulator.key, "/v1/dataset", {"project_id": src["id"], "name": "other"})
+    insert(emulator.url, emulator.key, "dataset", golden["id"], [{"id": "rec1", "input": 1, "expected": 2}])
+    exp = post(emulator.url, emulator.key, "/v1/experiment", {"project_id": src["id"], "name": "e", "dataset_id": golden["id"]})  # fmt: skip
+    lone = post(emulator.url, emulator.key, "/v1/experiment", {"project_id": src["id"], "name": "lone", "dataset_id": other["id"]})  # fmt: skip
+    insert(emulator.url, emulator.key, "experiment", exp["id"],
+           [{"id": "r1", "input": 1, "origin": {"object_type": "dataset", "object_id": golden["id"], "id": "rec1"}}])  # fmt: skip
+    insert(emulator.url, emulator.key, "experiment", lone["id"],
+           [{"id": "r2", "input": 2, "origin": {"object_type": "dataset", "object_id": other["id"], "id": "x"}}])  # fmt: skip
+    out, key = tmp_path / "out", emulator.other_org_key
+    exported = btpipe(emulator, "export", "--project", src["name"], "--objects", "datasets,experiments",
+                      "--out", str(out), "--quiet")  # fmt: skip
+    assert exported.exit_code == 0, exported.output
+    migrated, imported = unique("migrated"), unique("imported")
+    env = {"OTHER_KEY": key}
+    first = run(migrate_command, emulator, "--from-project", src["name"], "--objects", "dataset:golden",
+                "--to-project", migrated, "--create-project", "--to-api-key-env", "OTHER_KEY",
+                "--state-dir", str(tmp_path / "m"), env=env)  # fmt: skip
+    assert first.exit_code == 0, first.output
+    then = run(migrate_command, emulator, "--from-project", src["name"], "--objects", "experiments",
+               "--to-project", migrated, "--to-api-key-env", "OTHER_KEY", "--state-dir", str(tmp_path / "m"),
+               "--json", env=env)  # fmt: skip
+    first = run(import_command, emulator, "--in", str(out), "--objects", "dataset:golden", "--to-project",
+                imported, "--create-project", "--state-dir", str(tmp_path / "i"), key=key)  # fmt: skip
+    assert first.exit_code == 0, first.output
+    later = run(import_command, emulator, "--in", str(out), "--objects", "experiments", "--to-project",
+                imported, "--state-dir", str(tmp_path / "i"), "--json", key=key)  # fmt: skip
+    for how, project, result in (("migrate", migrated, then), ("import", imported, later)):
+        assert result.exit_code == 0, (how, result.output)
+        ids = {o["source"]: o["destination_id"] for o in orjson.loads(result.stdout)["objects"]}
+        assert set(ids) == {"experiment:e", "experiment:lone"}, how
+        (project_row,) = send("GET", emulator.url, key, "/v1/project", params={"project_name": project})[
+            "objects"
+        ]
+        (dataset,) = send("GET", emulator.url, key, "/v1/dataset", params={"project_id": project_row["id"]})[
+            "objects"
+        ]
+        experiments = {e["name"]: e for e in send("GET", emulator.url, key, "/v1/experiment", params={"project_id": project_row["id"]})["objects"]}  # fmt: skip
+        assert experiments["e"].get("dataset_id") == dataset["id"], how
+        assert experiments["lone"].get("dataset_id") is None, how
+        rows = all_rows(emulator.url, key, "experiment", ids["experiment:e"])
+        assert rows["r1"]["origin"] == {"object_type": "dataset", "object_id": dataset["id"], "id": "rec1"}, (
+            how
+        )
+        rows = all_rows(emulator.url, key, "experiment", ids["experiment:lone"])
+        assert rows["r2"]["origin"]["object_id"] == other["id"], how

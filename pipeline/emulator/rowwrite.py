@@ -137,7 +137,7 @@ def _resolve(layout: RowLayout, event: dict[str, Any], previous: dict[str, Any] 
     """The fields an event could set (data and identity) of the row after applying ``event``."""
     fields = {k: v for k, v in event.items() if k not in layout.control and k != AUDIT}
     if event.get("_is_merge") and previous is not None:
-        merged = {k: v for k, v in previous.items() if k in layout.insertable}
+        merged = {k: v for k, v in previous.items() if k in layout.insertable or k in layout.data}
         stop = {tuple(p) for p in event.get("_merge_paths") or ()}
         fields = {k: v for k, v in fields.items() if k not in MERGE_KEEPS}
         for name in SET_UNION_FIELDS:

@@ -59,6 +59,23 @@ async def test_merge_and_merge_paths(api: Api) -> None:
     assert "_is_merge" not in row and "_merge_paths" not in row
 
 
+async def test_a_merge_or_a_comment_keeps_the_rows_classifications(api: Api) -> None:
+    """``classifications`` (written through ``/logs3``, as an ``Eval`` writes them) stay on the
+    row when a later merge (``log_feedback``'s scores) or a comment does not name them."""
+    pid = (await api.project())["id"]
+
+    async def logs3(*rows: dict[str, Any]) -> None:
+        body = {"rows": [{"project_id": pid, "log_id": "g", **r} for r in rows], "api_version": 2}
+        assert (await api.call("POST", "/logs3", body)).status == 200
+
+    classes = {"topic": [{"id": "t2", "label": "M"}]}
+    await logs3({"id": "c", "input": 1, "classifications": classes})
+    await logs3({"id": "c", "_is_merge": True, "scores": {"s": 1}})
+    await api.ok("POST", f"/v1/project_logs/{pid}/feedback", {"feedback": [{"id": "c", "comment": "ok"}]})
+    row = (await rows_by_id(api, "project_logs", pid))["c"]
+    assert (row["classifications"], row["scores"], row["input"]) == (classes, {"s": 1}, 1)
+
+
 async def test_merge_within_one_request(api: Api) -> None:
     pid = (await api.project())["id"]
     await api.insert("project_logs", pid, [{"id": "x", "input": {"a": 1}}, {"id": "x", "_is_merge": True, "input": {"b": 2}}])  # fmt: skip

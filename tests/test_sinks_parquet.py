@@ -4,6 +4,7 @@ row groups, parts, aborts."""
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -270,13 +271,19 @@ def test_number_maps_keep_integers_exact_beside_the_doubles() -> None:
     assert table.column("metrics_int").to_pylist() == [[("tokens", 9007199254740993)]]
     assert table.column(EXTRA_COLUMN).to_pylist() == [None]
     assert table_to_rows(table) == parse_page(beyond)
-    past_int64 = b'{"id":"i","metrics":{"tokens":18446744073709551616,"start":0.5}}\n'
-    table = page_to_table(past_int64, "project_logs")
-    assert table.column("metrics").to_pylist() == [None]  # no typed view of a map that big
+    past_int64 = b'{"id":"i","metrics":{"tokens":18446744073709551616,"start":0.5,"n":3}}\n'
+    table = page_to_table(past_int64, "project_logs")  # the typed views keep every entry they can
+    assert table.column("metrics").to_pylist() == [[("tokens", 2.0**64), ("start", 0.5), ("n", 3.0)]]
+    assert table.column("metrics_int").to_pylist() == [[("n", 3)]]
+    assert table.column(NULLS_COLUMN).to_pylist() == [[]]
     assert json.loads(table.column(EXTRA_COLUMN)[0].as_py()) == {
-        "metrics": {"tokens": 18446744073709551616, "start": 0.5}
+        "metrics": {"tokens": 18446744073709551616, "start": 0.5, "n": 3}
     }
     assert table_to_rows(table) == parse_page(past_int64)
+    past_doubles = b'{"id":"j","scores":{"s":-1' + b"0" * 400 + b"}}\n"
+    table = page_to_table(past_doubles, "project_logs")
+    assert table.column("scores").to_pylist() == [[("s", -math.inf)]]
+    assert table_to_rows(table) == parse_page(past_doubles)
 
 
 @pytest.mark.parametrize(

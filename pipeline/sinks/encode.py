@@ -10,6 +10,7 @@ are of the column's type. What each column holds is :mod:`pipeline.common.arrow_
 from __future__ import annotations
 
 import itertools
+import math
 import operator
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -168,7 +169,9 @@ def _number_map_columns(
     name: str, maps: list[dict[str, int | float | None] | None], arrow_type: pa.DataType, aside: _Aside
 ) -> tuple[pa.Array, pa.Array]:
     """The double map of ``maps`` (None where absent or null) and its exact-integer companion.
-    A map holding an integer beyond 64 bits has no typed view: ``_extra`` keeps it."""
+    A map holding an integer beyond 64 bits keeps its exact value in ``_extra`` (which wins
+    when read back); its typed views still hold every entry: the double view each number
+    (infinite beyond the double range), the integer view the integers that fit."""
     present = [m for m in maps if m]
     flat = list(itertools.chain.from_iterable(m.values() for m in present))
     is_int = list(map(operator.is_, map(type, flat), itertools.repeat(int)))
@@ -177,15 +180,15 @@ def _number_map_columns(
         for i, m in enumerate(maps):
             if m and any(type(x) is int and x not in _INT64 for x in m.values()):
                 aside.keep_exact(name, i, m)
-                maps[i] = None
-        return _number_map_columns(name, maps, arrow_type, aside)
+        is_int = [fits and x in _INT64 for fits, x in zip(is_int, flat, strict=True)]
+        ints = list(itertools.compress(flat, is_int))  # type: ignore[arg-type]
     offsets = pa.array(list(itertools.accumulate((len(m) if m else 0 for m in maps), initial=0)), pa.int32())
     keys = pa.array(list(itertools.chain.from_iterable(present)), pa.string())
     nulls = pa.array([m is None for m in maps]) if None in maps else None
     try:
         numbers = pa.array(flat, pa.float64())
     except pa.ArrowInvalid:  # an integer beyond 2**53: Arrow will not round it, the double view does
-        numbers = pa.array([float(x) if type(x) is int else x for x in flat], pa.float64())
+        numbers = pa.array([_double(x) if type(x) is int else x for x in flat], pa.float64())
     doubles = pa.MapArray.from_arrays(offsets, keys, numbers, type=arrow_type, mask=nulls)
     if not ints:
         int_offsets = pa.array([0] * len(offsets), pa.int32())
@@ -200,6 +203,14 @@ def _number_map_columns(
         int_offsets, keys.filter(int_mask), pa.array(ints, pa.int64()), type=INT_MAP_TYPE, mask=nulls
     )
     return doubles, integers
+
+
+def _double(value: int) -> float:
+    """The nearest double of an integer; infinite beyond the double range."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
 
 
 def _json_texts(values: list[Any]) -> list[bytes | None]:

@@ -98,12 +98,21 @@ _NONE_LACKING: Final[frozenset[str]] = frozenset()
 _SHARED: dict[frozenset[str], frozenset[str]] = {}
 
 
+#: What a copy keeps of a comment besides its text: who wrote it and when are the writer's (a
+#: copy is written by its loader).
+_COMMENT_KEPT: Final = ("source", "metadata")
+
+
 def comments_said(entries: Any) -> list[Any]:
-    """What a row's comments say, which a copy keeps: each entry's ``comment``, in a fixed
-    order. Who wrote an entry and when are the writer's (a copy is written by its loader)."""
+    """What a row's comments say, which a copy keeps: each entry's ``comment`` with its
+    ``source`` and ``metadata``, in a fixed order."""
     if not isinstance(entries, list):
         return []
-    said = [e["comment"] for e in entries if isinstance(e, dict) and e.get("comment") is not None]
+    said = [
+        {"comment": e["comment"], **{k: e[k] for k in _COMMENT_KEPT if e.get(k) is not None}}
+        for e in entries
+        if isinstance(e, dict) and e.get("comment") is not None
+    ]
     return sorted(said, key=jsoncodec.canonical)
 
 

@@ -114,6 +114,44 @@ def test_import_and_migrate_copy_comments_once_and_verify_compares_them(
     assert late.exit_code == 1, late.output
 
 
+def test_verify_tells_a_comment_of_another_source_or_metadata_apart(
+    emulator: Emulator, commented: dict[str, Any], tmp_path: Path
+) -> None:
+    """A copy keeps each comment's source and metadata, so verify compares them too."""
+    source = commented["project"]
+    migrated = unique("migrated")
+    moved = btpipe(emulator, "migrate", "--from-project", source["name"], "--to-project", migrated,
+                   "--create-project", "--objects", "logs", "--state-dir", str(tmp_path / "m"))  # fmt: skip
+    assert moved.exit_code == 0, moved.output
+    (project,) = get(emulator, f"/v1/project?project_name={migrated}")["objects"]
+    [(comment_id, text, _, _)] = said(all_rows(emulator.url, emulator.key, "project_logs", project["id"]))[
+        "l3"
+    ]
+    for audit in ({"_audit_source": "app"}, {"_audit_metadata": {"ticket": 8}}):
+        row = {
+            "id": comment_id,
+            "origin": {"id": "l3"},
+            "comment": text,
+            "project_id": project["id"],
+            "log_id": "g",
+        }
+        post(emulator.url, emulator.key, "/logs3", {"rows": [{**row, **audit}], "api_version": 2})
+        check = btpipe(
+            emulator, "verify", "--project", source["name"], "--to-project", migrated, "--objects", "logs"
+        )
+        assert check.exit_code == 1, (audit, check.output)
+        post(
+            emulator.url,
+            emulator.key,
+            "/logs3",
+            {"rows": [{**row, "_audit_source": "external"}], "api_version": 2},
+        )
+        check = btpipe(
+            emulator, "verify", "--project", source["name"], "--to-project", migrated, "--objects", "logs"
+        )
+        assert check.exit_code == 0, (audit, check.output)
+
+
 def test_a_comment_too_big_for_any_request_stops_the_import_or_is_recorded(
     emulator: Emulator, tmp_path: Path
 ) -> None:

@@ -101,6 +101,18 @@ async def run_query(
     return await client.post_raw("/btql", request_body(query, fmt=fmt, version=version))
 
 
+def answer_rows(client: BraintrustClient, response: Response) -> list[dict[str, Any]]:
+    """The rows of a ``fmt: json`` answer (its ``data``); ApiError when the answer holds none,
+    as an answer of something else than the API's ``/btql`` does."""
+    payload = response.json()
+    rows = payload.get("data") if isinstance(payload, dict) else None
+    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+        raise ApiError(
+            client.sided("POST /btql: the answer holds no list of rows ('data'); check the API URL")
+        )
+    return rows
+
+
 def whole_rows(body: bytes) -> bool:
     """Whether a JSONL body ends in a whole row: a body cut short in transit (with a
     Content-Length that matches the cut) ends in a line that does not parse."""
@@ -266,11 +278,10 @@ async def query_pages(
     ``_xact_id`` values cannot pin the rest, so pages read the latest state."""
     while True:
         response = await run_query(client, query, version=version)
-        payload = response.json() or {}
-        rows = payload.get("data") or []
+        rows = answer_rows(client, response)
         if rows:
             yield rows
-        cursor = cursor_of(response) or payload.get("cursor")
+        cursor = cursor_of(response) or response.json().get("cursor")
         if not page_all or not rows or not cursor:
             return
         query = {**query, "cursor": cursor}

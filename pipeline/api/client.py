@@ -178,7 +178,20 @@ class Response:
     body: bytes
 
     def json(self) -> Any:
-        return jsoncodec.loads(self.body) if self.body else None
+        """The body's JSON (None for an empty body); ApiError when it is not JSON, as when the
+        URL serves a web page (a sign-in page answers 200) rather than the API."""
+        if not self.body:
+            return None
+        try:
+            return jsoncodec.loads(self.body)
+        except ValueError:
+            kind = self.headers.get("Content-Type") or "no content type"
+            start = " ".join(self.body[:80].decode("utf-8", "replace").split())
+            raise ApiError(
+                f"the server answered HTTP {self.status} with a body that is not JSON ({kind}: {start!r}); "
+                "check that the API URL is the API's",
+                self.status,
+            ) from None
 
 
 @dataclass(frozen=True)

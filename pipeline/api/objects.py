@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 
 from pipeline.api.client import BraintrustClient
-from pipeline.common.errors import NotFoundError, UsageError, first_error
+from pipeline.common.errors import ApiError, NotFoundError, UsageError, first_error
 from pipeline.common.rows import ObjectType
 from pipeline.common.selection import parse_selection
 
@@ -55,7 +55,10 @@ async def list_all(
     """Every object of the list endpoint ``path``, following ``starting_after`` pagination."""
     params = {**params, "limit": "100"}
     while True:
-        objects = (await client.get_json(path, params))["objects"]
+        answer = await client.get_json(path, params)
+        objects = answer.get("objects") if isinstance(answer, dict) else None
+        if not isinstance(objects, list) or not all(isinstance(o, dict) and "id" in o for o in objects):
+            raise ApiError(client.sided(f"GET {path}: the answer is not a list of objects with ids"))
         for obj in objects:
             yield obj
         if len(objects) < 100:
@@ -73,7 +76,7 @@ async def resolve_project(client: BraintrustClient, name_or_id: str) -> dict[str
             pass
     try:
         async for obj in _list(client, "project", {"project_name": name_or_id}):
-            if obj["name"] == name_or_id:
+            if obj.get("name") == name_or_id:
                 return obj
     except NotFoundError as exc:  # the list itself is missing: the URL is not the API's
         raise UsageError(f"{exc} (no project list at this API URL: check the URL's path)") from None

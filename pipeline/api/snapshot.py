@@ -39,7 +39,7 @@ from typing import Any, Literal
 
 import anyio
 
-from pipeline.api.btql import SHRINK_STATUSES, request_body, run_query
+from pipeline.api.btql import SHRINK_STATUSES, answer_rows, request_body, run_query
 from pipeline.api.capabilities import Capabilities, capabilities
 from pipeline.api.client import BadRequestError, BraintrustClient, PageTooLargeError
 from pipeline.querylang.ast import Expr, Query, all_of, binary, function, ident, literal
@@ -161,7 +161,7 @@ async def take_snapshot(
     found: dict[str, Any] = {}
 
     async def edge(name: str, direction: str) -> None:
-        data = (await run_query(client, _edge(whole, direction))).json()["data"]
+        data = answer_rows(client, await run_query(client, _edge(whole, direction)))
         found[name] = data[0] if data else None
 
     async def created_edge(name: str, direction: str) -> None:
@@ -201,7 +201,7 @@ async def _first_if_served(client: BraintrustClient, query: Query) -> dict[str, 
         response = await client.post_raw("/btql", request_body(query, fmt="json"), shrink_on=SHRINK_STATUSES)
     except (PageTooLargeError, BadRequestError):
         return None
-    data: list[dict[str, Any]] = response.json()["data"]
+    data = answer_rows(client, response)
     return data[0] if data else None
 
 
@@ -212,7 +212,7 @@ async def _count_if_served(client: BraintrustClient, query: Query) -> int | None
         response = await client.post_raw("/btql", request_body(query, fmt="json"), shrink_on=SHRINK_STATUSES)
     except (PageTooLargeError, BadRequestError):
         return None
-    return _count(response.json()["data"])
+    return _count(answer_rows(client, response))
 
 
 async def count_now_and_at(
@@ -235,7 +235,7 @@ async def count_now_and_at(
         found["now"] = await _count_if_served(client, query)
 
     async def at() -> None:
-        found["at"] = _count((await run_query(client, query, version=version)).json()["data"])
+        found["at"] = _count(answer_rows(client, await run_query(client, query, version=version)))
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(now)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
+import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -250,6 +251,10 @@ def _show_library_warnings() -> None:
         logger.propagate = False
 
 
+#: Set, an unexpected error shows its traceback instead of one line.
+TRACEBACK_VARIABLE = "BTPIPE_TRACEBACK"
+
+
 class Btpipe(click.Group):
     """The command group; a usage error is one line on stderr and exit 2, like every other
     btpipe error, instead of click's usage block. Commands named in ``lazy_commands``
@@ -282,6 +287,19 @@ class Btpipe(click.Group):
         except BtpipeError as exc:  # raised while the options were turned into settings
             report_error(exc)
             sys.exit(exc.exit_code)
-        except click.Abort:
+        except click.Abort as exc:
+            if isinstance(exc.__cause__, KeyboardInterrupt):  # Ctrl-C before the work began
+                click.echo("btpipe: interrupted before it began; nothing was done", err=True)
+                sys.exit(EXIT_INTERRUPTED)
             click.echo("btpipe: aborted", err=True)
+            sys.exit(EXIT_FAILED)
+        except Exception as exc:  # not raised on purpose: one line all the same, never a traceback
+            if os.environ.get(TRACEBACK_VARIABLE):
+                raise
+            detail = " ".join(str(exc).split())
+            click.echo(
+                f"btpipe: error: unexpected {type(exc).__name__}{': ' + detail if detail else ''} (an answer "
+                f"or a file btpipe did not expect, or a bug; {TRACEBACK_VARIABLE}=1 shows where)",
+                err=True,
+            )
             sys.exit(EXIT_FAILED)

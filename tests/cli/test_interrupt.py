@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import click
 import pytest
+from click.testing import CliRunner
 
-from pipeline.cli.common import run_async
-from pipeline.common.errors import EXIT_INTERRUPTED
+from pipeline.cli.common import TRACEBACK_VARIABLE, Btpipe, run_async
+from pipeline.common.errors import EXIT_FAILED, EXIT_INTERRUPTED
 
 
 async def _interrupted() -> None:
@@ -42,3 +44,39 @@ def test_an_interrupt_after_the_work_is_done_leaves_its_result(monkeypatch: pyte
 
     monkeypatch.setattr(anyio, "run", run_then_interrupted)
     assert run_async(work) == "summary"
+
+
+def _group_raising(error: BaseException) -> click.Group:
+    """A btpipe command group whose one command raises ``error`` outside any run."""
+
+    @click.group(cls=Btpipe)
+    def group() -> None:
+        pass
+
+    @group.command()
+    def fails() -> None:
+        raise error
+
+    return group
+
+
+def test_an_interrupt_before_the_work_began_exits_5_in_one_line() -> None:
+    """Ctrl-C while the command loads or parses its flags: click turns it into an abort."""
+    result = CliRunner().invoke(_group_raising(KeyboardInterrupt()), ["fails"])
+    assert result.exit_code == EXIT_INTERRUPTED
+    assert result.stderr.strip().splitlines()[-1] == "btpipe: interrupted before it began; nothing was done"
+
+
+def test_an_unexpected_error_is_one_line_unless_its_traceback_is_asked_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(TRACEBACK_VARIABLE, raising=False)
+    result = CliRunner().invoke(_group_raising(KeyError("objects")), ["fails"])
+    assert result.exit_code == EXIT_FAILED
+    assert result.stderr.strip().splitlines() == [
+        "btpipe: error: unexpected KeyError: 'objects' (an answer or a file btpipe did not expect, "
+        f"or a bug; {TRACEBACK_VARIABLE}=1 shows where)"
+    ]
+    monkeypatch.setenv(TRACEBACK_VARIABLE, "1")
+    result = CliRunner().invoke(_group_raising(KeyError("objects")), ["fails"])
+    assert isinstance(result.exception, KeyError)

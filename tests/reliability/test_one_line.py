@@ -12,12 +12,15 @@ an injected ENOSPC otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import http.server
 import os
 import re
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -294,6 +297,61 @@ def test_an_api_url_with_a_wrong_path_is_a_usage_error_not_a_missing_project(
     env = cli_env(f"{emulator.url}/typo", emulator.key)
     result = run_cli(env, "export", "--project", source["name"], "--out", str(tmp_path / "out"))
     one_line(result, 2, "/typo/v1/project", "check the URL's path")
+
+
+@contextlib.contextmanager
+def answering(body: bytes, content_type: str) -> Iterator[str]:
+    """A server on loopback answering every request with HTTP 200 and ``body``: a sign-in page,
+    or JSON of another shape than the API's."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def answer(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_PUT = answer
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b"<html><body>Sign in</body></html>", "text/html"),
+        (b"{}", "application/json"),
+        (b"[]", "application/json"),
+        (b'{"objects":[{"name":"p"}]}', "application/json"),
+        (b'{"objects":"x"}', "application/json"),
+    ],
+)
+def test_an_answer_that_is_not_the_apis_is_one_line(body: bytes, content_type: str, tmp_path: Path) -> None:
+    """A URL that answers 200 with a web page, or with JSON of another shape, is one line and
+    exit 1 for every command, never a traceback."""
+    with answering(body, content_type) as url:
+        env = cli_env(url, "bt-local-key")
+        for args in (
+            ["export", "--project", "p", "--out", str(tmp_path / "out")],
+            ["query", "select: * | from: project_logs('p')"],
+            ["migrate", "--from-project", "p", "--to-project", "q", "--state-dir", str(tmp_path / "m")],
+            ["delete", "--project", "p", "--filter", "id = 'x'", "--yes"],
+        ):
+            result = run_cli(env, *args, timeout=120)
+            one_line(result, 1, "btpipe: error:")
+    assert not (tmp_path / "out").exists()
 
 
 def test_an_out_that_is_a_file_is_named_as_such(

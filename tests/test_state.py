@@ -257,6 +257,15 @@ def test_save_async_writes_the_state_as_it_was_when_called(tmp_path: Path) -> No
     assert store.load() == LoadState({"input": "x"}, {"a": ObjectProgress("A", 4, FilePosition("f", 2))})
 
 
+#: An export state with an unfinished run (``%`` takes its last fields), and one object of it
+#: with one range (``%`` takes the range's last fields): files edited by hand.
+_RUN = b'{"format": 1, "project_id": "p", "run": {"run_id": "r", "started_at": "t", "options": {}, %s}}'
+_OBJECT = (
+    b'"objects": [{"object_type": "dataset", "id": "d", "name": "n", "project_id": "p", "version": "1", '
+    b'"expected_rows": 1, "since": null, "ranges": [{"index": 0, "low": null, "high": null, %s}]}]'
+)
+
+
 @pytest.mark.parametrize(
     ("content", "reason"),
     [
@@ -267,6 +276,12 @@ def test_save_async_writes_the_state_as_it_was_when_called(tmp_path: Path) -> No
         (b'{"format": 1, "project_id": "p", "watermarks": {"k": {"version": "1"}}}', "corrupt state file ("),
         (b'{"format": 2, "project_id": "p"}', "state file format 2, but this btpipe reads format 1"),
         (b'{"project_id": "p"}', "state file format None, but this btpipe reads format 1"),
+        (b'{"format": 1, "project_id": "p", "watermarks": [1]}', "corrupt state file ("),
+        (_RUN % b'"objects": {}', "corrupt state file (Expected `array`, got `object` - at `$.run.objects`)"),
+        (
+            _RUN % _OBJECT % b'"rows": "many"',
+            "corrupt state file (Expected `int`, got `str` - at `$.run.objects[0].ranges[0].rows`)",
+        ),
     ],
 )
 def test_corrupt_or_foreign_state_names_the_file(tmp_path: Path, content: bytes, reason: str) -> None:
@@ -276,6 +291,18 @@ def test_corrupt_or_foreign_state_names_the_file(tmp_path: Path, content: bytes,
         StateStore(storage, "s.json", ExportState).load()
     assert str(info.value).startswith(f"{tmp_path}/s.json: {reason}")
     assert "\n" not in str(info.value)
+
+
+def test_load_state_fields_of_another_type_are_corrupt(tmp_path: Path) -> None:
+    storage = open_storage(str(tmp_path))
+    storage.write_bytes(
+        "s.json", b'{"format": 1, "identity": {}, "objects": {"a": {"destination": "A", "rows": "4"}}}'
+    )
+    with pytest.raises(
+        UsageError,
+        match=r"s\.json: corrupt state file \(Expected `int`, got `str` - at `\$\.objects\[\.\.\.\]\.rows`\)",
+    ):
+        StateStore(storage, "s.json", LoadState).load()
 
 
 def test_a_mark_that_is_neither_position_nor_cursor_is_corrupt(tmp_path: Path) -> None:

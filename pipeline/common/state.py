@@ -42,6 +42,10 @@ class StateFormatError(UsageError):
     """A state file in a format this version does not read."""
 
 
+class CorruptState(UsageError):
+    """A state file that is not JSON, or not of the record's shape and types."""
+
+
 def _check_format(data: dict[str, Any], expected: int) -> None:
     found = data.get("format")
     if found != expected:
@@ -188,12 +192,22 @@ class ExportState:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ExportState:
         _check_format(data, EXPORT_FORMAT)
-        run = data.get("run")
         return cls(
             project_id=data["project_id"],
             watermarks={k: Watermark(**w) for k, w in data.get("watermarks", {}).items()},
-            run=None if run is None else RunState.from_json(run),
+            run=None if data.get("run") is None else RunState.from_json(data["run"]),
         )
+
+    @classmethod
+    def check_json(cls, data: dict[str, Any]) -> None:
+        """ValueError naming the first field of another type than the record's: a file edited
+        or damaged by hand must not resume as a run with no objects, or crash."""
+        import msgspec  # only where a state file is read
+
+        try:
+            msgspec.convert(data, cls)
+        except msgspec.ValidationError as exc:
+            raise ValueError(str(exc)) from None
 
 
 # -- loads (import, migrate) --------------------------------------------------------------
@@ -279,6 +293,18 @@ class LoadState:
         }
 
     @classmethod
+    def check_json(cls, data: dict[str, Any]) -> None:
+        """ValueError naming the first field of another type than the record's."""
+        import msgspec
+
+        objects = data.get("objects", {})
+        shape = {**data, "objects": {k: {**v, "mark": None} for k, v in objects.items()}} if isinstance(objects, dict) else data  # fmt: skip
+        try:
+            msgspec.convert(shape, cls)
+        except msgspec.ValidationError as exc:
+            raise ValueError(str(exc)) from None
+
+    @classmethod
     def from_json(cls, data: dict[str, Any]) -> LoadState:
         _check_format(data, LOAD_FORMAT)
         return cls(
@@ -300,6 +326,10 @@ class Record(Protocol):
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Self: ...
+
+    @classmethod
+    def check_json(cls, data: dict[str, Any]) -> None:
+        """ValueError when a field of the document is of another type than the record's."""
 
 
 R = TypeVar("R", bound=Record)
@@ -326,17 +356,19 @@ class StateStore(Generic[R]):
         try:
             state = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
-            raise UsageError(f"{self.location}: corrupt state file ({exc})") from exc
+            raise CorruptState(f"{self.location}: corrupt state file ({exc})") from exc
         if not isinstance(state, dict):
-            raise UsageError(f"{self.location}: corrupt state file (expected a JSON object)")
+            raise CorruptState(f"{self.location}: corrupt state file (expected a JSON object)")
         try:
-            return self.record.from_json(state)
+            record = self.record.from_json(state)
+            self.record.check_json(state)
+            return record
         except StateFormatError as exc:
             raise StateFormatError(f"{self.location}: {exc}") from None
         except KeyError as exc:
-            raise UsageError(f"{self.location}: corrupt state file (no {exc})") from None
-        except (TypeError, ValueError) as exc:
-            raise UsageError(f"{self.location}: corrupt state file ({exc})") from None
+            raise CorruptState(f"{self.location}: corrupt state file (no {exc})") from None
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise CorruptState(f"{self.location}: corrupt state file ({exc})") from None
 
     def save(self, state: R) -> None:
         """Replace the state file atomically."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import os
 import tempfile
 import time
@@ -58,6 +59,7 @@ from pipeline.common.progress import Progress, Task
 from pipeline.common.rows import ObjectType
 from pipeline.common.selection import config_selection, parse_selection
 from pipeline.common.state import (
+    CorruptState,
     ExportState,
     ObjectState,
     RangeState,
@@ -76,6 +78,8 @@ from pipeline.querylang.ast import Expr, all_of, from_object
 from pipeline.sinks.base import Sink
 from pipeline.sinks.jsonl import JsonlSink
 from pipeline.sinks.workers import WorkerPool, parquet_sink
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from pipeline.export.tombstones import IdSet
@@ -530,7 +534,15 @@ class ExportJob:
         """The project, and its export state under the output root (only read here)."""
         project = await resolve_project(self.client, self.options.project)
         self.store = export_store(self.storage, project["id"])
-        loaded = await anyio.to_thread.run_sync(self.store.load)
+        try:
+            loaded = await anyio.to_thread.run_sync(self.store.load)
+        except CorruptState as exc:
+            if not self.options.restart:
+                raise UsageError(
+                    f"{exc}; pass --restart to discard it (the run then reads every row)"
+                ) from None
+            log.warning("%s: discarded (--restart), with its watermarks: this run reads every row", exc)
+            loaded = None
         self.state = loaded or ExportState(project_id=project["id"])
         self._project_name = project["name"]
         self._project = project

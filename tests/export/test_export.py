@@ -277,6 +277,36 @@ class StoppableExport:
         assert not [p for p in visible_files(self.out) if is_temp_name(p)]
 
 
+def test_a_state_file_edited_by_hand_is_refused_and_restart_discards_it(emulator: Any, tmp_path: Path):
+    """An export state whose fields are of other types (a run with no list of objects) is
+    refused, naming the field, rather than resumed as a run with nothing in it; ``--restart``
+    discards it with its watermarks, and the run reads every row."""
+    proj = post(emulator.url, emulator.key, "/v1/project", {"name": unique("edited-state")})
+    insert(
+        emulator.url,
+        emulator.key,
+        "project_logs",
+        proj["id"],
+        [{"id": f"r{i}", "input": i} for i in range(30)],
+    )
+    args = ("export", "--project", proj["name"], "--incremental", "--out", str(tmp_path), "--json")
+    assert btpipe(emulator, *args).exit_code == 0
+    (state,) = (tmp_path / "_state").glob("export-*.json")
+    saved = orjson.loads(state.read_bytes())
+    saved["run"] = {"run_id": "r", "started_at": "t", "options": {}, "objects": {}}
+    state.write_bytes(orjson.dumps(saved))
+    refused = btpipe(emulator, *args)
+    assert refused.exit_code == 2, refused.output
+    assert (
+        "corrupt state file (Expected `array`, got `object` - at `$.run.objects`); pass --restart"
+        in refused.stderr
+    )
+    again = btpipe(emulator, *args, "--restart")
+    assert again.exit_code == 0, again.output
+    assert "discarded (--restart), with its watermarks: this run reads every row" in again.stderr
+    assert orjson.loads(again.stdout)["rows"] == 30
+
+
 @pytest.mark.parametrize(
     ("fmt", "stop"),
     [

@@ -165,6 +165,11 @@ def check_endpoint(
         raise UsageError(f"{url_name} {text!r}: needs http:// or https:// (e.g. https://api.braintrust.dev)")
     if not parts.hostname or not port_ok:
         raise UsageError(f"{url_name} {text!r}: names no host, or an invalid port")
+    check_key(api_key, key_name)
+
+
+def check_key(api_key: str, key_name: str = "the API key") -> None:
+    """Refuse a key no request header can carry (read from a file with its newline)."""
     if any(not c.isprintable() or c.isspace() for c in api_key):
         raise UsageError(
             f"{key_name} holds a line break, space or other control character; set it without one"

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from pipeline.api.btql import parse_filter
-from pipeline.api.client import ClientSettings, check_endpoint
+from pipeline.api.client import ClientSettings, check_endpoint, check_key
 from pipeline.common.chains import Scope, format_refusal, incremental_refusal
 from pipeline.common.defaults import (
     API_KEY_ENV,
@@ -418,11 +418,14 @@ class _Loader:
                 self.at(f"{name}.api_key_env"),
                 f"environment variable {variable_name(key_env)} is not set (it must hold the API key)",
             )
-        try:
-            key_name = f"the key in {variable_name(key_env)}"
-            check_endpoint(api_url, api_key, url_name="the API URL", key_name=key_name)
-        except UsageError as exc:
-            self.fail(self.at(f"{name}.api_url"), str(exc))
+        for key, check in (
+            ("api_url", lambda: check_endpoint(api_url, "", url_name="the API URL")),
+            ("api_key_env", lambda: check_key(api_key, f"the key in {variable_name(key_env)}")),
+        ):
+            try:
+                check()
+            except UsageError as exc:
+                self.fail(self.at(f"{name}.{key}"), str(exc))
         return Connection(api_url=api_url, api_key_env=key_env, api_key=api_key, side=name, **values)
 
     def job(self, name: str, table: Any) -> JobConfig | None:

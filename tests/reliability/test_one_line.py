@@ -203,6 +203,11 @@ def test_values_no_header_or_file_can_hold_are_refused(
         '[source]\nimpersonate = "me@x\\r\\nX: 1"\n[job.j]\nkind = "export"\nprojects = ["p"]\nout = "o"\n'
     )
     one_line(run_cli(env, "validate", str(job)), 2, "job.toml:source.impersonate", "line break")
+    job.write_text(
+        '[source]\napi_key_env = "BAD_KEY"\n[job.j]\nkind = "export"\nprojects = ["p"]\nout = "o"\n'
+    )
+    bad_key = run_cli({**env, "BAD_KEY": "a\nb"}, "validate", str(job))
+    one_line(bad_key, 2, "job.toml:source.api_key_env: the key in BAD_KEY", "line break")
     assert not (tmp_path / "out").exists()
 
 

@@ -31,6 +31,7 @@ from pipeline.common.errors import (
     BtpipeError,
     NotFoundError,
     TransientApiError,
+    UsageError,
     first_error,
 )
 from pipeline.querylang.ast import Query, binary, from_object, function, ident, literal
@@ -218,7 +219,12 @@ class Doctor:
         except TransientApiError:
             raise
         except (NotFoundError, ApiError):  # served on the app URL only, on some deployments
-            found = await self.client.get_json("/v1/organization", {"limit": "100"})
+            try:
+                found = await self.client.get_json("/v1/organization", {"limit": "100"})
+            except NotFoundError as exc:
+                raise UsageError(
+                    f"{exc} (no organization list at this API URL: check the URL's path)"
+                ) from None
             orgs = [str(o.get("name")) for o in (found or {}).get("objects") or []]
             where = "GET /v1/organization"
         if not orgs:

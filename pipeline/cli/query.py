@@ -10,6 +10,7 @@ import orjson
 from pipeline.api.btql import parse_text, query_pages
 from pipeline.api.client import BraintrustClient, ClientSettings
 from pipeline.cli.common import api_options, run_async, with_client
+from pipeline.common.errors import NotFoundError, UsageError
 
 
 @click.command()
@@ -30,12 +31,15 @@ def query(settings: ClientSettings, text: str, page_all: bool, table: bool, vers
         )
 
     async def job(client: BraintrustClient) -> None:
-        async for page in query_pages(client, parsed, page_all=page_all, version=version):
-            if table:
-                rows.extend(page)
-            else:
-                for row in page:
-                    click.echo(orjson.dumps(row).decode())
+        try:
+            async for page in query_pages(client, parsed, page_all=page_all, version=version):
+                if table:
+                    rows.extend(page)
+                else:
+                    for row in page:
+                        click.echo(orjson.dumps(row).decode())
+        except NotFoundError as exc:  # the route itself: objects are named by id, and an unknown one is a 400
+            raise UsageError(f"{exc} (no /btql at this API URL: check the URL's path)") from None
 
     run_async(lambda: with_client(settings, job), resumable=False)
     if table:

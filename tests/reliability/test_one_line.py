@@ -302,6 +302,10 @@ def test_an_api_url_with_a_wrong_path_is_a_usage_error_not_a_missing_project(
     env = cli_env(f"{emulator.url}/typo", emulator.key)
     result = run_cli(env, "export", "--project", source["name"], "--out", str(tmp_path / "out"))
     one_line(result, 2, "/typo/v1/project", "check the URL's path")
+    result = run_cli(env, "query", f"select: * | from: project_logs('{source['id']}')")
+    one_line(result, 2, "/typo/btql", "check the URL's path")
+    result = run_cli(env, "doctor")
+    one_line(result, 2, "/typo/v1/organization", "check the URL's path")
 
 
 @contextlib.contextmanager

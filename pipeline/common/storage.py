@@ -288,6 +288,14 @@ class ObjectStorage:
         with self._remote("read", relpath):
             return bool(self.fs.get_file_info(self._path(relpath)).type == pafs.FileType.File)
 
+    def has_bucket(self) -> bool:
+        """Whether the bucket exists: listing one that does not finds no files, as an empty
+        prefix would, so a reader that must find something asks first."""
+        import pyarrow.fs as pafs
+
+        with self._remote("read", ""):
+            return bool(self.fs.get_file_info(self.base.split("/", 1)[0]).type != pafs.FileType.NotFound)
+
     def list_files(self, prefix: str = "") -> list[str]:
         import pyarrow.fs as pafs
 

@@ -38,7 +38,7 @@ from pipeline.common.errors import UsageError
 from pipeline.common.lease import ROOT_LEASE
 from pipeline.common.manifest import MANIFEST_DIR, Manifest, ObjectManifest, list_manifests, public_url
 from pipeline.common.state import ExportState, RunState, StateStore
-from pipeline.common.storage import LocalStorage, Storage, open_storage
+from pipeline.common.storage import LocalStorage, ObjectStorage, Storage, open_storage
 
 #: The runs retention pruned, relative to the root (outside ``_manifests/``, which holds
 #: manifests only, and not a data file name, so no reader takes it for rows).
@@ -340,6 +340,8 @@ def open_root(url: str) -> Storage:
             )
         if not os.path.isdir(storage.root):
             raise NotAnExportRoot(f"{storage.root}: no such directory")
+    elif isinstance(storage, ObjectStorage) and not storage.has_bucket():
+        raise NotAnExportRoot(f"{storage.url}: no such bucket")
     return storage
 
 

@@ -33,7 +33,7 @@ from pipeline.common.manifest import MANIFEST_DIR, FileInfo, Manifest, list_mani
 from pipeline.common.rows import OBJECT_TYPES, ObjectType
 from pipeline.common.selection import parse_selection
 from pipeline.common.state import ExportState, StateStore
-from pipeline.common.storage import Storage, location, open_storage
+from pipeline.common.storage import ObjectStorage, Storage, location, open_storage
 from pipeline.sources import discover_files, is_data_file, iter_rows
 from pipeline.sources.delta import is_delta_table
 
@@ -103,8 +103,13 @@ def split_input(text: str) -> tuple[str, str]:
 
 
 def open_input(text: str) -> tuple[Storage, str]:
+    """The storage and the path under it an ``--in`` value names; UsageError for a bucket
+    that does not exist (it would look like one holding no files)."""
     root, prefix = split_input(text)
-    return open_storage(root), prefix
+    storage = open_storage(root)
+    if isinstance(storage, ObjectStorage) and not storage.has_bucket():
+        raise UsageError(f"{storage.url}: no such bucket")
+    return storage, prefix
 
 
 def input_manifests(storage: Storage, prefix: str) -> list[Manifest]:

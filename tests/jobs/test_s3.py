@@ -104,3 +104,22 @@ def test_s3_backup_resumes_from_bucket_state_and_imports_back(
     assert {k: (v["input"], v["output"]) for k, v in restored.items()} == {
         k: (v["input"], v["output"]) for k, v in source.items()
     }
+
+
+def test_a_bucket_that_does_not_exist_is_named_not_taken_for_an_empty_root(s3_env: dict[str, str]) -> None:
+    """``runs`` and ``import`` of a missing bucket say so (exit 2), as for a missing directory,
+    instead of "no runs yet" with exit 0 or "no files found"."""
+    from pipeline.cli import main
+
+    listed = CliRunner().invoke(main, ["runs", "s3://no-such-bucket/x"], env=s3_env)
+    assert (
+        listed.exit_code == 2
+        and listed.stderr.strip() == "btpipe: error: s3://no-such-bucket/x: no such bucket"
+    )
+    env = {**s3_env, "BRAINTRUST_API_URL": "http://127.0.0.1:9", "BRAINTRUST_API_KEY": "k"}
+    imported = CliRunner().invoke(
+        main, ["import", "--in", "s3://no-such-bucket/x", "--to-project", "p"], env=env
+    )
+    assert imported.exit_code == 2 and "s3://no-such-bucket/x: no such bucket" in imported.stderr
+    listed = CliRunner().invoke(main, ["runs", f"s3://{BUCKET}/nothing-yet"], env=s3_env)
+    assert listed.exit_code == 0, listed.output

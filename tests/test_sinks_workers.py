@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import subprocess
+import sys
 import threading
 from functools import partial
 from pathlib import Path
@@ -146,3 +149,19 @@ def test_without_shared_memory_pages_travel_in_the_call(tmp_path: Path, monkeypa
         published = sink.close()
     assert canonical(read_all(storage, [f.path for f in published])) == canonical(small + large)
     assert not _shared_blocks() - before  # none left behind (other processes may come and go)
+
+
+def test_a_block_over_the_file_size_limit_is_refused_without_the_trackers_tracebacks() -> None:
+    """Under ``ulimit -f`` a shared-memory block cannot be sized: an OSError (the page then
+    goes by pipe), and nothing on stderr from the resource tracker."""
+    script = (
+        "import resource\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (20 * 1024, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))\n"
+        "from pipeline.sinks.workers import _reserved_block\n"
+        "try:\n"
+        "    _reserved_block(1 << 20)\n"
+        "except OSError as exc:\n"
+        "    print('refused', exc.errno)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert (done.stdout, done.stderr) == (f"refused {errno.EFBIG}\n", "")

@@ -18,10 +18,12 @@ next run removes.
 from __future__ import annotations
 
 import contextlib
+import errno
 import gc
 import itertools
 import multiprocessing
 import os
+import resource
 import signal
 import threading
 import time
@@ -209,7 +211,12 @@ class WorkerPool:
 def _reserved_block(size: int) -> SharedMemory:
     """A new shared-memory block whose pages exist now: a block made with ``ftruncate`` alone
     has them only on paper, and copying into it when the shared-memory filesystem is full
-    kills the process with SIGBUS instead of raising an error."""
+    kills the process with SIGBUS instead of raising an error. A block beyond the file size
+    limit (``ulimit -f``) is refused here: ``SharedMemory`` would fail to size it and then
+    unregister a name it never registered, which its tracker process reports as tracebacks."""
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY and size > limit:
+        raise OSError(errno.EFBIG, f"a shared-memory block of {size} bytes is over the file size limit")
     block = SharedMemory(create=True, size=size)
     fd = getattr(block, "_fd", -1)
     if fd >= 0 and hasattr(os, "posix_fallocate"):

@@ -25,6 +25,7 @@ settings, so ``--max-retries`` bounds a run whatever it talks to. A missing file
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -218,6 +219,22 @@ class LocalStorage:
 
     def table_location(self, relpath: str) -> TableLocation:
         return TableLocation(self._path(relpath) if relpath else self.root)
+
+
+@contextmanager
+def no_empty_root_left(storage: Storage) -> Iterator[None]:
+    """A local root that did not exist before and is still empty when the block fails (a run
+    that stopped before writing anything, its lease's directory aside) is removed again."""
+    root = storage.root if isinstance(storage, LocalStorage) else ""
+    fresh = bool(root) and not os.path.exists(root)
+    try:
+        yield
+    except BaseException:
+        if fresh:
+            for directory, _, _ in sorted(os.walk(root), key=lambda found: -len(found[0])):
+                with contextlib.suppress(OSError):  # not empty: something was written
+                    os.rmdir(directory)
+        raise
 
 
 def _fsync_dir(directory: str) -> None:

@@ -16,10 +16,8 @@ only write what they are given and publish a file when told.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
-import os
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -68,7 +66,7 @@ from pipeline.common.state import (
     Watermark,
     export_store,
 )
-from pipeline.common.storage import LocalStorage, Retries, Storage, open_storage
+from pipeline.common.storage import Retries, Storage, no_empty_root_left, open_storage
 from pipeline.export.attachments import AttachmentExport
 from pipeline.export.budget import PageBudget, Slot
 from pipeline.export.config import export_config
@@ -392,15 +390,8 @@ class ExportJob:
     async def run(self) -> ExportSummary:
         started = time.monotonic()
         retries = await self._open_storage()
-        root = self.storage.root if isinstance(self.storage, LocalStorage) else ""
-        fresh = bool(root) and not await anyio.to_thread.run_sync(os.path.exists, root)
-        try:
+        with no_empty_root_left(self.storage):
             return await self._run_in(retries, started)
-        except BaseException:
-            if fresh:  # a run that failed before writing anything leaves no empty root behind
-                with contextlib.suppress(OSError):
-                    await anyio.to_thread.run_sync(os.rmdir, root)
-            raise
 
     async def _run_in(self, retries: Retries, started: float) -> ExportSummary:
         if self._in_workers:

@@ -31,7 +31,7 @@ from pipeline.common.errors import BtpipeError, UsageError
 from pipeline.common.lease import ROOT_LEASE, guarded, hold
 from pipeline.common.progress import Progress
 from pipeline.common.state import export_store
-from pipeline.common.storage import Storage, open_storage
+from pipeline.common.storage import Storage, no_empty_root_left, open_storage
 from pipeline.export.runner import ExportJob, ExportSummary
 from pipeline.jobs import retention
 from pipeline.jobs.config import Connection, ExportJobConfig, JobConfig, JobFile, MigrateJobConfig
@@ -112,20 +112,32 @@ async def run_export_job(
     result = JobResult(name=job.name, kind=job.kind, out=job.out)
     storage = await anyio.to_thread.run_sync(open_storage, job.out)
     result.out = storage.url
-    async with (
-        hold(storage, ROOT_LEASE, command="run", wait=wait_lease) as lease,
-        BraintrustClient(source.client_settings()) as client,
-    ):
+    async with BraintrustClient(source.client_settings()) as client:
+        projects = [await resolve_project(client, name) for name in job.projects]  # before any output
+        with no_empty_root_left(storage):
+            await _export_projects(client, storage, job, projects, progress, result, wait_lease, restart)
+    result.seconds = round(time.monotonic() - started, 3)
+    return result
+
+
+async def _export_projects(
+    client: BraintrustClient,
+    storage: Storage,
+    job: ExportJobConfig,
+    projects: list[dict[str, Any]],
+    progress: Progress,
+    result: JobResult,
+    wait_lease: float,
+    restart: bool,
+) -> None:
+    async with hold(storage, ROOT_LEASE, command="run", wait=wait_lease) as lease:
         storage = guarded(storage, lease)  # retention deletes only while the lease is ours
-        for name in job.projects:
-            project = await resolve_project(client, name)
+        for project in projects:
             incremental = await _incremental_for(storage, project["id"], job, restart)
             options = replace(job.export_options(project["id"], incremental=incremental), restart=restart)
             summary = await ExportJob(client, options, progress, lease=lease).run()
             _add_export(result, summary)
             await _prune(storage, project["id"], job, result)
-    result.seconds = round(time.monotonic() - started, 3)
-    return result
 
 
 async def run_migrate_job(

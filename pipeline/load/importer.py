@@ -41,6 +41,7 @@ from pipeline.common import defaults
 from pipeline.common.config_kinds import lookup_kinds
 from pipeline.common.errors import DamagedFileError, UsageError
 from pipeline.common.integrity import Damage
+from pipeline.common.jobstate import JobState
 from pipeline.common.progress import Progress
 from pipeline.common.rows import ObjectType
 from pipeline.common.selection import config_selection, parse_one_object
@@ -160,26 +161,31 @@ class ImportJob:
             **({"until": opts.until} if opts.until else {}),
             **({"from_project": opts.from_project} if opts.from_project else {}),
         }
+        damaged: list[Damage] = []
+
+        async def check(saved: JobState) -> None:
+            """Damaged or malformed input stops the import before the project is created."""
+            damaged.extend(await self._damaged(storage, inputs, saved.objects))
+            config_damage = await damaged_config(storage, config)
+            for damage in config_damage:
+                config.entries = {
+                    k: e for k, e in config.entries.items() if e.file is None or e.file.path != damage.path
+                }
+            damaged.extend(config_damage)
+            if damaged and not opts.skip_damaged:
+                others = len(damaged) - 1
+                more = f" ({others} more damaged file{'s' if others > 1 else ''})" if others else ""
+                raise DamagedFileError(
+                    f"{damaged[0]}{more}; no rows were sent (--skip-damaged imports the other objects)"
+                )
+
         run, project = await LoadRun.begin(
             self.client, opts.load, self.progress, exits=exits,
             job="import", source=source, to_project=opts.to_project, create_project=opts.create_project,
-            attachments=ExportedAttachments(storage, opts.load.attachment_limit),
+            attachments=ExportedAttachments(storage, opts.load.attachment_limit), check=check,
         )  # fmt: skip
         state = run.state
         self.load_run = run
-        damaged = await self._damaged(storage, inputs, state.objects)
-        config_damage = await damaged_config(storage, config)
-        for damage in config_damage:
-            config.entries = {
-                k: e for k, e in config.entries.items() if e.file is None or e.file.path != damage.path
-            }
-        damaged += config_damage
-        if damaged and not opts.skip_damaged:
-            others = len(damaged) - 1
-            more = f" ({others} more damaged file{'s' if others > 1 else ''})" if others else ""
-            raise DamagedFileError(
-                f"{damaged[0]}{more}; no rows were sent (--skip-damaged imports the other objects)"
-            )
         run.summary.damaged = [str(d) for d in damaged]
         broken = {d.path for d in damaged}
         inputs = [obj for obj in inputs if broken.isdisjoint(obj.files)]

@@ -138,6 +138,13 @@ async def destination_project(
 ) -> dict[str, Any]:
     """The destination project; created only when asked (with ``description``, the source
     project's), so a typo cannot scatter data."""
+    found = await existing_destination(client, name, create)
+    return found if found is not None else await ensure_project(client, name, description)
+
+
+async def existing_destination(client: BraintrustClient, name: str, create: bool) -> dict[str, Any] | None:
+    """The destination project if it exists; None when it does not and may be created
+    (``create``), NotFoundError when it may not."""
     try:
         return await resolve_project(client, name)
     except NotFoundError:
@@ -145,7 +152,7 @@ async def destination_project(
             raise NotFoundError(
                 f"destination project {name!r} not found (pass --create-project to create it)"
             ) from None
-    return await ensure_project(client, name, description)
+    return None
 
 
 def open_error_log(options: LoadOptions, state: JobState) -> ErrorLog | None:
@@ -200,19 +207,25 @@ class LoadRun:
         exits: AsyncExitStack,
         attachments: Source,
         description: str | None = None,
+        check: Callable[[JobState], Awaitable[None]] | None = None,
     ) -> tuple[LoadRun, dict[str, Any]]:
         """The opening every load shares: take the lease of the state of the ``job`` run
         identified by ``source`` (what is read, and which objects) and the destination, held
         until ``exits`` closes; load (or, with ``restart``, discard) that state; find the
         destination project (created only when ``create_project``, with ``description``), start
         the insert pool;
-        attachments the rows refer to are read from ``attachments``. Returns the run and the
-        project."""
+        attachments the rows refer to are read from ``attachments``. ``check`` looks at the
+        input once the state is known, before the project is found or created: an input it
+        refuses leaves nothing behind. Returns the run and the project."""
         identity = {**source, "api_url": client.base_url, "project": to_project}
         state = JobState(options.state_dir, job, identity)
         await exits.enter_async_context(state.held(wait=options.wait_lease))
         resumed = await state.load(restart=options.restart)
-        project = await destination_project(client, to_project, create_project, description)
+        project = await existing_destination(client, to_project, create_project)
+        if check is not None:
+            await check(state)
+        if project is None:
+            project = await ensure_project(client, to_project, description)
         run = cls(client, options, state, progress)
         run.attachments = AttachmentCopier(
             attachments, client, project, mapping=state.attachments, workers=options.attachment_workers

@@ -150,12 +150,14 @@ def test_run_reports_config_errors_and_unknown_jobs(emulator: Any) -> None:
     assert result.stderr == "btpipe: error: --set workers: expected integer >= 1, got 0\n"
 
 
-def test_run_missing_project_is_not_found(emulator: Any, tmp_path: Path) -> None:
+def test_run_missing_project_is_not_found_and_leaves_no_root(emulator: Any, tmp_path: Path) -> None:
+    out = tmp_path / "new-root"
     result = run_config(
-        emulator, "nightly-backup.toml", "--set", "projects=does-not-exist", "--out", str(tmp_path)
+        emulator, "nightly-backup.toml", "--set", "projects=does-not-exist", "--out", str(out)
     )
     assert result.exit_code == 4, result.stderr
     assert result.stderr.startswith("btpipe: error: ") and "does-not-exist" in result.stderr
+    assert not out.exists()
 
 
 def test_run_prints_one_line_per_job(emulator: Any, tmp_path: Path) -> None:

@@ -44,7 +44,7 @@ from pipeline.load.migrate import page_items
 from pipeline.load.transform import MAX_NESTING_DEPTH, SourceObject
 from pipeline.sources import iter_rows
 from tests.conftest import Emulator
-from tests.helpers import all_rows, btpipe, insert, moto_s3, post, unique
+from tests.helpers import all_rows, btpipe, insert, moto_s3, post, send, unique
 from tests.reliability.support import cli_env, command, free_port, record, run_cli
 from tests.test_sinks_full_disk import FullDisk
 
@@ -266,15 +266,17 @@ def test_a_file_outside_a_manifest_is_read_through_before_any_row_is_sent(
     emulator: Emulator, tmp_path: Path
 ) -> None:
     """A bad row deep in a loose JSONL file, or a Parquet file whose middle is damaged, stops
-    the import before anything reaches the destination (a file a manifest lists is checked
-    against its SHA-256 the same way)."""
+    the import before anything reaches the destination, even the project it was to create (a
+    file a manifest lists is checked against its SHA-256 the same way)."""
     rows = [{"id": f"r{i}", "input": i} for i in range(3000)]
     broken = jsonl(tmp_path / "loose.jsonl", [*rows, b'{"id": "r3000", "input": ', *rows[:5]])
     env = cli_env(emulator.url, emulator.key)
     target = unique("never-half")
     result = run_cli(env, *import_cmd(broken, target, tmp_path / "state"))
     one_line(result, 2, "loose.jsonl:3001")
-    assert project_rows(emulator, target) == {}
+    assert not send("GET", emulator.url, emulator.key, "/v1/project", params={"project_name": target})[
+        "objects"
+    ]
     from tests.test_sinks_parquet import page_of
 
     storage = open_storage(str(tmp_path / "pq"))
@@ -293,7 +295,9 @@ def test_a_file_outside_a_manifest_is_read_through_before_any_row_is_sent(
     result = run_cli(env, *import_cmd(path, target, tmp_path / "state-pq"))
     assert result.returncode in (1, 2) and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "Traceback" not in result.stderr and path.name in result.stderr
-    assert project_rows(emulator, target) == {}
+    assert not send("GET", emulator.url, emulator.key, "/v1/project", params={"project_name": target})[
+        "objects"
+    ]
 
 
 def test_an_api_url_with_a_wrong_path_is_a_usage_error_not_a_missing_project(

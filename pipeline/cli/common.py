@@ -15,7 +15,7 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
 import anyio
 import click
@@ -175,11 +175,35 @@ def to_options(fn: F) -> F:
     )(fn)
 
 
-def report_error(exc: BaseException) -> None:
-    """``btpipe: error: <message>`` on stderr, on one line whatever the message holds (a
-    library's text quoted in it may have line breaks); a job file's problems a line each."""
-    for problem in getattr(exc, "problems", None) or [str(exc)]:
-        click.echo(f"btpipe: error: {' '.join(str(problem).split())}", err=True)
+def error_lines(exc: BaseException) -> list[str]:
+    """``btpipe: error: <message>``, on one line whatever the message holds (a library's text
+    quoted in it may have line breaks); a job file's problems a line each."""
+    return [
+        f"btpipe: error: {' '.join(str(problem).split())}"
+        for problem in getattr(exc, "problems", None) or [str(exc)]
+    ]
+
+
+#: Whether the command line asked for ``--json``, for a failure outside the command's own run.
+_json_failures = False
+
+
+def _wants_json() -> bool:
+    """Whether the command being run, or else the command line, asked for ``--json``."""
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx.params.get("as_json")) if ctx is not None else _json_failures
+
+
+def fail(lines: list[str], code: int) -> NoReturn:
+    """End the command: ``lines`` on stderr, exit ``code``; with ``--json``, also
+    ``{"ok": false, "error": ..., "exit_code": ...}`` on stdout, so a script reading it gets
+    JSON whatever happened."""
+    for line in lines:
+        click.echo(line, err=True)
+    if _wants_json():
+        error = "; ".join(line.removeprefix("btpipe: ").removeprefix("error: ") for line in lines)
+        emit_json({"ok": False, "error": error, "exit_code": code})
+    sys.exit(code)
 
 
 def run_async(fn: Callable[[], Awaitable[T]], *, resumable: bool = True) -> T:
@@ -201,16 +225,13 @@ def run_async(fn: Callable[[], Awaitable[T]], *, resumable: bool = True) -> T:
         except BaseExceptionGroup as group:
             raise first_error(group) from None
     except BtpipeError as exc:
-        report_error(exc)
-        sys.exit(exc.exit_code)
+        fail(error_lines(exc), exc.exit_code)
     except KeyboardInterrupt:
         if finished:
             return finished[0]
         if resumable:
-            click.echo("btpipe: interrupted; state saved, re-run the same command to resume", err=True)
-        else:
-            click.echo("btpipe: interrupted; it keeps no state: re-run the command to start again", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+            fail(["btpipe: interrupted; state saved, re-run the same command to resume"], EXIT_INTERRUPTED)
+        fail(["btpipe: interrupted; it keeps no state: re-run the command to start again"], EXIT_INTERRUPTED)
 
 
 async def with_client(settings: ClientSettings, body: Callable[[BraintrustClient], Awaitable[T]]) -> T:
@@ -276,30 +297,30 @@ class Btpipe(click.Group):
         return command
 
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        global _json_failures
+        argv = kwargs.get("args", args[0] if args else None)
+        _json_failures = "--json" in (sys.argv[1:] if argv is None else argv)
         keep_memory_flat()
         _show_library_warnings()
         try:
             return super().main(*args, standalone_mode=False, **kwargs)  # type: ignore[call-overload]
         except click.UsageError as exc:
             where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
-            click.echo(f"btpipe: error: {exc.format_message()}{where}", err=True)
-            sys.exit(EXIT_USAGE)
+            fail([f"btpipe: error: {' '.join(exc.format_message().split())}{where}"], EXIT_USAGE)
         except BtpipeError as exc:  # raised while the options were turned into settings
-            report_error(exc)
-            sys.exit(exc.exit_code)
+            fail(error_lines(exc), exc.exit_code)
         except click.Abort as exc:
             if isinstance(exc.__cause__, KeyboardInterrupt):  # Ctrl-C before the work began
-                click.echo("btpipe: interrupted before it began; nothing was done", err=True)
-                sys.exit(EXIT_INTERRUPTED)
-            click.echo("btpipe: aborted", err=True)
-            sys.exit(EXIT_FAILED)
+                fail(["btpipe: interrupted before it began; nothing was done"], EXIT_INTERRUPTED)
+            fail(["btpipe: aborted"], EXIT_FAILED)
         except Exception as exc:  # not raised on purpose: one line all the same, never a traceback
             if os.environ.get(TRACEBACK_VARIABLE):
                 raise
             detail = " ".join(str(exc).split())
-            click.echo(
-                f"btpipe: error: unexpected {type(exc).__name__}{': ' + detail if detail else ''} (an answer "
-                f"or a file btpipe did not expect, or a bug; {TRACEBACK_VARIABLE}=1 shows where)",
-                err=True,
+            fail(
+                [
+                    f"btpipe: error: unexpected {type(exc).__name__}{': ' + detail if detail else ''} (an "
+                    f"answer or a file btpipe did not expect, or a bug; {TRACEBACK_VARIABLE}=1 shows where)"
+                ],
+                EXIT_FAILED,
             )
-            sys.exit(EXIT_FAILED)

@@ -30,7 +30,7 @@ import click
 
 from pipeline.api.client import BraintrustClient
 from pipeline.api.objects import resolve_project
-from pipeline.cli.common import Output, report_error, run_async, with_progress
+from pipeline.cli.common import Output, error_lines, fail, run_async, with_progress
 from pipeline.common.errors import BtpipeError
 from pipeline.common.progress import Progress
 from pipeline.emulator.auth import DEFAULT_KEYS
@@ -178,5 +178,4 @@ if __name__ == "__main__":
     try:
         main()
     except BtpipeError as exc:  # raised outside run_async, e.g. by a job file
-        report_error(exc)
-        sys.exit(exc.exit_code)
+        fail(error_lines(exc), exc.exit_code)

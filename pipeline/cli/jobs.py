@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from pipeline.cli.common import Output, emit_json, output_options, report_error, run_async, with_progress
+from pipeline.cli.common import Output, emit_json, error_lines, output_options, run_async, with_progress
 from pipeline.cli.options import setting_option
 from pipeline.common.defaults import WAIT_LEASE
 from pipeline.common.errors import EXIT_FAILED, EXIT_USAGE
@@ -74,12 +74,16 @@ def run(
             failed.append(exc)
 
     run_async(with_progress(output, jobs_in_order))
-    if as_json:
-        emit_json([r.to_json() for r in done])
+    if as_json:  # the failed job too, after the jobs done before it
+        stopped = [
+            {"name": f.name, "ok": False, "error": str(f.error), "exit_code": f.exit_code} for f in failed
+        ]
+        emit_json([*(r.to_json() for r in done), *stopped])
     else:
         _report(output, done)
     if failed:
-        report_error(failed[0])
+        for line in error_lines(failed[0]):
+            click.echo(line, err=True)
         sys.exit(failed[0].exit_code)
     if not all(r.ok for r in done):
         sys.exit(EXIT_FAILED)

@@ -205,6 +205,8 @@ class JobFailed(BtpipeError):
 
     def __init__(self, name: str, error: BtpipeError) -> None:
         super().__init__(f"job {name}: {error}")
+        self.name = name
+        self.error = error
         self.exit_code = error.exit_code
 
 

@@ -5,6 +5,7 @@ printed."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -165,8 +166,13 @@ def test_a_rejected_key_is_one_line_and_exit_3(emulator: Emulator) -> None:
         "btpipe: error: the API key was rejected (POST /api/apikey/login -> HTTP 401"
     )
     assert_key_hidden(result, key)
-    as_json = btpipe(emulator, "doctor", "--json", key=key)
-    assert (as_json.exit_code, as_json.stdout, len(as_json.stderr.splitlines())) == (3, "", 1)
+    as_json = btpipe(emulator, "doctor", "--json", key=key)  # the error as JSON too
+    assert (as_json.exit_code, len(as_json.stderr.splitlines())) == (3, 1)
+    assert json.loads(as_json.stdout) == {
+        "ok": False,
+        "error": as_json.stderr.strip().removeprefix("btpipe: error: "),
+        "exit_code": 3,
+    }
     assert_key_hidden(as_json, key)
 
 

@@ -196,8 +196,10 @@ def test_a_failed_job_is_named_and_the_jobs_before_it_are_reported(emulator: Any
     assert error.startswith("btpipe: error: job bad: project ") and "not found" in error
     as_json = CliRunner().invoke(run, [str(config), "--json"], env=env)
     assert as_json.exit_code == 4
-    (done,) = orjson.loads(as_json.stdout)
+    done, stopped = orjson.loads(as_json.stdout)  # the failed job after those done before it
     assert (done["name"], done["rows"], done["ok"]) == ("good", rows, True)
+    assert (stopped["name"], stopped["ok"], stopped["exit_code"]) == ("bad", False, 4)
+    assert stopped["error"].startswith("project ") and "not found" in stopped["error"]
 
 
 def test_a_migrate_job_that_leaves_configuration_behind_fails_and_says_what(

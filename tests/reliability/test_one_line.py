@@ -367,6 +367,30 @@ def test_an_answer_that_is_not_the_apis_is_one_line(body: bytes, content_type: s
     assert not (tmp_path / "out").exists()
 
 
+def test_a_failure_under_json_prints_json_too(emulator: Emulator, tmp_path: Path) -> None:
+    """A script reading ``--json`` gets JSON whatever happened: the error and its exit code
+    beside the one line on stderr (a bad flag, a missing project, a job file's failed job)."""
+    env = cli_env(emulator.url, emulator.key)
+    missing = run_cli(env, "export", "--project", "no-such-project", "--out", str(tmp_path / "o"), "--json")
+    line = one_line(missing, 4, "not found")
+    assert orjson.loads(missing.stdout) == {
+        "ok": False,
+        "error": line.removeprefix("btpipe: error: "),
+        "exit_code": 4,
+    }
+    bad_flag = run_cli(
+        env, "import", "--json", "--batch-rows", "0", "--in", str(tmp_path), "--to-project", "p"
+    )
+    one_line(bad_flag, 2, "--batch-rows")
+    assert orjson.loads(bad_flag.stdout)["exit_code"] == 2
+    job = tmp_path / "jobs.toml"
+    job.write_text('[job.a]\nkind = "export"\nprojects = ["no-such-project"]\nout = "o"\n')
+    failed = run_cli(env, "run", str(job), "--json")
+    assert failed.returncode == 4, failed.stderr
+    [report] = orjson.loads(failed.stdout)
+    assert (report["name"], report["ok"], report["exit_code"]) == ("a", False, 4)
+
+
 def test_an_out_that_is_a_file_is_named_as_such(
     emulator: Emulator, source: dict[str, Any], tmp_path: Path
 ) -> None:

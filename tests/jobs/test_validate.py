@@ -162,6 +162,12 @@ def test_environment_value_is_checked_and_named(tmp_path: Path) -> None:
     code, _, stderr = check(tmp_path, GOOD_EXPORT, {"BTPIPE_WORKERS": "many"})
     assert code == 2
     assert stderr == 'btpipe: error: env BTPIPE_WORKERS: expected integer, got "many"\n'
+    three_jobs = GOOD_EXPORT + "".join(f'[job.{n}]\nproject = "p"\nout = "out"\n' for n in ("c", "d"))
+    code, _, stderr = check(tmp_path, three_jobs, {"BTPIPE_WORKERS": "many"})
+    assert (code, stderr) == (
+        2,
+        'btpipe: error: env BTPIPE_WORKERS: expected integer, got "many"\n',
+    )  # said once
     code, _, stderr = check(tmp_path, GOOD_EXPORT, {"BTPIPE_PROJECTS": ","})
     assert code == 2
     assert (

@@ -177,10 +177,9 @@ def to_options(fn: F) -> F:
 
 def error_lines(exc: BaseException) -> list[str]:
     """``btpipe: error: <message>``, on one line whatever the message holds (a library's text
-    quoted in it may have line breaks); a job file's problems a line each, each once (a bad
-    environment variable is found once per job)."""
+    quoted in it may have line breaks); a job file's problems a line each."""
     problems = getattr(exc, "problems", None) or [str(exc)]
-    return list(dict.fromkeys(f"btpipe: error: {' '.join(str(problem).split())}" for problem in problems))
+    return [f"btpipe: error: {' '.join(str(problem).split())}" for problem in problems]
 
 
 #: Whether the command line asked for ``--json``, for a failure outside the command's own run.

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from pipeline.cli.common import Output, emit_json, error_lines, output_options, run_async, with_progress
+from pipeline.cli.common import Output, emit_json, error_lines, fail, output_options, run_async, with_progress
 from pipeline.cli.options import setting_option
 from pipeline.common.defaults import WAIT_LEASE
 from pipeline.common.errors import EXIT_FAILED, EXIT_USAGE
@@ -31,9 +31,7 @@ def _load(config: str, only: tuple[str, ...], overrides: dict[str, str]) -> JobF
     try:
         return load_job_file(config, only=only, overrides=overrides)
     except ConfigError as exc:
-        for problem in exc.problems:
-            click.echo(f"btpipe: error: {problem}", err=True)
-        sys.exit(EXIT_USAGE)
+        fail(error_lines(exc), EXIT_USAGE)
 
 
 @click.command()

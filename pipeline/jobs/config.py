@@ -125,11 +125,12 @@ NEEDS: dict[str, tuple[str, ...]] = {"export": ("source",), "migrate": ("source"
 
 
 class ConfigError(UsageError):
-    """One or more problems in a job file, each on its own line."""
+    """One or more problems in a job file, each on its own line, each once (a bad environment
+    variable is found once per job)."""
 
     def __init__(self, problems: Sequence[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = list(problems)
+        self.problems = list(dict.fromkeys(problems))
+        super().__init__("\n".join(self.problems))
 
 
 @dataclass(frozen=True)

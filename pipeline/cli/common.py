@@ -182,26 +182,22 @@ def error_lines(exc: BaseException) -> list[str]:
     return [f"btpipe: error: {' '.join(str(problem).split())}" for problem in problems]
 
 
-#: Whether the command line asked for ``--json``, for a failure outside the command's own run.
-_json_failures = False
+class Failed(SystemExit):
+    """A command ended by :func:`fail`: its lines are on stderr; ``error`` is for ``--json``."""
 
-
-def _wants_json() -> bool:
-    """Whether the command being run, or else the command line, asked for ``--json``."""
-    ctx = click.get_current_context(silent=True)
-    return bool(ctx.params.get("as_json")) if ctx is not None else _json_failures
+    def __init__(self, error: str, code: int) -> None:
+        super().__init__(code)
+        self.error = error
 
 
 def fail(lines: list[str], code: int) -> NoReturn:
-    """End the command: ``lines`` on stderr, exit ``code``; with ``--json``, also
-    ``{"ok": false, "error": ..., "exit_code": ...}`` on stdout, so a script reading it gets
-    JSON whatever happened."""
+    """End the command: ``lines`` on stderr, exit ``code``. With ``--json``, the command line
+    then prints ``{"ok": false, "error": ..., "exit_code": ...}`` on stdout unless the command
+    printed its own JSON (a stopped delete's summary), so a script reading it gets one JSON
+    document whatever happened."""
     for line in lines:
         click.echo(line, err=True)
-    if _wants_json():
-        error = "; ".join(line.removeprefix("btpipe: ").removeprefix("error: ") for line in lines)
-        emit_json({"ok": False, "error": error, "exit_code": code})
-    sys.exit(code)
+    raise Failed("; ".join(line.removeprefix("btpipe: ").removeprefix("error: ") for line in lines), code)
 
 
 def run_async(fn: Callable[[], Awaitable[T]], *, resumable: bool = True) -> T:
@@ -239,7 +235,13 @@ async def with_client(settings: ClientSettings, body: Callable[[BraintrustClient
         return await body(client)
 
 
+#: Whether this command line printed a JSON document on stdout yet.
+_json_printed = False
+
+
 def emit_json(data: Any) -> None:
+    global _json_printed
+    _json_printed = True
     click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
 
 
@@ -295,9 +297,17 @@ class Btpipe(click.Group):
         return command
 
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
-        global _json_failures
+        global _json_printed
         argv = kwargs.get("args", args[0] if args else None)
-        _json_failures = "--json" in (sys.argv[1:] if argv is None else argv)
+        as_json, _json_printed = "--json" in (sys.argv[1:] if argv is None else argv), False
+        try:
+            return self._main(*args, **kwargs)
+        except Failed as exc:
+            if as_json and not _json_printed:
+                emit_json({"ok": False, "error": exc.error, "exit_code": exc.code})
+            raise
+
+    def _main(self, *args: Any, **kwargs: Any) -> Any:
         keep_memory_flat()
         _show_library_warnings()
         try:

@@ -270,12 +270,19 @@ def delete_command(**kw: Any) -> None:
     warnings: list[str] = []
     plans_only = [p for _, p in plans]
 
-    def summary(stopped: bool) -> None:
+    def summary(stopped: SystemExit | None) -> None:
+        """What was deleted; ``stopped``: how the run ended part way (with --json, the summary
+        carries its error and exit code, as the one document on stdout)."""
         deleted, changed = sum(p.deleted for p in plans_only), sum(p.changed for p in plans_only)
         if kw["as_json"]:
-            emit_json({"dry_run": kw["dry_run"], "stopped": stopped, "objects": [p.to_json() for p in plans_only],
-                       "matched": sum(p.matched or 0 for p in plans_only), "deleted": deleted, "changed": changed,
-                       "warnings": warnings})  # fmt: skip
+            ended = (
+                {}
+                if stopped is None
+                else {"error": getattr(stopped, "error", None), "exit_code": stopped.code}
+            )
+            emit_json({"dry_run": kw["dry_run"], "stopped": stopped is not None, **ended,
+                       "objects": [p.to_json() for p in plans_only], "matched": sum(p.matched or 0 for p in plans_only),
+                       "deleted": deleted, "changed": changed, "warnings": warnings})  # fmt: skip
         elif stopped:  # whatever the flags: rows are gone, and the user must know how many
             click.echo(f"btpipe: {deleted:,} rows were deleted before it stopped (and perhaps the "
                        "batches sent as it stopped); what still matches is left", err=True)  # fmt: skip
@@ -289,12 +296,12 @@ def delete_command(**kw: Any) -> None:
                 c, plans, filter_expr, InsertOptions(workers=kw["workers"]), batch_rows=kw["batch_rows"],
                 progress=progress, warnings=warnings,
             ))), resumable=False)  # fmt: skip
-        except SystemExit:  # interrupted or failed: its line is out; then what was deleted
-            summary(stopped=True)
+        except SystemExit as stopped:  # interrupted or failed: its line is out; then what was deleted
+            summary(stopped)
             for warning in warnings:
                 output.warn(warning)
             raise
-    summary(stopped=False)
+    summary(None)
     for warning in warnings:
         output.warn(warning)
 

@@ -178,6 +178,30 @@ def references(value: Any) -> list[str]:
     return found
 
 
+def slug_references(value: Any, project_name: str | None) -> list[str]:
+    """The slugs of the functions ``value`` names by project name and slug
+    (``{"project_name": ..., "slug": ...}``) in project ``project_name``: its own, which a copy
+    must hold for the reference to work once renamed."""
+    found: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if (
+                project_name is not None
+                and node.get("project_name") == project_name
+                and isinstance(node.get("slug"), str)
+            ):
+                found.append(node["slug"])
+            for item in node.values():
+                walk(item)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(value)
+    return found
+
+
 def create_body(kind: ConfigKind, obj: Mapping[str, Any], project_id: str) -> dict[str, Any]:
     """The create/replace request for ``obj`` (already remapped) in project ``project_id``."""
     body = {k: v for k, v in obj.items() if k not in SERVER_FIELDS and v is not None}

@@ -45,6 +45,7 @@ from pipeline.common.config_kinds import (
     ordered_levels,
     references,
     remap,
+    slug_references,
 )
 from pipeline.common.errors import UsageError, first_error
 
@@ -95,8 +96,11 @@ class ConfigCopy:
         self.existing: dict[str, dict[str, dict[str, Any]]] = {}
         self.found: dict[str, str] = {}
         self.outcome = ConfigOutcome(unserved=list(source.unserved))
-        #: A function reference by the source project's name and a slug names the copy's.
+        #: A function reference by the source project's name and a slug names the copy's, once
+        #: the slug is among ``_slugs``: the functions and prompts the copy's project holds or
+        #: gets (known after :meth:`check`).
         self._projects = {source.project_name: project["name"]} if source.project_name else None
+        self._slugs: set[str] = set()
 
     async def check(self) -> None:
         """List what the destination holds; refuse a key taken by an object of another kind
@@ -115,6 +119,12 @@ class ConfigCopy:
                 mine = self.existing.get(name, {}).get(key_of(BY_NAME[name], obj))
                 if mine is not None and obj.get("id"):
                     self.found[str(obj["id"])] = str(mine["id"])
+        self._slugs = {
+            key_of(BY_NAME[name], obj)
+            for name in SHARED_KEYS
+            for obj in self.source.objects.get(name, [])
+            if not is_code_bundle(BY_NAME[name], obj)
+        } | {key for name in SHARED_KEYS for key in self.existing.get(name, {})}
         for name, objects in self.source.objects.items():
             if name not in SHARED_KEYS or name in found.unserved:
                 continue
@@ -174,16 +184,25 @@ class ConfigCopy:
         bodies: list[dict[str, Any]] = []
         left_out: list[str] = []
         for version in self.source.versions.get(str(obj.get("id")), []):
-            missing = [ref for ref in references(version) if ref not in id_map]
+            missing = self._unresolved(version, id_map, {})
             if missing:
                 left_out.append(
-                    f"{label(kind, obj)}: version {version.get('_xact_id')} refers to id {missing[0]}, "
+                    f"{label(kind, obj)}: version {version.get('_xact_id')} refers to {missing[0]}, "
                     "which was not copied; that version left out"
                 )
                 continue
             keyed = {**version, **{name: obj.get(name) for name in kind.key}}
             bodies.append(create_body(kind, remap(keyed, id_map, self._projects), self.project["id"]))
         return bodies, left_out
+
+    def _unresolved(self, obj: dict[str, Any], id_map: dict[str, str], labels: dict[str, str]) -> list[str]:
+        """What ``obj`` refers to that its copy could not: ids not in ``id_map`` (named by
+        ``labels``), and functions of the source project named by slug that the copy's project
+        will not hold (a code bundle, which no copy carries)."""
+        unknown = " (not in the source project)" if labels else ""
+        missing = [labels.get(ref) or f"id {ref}{unknown}" for ref in references(obj) if ref not in id_map]
+        named = slug_references(obj, self.source.project_name)
+        return missing + [f"{slug!r} of its project by name" for slug in named if slug not in self._slugs]
 
     async def _replay(
         self,
@@ -245,7 +264,7 @@ class ConfigCopy:
             kind = kind_of[id(obj)]
             if kind.name != "prompt" or not self.source.versions.get(str(obj.get("id"))):
                 continue
-            if all(ref in id_map for ref in references(obj)):
+            if not self._unresolved(obj, id_map, {}):
                 existing, _, same = self._target(kind, obj, id_map)
                 if existing is not None and not same:
                     replaced.append(existing)
@@ -267,10 +286,11 @@ class ConfigCopy:
 
         async def one(obj: dict[str, Any]) -> None:
             kind = kind_of[id(obj)]
-            missing = [ref for ref in references(obj) if ref not in id_map]
+            missing = self._unresolved(obj, id_map, labels)
             if missing:
-                named = ", ".join(labels.get(ref, f"id {ref} (not in the source project)") for ref in missing)
-                self.outcome.broken.append(f"{label(kind, obj)}: refers to {named}, which was not copied")
+                self.outcome.broken.append(
+                    f"{label(kind, obj)}: refers to {', '.join(missing)}, which was not copied"
+                )
                 return
             existing, body, same = self._target(kind, obj, id_map)
             if existing is not None and same:

@@ -482,10 +482,11 @@ def test_a_changed_configuration_file_is_caught(
     assert result.exit_code == 1, result.output
     [line] = result.stderr.strip().splitlines()
     assert line.startswith(f"btpipe: error: {path}: sha256 differs from the manifest"), line
-    project = send("GET", emulator.url, emulator.key, "/v1/project", params={"project_name": target})[
+    # nothing was written, not even the project it was to create
+    assert not send("GET", emulator.url, emulator.key, "/v1/project", params={"project_name": target})[
         "objects"
-    ][0]
-    assert listing(emulator, emulator.key, project["id"])["prompt"] == {}
+    ]
+    post(emulator.url, emulator.key, "/v1/project", {"name": target})
     result = btpipe(emulator, "verify", "--in", str(out), "--to-project", target)
     assert result.exit_code == 1 and "not compared, the source files are damaged" in result.output, (
         result.output
@@ -667,6 +668,19 @@ def test_a_graph_node_naming_its_own_project_by_name_names_the_copys_project(
     checked = btpipe(emulator, "verify", "--project", project["name"], "--to-project", migrated,
                      "--objects", "config", "--to-api-key-env", OTHER)  # fmt: skip
     assert checked.exit_code == 1, checked.output
+    # a function of its own project that no copy holds (a code bundle): not copied, as by id
+    send("PUT", url, key, "/v1/function", {"project_id": project["id"], "name": "bundled", "slug": "bundled", "function_data": BUNDLE})  # fmt: skip
+    bundled = {"type": "function", "function": {"project_name": project["name"], "slug": "bundled"}}
+    send("PUT", url, key, "/v1/prompt", {"project_id": project["id"], "name": "p", "slug": "p",
+                                         "prompt_data": {"parser": {"type": "llm_classifier", "use_cot": False,
+                                                                    "choice_scores": {"a": 1}}}, "metadata": {"scorer": bundled["function"]}})  # fmt: skip
+    broken = btpipe(emulator, "migrate", "--from-project", project["name"], "--to-project", unique("graph-by-name-b"),
+                    "--create-project", "--objects", "config", "--to-api-key-env", OTHER)  # fmt: skip
+    assert broken.exit_code == 1, broken.output
+    assert (
+        "not copied: prompt 'p': refers to 'bundled' of its project by name, which was not copied"
+        in broken.stderr
+    )
 
 
 def test_a_custom_roles_inherited_roles_are_copied_with_it(

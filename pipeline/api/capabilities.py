@@ -26,8 +26,8 @@ from typing import Any
 
 import anyio
 
-from pipeline.api.btql import run_query
-from pipeline.api.client import BadRequestError, BraintrustClient
+from pipeline.api.btql import SHRINK_STATUSES, request_body
+from pipeline.api.client import BadRequestError, BraintrustClient, PageTooLargeError
 from pipeline.querylang.ast import binary, function, ident, literal
 
 
@@ -81,9 +81,11 @@ async def probe(client: BraintrustClient, source: dict[str, Any]) -> Capabilitie
     answers: dict[str, bool] = {}
 
     async def ask(name: str, query: dict[str, Any], version: str | None) -> None:
-        try:
-            await run_query(client, query, version=version)
-        except BadRequestError:
+        try:  # a scan too big for a busy server (500, 504) is not retried: the answer is no
+            await client.post_raw(
+                "/btql", request_body(query, fmt="json", version=version), shrink_on=SHRINK_STATUSES
+            )
+        except (BadRequestError, PageTooLargeError):
             answers[name] = False
         else:
             answers[name] = True

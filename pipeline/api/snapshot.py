@@ -205,11 +205,13 @@ async def _first_if_served(client: BraintrustClient, query: Query) -> dict[str, 
     return data[0] if data else None
 
 
-async def _count_if_served(client: BraintrustClient, query: Query) -> int | None:
-    """The count ``query`` measures, unpinned; None when the scan is too big for the server
-    (a 500 or 504, not retried: a smaller page would not help a count) or refused."""
+async def _count_if_served(client: BraintrustClient, query: Query, version: str | None = None) -> int | None:
+    """The count ``query`` measures (at ``version``, else unpinned); None when the scan is too
+    big for the server (a 500 or 504, not retried: a smaller page would not help a count) or
+    refused."""
     try:
-        response = await client.post_raw("/btql", request_body(query, fmt="json"), shrink_on=SHRINK_STATUSES)
+        body = request_body(query, fmt="json", version=version)
+        response = await client.post_raw("/btql", body, shrink_on=SHRINK_STATUSES)
     except (PageTooLargeError, BadRequestError):
         return None
     return _count(answer_rows(client, response))
@@ -235,7 +237,7 @@ async def count_now_and_at(
         found["now"] = await _count_if_served(client, query)
 
     async def at() -> None:
-        found["at"] = _count(answer_rows(client, await run_query(client, query, version=version)))
+        found["at"] = await _count_if_served(client, query, version)
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(now)

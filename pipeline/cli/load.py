@@ -281,7 +281,7 @@ def delete_command(**kw: Any) -> None:
                 else {"error": getattr(stopped, "error", None), "exit_code": stopped.code}
             )
             emit_json({"dry_run": kw["dry_run"], "stopped": stopped is not None, **ended,
-                       "objects": [p.to_json() for p in plans_only], "matched": sum(p.matched or 0 for p in plans_only),
+                       "objects": [p.to_json() for p in plans_only], "matched": None if any(p.matched is None for p in plans_only) else sum(p.matched or 0 for p in plans_only),
                        "deleted": deleted, "changed": changed, "warnings": warnings})  # fmt: skip
         elif stopped:  # whatever the flags: rows are gone, and the user must know how many
             click.echo(f"btpipe: {deleted:,} rows were deleted before it stopped (and perhaps the "

@@ -94,3 +94,24 @@ def test_content_addressed_write(storage: Storage, tmp_path: Path, where: str) -
     name = f"_attachments/sha256={hashlib.sha256(b'first second').hexdigest()}"
     assert target.list_files() == [name]
     assert target.read_bytes(name) == b"first second"
+
+
+def test_a_key_denied_asking_about_the_bucket_may_still_read_its_prefix() -> None:
+    """S3 answers 403 to HeadBucket for a key whose ListBucket is limited to a prefix (GCS
+    without storage.buckets.get likewise): the bucket is taken as there, and the prefix read."""
+    from pipeline.common.errors import BtpipeError
+    from pipeline.common.storage import ObjectStorage
+
+    class Denied:
+        def get_file_info(self, path: str) -> None:
+            raise OSError(
+                f"When getting information for bucket '{path}': AWS Error ACCESS_DENIED during HeadBucket"
+            )
+
+    class Unreachable:
+        def get_file_info(self, path: str) -> None:
+            raise OSError("AWS Error NETWORK_CONNECTION during HeadBucket")
+
+    assert ObjectStorage("s3://bkt/pre", Denied(), "bkt/pre").has_bucket()
+    with pytest.raises(BtpipeError, match="cannot read s3://bkt/pre"):
+        ObjectStorage("s3://bkt/pre", Unreachable(), "bkt/pre").has_bucket()

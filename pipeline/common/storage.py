@@ -36,7 +36,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import BinaryIO, Protocol, cast
+from typing import BinaryIO, Final, Protocol, cast
 from urllib.parse import urlparse
 
 from pipeline.common import defaults
@@ -251,6 +251,10 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
+#: How S3 and GCS say a key may not do what was asked.
+_DENIED: Final = ("ACCESS_DENIED", "AccessDenied", "PERMISSION_DENIED", "403", "Forbidden")
+
+
 class ObjectStorage:
     """Objects under ``bucket/prefix`` of a ``pyarrow.fs`` filesystem (S3 or GCS)."""
 
@@ -307,11 +311,19 @@ class ObjectStorage:
 
     def has_bucket(self) -> bool:
         """Whether the bucket exists: listing one that does not finds no files, as an empty
-        prefix would, so a reader that must find something asks first."""
+        prefix would, so a reader that must find something asks first. A key that may read
+        its prefix but not ask about the bucket (a denied HeadBucket) cannot tell: yes."""
         import pyarrow.fs as pafs
 
-        with self._remote("read", ""):
-            return bool(self.fs.get_file_info(self.base.split("/", 1)[0]).type != pafs.FileType.NotFound)
+        try:
+            found = self.fs.get_file_info(self.base.split("/", 1)[0])
+        except OSError as exc:
+            if any(word in str(exc) for word in _DENIED):
+                return True
+            raise BtpipeError(
+                f"cannot read {location(self, '')}: {' '.join(str(exc).split())[:300]}"
+            ) from exc
+        return bool(found.type != pafs.FileType.NotFound)
 
     def list_files(self, prefix: str = "") -> list[str]:
         import pyarrow.fs as pafs

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import replace
@@ -35,9 +37,21 @@ LOCAL_ENVIRONMENT = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_
 
 def start(address: str | None = None, *, num_cpus: int | None = None) -> None:
     """Connect to the Ray cluster at ``address``, or start a local one on 127.0.0.1; nothing
-    if this process is connected already (a caller that called ``ray.init`` itself)."""
+    if this process is connected already (a caller that called ``ray.init`` itself).
+
+    ``ray.init`` replaces the process's SIGTERM handler with one that exits at once; the one
+    it found (btpipe's, which stops a run as Ctrl-C does) is put back."""
     if ray.is_initialized():
         return
+    on_term = signal.getsignal(signal.SIGTERM)
+    try:
+        _init(address, num_cpus)
+    finally:
+        if on_term is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, on_term)
+
+
+def _init(address: str | None, num_cpus: int | None) -> None:
     if address:
         try:
             ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)

@@ -103,7 +103,12 @@ def _published(root: Path) -> int:
     return count
 
 
-def test_a_killed_driver_resumes_from_its_checkpoint(emulator: Emulator, tmp_path: Path, faults: Any) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM])
+def test_a_killed_driver_resumes_from_its_checkpoint(
+    emulator: Emulator, tmp_path: Path, faults: Any, stop: signal.Signals
+) -> None:
+    """kill -9 of the driver and its local Ray, or SIGTERM of the driver (which Ray's own
+    handler made exit at once, saying nothing): the re-run resumes from the checkpoint."""
     project = seeded_project(emulator, 1200, "killed")
     out = tmp_path / "out"
     env = {**os.environ, "BRAINTRUST_API_URL": emulator.url, "BRAINTRUST_API_KEY": emulator.key,
@@ -111,11 +116,16 @@ def test_a_killed_driver_resumes_from_its_checkpoint(emulator: Emulator, tmp_pat
     command = [sys.executable, "-m", "pipeline", "export", "--project", project["name"], "--out", str(out),
                "--engine", "ray", "--quiet", *SMALL_FILES]  # fmt: skip
     faults(latency_ms=40)  # slow enough to be killed half-way
-    driver = subprocess.Popen(command, env=env, start_new_session=True, stderr=subprocess.DEVNULL)
+    driver = subprocess.Popen(command, env=env, start_new_session=True, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
         while _published(out) < 2 and driver.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
+        if stop == signal.SIGTERM:
+            driver.send_signal(stop)
+            _, stderr = driver.communicate(timeout=120)
+            assert driver.returncode == 5, stderr
+            assert "btpipe: interrupted; state saved" in stderr
     finally:
         os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started
         driver.wait()

@@ -65,19 +65,30 @@ def creation_body(
 
 
 async def counterparts(
-    client: BraintrustClient, project: dict[str, Any], others: Mapping[str, tuple[ObjectType, str]]
+    client: BraintrustClient,
+    project: dict[str, Any],
+    others: Mapping[str, tuple[ObjectType, str]],
+    warnings: list[str],
 ) -> dict[str, str]:
     """Source id -> the destination project's dataset or experiment of the same kind and name,
     for the source objects a load does not copy (``others``: source id -> (kind, name)) where
     the destination has one. References to them (an experiment's ``dataset_id`` or
     ``base_exp_id``, a row's ``origin``, a setting's baseline experiment) go there, as those to
     configuration of a kind not copied go to the destination's object of the same key: a load
-    of experiments alone links the datasets an earlier load copied."""
+    of experiments alone links the datasets an earlier load copied. Whether such an object is
+    a copy nobody can tell, so ``warnings`` names those linked."""
     found: dict[tuple[str, str], str] = {}
     for kind in sorted({kind for kind, _ in others.values()}):
         async for obj in list_objects(client, kind, project["id"]):
             found.setdefault((kind, str(obj.get("name"))), str(obj["id"]))
-    return {source_id: found[wanted] for source_id, wanted in others.items() if wanted in found}
+    linked = {source_id: found[wanted] for source_id, wanted in others.items() if wanted in found}
+    if linked:
+        names = sorted({f"{kind}:{name}" for kind, name in (others[source_id] for source_id in linked)})
+        warnings.append(
+            f"references to {', '.join(names)}, which this load does not copy, name the destination's "
+            "object of the same name"
+        )
+    return linked
 
 
 async def ensure_object(

@@ -162,7 +162,8 @@ class MigrateJob:
             await state.save()
 
         wanted = [Wanted(f"{ref.object_type}:{ref.id}", ref.object_type, ref.name, ref.info) for ref in refs]
-        elsewhere = await counterparts(self.destination, dst_project, await self._uncopied(src_project, refs))
+        uncopied = await self._uncopied(src_project, refs)
+        elsewhere = await counterparts(self.destination, dst_project, uncopied, run.summary.warnings)
         destinations = await ensure_objects(
             self.destination, dst_project, wanted, id_map={src_project["id"]: dst_project["id"], **elsewhere},
             into_existing=opts.load.into_existing, ours=state.created, remember=remember,

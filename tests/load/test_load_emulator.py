@@ -505,6 +505,8 @@ def test_a_load_of_experiments_alone_links_the_datasets_an_earlier_load_copied(
         assert result.exit_code == 0, (how, result.output)
         ids = {o["source"]: o["destination_id"] for o in orjson.loads(result.stdout)["objects"]}
         assert set(ids) == {"experiment:e", "experiment:lone"}, how
+        assert any("references to dataset:golden, which this load does not copy" in w
+                   for w in orjson.loads(result.stdout)["warnings"]), how  # fmt: skip
         (project_row,) = send("GET", emulator.url, key, "/v1/project", params={"project_name": project})[
             "objects"
         ]

@@ -18,6 +18,7 @@ has its own lease (:mod:`pipeline.common.jobstate`).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, TypeVar
@@ -30,7 +31,7 @@ from pipeline.common.defaults import WAIT_LEASE
 from pipeline.common.errors import BtpipeError, UsageError
 from pipeline.common.lease import ROOT_LEASE, guarded, hold
 from pipeline.common.progress import Progress
-from pipeline.common.state import export_store
+from pipeline.common.state import CorruptState, export_store
 from pipeline.common.storage import Storage, no_empty_root_left, open_storage
 from pipeline.export.runner import ExportJob, ExportSummary
 from pipeline.jobs import retention
@@ -68,9 +69,11 @@ async def _incremental_for(storage: Storage, project_id: str, job: ExportJobConf
     (unless it is discarded: ``restart``)."""
     if not job.incremental:
         return False
-    saved = await anyio.to_thread.run_sync(export_store(storage, project_id).load)
-    if saved is not None and saved.run is not None and not restart:
-        return saved.run.incremental
+    if not restart:  # a state it cannot read is the export's to refuse (or, restarted, discard)
+        with contextlib.suppress(CorruptState):
+            saved = await anyio.to_thread.run_sync(export_store(storage, project_id).load)
+            if saved is not None and saved.run is not None:
+                return saved.run.incremental
     runs = await anyio.to_thread.run_sync(retention.project_runs, storage, project_id)
     scope = retention.job_scope(job)
     return not retention.full_run_due([r for r in runs if r.scope == scope], job.full_every)

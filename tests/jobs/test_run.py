@@ -160,6 +160,19 @@ def test_run_missing_project_is_not_found_and_leaves_no_root(emulator: Any, tmp_
     assert not out.exists()
 
 
+def test_run_restart_discards_a_state_file_it_cannot_read(emulator: Any, tmp_path: Path) -> None:
+    setup = sample_project(emulator, traces=3)
+    args = ("--set", f"projects={setup['project']['name']}", "--out", str(tmp_path))
+    assert run_config(emulator, "nightly-backup.toml", *args).exit_code == 0
+    (state,) = (tmp_path / "_state").glob("export-*.json")
+    state.write_text(state.read_text().replace('"watermarks": {', '"watermarks": [1], "was": {'))
+    refused = run_config(emulator, "nightly-backup.toml", *args)
+    assert refused.exit_code == 2 and "corrupt state file" in refused.stderr and "--restart" in refused.stderr
+    restarted = run_config(emulator, "nightly-backup.toml", *args, "--restart")
+    assert restarted.exit_code == 0, restarted.stderr
+    assert isinstance(orjson.loads(state.read_bytes())["watermarks"], dict)  # saved afresh
+
+
 def test_run_prints_one_line_per_job(emulator: Any, tmp_path: Path) -> None:
     setup = sample_project(emulator, traces=5)
     env = {"BRAINTRUST_API_URL": emulator.url, "BRAINTRUST_API_KEY": emulator.key}

@@ -6,7 +6,16 @@ import sys
 
 import click
 
-from pipeline.cli.common import Output, emit_json, error_lines, fail, output_options, run_async, with_progress
+from pipeline.cli.common import (
+    Failed,
+    Output,
+    emit_json,
+    error_lines,
+    fail,
+    output_options,
+    run_async,
+    with_progress,
+)
 from pipeline.cli.options import setting_option
 from pipeline.common.defaults import WAIT_LEASE
 from pipeline.common.errors import EXIT_FAILED, EXIT_USAGE
@@ -71,7 +80,16 @@ def run(
         except JobFailed as exc:  # reported after the jobs done before it
             failed.append(exc)
 
-    run_async(with_progress(output, jobs_in_order))
+    try:
+        run_async(with_progress(output, jobs_in_order))
+    except Failed as exc:  # interrupted: the jobs done before it still count, and are listed
+        if as_json:
+            running = next((name for name in job_file.jobs if name not in {r.name for r in done}), None)
+            emit_json([*(r.to_json() for r in done), {"name": running, "ok": False, "error": exc.error,
+                                                       "exit_code": exc.code}])  # fmt: skip
+        else:
+            _report(output, done)
+        raise
     if as_json:  # the failed job too, after the jobs done before it
         stopped = [
             {"name": f.name, "ok": False, "error": str(f.error), "exit_code": f.exit_code} for f in failed

@@ -207,3 +207,41 @@ def test_run_restart_discards_the_unfinished_run(server: RunningServer, tmp_path
     ):
         assert by_id(read_export_files(out, kind, obj["id"])) == all_rows(server.url, KEY, kind, obj["id"])
     assert unfinished(out, project["id"]) is None
+
+
+def test_a_run_stopped_during_its_second_job_lists_the_first_under_json(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    """``run --json`` stopped part way prints one JSON list: the jobs done before, then the
+    one it stopped in (its error and exit code), not the error alone."""
+    first = post(server.url, KEY, "/v1/project", {"name": unique("first")})
+    insert(server.url, KEY, "project_logs", first["id"], [{"id": f"f{i}", "input": i} for i in range(10)])
+    second = seed(server)
+    jobs = tmp_path / "two.toml"
+    jobs.write_text(
+        f'[job.a]\nprojects = ["{first["name"]}"]\nout = "{tmp_path / "a"}"\nobjects = "logs"\n'
+        f'[job.b]\nprojects = ["{second["project"]["name"]}"]\nout = "{tmp_path / "b"}"\nobjects = "logs"\n'
+        'format = "jsonl"\npage_limit = 20\nfile_rows = 40\n'
+    )
+    server.faults.replace(FaultConfig(latency_ms=40))
+    env = cli_env(server.url, KEY)
+    proc = subprocess.Popen(command("run", str(jobs), "--json"), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while (
+            not published(unfinished(tmp_path / "b", second["project"]["id"])) and time.monotonic() < deadline
+        ):
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        server.faults.replace(FaultConfig())
+    assert proc.returncode == 5, err
+    done, stopped = orjson.loads(out)
+    assert (done["name"], done["ok"], done["rows"]) == ("a", True, 10)
+    assert (stopped["name"], stopped["ok"], stopped["exit_code"]) == ("b", False, 5)
+    assert "interrupted" in stopped["error"]

@@ -619,6 +619,7 @@ class VerifyJob:
                     dst_project, storage, obj, obj.object_type, obj.name or obj.id, obj.label, contents
                 )
             )
+        diffs += await self._pair_exported_objects(dst_project, storage, prefix, inputs, config.names)
         if config.entries:
             broken = await damaged_config(storage, config)
             if broken:
@@ -628,6 +629,43 @@ class VerifyJob:
                 objects = await anyio.to_thread.run_sync(read_config, storage, config)
                 diffs += await self._pair_config(dst_project, objects, config.names)
         return diffs
+
+    async def _pair_exported_objects(
+        self,
+        dst_project: dict[str, Any],
+        storage: Storage,
+        prefix: str,
+        inputs: list[InputObject],
+        names: dict[str, str],
+    ) -> list[ObjectDiff]:
+        """The datasets and experiments of an export (their fields as its manifests recorded
+        them) against the destination's, as :meth:`against_project` compares them. An object
+        whose manifest recorded no fields (written before they were) is left out on both sides."""
+        selection = parse_selection(self.objects)
+        if not any(s.object_type in COPIED_KINDS for s in selection):
+            return []
+        unknown = {(o.object_type, o.name) for o in inputs if not o.info}
+        listed: Listed = {
+            kind: [{**o.info, "id": o.id, "name": o.name} for o in inputs if o.object_type == kind and o.info]
+            for kind in COPIED_KINDS
+        }
+        linked = any(s.object_type == "experiment" for s in selection)  # their parameters functions
+        names = dict(names)
+        if linked:  # the export's functions, when it holds them, name the links
+            found = await anyio.to_thread.run_sync(find_config, storage, prefix, ["function"])
+            if found.entries and not await damaged_config(storage, found):
+                functions = (await anyio.to_thread.run_sync(read_config, storage, found)).objects.get(
+                    "function", []
+                )
+                listed["function"] = functions
+                names.update((str(f["id"]), f"function:{f.get('slug') or f.get('name')}") for f in functions)
+        theirs = await _list_objects(self.destination, dst_project, functions=linked)
+        their_names = _object_names(dst_project, theirs)
+        for kind in COPIED_KINDS:
+            theirs[kind] = [o for o in theirs[kind] if (kind, o.get("name")) not in unknown]
+        return compare_objects(
+            selection, listed, names, theirs, their_names, dst_project["name"], config_selection(self.objects)
+        )
 
     async def _pair_files(
         self,

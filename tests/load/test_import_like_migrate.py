@@ -454,7 +454,12 @@ def test_verify_after_a_copy_of_some_objects_and_a_copy_into_existing_ones(
         assert btpipe(emulator, *check).exit_code == 1
         again = btpipe(emulator, *copy, "--into-existing")
         assert again.exit_code == 0, again.output
-        assert "warning" not in again.stderr, again.stderr
+        # the destination's own "golden" now stands for the source's dataset, and it says so
+        warned = [line for line in again.stderr.splitlines() if "warning" in line]
+        assert warned == [
+            "btpipe: warning: references to dataset:golden, which this load does not copy, name the "
+            "destination's object of the same name"
+        ], again.stderr
         third = objects(emulator, "experiment", target)["third"]
         assert {k: third[k] for k in edited} == edited
         after = btpipe(emulator, *check)
@@ -538,3 +543,39 @@ def test_fields_equal_as_json_are_compared_as_json(emulator: Emulator, linked: d
         assert btpipe(emulator, *check).exit_code == 0
     finally:
         send("PATCH", url, key, f"/v1/dataset/{golden}", {"metadata": None})
+
+
+def test_verify_in_compares_the_exported_objects_fields_too(
+    emulator: Emulator, linked: dict[str, Any], tmp_path: Path
+) -> None:
+    """``verify --in`` compares each dataset's and experiment's fields as the export recorded
+    them (description, metadata, links to datasets and base experiments), not only the rows:
+    a restore that lost them is not identical."""
+    target = unique("restored-fields")
+    imported = btpipe(emulator, "import", "--in", str(linked["out"]), "--to-project", target,
+                      "--create-project", "--state-dir", str(tmp_path / "state"))  # fmt: skip
+    assert imported.exit_code == 0, imported.output
+    check = ["verify", "--in", str(linked["out"]), "--to-project", target, "--json"]
+    same = btpipe(emulator, *check)
+    assert same.exit_code == 0, same.output
+    restored = objects(emulator, "experiment", target)
+    url, key = emulator.url, emulator.key
+    send(
+        "PATCH",
+        url,
+        key,
+        f"/v1/experiment/{restored['third']['id']}",
+        {"description": "lost", "base_exp_id": None},
+    )
+    send(
+        "PATCH",
+        url,
+        key,
+        f"/v1/dataset/{objects(emulator, 'dataset', target)['silver']['id']}",
+        {"metadata": {"k": 1}},
+    )
+    changed = btpipe(emulator, *check)
+    assert changed.exit_code == 1, changed.output
+    diffs = {d["source"]: d for d in orjson.loads(changed.stdout)["objects"]}
+    assert diffs["experiments"]["differing_ids"] == ["third (description, base_exp_id)"]
+    assert diffs["datasets"]["differing_ids"] == ["silver (metadata)"]

@@ -223,6 +223,12 @@ def migrate_command(**kw: Any) -> None:
 @click.option("--project", required=True, help="Project name or id.")
 @setting_options(DELETE_OBJECTS)
 @click.option("--filter", "filter_text", required=True, help="BTQL filter selecting the rows to delete.")
+@click.option(
+    "--traces",
+    is_flag=True,
+    help="Delete whole traces: every span of each trace one of whose spans the filter matches "
+    "(without it, only the matching spans go, and a filter on root spans leaves their children).",
+)
 @click.option("--dry-run", is_flag=True, help="Only count the matching rows and show a sample of ids.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @setting_option(LOAD_WORKERS, help="Delete requests in flight at once")
@@ -247,7 +253,7 @@ def delete_command(**kw: Any) -> None:
             raise UsageError("--filter: an empty filter would match every row; name the rows to delete")
         project = await resolve_project(client, kw["project"])
         refs = await resolve_selection(client, project, kw["objects"])
-        plans = [(ref, await deleting.plan(client, ref, filter_expr)) for ref in refs]
+        plans = [(ref, await deleting.plan(client, ref, filter_expr, traces=kw["traces"])) for ref in refs]
         counts = [p.matched for _, p in plans]
         total = None if None in counts else sum(c or 0 for c in counts)
         for _, p in plans:
@@ -294,7 +300,7 @@ def delete_command(**kw: Any) -> None:
         try:
             run_async(with_progress(output, lambda progress: with_client(kw["settings"], lambda c: deleting.delete(
                 c, plans, filter_expr, InsertOptions(workers=kw["workers"]), batch_rows=kw["batch_rows"],
-                progress=progress, warnings=warnings,
+                progress=progress, warnings=warnings, traces=kw["traces"],
             ))), resumable=False)  # fmt: skip
         except SystemExit as stopped:  # interrupted or failed: its line is out; then what was deleted
             summary(stopped)

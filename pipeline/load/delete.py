@@ -9,6 +9,11 @@ state (``filter AND id IN [...]``), and an id that no longer matches is left alo
 no answer within the retries) is deleted from as read, with a warning, once. ``plan`` (the ``--dry-run``) only
 counts and samples ids. There is no resume state: re-running the same command finds whatever
 still matches, which is exactly what is left to do.
+
+``traces``: whole traces go, every span of each trace one of whose spans the filter matches
+(read in the ``traces`` shape; a filter on root spans' fields would leave their children). A
+batch is asked again by trace (``filter AND root_span_id IN [...]``, as the SDKs fetch a
+trace's spans): a span is deleted while its trace still matches.
 """
 
 from __future__ import annotations
@@ -55,25 +60,33 @@ class DeletePlan:
         return asdict(self)
 
 
-def _id_query(ref: ObjectRef, filter_expr: Expr) -> dict[str, Any]:
+def _id_query(ref: ObjectRef, filter_expr: Expr, *, traces: bool = False, of: str = "id") -> dict[str, Any]:
+    """The ids (``of``: or another field) of the rows ``filter_expr`` matches, and of the other
+    spans of their traces (``traces``), with their trace's root span id."""
+    fields = [of, "root_span_id"] if of != "root_span_id" else [of]
     return build_query(
-        ref.object_type, ref.id, filter_expr=filter_expr, select=[{"alias": "id", "expr": ident("id")}]
-    )
+        ref.object_type, ref.id, filter_expr=filter_expr, shape="traces" if traces else "spans",
+        select=[{"alias": name, "expr": ident(name)} for name in fields],
+    )  # fmt: skip
 
 
-def _ids(raw: bytes) -> list[str]:
-    return [str(row["id"]) for row in jsoncodec.loads_lines(raw)]
+def _ids(raw: bytes) -> list[tuple[str, str | None]]:
+    """Each row's id and trace (root span id)."""
+    return [(str(row["id"]), row.get("root_span_id")) for row in jsoncodec.loads_lines(raw)]
 
 
-async def plan(client: BraintrustClient, ref: ObjectRef, filter_expr: Expr) -> DeletePlan:
-    """How many rows of ``ref`` match, a sample of their ids, and the version pinned."""
-    query = _id_query(ref, filter_expr)
+async def plan(
+    client: BraintrustClient, ref: ObjectRef, filter_expr: Expr, *, traces: bool = False
+) -> DeletePlan:
+    """How many rows of ``ref`` match (with ``traces``, the spans of the traces matching), a
+    sample of their ids, and the version pinned."""
+    query = _id_query(ref, filter_expr, traces=traces)
     snap = await pin_read(client, query)
     result = DeletePlan(ref.label, ref.id, snap.version, snap.rows)
     if snap.rows != 0:
         pager = Pager(client, query, version=snap.version, max_limit=SAMPLE_IDS, limit=SAMPLE_IDS)
         page = await pager.next_page()
-        result.sample_ids = _ids(page.raw)[:SAMPLE_IDS] if page else []
+        result.sample_ids = [row_id for row_id, _ in _ids(page.raw)][:SAMPLE_IDS] if page else []
     return result
 
 
@@ -87,6 +100,7 @@ async def delete(
     max_batch_bytes: int | None = None,
     progress: Progress | None = None,
     warnings: list[str] | None = None,
+    traces: bool = False,
 ) -> None:
     """Delete every row each plan matched (at its pinned version) and still matches, each
     object a task of ``progress``; fills ``plan.deleted`` and ``plan.changed``, also when it
@@ -108,7 +122,7 @@ async def delete(
             ledger = Ledger(ObjectProgress(destination=ref.id), on_rows=task.advance)
             ledgers.append((planned, ledger, task))
             batcher = Batcher(ref.rows_path, max_rows=batch_rows, max_bytes=limit, ledger=ledger)
-            items = _delete_items(client, ref, filter_expr, planned, recheck, read, batch_rows)
+            items = _delete_items(client, ref, filter_expr, planned, recheck, read, batch_rows, traces)
             await feed(pool, batcher, items, whole_chunks=True)
 
     try:
@@ -129,25 +143,26 @@ class _Recheck:
         self.refused = False
 
     async def still_matching(
-        self, client: BraintrustClient, ref: ObjectRef, filter_expr: Expr, ids: list[str]
+        self, client: BraintrustClient, ref: ObjectRef, filter_expr: Expr, ids: list[str], of: str = "id"
     ) -> set[str] | None:
-        """The ids of ``ids`` the filter matches now; None when the server will not say."""
+        """The values of ``ids`` (of the field ``of``: a row's id, or its trace's root span id)
+        of rows the filter matches now; None when the server will not say."""
         if self.refused or not ids:
             return None
-        check = all_of(filter_expr, binary("in", ident("id"), literal(ids)))
+        check = all_of(filter_expr, binary("in", ident(of), literal(ids)))
         assert check is not None
-        pager = Pager(client, _id_query(ref, check), version=None)  # the current state
+        pager = Pager(client, _id_query(ref, check, of=of), version=None)  # the current state
         found: set[str] = set()
         try:
             async for page in pager.pages():
-                found.update(_ids(page.raw))
+                found.update(str(row[of]) for row in jsoncodec.loads_lines(page.raw))
         except ApiError as exc:  # a TransientApiError: the retries ran out, on 504s or not
             if exc.status not in _WILL_NOT_SAY and not isinstance(exc, TransientApiError):
                 raise
             self.refused = True
             self.warnings.append(
                 "the server would not check the rows again before deleting them "
-                f"(filter AND id IN [...]: {exc}); rows changed while the delete ran were deleted as read"
+                f"(filter AND {of} IN [...]: {exc}); rows changed while the delete ran were deleted as read"
             )
             return None
         return found
@@ -161,20 +176,31 @@ async def _delete_items(
     recheck: _Recheck,
     read: dict[str, int],
     batch_rows: int,
+    traces: bool,
 ) -> AsyncIterator[list[Item]]:
     """Delete events for the ids read as matching (``read`` counts them per object), a batch
-    at a time: each batch is asked again just before it goes to the workers, and the next is
-    asked only once this one is sent or waits for one (at most ``workers`` batches wait)."""
-    pager = Pager(client, _id_query(ref, filter_expr), version=planned.version)
+    at a time: each batch is asked again just before it goes to the workers (by id, or with
+    ``traces`` by trace), and the next is asked only once this one is sent or waits for one
+    (at most ``workers`` batches wait)."""
+    pager = Pager(client, _id_query(ref, filter_expr, traces=traces), version=planned.version)
+    confirmed: set[str | None] = set()  # traces asked about once: the rest of their spans follow
     async for page in pager.pages():
-        ids = _ids(page.raw)
-        read[planned.object_id] = read.get(planned.object_id, 0) + len(ids)
-        for start in range(0, len(ids), max(1, batch_rows)):
-            batch = ids[start : start + max(1, batch_rows)]
-            still = await recheck.still_matching(client, ref, filter_expr, batch)
-            if still is not None:
-                planned.changed += len(batch) - len(still)
-                batch = [row_id for row_id in batch if row_id in still]
+        rows = _ids(page.raw)
+        read[planned.object_id] = read.get(planned.object_id, 0) + len(rows)
+        for start in range(0, len(rows), max(1, batch_rows)):
+            chunk = rows[start : start + max(1, batch_rows)]
+            if traces:  # once a trace's first spans are deleted, it may match no more: ask once
+                roots = sorted({root for _, root in chunk if root is not None and root not in confirmed})
+                still = await recheck.still_matching(client, ref, filter_expr, roots, of="root_span_id")
+                confirmed.update(still if still is not None else roots)
+                kept = None if still is None else [row_id for row_id, root in chunk if root in confirmed]
+            else:
+                still = await recheck.still_matching(
+                    client, ref, filter_expr, [row_id for row_id, _ in chunk]
+                )
+                kept = None if still is None else [row_id for row_id, _ in chunk if row_id in still]
+            batch = [row_id for row_id, _ in chunk] if kept is None else kept
+            planned.changed += len(chunk) - len(batch)
             yield [
                 Item(
                     jsoncodec.dumps({"id": row_id, "_object_delete": True}),

@@ -221,6 +221,53 @@ def test_delete_dry_run_then_real(emulator: Emulator) -> None:
     assert set(left) == {f"log-{i}" for i in range(60) if i % 3 != 1}
 
 
+def test_delete_traces_takes_every_span_of_the_traces_the_filter_matches(emulator: Emulator) -> None:
+    """A filter on a field only root spans carry: without ``--traces`` the children stay; with
+    it, every span of those traces goes, in batches that split traces, and nothing else."""
+    src = make_project(emulator)
+    spans = []
+    for t in range(12):
+        root = {
+            "id": f"t{t}",
+            "span_id": f"t{t}",
+            "root_span_id": f"t{t}",
+            "metadata": {"team": "red" if t % 3 == 0 else "blue"},
+        }
+        children = [{"id": f"t{t}-c{c}", "span_id": f"t{t}-c{c}", "root_span_id": f"t{t}", "span_parents": [f"t{t}"]}
+                    for c in range(4)]  # fmt: skip
+        spans += [root, *children]
+    insert(emulator.url, emulator.key, "project_logs", src["id"], spans)
+    red = {f"t{t}" for t in range(0, 12, 3)}
+    args = [
+        "--project",
+        src["name"],
+        "--filter",
+        "metadata.team = 'red'",
+        "--yes",
+        "--json",
+        "--batch-rows",
+        "3",
+    ]
+    dry = run(delete_command, emulator, *args, "--traces", "--dry-run")
+    assert orjson.loads(dry.stdout)["matched"] == len(red) * 5
+    deleted = run(delete_command, emulator, *args, "--traces")
+    assert deleted.exit_code == 0, deleted.output
+    assert (orjson.loads(deleted.stdout)["deleted"], orjson.loads(deleted.stdout)["changed"]) == (
+        len(red) * 5,
+        0,
+    )
+    left = all_rows(emulator.url, emulator.key, "project_logs", src["id"])
+    assert set(left) == {s["id"] for s in spans if s["root_span_id"] not in red}
+    blue = {f"t{t}" for t in range(12)} - red
+    post(emulator.url, emulator.key, f"/v1/project_logs/{src['id']}/insert",
+         {"events": [{"id": "t1", "_is_merge": True, "metadata": {"team": "red"}}]})  # fmt: skip
+    roots_only = run(delete_command, emulator, *args)  # spans: the matching root alone
+    assert orjson.loads(roots_only.stdout)["deleted"] == 1
+    assert set(all_rows(emulator.url, emulator.key, "project_logs", src["id"])) == {
+        s["id"] for s in spans if s["root_span_id"] in blue and s["id"] != "t1"
+    }
+
+
 def test_an_interrupted_delete_says_it_keeps_no_state(
     emulator: Emulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:

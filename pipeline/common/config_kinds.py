@@ -19,7 +19,7 @@ baseline experiment and a default preprocessor function).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -153,28 +153,29 @@ def remap(value: Any, id_map: Mapping[str, str], projects: Mapping[str, str] | N
     return value
 
 
+def _mappings(value: Any) -> Iterator[dict[str, Any]]:
+    """Every JSON object inside ``value``, ``value`` too, at any depth."""
+    if isinstance(value, dict):
+        yield value
+        for item in value.values():
+            yield from _mappings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _mappings(item)
+
+
 def references(value: Any) -> list[str]:
     """The ids an object refers to that must exist for it to work: every saved function
     reference (``{"type": "function", "id": ...}``: prompt tools, online scorers, the default
     preprocessor; ``{"function_id": ...}``, the spec's FunctionId: a graph node's function),
     and the settings' ``baseline_experiment_id``."""
     found: list[str] = []
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            if node.get("type") == "function" and isinstance(node.get("id"), str):
-                found.append(node["id"])
-            if isinstance(node.get("function_id"), str):
-                found.append(node["function_id"])
-            if isinstance(node.get("baseline_experiment_id"), str):
-                found.append(node["baseline_experiment_id"])
-            for item in node.values():
-                walk(item)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item)
-
-    walk(value)
+    for node in _mappings(value):
+        if node.get("type") == "function" and isinstance(node.get("id"), str):
+            found.append(node["id"])
+        found += [
+            node[key] for key in ("function_id", "baseline_experiment_id") if isinstance(node.get(key), str)
+        ]
     return found
 
 
@@ -182,24 +183,13 @@ def slug_references(value: Any, project_name: str | None) -> list[str]:
     """The slugs of the functions ``value`` names by project name and slug
     (``{"project_name": ..., "slug": ...}``) in project ``project_name``: its own, which a copy
     must hold for the reference to work once renamed."""
-    found: list[str] = []
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            if (
-                project_name is not None
-                and node.get("project_name") == project_name
-                and isinstance(node.get("slug"), str)
-            ):
-                found.append(node["slug"])
-            for item in node.values():
-                walk(item)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item)
-
-    walk(value)
-    return found
+    return [
+        node["slug"]
+        for node in _mappings(value)
+        if project_name is not None
+        and node.get("project_name") == project_name
+        and isinstance(node.get("slug"), str)
+    ]
 
 
 def create_body(kind: ConfigKind, obj: Mapping[str, Any], project_id: str) -> dict[str, Any]:

@@ -723,7 +723,21 @@ class ExportJob:
         obj.live_rows = whole[0]
         if at is not None:
             obj.expected_rows = at
-        if any(now is not None and then is not None and now < then for now, then in (counts, whole)):
+        # Rows now not counted (a busy server timed the count out): deletes newer than the
+        # version cannot be ruled out, nor seen once the rows are read; taken as there.
+        uncounted = bool(obj.ranges) and obj.version is not None and obj.estimate is None
+        if uncounted:
+            log.warning(
+                "%s: the server could not count its rows (it timed the count out); deletes newer than the "
+                "snapshot cannot be ruled out, so it is read %s",
+                ref.label,
+                "with its deletes recorded"
+                if self._records_tombstones(obj)
+                else "at its current state, as one range",
+            )
+        if uncounted or any(
+            now is not None and then is not None and now < then for now, then in (counts, whole)
+        ):
             if self._records_tombstones(obj):
                 obj.newer_deletes = True  # its tombstones record them (pipeline.export.tombstones)
             else:

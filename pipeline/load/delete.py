@@ -11,9 +11,10 @@ counts and samples ids. There is no resume state: re-running the same command fi
 still matches, which is exactly what is left to do.
 
 ``traces``: whole traces go, every span of each trace one of whose spans the filter matches
-(read in the ``traces`` shape; a filter on root spans' fields would leave their children). A
-batch is asked again by trace (``filter AND root_span_id IN [...]``, as the SDKs fetch a
-trace's spans): a span is deleted while its trace still matches.
+(listed in the ``traces`` shape; a filter on root spans' fields would leave their children).
+Each trace is asked again once (``filter AND root_span_id IN [...]``) and, still matching,
+goes with every span it has then (``root_span_id IN [...]``, as the SDKs fetch a trace), so a
+span written into it meanwhile is not left without its root.
 """
 
 from __future__ import annotations
@@ -178,34 +179,73 @@ async def _delete_items(
     batch_rows: int,
     traces: bool,
 ) -> AsyncIterator[list[Item]]:
-    """Delete events for the ids read as matching (``read`` counts them per object), a batch
-    at a time: each batch is asked again just before it goes to the workers (by id, or with
-    ``traces`` by trace), and the next is asked only once this one is sent or waits for one
-    (at most ``workers`` batches wait)."""
+    """Delete events for the rows read as matching (``read`` counts those deleted or left as
+    changed, per object), a batch at a time: each batch is asked again just before it goes to
+    the workers, and the next is asked only once this one is sent or waits for one (at most
+    ``workers`` batches wait)."""
     pager = Pager(client, _id_query(ref, filter_expr, traces=traces), version=planned.version)
-    confirmed: set[str | None] = set()  # traces asked about once: the rest of their spans follow
+    batches = _trace_batches if traces else _span_batches
+    async for batch, changed in batches(client, ref, filter_expr, pager, recheck, max(1, batch_rows)):
+        planned.changed += changed
+        read[planned.object_id] = read.get(planned.object_id, 0) + len(batch) + changed
+        yield [
+            Item(jsoncodec.dumps({"id": row_id, "_object_delete": True}), row_id, f"{ref.label} id {row_id}")
+            for row_id in batch
+        ]
+
+
+async def _span_batches(
+    client: BraintrustClient, ref: ObjectRef, filter_expr: Expr, pager: Pager, recheck: _Recheck, size: int
+) -> AsyncIterator[tuple[list[str], int]]:
+    """The ids to delete, ``size`` at a time, each batch asked again by id; with how many of
+    its ids match no more."""
     async for page in pager.pages():
         rows = _ids(page.raw)
-        read[planned.object_id] = read.get(planned.object_id, 0) + len(rows)
-        for start in range(0, len(rows), max(1, batch_rows)):
-            chunk = rows[start : start + max(1, batch_rows)]
-            if traces:  # once a trace's first spans are deleted, it may match no more: ask once
-                roots = sorted({root for _, root in chunk if root is not None and root not in confirmed})
-                still = await recheck.still_matching(client, ref, filter_expr, roots, of="root_span_id")
-                confirmed.update(still if still is not None else roots)
-                kept = None if still is None else [row_id for row_id, root in chunk if root in confirmed]
-            else:
-                still = await recheck.still_matching(
-                    client, ref, filter_expr, [row_id for row_id, _ in chunk]
-                )
-                kept = None if still is None else [row_id for row_id, _ in chunk if row_id in still]
-            batch = [row_id for row_id, _ in chunk] if kept is None else kept
-            planned.changed += len(chunk) - len(batch)
-            yield [
-                Item(
-                    jsoncodec.dumps({"id": row_id, "_object_delete": True}),
-                    row_id,
-                    f"{ref.label} id {row_id}",
-                )
-                for row_id in batch
-            ]
+        for start in range(0, len(rows), size):
+            ids = [row_id for row_id, _ in rows[start : start + size]]
+            still = await recheck.still_matching(client, ref, filter_expr, ids)
+            batch = ids if still is None else [row_id for row_id in ids if row_id in still]
+            yield batch, len(ids) - len(batch)
+
+
+async def _trace_batches(
+    client: BraintrustClient, ref: ObjectRef, filter_expr: Expr, pager: Pager, recheck: _Recheck, size: int
+) -> AsyncIterator[tuple[list[str], int]]:
+    """Whole traces, each once, as they are now: the pinned listing names the traces that
+    matched; those that still match (asked ``size`` at a time) go with every span they have
+    now, spans written into them since too (``root_span_id IN [...]``, as the SDKs fetch a
+    trace), and their other spans in the listing are passed over; the spans of one that
+    matches no more count as changed."""
+    done: set[str] = set()
+    dropped: set[str] = set()
+    async for page in pager.pages():
+        rows = _ids(page.raw)
+        lone = [row_id for row_id, root in rows if root is None]  # no trace to go by: as spans
+        if lone:
+            still = await recheck.still_matching(client, ref, filter_expr, lone)
+            kept = lone if still is None else [row_id for row_id in lone if row_id in still]
+            yield kept, len(lone) - len(kept)
+        passed = sum(1 for _, root in rows if root in dropped)
+        if passed:
+            yield [], passed
+        roots = list(
+            dict.fromkeys(root for _, root in rows if root is not None and root not in done | dropped)
+        )
+        for start in range(0, len(roots), size):
+            chunk = roots[start : start + size]
+            still = await recheck.still_matching(client, ref, filter_expr, chunk, of="root_span_id")
+            alive = chunk if still is None else [root for root in chunk if root in still]
+            done.update(alive)
+            dropped.update(root for root in chunk if root not in alive)
+            changed = sum(1 for _, root in rows if root in chunk and root not in alive)
+            yield await _spans_now(client, ref, alive), changed
+
+
+async def _spans_now(client: BraintrustClient, ref: ObjectRef, roots: list[str]) -> list[str]:
+    """The ids of every span the traces ``roots`` have now."""
+    if not roots:
+        return []
+    query = _id_query(ref, binary("in", ident("root_span_id"), literal(roots)))
+    return [
+        row_id async for page in Pager(client, query, version=None).pages() for row_id, _ in _ids(page.raw)
+    ]

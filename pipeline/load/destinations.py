@@ -69,6 +69,7 @@ async def counterparts(
     project: dict[str, Any],
     others: Mapping[str, tuple[ObjectType, str]],
     warnings: list[str],
+    copied: list[dict[str, Any]],
 ) -> dict[str, str]:
     """Source id -> the destination project's dataset or experiment of the same kind and name,
     for the source objects a load does not copy (``others``: source id -> (kind, name)) where
@@ -76,14 +77,16 @@ async def counterparts(
     ``base_exp_id``, a row's ``origin``, a setting's baseline experiment) go there, as those to
     configuration of a kind not copied go to the destination's object of the same key: a load
     of experiments alone links the datasets an earlier load copied. Whether such an object is
-    a copy nobody can tell, so ``warnings`` names those linked."""
+    a copy nobody can tell, so ``warnings`` names those that the objects copied (``copied``:
+    their REST fields) link to; a row's ``origin`` follows them silently."""
     found: dict[tuple[str, str], str] = {}
     for kind in sorted({kind for kind, _ in others.values()}):
         async for obj in list_objects(client, kind, project["id"]):
             found.setdefault((kind, str(obj.get("name"))), str(obj["id"]))
     linked = {source_id: found[wanted] for source_id, wanted in others.items() if wanted in found}
-    if linked:
-        names = sorted({f"{kind}:{name}" for kind, name in (others[source_id] for source_id in linked)})
+    named = {info.get(key) for info in copied for key in REFERENCES} & linked.keys()
+    if named:
+        names = sorted({f"{kind}:{name}" for kind, name in (others[str(source_id)] for source_id in named)})
         warnings.append(
             f"references to {', '.join(names)}, which this load does not copy, name the destination's "
             "object of the same name"

@@ -203,7 +203,9 @@ class ImportJob:
 
         copied = {obj.id for obj in inputs}
         uncopied = {k: v for k, v in scope.named_objects(project_id).items() if k not in copied}
-        elsewhere = await counterparts(self.client, project, uncopied, run.summary.warnings)
+        elsewhere = await counterparts(
+            self.client, project, uncopied, run.summary.warnings, [o.info for o in inputs]
+        )
         destinations = await ensure_objects(
             self.client, project, [_wanted(obj, to_object) for obj in inputs], id_map=dict(elsewhere),
             into_existing=opts.load.into_existing, ours=state.created, remember=remember,

@@ -163,7 +163,9 @@ class MigrateJob:
 
         wanted = [Wanted(f"{ref.object_type}:{ref.id}", ref.object_type, ref.name, ref.info) for ref in refs]
         uncopied = await self._uncopied(src_project, refs)
-        elsewhere = await counterparts(self.destination, dst_project, uncopied, run.summary.warnings)
+        elsewhere = await counterparts(
+            self.destination, dst_project, uncopied, run.summary.warnings, [ref.info for ref in refs]
+        )
         destinations = await ensure_objects(
             self.destination, dst_project, wanted, id_map={src_project["id"]: dst_project["id"], **elsewhere},
             into_existing=opts.load.into_existing, ours=state.created, remember=remember,

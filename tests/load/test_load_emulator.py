@@ -575,6 +575,10 @@ def test_a_load_of_experiments_alone_links_the_datasets_an_earlier_load_copied(
                 "--to-project", migrated, "--create-project", "--to-api-key-env", "OTHER_KEY",
                 "--state-dir", str(tmp_path / "m"), env=env)  # fmt: skip
     assert first.exit_code == 0, first.output
+    logs_only = run(migrate_command, emulator, "--from-project", src["name"], "--objects", "logs",
+                    "--to-project", migrated, "--to-api-key-env", "OTHER_KEY", "--state-dir", str(tmp_path / "m"),
+                    env=env)  # fmt: skip
+    assert logs_only.exit_code == 0 and "references to" not in logs_only.stderr  # nothing copied names them
     then = run(migrate_command, emulator, "--from-project", src["name"], "--objects", "experiments",
                "--to-project", migrated, "--to-api-key-env", "OTHER_KEY", "--state-dir", str(tmp_path / "m"),
                "--json", env=env)  # fmt: skip

@@ -46,13 +46,15 @@ def test_the_files_of_an_unfinished_run_are_refused(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "saved",
-    [state(None), state("R0"), state(["R1"]), None],  # finished, another run, no run id, no state at all
+    [state(None), state("R0"), None],  # finished, another run, no state at all
 )
 def test_other_roots_are_taken_as_their_files_are(tmp_path: Path, saved: bytes | None) -> None:
     assert inputs(root_with(tmp_path, saved)) == [PART]
 
 
-@pytest.mark.parametrize("saved", [b'{"format": 1, "project_id"', b"[1, 2]", b'{"format": 1, "run": {}}'])
+@pytest.mark.parametrize(
+    "saved", [b'{"format": 1, "project_id"', b"[1, 2]", b'{"format": 1, "run": {}}', state(["R1"])]
+)  # a run id of another type is a damaged file like the others
 def test_a_state_that_cannot_be_read_is_refused(tmp_path: Path, saved: bytes) -> None:
     with pytest.raises(UsageError, match=r"corrupt state file.*cannot be told"):
         inputs(root_with(tmp_path, saved))

@@ -23,6 +23,8 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import anyio
+
 from pipeline.api.btql import Pager, build_query
 from pipeline.api.client import BraintrustClient
 from pipeline.api.objects import ObjectRef
@@ -61,13 +63,12 @@ class DeletePlan:
         return asdict(self)
 
 
-def _id_query(ref: ObjectRef, filter_expr: Expr, *, traces: bool = False, of: str = "id") -> dict[str, Any]:
-    """The ids (``of``: or another field) of the rows ``filter_expr`` matches, and of the other
-    spans of their traces (``traces``), with their trace's root span id."""
-    fields = [of, "root_span_id"] if of != "root_span_id" else [of]
+def _id_query(ref: ObjectRef, filter_expr: Expr, *, traces: bool = False) -> dict[str, Any]:
+    """The ids of the rows ``filter_expr`` matches, and of the other spans of their traces
+    (``traces``), with their trace's root span id."""
     return build_query(
         ref.object_type, ref.id, filter_expr=filter_expr, shape="traces" if traces else "spans",
-        select=[{"alias": name, "expr": ident(name)} for name in fields],
+        select=[{"alias": name, "expr": ident(name)} for name in ("id", "root_span_id")],
     )  # fmt: skip
 
 
@@ -113,17 +114,17 @@ async def delete(
     pool = InsertPool(client, options, max_request_bytes=limit)
     ledgers: list[tuple[DeletePlan, Ledger, Task]] = []
     recheck = _Recheck(warnings if warnings is not None else [])
-    read: dict[str, int] = {}
 
     async def produce() -> None:
         for ref, planned in refs:
             if planned.matched == 0:
                 continue
             task = progress.add(planned.label, planned.matched)
-            ledger = Ledger(ObjectProgress(destination=ref.id), on_rows=task.advance)
+            applied = _Applied(task)
+            ledger = Ledger(ObjectProgress(destination=ref.id), on_rows=applied.advance)
             ledgers.append((planned, ledger, task))
             batcher = Batcher(ref.rows_path, max_rows=batch_rows, max_bytes=limit, ledger=ledger)
-            items = _delete_items(client, ref, filter_expr, planned, recheck, read, batch_rows, traces)
+            items = _delete_items(client, ref, filter_expr, planned, recheck, batch_rows, traces, applied)
             await feed(pool, batcher, items, whole_chunks=True)
 
     try:
@@ -131,8 +132,27 @@ async def delete(
     finally:  # stopped too (Ctrl-C, an error): the counts say what was done before it stopped
         for planned, ledger, task in ledgers:
             planned.deleted = ledger.confirmed
-            planned.matched = read.get(planned.object_id, 0)
+            planned.matched = planned.deleted + planned.changed
             task.finish()
+
+
+class _Applied:
+    """The deletes the server applied in order so far, which a trace's last deletes wait for."""
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+        self.rows = 0
+        self._more = anyio.Event()
+
+    def advance(self, rows: int) -> None:
+        self.task.advance(rows)
+        self.rows += rows
+        self._more.set()
+        self._more = anyio.Event()
+
+    async def reach(self, rows: int) -> None:
+        while self.rows < rows:
+            await self._more.wait()
 
 
 class _Recheck:
@@ -148,15 +168,23 @@ class _Recheck:
     ) -> set[str] | None:
         """The values of ``ids`` (of the field ``of``: a row's id, or its trace's root span id)
         of rows the filter matches now; None when the server will not say."""
-        if self.refused or not ids:
+        rows = await self.matching_rows(client, ref, filter_expr, ids, of)
+        return None if rows is None else {row_id if of == "id" else str(root) for row_id, root in rows}
+
+    async def matching_rows(
+        self, client: BraintrustClient, ref: ObjectRef, filter_expr: Expr, values: list[str], of: str
+    ) -> list[tuple[str, str | None]] | None:
+        """The rows (id, root span id) the filter matches now among those whose ``of`` is one
+        of ``values``; None when the server will not say."""
+        if self.refused or not values:
             return None
-        check = all_of(filter_expr, binary("in", ident(of), literal(ids)))
+        check = all_of(filter_expr, binary("in", ident(of), literal(values)))
         assert check is not None
-        pager = Pager(client, _id_query(ref, check, of=of), version=None)  # the current state
-        found: set[str] = set()
+        pager = Pager(client, _id_query(ref, check), version=None)  # the current state
+        found: list[tuple[str, str | None]] = []
         try:
             async for page in pager.pages():
-                found.update(str(row[of]) for row in jsoncodec.loads_lines(page.raw))
+                found += _ids(page.raw)
         except ApiError as exc:  # a TransientApiError: the retries ran out, on 504s or not
             if exc.status not in _WILL_NOT_SAY and not isinstance(exc, TransientApiError):
                 raise
@@ -175,19 +203,23 @@ async def _delete_items(
     filter_expr: Expr,
     planned: DeletePlan,
     recheck: _Recheck,
-    read: dict[str, int],
     batch_rows: int,
     traces: bool,
+    applied: _Applied,
 ) -> AsyncIterator[list[Item]]:
-    """Delete events for the rows read as matching (``read`` counts those deleted or left as
-    changed, per object), a batch at a time: each batch is asked again just before it goes to
-    the workers, and the next is asked only once this one is sent or waits for one (at most
-    ``workers`` batches wait)."""
+    """Delete events for the rows read as matching, a batch at a time: each batch is asked
+    again just before it goes to the workers, and the next is asked only once this one is sent
+    or waits for one (at most ``workers`` batches wait). A chunk marked ``last`` (a trace's
+    spans the filter matches) waits until every delete before it was applied, so a stop
+    leaves each trace findable by the filter again: whole, or with its matching spans."""
     pager = Pager(client, _id_query(ref, filter_expr, traces=traces), version=planned.version)
     batches = _trace_batches if traces else _span_batches
-    async for batch, changed in batches(client, ref, filter_expr, pager, recheck, max(1, batch_rows)):
+    sent = 0
+    async for batch, changed, last in batches(client, ref, filter_expr, pager, recheck, max(1, batch_rows)):
         planned.changed += changed
-        read[planned.object_id] = read.get(planned.object_id, 0) + len(batch) + changed
+        if last and batch:
+            await applied.reach(sent)
+        sent += len(batch)
         yield [
             Item(jsoncodec.dumps({"id": row_id, "_object_delete": True}), row_id, f"{ref.label} id {row_id}")
             for row_id in batch
@@ -196,7 +228,7 @@ async def _delete_items(
 
 async def _span_batches(
     client: BraintrustClient, ref: ObjectRef, filter_expr: Expr, pager: Pager, recheck: _Recheck, size: int
-) -> AsyncIterator[tuple[list[str], int]]:
+) -> AsyncIterator[tuple[list[str], int, bool]]:
     """The ids to delete, ``size`` at a time, each batch asked again by id; with how many of
     its ids match no more."""
     async for page in pager.pages():
@@ -205,16 +237,17 @@ async def _span_batches(
             ids = [row_id for row_id, _ in rows[start : start + size]]
             still = await recheck.still_matching(client, ref, filter_expr, ids)
             batch = ids if still is None else [row_id for row_id in ids if row_id in still]
-            yield batch, len(ids) - len(batch)
+            yield batch, len(ids) - len(batch), False
 
 
 async def _trace_batches(
     client: BraintrustClient, ref: ObjectRef, filter_expr: Expr, pager: Pager, recheck: _Recheck, size: int
-) -> AsyncIterator[tuple[list[str], int]]:
+) -> AsyncIterator[tuple[list[str], int, bool]]:
     """Whole traces, each once, as they are now: the pinned listing names the traces that
     matched; those that still match (asked ``size`` at a time) go with every span they have
     now, spans written into them since too (``root_span_id IN [...]``, as the SDKs fetch a
-    trace), and their other spans in the listing are passed over; the spans of one that
+    trace), the spans the filter matches last (or, where the server will not say which, the
+    root spans), and their other spans in the listing are passed over; the spans of one that
     matches no more count as changed."""
     done: set[str] = set()
     dropped: set[str] = set()
@@ -224,28 +257,42 @@ async def _trace_batches(
         if lone:
             still = await recheck.still_matching(client, ref, filter_expr, lone)
             kept = lone if still is None else [row_id for row_id in lone if row_id in still]
-            yield kept, len(lone) - len(kept)
+            yield kept, len(lone) - len(kept), False
         passed = sum(1 for _, root in rows if root in dropped)
         if passed:
-            yield [], passed
+            yield [], passed, False
         roots = list(
             dict.fromkeys(root for _, root in rows if root is not None and root not in done | dropped)
         )
         for start in range(0, len(roots), size):
             chunk = roots[start : start + size]
-            still = await recheck.still_matching(client, ref, filter_expr, chunk, of="root_span_id")
+            matching = await recheck.matching_rows(client, ref, filter_expr, chunk, of="root_span_id")
+            still = None if matching is None else {str(root) for _, root in matching}
             alive = chunk if still is None else [root for root in chunk if root in still]
             done.update(alive)
             dropped.update(root for root in chunk if root not in alive)
             changed = sum(1 for _, root in rows if root in chunk and root not in alive)
-            yield await _spans_now(client, ref, alive), changed
+            spans = await _spans_now(client, ref, alive)
+            anchors = (
+                {row_id for row_id, is_root in spans if is_root}
+                if matching is None
+                else {i for i, _ in matching}
+            )
+            yield [row_id for row_id, _ in spans if row_id not in anchors], changed, False
+            yield [row_id for row_id, _ in spans if row_id in anchors], 0, True
 
 
-async def _spans_now(client: BraintrustClient, ref: ObjectRef, roots: list[str]) -> list[str]:
-    """The ids of every span the traces ``roots`` have now."""
+async def _spans_now(client: BraintrustClient, ref: ObjectRef, roots: list[str]) -> list[tuple[str, bool]]:
+    """Every span the traces ``roots`` have now: its id, and whether it is a root span."""
     if not roots:
         return []
-    query = _id_query(ref, binary("in", ident("root_span_id"), literal(roots)))
+    query = build_query(
+        ref.object_type, ref.id, filter_expr=binary("in", ident("root_span_id"), literal(roots)),
+        select=[{"alias": name, "expr": ident(name)} for name in ("id", "is_root")],
+    )  # fmt: skip
+    pages = Pager(client, query, version=None).pages()
     return [
-        row_id async for page in Pager(client, query, version=None).pages() for row_id, _ in _ids(page.raw)
+        (str(row["id"]), row.get("is_root") is True)
+        async for page in pages
+        for row in jsoncodec.loads_lines(page.raw)
     ]

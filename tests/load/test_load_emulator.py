@@ -303,6 +303,57 @@ def test_delete_traces_takes_the_spans_written_into_a_trace_since_the_plan(emula
     assert (planned.deleted, planned.changed, planned.matched) == (7, left_whole, 7 + left_whole)
 
 
+def test_a_delete_of_traces_stopped_part_way_leaves_each_trace_findable_again(emulator: Emulator) -> None:
+    """A trace bigger than a batch: its spans the filter matches (its root here) go last, once
+    every other delete of it was applied, so a delete stopped part way leaves the trace with
+    the span that finds it, and running it again deletes the rest."""
+    from pipeline.api.btql import parse_filter
+    from pipeline.api.objects import logs_ref
+    from pipeline.common.progress import Progress, Task
+    from pipeline.load import delete as deleting
+
+    src = make_project(emulator)
+    spans = [{"id": "a0", "span_id": "a0", "root_span_id": "a0", "metadata": {"org": "acme"}}]
+    spans += [
+        {"id": f"a{c}", "span_id": f"a{c}", "root_span_id": "a0", "span_parents": ["a0"]}
+        for c in range(1, 30)
+    ]
+    insert(emulator.url, emulator.key, "project_logs", src["id"], spans)
+    ref, matching = logs_ref(src), parse_filter("metadata.org = 'acme'")
+    assert matching is not None
+    scopes: list[anyio.CancelScope] = []
+
+    class Stopping(Progress):
+        """Stops the delete once 10 deletes were applied."""
+
+        def add(self, label: str, total: int | None, *, done: int = 0) -> Task:
+            task = super().add(label, total, done=done)
+            advance = task.advance
+
+            def counted(rows: int, nbytes: int = 0) -> None:
+                advance(rows, nbytes)
+                if task.statistics().done >= 10:
+                    scopes[-1].cancel()
+
+            task.advance = counted  # type: ignore[method-assign]
+            return task
+
+    async def body(progress: Progress) -> None:
+        settings = ClientSettings(api_url=emulator.url, api_key=emulator.key)
+        async with BraintrustClient(settings) as client:
+            planned = await deleting.plan(client, ref, matching, traces=True)
+            scopes.append(anyio.CancelScope())
+            with scopes[-1]:
+                await deleting.delete(client, [(ref, planned)], matching, InsertOptions(workers=1), batch_rows=2,
+                                      traces=True, progress=progress)  # fmt: skip
+
+    anyio.run(body, Stopping())
+    left = all_rows(emulator.url, emulator.key, "project_logs", src["id"])
+    assert "a0" in left and 0 < len(left) < 30  # stopped part way, the root kept
+    anyio.run(body, Progress())
+    assert all_rows(emulator.url, emulator.key, "project_logs", src["id"]) == {}
+
+
 def test_an_interrupted_delete_says_it_keeps_no_state(
     emulator: Emulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -299,13 +299,24 @@ class Btpipe(click.Group):
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
         global _json_printed
         argv = kwargs.get("args", args[0] if args else None)
-        as_json, _json_printed = "--json" in (sys.argv[1:] if argv is None else argv), False
+        as_json, _json_printed = self._asks_json(list(sys.argv[1:] if argv is None else argv)), False
         try:
             return self._main(*args, **kwargs)
         except Failed as exc:
             if as_json and not _json_printed:
                 emit_json({"ok": False, "error": exc.error, "exit_code": exc.code})
             raise
+
+    def _asks_json(self, argv: list[str]) -> bool:
+        """Whether the command line gives ``--json`` to a command that takes it."""
+        if "--json" not in argv:
+            return False
+        name = next((arg for arg in argv if not arg.startswith("-")), None)
+        try:
+            command = self.get_command(click.Context(self), name) if name else None
+        except ImportError:
+            return False
+        return command is not None and any(param.name == "as_json" for param in command.params)
 
     def _main(self, *args: Any, **kwargs: Any) -> Any:
         keep_memory_flat()

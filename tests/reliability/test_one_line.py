@@ -383,6 +383,9 @@ def test_a_failure_under_json_prints_json_too(emulator: Emulator, tmp_path: Path
     )
     one_line(bad_flag, 2, "--batch-rows")
     assert orjson.loads(bad_flag.stdout)["exit_code"] == 2
+    no_such_option = run_cli(env, "query", "--json", "select: *")  # query takes no --json
+    one_line(no_such_option, 2, "No such option '--json'")
+    assert no_such_option.stdout == ""
     job = tmp_path / "jobs.toml"
     job.write_text('[job.a]\nkind = "export"\nprojects = ["no-such-project"]\nout = "o"\n')
     failed = run_cli(env, "run", str(job), "--json")

@@ -69,7 +69,14 @@ from pipeline.load.ordered import (
     run_spans,
 )
 from pipeline.load.run import LoadOptions, LoadRun, LoadSummary, ObjectResult
-from pipeline.load.scope import InputScope, chosen_project, one_project, read_scope, refuse_other_shapes
+from pipeline.load.scope import (
+    InputScope,
+    chosen_project,
+    one_project,
+    read_scope,
+    refuse_other_shapes,
+    refuse_other_shapes_within,
+)
 from pipeline.load.transform import SourceObject, comment_rows, encode_checked, logs3_merges, to_event
 from pipeline.sources import SourceRow, iter_rows
 from pipeline.sources.config import damaged_config, find_config, read_config
@@ -146,6 +153,7 @@ class ImportJob:
         if not inputs and not any(k in config.entries for k in kinds):
             raise UsageError(f"{opts.input}: the input holds no objects to import")
         refuse_other_shapes(scope, inputs, opts.input)
+        await anyio.to_thread.run_sync(refuse_other_shapes_within, opts.input, inputs)
         to_object = parse_one_object(opts.to_object) if opts.to_object else None
         if to_object is not None and len(inputs) > 1:
             raise UsageError(f"--to-object names one destination but the input holds {len(inputs)} objects")

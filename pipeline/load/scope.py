@@ -16,15 +16,16 @@ project's logs. Loose files (no manifest) name no project and no shape: nothing 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import cast
+from typing import Final, cast
 
 from pipeline.common.chains import RunIndex
 from pipeline.common.errors import UsageError
-from pipeline.common.manifest import Manifest
+from pipeline.common.manifest import MANIFEST_DIR, Manifest, list_manifests
 from pipeline.common.object_fields import COPIED_KINDS
 from pipeline.common.rows import ObjectType
-from pipeline.common.storage import Storage
+from pipeline.common.storage import Storage, open_storage
 from pipeline.load.destinations import version_number
 from pipeline.sources.inputs import InputObject, input_manifests
 
@@ -142,15 +143,42 @@ def one_project(scope: InputScope, objects: list[InputObject], project_id: str |
     return [obj for obj in objects if scope.project_of(obj.id) == project_id]
 
 
+def refuse_other_shapes_within(where: str, objects: list[InputObject]) -> None:
+    """:func:`refuse_other_shapes` for a directory inside an export root (``where`` holds the
+    layout's ``object_type=``): its files' runs are looked up in the root's manifests, so a
+    run of the summary shape is not imported through one of its directories (blocking: run in
+    a thread)."""
+    marker = "/object_type="
+    if marker not in where:
+        return
+    storage = open_storage(where[: where.index(marker)] or ".")
+    if not storage.list_files(f"{MANIFEST_DIR}/"):
+        return
+    runs = {match for obj in objects for path in obj.files for match in _RUN.findall(path)}
+    for manifest in list_manifests(storage):
+        if manifest.run_id in runs:
+            _refuse_shape(manifest, where)
+
+
+#: A run's directory in a file's path: ``.../run=<run id>/...``.
+_RUN: Final = re.compile(r"(?:^|/)run=([^/]+)/")
+
+
 def refuse_other_shapes(scope: InputScope, objects: list[InputObject], where: str) -> None:
     """UsageError naming the first run of another shape than ``spans`` that holds a file of
     ``objects``."""
     used = {path for obj in objects for path in obj.files}
     for manifest in scope.manifests:
-        shape = manifest.options.get("shape") or "spans"
-        if shape != "spans" and any(f.path in used for obj in manifest.objects for f in obj.files):
-            why = _SHAPES.get(shape, "rows that are not an object's spans")
-            raise UsageError(
-                f"{where}: run {manifest.run_id} was exported with --shape {shape} ({why}); "
-                "import reads --shape spans exports only"
-            )
+        if any(f.path in used for obj in manifest.objects for f in obj.files):
+            _refuse_shape(manifest, where)
+
+
+def _refuse_shape(manifest: Manifest, where: str) -> None:
+    """UsageError when ``manifest``'s run read another shape than ``spans``."""
+    shape = manifest.options.get("shape") or "spans"
+    if shape != "spans":
+        why = _SHAPES.get(shape, "rows that are not an object's spans")
+        raise UsageError(
+            f"{where}: run {manifest.run_id} was exported with --shape {shape} ({why}); "
+            "import reads --shape spans exports only"
+        )

@@ -636,16 +636,24 @@ class ExportJob:
 
     async def _refuse_partial_new_tables(self, refs: list[ObjectRef]) -> None:
         """With ``--format delta``, a run reading part of the rows (``--filter``, ``--shape
-        traces``) cannot create a table: refused before anything is read (an incremental run
-        with no earlier one reads everything)."""
+        traces``, or ``--incremental`` after an earlier run: the table gone since) cannot
+        create a table: refused before anything is read, so no unfinished run is left (an
+        incremental run with no earlier one reads everything)."""
         opts = self.options
-        partial_by = "--filter" if opts.filter else f"--shape {opts.shape}" if opts.shape != "spans" else None
-        if opts.format != "delta" or partial_by is None:
+        if opts.format != "delta":
             return
         from pipeline.sinks.delta import refuse_partial_new_table
 
+        partial_by = "--filter" if opts.filter else f"--shape {opts.shape}" if opts.shape != "spans" else None
         for object_type in dict.fromkeys(ref.object_type for ref in refs):
-            await anyio.to_thread.run_sync(refuse_partial_new_table, self.storage, object_type, partial_by)
+            since = opts.incremental and any(
+                self.state.watermark(_watermark_key(ref, opts))
+                for ref in refs
+                if ref.object_type == object_type
+            )
+            by = partial_by or ("--incremental" if since else None)
+            if by is not None:
+                await anyio.to_thread.run_sync(refuse_partial_new_table, self.storage, object_type, by)
 
     async def _plan_object(
         self, ref: ObjectRef, probed: Callable[[], Awaitable[Capabilities]], *, read_ahead: bool

@@ -166,7 +166,8 @@ def refuse_partial_new_table(storage: Storage, object_type: ObjectType, partial_
     if _open_table(storage.table_location(relpath)) is None:
         raise UsageError(
             f"{location(storage, relpath)}: no Delta table there, and a run with {partial_by} reads only "
-            "part of the rows; create the table first with a run without --filter and --shape"
+            "part of the rows; create the table first with a full run (without --filter, --shape and "
+            "--incremental; btpipe run: --set incremental=false)"
         )
 
 

@@ -3,6 +3,7 @@ row for row, with inserts, updates and deletes in between; one commit per table 
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -238,3 +239,31 @@ def test_runs_a_table_cannot_take_are_refused_before_anything_is_read(
     assert btpipe(emulator, *base, "--shape", "summary").exit_code == 2  # a table there: still refused
     assert DeltaTable(str(root / "delta" / "project_logs")).version() == before
     assert_equal_to_source(emulator, objects, root)
+
+
+def test_an_incremental_run_whose_table_is_gone_is_refused_before_anything_is_read(
+    emulator: Emulator, objects: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    """The table was removed by hand after a run: an incremental run would read only the
+    changes since, which cannot make a table. It is refused before reading, naming what to do,
+    and leaves no unfinished run, so the full run it asks for goes through."""
+    root = tmp_path / "out"
+    project = objects["project_logs"]
+    base = (
+        "export",
+        "--project",
+        project["name"],
+        "--objects",
+        "logs",
+        "--out",
+        str(root),
+        "--format",
+        "delta",
+    )
+    assert btpipe(emulator, *base, "--incremental").exit_code == 0
+    shutil.rmtree(root / "delta" / "project_logs")
+    refused = btpipe(emulator, *base, "--incremental")
+    assert refused.exit_code == 2 and "--incremental" in refused.stderr and "full run" in refused.stderr
+    rebuilt = btpipe(emulator, *base)
+    assert rebuilt.exit_code == 0, rebuilt.output
+    assert_equal_to_source(emulator, {"project_logs": project}, root)

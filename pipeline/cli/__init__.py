@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from pipeline import __version__
-from pipeline.cli.common import Btpipe
+from pipeline.cli.common import Btpipe, stop_run
 
 #: Every command, as ``name -> "module:attribute"``, imported only when used.
 LAZY_COMMANDS = {
@@ -63,9 +63,10 @@ def program() -> Any:
 
 def _stop_as_interrupt(signum: int, frame: FrameType | None) -> None:
     """Hand SIGTERM to whatever handles Ctrl-C now (the event loop's handler cancels the run
-    so it stops in order); where Ctrl-C is ignored (a background job), stop all the same."""
+    so it stops in order); where Ctrl-C is ignored (a job started in the background), cancel
+    the run the same way, or, with none going, stop all the same."""
     handler = signal.getsignal(signal.SIGINT)
     if callable(handler):
         handler(signal.SIGINT, frame)
-    else:
+    elif not stop_run():
         raise KeyboardInterrupt

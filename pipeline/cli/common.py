@@ -7,6 +7,7 @@ with a default are built from :mod:`pipeline.common.defaults` (:mod:`pipeline.cl
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import importlib
 import logging
@@ -200,6 +201,31 @@ def fail(lines: list[str], code: int) -> NoReturn:
     raise Failed("; ".join(line.removeprefix("btpipe: ").removeprefix("error: ") for line in lines), code)
 
 
+@dataclass
+class _Run:
+    """The command's run while it goes: its event loop and task, and whether
+    :func:`stop_run` cancelled it."""
+
+    loop: asyncio.AbstractEventLoop
+    task: asyncio.Task[Any]
+    stopped: bool = False
+
+
+_running: list[_Run] = []
+
+
+def stop_run() -> bool:
+    """Stop the command's run as Ctrl-C does where the event loop handles Ctrl-C: cancel it,
+    so it saves its state and releases what it holds on the way out. False when no run is
+    going (the caller then raises KeyboardInterrupt). For a signal handler."""
+    if not _running:
+        return False
+    run = _running[-1]
+    run.stopped = True
+    run.loop.call_soon_threadsafe(run.task.cancel)
+    return True
+
+
 def run_async(fn: Callable[[], Awaitable[T]], *, resumable: bool = True) -> T:
     """Run a coroutine, turning btpipe errors into one line and an exit code; ``resumable``:
     the command keeps state a re-run resumes from (a read-only one starts again). An interrupt
@@ -207,9 +233,16 @@ def run_async(fn: Callable[[], Awaitable[T]], *, resumable: bool = True) -> T:
     down) does not undo it: the result stands, and a job's state, already removed as complete,
     is not claimed saved."""
     finished: list[T] = []
+    stopped: list[_Run] = []
 
     async def run() -> T:
-        result = await fn()
+        task = asyncio.current_task()
+        assert task is not None
+        _running.append(_Run(asyncio.get_running_loop(), task))
+        try:
+            result = await fn()
+        finally:
+            stopped.append(_running.pop())
         finished.append(result)
         return result
 
@@ -218,6 +251,10 @@ def run_async(fn: Callable[[], Awaitable[T]], *, resumable: bool = True) -> T:
             return anyio.run(run)
         except BaseExceptionGroup as group:
             raise first_error(group) from None
+        except asyncio.CancelledError:
+            if not any(run.stopped for run in stopped):  # not cancelled by stop_run: not ours to explain
+                raise
+            raise KeyboardInterrupt from None
     except BtpipeError as exc:
         fail(error_lines(exc), exc.exit_code)
     except KeyboardInterrupt:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anyio
 import click
 import pytest
 from click.testing import CliRunner
@@ -80,3 +81,32 @@ def test_an_unexpected_error_is_one_line_unless_its_traceback_is_asked_for(
     monkeypatch.setenv(TRACEBACK_VARIABLE, "1")
     result = CliRunner().invoke(_group_raising(KeyError("objects")), ["fails"])
     assert isinstance(result.exception, KeyError)
+
+
+def test_a_stop_where_ctrl_c_is_ignored_cancels_the_run_so_its_cleanup_runs(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """SIGTERM to a job started in the background (Ctrl-C ignored, so the event loop does not
+    handle it) cancels the run as the loop's Ctrl-C handler would: its ``finally`` blocks run
+    (a worker pool gives back its shared memory there), then exit 5 as for Ctrl-C."""
+    import asyncio
+
+    from pipeline.cli.common import stop_run
+
+    cleaned: list[bool] = []
+
+    async def long_run() -> None:
+        asyncio.get_running_loop().call_later(0.05, stop_run)
+        try:
+            await anyio.sleep(30)
+        finally:
+            cleaned.append(True)
+
+    with pytest.raises(SystemExit) as stopped:
+        run_async(long_run)
+    assert stopped.value.code == EXIT_INTERRUPTED and cleaned == [True]
+    assert (
+        capsys.readouterr().err.strip()
+        == "btpipe: interrupted; state saved, re-run the same command to resume"
+    )
+    assert stop_run() is False  # no run going: the caller stops the process itself

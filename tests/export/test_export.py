@@ -253,8 +253,9 @@ class StoppableExport:
 
     @classmethod
     def start(
-        cls, emulator: Any, tmp_path: Path, *flags: str
+        cls, emulator: Any, tmp_path: Path, *flags: str, background: bool = False
     ) -> tuple[StoppableExport, subprocess.Popen[bytes]]:
+        """``background``: started as a shell starts a job with ``&``, Ctrl-C ignored."""
         project = post(emulator.url, emulator.key, "/v1/project", {"name": unique("stopped")})
         insert(emulator.url, emulator.key, "project_logs", project["id"],
                [{"id": f"k{i:05d}", "input": {"text": "x" * 200, "i": i}} for i in range(6000)])  # fmt: skip
@@ -263,7 +264,8 @@ class StoppableExport:
         cmd = [sys.executable, "-m", "pipeline", "export", "--project", project["name"], "--objects", "logs",
                "--out", str(out), "--quiet", *flags]  # fmt: skip
         export = cls(project, out, env, cmd)
-        proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE)
+        ignored = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if background else None
+        proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, preexec_fn=ignored)
         _wait_for_a_published_file(out / "_state" / f"export-{project['id']}.json")
         return export, proc
 
@@ -308,22 +310,28 @@ def test_a_state_file_edited_by_hand_is_refused_and_restart_discards_it(emulator
 
 
 @pytest.mark.parametrize(
-    ("fmt", "stop"),
+    ("fmt", "stop", "background"),
     [
-        ("jsonl", signal.SIGKILL),
-        ("parquet", signal.SIGKILL),
-        ("parquet", signal.SIGINT),
-        ("parquet", signal.SIGTERM),
+        ("jsonl", signal.SIGKILL, False),
+        ("parquet", signal.SIGKILL, False),
+        ("parquet", signal.SIGINT, False),
+        ("parquet", signal.SIGTERM, False),
+        ("parquet", signal.SIGTERM, True),
     ],
 )
-def test_stopped_export_resumes_to_exact_rows(emulator: Any, tmp_path: Path, fmt: str, stop: signal.Signals):
-    """kill -9 (or Ctrl-C, or SIGTERM, which stops a run as Ctrl-C does) once a file is
-    published; a Parquet export's worker processes go with it, and the re-run finishes with
-    every row exactly once."""
+def test_stopped_export_resumes_to_exact_rows(
+    emulator: Any, tmp_path: Path, fmt: str, stop: signal.Signals, background: bool
+) -> None:
+    """kill -9 (or Ctrl-C, or SIGTERM, which stops a run as Ctrl-C does, a job started in the
+    background with Ctrl-C ignored too) once a file is published; a Parquet export's worker
+    processes go with it, nothing is left in shared memory, and the re-run finishes with every
+    row exactly once."""
     # JSONL is fast enough to finish before the signal lands unless its ranges go one at a time,
     # in small pages (on a busy machine it once did at 100 rows a page)
     pace = ["--workers", "1", "--page-limit", "20"] if fmt == "jsonl" else ["--page-limit", "100"]
-    export, proc = StoppableExport.start(emulator, tmp_path, "--format", fmt, "--file-rows", "500", *pace)
+    export, proc = StoppableExport.start(
+        emulator, tmp_path, "--format", fmt, "--file-rows", "500", *pace, background=background
+    )
     tree = _process_tree(proc.pid)
     assert len(tree) > 1 or fmt == "jsonl", "a Parquet export encodes in a worker process"
     proc.send_signal(stop)

@@ -135,7 +135,11 @@ class ClientSettings:
 
 
 def check_endpoint(
-    api_url: str, api_key: str, *, url_name: str = "--api-url", key_name: str = "the API key"
+    api_url: str,
+    api_key: str,
+    *,
+    url_name: str = "--api-url",
+    key_name: str = "the API key (--api-key or BRAINTRUST_API_KEY)",
 ) -> None:
     """Refuse an API URL or key that could only fail later, as a traceback or a leak.
 
@@ -168,7 +172,7 @@ def check_endpoint(
     check_key(api_key, key_name)
 
 
-def check_key(api_key: str, key_name: str = "the API key") -> None:
+def check_key(api_key: str, key_name: str = "the API key (--api-key or BRAINTRUST_API_KEY)") -> None:
     """Refuse a key no request header can carry (read from a file with its newline)."""
     if any(not c.isprintable() or c.isspace() for c in api_key):
         raise UsageError(

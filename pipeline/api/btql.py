@@ -26,6 +26,8 @@ from pipeline.querylang.ast import (
 
 CURSOR_HEADERS = ("x-bt-cursor", "x-amz-meta-bt_cursor")
 SHRINK_STATUSES = frozenset({500, 504})
+#: A query's timeout (a scan too big for a busy server): asking again would time out again.
+TIMED_OUT = frozenset({504})
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from typing import Any
 
 import anyio
 
-from pipeline.api.btql import SHRINK_STATUSES, request_body
+from pipeline.api.btql import TIMED_OUT, request_body
 from pipeline.api.client import BadRequestError, BraintrustClient, PageTooLargeError
 from pipeline.querylang.ast import binary, function, ident, literal
 
@@ -81,9 +81,9 @@ async def probe(client: BraintrustClient, source: dict[str, Any]) -> Capabilitie
     answers: dict[str, bool] = {}
 
     async def ask(name: str, query: dict[str, Any], version: str | None) -> None:
-        try:  # a scan too big for a busy server (500, 504) is not retried: the answer is no
+        try:  # a scan a busy server times out (504) is not retried: the answer is no
             await client.post_raw(
-                "/btql", request_body(query, fmt="json", version=version), shrink_on=SHRINK_STATUSES
+                "/btql", request_body(query, fmt="json", version=version), shrink_on=TIMED_OUT
             )
         except (BadRequestError, PageTooLargeError):
             answers[name] = False

@@ -39,7 +39,7 @@ from typing import Any, Literal
 
 import anyio
 
-from pipeline.api.btql import SHRINK_STATUSES, answer_rows, request_body, run_query
+from pipeline.api.btql import SHRINK_STATUSES, TIMED_OUT, answer_rows, request_body, run_query
 from pipeline.api.capabilities import Capabilities, capabilities
 from pipeline.api.client import BadRequestError, BraintrustClient, PageTooLargeError
 from pipeline.querylang.ast import Expr, Query, all_of, binary, function, ident, literal
@@ -206,12 +206,12 @@ async def _first_if_served(client: BraintrustClient, query: Query) -> dict[str, 
 
 
 async def _count_if_served(client: BraintrustClient, query: Query, version: str | None = None) -> int | None:
-    """The count ``query`` measures (at ``version``, else unpinned); None when the scan is too
-    big for the server (a 500 or 504, not retried: a smaller page would not help a count) or
-    refused."""
+    """The count ``query`` measures (at ``version``, else unpinned); None when the server
+    timed the scan out (a 504, not retried: it would time out again; a 500 is retried, as a
+    passing failure) or refused it."""
     try:
         body = request_body(query, fmt="json", version=version)
-        response = await client.post_raw("/btql", body, shrink_on=SHRINK_STATUSES)
+        response = await client.post_raw("/btql", body, shrink_on=TIMED_OUT)
     except (PageTooLargeError, BadRequestError):
         return None
     return _count(answer_rows(client, response))

@@ -298,7 +298,9 @@ class LoadState:
         import msgspec
 
         objects = data.get("objects", {})
-        shape = {**data, "objects": {k: {**v, "mark": None} for k, v in objects.items()}} if isinstance(objects, dict) else data  # fmt: skip
+        shape = data
+        if isinstance(objects, dict):  # a mark is a file position's list or a cursor: from_json checks it
+            shape = {**data, "objects": {k: {**v, "mark": None} for k, v in objects.items()}}
         try:
             msgspec.convert(shape, cls)
         except msgspec.ValidationError as exc:

@@ -16,7 +16,9 @@ Partition values are ids and generated run ids, never user-chosen names, so a na
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
+from typing import Final
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -25,6 +27,22 @@ def new_run_id(now: datetime | None = None) -> str:
 
 def object_dir(object_type: str, object_id: str, run_id: str) -> str:
     return f"object_type={object_type}/object_id={object_id}/run={run_id}"
+
+
+#: A run's directory in a path: ``.../run=<run id>/...``.
+_RUN_DIR: Final = re.compile(r"(?:^|/)run=([^/]+)/")
+
+
+def runs_in(path: str) -> list[str]:
+    """The run ids of the run directories ``path`` passes through."""
+    return _RUN_DIR.findall(path)
+
+
+def root_above(path: str) -> str | None:
+    """The export root holding ``path`` when it lies in the object directories' layout (a
+    directory or file below ``object_type=...``), else None."""
+    marker = "/object_type="
+    return (path[: path.index(marker)] or ".") if marker in path else None
 
 
 #: Where tombstone files live: apart from the data, so that a glob over ``object_type=*``

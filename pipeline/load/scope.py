@@ -16,10 +16,10 @@ project's logs. Loose files (no manifest) name no project and no shape: nothing 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from typing import Final, cast
+from typing import cast
 
+from pipeline.common import layout
 from pipeline.common.chains import RunIndex
 from pipeline.common.errors import UsageError
 from pipeline.common.manifest import MANIFEST_DIR, Manifest, list_manifests
@@ -148,20 +148,16 @@ def refuse_other_shapes_within(where: str, objects: list[InputObject]) -> None:
     layout's ``object_type=``): its files' runs are looked up in the root's manifests, so a
     run of the summary shape is not imported through one of its directories (blocking: run in
     a thread)."""
-    marker = "/object_type="
-    if marker not in where:
+    root = layout.root_above(where)
+    if root is None:
         return
-    storage = open_storage(where[: where.index(marker)] or ".")
+    storage = open_storage(root)
     if not storage.list_files(f"{MANIFEST_DIR}/"):
         return
-    runs = {match for obj in objects for path in obj.files for match in _RUN.findall(path)}
+    runs = {run for obj in objects for path in obj.files for run in layout.runs_in(path)}
     for manifest in list_manifests(storage):
         if manifest.run_id in runs:
             _refuse_shape(manifest, where)
-
-
-#: A run's directory in a file's path: ``.../run=<run id>/...``.
-_RUN: Final = re.compile(r"(?:^|/)run=([^/]+)/")
 
 
 def refuse_other_shapes(scope: InputScope, objects: list[InputObject], where: str) -> None:

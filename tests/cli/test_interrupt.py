@@ -110,3 +110,26 @@ def test_a_stop_where_ctrl_c_is_ignored_cancels_the_run_so_its_cleanup_runs(
         == "btpipe: interrupted; state saved, re-run the same command to resume"
     )
     assert stop_run() is False  # no run going: the caller stops the process itself
+
+
+def test_an_interrupt_while_the_command_line_loads_exits_5_in_one_line() -> None:
+    """Ctrl-C before click runs (while ``pipeline.cli`` is imported): the script's own line
+    and exit 5, no traceback."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "class Interrupting:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'pipeline.cli':\n"
+        "            raise KeyboardInterrupt\n"
+        "sys.meta_path.insert(0, Interrupting())\n"
+        "from pipeline.__main__ import run\n"
+        "run()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr) == (
+        EXIT_INTERRUPTED,
+        "btpipe: interrupted before it began; nothing was done\n",
+    )

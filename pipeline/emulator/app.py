@@ -329,6 +329,38 @@ _PUBLIC: Final = frozenset({"/version", "/v1", "/v1/"})
 _SIGNED: Final = (overflow.UPLOAD_PREFIX, attachments.URL_PREFIX)
 
 
+def _methods(path: str) -> list[str]:
+    """The methods the routes matching ``path`` serve."""
+    return list(dict.fromkeys(m for m, pattern, _ in _COMPILED if pattern.match(path)))
+
+
+def _preflight(request: web.Request, path: str) -> web.Response:
+    """The answer to a CORS preflight (the spec's ``options`` operations: "Enable CORS", no
+    key): the path's methods, and the origin and headers the browser asked for."""
+    methods = _methods(path)
+    if not methods:
+        raise web.HTTPNotFound(text=f"{path}: no such endpoint")
+    return web.Response(
+        headers={
+            "Access-Control-Allow-Methods": ", ".join([*methods, "OPTIONS"]),
+            "Access-Control-Allow-Headers": request.headers.get(
+                "Access-Control-Request-Headers", "authorization, content-type"
+            ),
+            "Access-Control-Max-Age": "86400",
+        }
+    )
+
+
+async def _allow_origin(request: web.Request, response: web.StreamResponse) -> None:
+    """Let a browser page of any origin read every answer, errors too, as the hosted API does
+    (run as each response is prepared)."""
+    origin = request.headers.get("Origin")
+    if origin:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Access-Control-Allow-Credentials"] = "true"
+        response.headers["Vary"] = ", ".join(filter(None, (response.headers.get("Vary"), "Origin")))
+
+
 def _route(method: str, path: str) -> tuple[Handler, dict[str, str]]:
     allowed = False
     for route_method, pattern, handler in _COMPILED:
@@ -346,6 +378,8 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     """The single aiohttp handler: routing, auth, then the route's handler (latency and
     faults come first, from the fault middleware)."""
     path = re.sub("/{2,}", "/", request.path)
+    if request.method == "OPTIONS":
+        return _preflight(request, path)
     handler, params = _route(request.method, path)
     if path not in _PUBLIC and not path.startswith(_SIGNED):
         found = await request.app[AUTH_KEY].principal(request.headers.get("Authorization"))
@@ -418,5 +452,6 @@ def create_app(
     app[CONFIG_KEY] = config
     app[AUTH_KEY] = Authenticator(db)
     app.router.add_route("*", "/{tail:.*}", dispatch)
+    app.on_response_prepare.append(_allow_origin)
     install(app, faults or FaultInjector(), is_admin=_is_admin)
     return app

@@ -19,11 +19,10 @@ from pipeline.emulator.rowwrite import AUDIT, COMMENT, Target, write_events
 from pipeline.emulator.validate import (
     BadRequest,
     date_time,
-    event_checks,
     events_list,
     fail,
+    listed_event,
     string,
-    validate_event,
 )
 from pipeline.querylang.ast import OBJECT_TYPES, ObjectType
 
@@ -42,9 +41,7 @@ class OverflowReference:
 
 
 def object_insert(object_type: ObjectType, object_id: str, body: Any) -> list[Batch]:
-    events = events_list(body)
-    for i, event in enumerate(events):
-        validate_event(object_type, event, f"events[{i}]")
+    events = [listed_event(object_type, event, f"events[{i}]") for i, event in enumerate(events_list(body))]
     return [(object_type, object_id, events)]
 
 
@@ -68,9 +65,8 @@ def cross_object_insert(body: Any) -> list[Batch]:
             events = entry.get("events") or []
             if not isinstance(events, list):
                 raise fail(f"{where}.events", "expected array")
-            for i, event in enumerate(events):
-                validate_event(object_type, event, f"{where}.events[{i}]")
-            batches.append((object_type, object_id, events))
+            listed = [listed_event(object_type, e, f"{where}.events[{i}]") for i, e in enumerate(events)]
+            batches.append((object_type, object_id, listed))
     return batches
 
 
@@ -105,7 +101,7 @@ def overflow_reference(body: Any) -> OverflowReference | None:
 def logs3_insert(body: Any) -> list[Batch]:
     """The batches of a ``/logs3`` body. Its rows are the SDKs' own: a field the spec's events
     of that type do not list (the JavaScript SDK forwards an experiment row's
-    ``datasetRecordId``) is accepted and not stored; the SDK's ``_audit_source`` and
+    ``datasetRecordId``) is accepted and not stored, as by every insert (``listed_event``); the SDK's ``_audit_source`` and
     ``_audit_metadata`` (``log_feedback``) become an entry of the row's ``audit_data``, as the
     feedback route records them; and a row with a ``comment`` is a comment on the row its
     ``origin`` names (:func:`_comment_row`)."""
@@ -119,9 +115,7 @@ def logs3_insert(body: Any) -> list[Batch]:
         if "comment" in row:
             event = _comment_row(row, where)
         else:
-            known = event_checks(object_type, logs3=True)
-            event = {k: v for k, v in row.items() if k in known}
-            validate_event(object_type, event, where, logs3=True)
+            event = listed_event(object_type, row, where, logs3=True)
             if row.get("_audit_source") is not None or row.get("_audit_metadata") is not None:
                 event[AUDIT] = {"source": row.get("_audit_source") or "external", "metadata": row.get("_audit_metadata")}  # fmt: skip
         grouped.setdefault((object_type, object_id), []).append(event)

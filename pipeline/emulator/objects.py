@@ -281,7 +281,24 @@ def delete_object(
     conn.execute(
         "UPDATE objects SET deleted = 1, data = ? WHERE id = ?", (orjson.dumps(obj).decode(), object_id)
     )
+    _delete_held(conn, object_id, obj["deleted_at"])
     return obj
+
+
+def _delete_held(conn: sqlite3.Connection, parent_id: str, when: str) -> None:
+    """Delete what a deleted object holds (a project's datasets, experiments and configuration,
+    and what those hold in turn, such as a view saved on an experiment), so every route treats
+    them alike: gone, as their project is."""
+    parents = [parent_id]
+    while parents:
+        marks = _marks(len(parents))
+        held = [r[0] for r in conn.execute(f"SELECT id FROM objects WHERE project_id IN ({marks}) AND deleted = 0", parents)]  # fmt: skip
+        conn.execute(
+            "UPDATE objects SET deleted = 1, data = CASE WHEN json_type(data, '$.deleted_at') IS NULL"
+            f" THEN data ELSE json_set(data, '$.deleted_at', ?) END WHERE project_id IN ({marks}) AND deleted = 0",
+            (when, *parents),
+        )
+        parents = held
 
 
 def resolve_row_object(conn: sqlite3.Connection, object_type: str, object_id: str, org_ids: Sequence[str]) -> tuple[str, str]:  # fmt: skip

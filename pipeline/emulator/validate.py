@@ -220,17 +220,21 @@ def event_checks(object_type: ObjectType, *, logs3: bool = False) -> dict[str, C
     return {name: checks[name] for name in (*fields.insert, *extra)}
 
 
-def validate_event(object_type: ObjectType, event: Any, where: str, *, logs3: bool = False) -> None:
-    """Check one insert event against the spec's schema for ``object_type`` (``logs3``: as
-    ``/logs3`` takes it, see :func:`event_checks`)."""
+def listed_event(object_type: ObjectType, event: Any, where: str, *, logs3: bool = False) -> dict[str, Any]:
+    """One insert event of ``object_type`` (``logs3``: as ``/logs3`` takes it, see
+    :func:`event_checks`), checked, with only the fields the spec's events list.
+
+    The spec's insert events allow properties they do not list (no ``additionalProperties:
+    false``), and clients send some (the generated client an experiment event's
+    ``dataset_record_id``, the JavaScript SDK a ``/logs3`` row's ``datasetRecordId``): they are
+    accepted and not stored."""
     if not isinstance(event, dict):
         raise fail(where, f"expected object, got {_type_name(event)}")
     checks = event_checks(object_type, logs3=logs3)
-    for name, value in event.items():
-        check = checks.get(name)
-        if check is None:
-            raise fail(f"{where}.{name}", f"unknown field for a {object_type} event")
-        check(value, f"{where}.{name}")
+    listed = {name: value for name, value in event.items() if name in checks}
+    for name, value in listed.items():
+        checks[name](value, f"{where}.{name}")
+    return listed
 
 
 def events_list(body: Any, key: str = "events") -> list[Any]:

@@ -106,7 +106,8 @@ async def test_version_pins_the_history_and_combines_with_the_old_cursor(api: Ap
         ({"max_root_span_id": "ta"}, "max_xact_id, max_root_span_id: pass both"),
         ({"max_xact_id": "soon", "max_root_span_id": "ta"}, "max_xact_id: 'soon' is not a transaction id"),
         ({"cursor": "!!"}, "malformed cursor"),
-        ({"limit": 0}, "out of range"),
+        ({"limit": -1}, "limit: -1 is out of range (0 or more)"),
+        ({"limit": 1.5}, "limit: expected an integer"),
         ({"frobnicate": 1}, "unknown field 'frobnicate'"),
     ],
 )
@@ -121,3 +122,16 @@ async def test_a_btql_cursor_is_not_a_fetch_cursor(api: Api, history: History) -
     btql_cursor = (await api.btql(query)).json["cursor"]
     reply = await api.call("POST", f"/v1/project_logs/{history.project_id}/fetch", {"cursor": btql_cursor})
     assert reply.status == 400 and "malformed cursor" in reply.text
+
+
+async def test_limit_takes_what_the_spec_allows(api: Api, history: History) -> None:
+    """The spec's fetch limit is an integer from 0, with no maximum: 0 fetches nothing, and a
+    limit beyond the page cap gets a page of the cap (its cursor goes on)."""
+    path = f"/v1/project_logs/{history.project_id}/fetch"
+    for method in ("POST", "GET"):
+        params = {"limit": "0"} if method == "GET" else None
+        page = await api.ok(method, path, None if method == "GET" else {"limit": 0}, params=params)
+        assert page["events"] == [] and page["cursor"] is None
+    whole = await api.ok("POST", path, {"limit": 5000})
+    assert whole == await api.ok("POST", path, {"limit": 1000})
+    assert whole == await api.ok("GET", path, params={"limit": "1001"})

@@ -180,3 +180,27 @@ async def test_experiment_links_name_objects_of_its_org(api: Api) -> None:
     unlinked = await api.ok("PATCH", f"/v1/experiment/{made['id']}", {"dataset_id": None})
     assert unlinked["dataset_id"] is None
     assert (await api.call("GET", f"/v1/experiment/{made['id']}")).status == 200
+
+
+async def test_deleting_a_project_deletes_what_it_holds(api: Api) -> None:
+    """A deleted project's datasets, experiments and configuration go with it, on every route
+    alike: not listed, not read, not written, not queried, not summarized."""
+    project = await api.project()
+    dataset = await api.dataset(project["id"])
+    experiment = await api.ok("POST", "/v1/experiment", {"project_id": project["id"], "name": "e"})
+    prompt = await api.ok("POST", "/v1/prompt", {"project_id": project["id"], "name": "p", "slug": "p"})
+    kept = await api.project()
+    other = await api.dataset(kept["id"])
+    await api.ok("DELETE", f"/v1/project/{project['id']}")
+    for kind, obj in (("dataset", dataset), ("experiment", experiment), ("prompt", prompt)):
+        assert (await api.call("GET", f"/v1/{kind}/{obj['id']}")).status == 404, kind
+        listed = await api.ok("GET", f"/v1/{kind}")
+        assert obj["id"] not in {o["id"] for o in listed["objects"]}, kind
+    for kind, obj in (("dataset", dataset), ("experiment", experiment)):
+        insert = await api.call("POST", f"/v1/{kind}/{obj['id']}/insert", {"events": [{"input": 1}]})
+        assert insert.status == 404, kind
+        assert (await api.call("GET", f"/v1/{kind}/{obj['id']}/summarize")).status == 404, kind
+        query = {"from": {"op": "function", "name": {"op": "ident", "name": [kind]},
+                          "args": [{"op": "literal", "value": obj["id"]}]}}  # fmt: skip
+        assert (await api.btql(query)).status == 400, kind  # as for any id the server does not know
+    assert (await api.ok("GET", f"/v1/dataset/{other['id']}"))["id"] == other["id"]

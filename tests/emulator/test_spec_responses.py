@@ -383,3 +383,30 @@ def _matches(template: str, path: str) -> bool:
     return len(parts) == len(wanted) and all(
         p.startswith("{") or p == w for p, w in zip(parts, wanted, strict=True)
     )
+
+
+def test_cors_preflights_answer_as_the_spec_says(ctx: Context, http: httpx.Client) -> None:
+    """Each ``options`` operation ("Enable CORS", no key) of a path the emulator serves answers
+    200 with the spec's headers; one of a path no route takes, 404 as its other methods."""
+    served = {template for _, template, _ in operations().values() if _served(template)}
+    asked = {"Origin": "http://localhost:5173", "Access-Control-Request-Method": "GET"}
+    for template, item in spec.spec()["paths"].items():
+        if "options" not in item:
+            continue
+        path = "/".join(str(uuid.uuid4()) if p.startswith("{") else p for p in template.split("/"))
+        reply = http.options(path, headers=asked)
+        if template not in served:  # 404, or 200 where a served route takes the path for an id
+            assert reply.status_code in (200, 404), (template, reply.status_code)
+            continue
+        assert reply.status_code == 200, (template, reply.text)
+        wanted = {name.lower() for name in item["options"]["responses"]["200"]["headers"]}
+        assert wanted <= set(reply.headers.keys()), (template, wanted - set(reply.headers.keys()))
+
+
+def _served(template: str) -> bool:
+    """Whether some operation of ``template`` is served."""
+    return any(
+        op["operationId"] in CASES
+        for method, op in spec.spec()["paths"][template].items()
+        if method in _METHODS
+    )

@@ -179,6 +179,24 @@ def references(value: Any) -> list[str]:
     return found
 
 
+#: An ``origin``'s ``object_type`` naming an object of the functions' and prompts' group.
+_ORIGIN_KINDS: Final = frozenset({"prompt", "function"})
+
+
+def provenance(value: Any) -> list[str]:
+    """The ids of the objects ``value`` says it was made from: a prompt's
+    ``prompt_data.origin.prompt_id``, a function's ``origin`` (``object_type`` prompt or
+    function, ``object_id``). A copy is written after them so it names their copies; one
+    naming an object the copy does not hold (another project's) keeps the id, as a record."""
+    found: list[str] = []
+    for node in _mappings(value):
+        if isinstance(node.get("prompt_id"), str):
+            found.append(node["prompt_id"])
+        if node.get("object_type") in _ORIGIN_KINDS and isinstance(node.get("object_id"), str):
+            found.append(node["object_id"])
+    return found
+
+
 def slug_references(value: Any, project_name: str | None) -> list[str]:
     """The slugs of the functions ``value`` names by project name and slug
     (``{"project_name": ..., "slug": ...}``) in project ``project_name``: its own, which a copy
@@ -214,22 +232,28 @@ def comparable(
 
 
 def ordered_levels(objects: list[dict[str, Any]]) -> tuple[list[list[dict[str, Any]]], list[dict[str, Any]]]:
-    """``objects`` (one group) in levels: each object after those of the group it refers to,
-    objects of one level independent of each other; and the objects in a reference cycle,
-    which no order can create."""
+    """``objects`` (one group) in levels: each object after those of the group it refers to
+    and, unless that makes a cycle, those it was made from (:func:`provenance`); objects of one
+    level independent of each other; and the objects in a reference cycle, which no order can
+    create."""
     position = {str(o["id"]): i for i, o in enumerate(objects) if o.get("id")}
-    pending = {
-        i: {position[r] for r in references(o) if r in position and position[r] != i}
-        for i, o in enumerate(objects)
-    }
+
+    def among(ids: list[str], i: int) -> set[int]:
+        return {position[r] for r in ids if r in position and position[r] != i}
+
+    needs = {i: among(references(o), i) for i, o in enumerate(objects)}
+    after = {i: among(provenance(o), i) for i, o in enumerate(objects)}
     levels: list[list[dict[str, Any]]] = []
     done: set[int] = set()
-    while pending:
-        ready = [i for i, needs in pending.items() if needs <= done]
+    while needs:
+        ready = [i for i in needs if needs[i] | after[i] <= done]
+        if not ready:  # made from one another: the ones others wait for go first
+            waited: set[int] = set().union(*(after[i] for i in needs))
+            ready = [i for i in needs if needs[i] <= done and i in waited]
         if not ready:
             break
         levels.append([objects[i] for i in ready])
         done.update(ready)
         for i in ready:
-            del pending[i]
-    return levels, [objects[i] for i in sorted(pending)]
+            del needs[i]
+    return levels, [objects[i] for i in sorted(needs)]

@@ -370,6 +370,12 @@ def test_references_order_and_cycles() -> None:
     levels, cycle = ordered_levels([c, a, b, x, y])
     assert [[o["id"] for o in level] for level in levels] == [["b"], ["a"], ["c"]]
     assert [o["id"] for o in cycle] == ["x", "y"]
+    # made from one another: an order that cannot hold is not a reason to leave them out
+    p = {"id": "p", "prompt_data": {"origin": {"prompt_id": "q"}}}
+    q = {"id": "q", "origin": {"object_type": "prompt", "object_id": "p"}}
+    r = {"id": "r", "prompt_data": {"origin": {"prompt_id": "p"}}}
+    levels, cycle = ordered_levels([r, p, q])
+    assert [[o["id"] for o in level] for level in levels] == [["p", "q"], ["r"]] and cycle == []
 
 
 def _acls(emulator: Emulator, key: str, project_id: str) -> list[dict[str, Any]]:
@@ -808,3 +814,50 @@ def test_an_experiments_parameters_and_the_projects_description_are_copied(
     alone_check = btpipe(emulator, "verify", "--project", project["name"], "--to-project", alone, "--objects",
                          "experiments", "--to-api-key-env", OTHER)  # fmt: skip
     assert alone_check.exit_code == 0, alone_check.output  # the functions were not copied: no link to compare
+
+
+def test_an_object_naming_the_prompt_it_came_from_names_the_copy(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A prompt's ``prompt_data.origin.prompt_id`` and a function's ``origin`` (``object_type``
+    prompt, ``object_id``) name the prompt they were made from: each is written after that
+    prompt and names its copy, and a re-run of a copy that still names the source repairs it."""
+    monkeypatch.setenv(OTHER, emulator.other_org_key)
+    url, key = emulator.url, emulator.key
+    project = post(url, key, "/v1/project", {"name": unique("origins")})
+    pid = project["id"]
+    source = send("PUT", url, key, "/v1/prompt", {"project_id": pid, "name": "zz-src", "slug": "zz-src",
+                                                  "prompt_data": {"prompt": CHAT}})  # fmt: skip
+    origin = {"prompt_id": source["id"], "project_id": pid}
+    send("PUT", url, key, "/v1/prompt", {"project_id": pid, "name": "aa-derived", "slug": "aa-derived",
+                                         "prompt_data": {"prompt": CHAT, "origin": origin}})  # fmt: skip
+    send("PUT", url, key, "/v1/function", {
+        "project_id": pid, "name": "aa-fn", "slug": "aa-fn", "function_type": "scorer",
+        "function_data": {"type": "prompt"}, "prompt_data": {"prompt": CHAT},
+        "origin": {"object_type": "prompt", "object_id": source["id"], "internal": True},
+    })  # fmt: skip
+    target = unique("origins-copy")
+    for _ in range(2):
+        result = btpipe(emulator, "migrate", "--from-project", project["name"], "--to-project", target,
+                        "--create-project", "--objects", "config", "--to-api-key-env", OTHER)  # fmt: skip
+        assert result.exit_code == 0, result.output
+        copied = destination_project(emulator, target)
+        got = listing(emulator, emulator.other_org_key, copied["id"])
+        mine = got["prompt"]["zz-src"]["id"]
+        assert got["prompt"]["aa-derived"]["prompt_data"]["origin"] == {
+            "prompt_id": mine,
+            "project_id": copied["id"],
+        }
+        assert got["function"]["aa-fn"]["origin"] == {
+            "object_type": "prompt",
+            "object_id": mine,
+            "internal": True,
+        }
+        verified = btpipe(emulator, "verify", "--project", project["name"], "--to-project", target,
+                          "--objects", "config", "--to-api-key-env", OTHER)  # fmt: skip
+        assert verified.exit_code == 0, verified.output
+        # a copy made before objects were ordered by their origin still names the source
+        for kind, slug, field in (("prompt", "aa-derived", "prompt_data"), ("function", "aa-fn", "origin")):
+            stale = got[kind][slug]
+            body = {field: json.loads(json.dumps(stale[field]).replace(mine, source["id"]))}
+            send("PATCH", url, emulator.other_org_key, f"/v1/{kind}/{stale['id']}", body)

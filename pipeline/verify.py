@@ -54,6 +54,7 @@ from pipeline.api.objects import (
     resolve_project,
     resolve_selection,
 )
+from pipeline.api.principals import Principals
 from pipeline.api.snapshot import pin_read
 from pipeline.common import defaults, jsoncodec, layout
 from pipeline.common.arrow_schema import format_created, parse_created
@@ -229,6 +230,19 @@ async def digest_object(
         digest_rows(rows, digests, keys, record=record, without=without)
     task.finish()
     return digests
+
+
+async def attachment_names(contents: Contents | Mapping[str, str], values: Iterable[Any]) -> dict[str, str]:
+    """Each attachment key ``values`` (objects' fields) refer to -> what its bytes hash to
+    (``missing`` where there are none): how verify compares an object's attachments, by
+    content, since a copy's keys are new. ``contents``: an API's, or an export's index."""
+    refs: dict[str, Reference] = {}
+    for value in values:
+        find_references(value, refs)
+    if not refs:
+        return {}
+    known = await contents.of(refs.values()) if isinstance(contents, Contents) else contents
+    return {key: known.get(key, "missing") for key in refs}
 
 
 def exported_contents(manifests: Iterable[Manifest]) -> dict[str, str]:
@@ -421,7 +435,8 @@ def _shown(kind: str, obj: dict[str, Any], names: dict[str, str]) -> dict[str, A
     shown = {name: obj.get(name) for name in COPIED_FIELDS[kind]}
     if kind == "experiment":
         shown.update((ref, names.get(obj.get(ref) or "")) for ref in _LINKS)
-    return shown
+    shown_named: dict[str, Any] = rewrite(shown, names)  # attachments by their contents
+    return shown_named
 
 
 def _dropped_links(mine: dict[str, Any], copy: dict[str, Any], selected: Container[str]) -> None:
@@ -554,12 +569,19 @@ class VerifyJob:
         src_listed = await _list_objects(source, src_project, functions=linked)
         dst_listed = await _list_objects(self.destination, dst_project, functions=linked)
         names, their_names = _object_names(src_project, src_listed), _object_names(dst_project, dst_listed)
+        names.update(await attachment_names(contents, src_listed.values()))
+        their_names.update(
+            await attachment_names(self._destination_contents(dst_project), dst_listed.values())
+        )
         diffs += compare_objects(
             selection, src_listed, names, dst_listed, their_names, dst_project["name"], kinds
         )
         if kinds:
             config = await fetch_config(source, src_project, kinds)
-            diffs += await self._pair_config(dst_project, config, names, their_names)
+            names.update(await attachment_names(contents, config.objects.values()))
+            # who may see a project score, by group name and user email: each org has its ids
+            names.update(await Principals(source).names(config.objects.get("project_score", [])))
+            diffs += await self._pair_config(dst_project, config, names, their_names, principals=True)
         return diffs
 
     async def _pair_config(
@@ -568,11 +590,23 @@ class VerifyJob:
         config: ConfigSet,
         names: dict[str, str],
         their_names: dict[str, str] | None = None,
+        *,
+        principals: bool = False,
     ) -> list[ObjectDiff]:
-        """The configuration diffs of ``config`` (the source's) against the destination's."""
+        """The configuration diffs of ``config`` (the source's) against the destination's;
+        ``principals``: ``names`` name the source's groups and users (an export's do not), so
+        the destination's are named too."""
         theirs = await fetch_config(self.destination, project, list(config.objects))
         if their_names is None:
             their_names = _object_names(project, await _list_objects(self.destination, project))
+        their_names = {
+            **their_names,
+            **await attachment_names(self._destination_contents(project), theirs.objects.values()),
+        }
+        if principals:
+            their_names.update(
+                await Principals(self.destination).names(theirs.objects.get("project_score", []))
+            )
         return compare_config(config, names, theirs, their_names, project["name"])
 
     async def against_files(self, input_path: str, to_object: str | None = None) -> list[ObjectDiff]:
@@ -619,7 +653,9 @@ class VerifyJob:
                     dst_project, storage, obj, obj.object_type, obj.name or obj.id, obj.label, contents
                 )
             )
-        diffs += await self._pair_exported_objects(dst_project, storage, prefix, inputs, config.names)
+        diffs += await self._pair_exported_objects(
+            dst_project, storage, prefix, inputs, config.names, contents
+        )
         if config.entries:
             broken = await damaged_config(storage, config)
             if broken:
@@ -627,7 +663,8 @@ class VerifyJob:
                 diffs.append(ObjectDiff("config", where, 0, 0, damaged=[str(d) for d in broken]))
             else:
                 objects = await anyio.to_thread.run_sync(read_config, storage, config)
-                diffs += await self._pair_config(dst_project, objects, config.names)
+                names = {**config.names, **await attachment_names(contents, objects.objects.values())}
+                diffs += await self._pair_config(dst_project, objects, names)
         return diffs
 
     async def _pair_exported_objects(
@@ -637,10 +674,12 @@ class VerifyJob:
         prefix: str,
         inputs: list[InputObject],
         names: dict[str, str],
+        contents: Mapping[str, str],
     ) -> list[ObjectDiff]:
         """The datasets and experiments of an export (their fields as its manifests recorded
         them) against the destination's, as :meth:`against_project` compares them. An object
-        whose manifest recorded no fields (written before they were) is left out on both sides."""
+        whose manifest recorded no fields (written before they were) is left out on both sides;
+        ``contents``: the export's attachments by key."""
         selection = parse_selection(self.objects)
         if not any(s.object_type in COPIED_KINDS for s in selection):
             return []
@@ -659,8 +698,10 @@ class VerifyJob:
                 )
                 listed["function"] = functions
                 names.update((str(f["id"]), f"function:{f.get('slug') or f.get('name')}") for f in functions)
+        names.update(await attachment_names(contents, listed.values()))
         theirs = await _list_objects(self.destination, dst_project, functions=linked)
         their_names = _object_names(dst_project, theirs)
+        their_names.update(await attachment_names(self._destination_contents(dst_project), theirs.values()))
         for kind in COPIED_KINDS:
             theirs[kind] = [o for o in theirs[kind] if (kind, o.get("name")) not in unknown]
         return compare_objects(

@@ -197,6 +197,21 @@ def provenance(value: Any) -> list[str]:
     return found
 
 
+def visibility(value: Any) -> tuple[list[str], list[str]]:
+    """The group ids and user ids a project score's ``config.visibility`` names (who may see
+    the score): ids of its org, which a copy into another org must name that org's own for."""
+    config = value.get("config") if isinstance(value, dict) else None
+    seen = config.get("visibility") if isinstance(config, dict) else None
+    if not isinstance(seen, dict):
+        return [], []
+
+    def ids(key: str) -> list[str]:
+        found = seen.get(key)
+        return [x for x in found if isinstance(x, str)] if isinstance(found, list) else []
+
+    return ids("groups"), ids("users")
+
+
 def slug_references(value: Any, project_name: str | None) -> list[str]:
     """The slugs of the functions ``value`` names by project name and slug
     (``{"project_name": ..., "slug": ...}``) in project ``project_name``: its own, which a copy

@@ -464,23 +464,84 @@ class Visibility:
     version: int
     counted: bool = False
 
-    def sql(self, alias: str, params: list[Any], in_seq_order: bool = False) -> str:
+    def sql(
+        self, alias: str, params: list[Any], in_seq_order: bool = False, seqs: SeqRange | None = None
+    ) -> str:
         """Latest version per id at ``version``, not deleted. The scan counter comes right
         after the terms the indexes answer, so every row the scan reads is counted.
 
         ``in_seq_order``: the rows are read in seq order up to a limit, so the version bound
         is kept from the planner (``+``): without statistics it would rather range over
         ``rows_visible`` and sort the whole object than walk ``rows_seq`` and stop after
-        the page."""
-        params.extend([self.source.object_type, *self.source.object_ids, self.version, self.version])
+        the page. ``seqs``: the tightest seq bounds the query's terms imply, given to the index
+        as one range (SQLite ranges over the first bound of each side it finds)."""
+        params.extend([self.source.object_type, *self.source.object_ids])
         marks = ",".join("?" * len(self.source.object_ids))
         a = alias
+        ranged = ""
+        if seqs is not None and seqs.after is not None:
+            ranged += f" AND {a}.seq > ?"
+            params.append(seqs.after)
+        if seqs is not None and seqs.until is not None:
+            ranged += f" AND {a}.seq <= ?"
+            params.append(seqs.until)
+        params.extend([self.version, self.version])
         counter = f" AND {SCAN_FUNCTION}({a}.seq)" if self.counted else ""
         bound = f"+{a}.xact_id" if in_seq_order else f"{a}.xact_id"
         return (
-            f"{a}.object_type = ? AND {a}.object_id IN ({marks}){counter} AND {bound} <= ?"
+            f"{a}.object_type = ? AND {a}.object_id IN ({marks}){ranged}{counter} AND {bound} <= ?"
             f" AND {a}.deleted = 0 AND ({a}.superseded IS NULL OR {a}.superseded > ?)"
         )
+
+
+@dataclass(frozen=True)
+class SeqRange:
+    """Seqs a query can read: above ``after``, up to ``until`` (None: unbounded)."""
+
+    after: int | None = None
+    until: int | None = None
+
+    def narrowed(self, op: str, seq: int) -> SeqRange:
+        """This range with ``seq {op} <seq>`` also holding."""
+        if op in ("gt", "ge"):
+            after = seq if op == "gt" else seq - 1
+            return SeqRange(after if self.after is None else max(self.after, after), self.until)
+        if op in ("lt", "le"):
+            until = seq if op == "le" else seq - 1
+            return SeqRange(self.after, until if self.until is None else min(self.until, until))
+        if op == "eq":
+            return self.narrowed("ge", seq).narrowed("le", seq)
+        return self
+
+
+#: A comparison read the other way round: ``k < x`` is ``x > k``.
+_FLIPPED: Final = {"gt": "lt", "ge": "le", "lt": "gt", "le": "ge", "eq": "eq"}
+
+
+def seq_range(filter_node: Any, cursor: tuple[str, int] | None = None) -> SeqRange:
+    """The seqs every row ``filter_node`` matches lies in, from its comparisons of
+    ``_pagination_key`` with keys this server wrote among the terms of its top-level ``and``
+    (at any nesting), and from a cursor (``ASC``/``DESC``, the seq it continues after)."""
+    found = SeqRange()
+    stack = [filter_node]
+    while stack:
+        node = stack.pop()
+        if not isinstance(node, dict):
+            continue
+        op = node.get("op")
+        if op == "and":
+            children = node.get("children")
+            stack.extend(children if isinstance(children, list) else [node.get("left"), node.get("right")])
+        elif op in _FLIPPED:
+            left, right = node.get("left"), node.get("right")
+            if left == _PAGINATION_KEY and (seq := _own_seq(right)) is not None:
+                found = found.narrowed(op, seq)
+            elif right == _PAGINATION_KEY and (seq := _own_seq(left)) is not None:
+                found = found.narrowed(_FLIPPED[op], seq)
+    if cursor is not None:
+        direction, seq = cursor
+        found = found.narrowed("gt" if direction == "ASC" else "lt", seq)
+    return found
 
 
 def _named_list(value: Any, where: str) -> list[dict[str, Any]]:
@@ -526,14 +587,17 @@ def _scope(query: dict[str, Any], seen: Visibility) -> _Scope:
     return _Scope(prefix, head, "summary")
 
 
-def _where_clause(query: dict[str, Any], seen: Visibility, c: _Compiler, in_seq_order: bool = False) -> str:  # fmt: skip
+def _where_clause(query: dict[str, Any], seen: Visibility, c: _Compiler, in_seq_order: bool = False, cursor: tuple[str, int] | None = None) -> str:  # fmt: skip
     """Visibility plus the filter; for ``traces`` the filter picks whole traces (for
-    ``summary`` both live in the summary table's definition)."""
+    ``summary`` both live in the summary table's definition). ``cursor``: the direction and
+    the seq a page continues after."""
     if seen.source.shape == "summary":
         return "1"
     filter_node = query.get("filter")
+    # Spans only: a traces filter picks traces, whose other rows may lie anywhere.
+    seqs = seq_range(filter_node, cursor) if seen.source.shape == "spans" else None
     # A lookup by id is best served by the id index, whatever the order (see Visibility.sql).
-    visible = seen.sql("r", c.params, in_seq_order and not _looks_up_ids(filter_node))
+    visible = seen.sql("r", c.params, in_seq_order and not _looks_up_ids(filter_node), seqs)
     if filter_node is None:
         return visible
     if seen.source.shape == "traces":
@@ -574,7 +638,8 @@ def compile_query(query: dict[str, Any], seen: Visibility, after_seq: int | None
         pairs = [(i["alias"], c.expr(i["expr"], f"query.select[{n}].expr", as_json=True)) for n, i in enumerate(items)]  # fmt: skip
         payload, columns = f"CAST({_json_object(pairs)} AS BLOB)", tuple(a for a, _ in pairs)
     direction = paging_direction(query.get("sort"))
-    where = _where_clause(query, seen, c, in_seq_order=direction is not None)
+    cursor = (direction, after_seq) if direction is not None and after_seq is not None else None
+    where = _where_clause(query, seen, c, in_seq_order=direction is not None, cursor=cursor)
     if direction is None:
         order = _order_by(query["sort"], items, c)
     else:

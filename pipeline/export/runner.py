@@ -45,7 +45,7 @@ from pipeline.api.snapshot import (
     since_expr,
     take_snapshot,
 )
-from pipeline.common import defaults, layout
+from pipeline.common import defaults, jsoncodec, layout
 from pipeline.common.attachments import manifest_section
 from pipeline.common.chains import FULL_SCOPE, Scope, format_refusal, incremental_refusal
 from pipeline.common.clock import seconds_since_start
@@ -715,11 +715,13 @@ class ExportJob:
                 self.client, source, None, obj.version, at_version=caps.count_at_version
             )
 
+        # An incremental read of spans counts its whole object too.
+        whole_counted = bool(obj.ranges) and obj.version is not None and since_value is not None and opts.shape == "spans"  # fmt: skip
         async with anyio.create_task_group() as tg:
             if read_ahead:
                 for rng in obj.ranges:
                     tg.start_soon(self._read_first_page, obj, rng)
-            if obj.ranges and obj.version is not None and since_value is not None and opts.shape == "spans":
+            if whole_counted:
                 tg.start_soon(count_whole)
             if obj.ranges and obj.version is not None:
                 counts = await count_now_and_at(
@@ -732,8 +734,14 @@ class ExportJob:
         if at is not None:
             obj.expected_rows = at
         # Rows now not counted (a busy server timed the count out): deletes newer than the
-        # version cannot be ruled out, nor seen once the rows are read; taken as there.
-        uncounted = bool(obj.ranges) and obj.version is not None and obj.estimate is None
+        # version cannot be ruled out, nor seen once the rows are read; taken as there. Where the
+        # rows since the last run were counted but the whole object was not (a big object, a
+        # small increment), a delete of an older row is as unknown.
+        uncounted = (
+            bool(obj.ranges)
+            and obj.version is not None
+            and (obj.estimate is None or (whole_counted and whole[0] is None))
+        )
         if uncounted:
             log.warning(
                 "%s: the server could not count its rows (it timed the count out); deletes newer than the "
@@ -1153,6 +1161,14 @@ class ExportJob:
         )  # fmt: skip
         await self._drop_gone(run)  # an object found deleted at the source by its pass
         tables = await self._commit_tables(run, scope, tombstones)
+        config, found = await export_config(
+            self.client, self.storage, self._project, self._config_kinds, run.run_id
+        )
+        # Attachments the objects themselves refer to (a dataset's metadata, a prompt's), not
+        # only their rows: a restore uploads them as it recreates the objects.
+        held: list[Any] = [obj.info for obj in run.objects if not obj.gone]
+        held += [*found.objects.values(), *found.versions.values()]
+        await self._attachments.take(jsoncodec.dumps(held))
         entries = await anyio.to_thread.run_sync(self._attachments.entries)
         attached = manifest_section(entries, len(run.skipped_attachments))
         manifest = Manifest(
@@ -1184,9 +1200,6 @@ class ExportJob:
                 )
                 for obj in run.objects
             ),
-        )
-        config, found = await export_config(
-            self.client, self.storage, self._project, self._config_kinds, run.run_id
         )
         self._config = {entry.kind: entry.objects for entry in config}
         self._config_unserved = found.unserved

@@ -18,11 +18,14 @@ Granting is idempotent (the API returns an identical ACL as it is), so a re-run 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.api.client import BraintrustClient
 from pipeline.api.objects import list_all
+from pipeline.api.principals import Principals
+from pipeline.common.config_kinds import visibility
 from pipeline.common.errors import NotFoundError
 
 
@@ -67,12 +70,17 @@ class AclCopy:
         self._source_roles: dict[str, dict[str, Any]] = {}
         self._org_name: str | None = None
 
-    async def copy(self, source_project: dict[str, Any], targets: list[AclTarget]) -> AclOutcome:
-        """The source org's groups (as Braintrust's own migration tool copies them, org level),
-        then the grants on each target."""
+    async def groups(self, source_project: dict[str, Any]) -> None:
+        """The source org's groups (as Braintrust's own migration tool copies them, org level):
+        before the configuration, whose project scores' visibility names groups."""
         org = await self.source.get_json(f"/v1/organization/{source_project['org_id']}")
         async for group in list_all(self.source, "/v1/group", {"org_name": org["name"]}):
             await self._group(group["id"], group)
+
+    async def copy(self, source_project: dict[str, Any], targets: list[AclTarget]) -> AclOutcome:
+        """The source org's groups (each copied once, however often asked), then the grants on
+        each target."""
+        await self.groups(source_project)
         for target in targets:
             params = {"object_type": target.object_type, "object_id": target.source_id}
             async for acl in list_all(self.source, "/v1/acl", params):
@@ -224,3 +232,59 @@ class AclCopy:
         if role_id not in self._source_roles:
             self._source_roles[role_id] = await self.source.get_json(f"/v1/role/{role_id}")
         return self._source_roles[role_id]
+
+
+@dataclass
+class VisibilityMap:
+    """The destination's group or user for each id the copied project scores' visibility
+    names (``ids``), and why each of the others has none (``missing``)."""
+
+    ids: dict[str, str] = field(default_factory=dict)
+    missing: dict[str, str] = field(default_factory=dict)
+
+
+async def map_visibility(
+    objects: list[dict[str, Any]],
+    destination: Principals,
+    source: Principals | None,
+    org_name: Callable[[], Awaitable[str]],
+    *,
+    map_users: bool,
+) -> VisibilityMap:
+    """Map the group and user ids ``objects`` (project scores) make visible to: an id the
+    destination org has is its own (a copy within the org); else, read from the ``source``
+    (a migration; an import has no source to ask), a group maps to the destination org's group
+    of the same name (``--acls`` copies groups first), a user to its member with the same email,
+    with ``map_users`` only, as ACL grants do. A copy never widens who sees a score: an id with
+    no counterpart leaves its score uncopied."""
+    found = VisibilityMap()
+    groups = list(dict.fromkeys(g for obj in objects for g in visibility(obj)[0]))
+    users = list(dict.fromkeys(u for obj in objects for u in visibility(obj)[1]))
+    for group_id in groups:
+        if await destination.group(group_id) is not None:
+            continue
+        group = None if source is None else await source.group(group_id)
+        mine = None if group is None else await destination.find_group(group["name"], await org_name())
+        if mine is not None:
+            found.ids[group_id] = mine
+        else:
+            named = f"group {group['name']!r}" if group is not None else f"group {group_id}"
+            found.missing[group_id] = (
+                f"{named} in its visibility (the destination org has no group of that name)"
+            )
+    for user_id in users:
+        if await destination.user(user_id) is not None:
+            continue
+        user = None if source is None else await source.user(user_id)
+        email = None if user is None else user.get("email")
+        if not email:
+            found.missing[user_id] = f"user {user_id} in its visibility (not a member of the destination org)"
+        elif not map_users:
+            found.missing[user_id] = (
+                f"user {email} in its visibility (not mapped: pass --map-users to map users by email)"
+            )
+        elif (mine := await destination.find_user(email, await org_name())) is not None:
+            found.ids[user_id] = mine
+        else:
+            found.missing[user_id] = f"user {email} in its visibility (no account in the destination org)"
+    return found

@@ -178,6 +178,19 @@ class AttachmentCopier:
             out[index] = replace(items[index], data=data, refused=refused)
         return out
 
+    async def carried(self, value: Any, what: str) -> Any:
+        """``value`` (an object's fields: a dataset's metadata, a prompt) with every attachment
+        it refers to uploaded and its key rewritten, as :meth:`rewrite` does for rows; one the
+        source cannot give stops the load, naming ``what`` refers to it."""
+        refs = find_references(value)
+        if not refs:
+            return value
+        await self._ensure(list(refs.values()))
+        for ref in refs.values():
+            if ref.key in self.unavailable:
+                raise AttachmentUnavailable(f"{what} refers to {self.unavailable[ref.key]}, whose bytes cannot be copied")  # fmt: skip
+        return rewrite(value, self.mapping)
+
     async def _ensure(self, refs: list[Reference]) -> None:
         missing = [ref for ref in refs if ref.key not in self.mapping]
         if missing:

@@ -24,6 +24,7 @@ exits 1; rows are still copied).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,7 @@ import anyio
 
 from pipeline.api.client import BraintrustClient
 from pipeline.api.config import fetch_config, prompt_versions, write_object
+from pipeline.api.principals import Principals
 from pipeline.common.config_kinds import (
     BY_NAME,
     KINDS,
@@ -46,8 +48,13 @@ from pipeline.common.config_kinds import (
     references,
     remap,
     slug_references,
+    visibility,
 )
 from pipeline.common.errors import UsageError, first_error
+from pipeline.load.acls import map_visibility
+
+#: Copies the attachments a value refers to; the value naming the copies (``what``: who refers).
+Carry = Callable[[Any, str], Awaitable[Any]]
 
 
 @dataclass
@@ -101,6 +108,9 @@ class ConfigCopy:
         #: gets (known after :meth:`check`).
         self._projects = {source.project_name: project["name"]} if source.project_name else None
         self._slugs: set[str] = set()
+        #: Group and user ids a project score's visibility names that the destination org has
+        #: no counterpart of, and why (:func:`pipeline.load.acls.map_visibility`).
+        self.unmapped: dict[str, str] = {}
 
     async def check(self) -> None:
         """List what the destination holds; refuse a key taken by an object of another kind
@@ -140,9 +150,34 @@ class ConfigCopy:
                             )
                         )
 
-    async def apply(self, id_map: dict[str, str]) -> ConfigOutcome:
+    async def map_visibility(self, source: Principals | None, *, map_users: bool) -> dict[str, str]:
+        """The destination's groups and users for those the project scores' visibility names
+        (source id -> destination id, for ``apply``'s id map); a score naming one without a
+        counterpart is not copied (:func:`pipeline.load.acls.map_visibility`). ``source``: the
+        source org's view, where the load has one (a migration)."""
+        found = await map_visibility(
+            self.source.objects.get("project_score", []), Principals(self.client), source,
+            self._org_name, map_users=map_users,
+        )  # fmt: skip
+        self.unmapped = found.missing
+        return found.ids
+
+    async def _org_name(self) -> str:
+        org = await self.client.get_json(f"/v1/organization/{self.project['org_id']}")
+        return str(org["name"])
+
+    async def apply(self, id_map: dict[str, str], carry: Carry | None = None) -> ConfigOutcome:
         """Write every source object the destination does not already hold as it is, group by
-        group; ``id_map`` (source id -> destination id) grows with each object written."""
+        group; ``id_map`` (source id -> destination id) grows with each object written.
+        ``carry`` copies the attachments an object (or an earlier version) refers to and
+        returns it naming their copies."""
+        if carry is not None:
+            for name, listed in self.source.objects.items():
+                self.source.objects[name] = [await carry(o, label(BY_NAME[name], o)) for o in listed]
+            for prompt_id, versions in self.source.versions.items():
+                self.source.versions[prompt_id] = [
+                    await carry(v, f"prompt {prompt_id} version") for v in versions
+                ]
         labels = {
             str(o["id"]): label(BY_NAME[k], o)
             for config in (self.source, self.lookup)
@@ -202,7 +237,8 @@ class ConfigCopy:
         unknown = " (not in the source project)" if labels else ""
         missing = [labels.get(ref) or f"id {ref}{unknown}" for ref in references(obj) if ref not in id_map]
         named = slug_references(obj, self.source.project_name)
-        return missing + [f"{slug!r} of its project by name" for slug in named if slug not in self._slugs]
+        missing += [f"{slug!r} of its project by name" for slug in named if slug not in self._slugs]
+        return missing + [self.unmapped[i] for ids in visibility(obj) for i in ids if i in self.unmapped]
 
     async def _replay(
         self,

@@ -30,7 +30,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import anyio
@@ -214,8 +214,12 @@ class ImportJob:
         elsewhere = await counterparts(
             self.client, project, uncopied, run.summary.warnings, [o.info for o in inputs]
         )
+        wanted = [_wanted(obj, to_object) for obj in inputs]
+        wanted = [
+            replace(w, info=await run.attachments.carried(w.info, f"{w.kind} {w.name!r}")) for w in wanted
+        ]
         destinations = await ensure_objects(
-            self.client, project, [_wanted(obj, to_object) for obj in inputs], id_map=dict(elsewhere),
+            self.client, project, wanted, id_map=dict(elsewhere),
             into_existing=opts.load.into_existing, ours=state.created, remember=remember,
             warnings=run.summary.warnings, verb="imported",
         )  # fmt: skip
@@ -228,7 +232,8 @@ class ImportJob:
         if copy is not None:
             if config.project_id is not None:
                 id_map[config.project_id] = project["id"]
-            run.summary.add_config(await copy.apply(id_map))
+            id_map.update(await copy.map_visibility(None, map_users=False))  # no source org to ask
+            run.summary.add_config(await copy.apply(id_map, run.attachments.carried))
         await link_parameters(self.client, [(obj.info, ref) for obj, ref, _ in plans if obj.object_type == "experiment"],
                               id_map, run.summary.warnings)  # fmt: skip
         results = [ObjectResult(obj.label, ref.label, ref.id, created, 0, 0) for obj, ref, created in plans]

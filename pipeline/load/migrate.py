@@ -33,6 +33,7 @@ from pipeline.api.btql import Pager, build_query
 from pipeline.api.client import BraintrustClient
 from pipeline.api.config import fetch_config
 from pipeline.api.objects import ObjectRef, list_objects, resolve_project, resolve_selection
+from pipeline.api.principals import Principals
 from pipeline.api.snapshot import pin_read
 from pipeline.common import defaults, jsoncodec
 from pipeline.common.config_kinds import lookup_kinds
@@ -161,7 +162,11 @@ class MigrateJob:
             state.created[key] = destination_id
             await state.save()
 
-        wanted = [Wanted(f"{ref.object_type}:{ref.id}", ref.object_type, ref.name, ref.info) for ref in refs]
+        wanted = [
+            Wanted(f"{ref.object_type}:{ref.id}", ref.object_type, ref.name,
+                   await run.attachments.carried(ref.info, ref.label))
+            for ref in refs
+        ]  # fmt: skip
         uncopied = await self._uncopied(src_project, refs)
         elsewhere = await counterparts(
             self.destination, dst_project, uncopied, run.summary.warnings, [ref.info for ref in refs]
@@ -177,12 +182,16 @@ class MigrateJob:
         ]
         self._copies = {**elsewhere, **{ref.id: dest.id for ref, dest, _ in plans}}
         id_map = {src_project["id"]: dst_project["id"], **self._copies}
+        acls = AclCopy(self.source, self.destination, dst_project, map_users=opts.map_users)
+        if opts.acls:  # groups first: a project score's visibility may name them
+            await acls.groups(src_project)
         if config is not None:
-            run.summary.add_config(await config.apply(id_map))
+            id_map.update(await config.map_visibility(Principals(self.source), map_users=opts.map_users))
+            run.summary.add_config(await config.apply(id_map, run.attachments.carried))
         await link_parameters(self.destination, [(ref.info, dest) for ref, dest, _ in plans if ref.object_type == "experiment"],
                               id_map, run.summary.warnings)  # fmt: skip
         if opts.acls:
-            await self._copy_acls(run, src_project, dst_project, plans, config, id_map)
+            await self._copy_acls(run, acls, src_project, dst_project, plans, config, id_map)
         results: list[ObjectResult] = []
         copied_at: dict[str, str | None] = {}  # source id -> the snapshot version its rows were read at
 
@@ -246,6 +255,7 @@ class MigrateJob:
     async def _copy_acls(
         self,
         run: LoadRun,
+        copy: AclCopy,
         src_project: dict[str, Any],
         dst_project: dict[str, Any],
         plans: list[tuple[ObjectRef, ObjectRef, bool]],
@@ -253,7 +263,7 @@ class MigrateJob:
         id_map: dict[str, str],
     ) -> None:
         """``--acls``: the grants on the project, the copied datasets and experiments, and the
-        copied prompts (:mod:`pipeline.load.acls`)."""
+        copied prompts (:mod:`pipeline.load.acls`), by ``copy``, which copied the groups."""
         targets = [
             AclTarget("project", src_project["id"], dst_project["id"], f"project {dst_project['name']!r}")
         ]
@@ -268,7 +278,6 @@ class MigrateJob:
             for p in prompts
             if p["id"] in id_map
         ]
-        copy = AclCopy(self.source, self.destination, dst_project, map_users=self.options.map_users)
         outcome = await copy.copy(src_project, targets)
         run.summary.acls = outcome
         run.summary.warnings += [f"ACL not copied: {line}" for line in outcome.not_copied]

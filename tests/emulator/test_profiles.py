@@ -169,6 +169,41 @@ async def test_paged_reads_scan_only_their_page(busy: Api) -> None:
     assert one.status == 200 and one.json["data"] == []  # the trace index skips every other row
 
 
+async def test_a_range_of_pagination_keys_scans_only_the_range(busy: Api) -> None:
+    """Several bounds on ``_pagination_key`` (a run's watermark, then a range's own, then a
+    cursor's): the scan starts at the tightest, whatever their order or nesting, as a real
+    deployment's index would; only the rows of the range are read."""
+    pid = await _big_project(busy)
+    src = from_object("project_logs", pid)
+    keys = [
+        r["_pagination_key"] for r in await clients.py_object_fetcher(busy, "project_logs", pid, limit=20)
+    ]
+    low, start, end = keys[5], keys[70], keys[90]
+
+    def key(op: str, value: str) -> dict[str, Any]:
+        return binary(op, ident("_pagination_key"), literal(value))
+
+    shapes = [
+        {
+            "op": "and",
+            "children": [key("gt", low), {"op": "and", "children": [key("gt", start), key("le", end)]}],
+        },
+        {"op": "and", "children": [key("gt", low), key("gt", start), key("le", end), key("lt", keys[-1])]},
+        {
+            "op": "and",
+            "left": key("le", end),
+            "right": {"op": "and", "left": key("gt", low), "right": key("gt", start)},
+        },
+    ]
+    for shape in shapes:
+        first = await busy.call("POST", "/btql", {"query": {"from": src, "filter": shape, "limit": 10}})
+        assert first.status == 200, (shape, first.text)
+        assert [r["_pagination_key"] for r in first.json["data"]] == keys[71:81]
+        body = {"query": {"from": src, "filter": shape, "limit": 10, "cursor": first.json["cursor"]}}
+        second = await busy.call("POST", "/btql", body)
+        assert [r["_pagination_key"] for r in second.json["data"]] == keys[81:91]
+
+
 async def test_a_shorter_client_timeout_shrinks_the_budget(busy: Api) -> None:
     pid = await _big_project(busy)
     page = {"from": from_object("project_logs", pid), "limit": 30}  # reads 30 to 33 rows

@@ -861,3 +861,74 @@ def test_an_object_naming_the_prompt_it_came_from_names_the_copy(
             stale = got[kind][slug]
             body = {field: json.loads(json.dumps(stale[field]).replace(mine, source["id"]))}
             send("PATCH", url, emulator.other_org_key, f"/v1/{kind}/{stale['id']}", body)
+
+
+def test_who_may_see_a_project_score_is_named_in_the_copys_org(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A project score's ``config.visibility`` names groups and users by id, which are their
+    org's own: a copy within the org keeps them; into another org a group maps to that org's
+    group of the same name (``--acls`` copies it first) and a score naming one the copy cannot
+    map is listed, not copied with ids that mean nothing there; verify compares them by name."""
+    monkeypatch.setenv(OTHER, emulator.other_org_key)
+    url, key = emulator.url, emulator.key
+    [member] = send("GET", url, key, "/v1/user", params={"email": "member@local.test"})["objects"]
+    group = post(url, key, "/v1/group", {"name": unique("score-readers"), "org_name": "local"})
+    by_group = post(url, key, "/v1/project", {"name": unique("seen-by-group")})
+    post(url, key, "/v1/project_score", {"project_id": by_group["id"], "name": "private", "score_type": "slider",
+                                         "config": {"visibility": {"groups": [group["id"]]}}})  # fmt: skip
+    by_user = post(url, key, "/v1/project", {"name": unique("seen-by-user")})
+    post(url, key, "/v1/project_score", {"project_id": by_user["id"], "name": "mine", "score_type": "slider",
+                                         "config": {"visibility": {"users": [member["id"]]}}})  # fmt: skip
+
+    def migrate(source: dict[str, Any], *flags: str) -> tuple[Any, str]:
+        target = unique("seen-copy")
+        result = btpipe(emulator, "migrate", "--from-project", source["name"], "--to-project", target,
+                        "--create-project", "--objects", "config", *flags)  # fmt: skip
+        return result, target
+
+    def verify(source: dict[str, Any], target: str, *flags: str) -> Any:
+        return btpipe(emulator, "verify", "--project", source["name"], "--to-project", target,
+                      "--objects", "config", *flags)  # fmt: skip
+
+    def score(key: str, target: str) -> dict[str, Any]:
+        (project,) = send("GET", url, key, "/v1/project", params={"project_name": target})["objects"]
+        (found,) = send("GET", url, key, "/v1/project_score", params={"project_id": project["id"]})["objects"]
+        return found
+
+    for source in (by_group, by_user):  # within the org: the same group and user
+        result, target = migrate(source)
+        assert result.exit_code == 0, result.output
+        assert score(key, target)["config"] == source_score_config(emulator, source)
+        assert verify(source, target).exit_code == 0
+
+    result, _ = migrate(by_group, "--to-api-key-env", OTHER)
+    assert result.exit_code == 1
+    assert (
+        f"not copied: project_score 'private': refers to group {group['name']!r} in its visibility "
+        "(the destination org has no group of that name)"
+    ) in result.stderr
+    result, target = migrate(by_group, "--to-api-key-env", OTHER, "--acls")
+    assert result.exit_code == 0, result.output
+    theirs = send("GET", url, emulator.other_org_key, "/v1/group", params={"group_name": group["name"]})
+    (copied_group,) = theirs["objects"]
+    assert score(emulator.other_org_key, target)["config"]["visibility"] == {"groups": [copied_group["id"]]}
+    assert verify(by_group, target, "--to-api-key-env", OTHER).exit_code == 0
+    # a copy naming the source org's group (as copies did) names no group of its own org
+    stale = score(emulator.other_org_key, target)
+    send("PATCH", url, emulator.other_org_key, f"/v1/project_score/{stale['id']}",
+         {"config": {"visibility": {"groups": [group["id"]]}}})  # fmt: skip
+    assert verify(by_group, target, "--to-api-key-env", OTHER).exit_code == 1
+
+    for flags, why in (
+        (("--acls",), "not mapped: pass --map-users"),
+        (("--acls", "--map-users"), "no account in the destination org"),
+    ):
+        result, _ = migrate(by_user, "--to-api-key-env", OTHER, *flags)
+        assert result.exit_code == 1
+        assert f"refers to user member@local.test in its visibility ({why}" in result.stderr, result.stderr
+
+
+def source_score_config(emulator: Emulator, project: dict[str, Any]) -> Any:
+    (found,) = send("GET", emulator.url, emulator.key, "/v1/project_score", params={"project_id": project["id"]})["objects"]  # fmt: skip
+    return found["config"]

@@ -64,7 +64,9 @@ from pipeline.common.config_kinds import (
     KINDS,
     ConfigKind,
     ConfigSet,
+    Pin,
     comparable,
+    current_versions,
     is_code_bundle,
     key_of,
     label,
@@ -352,10 +354,16 @@ def compare(source: Digests, destination: Digests, source_label: str, destinatio
 
 
 def _config_digests(
-    kind: ConfigKind, objects: list[dict[str, Any]], names: dict[str, str], project_name: str | None
+    kind: ConfigKind,
+    objects: list[dict[str, Any]],
+    names: dict[str, str],
+    project_name: str | None,
+    versions: dict[Pin, str],
 ) -> Digests:
     """Each object of one kind by its name or slug, digested as :func:`comparable` shows it."""
-    return {key_of(kind, obj): content_digest(comparable(obj, names, project_name)) for obj in objects}
+    return {
+        key_of(kind, obj): content_digest(comparable(obj, names, project_name, versions)) for obj in objects
+    }
 
 
 def _names(config: ConfigSet, names: dict[str, str]) -> dict[str, str]:
@@ -389,8 +397,8 @@ def compare_config(
         if not ours and not theirs:
             continue
         diff = compare(
-            _config_digests(kind, ours, src_names, source.project_name),
-            _config_digests(kind, theirs, dst_names, destination.project_name),
+            _config_digests(kind, ours, src_names, source.project_name, current_versions(source)),
+            _config_digests(kind, theirs, dst_names, destination.project_name, current_versions(destination)),
             kind.selector,
             f"{project_name}/{kind.selector}",
         )
@@ -580,7 +588,8 @@ class VerifyJob:
             config = await fetch_config(source, src_project, kinds)
             names.update(await attachment_names(contents, config.objects.values()))
             # who may see a project score, by group name and user email: each org has its ids
-            names.update(await Principals(source).names(config.objects.get("project_score", [])))
+            source_org = Principals(source, str(src_project["org_id"]))
+            names.update(await source_org.names(config.objects.get("project_score", [])))
             diffs += await self._pair_config(dst_project, config, names, their_names, principals=True)
         return diffs
 
@@ -605,7 +614,9 @@ class VerifyJob:
         }
         if principals:
             their_names.update(
-                await Principals(self.destination).names(theirs.objects.get("project_score", []))
+                await Principals(self.destination, str(project["org_id"])).names(
+                    theirs.objects.get("project_score", [])
+                )
             )
         return compare_config(config, names, theirs, their_names, project["name"])
 

@@ -138,6 +138,8 @@ def _report_load(output: Output, summary: Any, verb: str) -> None:
             output.warn(warning)
         for broken in summary.broken:
             output.warn(f"not copied: {broken}")
+        for line in summary.uncarried:
+            output.warn(f"attachment not copied: {line}")
     if summary.failures():
         sys.exit(EXIT_FAILED)
 

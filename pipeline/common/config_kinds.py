@@ -133,24 +133,75 @@ def is_prompt_function(obj: Mapping[str, Any]) -> bool:
     return isinstance(data, dict) and data.get("type") == "prompt"
 
 
-def remap(value: Any, id_map: Mapping[str, str], projects: Mapping[str, str] | None = None) -> Any:
+#: A reference pinned to a version: (the id it names, the version), read from a mapping by
+#: :func:`pinned_version` and rewritten by :func:`remap`.
+Pin = tuple[str, str]
+
+
+def pinned_version(node: Mapping[str, Any]) -> tuple[Pin, str] | None:
+    """The version ``node`` pins, with the field holding it: a function reference's
+    ``version`` (``{"type": "function", "id", "version"}``, ``{"function_id", "version"}``) or
+    a prompt origin's ``prompt_version``; None where it pins none."""
+    version = node.get("version")
+    if isinstance(version, str):
+        named = node.get("function_id")
+        if not isinstance(named, str) and node.get("type") == "function":
+            named = node.get("id")
+        if isinstance(named, str):
+            return (named, version), "version"
+    version, named = node.get("prompt_version"), node.get("prompt_id")
+    if isinstance(version, str) and isinstance(named, str):
+        return (named, version), "prompt_version"
+    return None
+
+
+def remap(
+    value: Any,
+    id_map: Mapping[str, str],
+    projects: Mapping[str, str] | None = None,
+    versions: Mapping[Pin, str] | None = None,
+) -> Any:
     """``value`` with every string that is a source id in ``id_map`` replaced by its
     destination id, at any depth. Ids are UUIDs, so a string equal to one is that reference.
 
     ``projects`` (source project name -> destination name) renames the project of each
     function reference by project name and slug (``{"project_name": ..., "slug": ...}``, the
-    spec's FunctionId): a name is text, so only that field of such a reference is one."""
+    spec's FunctionId): a name is text, so only that field of such a reference is one.
+    ``versions`` rewrites the version a reference pins (:func:`pinned_version`), by the
+    source id and version it names."""
     if isinstance(value, str):
         return id_map.get(value, value)
     if isinstance(value, dict):
-        out = {k: remap(v, id_map, projects) for k, v in value.items()}
+        out = {k: remap(v, id_map, projects, versions) for k, v in value.items()}
         named = value.get("project_name")
         if projects and isinstance(named, str) and named in projects and isinstance(value.get("slug"), str):
             out["project_name"] = projects[named]
+        pin = pinned_version(value) if versions else None
+        if pin is not None and versions is not None and pin[0] in versions:
+            out[pin[1]] = versions[pin[0]]
         return out
     if isinstance(value, list):
-        return [remap(v, id_map, projects) for v in value]
+        return [remap(v, id_map, projects, versions) for v in value]
     return value
+
+
+def pins(value: Any, *, provenance: bool = True) -> list[Pin]:
+    """Every version ``value``'s references pin (:func:`pinned_version`); without
+    ``provenance``, not the version of the prompt an origin names (a record, not a use)."""
+    found = [pinned_version(node) for node in _mappings(value)]
+    return [pin for pin, field in filter(None, found) if provenance or field != "prompt_version"]
+
+
+def current_versions(config: ConfigSet) -> dict[Pin, str]:
+    """Each object's current version as a pin, by what it names: ``{(id, _xact_id): label}``,
+    how verify names a reference pinned to it on either side."""
+    return {
+        (str(obj["id"]), str(obj["_xact_id"])): f"{label(BY_NAME[name], obj)} as it is"
+        for name, objects in config.objects.items()
+        if name in BY_NAME
+        for obj in objects
+        if obj.get("id") and obj.get("_xact_id")
+    }
 
 
 def _mappings(value: Any) -> Iterator[dict[str, Any]]:
@@ -234,15 +285,20 @@ def create_body(kind: ConfigKind, obj: Mapping[str, Any], project_id: str) -> di
 
 
 def comparable(
-    obj: Mapping[str, Any], names: Mapping[str, str], project_name: str | None = None
+    obj: Mapping[str, Any],
+    names: Mapping[str, str],
+    project_name: str | None = None,
+    versions: Mapping[Pin, str] | None = None,
 ) -> dict[str, Any]:
     """``obj`` as verify compares it: without the fields a copy changes or that are null
     (the API reports a missing field as null), every id it holds replaced by the name of
-    what it points at (``names``), and a reference by name to a function of its own project
-    (``project_name``) naming it as ``project``, so a copy compares equal to its source."""
+    what it points at (``names``), a reference by name to a function of its own project
+    (``project_name``) naming it as ``project``, and a version pinned to an object's current
+    one named as such (``versions``, :func:`current_versions`), so a copy compares equal to
+    its source."""
     kept = {k: v for k, v in obj.items() if k not in SERVER_FIELDS and v is not None}
     own = {project_name: "project"} if project_name is not None else None
-    named: dict[str, Any] = remap(kept, names, own)
+    named: dict[str, Any] = remap(kept, names, own, versions)
     return named
 
 

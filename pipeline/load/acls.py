@@ -18,7 +18,6 @@ Granting is idempotent (the API returns an identical ACL as it is), so a re-run 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -247,7 +246,6 @@ async def map_visibility(
     objects: list[dict[str, Any]],
     destination: Principals,
     source: Principals | None,
-    org_name: Callable[[], Awaitable[str]],
     *,
     map_users: bool,
 ) -> VisibilityMap:
@@ -264,7 +262,7 @@ async def map_visibility(
         if await destination.group(group_id) is not None:
             continue
         group = None if source is None else await source.group(group_id)
-        mine = None if group is None else await destination.find_group(group["name"], await org_name())
+        mine = None if group is None else await destination.find_group(group["name"])
         if mine is not None:
             found.ids[group_id] = mine
         else:
@@ -283,7 +281,7 @@ async def map_visibility(
             found.missing[user_id] = (
                 f"user {email} in its visibility (not mapped: pass --map-users to map users by email)"
             )
-        elif (mine := await destination.find_user(email, await org_name())) is not None:
+        elif (mine := await destination.find_user(email)) is not None:
             found.ids[user_id] = mine
         else:
             found.missing[user_id] = f"user {email} in its visibility (no account in the destination org)"

@@ -140,7 +140,7 @@ class AttachmentCopier:
 
     def __init__(
         self, source: Source, destination: BraintrustClient, project: dict[str, str], *,
-        mapping: dict[str, str], workers: int,
+        mapping: dict[str, str], workers: int, skip: bool = False,
     ) -> None:  # fmt: skip
         self.source = source
         self.destination = destination
@@ -150,6 +150,9 @@ class AttachmentCopier:
         self.counts = AttachmentCounts()
         #: Source keys whose bytes cannot be read there (why): the rows naming them are refused.
         self.unavailable: dict[str, str] = {}
+        #: Go past an object naming such a key (``--on-error skip``), listed in ``uncarried``.
+        self.skip = skip
+        self.uncarried: list[str] = []
         self._limiter = anyio.CapacityLimiter(workers)
         self._pending: dict[str, anyio.Event] = {}
 
@@ -180,15 +183,20 @@ class AttachmentCopier:
 
     async def carried(self, value: Any, what: str) -> Any:
         """``value`` (an object's fields: a dataset's metadata, a prompt) with every attachment
-        it refers to uploaded and its key rewritten, as :meth:`rewrite` does for rows; one the
-        source cannot give stops the load, naming ``what`` refers to it."""
+        it refers to uploaded and its key rewritten, as :meth:`rewrite` does for rows. One the
+        source cannot give stops the load, naming ``what`` refers to it; with ``skip`` (as
+        ``--on-error skip`` lets a load go past a row) the object keeps that reference as it
+        was, and the line goes to :attr:`uncarried` (the load exits 1)."""
         refs = find_references(value)
         if not refs:
             return value
         await self._ensure(list(refs.values()))
         for ref in refs.values():
             if ref.key in self.unavailable:
-                raise AttachmentUnavailable(f"{what} refers to {self.unavailable[ref.key]}, whose bytes cannot be copied")  # fmt: skip
+                why = f"{what} refers to {self.unavailable[ref.key]}, whose bytes cannot be copied"
+                if not self.skip:
+                    raise AttachmentUnavailable(why)
+                self.uncarried.append(f"{why}; that reference is left as it was")
         return rewrite(value, self.mapping)
 
     async def _ensure(self, refs: list[Reference]) -> None:

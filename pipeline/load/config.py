@@ -39,12 +39,14 @@ from pipeline.common.config_kinds import (
     SHARED_KEYS,
     ConfigKind,
     ConfigSet,
+    Pin,
     comparable,
     create_body,
     is_code_bundle,
     key_of,
     label,
     ordered_levels,
+    pins,
     references,
     remap,
     slug_references,
@@ -111,6 +113,9 @@ class ConfigCopy:
         #: Group and user ids a project score's visibility names that the destination org has
         #: no counterpart of, and why (:func:`pipeline.load.acls.map_visibility`).
         self.unmapped: dict[str, str] = {}
+        #: Each source object's current version -> its copy's (or its namesake's) current
+        #: version, as objects are written: a reference pinned to the one names the other.
+        self.versions: dict[Pin, str] = {}
 
     async def check(self) -> None:
         """List what the destination holds; refuse a key taken by an object of another kind
@@ -129,6 +134,7 @@ class ConfigCopy:
                 mine = self.existing.get(name, {}).get(key_of(BY_NAME[name], obj))
                 if mine is not None and obj.get("id"):
                     self.found[str(obj["id"])] = str(mine["id"])
+                    self._version_of(obj, mine)
         self._slugs = {
             key_of(BY_NAME[name], obj)
             for name in SHARED_KEYS
@@ -156,15 +162,11 @@ class ConfigCopy:
         counterpart is not copied (:func:`pipeline.load.acls.map_visibility`). ``source``: the
         source org's view, where the load has one (a migration)."""
         found = await map_visibility(
-            self.source.objects.get("project_score", []), Principals(self.client), source,
-            self._org_name, map_users=map_users,
+            self.source.objects.get("project_score", []), Principals(self.client, str(self.project["org_id"])),
+            source, map_users=map_users,
         )  # fmt: skip
         self.unmapped = found.missing
         return found.ids
-
-    async def _org_name(self) -> str:
-        org = await self.client.get_json(f"/v1/organization/{self.project['org_id']}")
-        return str(org["name"])
 
     async def apply(self, id_map: dict[str, str], carry: Carry | None = None) -> ConfigOutcome:
         """Write every source object the destination does not already hold as it is, group by
@@ -227,8 +229,15 @@ class ConfigCopy:
                 )
                 continue
             keyed = {**version, **{name: obj.get(name) for name in kind.key}}
-            bodies.append(create_body(kind, remap(keyed, id_map, self._projects), self.project["id"]))
+            bodies.append(
+                create_body(kind, remap(keyed, id_map, self._projects, self.versions), self.project["id"])
+            )
         return bodies, left_out
+
+    def _version_of(self, source: dict[str, Any], copy: dict[str, Any]) -> None:
+        """Record that ``copy``'s current version is what ``source``'s current one became."""
+        if source.get("_xact_id") and copy.get("_xact_id"):
+            self.versions[str(source["id"]), str(source["_xact_id"])] = str(copy["_xact_id"])
 
     def _unresolved(self, obj: dict[str, Any], id_map: dict[str, str], labels: dict[str, str]) -> list[str]:
         """What ``obj`` refers to that its copy could not: ids not in ``id_map`` (named by
@@ -238,6 +247,11 @@ class ConfigCopy:
         missing = [labels.get(ref) or f"id {ref}{unknown}" for ref in references(obj) if ref not in id_map]
         named = slug_references(obj, self.source.project_name)
         missing += [f"{slug!r} of its project by name" for slug in named if slug not in self._slugs]
+        missing += [  # a copy's earlier versions are new ones: only its current one is known
+            f"version {version} of {labels.get(ref) or f'id {ref}'} (not its current one)"
+            for ref, version in pins(obj, provenance=False)
+            if ref in id_map and (ref, version) not in self.versions
+        ]
         return missing + [self.unmapped[i] for ids in visibility(obj) for i in ids if i in self.unmapped]
 
     async def _replay(
@@ -286,7 +300,7 @@ class ConfigCopy:
     ) -> tuple[dict[str, Any] | None, dict[str, Any], bool]:
         """The destination's object of ``obj``'s key (None: none), the request writing ``obj``'s
         copy, and whether that object already equals the copy."""
-        body = create_body(kind, remap(obj, id_map, self._projects), self.project["id"])
+        body = create_body(kind, remap(obj, id_map, self._projects, self.versions), self.project["id"])
         existing = self.existing.get(kind.name, {}).get(key_of(kind, obj))
         return existing, body, existing is not None and comparable(existing, {}) == comparable(body, {})
 
@@ -345,6 +359,7 @@ class ConfigCopy:
                     counts[kind.name].updated += 1
             if obj.get("id") and result.get("id"):
                 written[str(obj["id"])] = str(result["id"])
+                self._version_of(obj, result)
 
         try:
             async with anyio.create_task_group() as tg:

@@ -366,12 +366,15 @@ async def link_parameters(
     experiments: list[tuple[dict[str, Any], ObjectRef]],
     id_map: dict[str, str],
     warnings: list[str],
+    versions: Mapping[tuple[str, str], str] | None = None,
 ) -> None:
     """Point each experiment copy at the copy of the function its source ran with
     (``parameters_id``, once the configuration is written: ``id_map`` holds its copy). A
-    ``parameters_version`` names a version of the source's function, which a copy does not
-    have: the copy links the function's copy as it is (a warning says so); a function not
-    copied leaves the link out (a warning too). ``experiments``: (source info, copy)."""
+    ``parameters_version`` naming the source function's current version names the copy's
+    (``versions``: source (id, version) -> the copy's version); one naming an earlier version,
+    which a copy does not have, links the function's copy as it is (a warning says so); a
+    function not copied leaves the link out (a warning too). ``experiments``: (source info,
+    copy)."""
     for info, copy in experiments:
         source_id = info.get(PARAMETERS)
         if not isinstance(source_id, str):
@@ -383,12 +386,14 @@ async def link_parameters(
                 "is not set by this load"
             )
             continue
-        if info.get("parameters_version") is not None:
+        pinned = info.get("parameters_version")
+        version = None if pinned is None else (versions or {}).get((source_id, str(pinned)))
+        if pinned is not None and version is None:
             warnings.append(
-                f"{copy.label}: its parameters_version {info['parameters_version']} is a version of the "
+                f"{copy.label}: its parameters_version {pinned} is an earlier version of the "
                 "source's function; it links the function's copy as it is"
             )
-        body = jsoncodec.dumps({PARAMETERS: id_map[source_id], "parameters_version": None})
+        body = jsoncodec.dumps({PARAMETERS: id_map[source_id], "parameters_version": version})
         await client.request("PATCH", f"/v1/experiment/{copy.id}", body=body)
 
 

@@ -235,7 +235,7 @@ class ImportJob:
             id_map.update(await copy.map_visibility(None, map_users=False))  # no source org to ask
             run.summary.add_config(await copy.apply(id_map, run.attachments.carried))
         await link_parameters(self.client, [(obj.info, ref) for obj, ref, _ in plans if obj.object_type == "experiment"],
-                              id_map, run.summary.warnings)  # fmt: skip
+                              id_map, run.summary.warnings, None if copy is None else copy.versions)  # fmt: skip
         results = [ObjectResult(obj.label, ref.label, ref.id, created, 0, 0) for obj, ref, created in plans]
         self.request_limit = run.summary.request_limit
 

@@ -186,10 +186,11 @@ class MigrateJob:
         if opts.acls:  # groups first: a project score's visibility may name them
             await acls.groups(src_project)
         if config is not None:
-            id_map.update(await config.map_visibility(Principals(self.source), map_users=opts.map_users))
+            source_org = Principals(self.source, str(src_project["org_id"]))
+            id_map.update(await config.map_visibility(source_org, map_users=opts.map_users))
             run.summary.add_config(await config.apply(id_map, run.attachments.carried))
         await link_parameters(self.destination, [(ref.info, dest) for ref, dest, _ in plans if ref.object_type == "experiment"],
-                              id_map, run.summary.warnings)  # fmt: skip
+                              id_map, run.summary.warnings, None if config is None else config.versions)  # fmt: skip
         if opts.acls:
             await self._copy_acls(run, acls, src_project, dst_project, plans, config, id_map)
         results: list[ObjectResult] = []

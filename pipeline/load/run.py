@@ -97,6 +97,8 @@ class LoadSummary:
     acls: AclOutcome | None = None
     #: Attachments ``uploaded`` (``bytes``), and ``present``: found uploaded by an earlier run.
     attachments: dict[str, int] = field(default_factory=dict)
+    #: Objects copied naming an attachment whose bytes could not be (``--on-error skip``).
+    uncarried: list[str] = field(default_factory=list)
 
     @property
     def rows(self) -> int:
@@ -121,6 +123,7 @@ class LoadSummary:
             )
         lines += [f"not imported: {damaged}" for damaged in self.damaged]
         lines += [f"not copied: {broken}" for broken in self.broken]
+        lines += [f"attachment not copied: {line}" for line in self.uncarried]
         return lines
 
     def add_config(self, outcome: ConfigOutcome) -> None:
@@ -228,8 +231,9 @@ class LoadRun:
             project = await ensure_project(client, to_project, description)
         run = cls(client, options, state, progress)
         run.attachments = AttachmentCopier(
-            attachments, client, project, mapping=state.attachments, workers=options.attachment_workers
-        )
+            attachments, client, project, mapping=state.attachments, workers=options.attachment_workers,
+            skip=options.insert.on_error == "skip",
+        )  # fmt: skip
         run.summary.resumed = resumed
         await run.start()
         return run, project
@@ -283,6 +287,7 @@ class LoadRun:
         self.summary.comments_skipped = self.pool.statistics().comments_skipped
         self.summary.objects = results
         self.summary.attachments = asdict(self.attachments.counts)
+        self.summary.uncarried = self.attachments.uncarried
         if finish is not None:
             await finish(self.summary)
         await self.state.clear()

@@ -91,3 +91,30 @@ def test_export_and_import_copy_them(emulator: Emulator, source: dict[str, Any],
         emulator, "verify", "--in", str(out), "--to-project", target, key=emulator.other_org_key
     )
     assert verified.exit_code == 0, verified.output
+
+
+def test_on_error_skip_goes_past_an_object_whose_attachment_was_left_out(
+    emulator: Emulator, source: dict[str, Any], tmp_path: Path
+) -> None:
+    """An export with ``--attachments skip`` holds none of the bytes: an import stops at the
+    first object naming one, and with ``--on-error skip`` goes on, every object copied (the
+    reference left as it was), each such object listed and exit 1."""
+    out = tmp_path / "backup"
+    exported = btpipe(emulator, "export", "--project", source["project"]["name"], "--out", str(out),
+                      "--attachments", "skip")  # fmt: skip
+    assert exported.exit_code == 0, exported.output
+    args = ("import", "--in", str(out), "--create-project")
+    stopped = btpipe(emulator, *args, "--to-project", unique("stopped"), "--state-dir", str(tmp_path / "a"),
+                     key=emulator.other_org_key)  # fmt: skip
+    assert stopped.exit_code == 1 and "is not in the export" in stopped.stderr
+    target = unique("skipped-through")
+    skipped = btpipe(emulator, *args, "--to-project", target, "--state-dir", str(tmp_path / "b"), "--on-error", "skip",
+                     key=emulator.other_org_key)  # fmt: skip
+    assert skipped.exit_code == 1, skipped.output
+    lines = [line for line in skipped.stderr.splitlines() if "attachment not copied:" in line]
+    assert len(lines) == 3 and all("that reference is left as it was" in line for line in lines), lines
+    url, key = emulator.url, emulator.other_org_key
+    (project,) = send("GET", url, key, "/v1/project", params={"project_name": target})["objects"]
+    (dataset,) = send("GET", url, key, "/v1/dataset", params={"project_id": project["id"]})["objects"]
+    (prompt,) = send("GET", url, key, "/v1/prompt", params={"project_id": project["id"]})["objects"]
+    assert (dataset["metadata"]["cover"], prompt["metadata"]["example"]) == (source["png"], source["png"])

@@ -764,15 +764,21 @@ def test_an_experiments_parameters_and_the_projects_description_are_copied(
     emulator: Emulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """An experiment's ``parameters_id`` names the copy of the function it ran with (set once
-    the configuration is written; its ``parameters_version``, a version of the source's
-    function, gives a warning), its ``internal_metadata`` is kept, and a project the migration
-    creates gets the source's description. Without the functions, the link is left out with a
-    warning, never pointed at the source's function."""
+    the configuration is written; its ``parameters_version`` names the copy's version where it
+    named the function's current one, and an earlier one, which the copy does not have, gives
+    a warning), its ``internal_metadata`` is kept, and a project the migration creates gets the
+    source's description. Without the functions, the link is left out with a warning, never
+    pointed at the source's function."""
     monkeypatch.setenv(OTHER, emulator.other_org_key)
     url, key, other = emulator.url, emulator.key, emulator.other_org_key
     project = post(url, key, "/v1/project", {"name": unique("params"), "description": "the project's own"})
     params = send("PUT", url, key, "/v1/function", {"project_id": project["id"], "name": "params", "slug": "params",
                                                     "function_type": "parameters", "function_data": INLINE})  # fmt: skip
+    post(url, key, "/v1/experiment", {"project_id": project["id"], "name": "e0", "parameters_id": params["id"],
+                                      "parameters_version": params["_xact_id"]})  # fmt: skip
+    params = send("PUT", url, key, "/v1/function", {"project_id": project["id"], "name": "params", "slug": "params",
+                                                    "function_type": "parameters", "function_data": INLINE,
+                                                    "description": "changed since e0 ran"})  # fmt: skip
     post(url, key, "/v1/experiment", {"project_id": project["id"], "name": "e1", "parameters_id": params["id"],
                                       "parameters_version": params["_xact_id"], "internal_metadata": {"k": 1}})  # fmt: skip
     bundled = send("PUT", url, key, "/v1/function", {"project_id": project["id"], "name": "bundled", "slug": "bundled",
@@ -787,13 +793,16 @@ def test_an_experiments_parameters_and_the_projects_description_are_copied(
     result = btpipe(emulator, "migrate", "--from-project", project["name"], "--to-project", target, "--create-project",
                     "--objects", "experiments,functions", "--to-api-key-env", OTHER)  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "e1: its parameters_version" in result.stderr
+    assert "e0: its parameters_version" in result.stderr and "e1: its parameters_version" not in result.stderr
     copied = destination_project(emulator, target)
     assert copied["description"] == "the project's own"
     experiments = send("GET", url, other, "/v1/experiment", params={"project_id": copied["id"]})["objects"]
     experiment = next(e for e in experiments if e["name"] == "e1")
     [function] = send("GET", url, other, "/v1/function", params={"project_id": copied["id"]})["objects"]
     assert (experiment["parameters_id"], experiment["internal_metadata"]) == (function["id"], {"k": 1})
+    assert experiment["parameters_version"] == function["_xact_id"]
+    earlier = next(e for e in experiments if e["name"] == "e0")
+    assert (earlier["parameters_id"], earlier["parameters_version"]) == (function["id"], None)
     check = ("verify", "--project", project["name"], "--to-project", target, "--objects", "experiments,functions",
              "--to-api-key-env", OTHER, "--json")  # fmt: skip
     assert btpipe(emulator, *check).exit_code == 0
@@ -810,7 +819,7 @@ def test_an_experiments_parameters_and_the_projects_description_are_copied(
     )
     alone_experiments = send("GET", url, other, "/v1/experiment",
                              params={"project_id": destination_project(emulator, alone)["id"]})["objects"]  # fmt: skip
-    assert [e["parameters_id"] for e in alone_experiments] == [None, None]
+    assert [e["parameters_id"] for e in alone_experiments] == [None, None, None]
     alone_check = btpipe(emulator, "verify", "--project", project["name"], "--to-project", alone, "--objects",
                          "experiments", "--to-api-key-env", OTHER)  # fmt: skip
     assert alone_check.exit_code == 0, alone_check.output  # the functions were not copied: no link to compare
@@ -932,3 +941,96 @@ def test_who_may_see_a_project_score_is_named_in_the_copys_org(
 def source_score_config(emulator: Emulator, project: dict[str, Any]) -> Any:
     (found,) = send("GET", emulator.url, emulator.key, "/v1/project_score", params={"project_id": project["id"]})["objects"]  # fmt: skip
     return found["config"]
+
+
+def test_a_reference_pinned_to_a_version_names_the_copys_version(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A function reference pinned to a ``version`` names the copy's current version where it
+    pinned the source function's current one (a saved scorer, a graph node); one pinned to an
+    earlier version, which the copy does not have (its versions are new), is listed and not
+    copied rather than left naming a version of the source. Verify compares a pin to the
+    current version as such, and a re-run changes nothing."""
+    monkeypatch.setenv(OTHER, emulator.other_org_key)
+    url, key = emulator.url, emulator.key
+    project = post(url, key, "/v1/project", {"name": unique("pins")})
+    pid = project["id"]
+
+    def function(slug: str, **fields: Any) -> dict[str, Any]:
+        made: dict[str, Any] = send("PUT", url, key, "/v1/function",
+                                    {"project_id": pid, "name": slug, "slug": slug, "function_data": INLINE, **fields})  # fmt: skip
+        return made
+
+    judge = function("judge", function_type="scorer")
+    first = function("tool", description="first")
+    tool = function("tool", description="second")
+    post(url, key, "/v1/project_score", {"project_id": pid, "name": "judged", "score_type": "online", "config": {
+        "online": {"sampling_rate": 1, "scorers": [{"type": "function", "id": judge["id"], "version": judge["_xact_id"]}]}}})  # fmt: skip
+    node = {"type": "function", "function": {"function_id": tool["id"], "version": tool["_xact_id"]}}
+    function("graph-now", function_data={"type": "graph", "nodes": {"n": node}, "edges": {}})
+    stale = {"type": "function", "function": {"function_id": tool["id"], "version": first["_xact_id"]}}
+    function("graph-then", function_data={"type": "graph", "nodes": {"n": stale}, "edges": {}})
+    target = unique("pins-copy")
+    args = ("migrate", "--from-project", project["name"], "--to-project", target, "--create-project",
+            "--objects", "config", "--to-api-key-env", OTHER)  # fmt: skip
+    for _ in range(2):
+        result = btpipe(emulator, *args)
+        assert result.exit_code == 1
+        assert (
+            f"not copied: function 'graph-then': refers to version {first['_xact_id']} of function 'tool' "
+            "(not its current one)"
+        ) in result.stderr, result.stderr
+        got = listing(emulator, emulator.other_org_key, destination_project(emulator, target)["id"])
+        assert set(got["function"]) == {"judge", "tool", "graph-now"}
+        mine = got["function"]
+        assert got["project_score"]["judged"]["config"]["online"]["scorers"] == [
+            {"type": "function", "id": mine["judge"]["id"], "version": mine["judge"]["_xact_id"]}
+        ]
+        assert mine["graph-now"]["function_data"]["nodes"]["n"]["function"] == {
+            "function_id": mine["tool"]["id"],
+            "version": mine["tool"]["_xact_id"],
+        }
+    verified = btpipe(emulator, "verify", "--project", project["name"], "--to-project", target,
+                      "--objects", "config", "--to-api-key-env", OTHER, "--json")  # fmt: skip
+    diffs = {d["source"]: d for d in json.loads(verified.stdout)["objects"]}
+    assert (diffs["functions"]["missing_ids"], diffs["functions"]["differing"]) == (["graph-then"], 0)
+    assert (diffs["project_scores"]["missing"], diffs["project_scores"]["differing"]) == (0, 0)
+
+
+def test_a_key_of_both_orgs_does_not_take_the_source_orgs_group_for_the_destinations(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A key that reaches both orgs reads the source org's group at the destination too: that
+    group is still not the destination org's, so a score it may see is not copied naming it,
+    and verify tells a copy naming it from one naming the destination's group."""
+    from pipeline.emulator.auth import KeySpec
+    from pipeline.emulator.server import RunningServer, ServerConfig
+
+    keys = (KeySpec("multi", "multi@x.test", "a"), KeySpec("multi", "multi@x.test", "b"),
+            KeySpec("b-only", "owner@b.test", "b"))  # fmt: skip
+    with RunningServer(ServerConfig(port=0, db=str(tmp_path / "e.db"), keys=keys)) as server:
+        emulator = Emulator(url=server.url, key="multi")
+        monkeypatch.setenv("MULTI", "multi")
+        group = post(server.url, "multi", "/v1/group", {"name": "readers", "org_name": "a"})
+        source = post(server.url, "multi", "/v1/project", {"name": "vis-src", "org_name": "a"})
+        post(server.url, "multi", "/v1/project_score", {"project_id": source["id"], "name": "private", "score_type": "slider",
+                                                        "config": {"visibility": {"groups": [group["id"]]}}})  # fmt: skip
+        target = post(server.url, "multi", "/v1/project", {"name": "vis-dst", "org_name": "b"})
+        args = ("--objects", "config", "--to-api-key-env", "MULTI")
+        moved = btpipe(emulator, "migrate", "--from-project", "vis-src", "--to-project", target["id"], *args)
+        assert (
+            moved.exit_code == 1
+            and "'readers' in its visibility (the destination org has no group" in moved.stderr
+        )
+        theirs = post(server.url, "b-only", "/v1/group", {"name": "readers", "org_name": "b"})
+        moved = btpipe(emulator, "migrate", "--from-project", "vis-src", "--to-project", target["id"], *args)
+        assert moved.exit_code == 0, moved.output
+        (score,) = send("GET", server.url, "multi", "/v1/project_score", params={"project_id": target["id"]})[
+            "objects"
+        ]
+        assert score["config"]["visibility"] == {"groups": [theirs["id"]]}
+        check = ("verify", "--project", "vis-src", "--to-project", target["id"], *args)
+        assert btpipe(emulator, *check).exit_code == 0
+        send("PATCH", server.url, "multi", f"/v1/project_score/{score['id']}",
+             {"config": {"visibility": {"groups": [group["id"]]}}})  # fmt: skip
+        assert btpipe(emulator, *check).exit_code == 1

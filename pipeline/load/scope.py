@@ -154,7 +154,9 @@ def refuse_other_shapes_within(where: str, objects: list[InputObject]) -> None:
     storage = open_storage(root)
     if not storage.list_files(f"{MANIFEST_DIR}/"):
         return
+    # a file's path is relative to ``where``, which may itself be a run's directory or file
     runs = {run for obj in objects for path in obj.files for run in layout.runs_in(path)}
+    runs.update(layout.runs_in(where.rstrip("/") + "/"))
     for manifest in list_manifests(storage):
         if manifest.run_id in runs:
             _refuse_shape(manifest, where)

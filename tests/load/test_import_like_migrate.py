@@ -139,13 +139,16 @@ def test_a_summary_export_is_refused_before_anything_is_written(
         f"{out}: run {manifest.stem} was exported with --shape summary (one row of aggregates per trace "
         "under its root span's id); import reads --shape spans exports only"
     )
-    # ... and through a directory inside the root, whose runs the root's manifests name
-    inside = out / "object_type=experiment"
-    result = btpipe(emulator, "import", "--in", str(inside), "--to-project", target, "--create-project",
-                    "--state-dir", str(tmp_path / "state"))  # fmt: skip
-    assert one_line_error(result, 2).startswith(
-        f"{inside}: run {manifest.stem} was exported with --shape summary"
-    )
+    # ... and through a directory inside the root, whose runs the root's manifests name, down
+    # to a run's directory and one of its files
+    run_dir = sorted(out.glob("object_type=experiment/object_id=*/run=*"))[0]
+    data_file = sorted(run_dir.glob("*.jsonl"))[0]
+    for inside in (out / "object_type=experiment", run_dir, data_file):
+        result = btpipe(emulator, "import", "--in", str(inside), "--to-project", target, "--create-project",
+                        "--state-dir", str(tmp_path / "state"))  # fmt: skip
+        assert one_line_error(result, 2).startswith(
+            f"{inside}: run {manifest.stem} was exported with --shape summary"
+        ), inside
     assert not project_exists(emulator, target)
 
 

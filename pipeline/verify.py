@@ -44,7 +44,7 @@ import anyio
 from pipeline.api.attachments import download, download_url
 from pipeline.api.btql import Pager, build_query
 from pipeline.api.client import BraintrustClient
-from pipeline.api.config import fetch_config
+from pipeline.api.config import fetch_config, prompt_versions
 from pipeline.api.objects import (
     ObjectRef,
     find_object,
@@ -70,6 +70,9 @@ from pipeline.common.config_kinds import (
     is_code_bundle,
     key_of,
     label,
+    lookup_kinds,
+    pins,
+    version_id,
 )
 from pipeline.common.errors import AttachmentUnavailable, NotFoundError, UsageError
 from pipeline.common.integrity import find_damage
@@ -236,14 +239,17 @@ async def digest_object(
 
 async def attachment_names(contents: Contents | Mapping[str, str], values: Iterable[Any]) -> dict[str, str]:
     """Each attachment key ``values`` (objects' fields) refer to -> what its bytes hash to
-    (``missing`` where there are none): how verify compares an object's attachments, by
-    content, since a copy's keys are new. ``contents``: an API's, or an export's index."""
+    (``missing`` where an API has none): how verify compares an object's attachments, by
+    content, since a copy's keys are new. ``contents``: an API's, or an export's index (a key
+    it does not hold, left out by ``--attachments skip``, is compared as the key itself)."""
     refs: dict[str, Reference] = {}
     for value in values:
         find_references(value, refs)
     if not refs:
         return {}
-    known = await contents.of(refs.values()) if isinstance(contents, Contents) else contents
+    if not isinstance(contents, Contents):  # an export: a key it left out keeps its name
+        return {key: contents[key] for key in refs if key in contents}
+    known = await contents.of(refs.values())
     return {key: known.get(key, "missing") for key in refs}
 
 
@@ -382,11 +388,18 @@ def compare_config(
     destination: ConfigSet,
     destination_names: dict[str, str],
     project_name: str,
+    lookup: tuple[ConfigSet, ConfigSet] | None = None,
 ) -> list[ObjectDiff]:
     """Per kind, the source's objects against the destination's, by name or slug and content
     with every id replaced by the name of what it points at; kinds empty on both sides and
-    code functions with bundles (which no copy carries) are left out."""
-    src_names, dst_names = _names(source, source_names), _names(destination, destination_names)
+    code functions with bundles (which no copy carries) are left out. ``lookup``: each side's
+    objects of the kinds those refer to that are not compared (:func:`lookup_kinds`), which
+    name what they point at."""
+    mine, theirs_found = lookup or (ConfigSet(), ConfigSet())
+    src_names = _names(mine, _names(source, source_names))
+    dst_names = _names(theirs_found, _names(destination, destination_names))
+    src_versions = _version_names((mine, source), src_names, source.project_name)
+    dst_versions = _version_names((theirs_found, destination), dst_names, destination.project_name)
     diffs = []
     for kind in KINDS:
         if kind.name not in source.objects:
@@ -397,14 +410,47 @@ def compare_config(
         if not ours and not theirs:
             continue
         diff = compare(
-            _config_digests(kind, ours, src_names, source.project_name, current_versions(source)),
-            _config_digests(kind, theirs, dst_names, destination.project_name, current_versions(destination)),
+            _config_digests(kind, ours, src_names, source.project_name, src_versions),
+            _config_digests(kind, theirs, dst_names, destination.project_name, dst_versions),
             kind.selector,
             f"{project_name}/{kind.selector}",
         )
         diff.unit = "objects"
         diffs.append(diff)
     return diffs
+
+
+def _version_names(
+    configs: tuple[ConfigSet, ...], names: dict[str, str], project_name: str | None
+) -> dict[Pin, str]:
+    """How a pinned version compares: an object's current one as such, and a prompt's earlier
+    one (where its history was read) by its content, since a copy's versions are new ones."""
+    found: dict[Pin, str] = {}
+    for config in configs:
+        found.update(current_versions(config))
+        for prompt_id, history in config.versions.items():
+            for version in history:
+                shown = content_digest(comparable(version, names, project_name)).hex()
+                found[prompt_id, str(version.get("_xact_id"))] = (
+                    f"{names.get(prompt_id, prompt_id)} as it was ({shown})"
+                )
+    return found
+
+
+async def read_pinned_history(
+    client: BraintrustClient, project: dict[str, Any], config: ConfigSet, lookup: ConfigSet
+) -> None:
+    """Read the history of the prompts of ``config`` and ``lookup`` into ``config.versions``
+    when an object of ``config`` pins one of their earlier versions (and it was not read)."""
+    prompts = [*config.objects.get("prompt", []), *lookup.objects.get("prompt", [])]
+    current = {(str(p["id"]), str(p.get("_xact_id"))) for p in prompts}
+    known = {(pid, str(v.get("_xact_id"))) for pid, history in config.versions.items() for v in history}
+    ids = {pid for pid, _ in current}
+    pinned = {pin for objects in config.objects.values() for obj in objects for pin in pins(obj)}
+    if not any(pin[0] in ids and pin not in current and pin not in known for pin in pinned):
+        return
+    history = await prompt_versions(client, project["id"], prompts, defaults.CONFIG_WORKERS.default)
+    config.versions.update(history or {})
 
 
 #: A project's datasets and experiments, by kind.
@@ -430,30 +476,56 @@ def _object_names(project: dict[str, Any], listed: Listed) -> dict[str, str]:
     names = {project["id"]: "project"}
     for kind, objects in listed.items():
         names.update((obj["id"], f"{kind}:{obj.get('slug') or obj['name']}") for obj in objects)
+    names.update(_functions_as_they_are(listed.get("function", [])))
     return names
+
+
+def _functions_as_they_are(functions: list[dict[str, Any]]) -> dict[str, str]:
+    """``<id>@<current version>`` of each function -> ``as it is``: how an experiment's pin to
+    its parameters function's current version compares (:func:`_parameters_version`)."""
+    return {f"{f['id']}@{f['_xact_id']}": "its function as it is" for f in functions if f.get("_xact_id")}
 
 
 #: An experiment's fields naming another object of its project, compared by that object's name.
 _LINKS: Final = (*REFERENCES, PARAMETERS)
 
 
-def _shown(kind: str, obj: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+def _shown(kind: str, obj: dict[str, Any], names: dict[str, str], *, source: bool) -> dict[str, Any]:
     """The fields ``obj``'s copy carries; a reference by the name of what it points at (None
-    outside the project: a copy drops such a reference)."""
+    outside the project: a copy drops such a reference). ``source``: ``obj`` is the source's."""
     shown = {name: obj.get(name) for name in COPIED_FIELDS[kind]}
     if kind == "experiment":
         shown.update((ref, names.get(obj.get(ref) or "")) for ref in _LINKS)
+        shown[PARAMETERS_VERSION] = _parameters_version(obj, names, source=source)
     shown_named: dict[str, Any] = rewrite(shown, names)  # attachments by their contents
     return shown_named
 
 
+#: An experiment's pin of its parameters function's version.
+PARAMETERS_VERSION: Final = "parameters_version"
+
+
+def _parameters_version(obj: dict[str, Any], names: dict[str, str], *, source: bool) -> str | None:
+    """An experiment's ``parameters_version`` as verify compares it: a pin to its function's
+    current version (``names`` holds ``<id>@<version>`` of each function as it is) as such; a
+    source's pin to an earlier one as none, since a copy cannot carry it (the load warns);
+    a copy's pin to any other version as that version."""
+    pinned = obj.get(PARAMETERS_VERSION)
+    if pinned is None:
+        return None
+    current = names.get(f"{obj.get(PARAMETERS)}@{version_id(str(pinned))}")
+    return current if current is not None or source else f"version {pinned}"
+
+
 def _dropped_links(mine: dict[str, Any], copy: dict[str, Any], selected: Container[str]) -> None:
     """Count as equal a link of the source's to an object outside the ``selected`` ones that
-    the copy does not have: a copy of some objects drops it. A copy that links something
-    else is still a difference."""
+    the copy does not have: a copy of some objects drops it, and the version it pins with it.
+    A copy that links something else is still a difference."""
     for ref in _LINKS:
         if ref in mine and mine[ref] not in selected and copy.get(ref) is None:
             mine[ref] = None
+            if ref == PARAMETERS and copy.get(PARAMETERS_VERSION) is None:
+                mine[PARAMETERS_VERSION] = None
 
 
 def compare_objects(
@@ -491,8 +563,8 @@ def compare_objects(
     for copied, (ours, theirs) in chosen.items():
         if not ours and not theirs:
             continue
-        mine = {o["name"]: _shown(copied, o, source_names) for o in ours}
-        copies = {o["name"]: _shown(copied, o, destination_names) for o in theirs}
+        mine = {o["name"]: _shown(copied, o, source_names, source=True) for o in ours}
+        copies = {o["name"]: _shown(copied, o, destination_names, source=False) for o in theirs}
         for name in mine.keys() & copies.keys():
             _dropped_links(mine[name], copies[name], selected)
         diff = compare(
@@ -585,12 +657,16 @@ class VerifyJob:
             selection, src_listed, names, dst_listed, their_names, dst_project["name"], kinds
         )
         if kinds:
-            config = await fetch_config(source, src_project, kinds)
+            config = await fetch_config(source, src_project, kinds + lookup_kinds(kinds))
+            found = config.take(lookup_kinds(kinds))
+            await read_pinned_history(source, src_project, config, found)
             names.update(await attachment_names(contents, config.objects.values()))
             # who may see a project score, by group name and user email: each org has its ids
             source_org = Principals(source, str(src_project["org_id"]))
             names.update(await source_org.names(config.objects.get("project_score", [])))
-            diffs += await self._pair_config(dst_project, config, names, their_names, principals=True)
+            diffs += await self._pair_config(
+                dst_project, config, names, their_names, principals=True, lookup=found
+            )
         return diffs
 
     async def _pair_config(
@@ -601,24 +677,29 @@ class VerifyJob:
         their_names: dict[str, str] | None = None,
         *,
         principals: bool = False,
+        lookup: ConfigSet | None = None,
     ) -> list[ObjectDiff]:
         """The configuration diffs of ``config`` (the source's) against the destination's;
         ``principals``: ``names`` name the source's groups and users (an export's do not), so
-        the destination's are named too."""
-        theirs = await fetch_config(self.destination, project, list(config.objects))
+        the destination's are named too; else a destination's id of no group or member of its
+        org is named as such. ``lookup``: the source's objects of the kinds ``config``'s refer
+        to and does not hold, which name them (the destination's are read alike)."""
+        looked_up = lookup_kinds(list(config.objects))
+        theirs = await fetch_config(self.destination, project, list(config.objects) + looked_up)
+        their_lookup = theirs.take(looked_up)
+        await read_pinned_history(self.destination, project, theirs, their_lookup)
         if their_names is None:
             their_names = _object_names(project, await _list_objects(self.destination, project))
         their_names = {
             **their_names,
             **await attachment_names(self._destination_contents(project), theirs.objects.values()),
         }
-        if principals:
-            their_names.update(
-                await Principals(self.destination, str(project["org_id"])).names(
-                    theirs.objects.get("project_score", [])
-                )
-            )
-        return compare_config(config, names, theirs, their_names, project["name"])
+        org = Principals(self.destination, str(project["org_id"]))
+        scores = theirs.objects.get("project_score", [])
+        their_names.update(await org.names(scores) if principals else await org.foreign(scores))
+        return compare_config(
+            config, names, theirs, their_names, project["name"], (lookup or ConfigSet(), their_lookup)
+        )
 
     async def against_files(self, input_path: str, to_object: str | None = None) -> list[ObjectDiff]:
         """Compare the objects of an export (or one file, with ``to_object``) with the destination.
@@ -646,8 +727,9 @@ class VerifyJob:
                 "pass --to-object logs, dataset:NAME or experiment:NAME"
             )
         inputs = select_inputs(found, self.objects)
-        config = await anyio.to_thread.run_sync(find_config, storage, prefix, config_selection(self.objects))
-        if not inputs and not config.entries:
+        kinds = config_selection(self.objects)
+        config = await anyio.to_thread.run_sync(find_config, storage, prefix, kinds + lookup_kinds(kinds))
+        if not inputs and not any(k in config.entries for k in kinds):
             raise UsageError(f"{input_path}: nothing to compare (no {self.objects} in the input)")
         manifests = await anyio.to_thread.run_sync(input_manifests, storage, prefix)
         contents = exported_contents(manifests)
@@ -667,15 +749,16 @@ class VerifyJob:
         diffs += await self._pair_exported_objects(
             dst_project, storage, prefix, inputs, config.names, contents
         )
-        if config.entries:
+        if any(k in config.entries for k in kinds):
             broken = await damaged_config(storage, config)
             if broken:
                 where = f"{dst_project['name']}/config"
                 diffs.append(ObjectDiff("config", where, 0, 0, damaged=[str(d) for d in broken]))
             else:
                 objects = await anyio.to_thread.run_sync(read_config, storage, config)
+                lookup = objects.take(lookup_kinds(kinds))
                 names = {**config.names, **await attachment_names(contents, objects.objects.values())}
-                diffs += await self._pair_config(dst_project, objects, names)
+                diffs += await self._pair_config(dst_project, objects, names, lookup=lookup)
         return diffs
 
     async def _pair_exported_objects(
@@ -709,6 +792,7 @@ class VerifyJob:
                 )
                 listed["function"] = functions
                 names.update((str(f["id"]), f"function:{f.get('slug') or f.get('name')}") for f in functions)
+                names.update(_functions_as_they_are(functions))
         names.update(await attachment_names(contents, listed.values()))
         theirs = await _list_objects(self.destination, dst_project, functions=linked)
         their_names = _object_names(dst_project, theirs)

@@ -89,3 +89,18 @@ class Principals:
                 if user is not None and user.get("email"):
                     named[user_id] = f"user:{user['email']}"
         return named
+
+    async def foreign(self, objects: Iterable[Any]) -> dict[str, str]:
+        """Each group and user id the visibility of ``objects`` names that is no group or
+        member of the org, named as such: a copy naming another org's (compared with an
+        export, whose ids are the source org's own, it then differs)."""
+        named: dict[str, str] = {}
+        for obj in objects:
+            groups, users = visibility(obj)
+            for group_id in groups:
+                if await self.group(group_id) is None:
+                    named[group_id] = f"group {group_id} of another org"
+            for user_id in users:
+                if await self.user(user_id) is None:
+                    named[user_id] = f"user {user_id}, not of this org"
+        return named

@@ -138,20 +138,37 @@ def is_prompt_function(obj: Mapping[str, Any]) -> bool:
 Pin = tuple[str, str]
 
 
+#: The SDKs print a version as 16 hex digits: the transaction id times this, modulo 2**64
+#: (``prettify_xact``); its inverse reads one back.
+_PRETTY_INVERSE: Final = 1522336535492693385
+
+
+def version_id(version: str) -> str:
+    """The transaction id a version names, in either spelling the API takes: decimal, or the
+    16 hex digits the SDKs print."""
+    if len(version) == 16:
+        try:
+            return str(int(version, 16) * _PRETTY_INVERSE % 2**64)
+        except ValueError:
+            pass
+    return version
+
+
 def pinned_version(node: Mapping[str, Any]) -> tuple[Pin, str] | None:
-    """The version ``node`` pins, with the field holding it: a function reference's
-    ``version`` (``{"type": "function", "id", "version"}``, ``{"function_id", "version"}``) or
-    a prompt origin's ``prompt_version``; None where it pins none."""
+    """The version ``node`` pins (as a transaction id, :func:`version_id`), with the field
+    holding it: a function reference's ``version`` (``{"type": "function", "id", "version"}``,
+    ``{"function_id", "version"}``) or a prompt origin's ``prompt_version``; None where it pins
+    none."""
     version = node.get("version")
     if isinstance(version, str):
         named = node.get("function_id")
         if not isinstance(named, str) and node.get("type") == "function":
             named = node.get("id")
         if isinstance(named, str):
-            return (named, version), "version"
+            return (named, version_id(version)), "version"
     version, named = node.get("prompt_version"), node.get("prompt_id")
     if isinstance(version, str) and isinstance(named, str):
-        return (named, version), "prompt_version"
+        return (named, version_id(version)), "prompt_version"
     return None
 
 
@@ -302,18 +319,25 @@ def comparable(
     return named
 
 
-def ordered_levels(objects: list[dict[str, Any]]) -> tuple[list[list[dict[str, Any]]], list[dict[str, Any]]]:
+def ordered_levels(
+    objects: list[dict[str, Any]], history: Mapping[str, list[dict[str, Any]]] | None = None
+) -> tuple[list[list[dict[str, Any]]], list[dict[str, Any]]]:
     """``objects`` (one group) in levels: each object after those of the group it refers to
-    and, unless that makes a cycle, those it was made from (:func:`provenance`); objects of one
-    level independent of each other; and the objects in a reference cycle, which no order can
-    create."""
+    and, unless that makes a cycle, those it was made from (:func:`provenance`) or one of its
+    earlier versions (``history``, by id: a prompt's, written before it) refers to; objects of
+    one level independent of each other; and the objects in a reference cycle, which no order
+    can create."""
     position = {str(o["id"]): i for i, o in enumerate(objects) if o.get("id")}
+    history = history or {}
 
     def among(ids: list[str], i: int) -> set[int]:
         return {position[r] for r in ids if r in position and position[r] != i}
 
+    def earlier(obj: dict[str, Any]) -> list[str]:
+        return [r for version in history.get(str(obj.get("id")), []) for r in references(version)]
+
     needs = {i: among(references(o), i) for i, o in enumerate(objects)}
-    after = {i: among(provenance(o), i) for i, o in enumerate(objects)}
+    after = {i: among([*provenance(o), *earlier(o)], i) for i, o in enumerate(objects)}
     levels: list[list[dict[str, Any]]] = []
     done: set[int] = set()
     while needs:

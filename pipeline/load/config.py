@@ -113,9 +113,11 @@ class ConfigCopy:
         #: Group and user ids a project score's visibility names that the destination org has
         #: no counterpart of, and why (:func:`pipeline.load.acls.map_visibility`).
         self.unmapped: dict[str, str] = {}
-        #: Each source object's current version -> its copy's (or its namesake's) current
-        #: version, as objects are written: a reference pinned to the one names the other.
+        #: Each source object's version -> its copy's (or its namesake's) version, as objects
+        #: are written (their current ones, and the earlier ones of a prompt that something
+        #: pins): a reference pinned to the one names the other.
         self.versions: dict[Pin, str] = {}
+        self._pinned: set[Pin] = set()
 
     async def check(self) -> None:
         """List what the destination holds; refuse a key taken by an object of another kind
@@ -173,6 +175,14 @@ class ConfigCopy:
         group; ``id_map`` (source id -> destination id) grows with each object written.
         ``carry`` copies the attachments an object (or an earlier version) refers to and
         returns it naming their copies."""
+        # every version some object (or earlier version) pins: a prompt's copy is matched to
+        # its source's history for them (_map_history)
+        self._pinned = {
+            pin
+            for found in (*self.source.objects.values(), *self.source.versions.values())
+            for o in found
+            for pin in pins(o)
+        }
         if carry is not None:
             for name, listed in self.source.objects.items():
                 self.source.objects[name] = [await carry(o, label(BY_NAME[name], o)) for o in listed]
@@ -205,7 +215,7 @@ class ConfigCopy:
                         continue
                     kind_of[id(obj)] = kind
                     objects.append(obj)
-            levels, cycle = ordered_levels(objects)
+            levels, cycle = ordered_levels(objects, self.source.versions)
             for obj in cycle:
                 self.outcome.broken.append(f"{label(kind_of[id(obj)], obj)}: in a cycle of references")
             for level in levels:
@@ -214,11 +224,11 @@ class ConfigCopy:
 
     def _version_bodies(
         self, kind: ConfigKind, obj: dict[str, Any], id_map: dict[str, str]
-    ) -> tuple[list[dict[str, Any]], list[str]]:
-        """The write requests of ``obj``'s earlier versions that can be copied, oldest first,
-        each under ``obj``'s current key (a ``PUT`` finds its object by slug, so a version under
-        an older slug would make a second object); and why the others cannot."""
-        bodies: list[dict[str, Any]] = []
+    ) -> tuple[list[tuple[dict[str, Any], dict[str, Any]]], list[str]]:
+        """The earlier versions of ``obj`` that can be copied, oldest first, each with its write
+        request, under ``obj``'s current key (a ``PUT`` finds its object by slug, so a version
+        under an older slug would make a second object); and why the others cannot."""
+        bodies: list[tuple[dict[str, Any], dict[str, Any]]] = []
         left_out: list[str] = []
         for version in self.source.versions.get(str(obj.get("id")), []):
             missing = self._unresolved(version, id_map, {})
@@ -229,9 +239,8 @@ class ConfigCopy:
                 )
                 continue
             keyed = {**version, **{name: obj.get(name) for name in kind.key}}
-            bodies.append(
-                create_body(kind, remap(keyed, id_map, self._projects, self.versions), self.project["id"])
-            )
+            body = create_body(kind, remap(keyed, id_map, self._projects, self.versions), self.project["id"])
+            bodies.append((version, body))
         return bodies, left_out
 
     def _version_of(self, source: dict[str, Any], copy: dict[str, Any]) -> None:
@@ -268,7 +277,7 @@ class ConfigCopy:
         it as the last version left it."""
         bodies, left_out = self._version_bodies(kind, obj, id_map)
         self.outcome.skipped += left_out
-        for body in bodies[start:]:
+        for _, body in bodies[start:]:
             before = await write_object(self.client, kind, body, before, self.project)
             self.outcome.versions += 1
         return before
@@ -291,9 +300,32 @@ class ConfigCopy:
         history = [*held.get(str(existing.get("id")), []), existing]
         if len(history) > len(bodies):
             return None
-        if all(comparable(h, {}) == comparable(b, {}) for h, b in zip(history, bodies, strict=False)):
+        if all(comparable(h, {}) == comparable(b, {}) for h, (_, b) in zip(history, bodies, strict=False)):
             return len(history)
         return None
+
+    async def _map_history(
+        self, kind: ConfigKind, obj: dict[str, Any], copy: dict[str, Any], id_map: dict[str, str]
+    ) -> None:
+        """Record the versions of ``copy`` (a prompt's copy, written or found as it is) that
+        ``obj``'s earlier versions became, where something the load copies pins one of them:
+        the copy's history is read and matched to them in order, by content."""
+        source_id = str(obj.get("id"))
+        wanted = {v for ref, v in self._pinned if ref == source_id and (ref, v) not in self.versions}
+        if kind.name != "prompt" or not wanted or not copy.get("id"):
+            return
+        held = await prompt_versions(self.client, self.project["id"], [copy], self.workers)
+        history = (held or {}).get(str(copy["id"]), [])  # None: a deployment that keeps none
+        bodies, _ = self._version_bodies(kind, obj, id_map)
+        at = 0
+        for version, body in bodies:
+            shown = comparable(body, {})
+            while at < len(history) and comparable(history[at], {}) != shown:
+                at += 1
+            if at == len(history):
+                return
+            self._version_of(version, history[at])
+            at += 1
 
     def _target(
         self, kind: ConfigKind, obj: dict[str, Any], id_map: dict[str, str]
@@ -360,6 +392,7 @@ class ConfigCopy:
             if obj.get("id") and result.get("id"):
                 written[str(obj["id"])] = str(result["id"])
                 self._version_of(obj, result)
+                await self._map_history(kind, obj, result, id_map)
 
         try:
             async with anyio.create_task_group() as tg:

@@ -37,6 +37,7 @@ from pipeline.api.client import BraintrustClient
 from pipeline.api.objects import ObjectRef, find_object, list_objects, logs_ref, object_ref
 from pipeline.api.snapshot import take_snapshot
 from pipeline.common import jsoncodec
+from pipeline.common.config_kinds import version_id
 from pipeline.common.errors import ApiError, TransientApiError, UsageError
 from pipeline.common.object_fields import COPIED_FIELDS, PARAMETERS, REFERENCES
 from pipeline.common.rows import ObjectType
@@ -387,7 +388,7 @@ async def link_parameters(
             )
             continue
         pinned = info.get("parameters_version")
-        version = None if pinned is None else (versions or {}).get((source_id, str(pinned)))
+        version = None if pinned is None else (versions or {}).get((source_id, version_id(str(pinned))))
         if pinned is not None and version is None:
             warnings.append(
                 f"{copy.label}: its parameters_version {pinned} is an earlier version of the "

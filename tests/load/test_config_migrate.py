@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 import pytest
+from braintrust.xact_ids import prettify_xact
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -168,16 +169,7 @@ def check_copy(emulator: Emulator, source: dict[str, Any], project: dict[str, An
 
 def history(emulator: Emulator, key: str, project_id: str, prompt_id: str) -> list[str | None]:
     """The descriptions of a prompt's versions, oldest first, listed as the Python SDK lists them."""
-    query = {
-        "from": {"op": "function", "name": {"op": "ident", "name": ["project_prompts"]},
-                 "args": [{"op": "literal", "value": project_id}]},
-        "select": [{"op": "star"}],
-        "filter": {"op": "eq", "left": {"op": "ident", "name": ["id"]}, "right": {"op": "literal", "value": prompt_id}},
-    }  # fmt: skip
-    rows = send("POST", emulator.url, key, "/btql", {"query": query, "audit_log": True, "fmt": "json"})[
-        "data"
-    ]
-    return [row.get("description") for row in rows]
+    return [row.get("description") for row in versions_of(emulator, key, project_id, prompt_id)]
 
 
 def ids_of(got: dict[str, Any]) -> dict[str, str]:
@@ -806,11 +798,25 @@ def test_an_experiments_parameters_and_the_projects_description_are_copied(
     check = ("verify", "--project", project["name"], "--to-project", target, "--objects", "experiments,functions",
              "--to-api-key-env", OTHER, "--json")  # fmt: skip
     assert btpipe(emulator, *check).exit_code == 0
+    send(
+        "PATCH", url, other, f"/v1/experiment/{experiment['id']}", {"parameters_version": params["_xact_id"]}
+    )
+    repinned = btpipe(emulator, *check)
+    assert repinned.exit_code == 1, repinned.output
+    [diff] = [d for d in json.loads(repinned.stdout)["objects"] if d["source"] == "experiments"]
+    assert diff["differing_ids"] == ["e1 (parameters_version)"]
+    send(
+        "PATCH",
+        url,
+        other,
+        f"/v1/experiment/{experiment['id']}",
+        {"parameters_version": function["_xact_id"]},
+    )
     send("PATCH", url, other, f"/v1/experiment/{experiment['id']}", {"parameters_id": None})
     unlinked = btpipe(emulator, *check)
     assert unlinked.exit_code == 1, unlinked.output
     [diff] = [d for d in json.loads(unlinked.stdout)["objects"] if d["source"] == "experiments"]
-    assert diff["differing_ids"] == ["e1 (parameters_id)"]
+    assert diff["differing_ids"] == ["e1 (parameters_id, parameters_version)"]  # a pin of no function
     alone = unique("params-alone")
     result = btpipe(emulator, "migrate", "--from-project", project["name"], "--to-project", alone, "--create-project",
                     "--objects", "experiments", "--to-api-key-env", OTHER)  # fmt: skip
@@ -966,6 +972,10 @@ def test_a_reference_pinned_to_a_version_names_the_copys_version(
     tool = function("tool", description="second")
     post(url, key, "/v1/project_score", {"project_id": pid, "name": "judged", "score_type": "online", "config": {
         "online": {"sampling_rate": 1, "scorers": [{"type": "function", "id": judge["id"], "version": judge["_xact_id"]}]}}})  # fmt: skip
+    # the same pin as the SDKs print versions (16 hex digits)
+    pretty = prettify_xact(judge["_xact_id"])
+    post(url, key, "/v1/project_score", {"project_id": pid, "name": "pretty", "score_type": "online", "config": {
+        "online": {"sampling_rate": 1, "scorers": [{"type": "function", "id": judge["id"], "version": pretty}]}}})  # fmt: skip
     node = {"type": "function", "function": {"function_id": tool["id"], "version": tool["_xact_id"]}}
     function("graph-now", function_data={"type": "graph", "nodes": {"n": node}, "edges": {}})
     stale = {"type": "function", "function": {"function_id": tool["id"], "version": first["_xact_id"]}}
@@ -983,9 +993,10 @@ def test_a_reference_pinned_to_a_version_names_the_copys_version(
         got = listing(emulator, emulator.other_org_key, destination_project(emulator, target)["id"])
         assert set(got["function"]) == {"judge", "tool", "graph-now"}
         mine = got["function"]
-        assert got["project_score"]["judged"]["config"]["online"]["scorers"] == [
-            {"type": "function", "id": mine["judge"]["id"], "version": mine["judge"]["_xact_id"]}
-        ]
+        for name in ("judged", "pretty"):
+            assert got["project_score"][name]["config"]["online"]["scorers"] == [
+                {"type": "function", "id": mine["judge"]["id"], "version": mine["judge"]["_xact_id"]}
+            ]
         assert mine["graph-now"]["function_data"]["nodes"]["n"]["function"] == {
             "function_id": mine["tool"]["id"],
             "version": mine["tool"]["_xact_id"],
@@ -995,6 +1006,10 @@ def test_a_reference_pinned_to_a_version_names_the_copys_version(
     diffs = {d["source"]: d for d in json.loads(verified.stdout)["objects"]}
     assert (diffs["functions"]["missing_ids"], diffs["functions"]["differing"]) == (["graph-then"], 0)
     assert (diffs["project_scores"]["missing"], diffs["project_scores"]["differing"]) == (0, 0)
+    # the scores alone: the functions they pin are read to name them, on both sides
+    alone = btpipe(emulator, "verify", "--project", project["name"], "--to-project", target,
+                   "--objects", "project_scores", "--to-api-key-env", OTHER)  # fmt: skip
+    assert alone.exit_code == 0, alone.output
 
 
 def test_a_key_of_both_orgs_does_not_take_the_source_orgs_group_for_the_destinations(
@@ -1034,3 +1049,110 @@ def test_a_key_of_both_orgs_does_not_take_the_source_orgs_group_for_the_destinat
         send("PATCH", server.url, "multi", f"/v1/project_score/{score['id']}",
              {"config": {"visibility": {"groups": [group["id"]]}}})  # fmt: skip
         assert btpipe(emulator, *check).exit_code == 1
+        # against an export, whose ids are the source org's own, the other org's id differs too
+        out = tmp_path / "backup"
+        assert (
+            btpipe(
+                emulator, "export", "--project", "vis-src", "--objects", "config", "--out", str(out)
+            ).exit_code
+            == 0
+        )
+        against = btpipe(
+            emulator, "verify", "--in", str(out), "--to-project", target["id"], "--objects", "project_scores"
+        )
+        assert against.exit_code == 1 and "differing: 1" in against.output, against.output
+
+
+def test_an_earlier_version_naming_a_function_is_written_after_it(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A prompt whose earlier version names a function its current one no longer does is
+    written after that function, so the version is replayed naming the copy, not left out."""
+    monkeypatch.setenv(OTHER, emulator.other_org_key)
+    url, key = emulator.url, emulator.key
+    project = post(url, key, "/v1/project", {"name": unique("old-tools")})
+    pid = project["id"]
+    first = {"project_id": pid, "name": "pp", "slug": "pp", "description": "with a tool",
+             "prompt_data": {"prompt": CHAT, "tool_functions": []}}  # fmt: skip
+    send("PUT", url, key, "/v1/prompt", {**first, "description": "older"})
+    tool = send("PUT", url, key, "/v1/function", {"project_id": pid, "name": "tool", "slug": "tool", "function_data": INLINE})  # fmt: skip
+    send("PUT", url, key, "/v1/prompt", {**first, "prompt_data": {"prompt": CHAT, "tool_functions": [_tool(tool["id"])]}})  # fmt: skip
+    prompt = send("PUT", url, key, "/v1/prompt", {**first, "description": "no tools"})
+    target = unique("old-tools-copy")
+    result = btpipe(emulator, "migrate", "--from-project", project["name"], "--to-project", target,
+                    "--create-project", "--objects", "config", "--to-api-key-env", OTHER)  # fmt: skip
+    assert result.exit_code == 0 and "left out" not in result.stderr, result.output
+    copied = destination_project(emulator, target)
+    mine = listing(emulator, emulator.other_org_key, copied["id"])
+    assert history(emulator, emulator.other_org_key, copied["id"], mine["prompt"]["pp"]["id"]) == history(
+        emulator, key, pid, prompt["id"]
+    )
+
+
+def test_a_pin_to_an_earlier_version_of_a_prompt_names_the_copys_version(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A prompt keeps its earlier versions in a copy (replayed), so a reference pinned to one
+    (a saved function reference, a prompt's ``origin.prompt_version``) names the copy's
+    version of the same content: in the run that writes it, and in a re-run, which finds the
+    prompt as it is and reads its history; verify compares such pins by the version's content."""
+    monkeypatch.setenv(OTHER, emulator.other_org_key)
+    url, key = emulator.url, emulator.key
+    project = post(url, key, "/v1/project", {"name": unique("prompt-pins")})
+    pid = project["id"]
+    body = {"project_id": pid, "name": "pa", "slug": "pa", "prompt_data": {"prompt": CHAT}}
+    first = send("PUT", url, key, "/v1/prompt", {**body, "description": "first"})
+    send("PUT", url, key, "/v1/prompt", {**body, "description": "second"})
+    origin = {"prompt_id": first["id"], "project_id": pid, "prompt_version": first["_xact_id"]}
+    send("PUT", url, key, "/v1/prompt", {"project_id": pid, "name": "pb", "slug": "pb",
+                                         "prompt_data": {"prompt": CHAT, "origin": origin}})  # fmt: skip
+    post(url, key, "/v1/project_score", {"project_id": pid, "name": "judged", "score_type": "online", "config": {
+        "online": {"sampling_rate": 1, "scorers": [{"type": "function", "id": first["id"], "version": first["_xact_id"]}]}}})  # fmt: skip
+    target = unique("prompt-pins-copy")
+    args = (
+        "--from-project",
+        project["name"],
+        "--to-project",
+        target,
+        "--objects",
+        "config",
+        "--to-api-key-env",
+        OTHER,
+    )
+    for flags in (("--create-project",), ()):
+        result = btpipe(emulator, "migrate", *args, *flags)
+        assert result.exit_code == 0, result.output
+        copied = destination_project(emulator, target)
+        got = listing(emulator, emulator.other_org_key, copied["id"])
+        pa = got["prompt"]["pa"]
+        [older] = [
+            row["_xact_id"]
+            for row in versions_of(emulator, emulator.other_org_key, copied["id"], pa["id"])
+            if row.get("description") == "first"
+        ]
+        assert got["prompt"]["pb"]["prompt_data"]["origin"]["prompt_version"] == older
+        assert got["project_score"]["judged"]["config"]["online"]["scorers"][0]["version"] == older
+    verify = ("verify", "--project", project["name"], "--to-project", target, "--objects", "config",
+              "--to-api-key-env", OTHER)  # fmt: skip
+    assert btpipe(emulator, *verify).exit_code == 0
+    score = got["project_score"]["judged"]
+    moved = {
+        "online": {
+            "sampling_rate": 1,
+            "scorers": [{"type": "function", "id": pa["id"], "version": pa["_xact_id"]}],
+        }
+    }
+    send("PATCH", url, emulator.other_org_key, f"/v1/project_score/{score['id']}", {"config": moved})
+    assert btpipe(emulator, *verify).exit_code == 1  # pinned to the current version, not the first
+
+
+def versions_of(emulator: Emulator, key: str, project_id: str, prompt_id: str) -> list[dict[str, Any]]:
+    """A prompt's versions, oldest first, as the Python SDK lists them."""
+    query = {
+        "from": {"op": "function", "name": {"op": "ident", "name": ["project_prompts"]},
+                 "args": [{"op": "literal", "value": project_id}]},
+        "select": [{"op": "star"}],
+        "filter": {"op": "eq", "left": {"op": "ident", "name": ["id"]}, "right": {"op": "literal", "value": prompt_id}},
+    }  # fmt: skip
+    found: list[dict[str, Any]] = send("POST", emulator.url, key, "/btql", {"query": query, "audit_log": True, "fmt": "json"})["data"]  # fmt: skip
+    return found

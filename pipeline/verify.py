@@ -424,16 +424,23 @@ def _version_names(
     configs: tuple[ConfigSet, ...], names: dict[str, str], project_name: str | None
 ) -> dict[Pin, str]:
     """How a pinned version compares: an object's current one as such, and a prompt's earlier
-    one (where its history was read) by its content, since a copy's versions are new ones."""
+    one (where its history was read) by its content, since a copy's versions are new ones: its
+    content as a copy holds it (under the prompt's current slug), with the versions it pins
+    named the same way (a second pass names those pinning earlier versions)."""
     found: dict[Pin, str] = {}
     for config in configs:
         found.update(current_versions(config))
-        for prompt_id, history in config.versions.items():
-            for version in history:
-                shown = content_digest(comparable(version, names, project_name)).hex()
-                found[prompt_id, str(version.get("_xact_id"))] = (
-                    f"{names.get(prompt_id, prompt_id)} as it was ({shown})"
-                )
+    keys = BY_NAME["prompt"].key
+    for _ in range(2):
+        earlier: dict[Pin, str] = {}
+        for config in configs:
+            for prompt_id, history in config.versions.items():
+                for version in history:
+                    unkeyed = {k: v for k, v in version.items() if k not in keys}
+                    shown = content_digest(comparable(unkeyed, names, project_name, found)).hex()
+                    pin = (prompt_id, str(version.get("_xact_id")))
+                    earlier[pin] = f"{names.get(prompt_id, prompt_id)} as it was ({shown})"
+        found.update(earlier)
     return found
 
 

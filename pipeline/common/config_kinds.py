@@ -202,11 +202,9 @@ def remap(
     return value
 
 
-def pins(value: Any, *, provenance: bool = True) -> list[Pin]:
-    """Every version ``value``'s references pin (:func:`pinned_version`); without
-    ``provenance``, not the version of the prompt an origin names (a record, not a use)."""
-    found = [pinned_version(node) for node in _mappings(value)]
-    return [pin for pin, field in filter(None, found) if provenance or field != "prompt_version"]
+def pins(value: Any) -> list[Pin]:
+    """Every version ``value``'s references pin (:func:`pinned_version`)."""
+    return [found[0] for node in _mappings(value) if (found := pinned_version(node)) is not None]
 
 
 def current_versions(config: ConfigSet) -> dict[Pin, str]:

@@ -29,8 +29,10 @@ T = TypeVar("T")
 #: How much of the database file readers map (SQLite caps it at its compiled maximum).
 MMAP_BYTES = 2**31 - 2**16
 
-#: First transaction id handed out; 64-bit, strictly increasing, kept in ``meta``.
-FIRST_XACT_ID = 1_000_000_000_000_000_000
+#: First transaction id handed out; 64-bit, strictly increasing, kept in ``meta``. Real ids
+#: have these top 16 bits (``0x0DE1``), which the SDKs set again when they read back a version
+#: they printed as 16 hex digits (``load_pretty_xact``), so ids below them would not survive it.
+FIRST_XACT_ID = 0x0DE1 << 48
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);

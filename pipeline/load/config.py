@@ -47,6 +47,7 @@ from pipeline.common.config_kinds import (
     label,
     ordered_levels,
     pins,
+    provenance,
     references,
     remap,
     slug_references,
@@ -256,9 +257,9 @@ class ConfigCopy:
         missing = [labels.get(ref) or f"id {ref}{unknown}" for ref in references(obj) if ref not in id_map]
         named = slug_references(obj, self.source.project_name)
         missing += [f"{slug!r} of its project by name" for slug in named if slug not in self._slugs]
-        missing += [  # a copy's earlier versions are new ones: only its current one is known
-            f"version {version} of {labels.get(ref) or f'id {ref}'} (not its current one)"
-            for ref, version in pins(obj, provenance=False)
+        missing += [  # a version the copy does not hold (a function's earlier one, or one left out)
+            f"version {version} of {labels.get(ref) or f'id {ref}'} (not a version the copy holds)"
+            for ref, version in pins(obj)
             if ref in id_map and (ref, version) not in self.versions
         ]
         return missing + [self.unmapped[i] for ids in visibility(obj) for i in ids if i in self.unmapped]
@@ -315,7 +316,7 @@ class ConfigCopy:
         if kind.name != "prompt" or not wanted or not copy.get("id"):
             return
         held = await prompt_versions(self.client, self.project["id"], [copy], self.workers)
-        history = (held or {}).get(str(copy["id"]), [])  # None: a deployment that keeps none
+        history = [*(held or {}).get(str(copy["id"]), []), copy]  # None: a deployment that keeps none
         bodies, _ = self._version_bodies(kind, obj, id_map)
         at = 0
         for version, body in bodies:
@@ -332,9 +333,23 @@ class ConfigCopy:
     ) -> tuple[dict[str, Any] | None, dict[str, Any], bool]:
         """The destination's object of ``obj``'s key (None: none), the request writing ``obj``'s
         copy, and whether that object already equals the copy."""
-        body = create_body(kind, remap(obj, id_map, self._projects, self.versions), self.project["id"])
         existing = self.existing.get(kind.name, {}).get(key_of(kind, obj))
+        body = self._body(kind, obj, id_map, existing)
         return existing, body, existing is not None and comparable(existing, {}) == comparable(body, {})
+
+    def _body(
+        self, kind: ConfigKind, obj: dict[str, Any], id_map: dict[str, str], copy: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """The request writing ``obj``'s copy; where the copy exists (``copy``), a reference
+        of ``obj`` to itself (an origin naming its own earlier version) names the copy."""
+        if copy is not None and obj.get("id") and copy.get("id"):
+            id_map = {**id_map, str(obj["id"]): str(copy["id"])}
+        return create_body(kind, remap(obj, id_map, self._projects, self.versions), self.project["id"])
+
+    def _names_itself(self, obj: dict[str, Any]) -> bool:
+        """Whether ``obj`` refers to itself (its origin naming one of its own earlier versions)."""
+        own = str(obj.get("id"))
+        return own in provenance(obj) or any(ref == own for ref, _ in pins(obj))
 
     async def _held_versions(
         self, level: list[dict[str, Any]], kind_of: dict[int, ConfigKind], id_map: dict[str, str]
@@ -374,6 +389,8 @@ class ConfigCopy:
                     f"{label(kind, obj)}: refers to {', '.join(missing)}, which was not copied"
                 )
                 return
+            if self._names_itself(obj) and (found := self.existing.get(kind.name, {}).get(key_of(kind, obj))):
+                await self._map_history(kind, obj, found, id_map)  # its own versions, to name them
             existing, body, same = self._target(kind, obj, id_map)
             if existing is not None and same:
                 counts[kind.name].unchanged += 1
@@ -385,6 +402,11 @@ class ConfigCopy:
                     if begun is not None:
                         before = await self._replay(kind, obj, id_map, begun, existing)
                     result = await write_object(self.client, kind, body, before, self.project)
+                    if self._names_itself(obj):  # now that the copy and its history exist, name them
+                        await self._map_history(kind, obj, result, id_map)
+                        named = self._body(kind, obj, id_map, result)
+                        if comparable(named, {}) != comparable(result, {}):
+                            result = await write_object(self.client, kind, named, result, self.project)
                 if existing is None:
                     counts[kind.name].created += 1
                 else:

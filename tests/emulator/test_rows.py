@@ -194,3 +194,15 @@ async def test_round_trip_any_json(api: Api, value: Any, metadata: dict[str, Any
     await api.insert("project_logs", pid, [{"id": "rt", "input": value, "metadata": metadata}])
     (row,) = await api.all_rows(star("project_logs", pid))
     assert row["input"] == value and row["metadata"] == metadata
+
+
+async def test_versions_read_back_through_the_sdks_pretty_spelling(api: Api) -> None:
+    """The SDKs print a version as 16 hex digits and read one back setting the top bits every
+    real transaction id has (``load_pretty_xact``): the emulator's ids have them too, so a
+    version an SDK printed names the same transaction again."""
+    from braintrust.xact_ids import load_pretty_xact, prettify_xact
+
+    pid = (await api.project())["id"]
+    await api.insert("project_logs", pid, [{"id": "v", "input": 1}])
+    (row,) = (await rows_by_id(api, "project_logs", pid)).values()
+    assert load_pretty_xact(prettify_xact(row["_xact_id"])) == row["_xact_id"]

@@ -988,7 +988,7 @@ def test_a_reference_pinned_to_a_version_names_the_copys_version(
         assert result.exit_code == 1
         assert (
             f"not copied: function 'graph-then': refers to version {first['_xact_id']} of function 'tool' "
-            "(not its current one)"
+            "(not a version the copy holds)"
         ) in result.stderr, result.stderr
         got = listing(emulator, emulator.other_org_key, destination_project(emulator, target)["id"])
         assert set(got["function"]) == {"judge", "tool", "graph-now"}
@@ -1156,3 +1156,74 @@ def versions_of(emulator: Emulator, key: str, project_id: str, prompt_id: str) -
     }  # fmt: skip
     found: list[dict[str, Any]] = send("POST", emulator.url, key, "/btql", {"query": query, "audit_log": True, "fmt": "json"})["data"]  # fmt: skip
     return found
+
+
+def test_pins_to_earlier_versions_that_were_renamed_pin_or_name_themselves(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Earlier versions compared by verify as a copy holds them (under the prompt's current
+    slug, with the pins they hold named), an origin naming the prompt's own earlier version
+    naming the copy's, and an origin naming a version the copy does not hold listed: migrate
+    and verify agree, and a re-run changes nothing."""
+    monkeypatch.setenv(OTHER, emulator.other_org_key)
+    url, key = emulator.url, emulator.key
+    project = post(url, key, "/v1/project", {"name": unique("odd-pins")})
+    pid = project["id"]
+
+    def put(kind: str, **fields: Any) -> dict[str, Any]:
+        made: dict[str, Any] = send("PUT", url, key, f"/v1/{kind}", {"project_id": pid, **fields})
+        return made
+
+    tool = put("function", name="tool", slug="tool", function_data=INLINE)
+    pinned_tool = {"type": "function", "id": tool["id"], "version": tool["_xact_id"]}
+    old = put("prompt", name="old", slug="old", description="first",
+              prompt_data={"prompt": CHAT, "tool_functions": [pinned_tool]})  # fmt: skip
+    send(
+        "PATCH", url, key, f"/v1/prompt/{old['id']}", {"slug": "new", "name": "new", "description": "second"}
+    )
+    origin = {"prompt_id": old["id"], "project_id": pid, "prompt_version": old["_xact_id"]}
+    put("prompt", name="new", slug="new", description="third", prompt_data={"prompt": CHAT, "origin": origin})
+    post(url, key, "/v1/project_score", {"project_id": pid, "name": "judged", "score_type": "online", "config": {
+        "online": {"sampling_rate": 1, "scorers": [{"type": "function", "id": old["id"], "version": old["_xact_id"]}]}}})  # fmt: skip
+    target = unique("odd-pins-copy")
+    args = (
+        "--from-project",
+        project["name"],
+        "--to-project",
+        target,
+        "--objects",
+        "config",
+        "--to-api-key-env",
+        OTHER,
+    )
+    for flags in (("--create-project",), ()):
+        result = btpipe(emulator, "migrate", *args, *flags, "--json")
+        assert result.exit_code == 0, result.output
+        copied = destination_project(emulator, target)
+        got = listing(emulator, emulator.other_org_key, copied["id"])
+        new = got["prompt"]["new"]
+        [first] = [v for v in versions_of(emulator, emulator.other_org_key, copied["id"], new["id"])
+                   if v.get("description") == "first"]  # fmt: skip
+        assert new["prompt_data"]["origin"] == {"prompt_id": new["id"], "project_id": copied["id"],
+                                                "prompt_version": first["_xact_id"]}  # fmt: skip
+        assert (
+            got["project_score"]["judged"]["config"]["online"]["scorers"][0]["version"] == first["_xact_id"]
+        )
+    counts = {c["kind"]: c for c in json.loads(result.stdout)["config"]}
+    assert (counts["prompt"]["unchanged"], counts["project_score"]["unchanged"]) == (1, 1)
+    verified = btpipe(emulator, "verify", "--project", project["name"], "--to-project", target, "--objects", "config",
+                      "--to-api-key-env", OTHER)  # fmt: skip
+    assert verified.exit_code == 0, verified.output
+
+    # an origin naming a version the copy does not hold (left out: it named a deleted function)
+    gone = put("function", name="gone", slug="gone", function_data=INLINE)
+    left = put("prompt", name="left", slug="left", description="v1", prompt_data={"prompt": CHAT, "tool_functions": [_tool(gone["id"])]})  # fmt: skip
+    put("prompt", name="left", slug="left", description="v2", prompt_data={"prompt": CHAT})
+    send("DELETE", url, key, f"/v1/function/{gone['id']}")
+    pointing = {"prompt_id": left["id"], "project_id": pid, "prompt_version": left["_xact_id"]}
+    put("prompt", name="child", slug="child", prompt_data={"prompt": CHAT, "origin": pointing})
+    result = btpipe(emulator, "migrate", *args)
+    assert result.exit_code == 1
+    assert (
+        f"not copied: prompt 'child': refers to version {left['_xact_id']} of prompt 'left'" in result.stderr
+    )

@@ -1106,19 +1106,9 @@ def test_a_pin_to_an_earlier_version_of_a_prompt_names_the_copys_version(
     origin = {"prompt_id": first["id"], "project_id": pid, "prompt_version": first["_xact_id"]}
     send("PUT", url, key, "/v1/prompt", {"project_id": pid, "name": "pb", "slug": "pb",
                                          "prompt_data": {"prompt": CHAT, "origin": origin}})  # fmt: skip
-    post(url, key, "/v1/project_score", {"project_id": pid, "name": "judged", "score_type": "online", "config": {
-        "online": {"sampling_rate": 1, "scorers": [{"type": "function", "id": first["id"], "version": first["_xact_id"]}]}}})  # fmt: skip
+    _pinned_score(emulator, pid, first)
     target = unique("prompt-pins-copy")
-    args = (
-        "--from-project",
-        project["name"],
-        "--to-project",
-        target,
-        "--objects",
-        "config",
-        "--to-api-key-env",
-        OTHER,
-    )
+    args = _config_migration(project["name"], target)
     for flags in (("--create-project",), ()):
         result = btpipe(emulator, "migrate", *args, *flags)
         assert result.exit_code == 0, result.output
@@ -1183,19 +1173,9 @@ def test_pins_to_earlier_versions_that_were_renamed_pin_or_name_themselves(
     )
     origin = {"prompt_id": old["id"], "project_id": pid, "prompt_version": old["_xact_id"]}
     put("prompt", name="new", slug="new", description="third", prompt_data={"prompt": CHAT, "origin": origin})
-    post(url, key, "/v1/project_score", {"project_id": pid, "name": "judged", "score_type": "online", "config": {
-        "online": {"sampling_rate": 1, "scorers": [{"type": "function", "id": old["id"], "version": old["_xact_id"]}]}}})  # fmt: skip
+    _pinned_score(emulator, pid, old)
     target = unique("odd-pins-copy")
-    args = (
-        "--from-project",
-        project["name"],
-        "--to-project",
-        target,
-        "--objects",
-        "config",
-        "--to-api-key-env",
-        OTHER,
-    )
+    args = _config_migration(project["name"], target)
     for flags in (("--create-project",), ()):
         result = btpipe(emulator, "migrate", *args, *flags, "--json")
         assert result.exit_code == 0, result.output
@@ -1226,4 +1206,25 @@ def test_pins_to_earlier_versions_that_were_renamed_pin_or_name_themselves(
     assert result.exit_code == 1
     assert (
         f"not copied: prompt 'child': refers to version {left['_xact_id']} of prompt 'left'" in result.stderr
+    )
+
+
+def _pinned_score(emulator: Emulator, project_id: str, function: dict[str, Any]) -> None:
+    """An online score ``judged`` whose scorer is ``function`` pinned to its version as it is."""
+    scorer = {"type": "function", "id": function["id"], "version": function["_xact_id"]}
+    post(emulator.url, emulator.key, "/v1/project_score", {"project_id": project_id, "name": "judged",
+         "score_type": "online", "config": {"online": {"sampling_rate": 1, "scorers": [scorer]}}})  # fmt: skip
+
+
+def _config_migration(source: str, target: str) -> tuple[str, ...]:
+    """``migrate`` arguments copying ``source``'s configuration to ``target`` in the other org."""
+    return (
+        "--from-project",
+        source,
+        "--to-project",
+        target,
+        "--objects",
+        "config",
+        "--to-api-key-env",
+        OTHER,
     )

@@ -315,6 +315,8 @@ class _Loader:
         self.path = path
         self.environ = environ
         self.overrides = overrides
+        #: Where each checked value came from (a file key, a variable, a flag), by key path.
+        self.origins: dict[str, str] = {}
         self.problems: list[str] = []
 
     def fail(self, where: str, message: str) -> None:
@@ -343,7 +345,8 @@ class _Loader:
         for key, parse in checks:
             if values.get(key):
                 try:
-                    parse(_as_text(values[key]), self.at(f"{keypath}.{key}"))
+                    where = self.origins.get(f"{keypath}.{key}") or self.at(f"{keypath}.{key}")
+                    parse(_as_text(values[key]), where)
                 except UsageError as exc:
                     self.problems.append(str(exc))
 
@@ -383,6 +386,7 @@ class _Loader:
                     del merged[one if merged[one].layer < merged[other].layer else other]
         checked: dict[str, Any] = {}
         for key, value in merged.items():
+            self.origins[f"{keypath}.{key}"] = value.where
             kind = keys[key]
             try:
                 checked[key] = kind.parse(value.raw) if value.text else kind.check(value.raw)

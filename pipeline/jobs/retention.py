@@ -115,9 +115,13 @@ class RetentionPlan:
     apart: list[RunRecord] = field(default_factory=list)  # runs of another scope: left alone
 
 
-def plan_retention(runs: list[RunRecord], keep_runs: int, scope: RunScope | None = None) -> RetentionPlan:
+def plan_retention(
+    runs: list[RunRecord], keep_runs: int, scope: RunScope | None = None, full_every: int | None = None
+) -> RetentionPlan:
     """Which of ``runs`` (in order) to prune so that the newest ``keep_runs`` of ``scope``
-    (every run when None) remain restorable (see the module docstring)."""
+    (every run when None) remain restorable (see the module docstring). Keeping more than
+    ``keep_runs`` warns, unless ``full_every`` accounts for it (a chain back to its base holds
+    at most ``full_every - 1`` runs more)."""
     mine = [r for r in runs if scope is None or r.scope == scope]
     apart = [r for r in runs if r not in mine]
     if len(mine) <= keep_runs:
@@ -137,10 +141,15 @@ def plan_retention(runs: list[RunRecord], keep_runs: int, scope: RunScope | None
             f"keeping {len(keep)} runs instead of {keep_runs}: run(s) of another scope go back to "
             f"some of them ({', '.join(holders)}); they are kept while those runs are there"
         )
-    elif len(keep) > keep_runs:
+    elif len(keep) > keep_runs and full_every is None:
         warning = (
             f"keeping {len(keep)} runs instead of {keep_runs}: the oldest kept runs are incremental and "
             f"need the full run {keep[0].run_id} (set full_every to re-base)"
+        )
+    elif full_every is not None and len(keep) > keep_runs + full_every - 1:
+        warning = (
+            f"keeping {len(keep)} runs instead of {keep_runs}: the oldest kept runs are incremental and "
+            f"need the full run {keep[0].run_id}, older than full_every ({full_every}) runs allows"
         )
     return RetentionPlan(prune=[r for r in mine if r not in keep], keep=keep, warning=warning, apart=apart)
 

@@ -83,7 +83,7 @@ async def _prune(storage: Storage, project_id: str, job: ExportJobConfig, result
     if job.keep_runs is None:
         return
     runs = await anyio.to_thread.run_sync(retention.project_runs, storage, project_id)
-    plan = retention.plan_retention(runs, job.keep_runs, retention.job_scope(job))
+    plan = retention.plan_retention(runs, job.keep_runs, retention.job_scope(job), job.full_every)
     if plan.warning:
         result.warnings.append(f"job.{job.name}: {plan.warning}")
     await anyio.to_thread.run_sync(retention.prune_runs, storage, plan.prune)

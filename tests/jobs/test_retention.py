@@ -65,6 +65,18 @@ def test_plan_keeps_newest_runs_and_their_base(bases: list[bool], keep_runs: int
     assert (plan.warning is not None) == (len(plan.keep) > keep_runs)
 
 
+def test_a_chain_within_full_every_is_kept_without_a_warning() -> None:
+    """With ``full_every`` K, keeping up to K - 1 runs more than ``keep_runs`` (the chain back
+    to the newest base the oldest kept run needs) is how the root is meant to look: no warning
+    (``--quiet`` keeps warnings that need action). Beyond that, a base is overdue: a warning."""
+    runs = chain([True, False, True, False, False])
+    plan = plan_retention(runs, 2, JOB, full_every=3)
+    assert plan.keep == runs[2:] and plan.warning is None
+    overdue = plan_retention(chain([True, False, False, False, False]), 2, JOB, full_every=3)
+    assert overdue.warning is not None and "set full_every" not in overdue.warning
+    assert "need the full run r000, older than full_every (3) runs allows" in overdue.warning
+
+
 def test_plan_without_a_later_base_prunes_nothing_and_warns() -> None:
     runs = chain([True, False, False, False])
     plan = plan_retention(runs, 2, JOB)

@@ -180,6 +180,14 @@ def test_flag_value_is_checked_and_named(tmp_path: Path) -> None:
     code, _, stderr = check(tmp_path, GOOD_EXPORT, None, "--set", "page_limit=0")
     assert code == 2
     assert stderr == "btpipe: error: --set page_limit: expected integer between 1 and 1000, got 0\n"
+    # a filter is parsed as a run would: its problem is named by where the filter came from
+    code, _, stderr = check(tmp_path, GOOD_EXPORT, None, "--set", "filter=name = ")
+    assert (code, stderr) == (2, "btpipe: error: --set filter: syntax error at line 1, column 6 near '='\n")
+    code, _, stderr = check(tmp_path, GOOD_EXPORT, {"BTPIPE_FILTER": "name = "})
+    assert (code, stderr) == (
+        2,
+        "btpipe: error: env BTPIPE_FILTER: syntax error at line 1, column 6 near '='\n",
+    )
 
 
 def test_project_flag_replaces_projects_of_the_file(tmp_path: Path) -> None:

@@ -199,6 +199,11 @@ class ConfigCopy:
             if o.get("id")
         }
         id_map.update(self.found)
+        prompt = BY_NAME["prompt"]
+        for obj in self.lookup.objects.get("prompt", []):  # only looked up: its namesake's history
+            mine = self.existing.get("prompt", {}).get(key_of(prompt, obj))
+            if mine is not None:
+                await self._map_history(prompt, obj, mine, id_map)
         for order in sorted({kind.order for kind in KINDS}):
             group = [kind for kind in KINDS if kind.order == order and kind.name in self.source.objects]
             if not group or any(kind.name in self.outcome.unserved for kind in group):

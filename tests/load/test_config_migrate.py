@@ -1125,6 +1125,18 @@ def test_a_pin_to_an_earlier_version_of_a_prompt_names_the_copys_version(
     verify = ("verify", "--project", project["name"], "--to-project", target, "--objects", "config",
               "--to-api-key-env", OTHER)  # fmt: skip
     assert btpipe(emulator, *verify).exit_code == 0
+    # the prompts first, then the scores alone: the pin names the version of the prompt found there
+    apart = unique("prompt-pins-apart")
+    for objects, flags in (("prompts", ("--create-project",)), ("project_scores", ())):
+        moved_apart = btpipe(emulator, "migrate", "--from-project", project["name"], "--to-project", apart,
+                             "--objects", objects, "--to-api-key-env", OTHER, *flags)  # fmt: skip
+        assert moved_apart.exit_code == 0, moved_apart.output
+    there = listing(emulator, emulator.other_org_key, destination_project(emulator, apart)["id"])
+    theirs = versions_of(
+        emulator, emulator.other_org_key, there["prompt"]["pa"]["project_id"], there["prompt"]["pa"]["id"]
+    )
+    [earlier] = [v["_xact_id"] for v in theirs if v.get("description") == "first"]
+    assert there["project_score"]["judged"]["config"]["online"]["scorers"][0]["version"] == earlier
     score = got["project_score"]["judged"]
     moved = {
         "online": {

@@ -72,7 +72,6 @@ from pipeline.common.config_kinds import (
     label,
     lookup_kinds,
     pins,
-    version_id,
 )
 from pipeline.common.errors import AttachmentUnavailable, NotFoundError, UsageError
 from pipeline.common.integrity import find_damage
@@ -82,6 +81,7 @@ from pipeline.common.progress import Progress, Task
 from pipeline.common.rows import DESTINATION_FIELDS
 from pipeline.common.selection import Selector, config_selection, parse_one_object, parse_selection
 from pipeline.common.storage import Storage, location
+from pipeline.common.versions import version_id
 from pipeline.sources import iter_rows
 from pipeline.sources.config import damaged_config, find_config, read_config
 from pipeline.sources.inputs import (
@@ -420,6 +420,11 @@ def compare_config(
     return diffs
 
 
+def _held(*configs: ConfigSet) -> list[Any]:
+    """Every object and earlier version ``configs`` hold: what their attachments are named in."""
+    return [part for config in configs for part in (*config.objects.values(), *config.versions.values())]
+
+
 def _version_names(
     configs: tuple[ConfigSet, ...], names: dict[str, str], project_name: str | None
 ) -> dict[Pin, str]:
@@ -667,7 +672,7 @@ class VerifyJob:
             config = await fetch_config(source, src_project, kinds + lookup_kinds(kinds))
             found = config.take(lookup_kinds(kinds))
             await read_pinned_history(source, src_project, config, found)
-            names.update(await attachment_names(contents, config.objects.values()))
+            names.update(await attachment_names(contents, _held(config, found)))
             # who may see a project score, by group name and user email: each org has its ids
             source_org = Principals(source, str(src_project["org_id"]))
             names.update(await source_org.names(config.objects.get("project_score", [])))
@@ -699,7 +704,7 @@ class VerifyJob:
             their_names = _object_names(project, await _list_objects(self.destination, project))
         their_names = {
             **their_names,
-            **await attachment_names(self._destination_contents(project), theirs.objects.values()),
+            **await attachment_names(self._destination_contents(project), _held(theirs, their_lookup)),
         }
         org = Principals(self.destination, str(project["org_id"]))
         scores = theirs.objects.get("project_score", [])
@@ -764,7 +769,7 @@ class VerifyJob:
             else:
                 objects = await anyio.to_thread.run_sync(read_config, storage, config)
                 lookup = objects.take(lookup_kinds(kinds))
-                names = {**config.names, **await attachment_names(contents, objects.objects.values())}
+                names = {**config.names, **await attachment_names(contents, _held(objects, lookup))}
                 diffs += await self._pair_config(dst_project, objects, names, lookup=lookup)
         return diffs
 

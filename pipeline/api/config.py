@@ -29,6 +29,7 @@ from pipeline.common.config_kinds import (
     key_of,
 )
 from pipeline.common.errors import ApiError, NotFoundError, TransientApiError, first_error
+from pipeline.common.versions import pretty_version
 
 
 async def list_kind(
@@ -95,11 +96,6 @@ async def fetch_config(
     return result
 
 
-def prettify_xact(xact_id: str) -> str:
-    """A version as the SDKs name it to the API (``braintrust.xact_ids.prettify_xact``)."""
-    return format(int(xact_id) * 205891132094649 % 2**64, "016x")
-
-
 def _versions_query(project_id: str) -> dict[str, Any]:
     """The query the Python SDK's ``get_prompt_versions`` sends, for every prompt at once."""
     return {
@@ -149,7 +145,7 @@ async def prompt_versions(
         versions = []
         for xact in ordered:
             async with limiter:
-                versions.append(await client.get_json(f"/v1/prompt/{pid}", {"version": prettify_xact(xact)}))
+                versions.append(await client.get_json(f"/v1/prompt/{pid}", {"version": pretty_version(xact)}))
         found[pid] = versions
 
     async with anyio.create_task_group() as tg:

@@ -23,6 +23,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from pipeline.common.versions import version_id
+
 #: The ``--objects`` item selecting every kind below.
 ALL_CONFIG = "config"
 
@@ -138,20 +140,10 @@ def is_prompt_function(obj: Mapping[str, Any]) -> bool:
 Pin = tuple[str, str]
 
 
-#: The SDKs print a version as 16 hex digits: the transaction id times this, modulo 2**64
-#: (``prettify_xact``); its inverse reads one back.
-_PRETTY_INVERSE: Final = 1522336535492693385
-
-
-def version_id(version: str) -> str:
-    """The transaction id a version names, in either spelling the API takes: decimal, or the
-    16 hex digits the SDKs print."""
-    if len(version) == 16:
-        try:
-            return str(int(version, 16) * _PRETTY_INVERSE % 2**64)
-        except ValueError:
-            pass
-    return version
+def slug_pin(project_name: str, slug: str) -> str:
+    """What a pin by project name and slug (``{"project_name", "slug", "version"}``) names, as
+    the id of a :data:`Pin` (an id holds no ``/``)."""
+    return f"{project_name}/{slug}"
 
 
 def pinned_version(node: Mapping[str, Any]) -> tuple[Pin, str] | None:
@@ -164,6 +156,9 @@ def pinned_version(node: Mapping[str, Any]) -> tuple[Pin, str] | None:
         named = node.get("function_id")
         if not isinstance(named, str) and node.get("type") == "function":
             named = node.get("id")
+        if not isinstance(named, str) and isinstance(node.get("slug"), str):
+            project = node.get("project_name")
+            named = slug_pin(project, node["slug"]) if isinstance(project, str) else None
         if isinstance(named, str):
             return (named, version_id(version)), "version"
     version, named = node.get("prompt_version"), node.get("prompt_id")
@@ -208,15 +203,18 @@ def pins(value: Any) -> list[Pin]:
 
 
 def current_versions(config: ConfigSet) -> dict[Pin, str]:
-    """Each object's current version as a pin, by what it names: ``{(id, _xact_id): label}``,
-    how verify names a reference pinned to it on either side."""
-    return {
-        (str(obj["id"]), str(obj["_xact_id"])): f"{label(BY_NAME[name], obj)} as it is"
-        for name, objects in config.objects.items()
-        if name in BY_NAME
-        for obj in objects
-        if obj.get("id") and obj.get("_xact_id")
-    }
+    """Each object's current version as a pin, by what it names: ``{(id, _xact_id): label}``
+    (and by its project's name and slug), how verify names a reference pinned to it on either
+    side."""
+    found: dict[Pin, str] = {}
+    for name, objects in config.objects.items():
+        for obj in objects:
+            if name in BY_NAME and obj.get("id") and obj.get("_xact_id"):
+                shown = f"{label(BY_NAME[name], obj)} as it is"
+                found[str(obj["id"]), str(obj["_xact_id"])] = shown
+                if config.project_name and obj.get("slug"):
+                    found[slug_pin(config.project_name, str(obj["slug"])), str(obj["_xact_id"])] = shown
+    return found
 
 
 def _mappings(value: Any) -> Iterator[dict[str, Any]]:
@@ -318,14 +316,21 @@ def comparable(
 
 
 def ordered_levels(
-    objects: list[dict[str, Any]], history: Mapping[str, list[dict[str, Any]]] | None = None
+    objects: list[dict[str, Any]],
+    history: Mapping[str, list[dict[str, Any]]] | None = None,
+    project_name: str | None = None,
 ) -> tuple[list[list[dict[str, Any]]], list[dict[str, Any]]]:
     """``objects`` (one group) in levels: each object after those of the group it refers to
     and, unless that makes a cycle, those it was made from (:func:`provenance`) or one of its
     earlier versions (``history``, by id: a prompt's, written before it) refers to; objects of
     one level independent of each other; and the objects in a reference cycle, which no order
-    can create."""
+    can create. A reference by ``project_name`` (the objects' own project) and slug counts as
+    one by id."""
     position = {str(o["id"]): i for i, o in enumerate(objects) if o.get("id")}
+    if project_name is not None:
+        position.update(
+            (slug_pin(project_name, str(o["slug"])), i) for i, o in enumerate(objects) if o.get("slug")
+        )
     history = history or {}
 
     def among(ids: list[str], i: int) -> set[int]:
@@ -334,7 +339,15 @@ def ordered_levels(
     def earlier(obj: dict[str, Any]) -> list[str]:
         return [r for version in history.get(str(obj.get("id")), []) for r in references(version)]
 
-    needs = {i: among(references(o), i) for i, o in enumerate(objects)}
+    def named(obj: dict[str, Any]) -> list[str]:
+        if project_name is None:
+            return references(obj)
+        return [
+            *references(obj),
+            *(slug_pin(project_name, slug) for slug in slug_references(obj, project_name)),
+        ]
+
+    needs = {i: among(named(o), i) for i, o in enumerate(objects)}
     after = {i: among([*provenance(o), *earlier(o)], i) for i, o in enumerate(objects)}
     levels: list[list[dict[str, Any]]] = []
     done: set[int] = set()
@@ -343,6 +356,8 @@ def ordered_levels(
         if not ready:  # made from one another: the ones others wait for go first
             waited: set[int] = set().union(*(after[i] for i in needs))
             ready = [i for i in needs if needs[i] <= done and i in waited]
+        if not ready:  # made from objects in a cycle, which will never be written: go anyway
+            ready = [i for i in needs if needs[i] <= done]
         if not ready:
             break
         levels.append([objects[i] for i in ready])

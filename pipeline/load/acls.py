@@ -68,17 +68,21 @@ class AclCopy:
         self._roles: dict[str, str] = {}
         self._source_roles: dict[str, dict[str, Any]] = {}
         self._org_name: str | None = None
+        self._grouped = False
 
     async def groups(self, source_project: dict[str, Any]) -> None:
         """The source org's groups (as Braintrust's own migration tool copies them, org level):
-        before the configuration, whose project scores' visibility names groups."""
+        before the configuration, whose project scores' visibility names groups; once."""
+        if self._grouped:
+            return
+        self._grouped = True
         org = await self.source.get_json(f"/v1/organization/{source_project['org_id']}")
         async for group in list_all(self.source, "/v1/group", {"org_name": org["name"]}):
             await self._group(group["id"], group)
 
     async def copy(self, source_project: dict[str, Any], targets: list[AclTarget]) -> AclOutcome:
-        """The source org's groups (each copied once, however often asked), then the grants on
-        each target."""
+        """The source org's groups (copied once, however often asked), then the grants on each
+        target."""
         await self.groups(source_project)
         for target in targets:
             params = {"object_type": target.object_type, "object_id": target.source_id}
@@ -265,18 +269,27 @@ async def map_visibility(
         mine = None if group is None else await destination.find_group(group["name"])
         if mine is not None:
             found.ids[group_id] = mine
-        else:
-            named = f"group {group['name']!r}" if group is not None else f"group {group_id}"
+        elif group is not None:
             found.missing[group_id] = (
-                f"{named} in its visibility (the destination org has no group of that name)"
+                f"group {group['name']!r} in its visibility (the destination org has no group of that name)"
             )
+        elif source is None:
+            found.missing[group_id] = (
+                f"group {group_id} in its visibility (not of the destination org; an import cannot "
+                "map groups by name)"
+            )
+        else:
+            found.missing[group_id] = f"group {group_id} in its visibility (a group of neither org)"
     for user_id in users:
         if await destination.user(user_id) is not None:
             continue
         user = None if source is None else await source.user(user_id)
         email = None if user is None else user.get("email")
         if not email:
-            found.missing[user_id] = f"user {user_id} in its visibility (not a member of the destination org)"
+            how = "; an import cannot map users by email" if source is None else ""
+            found.missing[user_id] = (
+                f"user {user_id} in its visibility (not a member of the destination org{how})"
+            )
         elif not map_users:
             found.missing[user_id] = (
                 f"user {email} in its visibility (not mapped: pass --map-users to map users by email)"

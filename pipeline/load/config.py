@@ -50,6 +50,7 @@ from pipeline.common.config_kinds import (
     provenance,
     references,
     remap,
+    slug_pin,
     slug_references,
     visibility,
 )
@@ -198,6 +199,13 @@ class ConfigCopy:
             for o in objs
             if o.get("id")
         }
+        if self.source.project_name:  # a reference by the project's name and slug
+            labels.update(
+                (slug_pin(self.source.project_name, str(o["slug"])), label(BY_NAME[k], o))
+                for k, objs in self.source.objects.items()
+                for o in objs
+                if o.get("slug")
+            )
         id_map.update(self.found)
         prompt = BY_NAME["prompt"]
         for obj in self.lookup.objects.get("prompt", []):  # only looked up: its namesake's history
@@ -221,7 +229,7 @@ class ConfigCopy:
                         continue
                     kind_of[id(obj)] = kind
                     objects.append(obj)
-            levels, cycle = ordered_levels(objects, self.source.versions)
+            levels, cycle = ordered_levels(objects, self.source.versions, self.source.project_name)
             for obj in cycle:
                 self.outcome.broken.append(f"{label(kind_of[id(obj)], obj)}: in a cycle of references")
             for level in levels:
@@ -250,22 +258,27 @@ class ConfigCopy:
         return bodies, left_out
 
     def _version_of(self, source: dict[str, Any], copy: dict[str, Any]) -> None:
-        """Record that ``copy``'s current version is what ``source``'s current one became."""
+        """Record that ``copy``'s current version is what ``source``'s current one became (by
+        id, and by the source project's name and slug)."""
         if source.get("_xact_id") and copy.get("_xact_id"):
-            self.versions[str(source["id"]), str(source["_xact_id"])] = str(copy["_xact_id"])
+            version, became = str(source["_xact_id"]), str(copy["_xact_id"])
+            self.versions[str(source["id"]), version] = became
+            if self.source.project_name and source.get("slug"):
+                self.versions[slug_pin(self.source.project_name, str(source["slug"])), version] = became
 
     def _unresolved(self, obj: dict[str, Any], id_map: dict[str, str], labels: dict[str, str]) -> list[str]:
         """What ``obj`` refers to that its copy could not: ids not in ``id_map`` (named by
         ``labels``), and functions of the source project named by slug that the copy's project
         will not hold (a code bundle, which no copy carries)."""
         unknown = " (not in the source project)" if labels else ""
+        own = slug_pin(self.source.project_name, "") if self.source.project_name else "\0"
         missing = [labels.get(ref) or f"id {ref}{unknown}" for ref in references(obj) if ref not in id_map]
         named = slug_references(obj, self.source.project_name)
         missing += [f"{slug!r} of its project by name" for slug in named if slug not in self._slugs]
         missing += [  # a version the copy does not hold (a function's earlier one, or one left out)
             f"version {version} of {labels.get(ref) or f'id {ref}'} (not a version the copy holds)"
             for ref, version in pins(obj)
-            if ref in id_map and (ref, version) not in self.versions
+            if (ref in id_map or ref.startswith(own)) and (ref, version) not in self.versions
         ]
         return missing + [self.unmapped[i] for ids in visibility(obj) for i in ids if i in self.unmapped]
 

@@ -37,10 +37,10 @@ from pipeline.api.client import BraintrustClient
 from pipeline.api.objects import ObjectRef, find_object, list_objects, logs_ref, object_ref
 from pipeline.api.snapshot import take_snapshot
 from pipeline.common import jsoncodec
-from pipeline.common.config_kinds import version_id
 from pipeline.common.errors import ApiError, TransientApiError, UsageError
 from pipeline.common.object_fields import COPIED_FIELDS, PARAMETERS, REFERENCES
 from pipeline.common.rows import ObjectType
+from pipeline.common.versions import version_id
 from pipeline.querylang.ast import from_object
 
 #: What ``ensure_objects`` records of an object it is about to create, before the create;

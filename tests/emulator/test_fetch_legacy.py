@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from pipeline.emulator import reads
 from tests.emulator.conftest import Api
 
 
@@ -124,14 +125,20 @@ async def test_a_btql_cursor_is_not_a_fetch_cursor(api: Api, history: History) -
     assert reply.status == 400 and "malformed cursor" in reply.text
 
 
-async def test_limit_takes_what_the_spec_allows(api: Api, history: History) -> None:
+async def test_limit_takes_what_the_spec_allows(
+    api: Api, history: History, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The spec's fetch limit is an integer from 0, with no maximum: 0 fetches nothing, and a
-    limit beyond the page cap gets a page of the cap (its cursor goes on)."""
+    limit beyond the page cap (made 2 traces here) gets a page of the cap, whose cursor goes on."""
     path = f"/v1/project_logs/{history.project_id}/fetch"
     for method in ("POST", "GET"):
         params = {"limit": "0"} if method == "GET" else None
         page = await api.ok(method, path, None if method == "GET" else {"limit": 0}, params=params)
         assert page["events"] == [] and page["cursor"] is None
-    whole = await api.ok("POST", path, {"limit": 5000})
-    assert whole == await api.ok("POST", path, {"limit": 1000})
-    assert whole == await api.ok("GET", path, params={"limit": "1001"})
+    monkeypatch.setattr(reads, "MAX_LIMIT", 2)
+    capped = await api.ok("POST", path, {"limit": 5000})
+    assert capped == await api.ok("POST", path, {"limit": 2})
+    assert capped == await api.ok("GET", path, params={"limit": "1001"})
+    assert _page(capped["events"]) == _expected(history, history.pairs[:2])
+    rest = await api.ok("POST", path, {"limit": 5000, "cursor": capped["cursor"]})
+    assert _page(rest["events"]) == _expected(history, history.pairs[2:4])

@@ -368,6 +368,13 @@ def test_references_order_and_cycles() -> None:
     r = {"id": "r", "prompt_data": {"origin": {"prompt_id": "p"}}}
     levels, cycle = ordered_levels([r, p, q])
     assert [[o["id"] for o in level] for level in levels] == [["p", "q"], ["r"]] and cycle == []
+    # made from an object in a cycle of references, which is never written: written all the same
+    z = {"id": "z", "prompt_data": {"origin": {"prompt_id": "x"}}}
+    levels, cycle = ordered_levels([x, y, z])
+    assert [[o["id"] for o in level] for level in levels] == [["z"]] and [o["id"] for o in cycle] == [
+        "x",
+        "y",
+    ]
 
 
 def _acls(emulator: Emulator, key: str, project_id: str) -> list[dict[str, Any]]:
@@ -980,6 +987,10 @@ def test_a_reference_pinned_to_a_version_names_the_copys_version(
     function("graph-now", function_data={"type": "graph", "nodes": {"n": node}, "edges": {}})
     stale = {"type": "function", "function": {"function_id": tool["id"], "version": first["_xact_id"]}}
     function("graph-then", function_data={"type": "graph", "nodes": {"n": stale}, "edges": {}})
+    by_slug = {"type": "function", "function": {"project_name": project["name"], "slug": "tool", "version": tool["_xact_id"]}}  # fmt: skip
+    function("graph-slug", function_data={"type": "graph", "nodes": {"n": by_slug}, "edges": {}})
+    stale_slug = {"type": "function", "function": {"project_name": project["name"], "slug": "tool", "version": first["_xact_id"]}}  # fmt: skip
+    function("graph-slug-then", function_data={"type": "graph", "nodes": {"n": stale_slug}, "edges": {}})
     target = unique("pins-copy")
     args = ("migrate", "--from-project", project["name"], "--to-project", target, "--create-project",
             "--objects", "config", "--to-api-key-env", OTHER)  # fmt: skip
@@ -990,8 +1001,11 @@ def test_a_reference_pinned_to_a_version_names_the_copys_version(
             f"not copied: function 'graph-then': refers to version {first['_xact_id']} of function 'tool' "
             "(not a version the copy holds)"
         ) in result.stderr, result.stderr
+        assert (
+            f"not copied: function 'graph-slug-then': refers to version {first['_xact_id']}" in result.stderr
+        )
         got = listing(emulator, emulator.other_org_key, destination_project(emulator, target)["id"])
-        assert set(got["function"]) == {"judge", "tool", "graph-now"}
+        assert set(got["function"]) == {"judge", "tool", "graph-now", "graph-slug"}, result.stderr
         mine = got["function"]
         for name in ("judged", "pretty"):
             assert got["project_score"][name]["config"]["online"]["scorers"] == [
@@ -1001,10 +1015,18 @@ def test_a_reference_pinned_to_a_version_names_the_copys_version(
             "function_id": mine["tool"]["id"],
             "version": mine["tool"]["_xact_id"],
         }
+        assert mine["graph-slug"]["function_data"]["nodes"]["n"]["function"] == {
+            "project_name": target,
+            "slug": "tool",
+            "version": mine["tool"]["_xact_id"],
+        }
     verified = btpipe(emulator, "verify", "--project", project["name"], "--to-project", target,
                       "--objects", "config", "--to-api-key-env", OTHER, "--json")  # fmt: skip
     diffs = {d["source"]: d for d in json.loads(verified.stdout)["objects"]}
-    assert (diffs["functions"]["missing_ids"], diffs["functions"]["differing"]) == (["graph-then"], 0)
+    assert (diffs["functions"]["missing_ids"], diffs["functions"]["differing"]) == (
+        ["graph-slug-then", "graph-then"],
+        0,
+    )
     assert (diffs["project_scores"]["missing"], diffs["project_scores"]["differing"]) == (0, 0)
     # the scores alone: the functions they pin are read to name them, on both sides
     alone = btpipe(emulator, "verify", "--project", project["name"], "--to-project", target,

@@ -459,9 +459,11 @@ async def read_pinned_history(
     known = {(pid, str(v.get("_xact_id"))) for pid, history in config.versions.items() for v in history}
     ids = {pid for pid, _ in current}
     pinned = {pin for objects in config.objects.values() for obj in objects for pin in pins(obj)}
-    if not any(pin[0] in ids and pin not in current and pin not in known for pin in pinned):
+    wanted = {pin[0] for pin in pinned if pin[0] in ids and pin not in current and pin not in known}
+    if not wanted:
         return
-    history = await prompt_versions(client, project["id"], prompts, defaults.CONFIG_WORKERS.default)
+    chosen = [p for p in prompts if str(p["id"]) in wanted]  # only theirs: one request per version
+    history = await prompt_versions(client, project["id"], chosen, defaults.CONFIG_WORKERS.default)
     config.versions.update(history or {})
 
 

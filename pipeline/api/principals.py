@@ -56,13 +56,14 @@ class Principals:
             self._found["user", user_id] = found
         return self._found["user", user_id]
 
-    async def find_group(self, name: str) -> str | None:
-        """The id of the org's group named ``name``."""
+    async def find_group(self, name: str) -> dict[str, Any] | None:
+        """The org's group named ``name``."""
         async for group in list_all(
             self.client, "/v1/group", {"group_name": name, "org_name": await self.org_name()}
         ):
             if group["name"] == name and group.get("org_id") == self.org_id:
-                return str(group["id"])
+                found: dict[str, Any] = group
+                return found
         return None
 
     async def find_user(self, email: str) -> str | None:

@@ -69,6 +69,7 @@ CREATE TABLE IF NOT EXISTS acls (
 );
 CREATE INDEX IF NOT EXISTS acls_by_object ON acls (object_type, object_id);
 CREATE INDEX IF NOT EXISTS objects_by_name ON objects (kind, org_id, project_id, name);
+CREATE INDEX IF NOT EXISTS objects_by_parent ON objects (project_id);  -- what a deleted object held
 CREATE TABLE IF NOT EXISTS object_versions (  -- every saved version of a prompt or function (versions.py)
     seq INTEGER PRIMARY KEY,
     id TEXT NOT NULL,                 -- the object's id

@@ -716,7 +716,9 @@ class ExportJob:
             )
 
         # An incremental read of spans counts its whole object too.
-        whole_counted = bool(obj.ranges) and obj.version is not None and since_value is not None and opts.shape == "spans"  # fmt: skip
+        whole_counted = (
+            bool(obj.ranges) and obj.version is not None and since_value is not None and opts.shape == "spans"
+        )
         async with anyio.create_task_group() as tg:
             if read_ahead:
                 for rng in obj.ranges:
@@ -1168,7 +1170,7 @@ class ExportJob:
         # only their rows: a restore uploads them as it recreates the objects.
         held: list[Any] = [obj.info for obj in run.objects if not obj.gone]
         held += [*found.objects.values(), *found.versions.values()]
-        await self._attachments.take(jsoncodec.dumps(held))
+        await self._attachments.take(await anyio.to_thread.run_sync(jsoncodec.dumps, held))
         entries = await anyio.to_thread.run_sync(self._attachments.entries)
         attached = manifest_section(entries, len(run.skipped_attachments))
         manifest = Manifest(

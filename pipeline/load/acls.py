@@ -67,7 +67,8 @@ class AclCopy:
         self._groups: dict[str, str] = {}
         self._roles: dict[str, str] = {}
         self._source_roles: dict[str, dict[str, Any]] = {}
-        self._org_name: str | None = None
+        #: The destination org's groups and members.
+        self._theirs = Principals(destination, str(destination_project["org_id"]))
         self._grouped = False
 
     async def groups(self, source_project: dict[str, Any]) -> None:
@@ -92,10 +93,7 @@ class AclCopy:
 
     async def _org(self) -> str:
         """The destination org's name: groups, roles and users are looked up within it."""
-        if self._org_name is None:
-            org = await self.destination.get_json(f"/v1/organization/{self.project['org_id']}")
-            self._org_name = str(org["name"])
-        return self._org_name
+        return await self._theirs.org_name()
 
     async def _grant(self, target: AclTarget, acl: dict[str, Any]) -> None:
         body: dict[str, Any] = {"object_type": target.object_type, "object_id": target.destination_id}
@@ -126,14 +124,7 @@ class AclCopy:
             return None
         if user_id not in self._users:
             email = await self._email(user_id)
-            found = None
-            if email is not None:
-                params = {"email": email, "org_name": await self._org()}
-                matches = [
-                    u async for u in list_all(self.destination, "/v1/user", params) if u.get("email") == email
-                ]
-                found = matches[0]["id"] if matches else None
-            self._users[user_id] = found
+            self._users[user_id] = None if email is None else await self._theirs.find_user(email)
             self._emails[user_id] = email or user_id
         if self._users[user_id] is None:
             self.outcome.not_copied.append(
@@ -157,13 +148,7 @@ class AclCopy:
         if group is None:
             group = await self.source.get_json(f"/v1/group/{group_id}")
         org = await self._org()
-        found = [
-            g
-            async for g in list_all(
-                self.destination, "/v1/group", {"group_name": group["name"], "org_name": org}
-            )
-        ]
-        mine = next((g for g in found if g["name"] == group["name"]), None)
+        mine = await self._theirs.find_group(group["name"])
         if mine is None:
             mine = await self.destination.post_json(
                 "/v1/group", {"name": group["name"], "description": group.get("description"), "org_name": org}
@@ -268,7 +253,7 @@ async def map_visibility(
         group = None if source is None else await source.group(group_id)
         mine = None if group is None else await destination.find_group(group["name"])
         if mine is not None:
-            found.ids[group_id] = mine
+            found.ids[group_id] = str(mine["id"])
         elif group is not None:
             found.missing[group_id] = (
                 f"group {group['name']!r} in its visibility (the destination org has no group of that name)"
@@ -294,8 +279,8 @@ async def map_visibility(
             found.missing[user_id] = (
                 f"user {email} in its visibility (not mapped: pass --map-users to map users by email)"
             )
-        elif (mine := await destination.find_user(email)) is not None:
-            found.ids[user_id] = mine
+        elif (member := await destination.find_user(email)) is not None:
+            found.ids[user_id] = member
         else:
             found.missing[user_id] = f"user {email} in its visibility (no account in the destination org)"
     return found

@@ -160,7 +160,7 @@ class ConfigCopy:
                             )
                         )
 
-    async def map_visibility(self, source: Principals | None, *, map_users: bool) -> dict[str, str]:
+    async def visibility_ids(self, source: Principals | None, *, map_users: bool) -> dict[str, str]:
         """The destination's groups and users for those the project scores' visibility names
         (source id -> destination id, for ``apply``'s id map); a score naming one without a
         counterpart is not copied (:func:`pipeline.load.acls.map_visibility`). ``source``: the

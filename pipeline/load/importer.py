@@ -232,7 +232,7 @@ class ImportJob:
         if copy is not None:
             if config.project_id is not None:
                 id_map[config.project_id] = project["id"]
-            id_map.update(await copy.map_visibility(None, map_users=False))  # no source org to ask
+            id_map.update(await copy.visibility_ids(None, map_users=False))  # no source org to ask
             run.summary.add_config(await copy.apply(id_map, run.attachments.carried))
         await link_parameters(self.client, [(obj.info, ref) for obj, ref, _ in plans if obj.object_type == "experiment"],
                               id_map, run.summary.warnings, None if copy is None else copy.versions)  # fmt: skip

@@ -187,7 +187,7 @@ class MigrateJob:
             await acls.groups(src_project)
         if config is not None:
             source_org = Principals(self.source, str(src_project["org_id"]))
-            id_map.update(await config.map_visibility(source_org, map_users=opts.map_users))
+            id_map.update(await config.visibility_ids(source_org, map_users=opts.map_users))
             run.summary.add_config(await config.apply(id_map, run.attachments.carried))
         await link_parameters(self.destination, [(ref.info, dest) for ref, dest, _ in plans if ref.object_type == "experiment"],
                               id_map, run.summary.warnings, None if config is None else config.versions)  # fmt: skip

@@ -120,6 +120,9 @@ class ConfigCopy:
         #: pins): a reference pinned to the one names the other.
         self.versions: dict[Pin, str] = {}
         self._pinned: set[Pin] = set()
+        #: Source ids of the objects this load lists as not copied (or skips): what refers to
+        #: them, made from them too, is not copied either.
+        self._left_out: set[str] = set()
 
     async def check(self) -> None:
         """List what the destination holds; refuse a key taken by an object of another kind
@@ -226,12 +229,14 @@ class ConfigCopy:
                         self.outcome.skipped.append(
                             f"{label(kind, obj)}: a code bundle cannot be copied; skipped"
                         )
+                        self._left_out.add(str(obj.get("id")))
                         continue
                     kind_of[id(obj)] = kind
                     objects.append(obj)
             levels, cycle = ordered_levels(objects, self.source.versions, self.source.project_name)
             for obj in cycle:
                 self.outcome.broken.append(f"{label(kind_of[id(obj)], obj)}: in a cycle of references")
+                self._left_out.add(str(obj.get("id")))
             for level in levels:
                 await self._write_level(level, kind_of, counts, id_map, labels)
         return self.outcome
@@ -270,9 +275,11 @@ class ConfigCopy:
         """What ``obj`` refers to that its copy could not: ids not in ``id_map`` (named by
         ``labels``), and functions of the source project named by slug that the copy's project
         will not hold (a code bundle, which no copy carries)."""
-        unknown = " (not in the source project)" if labels else ""
+        unknown = " (not among the objects this load copies, or not in the source project)" if labels else ""
         own = slug_pin(self.source.project_name, "") if self.source.project_name else "\0"
         missing = [labels.get(ref) or f"id {ref}{unknown}" for ref in references(obj) if ref not in id_map]
+        # made from an object of the project that is not copied: its origin would name nothing
+        missing += [labels.get(ref) or f"id {ref}" for ref in provenance(obj) if ref in self._left_out]
         named = slug_references(obj, self.source.project_name)
         missing += [f"{slug!r} of its project by name" for slug in named if slug not in self._slugs]
         missing += [  # a version the copy does not hold (a function's earlier one, or one left out)
@@ -406,6 +413,7 @@ class ConfigCopy:
                 self.outcome.broken.append(
                     f"{label(kind, obj)}: refers to {', '.join(missing)}, which was not copied"
                 )
+                self._left_out.add(str(obj.get("id")))
                 return
             if self._names_itself(obj) and (found := self.existing.get(kind.name, {}).get(key_of(kind, obj))):
                 await self._map_history(kind, obj, found, id_map)  # its own versions, to name them

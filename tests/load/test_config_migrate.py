@@ -1262,3 +1262,43 @@ def _config_migration(source: str, target: str) -> tuple[str, ...]:
         "--to-api-key-env",
         OTHER,
     )
+
+
+def test_an_object_made_from_one_not_copied_is_not_copied_either(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A prompt made from a prompt that this load lists as not copied is listed too, as what
+    refers to such an object is: its origin would name the source's prompt. A copy made before
+    keeps its origin naming the copy's prompt."""
+    monkeypatch.setenv(OTHER, emulator.other_org_key)
+    url, key = emulator.url, emulator.key
+    project = post(url, key, "/v1/project", {"name": unique("made-from")})
+    pid = project["id"]
+    tool = send(
+        "PUT",
+        url,
+        key,
+        "/v1/function",
+        {"project_id": pid, "name": "t", "slug": "t", "function_data": INLINE},
+    )
+    pinned = {"type": "function", "id": tool["id"], "version": tool["_xact_id"]}
+    parent = send("PUT", url, key, "/v1/prompt", {"project_id": pid, "name": "p", "slug": "p",
+                                                  "prompt_data": {"prompt": CHAT, "tool_functions": [pinned]}})  # fmt: skip
+    origin = {"prompt_id": parent["id"], "project_id": pid, "prompt_version": parent["_xact_id"]}
+    send("PUT", url, key, "/v1/prompt", {"project_id": pid, "name": "c", "slug": "c",
+                                         "prompt_data": {"prompt": CHAT, "origin": origin}})  # fmt: skip
+    target = unique("made-from-copy")
+    first = btpipe(emulator, "migrate", *_config_migration(project["name"], target), "--create-project")
+    assert first.exit_code == 0, first.output
+    copied = destination_project(emulator, target)
+    before = listing(emulator, emulator.other_org_key, copied["id"])["prompt"]
+    assert before["c"]["prompt_data"]["origin"]["prompt_id"] == before["p"]["id"]
+    send(
+        "PATCH", url, key, f"/v1/function/{tool['id']}", {"description": "changed"}
+    )  # p now pins an old version
+    again = btpipe(emulator, "migrate", *_config_migration(project["name"], target))
+    assert again.exit_code == 1
+    assert "not copied: prompt 'p': refers to version" in again.stderr
+    assert "not copied: prompt 'c': refers to prompt 'p', which was not copied" in again.stderr, again.stderr
+    after = listing(emulator, emulator.other_org_key, copied["id"])["prompt"]
+    assert after["c"]["prompt_data"]["origin"] == before["c"]["prompt_data"]["origin"]

@@ -72,6 +72,7 @@ from pipeline.common.config_kinds import (
     label,
     lookup_kinds,
     pins,
+    visibility,
 )
 from pipeline.common.errors import AttachmentUnavailable, NotFoundError, UsageError
 from pipeline.common.integrity import find_damage
@@ -467,6 +468,39 @@ async def read_pinned_history(
     config.versions.update(history or {})
 
 
+async def principal_names(org: Principals, objects: Iterable[Any]) -> dict[str, str]:
+    """Each group and member id the visibility of ``objects`` names, by the name verify
+    compares (``group:<name>``, ``user:<email>``); an id ``org`` does not have is left out."""
+    named: dict[str, str] = {}
+    for obj in objects:
+        groups, users = visibility(obj)
+        for group_id in groups:
+            group = await org.group(group_id)
+            if group is not None:
+                named[group_id] = f"group:{group['name']}"
+        for user_id in users:
+            user = await org.user(user_id)
+            if user is not None and user.get("email"):
+                named[user_id] = f"user:{user['email']}"
+    return named
+
+
+async def foreign_principals(org: Principals, objects: Iterable[Any]) -> dict[str, str]:
+    """Each group and user id the visibility of ``objects`` names that is no group or member
+    of ``org``, named as such: a copy naming another org's (compared with an export, whose ids
+    are the source org's own, it then differs)."""
+    named: dict[str, str] = {}
+    for obj in objects:
+        groups, users = visibility(obj)
+        for group_id in groups:
+            if await org.group(group_id) is None:
+                named[group_id] = f"group {group_id} of another org"
+        for user_id in users:
+            if await org.user(user_id) is None:
+                named[user_id] = f"user {user_id}, not of this org"
+    return named
+
+
 #: A project's datasets and experiments, by kind.
 Listed = dict[str, list[dict[str, Any]]]
 
@@ -677,7 +711,7 @@ class VerifyJob:
             names.update(await attachment_names(contents, _held(config, found)))
             # who may see a project score, by group name and user email: each org has its ids
             source_org = Principals(source, str(src_project["org_id"]))
-            names.update(await source_org.names(config.objects.get("project_score", [])))
+            names.update(await principal_names(source_org, config.objects.get("project_score", [])))
             diffs += await self._pair_config(
                 dst_project, config, names, their_names, principals=True, lookup=found
             )
@@ -710,7 +744,9 @@ class VerifyJob:
         }
         org = Principals(self.destination, str(project["org_id"]))
         scores = theirs.objects.get("project_score", [])
-        their_names.update(await org.names(scores) if principals else await org.foreign(scores))
+        their_names.update(
+            await principal_names(org, scores) if principals else await foreign_principals(org, scores)
+        )
         return compare_config(
             config, names, theirs, their_names, project["name"], (lookup or ConfigSet(), their_lookup)
         )

@@ -2,19 +2,17 @@
 ``config.visibility`` refers to (:func:`pipeline.common.config_kinds.visibility`).
 
 Ids are an org's own: a copy into another org names that org's group of the same name and its
-member with the same email, and verify compares them by those names. A key may reach several
+member with the same email, and verify compares them by those names (``verify.py``). A key may reach several
 orgs, so a group counts as the org's only when it says so (``org_id``), and a user only when
 the org's member list holds them. Each id is asked once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from pipeline.api.client import BraintrustClient
 from pipeline.api.objects import list_all
-from pipeline.common.config_kinds import visibility
 from pipeline.common.errors import NotFoundError
 
 
@@ -74,34 +72,3 @@ class Principals:
             if user.get("email") == email:
                 return str(user["id"])
         return None
-
-    async def names(self, objects: Iterable[Any]) -> dict[str, str]:
-        """Each group and member id the visibility of ``objects`` names, by the name verify
-        compares (``group:<name>``, ``user:<email>``); an id the org does not have is left out."""
-        named: dict[str, str] = {}
-        for obj in objects:
-            groups, users = visibility(obj)
-            for group_id in groups:
-                group = await self.group(group_id)
-                if group is not None:
-                    named[group_id] = f"group:{group['name']}"
-            for user_id in users:
-                user = await self.user(user_id)
-                if user is not None and user.get("email"):
-                    named[user_id] = f"user:{user['email']}"
-        return named
-
-    async def foreign(self, objects: Iterable[Any]) -> dict[str, str]:
-        """Each group and user id the visibility of ``objects`` names that is no group or
-        member of the org, named as such: a copy naming another org's (compared with an
-        export, whose ids are the source org's own, it then differs)."""
-        named: dict[str, str] = {}
-        for obj in objects:
-            groups, users = visibility(obj)
-            for group_id in groups:
-                if await self.group(group_id) is None:
-                    named[group_id] = f"group {group_id} of another org"
-            for user_id in users:
-                if await self.user(user_id) is None:
-                    named[user_id] = f"user {user_id}, not of this org"
-        return named

@@ -188,13 +188,18 @@ def parse_source(query: dict[str, Any]) -> Source:
     return Source(object_type, tuple(dict.fromkeys(ids)), shape)
 
 
-def parse_limit(value: Any, where: str = "limit") -> int:
+def parse_limit(value: Any, where: str = "limit", *, low: int = 1, clamp: bool = False) -> int:
+    """A page size: an integer from ``low`` to ``MAX_LIMIT`` (absent: ``MAX_LIMIT``); with
+    ``clamp``, one above the cap gets the cap (a route whose spec sets no maximum)."""
     if value is None:
         return MAX_LIMIT
     if isinstance(value, bool) or not isinstance(value, int):
         raise QueryError(f"{where}: expected an integer")
-    if not 1 <= value <= MAX_LIMIT:
-        raise QueryError(f"{where}: {value} is out of range (1 to {MAX_LIMIT}; the page size is capped at {MAX_LIMIT})")  # fmt: skip
+    if clamp and value > MAX_LIMIT:
+        return MAX_LIMIT
+    if not low <= value <= MAX_LIMIT:
+        shown = f"{low} or more" if clamp else f"{low} to {MAX_LIMIT}; the page size is capped at {MAX_LIMIT}"
+        raise QueryError(f"{where}: {value} is out of range ({shown})")
     return value
 
 

@@ -18,7 +18,6 @@ import orjson
 from pipeline.emulator.objects import NotFound, resolve_row_object
 from pipeline.emulator.profiles import ReadPolicy, check_profile
 from pipeline.emulator.query import (
-    MAX_LIMIT,
     Compiled,
     QueryError,
     Source,
@@ -172,7 +171,8 @@ def fetch_page(conn: sqlite3.Connection, object_type: ObjectType, object_id: str
     unknown = sorted(set(params) - FETCH_FIELDS)
     if unknown:
         raise QueryError(f"request body: unknown field {unknown[0]!r}")
-    limit = _fetch_limit(_int_param(params.get("limit"), "limit"))
+    # the spec's FetchLimit: from 0, no maximum; traces beyond the cap come on the next page
+    limit = parse_limit(_int_param(params.get("limit"), "limit"), low=0, clamp=True)
     version = parse_version(params.get("version"))
     before = None
     max_xact, max_root = params.get("max_xact_id"), params.get("max_root_span_id")
@@ -202,18 +202,6 @@ def fetch_page(conn: sqlite3.Connection, object_type: ObjectType, object_id: str
             seen.add(row_id)
             newest.append(text)
     return Page(newest, cursor, None)
-
-
-def _fetch_limit(value: Any) -> int:
-    """The spec's ``FetchLimit``: an integer from 0, without a maximum; traces beyond the page
-    cap (``MAX_LIMIT``) come on the next page, as rows beyond a ``/btql`` page's do."""
-    if value is None:
-        return MAX_LIMIT
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise QueryError("limit: expected an integer")
-    if value < 0:
-        raise QueryError(f"limit: {value} is out of range (0 or more)")
-    return min(value, MAX_LIMIT)
 
 
 def _int_param(value: Any, where: str) -> Any:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.emulator import reads
+from pipeline.emulator import query as emulator_query
 from tests.emulator.conftest import Api
 
 
@@ -135,7 +135,7 @@ async def test_limit_takes_what_the_spec_allows(
         params = {"limit": "0"} if method == "GET" else None
         page = await api.ok(method, path, None if method == "GET" else {"limit": 0}, params=params)
         assert page["events"] == [] and page["cursor"] is None
-    monkeypatch.setattr(reads, "MAX_LIMIT", 2)
+    monkeypatch.setattr(emulator_query, "MAX_LIMIT", 2)
     capped = await api.ok("POST", path, {"limit": 5000})
     assert capped == await api.ok("POST", path, {"limit": 2})
     assert capped == await api.ok("GET", path, params={"limit": "1001"})
